@@ -1,0 +1,372 @@
+"""Compile a DPP problem, once, into affine maps θ̃ ↦ cone-program data and a retrieval R.
+
+The cone program (SCS's form, the canonical form of dpplayers)::
+
+    minimise ½ xᵀPx + cᵀx   subject to   Ax + s = b,  s ∈ K
+
+Canonicalisation is cvxpy's own chain for SCS (``Problem.get_problem_data``); this module
+only re-expresses its parameter tensors in the user's parameter coordinates and fixes one
+sparsity pattern for A and P, so that a whole batch of data is one sparse × dense product
+per map. P is stored as its upper triangle (what both solvers read).
+
+Quadratic forms ``quad_form(x, Q)`` with a parameter ``Q`` in the objective are lifted out
+first (:mod:`dpplayers.quad_forms`): cvxpy compiles the rest, and this module adds Q's
+entries to P on the lifted variable's columns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cvxpy as cp
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr, lower_value
+from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
+
+from .cones import ConeDims
+from .dpp import check_dpp
+from .errors import DPPError, ParameterError
+from .parameters import ParameterLayout, ParameterSpec
+from .quad_forms import ParametricQuadForm, lift_parametric_quad_forms
+from .solvers import AbstractConeSolver, make_solver
+from .retrieval import Retrieval, build_retrieval, resolve_requests
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Derivative modes accepted by ``compile(mode=...)`` and ``solver_args={"mode": ...}``.
+MODES = ("direct", "lsqr", "lsmr", "dense")
+SOLVERS = ("SCS", "CLARABEL")
+
+
+@dataclass(frozen=True)
+class AffineMap:
+    """A map θ̃ = [θ; 1] ↦ data, as a sparse matrix; its transpose pulls cotangents back."""
+
+    matrix: sp.csr_array  # (rows, p + 1)
+
+    def __call__(self, theta: FloatArray) -> FloatArray:
+        """θ̃ (p+1, B) → data (rows, B)."""
+        return np.asarray(self.matrix @ theta)
+
+    def linear(self, dtheta: FloatArray) -> FloatArray:
+        """The linear part: dθ (p, B) → d data (rows, B)."""
+        return np.asarray(self._linear @ dtheta)
+
+    def transpose(self, g: FloatArray) -> FloatArray:
+        """Cotangent on data (rows, B) → cotangent on θ (p, B)."""
+        return np.asarray(self._linear_t @ g)
+
+    @property
+    def _linear(self) -> sp.csr_array:
+        return self.matrix[:, :-1]
+
+    @property
+    def _linear_t(self) -> sp.csr_array:
+        return self.matrix[:, :-1].T.tocsr()
+
+    @property
+    def nnz(self) -> int:
+        return int(self.matrix.nnz)
+
+    @property
+    def is_constant(self) -> bool:
+        """True when the data does not depend on θ."""
+        return self.matrix[:, :-1].nnz == 0
+
+    def entering(self, layout: ParameterLayout) -> tuple[str, ...]:
+        """Names of parameters with at least one nonzero coefficient in this map."""
+        cols = np.unique(self.matrix.tocoo().col)
+        return tuple(
+            s.name for s in layout.specs
+            if np.any((cols >= s.offset) & (cols < s.offset + s.size))
+        )
+
+
+@dataclass(frozen=True)
+class CSCPattern:
+    """A fixed sparsity pattern (CSC indices/indptr); data arrays follow its order."""
+
+    shape: tuple[int, int]
+    indices: npt.NDArray[np.int32]
+    indptr: npt.NDArray[np.int32]
+
+    def matrix(self, data: FloatArray) -> sp.csc_matrix:
+        """Wrap one data vector as a CSC matrix without copying or sorting."""
+        return sp.csc_matrix((data, self.indices, self.indptr), shape=self.shape)
+
+    @property
+    def rows(self) -> npt.NDArray[np.int32]:
+        return self.indices
+
+    @property
+    def cols(self) -> npt.NDArray[np.int64]:
+        return np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))
+
+
+@dataclass(frozen=True)
+class CompiledProblem:
+    """A compiled problem: maps C_P, C_A, C_b, C_c, the cones K and the retrieval R."""
+
+    problem: cp.Problem = field(repr=False)
+    layout: ParameterLayout
+    n: int
+    m: int
+    cones: ConeDims
+    A: CSCPattern
+    C_A: AffineMap
+    C_b: AffineMap
+    C_c: AffineMap
+    P: CSCPattern | None
+    C_P: AffineMap | None
+    retrieval: Retrieval
+    solver: str
+    gp: bool
+    mode: str
+    compile_seconds: float
+    backend: AbstractConeSolver = field(repr=False, compare=False)
+
+    def solve(self, *values: npt.ArrayLike, solver_args: dict | None = None,
+              warm_start: object | None = None, on_failure: str = "raise"):
+        """Solve for one set of parameter values or a batch; returns a :class:`Solution`.
+
+        Values come in the order of ``parameters``; any of them may carry a leading batch
+        axis (unbatched ones broadcast). ``solver_args`` go to the solver (SCS or Clarabel
+        settings, ``eps`` for both SCS tolerances, ``mode`` for the derivative). With
+        ``on_failure="nan"`` a failed element is NaN-filled and flagged in ``status``
+        instead of raising :class:`SolverError`.
+        """
+        from .solution import solve_compiled
+
+        return solve_compiled(self, values, solver_args, warm_start, on_failure)
+
+    def describe(self) -> str:
+        """The canonical cone program: sizes, cones, nnz of each map, where parameters enter."""
+        def enters(cmap: AffineMap | None) -> str:
+            if cmap is None:
+                return "(none)"
+            names = cmap.entering(self.layout)
+            return ", ".join(names) if names else "(constant)"
+
+        lines = [
+            f"CompiledProblem: minimise ½xᵀPx + cᵀx s.t. Ax + s = b, s ∈ K   "
+            f"[solver {self.solver}, derivative mode {self.mode}{', gp' if self.gp else ''}]",
+            f"  variables n = {self.n}, constraint rows m = {self.m}, "
+            f"parameters: {self.layout.size} entries in {len(self.layout.specs)} "
+            f"({', '.join(f'{s.name}{list(s.shape)}' for s in self.layout.specs)})",
+            f"  cones K: {self.cones}",
+            f"  A: {self.A.shape[0]}×{self.A.shape[1]}, nnz {self.A.indices.size}; "
+            f"map C_A nnz {self.C_A.nnz}; parameters in A: {enters(self.C_A)}",
+            f"  b: map C_b nnz {self.C_b.nnz}; parameters in b: {enters(self.C_b)}",
+            f"  c: map C_c nnz {self.C_c.nnz}; parameters in c: {enters(self.C_c)}",
+        ]
+        if self.P is not None and self.C_P is not None:
+            lines.append(
+                f"  P (upper triangle): nnz {self.P.indices.size}; map C_P nnz {self.C_P.nnz}; "
+                f"parameters in P: {enters(self.C_P)}"
+            )
+        else:
+            lines.append("  P: none (linear objective)")
+        lines.append(
+            "  outputs: " + ", ".join(
+                f"{o.name}{list(o.shape)}{' (dual)' if o.dual else ''}" for o in self.retrieval.outputs
+            )
+        )
+        lines.append(f"  compiled in {self.compile_seconds:.3f} s")
+        return "\n".join(lines)
+
+    __str__ = describe
+
+
+def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = None,
+            variables: Sequence[cp.Variable] | None = None, solver: str = "SCS",
+            gp: bool = False, quad_obj: bool = True, mode: str = "direct",
+            canon_backend: str | None = None) -> CompiledProblem:
+    """Compile ``problem`` into a :class:`CompiledProblem`; done once, solved many times.
+
+    Args:
+        problem: a DPP problem (DGP with ``gp=True``).
+        parameters: the problem's parameters, in the order values will be passed; all of
+            them must be listed (default: ``problem.parameters()``).
+        variables: what to return: variables of the problem and/or constraints' dual
+            variables (``con.dual_variables[0]``); default: all variables.
+        solver: "SCS" or "CLARABEL".
+        gp: compile a log-log convex (DGP) problem in log space.
+        quad_obj: keep a quadratic objective as P (default) or reformulate it with cones.
+        mode: default derivative mode ("direct", "lsqr", "lsmr", "dense").
+        canon_backend: cvxpy's canonicalisation backend (default: cvxpy's choice).
+
+    Raises:
+        DPPError: the problem is not DPP, or parameters/variables don't match it.
+    """
+    start = time.perf_counter()
+    solver = solver.upper()
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    params = tuple(problem.parameters() if parameters is None else parameters)
+    wanted = tuple(problem.variables() if variables is None else variables)
+    report = check_dpp(problem, params, wanted, gp=gp)
+    if not report.ok:
+        raise DPPError(report)
+    requests = resolve_requests(problem, wanted)
+
+    lifted, quad_forms = lift_parametric_quad_forms(problem)
+    if quad_forms and not quad_obj:
+        raise ValueError(
+            "quad_form(x, Q) with a parameter Q needs quad_obj=True (the solver takes P(θ) "
+            "directly); with quad_obj=False write it as sum_squares(L @ x) with a factor L."
+        )
+    data, chain, inverse_data = lifted.get_problem_data(
+        solver=cp.SCS, gp=gp, canon_backend=canon_backend,
+        solver_opts={"use_quad_obj": quad_obj},
+    )
+    pp = data[cp.settings.PARAM_PROB]
+    n = int(pp.x.size)
+    m = int(pp.A.shape[0] // (n + 1))
+    layout = ParameterLayout(tuple(_specs(params, gp)))
+    lowering = _lowering_matrix(chain, pp, params, layout)
+
+    T_A = sp.csr_array(sp.csr_array(pp.A) @ lowering)
+    A_pattern, C_A = _pattern_map(T_A[: m * n], (m, n), negate=True, upper=False)
+    C_b = AffineMap(sp.csr_array(T_A[m * n : m * (n + 1)]))
+    C_c = AffineMap(sp.csr_array(sp.csr_array(pp.q)[:n] @ lowering))
+    P_pattern, C_P = None, None
+    if quad_obj and (pp.P is not None or quad_forms):
+        T_P = sp.csr_array(pp.P) @ lowering if pp.P is not None else sp.csr_array((n * n, layout.size + 1))
+        T_P = T_P + _quad_form_map(quad_forms, pp, params, layout, n)
+        P_pattern, C_P = _pattern_map(sp.csr_array(T_P), (n, n), negate=False, upper=True)
+    cones = ConeDims(
+        zero=int(pp.cone_dims.zero), nonneg=int(pp.cone_dims.nonneg),
+        soc=tuple(int(d) for d in pp.cone_dims.soc), psd=tuple(int(d) for d in pp.cone_dims.psd),
+        exp=int(pp.cone_dims.exp), exp_dual=0, power=tuple(float(a) for a in pp.cone_dims.p3d),
+    )
+    retrieval = build_retrieval(chain, inverse_data, n, m, requests, gp)
+    return CompiledProblem(
+        problem=problem, layout=layout, n=n, m=m, cones=cones, A=A_pattern, C_A=C_A, C_b=C_b,
+        C_c=C_c, P=P_pattern, C_P=C_P, retrieval=retrieval, solver=solver, gp=gp, mode=mode,
+        compile_seconds=time.perf_counter() - start, backend=make_solver(solver, cones),
+    )
+
+
+def _specs(params: Sequence[cp.Parameter], gp: bool) -> list[ParameterSpec]:
+    specs, offset = [], 0
+    for p in params:
+        specs.append(ParameterSpec.of(p, offset, gp))
+        offset += specs[-1].size
+    return specs
+
+
+def _lowering_matrix(chain: cp.reductions.Chain, pp, params: Sequence[cp.Parameter],
+                     layout: ParameterLayout) -> sp.csr_array:
+    """L with θ̃_cvxpy = L θ̃_user: follows each parameter through cvxpy's reductions.
+
+    Dgp2Dcp swaps p for log p (the log itself is applied in ParameterLayout.stack);
+    CvxAttr2Constr swaps a symmetric/diagonal/sparse parameter for its reduced vector,
+    which is linear and read off ``lower_value``. A symmetric parameter's reduced entries
+    are taken as (Q_ij + Q_ji) / 2, so gradients with respect to it come out symmetric.
+    """
+    p_red = int(pp.A.shape[1]) - 1
+    rows, cols, vals = [p_red], [layout.size], [1.0]  # the constant
+    for param, spec in zip(params, layout.specs):
+        current, E = param, sp.identity(spec.size, format="csr")
+        for reduction in chain.reductions:
+            if isinstance(reduction, Dgp2Dcp) and reduction.canon_methods is not None:
+                current = _replacement(reduction.canon_methods._parameters, current)
+            elif isinstance(reduction, CvxAttr2Constr):
+                reduced = _replacement(reduction._parameters, current)
+                if reduced is not current:
+                    E = _attribute_lowering(current) @ E
+                    current = reduced
+        col = pp.param_id_to_col.get(current.id)
+        if col is None:
+            continue  # only in lifted quad_forms, or eliminated by cvxpy
+        coo = sp.coo_array(E)
+        rows.extend(coo.row + col)
+        cols.extend(coo.col + spec.offset)
+        vals.extend(coo.data)
+    return sp.csr_array((vals, (rows, cols)), shape=(p_red + 1, layout.size + 1))
+
+
+def _replacement(mapping: dict, param: cp.Parameter) -> cp.Parameter:
+    """The parameter a reduction substituted for ``param`` (compared by id: cvxpy
+    expressions overload ``==``)."""
+    for orig, new in mapping.items():
+        if orig.id == param.id:
+            return new
+    return param
+
+
+def _attribute_lowering(param: cp.Parameter) -> sp.csr_array:
+    """The linear map vec_F(value) ↦ lower_value(param, value), by probing."""
+    size = int(np.prod(param.shape, dtype=np.int64))
+    attrs = param.attributes
+    if attrs.get("symmetric") or attrs.get("PSD") or attrs.get("NSD"):
+        k = param.shape[-1]
+        i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+        pair = np.minimum(i, j) * k + np.maximum(i, j)  # same id for (i, j) and (j, i)
+        out = np.rint(lower_value(param, pair.astype(float))).astype(np.int64)
+        flat = pair.reshape(-1, order="F")
+        r, c = np.nonzero(out[:, None] == flat[None, :])
+        weight = np.where(flat[c] % (k + 1) == 0, 1.0, 0.5)  # diagonal ids are multiples of k+1
+        return sp.csr_array((weight, (r, c)), shape=(out.size, size))
+    probe = np.arange(1, size + 1, dtype=float).reshape(param.shape, order="F")
+    out = np.rint(np.asarray(lower_value(param, probe)).reshape(-1)).astype(np.int64) - 1
+    return sp.csr_array((np.ones(out.size), (np.arange(out.size), out)), shape=(out.size, size))
+
+
+def _quad_form_map(terms: Sequence[ParametricQuadForm], pp, params: Sequence[cp.Parameter],
+                   layout: ParameterLayout, n: int) -> sp.csr_array:
+    """Rows vec_F(P): weight·(Q + Qᵀ) on each lifted variable's block, from Q's θ entries."""
+    rows, cols, vals = [], [], []
+    for term in terms:
+        spec = _spec_for(params, layout, term.matrix)
+        start = pp.var_id_to_col[term.aux.id]
+        k = term.matrix.shape[0]
+        i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+        i, j = i.ravel(), j.ravel()
+        a_i, a_j = start + i, start + j
+        # P[a_i, a_j] += w Q[i, j] + w Q[j, i]
+        for qi, qj in ((i, j), (j, i)):
+            rows.append(a_j * n + a_i)
+            cols.append(spec.offset + qj * k + qi)
+            vals.append(np.full(i.size, term.weight))
+    if not rows:
+        return sp.csr_array((n * n, layout.size + 1))
+    return sp.csr_array(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n * n, layout.size + 1),
+    )
+
+
+def _spec_for(params: Sequence[cp.Parameter], layout: ParameterLayout,
+              param: cp.Parameter) -> ParameterSpec:
+    for spec, p in zip(layout.specs, params):
+        if p.id == param.id:
+            return spec
+    raise ParameterError(f"parameter '{param.name()}' is in a quad_form but not in `parameters`.")
+
+
+def _pattern_map(T: sp.csr_array, shape: tuple[int, int], negate: bool,
+                 upper: bool) -> tuple[CSCPattern, AffineMap]:
+    """Split a tensor whose rows are vec_F(matrix) into a fixed CSC pattern and its map.
+
+    Rows are column-major positions r = j·rows + i, so sorted rows are already CSC order.
+    Keeps rows that are structurally nonzero for some θ (and i ≤ j when ``upper``).
+    """
+    nrows, ncols = shape
+    present = np.flatnonzero(np.diff(T.indptr) > 0)
+    i, j = present % nrows, present // nrows
+    if upper:
+        keep = i <= j
+        present, i, j = present[keep], i[keep], j[keep]
+    indptr = np.searchsorted(j, np.arange(ncols + 1)).astype(np.int32)
+    block = T[present]
+    return (
+        CSCPattern(shape, i.astype(np.int32), indptr),
+        AffineMap(sp.csr_array(-block if negate else block)),
+    )

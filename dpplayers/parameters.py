@@ -1,0 +1,234 @@
+"""The user's parameters: their layout in θ̃, validation of values, batching, the GP log.
+
+θ̃ = [θ; 1] stacks every parameter's entries (column-major, as cvxpy flattens) in the
+order the user listed them, then a constant 1. The compiler's maps C act on θ̃, so this
+module is the one place where user values become θ̃ (forward) and where cotangents on θ
+become per-parameter arrays (backward).
+
+With ``gp=True`` the cone program is in log space: θ here holds log(p) and the chain rule
+multiplies cotangents by 1/p (done in :meth:`ParameterLayout.pull_back`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ParameterError
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Tolerance (relative to the largest entry) for the symmetric and PSD attribute checks.
+ATTRIBUTE_TOL = 1e-8
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One user parameter: its name, shape, offset in θ and declared attributes."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    log: bool  # True for gp=True problems: θ holds log(value)
+    nonneg: bool = False
+    nonpos: bool = False
+    pos: bool = False
+    neg: bool = False
+    symmetric: bool = False
+    psd: bool = False
+    nsd: bool = False
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @classmethod
+    def of(cls, param: cp.Parameter, offset: int, log: bool) -> ParameterSpec:
+        attrs = param.attributes
+        return cls(
+            name=param.name(),
+            shape=tuple(int(d) for d in param.shape),
+            offset=offset,
+            log=log,
+            nonneg=bool(attrs.get("nonneg")),
+            nonpos=bool(attrs.get("nonpos")),
+            pos=bool(attrs.get("pos")),
+            neg=bool(attrs.get("neg")),
+            symmetric=bool(attrs.get("symmetric")),
+            psd=bool(attrs.get("PSD")),
+            nsd=bool(attrs.get("NSD")),
+        )
+
+    def check_attributes(self, value: FloatArray, batched: bool) -> None:
+        """Raise ParameterError if ``value`` breaks a declared attribute (first bad element)."""
+        v = value if batched else value[None]
+        where = _element_finder(self.name, batched)
+        sign_rules = (
+            (self.nonneg, v < 0, "nonnegative"),
+            (self.nonpos, v > 0, "nonpositive"),
+            (self.pos or self.log, v <= 0, "positive"),
+            (self.neg, v >= 0, "negative"),
+        )
+        for declared, bad, word in sign_rules:
+            if declared and bad.any():
+                k = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
+                why = " (gp=True parameters must be positive)" if self.log and word == "positive" else ""
+                raise ParameterError(f"{where(k)} must be {word}{why}, but has entries {v[k][bad[k]][:3]}.")
+        if self.symmetric or self.psd or self.nsd:
+            scale = max(1.0, float(np.abs(v).max(initial=0.0)))
+            asym = np.abs(v - np.swapaxes(v, -1, -2)).reshape(len(v), -1).max(axis=1)
+            if (asym > ATTRIBUTE_TOL * scale).any():
+                k = int(np.argmax(asym > ATTRIBUTE_TOL * scale))
+                raise ParameterError(
+                    f"{where(k)} is declared symmetric but max |X - X^T| = {asym[k]:.3g}; "
+                    "pass a symmetric matrix (e.g. (X + X.T) / 2)."
+                )
+        if self.psd or self.nsd:
+            sign = 1.0 if self.psd else -1.0
+            eig = np.linalg.eigvalsh(sign * 0.5 * (v + np.swapaxes(v, -1, -2)))[..., 0]
+            scale = np.maximum(1.0, np.abs(v).reshape(len(v), -1).max(axis=1))
+            bad = eig < -ATTRIBUTE_TOL * 1e2 * scale
+            if bad.any():
+                k = int(np.argmax(bad))
+                kind = "PSD" if self.psd else "NSD"
+                raise ParameterError(
+                    f"{where(k)} is declared {kind} but its extreme eigenvalue is "
+                    f"{sign * eig[k]:.3g}; pass a {kind} matrix (e.g. L @ L.T + eps*I)."
+                )
+
+
+def _element_finder(name: str, batched: bool):
+    return (lambda k: f"parameter '{name}' (batch element {k})") if batched else (
+        lambda k: f"parameter '{name}'"
+    )
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """How the user's parameters sit in θ, and conversion of values to and from it."""
+
+    specs: tuple[ParameterSpec, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of parameter entries (θ without the constant)."""
+        return sum(s.size for s in self.specs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
+
+    def stack(self, values: Sequence[npt.ArrayLike]) -> tuple[FloatArray, FloatArray, int | None]:
+        """Validate values and return (θ̃ of shape (p+1, B), raw θ (p, B), batch size or None).
+
+        Any value may carry one leading batch axis; unbatched values broadcast. The raw θ
+        (before the GP log) is returned for the GP chain rule.
+        """
+        if len(values) != len(self.specs):
+            raise ParameterError(
+                f"expected {len(self.specs)} parameter values ({', '.join(self.names)}), "
+                f"got {len(values)}."
+            )
+        arrays, batch = [], None
+        batch_from = ""
+        for spec, value in zip(self.specs, values):
+            arr = np.asarray(value, dtype=np.float64) if not _is_float64(value) else value
+            if arr.shape == spec.shape:
+                is_batched = False
+            elif arr.ndim == len(spec.shape) + 1 and arr.shape[1:] == spec.shape:
+                is_batched = True
+                if batch is not None and arr.shape[0] != batch:
+                    raise ParameterError(
+                        f"inconsistent batch sizes: parameter '{spec.name}' has batch size "
+                        f"{arr.shape[0]} but '{batch_from}' has {batch}."
+                    )
+                batch, batch_from = arr.shape[0], spec.name
+            else:
+                raise ParameterError(
+                    f"parameter '{spec.name}' expects shape {spec.shape} "
+                    f"(or (batch, *{spec.shape})), got shape {arr.shape}."
+                )
+            finite = np.isfinite(arr)
+            if not finite.all():
+                if is_batched:
+                    k = int(np.argwhere(~finite.reshape(len(arr), -1).all(axis=1))[0, 0])
+                    raise ParameterError(
+                        f"parameter '{spec.name}' has NaN or Inf entries in batch element {k}."
+                    )
+                raise ParameterError(f"parameter '{spec.name}' has NaN or Inf entries.")
+            spec.check_attributes(arr, is_batched)
+            arrays.append((arr, is_batched))
+        nb = 1 if batch is None else batch
+        theta = np.empty((self.size + 1, nb))
+        for spec, (arr, is_batched) in zip(self.specs, arrays):
+            flat = _fortran_flatten(arr, is_batched)
+            theta[spec.offset : spec.offset + spec.size] = flat
+        theta[-1] = 1.0
+        raw = theta[:-1].copy()
+        log_rows = self.log_rows()
+        if log_rows.size:
+            theta[log_rows] = np.log(theta[log_rows])
+        return theta, raw, batch
+
+    def log_rows(self) -> npt.NDArray[np.int64]:
+        """Rows of θ that hold log(value) (gp=True parameters)."""
+        rows = [np.arange(s.offset, s.offset + s.size) for s in self.specs if s.log]
+        return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+
+    def stack_tangents(self, tangents: Sequence[npt.ArrayLike | None], batch: int | None,
+                       raw: FloatArray) -> FloatArray:
+        """Tangents per parameter → dθ (p, B), applying the GP chain rule d log p = dp / p."""
+        if len(tangents) != len(self.specs):
+            raise ParameterError(
+                f"expected {len(self.specs)} tangents ({', '.join(self.names)}), got {len(tangents)}."
+            )
+        nb = 1 if batch is None else batch
+        dtheta = np.zeros((self.size, nb))
+        for spec, t in zip(self.specs, tangents):
+            if t is None:
+                continue
+            arr = np.asarray(t, dtype=np.float64)
+            if arr.shape == spec.shape:
+                flat = _fortran_flatten(arr, False)
+            elif arr.shape == (nb, *spec.shape) and batch is not None:
+                flat = _fortran_flatten(arr, True)
+            else:
+                raise ParameterError(
+                    f"tangent for parameter '{spec.name}' expects shape "
+                    f"{spec.shape if batch is None else (batch, *spec.shape)}, got {arr.shape}."
+                )
+            dtheta[spec.offset : spec.offset + spec.size] = flat
+        rows = self.log_rows()
+        if rows.size:
+            dtheta[rows] /= raw[rows]
+        return dtheta
+
+    def pull_back(self, gtheta: FloatArray, batch: int | None, raw: FloatArray) -> tuple[FloatArray, ...]:
+        """Cotangent on θ (p, B) → one array per parameter (batched iff the call was)."""
+        g = gtheta.copy()
+        rows = self.log_rows()
+        if rows.size:
+            g[rows] /= raw[rows]
+        out = []
+        for spec in self.specs:
+            block = g[spec.offset : spec.offset + spec.size]  # (size, B)
+            arr = block.T.reshape((block.shape[1], *spec.shape[::-1])).transpose(
+                (0, *range(len(spec.shape), 0, -1))
+            )
+            out.append(arr if batch is not None else arr[0])
+        return tuple(out)
+
+
+def _is_float64(value: object) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype == np.float64
+
+
+def _fortran_flatten(arr: FloatArray, batched: bool) -> FloatArray:
+    """(B, *shape) or shape → (size, B) with entries in column-major order."""
+    if not batched:
+        return arr.reshape(-1, order="F")[:, None]
+    return np.moveaxis(arr, 0, -1).reshape(-1, arr.shape[0], order="F")

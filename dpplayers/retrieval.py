@@ -1,0 +1,198 @@
+"""The retrieval R: from the solver's (x, y) to the user's variables and dual variables.
+
+R is linear (a sparse matrix on z = [x; y]). Rather than re-deriving how each of cvxpy's
+reductions maps solutions back (symmetric variables stored as triangles, PSD duals,
+SOC and exponential-cone duals split per argument, maximisation signs, ...), R is read
+off cvxpy's own ``Chain.invert``: the inversion is linear, so three probe solutions pin it
+down. Probe 1 (all ones) gives each output's coefficient, probe 2 (distinct values) gives
+its source entry, and a random probe 3 verifies the result; an output that depends on more
+than one entry fails the check and is then probed column by column (exact, slower).
+
+With ``gp=True`` cvxpy returns exp(R z) for primal variables; those outputs are marked
+``exp`` and probed through a log, so R stays the log-space map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from .errors import VariableError
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One requested quantity: a primal variable or a constraint's dual variable."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int  # first row in R
+    dual: bool
+    exp: bool  # gp=True primal variable: the user's value is exp of the row values
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to read from cvxpy's inverted solution for one requested variable."""
+
+    variable: cp.Variable
+    constraint: cp.constraints.constraint.Constraint | None  # None for a primal variable
+    index: int  # position among constraint.dual_variables
+
+
+def resolve_requests(problem: cp.Problem, variables: Sequence[cp.Variable]) -> tuple[Request, ...]:
+    """Match each requested variable to a primal variable or a constraint's dual variable."""
+    primal = {v.id for v in problem.variables()}
+    duals = {
+        dv.id: (con, k) for con in problem.constraints for k, dv in enumerate(con.dual_variables)
+    }
+    out = []
+    for v in variables:
+        if not isinstance(v, cp.Variable):
+            raise VariableError(f"variables must be cvxpy Variables, got {type(v).__name__}: {v}.")
+        if v.id in primal:
+            out.append(Request(v, None, 0))
+        elif v.id in duals:
+            out.append(Request(v, *duals[v.id]))
+        else:
+            raise VariableError(
+                f"variable '{v.name()}' (shape {v.shape}) is neither a variable of the problem "
+                "nor a dual variable (con.dual_variables[0]) of one of its constraints."
+            )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """R as a sparse matrix on z = [x; y], plus how its rows split into outputs."""
+
+    matrix: sp.csr_array  # (K, n + m)
+    outputs: tuple[OutputSpec, ...]
+
+    def apply(self, z: FloatArray) -> tuple[FloatArray, ...]:
+        """z (n+m, B) → one array per output, shaped (B, *shape)."""
+        flat = np.asarray(self.matrix @ z)
+        out = []
+        for spec in self.outputs:
+            block = flat[spec.offset : spec.offset + spec.size]
+            if spec.exp:
+                block = np.exp(block)
+            out.append(_unflatten(block, spec.shape))
+        return tuple(out)
+
+    def flat_cotangent(self, cotangents: Sequence[FloatArray | None], values: Sequence[FloatArray],
+                       batch: int) -> FloatArray:
+        """Cotangents per output (B, *shape) → cotangent on R's rows (K, B), exp chain rule applied."""
+        g = np.zeros((self.matrix.shape[0], batch))
+        for spec, ct, val in zip(self.outputs, cotangents, values):
+            if ct is None:
+                continue
+            block = np.moveaxis(ct, 0, -1).reshape(spec.size, batch, order="F")
+            if spec.exp:
+                block = block * np.moveaxis(val, 0, -1).reshape(spec.size, batch, order="F")
+            g[spec.offset : spec.offset + spec.size] = block
+        return g
+
+    def unflatten_tangent(self, dflat: FloatArray, values: Sequence[FloatArray]) -> tuple[FloatArray, ...]:
+        """Tangent on R's rows (K, B) → one tangent per output (B, *shape)."""
+        out = []
+        for spec, val in zip(self.outputs, values):
+            block = _unflatten(dflat[spec.offset : spec.offset + spec.size], spec.shape)
+            out.append(block * val if spec.exp else block)
+        return tuple(out)
+
+
+def _unflatten(block: FloatArray, shape: tuple[int, ...]) -> FloatArray:
+    """(size, B) column-major entries → (B, *shape)."""
+    b = block.shape[1]
+    return np.moveaxis(block.reshape((*shape, b), order="F"), -1, 0)
+
+
+def build_retrieval(chain: cp.reductions.Chain, inverse_data: list, n: int, m: int,
+                    requests: Sequence[Request], gp: bool) -> Retrieval:
+    """Read R off ``chain.invert`` by probing (see the module docstring)."""
+    specs, offset = [], 0
+    for r in requests:
+        shape = tuple(int(d) for d in r.variable.shape)
+        specs.append(OutputSpec(r.variable.name(), shape, offset, r.constraint is not None,
+                                gp and r.constraint is None))
+        offset += specs[-1].size
+    specs = tuple(specs)
+    total = n + m
+
+    def probe(z: FloatArray) -> FloatArray:
+        return _read_outputs(chain, inverse_data, z[:n], z[n:], requests, specs, offset)
+
+    scale = probe(np.ones(total))
+    ids = np.arange(1, total + 1, dtype=np.float64) / total
+    tagged = probe(ids)
+    rows = np.flatnonzero(np.abs(scale) > 0)
+    src = np.rint(tagged[rows] / scale[rows] * total).astype(np.int64) - 1
+    ok = (src >= 0) & (src < total)
+    rows, src = rows[ok], src[ok]
+    R = sp.csr_array((scale[rows], (rows, src)), shape=(offset, total))
+    check = np.random.default_rng(0).uniform(0.5, 1.5, total)
+    bad = np.flatnonzero(~np.isclose(R @ check, probe(check), rtol=1e-9, atol=1e-12))
+    if bad.size:
+        R = _probe_columns(probe, total, offset, R, bad)
+    return Retrieval(R.tocsr(), specs)
+
+
+def _probe_columns(probe, total: int, k: int, R: sp.csr_array, bad_rows: FloatArray) -> sp.csr_array:
+    """Exact fallback: R's bad rows from one probe per column of z."""
+    base = probe(np.zeros(total))
+    cols = [probe(np.eye(1, total, j)[0]) - base for j in range(total)]
+    dense = np.stack(cols, axis=1)[bad_rows]
+    keep = np.setdiff1d(np.arange(k), bad_rows)
+    lil = sp.lil_array(R.shape)
+    lil[keep] = R.tocsr()[keep]
+    lil[bad_rows] = dense
+    return sp.csr_array(lil)
+
+
+def _read_outputs(chain, inverse_data, x, y, requests, specs, size) -> FloatArray:
+    """Invert one probe solution with cvxpy and flatten the requested quantities."""
+    solution = {
+        "x": x, "y": y, "s": np.zeros_like(y),
+        "info": {"status_val": 1, "solve_time": 0.0, "setup_time": 0.0, "iter": 0, "pobj": 0.0},
+    }
+    inverted = chain.invert(solution, inverse_data)
+    out = np.zeros(size)
+    for r, spec in zip(requests, specs):
+        if r.constraint is None:
+            value = inverted.primal_vars.get(r.variable.id)
+            if value is None:  # variable eliminated by cvxpy (does not affect the problem)
+                value = np.zeros(spec.shape)
+            value = np.log(value) if spec.exp else value
+        else:
+            value = _dual_piece(r, inverted.dual_vars.get(r.constraint.id))
+        out[spec.offset : spec.offset + spec.size] = np.reshape(value, -1, order="F")
+    return out
+
+
+def _dual_piece(r: Request, raw) -> FloatArray:
+    """The part of a constraint's dual that belongs to ``dual_variables[r.index]``.
+
+    cvxpy splits multi-argument duals (SOC, exponential and power cones) in the
+    constraint's ``save_dual_value``; a copy of the constraint receives the value so the
+    user's constraint object is never written to.
+    """
+    con = r.constraint
+    if raw is None:
+        return np.zeros(r.variable.shape)
+    if len(con.dual_variables) == 1:
+        return np.reshape(raw, r.variable.shape, order="F") if np.size(raw) else raw
+    twin = con.copy()
+    twin.save_dual_value(raw)
+    return np.asarray(twin.dual_variables[r.index].value, dtype=np.float64)

@@ -1,0 +1,300 @@
+"""A solved batch: values, per-element status, and the derivative chain C → J⁻¹ → R.
+
+``jvp`` pushes parameter tangents forward: dθ ↦ d(data) = C dθ ↦ dF ↦ [du; dv] = −J⁻¹ dF
+↦ (dx, dy) ↦ R (dx, dy). ``vjp`` runs the transposed chain Rᵀ → J⁻ᵀ → (∂data)ᵀ → Cᵀ. The
+C maps and R act on the whole batch at once (one sparse product each); only the solves
+with J are per element, and each element's J is factorised once (lazily, on the first
+derivative request) and reused by every later vjp, jvp and ``jacobian`` call.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .derivative import KKTOperator, data_adjoint, data_rhs, kkt_operator
+from .errors import DerivativeError, SolverError
+from .linear_solvers import SolveStats, make_linear_solver
+from .solvers import ConeData, RawSolution, Status
+
+FloatArray = npt.NDArray[np.float64]
+DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim")
+FAILURE_POLICIES = ("raise", "nan")
+
+
+@dataclass
+class Solution:
+    """The result of ``CompiledProblem.solve``.
+
+    Attributes:
+        values: one array per requested variable (leading batch axis iff the call had one).
+        status: per-element :class:`Status` (tuple, length B).
+        info: per-element solver facts: status string, iterations, seconds.
+        x, y, s: the canonical primal, dual and slack, shape (n or m, B).
+    """
+
+    program: Any = field(repr=False)
+    values: tuple[FloatArray, ...]
+    status: tuple[Status, ...]
+    info: tuple[dict[str, Any], ...]
+    x: FloatArray = field(repr=False)
+    y: FloatArray = field(repr=False)
+    s: FloatArray = field(repr=False)
+    batch: int | None
+    mode: str
+    derivative_options: dict[str, Any] = field(repr=False)
+    _raw_theta: FloatArray = field(repr=False)
+    _data: tuple = field(repr=False)  # (P data, A data, b, c), each (rows, B or 1)
+    _factor: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
+    stats: list[SolveStats | None] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> npt.NDArray[np.bool_]:
+        return np.array([s.ok for s in self.status])
+
+    @property
+    def degenerate(self) -> npt.NDArray[np.bool_]:
+        """Per element: a derivative solve met a singular J (least-squares answer)."""
+        return np.array([bool(s and s.degenerate) for s in self._padded_stats()])
+
+    @property
+    def fell_back(self) -> npt.NDArray[np.bool_]:
+        """Per element: an iterative derivative solve stalled and Direct answered."""
+        return np.array([bool(s and s.fell_back) for s in self._padded_stats()])
+
+    @property
+    def residual(self) -> FloatArray:
+        """Per element: the largest relative residual of its derivative solves (NaN if none)."""
+        return np.array([s.residual if s else np.nan for s in self._padded_stats()])
+
+    def _padded_stats(self) -> list[SolveStats | None]:
+        return self.stats + [None] * (len(self.status) - len(self.stats))
+
+    # -- the derivative ----------------------------------------------------------------
+
+    def _element(self, k: int):
+        if k not in self._factor:
+            prog = self.program
+            P, A, _, _ = _element_data(prog, self._data, k)
+            op = kkt_operator(P, A, self.y[:, k], self.s[:, k], prog.cones)
+            solver = make_linear_solver(self.mode, self.derivative_options)
+            self._factor[k] = (solver, solver.init(op), op)
+        return self._factor[k]
+
+    def _solve(self, k: int, rhs: FloatArray, transpose: bool) -> FloatArray:
+        solver, state, _ = self._element(k)
+        z, stats = solver.compute(state, rhs, transpose)
+        while len(self.stats) <= k:
+            self.stats.append(None)
+        old = self.stats[k]
+        if old is None or stats.residual >= old.residual or stats.degenerate or stats.fell_back:
+            self.stats[k] = SolveStats(
+                max(stats.residual, old.residual if old else 0.0), stats.iterations,
+                stats.converged, stats.fell_back or bool(old and old.fell_back),
+                stats.degenerate or bool(old and old.degenerate))
+        return z
+
+    def _d_projection(self, k: int):
+        return self._element(k)[2].D
+
+    def vjp(self, *cotangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
+        """Cotangents on the requested variables ↦ cotangents on the parameters."""
+        prog = self.program
+        nb = self.x.shape[1]
+        cts = self._check_outputs(cotangents, "cotangent")
+        values = [v if self.batch is not None else v[None] for v in self.values]
+        g_out = prog.retrieval.flat_cotangent(cts, values, nb)
+        g_z = np.asarray(prog.retrieval.matrix.T @ g_out)  # (n+m, B)
+        n = prog.n
+        grads = [[], [], [], []]  # P, A, b, c cotangents per element
+        for k in range(nb):
+            if not self.status[k].ok:
+                for g, rows in zip(grads, _data_sizes(prog)):
+                    g.append(np.full((rows, 1), np.nan))
+                continue
+            D = self._d_projection(k)
+            rhs = np.concatenate([g_z[:n, k], D.mv(g_z[n:, k])])[:, None]
+            r = -self._solve(k, rhs, transpose=True)
+            gP, gA, gb, gc = data_adjoint(self.x[:, k], self.y[:, k], r, *_patterns(prog),
+                                          has_P=prog.P is not None)
+            for g, val in zip(grads, (gP, gA, gb, gc)):
+                g.append(val)
+        g_theta = prog.C_A.transpose(np.hstack(grads[1])) + prog.C_b.transpose(np.hstack(grads[2]))
+        g_theta += prog.C_c.transpose(np.hstack(grads[3]))
+        if prog.C_P is not None:
+            g_theta += prog.C_P.transpose(np.hstack(grads[0]))
+        return prog.layout.pull_back(g_theta, self.batch, self._raw_theta)
+
+    def jvp(self, *tangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
+        """Tangents on the parameters ↦ tangents on the requested variables."""
+        prog = self.program
+        dtheta = prog.layout.stack_tangents(tangents, self.batch, self._raw_theta)
+        nb = self.x.shape[1]
+        if dtheta.shape[1] != nb:
+            dtheta = np.repeat(dtheta, nb, axis=1)
+        dz = self._push_forward(dtheta, per_element_columns=1)
+        values = [v if self.batch is not None else v[None] for v in self.values]
+        out = prog.retrieval.unflatten_tangent(np.asarray(prog.retrieval.matrix @ dz), values)
+        return out if self.batch is not None else tuple(o[0] for o in out)
+
+    def _push_forward(self, dtheta: FloatArray, per_element_columns: int) -> FloatArray:
+        """dθ (p, B·r) ↦ [dx; dy] (n+m, B·r), r columns per element (one solve each)."""
+        prog = self.program
+        n, r = prog.n, per_element_columns
+        dA, db, dc = prog.C_A.linear(dtheta), prog.C_b.linear(dtheta), prog.C_c.linear(dtheta)
+        dP = prog.C_P.linear(dtheta) if prog.C_P is not None else None
+        out = np.full((prog.n + prog.m, dtheta.shape[1]), np.nan)
+        for k in range(self.x.shape[1]):
+            if not self.status[k].ok:
+                continue
+            cols = slice(k * r, (k + 1) * r)
+            rhs = data_rhs(self.x[:, k], self.y[:, k], None if dP is None else dP[:, cols],
+                           *_patterns(prog)[:2], dA[:, cols], *_patterns(prog)[2:],
+                           db[:, cols], dc[:, cols])
+            duv = -self._solve(k, rhs, transpose=False)
+            out[:n, cols] = duv[:n]
+            out[n:, cols] = self._d_projection(k).mv(duv[n:])
+        return out
+
+    def jacobian(self) -> tuple[tuple[FloatArray, ...], ...]:
+        """Full blocks d(variable)/d(parameter): ``jac[i][j]`` has shape
+        ([B,] *variable_i.shape, *parameter_j.shape). One factorisation per element,
+        one multi-column solve."""
+        prog = self.program
+        p, nb = prog.layout.size, self.x.shape[1]
+        eye = np.tile(np.eye(p), (1, nb))  # element k uses columns k·p … (k+1)·p
+        rows = prog.layout.log_rows()
+        if rows.size:
+            eye[rows] /= np.repeat(self._raw_theta[rows], p, axis=1)
+        dz = self._push_forward(eye, per_element_columns=p)
+        flat = np.asarray(prog.retrieval.matrix @ dz)  # (K, B·p)
+        blocks = []
+        for spec, value in zip(prog.retrieval.outputs, self.values):
+            vals = value if self.batch is not None else value[None]
+            per_param = []
+            blk = flat[spec.offset : spec.offset + spec.size].reshape(spec.size, nb, p, order="F")
+            if spec.exp:
+                blk = blk * np.moveaxis(vals, 0, -1).reshape(spec.size, nb, 1, order="F")
+            for ps in prog.layout.specs:
+                sub = blk[:, :, ps.offset : ps.offset + ps.size]  # (size_o, B, size_p)
+                sub = sub.reshape((*spec.shape, nb, *ps.shape), order="F")
+                sub = np.moveaxis(sub, len(spec.shape), 0)
+                per_param.append(sub if self.batch is not None else sub[0])
+            blocks.append(tuple(per_param))
+        return tuple(blocks)
+
+    def _check_outputs(self, cts: Sequence, what: str) -> list[FloatArray | None]:
+        outs = self.program.retrieval.outputs
+        if len(cts) != len(outs):
+            raise DerivativeError(
+                f"expected {len(outs)} {what}s ({', '.join(o.name for o in outs)}), got {len(cts)}."
+            )
+        result = []
+        for spec, ct in zip(outs, cts):
+            if ct is None:
+                result.append(None)
+                continue
+            arr = np.asarray(ct, dtype=np.float64)
+            want = spec.shape if self.batch is None else (self.batch, *spec.shape)
+            if arr.shape != want:
+                raise DerivativeError(f"{what} for '{spec.name}' expects shape {want}, got {arr.shape}.")
+            result.append(arr if self.batch is not None else arr[None])
+        return result
+
+
+def _data_sizes(prog) -> tuple[int, int, int, int]:
+    return (prog.P.indices.size if prog.P is not None else 0, prog.A.indices.size, prog.m, prog.n)
+
+
+def _patterns(prog):
+    """(P rows, P cols, A rows, A cols) of the fixed sparsity patterns."""
+    cached = prog.__dict__.get("_pattern_cache")
+    if cached is None:
+        P_rows = prog.P.rows if prog.P is not None else np.zeros(0, np.int32)
+        P_cols = prog.P.cols if prog.P is not None else np.zeros(0, np.int64)
+        cached = (P_rows, P_cols, prog.A.rows, prog.A.cols)
+        object.__setattr__(prog, "_pattern_cache", cached)
+    return cached
+
+
+def _element_data(prog, data: tuple, k: int):
+    """Element k's (P upper, A, b, c) as solver inputs (constant maps have one column)."""
+    P_data, A_data, b, c = data
+    col = lambda arr: arr[:, k if arr.shape[1] > 1 else 0]  # noqa: E731
+    P = prog.P.matrix(col(P_data)) if prog.P is not None else None
+    return P, prog.A.matrix(col(A_data)), col(b), col(c)
+
+
+def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | None,
+                   warm_start: Solution | None, on_failure: str) -> Solution:
+    """Forward pass for :meth:`CompiledProblem.solve`."""
+    if on_failure not in FAILURE_POLICIES:
+        raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
+    theta, raw, batch = prog.layout.stack(values)
+    args = dict(solver_args or {})
+    derivative_options = {k: args.pop(k) for k in DERIVATIVE_OPTIONS if k in args}
+    mode = derivative_options.get("mode", prog.mode)
+    make_linear_solver(mode, derivative_options)  # validate now, not at backward time
+    backend = prog.backend
+    settings = backend.settings(args)
+    nb = theta.shape[1]
+    data = (
+        prog.C_P(_columns(theta, prog.C_P)) if prog.C_P is not None else np.zeros((0, 1)),
+        prog.C_A(_columns(theta, prog.C_A)), prog.C_b(theta), prog.C_c(theta),
+    )
+    reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
+    warm = _warm_starts(warm_start, nb, prog) if warm_start is not None else [None] * nb
+    results: list[RawSolution] = []
+    for k in range(nb):
+        P, A, b, c = _element_data(prog, data, k)
+        results.append(backend.solve(ConeData(P, A, b, c), settings, reuse, warm[k]))
+    failed = [k for k, r in enumerate(results) if not r.status.ok]
+    if failed and on_failure == "raise":
+        k = failed[0]
+        where = f"batch element {k}" if batch is not None else "the problem"
+        raise SolverError(
+            f"{prog.solver} failed on {where} (of {len(failed)} failed): solver status "
+            f"'{results[k].solver_status}' — {results[k].status.value}. "
+            "Pass on_failure='nan' to get NaN for failed elements instead."
+        )
+    if failed:
+        warnings.warn(f"{len(failed)} of {nb} batch elements failed ({failed[:10]}); their "
+                      "values are NaN and their status says why.", RuntimeWarning, stacklevel=3)
+    x = np.stack([r.x if r.status.ok else np.full(prog.n, np.nan) for r in results], axis=1)
+    y = np.stack([r.y if r.status.ok else np.full(prog.m, np.nan) for r in results], axis=1)
+    s = np.stack([r.s if r.status.ok else np.full(prog.m, np.nan) for r in results], axis=1)
+    outputs = prog.retrieval.apply(np.vstack([x, y]))
+    if batch is None:
+        outputs = tuple(o[0] for o in outputs)
+    info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds}
+                 for r in results)
+    return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
+                    mode, derivative_options, raw, data)
+
+
+def _columns(theta: FloatArray, cmap) -> FloatArray:
+    """Only one column is needed for a map that ignores θ (one pattern, same data)."""
+    return theta[:, :1] if cmap.is_constant else theta
+
+
+def _warm_starts(previous: Solution, nb: int, prog) -> list[RawSolution | None]:
+    if not isinstance(previous, Solution) or previous.program is not prog:
+        raise ValueError("warm_start must be a Solution returned by this CompiledProblem's solve.")
+    pb = previous.x.shape[1]
+    if pb not in (1, nb):
+        raise ValueError(f"warm_start has batch size {pb}; this call has {nb} (or pass batch 1).")
+    out = []
+    for k in range(nb):
+        j = k if pb == nb else 0
+        if not previous.status[j].ok:
+            out.append(None)
+            continue
+        out.append(RawSolution(previous.x[:, j], previous.y[:, j], previous.s[:, j],
+                               previous.status[j], "", 0, 0.0))
+    return out
+

@@ -1,0 +1,246 @@
+"""Run SCS or Clarabel on canonical cone-program data; map statuses; reuse workspaces.
+
+The canonical data is SCS's form (``min ½xᵀPx + cᵀx, Ax + s = b, s ∈ K``, cones in the
+order zero, nonnegative, SOC, PSD, exp, power, PSD blocks as lower triangles). Clarabel
+solves the same program; its PSD blocks are upper triangles, so rows of A and b (and the
+returned y, s) are permuted on the way in and out.
+
+When A and P do not depend on the parameters, a solver workspace (SCS's factorised KKT
+system, Clarabel's solver) is kept per settings and thread and only b and c are updated.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import clarabel
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+import scs
+
+from .cones import ConeDims, scs_to_clarabel_permutation
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class Status(enum.Enum):
+    """Outcome of one solve; each value says what happened and what to try."""
+
+    OPTIMAL = "solved"
+    INACCURATE = "solved to reduced accuracy (accepted); tighten tolerances for exact gradients"
+    INFEASIBLE = "infeasible: no point satisfies the constraints for these parameter values"
+    UNBOUNDED = "unbounded: the objective decreases without limit for these parameter values"
+    ITERATION_LIMIT = "hit the iteration limit; raise max_iters (SCS) / max_iter (Clarabel)"
+    FAILED = "numerical failure in the solver; rescale the data or try the other solver"
+
+    @property
+    def ok(self) -> bool:
+        return self in (Status.OPTIMAL, Status.INACCURATE)
+
+
+@dataclass(frozen=True)
+class ConeData:
+    """One element's cone program. P is the upper triangle (or None)."""
+
+    P: sp.csc_matrix | None
+    A: sp.csc_matrix
+    b: FloatArray
+    c: FloatArray
+
+
+@dataclass(frozen=True)
+class RawSolution:
+    """A solver's answer in canonical (SCS) order."""
+
+    x: FloatArray
+    y: FloatArray
+    s: FloatArray
+    status: Status
+    solver_status: str
+    iterations: int
+    seconds: float
+
+
+#: Settings that belong to dpplayers, not to the solver (removed before the solver sees them).
+DERIVATIVE_KEYS = ("mode", "atol", "btol", "iter_lim", "max_lsqr_iters")
+
+
+class AbstractConeSolver(abc.ABC):
+    """A conic solver behind one interface: set up a workspace, update b/c, run."""
+
+    name: ClassVar[str]
+    SUPPORTS_WARM_START: ClassVar[bool]
+    DEFAULTS: ClassVar[dict[str, Any]]
+
+    def __init__(self, cones: ConeDims) -> None:
+        self.cones = cones
+        self._local = threading.local()
+
+    @abc.abstractmethod
+    def settings(self, solver_args: dict[str, Any]) -> dict[str, Any]:
+        """Translate user arguments (cvxpylayers spellings included) into solver settings."""
+
+    @abc.abstractmethod
+    def _setup(self, data: ConeData, settings: dict[str, Any]) -> Any:
+        """Build a workspace (factorisation) for ``data``."""
+
+    @abc.abstractmethod
+    def _update(self, workspace: Any, data: ConeData) -> None:
+        """Replace b and c in a workspace built for the same A and P."""
+
+    @abc.abstractmethod
+    def _run(self, workspace: Any, settings: dict[str, Any],
+             warm: RawSolution | None) -> RawSolution:
+        """Solve with a prepared workspace."""
+
+    def solve(self, data: ConeData, settings: dict[str, Any], reuse: bool,
+              warm: RawSolution | None = None) -> RawSolution:
+        """Solve one element; with ``reuse`` keep the workspace and only update b and c."""
+        if not reuse:
+            return self._run(self._setup(data, settings), settings, warm)
+        key = tuple(sorted(settings.items()))
+        cache = self._local.__dict__.setdefault("cache", {})
+        workspace = cache.get(key)
+        if workspace is None:
+            workspace = cache[key] = self._setup(data, settings)
+        else:
+            self._update(workspace, data)
+        return self._run(workspace, settings, warm)
+
+
+class SCS(AbstractConeSolver):
+    """SCS 3 (splitting conic solver): first-order, warm-startable."""
+
+    name = "SCS"
+    SUPPORTS_WARM_START = True
+    DEFAULTS: ClassVar[dict[str, Any]] = {"verbose": False, "eps_abs": 1e-8, "eps_rel": 1e-8,
+                                          "max_iters": 100_000}
+    STATUS_MAP: ClassVar[dict[int, Status]] = {
+        1: Status.OPTIMAL, 2: Status.INACCURATE, -1: Status.UNBOUNDED, -6: Status.UNBOUNDED,
+        -2: Status.INFEASIBLE, -7: Status.INFEASIBLE, -3: Status.FAILED, -4: Status.FAILED,
+        -5: Status.FAILED, 0: Status.ITERATION_LIMIT,
+    }
+
+    def settings(self, solver_args: dict[str, Any]) -> dict[str, Any]:
+        out = dict(self.DEFAULTS)
+        for key, value in solver_args.items():
+            if key == "eps":
+                out["eps_abs"] = out["eps_rel"] = value
+            elif key == "max_iter":
+                out["max_iters"] = value
+            else:
+                out[key] = value
+        return out
+
+    def _cone_dict(self) -> dict[str, Any]:
+        k = self.cones
+        return {"z": k.zero, "l": k.nonneg, "q": list(k.soc), "s": list(k.psd), "ep": k.exp,
+                "ed": k.exp_dual, "p": list(k.power)}
+
+    def _setup(self, data: ConeData, settings: dict[str, Any]) -> Any:
+        problem = {"A": data.A, "b": data.b, "c": data.c}
+        if data.P is not None:
+            problem["P"] = data.P
+        try:
+            return scs.SCS(problem, self._cone_dict(), **settings)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"SCS rejected the settings {settings}: {err}") from None
+
+    def _update(self, workspace: Any, data: ConeData) -> None:
+        workspace.update(b=data.b, c=data.c)
+
+    def _run(self, workspace: Any, settings: dict[str, Any],
+             warm: RawSolution | None) -> RawSolution:
+        start = time.perf_counter()
+        if warm is not None:
+            out = workspace.solve(warm_start=True, x=warm.x, y=warm.y, s=warm.s)
+        else:
+            out = workspace.solve(warm_start=False)
+        info = out["info"]
+        status = self.STATUS_MAP.get(int(info["status_val"]), Status.FAILED)
+        if status is Status.INACCURATE and info["iter"] >= settings.get("max_iters", 100_000):
+            status = Status.ITERATION_LIMIT
+        return RawSolution(out["x"], out["y"], out["s"], status, str(info["status"]),
+                           int(info["iter"]), time.perf_counter() - start)
+
+
+class Clarabel(AbstractConeSolver):
+    """Clarabel (interior point): accurate; cannot be warm-started (seeds are ignored)."""
+
+    name = "CLARABEL"
+    SUPPORTS_WARM_START = False
+    DEFAULTS: ClassVar[dict[str, Any]] = {"verbose": False, "presolve_enable": False}
+    STATUS_MAP: ClassVar[dict[str, Status]] = {
+        "Solved": Status.OPTIMAL, "AlmostSolved": Status.INACCURATE,
+        "PrimalInfeasible": Status.INFEASIBLE, "AlmostPrimalInfeasible": Status.INFEASIBLE,
+        "DualInfeasible": Status.UNBOUNDED, "AlmostDualInfeasible": Status.UNBOUNDED,
+        "MaxIterations": Status.ITERATION_LIMIT, "MaxTime": Status.ITERATION_LIMIT,
+    }
+
+    def __init__(self, cones: ConeDims) -> None:
+        super().__init__(cones)
+        self._perm = scs_to_clarabel_permutation(cones)
+        self._inverse = np.argsort(self._perm)
+        self._cones = (
+            ([clarabel.ZeroConeT(cones.zero)] if cones.zero else [])
+            + ([clarabel.NonnegativeConeT(cones.nonneg)] if cones.nonneg else [])
+            + [clarabel.SecondOrderConeT(d) for d in cones.soc]
+            + [clarabel.PSDTriangleConeT(d) for d in cones.psd]
+            + [clarabel.ExponentialConeT() for _ in range(cones.exp)]
+            + [clarabel.PowerConeT(a) for a in cones.power]
+        )
+        if cones.exp_dual:
+            raise ValueError("Clarabel has no dual exponential cone; use SCS.")
+
+    def settings(self, solver_args: dict[str, Any]) -> dict[str, Any]:
+        out = dict(self.DEFAULTS)
+        known = set(dir(clarabel.DefaultSettings()))
+        for key, value in solver_args.items():
+            if key == "eps":
+                out["tol_gap_abs"] = out["tol_gap_rel"] = out["tol_feas"] = value
+            elif key in ("max_iters", "max_iter"):
+                out["max_iter"] = int(value)
+            elif key in known:
+                out[key] = value
+            else:
+                raise ValueError(f"unknown Clarabel setting {key!r} in solver_args.")
+        return out
+
+    def _setup(self, data: ConeData, settings: dict[str, Any]) -> Any:
+        s = clarabel.DefaultSettings()
+        for key, value in settings.items():
+            setattr(s, key, value)
+        P = data.P if data.P is not None else sp.csc_matrix(data.A.shape[1:] * 2)
+        A = sp.csc_matrix(data.A[self._perm]) if self._perm is not None else data.A
+        b = data.b[self._perm] if self._perm is not None else data.b
+        return clarabel.DefaultSolver(P, data.c, A, b, self._cones, s)
+
+    def _update(self, workspace: Any, data: ConeData) -> None:
+        b = data.b[self._perm] if self._perm is not None else data.b
+        workspace.update(q=data.c, b=b)
+
+    def _run(self, workspace: Any, settings: dict[str, Any],
+             warm: RawSolution | None) -> RawSolution:
+        start = time.perf_counter()
+        sol = workspace.solve()
+        name = str(sol.status)
+        status = self.STATUS_MAP.get(name, Status.FAILED)
+        y, s = np.asarray(sol.z), np.asarray(sol.s)
+        if self._perm is not None:
+            y, s = y[self._inverse], s[self._inverse]
+        return RawSolution(np.asarray(sol.x), y, s, status, name, int(sol.iterations),
+                           time.perf_counter() - start)
+
+
+SOLVER_CLASSES: dict[str, type[AbstractConeSolver]] = {"SCS": SCS, "CLARABEL": Clarabel}
+
+
+def make_solver(name: str, cones: ConeDims) -> AbstractConeSolver:
+    """The solver object for a compiled problem."""
+    return SOLVER_CLASSES[name](cones)

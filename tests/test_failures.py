@@ -1,0 +1,185 @@
+"""Every bad-input and failure path raises a clear, specific error (or NaN on request)."""
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+import dpplayers
+from dpplayers import DPPError, ParameterError, SolverError, Status, VariableError
+
+
+@pytest.fixture
+def lp():
+    A = cp.Parameter((2, 3), name="A")
+    b = cp.Parameter(2, name="b")
+    x = cp.Variable(3, name="x")
+    prob = cp.Problem(cp.Minimize(cp.sum(x)), [A @ x <= b, x >= 0])
+    return prob, A, b, x
+
+
+def test_wrong_number_of_values(lp):
+    prob, A, b, x = lp
+    prog = dpplayers.compile(prob, [A, b], [x])
+    with pytest.raises(ParameterError, match=r"expected 2 parameter values \(A, b\), got 1"):
+        prog.solve(np.ones((2, 3)))
+
+
+def test_wrong_shape_names_parameter(lp):
+    prob, A, b, x = lp
+    prog = dpplayers.compile(prob, [A, b], [x])
+    with pytest.raises(ParameterError, match=r"parameter 'A' expects shape \(2, 3\).*got shape \(3, 2\)"):
+        prog.solve(np.ones((3, 2)), np.ones(2))
+
+
+def test_inconsistent_batch_sizes(lp):
+    prob, A, b, x = lp
+    prog = dpplayers.compile(prob, [A, b], [x])
+    with pytest.raises(ParameterError, match="inconsistent batch sizes: parameter 'b' has batch size 3 but 'A' has 2"):
+        prog.solve(np.ones((2, 2, 3)), np.ones((3, 2)))
+
+
+def test_nan_names_parameter_and_batch_element(lp):
+    prob, A, b, x = lp
+    prog = dpplayers.compile(prob, [A, b], [x])
+    bad = np.ones((4, 2))
+    bad[2, 1] = np.nan
+    with pytest.raises(ParameterError, match="parameter 'b' has NaN or Inf entries in batch element 2"):
+        prog.solve(np.ones((2, 3)), bad)
+    with pytest.raises(ParameterError, match="parameter 'A' has NaN or Inf entries"):
+        prog.solve(np.full((2, 3), np.inf), np.ones(2))
+
+
+@pytest.mark.parametrize(
+    "attrs, value, message",
+    [
+        ({"nonneg": True}, -np.ones(2), "must be nonnegative"),
+        ({"pos": True}, np.zeros(2), "must be positive"),
+        ({"nonpos": True}, np.ones(2), "must be nonpositive"),
+    ],
+)
+def test_sign_attributes(attrs, value, message):
+    c = cp.Parameter(2, name="c", **attrs)
+    x = cp.Variable(2)
+    prob = cp.Problem(cp.Minimize(c @ x + cp.sum_squares(x)))
+    prog = dpplayers.compile(prob, [c], [x])
+    with pytest.raises(ParameterError, match=f"parameter 'c' {message}"):
+        prog.solve(value)
+
+
+def test_symmetric_and_psd_attributes():
+    S = cp.Parameter((2, 2), symmetric=True, name="S")
+    Q = cp.Parameter((2, 2), PSD=True, name="Q")
+    X = cp.Variable((2, 2))
+    prob = cp.Problem(cp.Minimize(cp.trace(S @ X) + cp.trace(Q @ X) + cp.sum_squares(X)))
+    prog = dpplayers.compile(prob, [S, Q], [X])
+    with pytest.raises(ParameterError, match="parameter 'S' is declared symmetric"):
+        prog.solve(np.array([[1.0, 2.0], [0.0, 1.0]]), np.eye(2))
+    with pytest.raises(ParameterError, match=r"parameter 'Q' \(batch element 1\) is declared PSD"):
+        prog.solve(np.eye(2), np.stack([np.eye(2), -np.eye(2)]))
+
+
+def infeasible_problem():
+    b = cp.Parameter(name="b")
+    x = cp.Variable()
+    return cp.Problem(cp.Minimize(x), [x >= b, x <= 1]), b, x
+
+
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+def test_infeasible_element_named(solver):
+    prob, b, x = infeasible_problem()
+    prog = dpplayers.compile(prob, [b], [x], solver=solver)
+    with pytest.raises(SolverError, match="failed on batch element 1 .*infeasible"):
+        prog.solve(np.array([0.0, 2.0, 0.5]))
+
+
+def test_solver_error_is_diffcp_solver_error():
+    import diffcp
+
+    assert issubclass(SolverError, diffcp.SolverError)
+
+
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+def test_unbounded_element_named(solver):
+    c = cp.Parameter(name="c")
+    x = cp.Variable()
+    prob = cp.Problem(cp.Minimize(c * x), [x >= 0])
+    prog = dpplayers.compile(prob, [c], [x], solver=solver)
+    with pytest.raises(SolverError, match="failed on batch element 0 .*unbounded"):
+        prog.solve(np.array([-1.0, 1.0]))
+
+
+def test_iteration_limit_named():
+    A = cp.Parameter((5, 5), name="A")
+    x = cp.Variable(5)
+    prob = cp.Problem(cp.Minimize(cp.norm(A @ x - 1) + cp.norm(x, 1)))
+    prog = dpplayers.compile(prob, [A], [x])
+    with pytest.raises(SolverError, match="iteration limit"):
+        prog.solve(np.random.default_rng(0).standard_normal((5, 5)),
+                   solver_args={"max_iters": 2, "eps": 1e-12})
+
+
+def test_on_failure_nan_flags_element():
+    prob, b, x = infeasible_problem()
+    prog = dpplayers.compile(prob, [b], [x])
+    with pytest.warns(RuntimeWarning, match="1 of 3 batch elements failed"):
+        sol = prog.solve(np.array([0.0, 2.0, 0.5]), on_failure="nan")
+    assert np.isnan(sol.values[0][1]) and np.isfinite(sol.values[0][[0, 2]]).all()
+    assert sol.status[1] is Status.INFEASIBLE and sol.status[0] is Status.OPTIMAL
+    grad, = sol.vjp(np.ones(3))
+    assert np.isnan(grad[1]) and np.isfinite(grad[[0, 2]]).all()
+
+
+def test_bad_policy_and_mode(lp):
+    prob, A, b, x = lp
+    prog = dpplayers.compile(prob, [A, b], [x])
+    with pytest.raises(ValueError, match="on_failure must be one of"):
+        prog.solve(np.ones((2, 3)), np.ones(2), on_failure="ignore")
+    with pytest.raises(ValueError, match="derivative mode must be one of"):
+        prog.solve(np.ones((2, 3)), np.ones(2), solver_args={"mode": "qr"})
+    with pytest.raises(ValueError, match="mode must be one of"):
+        dpplayers.compile(prob, [A, b], [x], mode="qr")
+    with pytest.raises(ValueError, match="solver must be one of"):
+        dpplayers.compile(prob, [A, b], [x], solver="ECOS")
+
+
+def test_unknown_clarabel_setting(lp):
+    prob, A, b, x = lp
+    prog = dpplayers.compile(prob, [A, b], [x], solver="CLARABEL")
+    with pytest.raises(ValueError, match="unknown Clarabel setting 'tolerance'"):
+        prog.solve(np.ones((2, 3)), np.ones(2), solver_args={"tolerance": 1e-3})
+
+
+def test_non_dpp_raises_dpp_error():
+    a, b = cp.Parameter(name="a"), cp.Parameter(name="b")
+    x = cp.Variable()
+    prob = cp.Problem(cp.Minimize(a * b * x + cp.square(x)))
+    with pytest.raises(DPPError, match="a @ b|a \\* b"):
+        dpplayers.compile(prob, [a, b], [x])
+
+
+def test_missing_parameter_and_foreign_variable(lp):
+    prob, A, b, x = lp
+    with pytest.raises(DPPError, match="b"):
+        dpplayers.compile(prob, [A], [x])
+    y = cp.Variable(2, name="y")
+    with pytest.raises((DPPError, VariableError), match="y"):
+        dpplayers.compile(prob, [A, b], [y])
+
+
+def test_warm_start_from_other_program(lp):
+    prob, A, b, x = lp
+    p1 = dpplayers.compile(prob, [A, b], [x])
+    p2 = dpplayers.compile(prob, [A, b], [x])
+    sol = p1.solve(np.ones((2, 3)), np.ones(2))
+    with pytest.raises(ValueError, match="warm_start must be a Solution returned by this"):
+        p2.solve(np.ones((2, 3)), np.ones(2), warm_start=sol)
+
+
+def test_wrong_cotangent_shape(lp):
+    prob, A, b, x = lp
+    prog = dpplayers.compile(prob, [A, b], [x])
+    sol = prog.solve(np.ones((2, 3)), np.ones(2))
+    with pytest.raises(dpplayers.DerivativeError, match=r"cotangent for 'x' expects shape \(3,\), got \(2,\)"):
+        sol.vjp(np.ones(2))
+    with pytest.raises(ParameterError, match=r"tangent for parameter 'b' expects shape \(2,\)"):
+        sol.jvp(np.ones((2, 3)), np.ones(3))
