@@ -122,3 +122,43 @@ def _scatter(index, values: FloatArray, size: int) -> FloatArray:
     out = np.zeros((size, values.shape[1]))
     np.add.at(out, index, values)
     return out
+
+
+def kkt_residual(P_full: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray, c: FloatArray,
+                 x: FloatArray, v: FloatArray, cones: ConeDims) -> FloatArray:
+    """F(x, v) = [P x + Aᵀ Π_K*(v) + c ; A x + Π_K*(v) − v − b]; zero exactly at a solution."""
+    y = ProductCone.from_dims(cones, dual=True).project(v)
+    Px = P_full @ x if P_full is not None else 0.0
+    return np.concatenate([Px + A.T @ y + c, A @ x + y - v - b])
+
+
+def newton_refine(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray,
+                  c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray, cones: ConeDims,
+                  steps: int) -> tuple[FloatArray, FloatArray, FloatArray, float]:
+    """Polish a solver's answer with Newton steps on F(x, v) = 0 (J is its Jacobian).
+
+    Interior-point and splitting solvers stop at ~1e-7…1e-9 on exponential and power
+    cones; a few Newton steps drive the KKT residual to rounding level wherever J is
+    nonsingular, which makes values and derivatives consistent to many more digits. A
+    step that does not reduce the residual is rejected. Returns (x, y, s, ‖F‖∞).
+    """
+    import scipy.sparse.linalg as spla
+
+    n = x.size
+    P = None if P_upper is None else sp.csc_matrix(P_upper + P_upper.T - sp.diags(P_upper.diagonal()))
+    K = ProductCone.from_dims(cones, dual=True)
+    xv = np.concatenate([x, y - s])
+    res = kkt_residual(P, A, b, c, xv[:n], xv[n:], cones)
+    for _ in range(steps):
+        op = KKTOperator(P, A, K.dproject(xv[n:]))
+        try:
+            step = spla.splu(op.as_matrix()).solve(res)
+        except RuntimeError:
+            break
+        trial = xv - step
+        new = kkt_residual(P, A, b, c, trial[:n], trial[n:], cones)
+        if not np.all(np.isfinite(new)) or np.abs(new).max() >= np.abs(res).max():
+            break
+        xv, res = trial, new
+    yv = K.project(xv[n:])
+    return xv[:n], yv, yv - xv[n:], float(np.abs(res).max(initial=0.0))

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .derivative import KKTOperator, data_adjoint, data_rhs, kkt_operator
+from .derivative import data_adjoint, data_rhs, kkt_operator, newton_refine
 from .errors import DerivativeError, SolverError
 from .linear_solvers import SolveStats, make_linear_solver
 from .solvers import ConeData, RawSolution, Status
 
 FloatArray = npt.NDArray[np.float64]
-DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim")
+DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim", "refine")
 FAILURE_POLICIES = ("raise", "nan")
 
 
@@ -177,7 +177,7 @@ class Solution:
         for spec, value in zip(prog.retrieval.outputs, self.values):
             vals = value if self.batch is not None else value[None]
             per_param = []
-            blk = flat[spec.offset : spec.offset + spec.size].reshape(spec.size, nb, p, order="F")
+            blk = flat[spec.offset : spec.offset + spec.size].reshape(spec.size, nb, p)
             if spec.exp:
                 blk = blk * np.moveaxis(vals, 0, -1).reshape(spec.size, nb, 1, order="F")
             for ps in prog.layout.specs:
@@ -253,6 +253,9 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     for k in range(nb):
         P, A, b, c = _element_data(prog, data, k)
         results.append(backend.solve(ConeData(P, A, b, c), settings, reuse, warm[k]))
+    steps = int(derivative_options.get("refine", 0))
+    if steps:
+        results = [_refined(prog, data, k, r, steps) for k, r in enumerate(results)]
     failed = [k for k, r in enumerate(results) if not r.status.ok]
     if failed and on_failure == "raise":
         k = failed[0]
@@ -275,6 +278,15 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
                  for r in results)
     return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
                     mode, derivative_options, raw, data)
+
+
+def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolution:
+    """``solver_args={"refine": steps}``: Newton-polish element k (see newton_refine)."""
+    if not raw.status.ok:
+        return raw
+    P, A, b, c = _element_data(prog, data, k)
+    x, y, s, _ = newton_refine(P, A, b, c, raw.x, raw.y, raw.s, prog.cones, steps)
+    return RawSolution(x, y, s, raw.status, raw.solver_status, raw.iterations, raw.seconds)
 
 
 def _columns(theta: FloatArray, cmap) -> FloatArray:

@@ -171,7 +171,7 @@ def socp_norm_residual():
     A, b = cp.Parameter((m, n)), cp.Parameter(m)
     x = cp.Variable(n)
     prob = cp.Problem(cp.Minimize(cp.norm(A @ x - b, 2) + 0.1 * cp.sum_squares(x)),
-                      [cp.norm(x, "inf") <= 1])
+                      [x <= 1, x >= -1])
     return prob, [A, b], [x], lambda rng: [rng.standard_normal((m, n)), rng.standard_normal(m)]
 
 

@@ -1,0 +1,482 @@
+"""Tests of dpplayers.cones, organised by property.
+
+Oracles are independent of the module: cvxpy + Clarabel solving min ||p - v||^2 over the cone,
+membership tests written from the cone definitions, an explicit eigendecomposition for PSD,
+central finite differences, and diffcp (its C++ projections and derivatives) where it has the
+cone. Cone layouts come from one registry, `KINDS`, so every property runs on every cone kind.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dpplayers.cones import (
+    ConeDims,
+    DualExponentialCone,
+    ExponentialCone,
+    PowerCone,
+    ProductCone,
+    psd_svec_permutation,
+    scs_to_clarabel_permutation,
+    smat,
+    svec,
+)
+
+SQRT2 = np.sqrt(2.0)
+
+
+# ------------------------------------------------------------------ independent references
+
+def ref_svec(X: np.ndarray) -> np.ndarray:
+    """Lower triangle column by column, off-diagonals times sqrt(2), written as loops."""
+    n = X.shape[0]
+    return np.array([X[i, j] * (1.0 if i == j else SQRT2) for j in range(n) for i in range(j, n)])
+
+
+def ref_svec_upper(X: np.ndarray) -> np.ndarray:
+    """Clarabel's layout: upper triangle column by column, same scaling."""
+    n = X.shape[0]
+    return np.array([X[i, j] * (1.0 if i == j else SQRT2) for j in range(n) for i in range(j + 1)])
+
+
+def random_symmetric(rng: np.random.Generator, n: int) -> np.ndarray:
+    A = rng.standard_normal((n, n))
+    return (A + A.T) / 2
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One cone kind as the tests see it: a cvxpy constraint, a sampler, a membership test."""
+
+    constraint: Callable[[cp.Expression, float], list]
+    sample: Callable[[np.random.Generator, int, float], np.ndarray]  # a point inside
+    member: Callable[[np.ndarray, float, float], bool]
+
+
+def _exp_member(v: np.ndarray, _: float, tol: float) -> bool:
+    x, y, z = v
+    if y > tol:
+        return y * np.exp(min(x / y, 700.0)) <= z + tol
+    return x <= tol and abs(y) <= tol and z >= -tol
+
+
+def _exp_dual_member(v: np.ndarray, _: float, tol: float) -> bool:
+    u, w_, w = v
+    if u < -tol:
+        return -u * np.exp(min(w_ / u, 700.0)) <= np.e * w + tol
+    return abs(u) <= tol and w_ >= -tol and w >= -tol
+
+
+def _pow_member(v: np.ndarray, a: float, tol: float) -> bool:
+    x, y, z = v
+    return x >= -tol and y >= -tol and max(x, 0) ** a * max(y, 0) ** (1 - a) >= abs(z) - tol
+
+
+def _exp_sample(rng: np.random.Generator, d: int, a: float) -> np.ndarray:
+    x, y = rng.standard_normal(), rng.exponential()
+    return np.array([x, y, y * np.exp(x / y) + rng.exponential()])
+
+
+def _pow_sample(rng: np.random.Generator, d: int, a: float) -> np.ndarray:
+    x, y = rng.exponential(size=2)
+    return np.array([x, y, rng.uniform(-1, 1) * x**a * y ** (1 - a)])
+
+
+def _soc_sample(rng: np.random.Generator, d: int, a: float) -> np.ndarray:
+    x = rng.standard_normal(d - 1)
+    return np.concatenate([[np.linalg.norm(x) + rng.exponential()], x])
+
+
+def _psd_sample(rng: np.random.Generator, d: int, a: float) -> np.ndarray:
+    n = int(round((np.sqrt(8 * d + 1) - 1) / 2))
+    A = rng.standard_normal((n, n))
+    return ref_svec(A @ A.T)
+
+
+def _psd_constraint(p: cp.Expression, a: float) -> list:
+    d = p.shape[0]
+    n = int(round((np.sqrt(8 * d + 1) - 1) / 2))
+    X = cp.Variable((n, n), symmetric=True)
+    return [X >> 0, p == cp.hstack([X[i, j] * (1.0 if i == j else SQRT2)
+                                    for j in range(n) for i in range(j, n)])]
+
+
+KINDS: dict[str, Kind] = {
+    "zero": Kind(lambda p, a: [p == 0], lambda rng, d, a: np.zeros(d),
+                 lambda v, a, tol: bool(np.all(np.abs(v) <= tol))),
+    "free": Kind(lambda p, a: [], lambda rng, d, a: rng.standard_normal(d), lambda v, a, tol: True),
+    "nonneg": Kind(lambda p, a: [p >= 0], lambda rng, d, a: rng.exponential(size=d),
+                   lambda v, a, tol: bool(np.all(v >= -tol))),
+    "soc": Kind(lambda p, a: [cp.SOC(p[0], p[1:])], _soc_sample,
+                lambda v, a, tol: np.linalg.norm(v[1:]) <= v[0] + tol),
+    "psd": Kind(_psd_constraint, _psd_sample,
+                lambda v, a, tol: np.linalg.eigvalsh(smat(v)).min() >= -tol),
+    "exp": Kind(lambda p, a: [cp.constraints.ExpCone(p[0], p[1], p[2])], _exp_sample, _exp_member),
+    # (u, v, w) in K_exp* iff (u - v, -u, w) in K_exp
+    "exp_dual": Kind(lambda p, a: [cp.constraints.ExpCone(p[0] - p[1], -p[0], p[2])],
+                     lambda rng, d, a: (lambda q: np.array([-q[1], -q[1] - q[0], q[2]]))(
+                         _exp_sample(rng, d, a)), _exp_dual_member),
+    "power": Kind(lambda p, a: [cp.constraints.PowCone3D(p[0], p[1], p[2], a)], _pow_sample,
+                  _pow_member),
+    # (u, v, w) in K_a* iff (u/a, v/(1-a), w) in K_a
+    "power_dual": Kind(lambda p, a: [cp.constraints.PowCone3D(p[0] / a, p[1] / (1 - a), p[2], a)],
+                       lambda rng, d, a: _pow_sample(rng, d, a) * [a, 1 - a, 1],
+                       lambda v, a, tol: _pow_member(v / [a, 1 - a, 1], a, tol)),
+}
+DUAL_KIND = {"zero": "free", "free": "zero", "exp": "exp_dual", "exp_dual": "exp",
+             "power": "power_dual", "power_dual": "power"}
+
+
+def blocks(dims: ConeDims, dual: bool) -> list[tuple[str, slice, float]]:
+    """(kind, slice, alpha) of each block, walked independently of the module."""
+    sizes = ([("zero", 1)] * dims.zero + [("nonneg", 1)] * dims.nonneg
+             + [("soc", d) for d in dims.soc] + [("psd", n * (n + 1) // 2) for n in dims.psd]
+             + [("exp", 3)] * dims.exp + [("exp_dual", 3)] * dims.exp_dual
+             + [("power", 3)] * len(dims.power))
+    alphas = [0.0] * (len(sizes) - len(dims.power)) + list(dims.power)
+    out, offset = [], 0
+    for (kind, d), a in zip(sizes, alphas):
+        out.append((DUAL_KIND.get(kind, kind) if dual else kind, slice(offset, offset + d), a))
+        offset += d
+    return out
+
+
+def in_cone(v: np.ndarray, dims: ConeDims, dual: bool, tol: float) -> bool:
+    return all(KINDS[k].member(v[s], a, tol) for k, s, a in blocks(dims, dual))
+
+
+def sample_inside(rng: np.random.Generator, dims: ConeDims, dual: bool) -> np.ndarray:
+    return np.concatenate([KINDS[k].sample(rng, s.stop - s.start, a)
+                           for k, s, a in blocks(dims, dual)])
+
+
+def cvxpy_project(v: np.ndarray, dims: ConeDims, dual: bool) -> np.ndarray:
+    p = cp.Variable(v.size)
+    cons = [c for k, s, a in blocks(dims, dual) for c in KINDS[k].constraint(p[s], a)]
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(p - v)), cons)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "inaccurate" at these tolerances is still ~1e-7
+        problem.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    return p.value
+
+
+def central_difference(f: Callable, v: np.ndarray, u: np.ndarray) -> np.ndarray:
+    eps = 1e-6 * max(1.0, np.linalg.norm(v))
+    return (f(v + eps * u) - f(v - eps * u)) / (2 * eps)
+
+
+# One product cone per kind, primal and dual; the dual flag exercises Moreau's decomposition.
+SINGLE = {
+    "zero": (ConeDims(zero=3), False), "free": (ConeDims(zero=3), True),
+    "nonneg": (ConeDims(nonneg=4), False), "soc": (ConeDims(soc=(5,)), False),
+    "soc1": (ConeDims(soc=(1,)), False), "psd": (ConeDims(psd=(3,)), False),
+    "exp": (ConeDims(exp=1), False), "exp_dual": (ConeDims(exp_dual=1), False),
+    "exp_as_dual": (ConeDims(exp_dual=1), True), "exp_dual_as_dual": (ConeDims(exp=1), True),
+    "power": (ConeDims(power=(0.3,)), False), "power_dual": (ConeDims(power=(0.7,)), True),
+    "power_half": (ConeDims(power=(0.5,)), False),
+}
+MIXED = ConeDims(zero=2, nonneg=3, soc=(1, 3, 4, 3), psd=(1, 3, 2, 3), exp=3, exp_dual=2,
+                 power=(0.2, 0.5, 0.9))
+
+
+def sample_points(rng: np.random.Generator, dims: ConeDims, dual: bool) -> list[np.ndarray]:
+    """Inside K, inside the polar -K*, generic at several scales, and near the boundary of K."""
+    K = ProductCone.from_dims(dims, dual)
+    generic = [rng.standard_normal(dims.size) * s for s in (1.0, 1.0, 0.1, 10.0)]
+    near = [K.project(g) + 1e-3 * rng.standard_normal(dims.size) for g in generic[:2]]
+    return [sample_inside(rng, dims, dual), -sample_inside(rng, dims, not dual), *generic, *near]
+
+
+# ------------------------------------------------------------------ conventions
+
+def test_svec_layout_and_inner_product():
+    X = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 5.0], [3.0, 5.0, 6.0]])
+    np.testing.assert_allclose(svec(X), [1, 2 * SQRT2, 3 * SQRT2, 4, 5 * SQRT2, 6], rtol=1e-15)
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5):
+        A, B = random_symmetric(rng, n), random_symmetric(rng, n)
+        np.testing.assert_allclose(svec(A), ref_svec(A), rtol=1e-14)
+        np.testing.assert_allclose(svec(A) @ svec(B), np.trace(A @ B), rtol=1e-12)
+        np.testing.assert_allclose(smat(svec(A)), A, atol=1e-14)
+    stack = np.stack([random_symmetric(rng, 4) for _ in range(3)])
+    np.testing.assert_allclose(smat(svec(stack)), stack, atol=1e-14)
+    with pytest.raises(ValueError, match="n\\(n\\+1\\)/2 entries; got a block of 4"):
+        smat(np.zeros(4))
+
+
+def test_clarabel_permutation_round_trip():
+    rng = np.random.default_rng(1)
+    for n in range(1, 6):
+        X = random_symmetric(rng, n)
+        perm = psd_svec_permutation(n)
+        np.testing.assert_array_equal(np.sort(perm), np.arange(n * (n + 1) // 2))
+        np.testing.assert_allclose(svec(X)[perm], ref_svec_upper(X), rtol=1e-15)
+        np.testing.assert_allclose(svec(X)[perm][np.argsort(perm)], svec(X), rtol=1e-15)
+    dims = ConeDims(zero=1, nonneg=2, soc=(3,), psd=(2, 3), exp=1, power=(0.4,))
+    perm = scs_to_clarabel_permutation(dims)
+    np.testing.assert_array_equal(perm[:6], np.arange(6))
+    np.testing.assert_array_equal(perm[6:9], 6 + psd_svec_permutation(2))
+    np.testing.assert_array_equal(perm[9:15], 9 + psd_svec_permutation(3))
+    np.testing.assert_array_equal(perm[15:], np.arange(15, dims.size))
+
+
+def test_clarabel_psd_projection_agrees_after_permutation():
+    """Clarabel itself, fed the permuted vector, returns the permuted SCS projection."""
+    import clarabel
+
+    rng = np.random.default_rng(2)
+    n = 4
+    v = svec(random_symmetric(rng, n))
+    perm, d = psd_svec_permutation(n), v.size
+    settings = clarabel.DefaultSettings()
+    settings.verbose, settings.tol_gap_abs, settings.tol_gap_rel = False, 1e-12, 1e-12
+    eye = sp.csc_matrix(np.eye(d))
+    solver = clarabel.DefaultSolver(eye, -v[perm], -eye, np.zeros(d),
+                                    [clarabel.PSDTriangleConeT(n)], settings)
+    x = np.asarray(solver.solve().x)
+    np.testing.assert_allclose(x, ProductCone.from_dims(ConeDims(psd=(n,))).project(v)[perm],
+                               atol=1e-7)
+
+
+def test_cone_dims_validation():
+    assert ConeDims(zero=1, soc=(3, 2), psd=(2,), exp=1, power=(0.5,)).size == 1 + 5 + 3 + 3 + 3
+    for kwargs, match in [({"zero": -1}, "ConeDims.zero must be a non-negative int"),
+                          ({"nonneg": 1.5}, "ConeDims.nonneg must be a non-negative int"),
+                          ({"soc": (0,)}, "ConeDims.soc must be a tuple of ints >= 1"),
+                          ({"psd": [2]}, "ConeDims.psd must be a tuple"),
+                          ({"power": (1.0,)}, "ConeDims.power must be a tuple of floats in")]:
+        with pytest.raises(ValueError, match=match):
+            ConeDims(**kwargs)
+    with pytest.raises(ValueError, match="PowerCone.alpha must be a 1-D array in"):
+        PowerCone(np.array([0.0]))
+
+
+def test_shape_errors():
+    K = ProductCone.from_dims(ConeDims(nonneg=3))
+    with pytest.raises(ValueError, match=r"shape \(3,\), got shape \(4,\)"):
+        K.project(np.zeros(4))
+    with pytest.raises(ValueError, match=r"shape \(3,\) or \(3, m\), got shape \(2,\)"):
+        K.dproject(np.ones(3)).mv(np.zeros(2))
+
+
+def test_dual_structure():
+    K = ProductCone.from_dims(MIXED)
+    assert K.dual().is_dual and not K.dual().dual().is_dual
+    assert [type(c) for c, _ in K.dual().groups] == [
+        type(c) for c, _ in ProductCone.from_dims(MIXED, dual=True).groups]
+    assert isinstance(ExponentialCone().dual(), DualExponentialCone)
+
+
+# ------------------------------------------------------------------ projections
+
+@pytest.mark.parametrize("name", SINGLE)
+def test_projection_matches_cvxpy(name):
+    dims, dual = SINGLE[name]
+    rng = np.random.default_rng(list(SINGLE).index(name))
+    K = ProductCone.from_dims(dims, dual)
+    for v in sample_points(rng, dims, dual):
+        np.testing.assert_allclose(K.project(v), cvxpy_project(v, dims, dual),
+                                   atol=1e-6 * max(1, np.linalg.norm(v)))
+
+
+def test_projection_of_mixed_product_matches_cvxpy():
+    rng = np.random.default_rng(3)
+    for dual in (False, True):
+        K = ProductCone.from_dims(MIXED, dual)
+        for v in sample_points(rng, MIXED, dual)[2:4]:
+            np.testing.assert_allclose(K.project(v), cvxpy_project(v, MIXED, dual), atol=2e-6)
+
+
+def test_psd_projection_matches_eigendecomposition():
+    rng = np.random.default_rng(4)
+    dims = ConeDims(psd=(1, 2, 5, 5, 7))
+    v = rng.standard_normal(dims.size)
+    K, offset = ProductCone.from_dims(dims), 0
+    p = K.project(v)
+    for n in dims.psd:
+        d = n * (n + 1) // 2
+        X = smat(v[offset:offset + d])
+        lam, V = np.linalg.eigh(X)
+        np.testing.assert_allclose(p[offset:offset + d], ref_svec(V @ np.diag(np.maximum(lam, 0))
+                                                                  @ V.T), atol=1e-12)
+        offset += d
+
+
+@pytest.mark.parametrize("dual", [False, True])
+def test_moreau_decomposition(dual):
+    """v = Pi_K(v) - Pi_K*(-v), both parts in their cones, orthogonal (exact identities)."""
+    rng = np.random.default_rng(5)
+    K = ProductCone.from_dims(MIXED, dual)
+    for v in sample_points(rng, MIXED, dual):
+        p, q = K.project(v), K.dual().project(-v)
+        scale = max(1.0, np.linalg.norm(v))
+        np.testing.assert_allclose(v, p - q, atol=1e-12 * scale)
+        assert abs(p @ q) <= 1e-10 * scale**2
+        assert in_cone(p, MIXED, dual, 1e-10 * scale) and in_cone(q, MIXED, not dual, 1e-10 * scale)
+        assert K.contains(p) and K.dual().contains(q)
+
+
+def test_exponential_special_cases():
+    K = ExponentialCone()
+    v = np.array([[-1.0, -2.0, 3.0], [-1.0, -2.0, -3.0], [0.0, -1.0, 2.0],  # x <= 0, y <= 0
+                  [1.0, 1.0, 1e-300], [1e-12, 1.0, 1.0], [-50.0, 1e-3, 1.0],  # extreme ratios
+                  [3.0, 0.0, -1e300 * 0], [700.0, 1.0, 1.0], [-700.0, 1.0, -1.0]])
+    p = K.project(v)
+    np.testing.assert_allclose(p[:3], [[-1, 0, 3], [-1, 0, 0], [0, 0, 2]], atol=1e-15)
+    assert np.all(np.isfinite(p))
+    for vi, pi in zip(v, p):
+        d = pi - vi
+        assert _exp_member(pi, 0, 1e-9) and _exp_dual_member(d, 0, 1e-9)
+        assert abs(pi @ d) <= 1e-9 * max(1.0, vi @ vi)
+
+
+def test_power_cone_flat_case():
+    """z = 0 with one negative coordinate projects onto (x, y) >= 0."""
+    K = PowerCone(np.array([0.3, 0.6]))
+    np.testing.assert_allclose(K.project(np.array([[-1.0, 2.0, 0.0], [3.0, -1.0, 0.0]])),
+                               [[0, 2, 0], [3, 0, 0]], atol=0)
+
+
+# ------------------------------------------------------------------ derivatives
+
+def assert_matches_finite_differences(K: ProductCone, v: np.ndarray, rng: np.random.Generator,
+                                      directions: int = 3, rtol: float = 1e-5):
+    D = K.dproject(v)
+    for _ in range(directions):
+        u = rng.standard_normal(v.size)
+        np.testing.assert_allclose(D.mv(u), central_difference(K.project, v, u),
+                                   atol=rtol * np.linalg.norm(u))
+
+
+@pytest.mark.parametrize("name", SINGLE)
+def test_derivative_matches_finite_differences(name):
+    dims, dual = SINGLE[name]
+    rng = np.random.default_rng(50 + list(SINGLE).index(name))
+    K = ProductCone.from_dims(dims, dual)
+    for v in sample_points(rng, dims, dual):
+        assert_matches_finite_differences(K, v, rng)
+
+
+def test_derivative_of_mixed_product_matches_finite_differences():
+    rng = np.random.default_rng(6)
+    for dual in (False, True):
+        K = ProductCone.from_dims(MIXED, dual)
+        for v in sample_points(rng, MIXED, dual):
+            assert_matches_finite_differences(K, v, rng)
+
+
+def test_exponential_derivative_in_special_regions():
+    rng = np.random.default_rng(7)
+    K = ProductCone.from_dims(ConeDims(exp=1))
+    cases = {(-1.0, -2.0, 3.0): np.diag([1.0, 0, 1]), (-1.0, -2.0, -3.0): np.diag([1.0, 0, 0]),
+             (1.0, 2.0, 10.0): np.eye(3), (1.0, -2.0, -10.0): np.zeros((3, 3))}
+    for v, expected in cases.items():
+        v = np.array(v)
+        np.testing.assert_array_equal(K.dproject(v).as_matrix().toarray(), expected)
+        assert_matches_finite_differences(K, v, rng)
+    # near the boundaries between the regions, on both sides
+    for v in ([-1e-3, 1.0, 1.0], [1.0, 1.0, np.e + 1e-3], [1.0, 1.0, np.e - 1e-3],
+              [1e-3, -1.0, 1.0], [-1e-3, 1e-3, 1.0], [1.0, -1.0, -1 / np.e + 1e-3],
+              [1.0, 10.0, -1e-3], [-30.0, 1.0, -1.0], [30.0, 1.0, -1.0]):
+        assert_matches_finite_differences(K, np.array(v), rng, rtol=2e-5)
+
+
+@pytest.mark.parametrize("dual", [False, True])
+def test_derivative_is_a_projection_jacobian(dual):
+    """Symmetric with eigenvalues in [0, 1], also exactly on region boundaries, never NaN."""
+    rng = np.random.default_rng(8)
+    K = ProductCone.from_dims(MIXED, dual)
+    boundary = [K.project(rng.standard_normal(MIXED.size)) for _ in range(3)]
+    for v in [np.zeros(MIXED.size), *boundary, *sample_points(rng, MIXED, dual)]:
+        J = K.dproject(v).as_matrix().toarray()
+        assert np.all(np.isfinite(J))
+        np.testing.assert_allclose(J, J.T, atol=1e-12)
+        lam = np.linalg.eigvalsh(J)
+        assert lam.min() >= -1e-8 and lam.max() <= 1 + 1e-8
+    soc = ProductCone.from_dims(ConeDims(soc=(3, 3)))
+    J = soc.dproject(np.array([5.0, 3.0, 4.0, -5.0, 3.0, 4.0])).as_matrix().toarray()
+    np.testing.assert_array_equal(J, np.diag([1.0, 1, 1, 0, 0, 0]))  # ||x|| = t and = -t
+
+
+def test_mv_matches_as_matrix_and_transpose():
+    rng = np.random.default_rng(9)
+    for dual in (False, True):
+        K = ProductCone.from_dims(MIXED, dual)
+        D = K.dproject(rng.standard_normal(MIXED.size))
+        M = D.as_matrix()
+        assert isinstance(M, sp.csc_array) and M.shape == (K.size, K.size)
+        eye = np.eye(K.size)
+        np.testing.assert_allclose(D.mv(eye), M.toarray(), atol=1e-14)
+        for j in range(K.size):
+            np.testing.assert_allclose(D.mv(eye[:, j]), M[:, [j]].toarray()[:, 0], atol=1e-14)
+        u, w = rng.standard_normal(K.size), rng.standard_normal(K.size)
+        assert abs(w @ D.mv(u) - D.T.mv(w) @ u) <= 1e-12 * np.linalg.norm(u) * np.linalg.norm(w)
+
+
+def test_product_equals_per_cone_results():
+    """Many cones of mixed kinds and random sizes, vectorised, equal each cone on its own."""
+    rng = np.random.default_rng(10)
+    dims = ConeDims(zero=3, nonneg=5, soc=tuple(int(d) for d in rng.integers(1, 6, 12)),
+                    psd=tuple(int(n) for n in rng.integers(1, 5, 8)), exp=15, exp_dual=7,
+                    power=tuple(float(a) for a in rng.uniform(0.05, 0.95, 9)))
+    for dual in (False, True):
+        K = ProductCone.from_dims(dims, dual)
+        v = rng.standard_normal(dims.size) * rng.exponential(size=dims.size)
+        p, J = K.project(v), K.dproject(v).as_matrix().toarray()
+        for kind, s, a in blocks(dims, dual):
+            single = {"zero": ConeDims(zero=1), "free": ConeDims(zero=1),
+                      "nonneg": ConeDims(nonneg=1), "soc": ConeDims(soc=(s.stop - s.start,)),
+                      "psd": ConeDims(psd=(int(round((np.sqrt(8 * (s.stop - s.start) + 1) - 1)
+                                                     / 2)),)),
+                      "exp": ConeDims(exp=1), "exp_dual": ConeDims(exp_dual=1),
+                      "power": ConeDims(power=(a,)), "power_dual": ConeDims(power=(a,))}[kind]
+            one = ProductCone.from_dims(single, kind in ("free", "power_dual"))
+            np.testing.assert_array_equal(p[s], one.project(v[s]))
+            np.testing.assert_array_equal(J[s, s], one.dproject(v[s]).as_matrix().toarray())
+
+
+# ------------------------------------------------------------------ diffcp
+
+def diffcp_cones(dims: ConeDims) -> dict:
+    return {"z": dims.zero, "l": dims.nonneg, "q": list(dims.soc), "s": list(dims.psd),
+            "ep": dims.exp, "ed": dims.exp_dual}
+
+
+@pytest.mark.parametrize("dual", [False, True])
+def test_matches_diffcp(dual):
+    diffcp_cones_lib = pytest.importorskip("diffcp.cones")
+    from diffcp import _diffcp
+
+    rng = np.random.default_rng(11)
+    dims = ConeDims(zero=2, nonneg=4, soc=(1, 3, 5), psd=(1, 2, 4), exp=4, exp_dual=3)
+    parsed = diffcp_cones_lib.parse_cone_dict(diffcp_cones(dims))
+    K = ProductCone.from_dims(dims, dual)
+    for v in sample_points(rng, dims, dual)[2:]:
+        # diffcp's exponential-cone projection is accurate to about 1e-7 only
+        np.testing.assert_allclose(K.project(v), diffcp_cones_lib.pi(v, parsed, dual=dual),
+                                   atol=1e-6)
+        expected = _diffcp.dprojection_dense(v, diffcp_cones_lib.parse_cone_dict_cpp(parsed), dual)
+        np.testing.assert_allclose(K.dproject(v).as_matrix().toarray(), expected, atol=1e-5)
+
+
+# ------------------------------------------------------------------ exhaustive sweeps
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(20))
+def test_sweep_projection_and_derivative(seed):
+    rng = np.random.default_rng(100 + seed)
+    dims = ConeDims(nonneg=2, soc=(int(rng.integers(1, 8)),), psd=(int(rng.integers(1, 6)),),
+                    exp=2, exp_dual=2, power=(float(rng.uniform(0.02, 0.98)),))
+    for dual in (False, True):
+        K = ProductCone.from_dims(dims, dual)
+        for v in sample_points(rng, dims, dual):
+            np.testing.assert_allclose(K.project(v), cvxpy_project(v, dims, dual),
+                                       atol=2e-6 * max(1, np.linalg.norm(v)))
+            assert_matches_finite_differences(K, v, rng)

@@ -1,0 +1,129 @@
+"""vjp, jvp and jacobian: finite differences, the dot-product test, jacobian = stacked jvp."""
+
+import numpy as np
+import pytest
+
+import dpplayers
+from helpers import CASES, names
+
+TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
+#: Finite differences need solutions accurate far beyond the step: Newton-polish them.
+REFINED = {**TIGHT, "refine": 3}
+SMOOTH = names(smooth_only=True)
+MODES = ["direct", "lsqr", "lsmr", "dense"]
+#: One representative per family for the CI run; every case × mode under RUN_SLOW=1.
+REPRESENTATIVE = ["lp_box", "qp_quad_form_constant", "socp_ball_linear", "sdp_psd_variable",
+                  "exp_softmax", "pow_power_1_5", "dual_equality_inequality", "gp_box_volume"]
+
+
+def compiled(name):
+    case = CASES[name]()
+    prog = dpplayers.compile(case.problem, case.parameters, case.variables, solver="CLARABEL",
+                             gp=case.gp)
+    return case, prog
+
+
+def direction(param, rng):
+    """A random tangent that keeps the parameter's declared structure (symmetric...)."""
+    d = rng.standard_normal(param.shape)
+    if param.attributes.get("symmetric") or param.attributes.get("PSD"):
+        d = (d + d.T) / 2
+    return d
+
+
+def fd_directional(prog, values, dirs, eps, args):
+    plus = prog.solve(*[v + eps * d for v, d in zip(values, dirs)], solver_args=args).values
+    minus = prog.solve(*[v - eps * d for v, d in zip(values, dirs)], solver_args=args).values
+    return [(p - m) / (2 * eps) for p, m in zip(plus, minus)]
+
+
+def check_vjp_against_fd(name, mode, seed=0):
+    case, prog = compiled(name)
+    rng = np.random.default_rng(seed)
+    values = case.sample(rng)
+    sol = prog.solve(*values, solver_args={**TIGHT, "mode": mode})
+    dirs = [direction(p, rng) for p in case.parameters]
+    ws = [rng.standard_normal(v.shape) for v in sol.values]
+    grads = sol.vjp(*ws)
+    lhs = sum(float(np.sum(g * d)) for g, d in zip(grads, dirs))
+    fd = fd_directional(prog, values, dirs, 1e-5, REFINED)
+    rhs = sum(float(np.sum(w * f)) for w, f in zip(ws, fd))
+    scale = max(1.0, abs(rhs))
+    assert abs(lhs - rhs) <= 1e-4 * scale, (name, mode, lhs, rhs)
+    return sol
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", REPRESENTATIVE)
+def test_vjp_matches_finite_differences(name, mode):
+    check_vjp_against_fd(name, mode)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", [n for n in SMOOTH if n not in REPRESENTATIVE])
+def test_vjp_matches_finite_differences_all(name, mode):
+    check_vjp_against_fd(name, mode)
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_dot_product_jvp_vjp(name):
+    """⟨w, J u⟩ = ⟨Jᵀ w, u⟩ to 1e-8, batched."""
+    case, prog = compiled(name)
+    rng = np.random.default_rng(1)
+    samples = [case.sample(rng) for _ in range(2)]
+    values = [np.stack(v) for v in zip(*samples)]
+    sol = prog.solve(*values, solver_args=TIGHT)
+    us = [np.stack([direction(p, rng) for _ in range(2)]) for p in case.parameters]
+    ws = [rng.standard_normal(v.shape) for v in sol.values]
+    Ju = sol.jvp(*us)
+    JTw = sol.vjp(*ws)
+    lhs = sum(float(np.sum(w * j)) for w, j in zip(ws, Ju))
+    rhs = sum(float(np.sum(g * u)) for g, u in zip(JTw, us))
+    assert abs(lhs - rhs) <= 1e-8 * max(1.0, abs(lhs)), (lhs, rhs)
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_jacobian_equals_stacked_jvp(name):
+    case, prog = compiled(name)
+    values = case.sample(np.random.default_rng(2))
+    sol = prog.solve(*values, solver_args=TIGHT)
+    jac = sol.jacobian()
+    for j, p in enumerate(case.parameters):
+        for flat in range(min(p.size, 6)):
+            e = np.zeros(p.size)
+            e[flat] = 1.0
+            tangents = [None] * len(case.parameters)
+            tangents[j] = e.reshape(p.shape, order="F")
+            outs = sol.jvp(*tangents)
+            idx = np.unravel_index(flat, p.shape, order="F")
+            for i, out in enumerate(outs):
+                got = jac[i][j][(Ellipsis, *idx)] if p.shape else jac[i][j]
+                np.testing.assert_allclose(got, out, rtol=1e-9, atol=1e-10)
+
+
+def test_jacobian_batched_shapes():
+    case, prog = compiled("dual_equality_inequality")
+    rng = np.random.default_rng(3)
+    values = [np.stack(v) for v in zip(*[case.sample(rng) for _ in range(3)])]
+    jac = prog.solve(*values, solver_args=TIGHT).jacobian()
+    for i, v in enumerate(case.variables):
+        for j, p in enumerate(case.parameters):
+            assert jac[i][j].shape == (3, *v.shape, *p.shape)
+
+
+def test_derivative_stats_reported():
+    case, prog = compiled("qp_quad_form_constant")
+    sol = prog.solve(*case.sample(np.random.default_rng(4)), solver_args={**TIGHT, "mode": "lsqr"})
+    sol.vjp(np.ones(4))
+    assert sol.residual[0] < 1e-6 and not sol.fell_back[0] and not sol.degenerate[0]
+
+
+def test_lsqr_stall_falls_back_to_direct():
+    case, prog = compiled("qp_quad_form_constant")
+    values = case.sample(np.random.default_rng(5))
+    sol = prog.solve(*values, solver_args={**TIGHT, "mode": "lsqr", "iter_lim": 1})
+    ref = prog.solve(*values, solver_args={**TIGHT, "mode": "direct"})
+    g, = sol.vjp(np.ones(4))[:1]
+    np.testing.assert_allclose(g, ref.vjp(np.ones(4))[0], rtol=1e-8, atol=1e-10)
+    assert sol.fell_back[0]
