@@ -172,7 +172,7 @@ class CompiledProblem:
             lines.append("  P: none (linear objective)")
         lines.append(
             "  outputs: " + ", ".join(
-                f"{o.name}{list(o.shape)}{' (dual)' if o.dual else ''}" for o in self.retrieval.outputs
+                f"{o.name}{list(o.shape)}" for o in self.retrieval.outputs
             )
         )
         lines.append(f"  compiled in {self.compile_seconds:.3f} s")

@@ -113,6 +113,14 @@ class Retrieval:
         return tuple(out)
 
 
+def _dual_name(r: Request) -> str:
+    """A readable name for a dual variable: which constraint it belongs to."""
+    text = str(r.constraint)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    suffix = f"[{r.index}]" if len(r.constraint.dual_variables) > 1 else ""
+    return f"dual{suffix} of ({text})"
+
+
 def _unflatten(block: FloatArray, shape: tuple[int, ...]) -> FloatArray:
     """(size, B) column-major entries → (B, *shape)."""
     b = block.shape[1]
@@ -125,7 +133,8 @@ def build_retrieval(chain: cp.reductions.Chain, inverse_data: list, n: int, m: i
     specs, offset = [], 0
     for r in requests:
         shape = tuple(int(d) for d in r.variable.shape)
-        specs.append(OutputSpec(r.variable.name(), shape, offset, r.constraint is not None,
+        name = r.variable.name() if r.constraint is None else _dual_name(r)
+        specs.append(OutputSpec(name, shape, offset, r.constraint is not None,
                                 gp and r.constraint is None))
         offset += specs[-1].size
     specs = tuple(specs)
