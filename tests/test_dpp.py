@@ -281,7 +281,7 @@ def test_missing_and_unknown_parameters() -> None:
     assert report.unknown_parameters == ("lam",)
     text = str(report)
     assert text.startswith("The problem is DPP, but:")
-    assert "missing from `parameters`" in text and ": gamma" in text
+    assert "missing from `parameters` (pass them all): gamma" in text
     assert "not parameters of the problem: lam" in text
 
 
@@ -297,7 +297,7 @@ def test_requested_variables_and_duals() -> None:
                                            total.dual_variables[0]])
     assert not report.ok
     assert report.unknown_variables == ("stranger", foreign.dual_variables[0].name())
-    assert "nor dual variables of its constraints: stranger" in str(report)
+    assert "not variables or constraint duals of it: stranger" in str(report)
 
 
 def test_lifted_aux_variables_are_not_requestable_and_not_needed() -> None:
@@ -381,6 +381,7 @@ def _expressions() -> st.SearchStrategy[Callable[[dict[str, cp.Leaf]], cp.Expres
     return st.recursive(leaves, extend, max_leaves=6)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # cvxpy evaluates e.g. log(-1.5)
 @settings(max_examples=80, deadline=None)
 @given(_expressions(), st.booleans())
 def test_random_problems_follow_cvxpy_verdict(build, maximize: bool) -> None:
