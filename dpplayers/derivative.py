@@ -142,7 +142,7 @@ def newton_refine(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray
     nonsingular, which makes values and derivatives consistent to many more digits. A
     step that does not reduce the residual is rejected. Returns (x, y, s, ‖F‖∞).
     """
-    import scipy.sparse.linalg as spla
+    from .linear_solvers import Direct
 
     n = x.size
     P = None if P_upper is None else sp.csc_matrix(P_upper + P_upper.T - sp.diags(P_upper.diagonal()))
@@ -151,10 +151,8 @@ def newton_refine(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray
     res = kkt_residual(P, A, b, c, xv[:n], xv[n:], cones)
     for _ in range(steps):
         op = KKTOperator(P, A, K.dproject(xv[n:]))
-        try:
-            step = spla.splu(op.as_matrix()).solve(res)
-        except RuntimeError:
-            break
+        direct = Direct()
+        step = direct.compute(direct.init(op), res[:, None], transpose=False)[0][:, 0]
         trial = xv - step
         new = kkt_residual(P, A, b, c, trial[:n], trial[n:], cones)
         if not np.all(np.isfinite(new)) or np.abs(new).max() >= np.abs(res).max():

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 import scipy.linalg as sla
+import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .derivative import KKTOperator
@@ -79,25 +80,50 @@ def _min_norm(op: KKTOperator, rhs: FloatArray) -> tuple[FloatArray, int]:
 
 @dataclass(frozen=True)
 class Direct(AbstractLinearSolver):
-    """Sparse LU of J (SuperLU), computed once and reused for J and Jᵀ solves."""
+    """Sparse LU of J (SuperLU), computed once and reused for J and Jᵀ solves.
+
+    J is exactly singular whenever the canonical program has a non-unique part (cvxpy's
+    auxiliary variables with slack on both sides, e.g. t in ‖x‖ ≤ t ≤ 2 when the norm
+    bound is inactive). Then J + δI is factorised instead and iterative refinement
+    converges to a solution of the consistent system J z = r (flagged degenerate); if it
+    does not, LSMR gives the minimum-norm least-squares answer.
+    """
 
     name: ClassVar[str] = "direct"
+    refinement_steps: int = 30
 
-    def init(self, operator: KKTOperator) -> tuple[KKTOperator, Any]:
+    def init(self, operator: KKTOperator) -> tuple[KKTOperator, Any, bool]:
+        J = operator.as_matrix()
         try:
-            lu = spla.splu(operator.as_matrix(), permc_spec="COLAMD")
+            return operator, spla.splu(J, permc_spec="COLAMD"), False
         except RuntimeError:  # exactly singular
-            lu = None
-        return operator, lu
+            pass
+        delta = 1e-9 * max(1.0, float(abs(J).max()))
+        try:
+            shifted = J + delta * sp.identity(J.shape[0], format="csc")
+            return operator, spla.splu(sp.csc_matrix(shifted), permc_spec="COLAMD"), True
+        except RuntimeError:
+            return operator, None, True
 
     def compute(self, state, rhs, transpose):
-        op, lu = state
+        op, lu, singular = state
         op = op.T if transpose else op
         if lu is not None:
-            z = lu.solve(np.ascontiguousarray(rhs), trans="T" if transpose else "N")
+            trans = "T" if transpose else "N"
+            rhs = np.ascontiguousarray(rhs)
+            z = lu.solve(rhs, trans=trans)
             res = _residual(op, z, rhs)
+            steps = 0
+            while steps < self.refinement_steps and res > 1e-13 and np.all(np.isfinite(z)):
+                z = z + lu.solve(np.ascontiguousarray(rhs - op.mv(z)), trans=trans)
+                new = _residual(op, z, rhs)
+                steps += 1
+                if new > 0.5 * res and not singular:
+                    res = new
+                    break
+                res = new
             if np.all(np.isfinite(z)) and res <= DEGENERACY_TOL:
-                return z, SolveStats(res, 0, True)
+                return z, SolveStats(res, steps, True, degenerate=singular)
         z, iters = _min_norm(op, rhs)
         return z, SolveStats(_residual(op, z, rhs), iters, True, degenerate=True)
 
