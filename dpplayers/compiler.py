@@ -16,6 +16,7 @@ entries to P on the lifted variable's columns.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,22 +61,22 @@ class AffineMap:
         """Cotangent on data (rows, B) → cotangent on θ (p, B)."""
         return np.asarray(self._linear_t @ g)
 
-    @property
+    @functools.cached_property
     def _linear(self) -> sp.csr_array:
-        return self.matrix[:, :-1]
+        return sp.csr_array(self.matrix[:, :-1])
 
-    @property
+    @functools.cached_property
     def _linear_t(self) -> sp.csr_array:
-        return self.matrix[:, :-1].T.tocsr()
+        return sp.csr_array(self._linear.T)
 
     @property
     def nnz(self) -> int:
         return int(self.matrix.nnz)
 
-    @property
+    @functools.cached_property
     def is_constant(self) -> bool:
         """True when the data does not depend on θ."""
-        return self.matrix[:, :-1].nnz == 0
+        return self._linear.nnz == 0
 
     def entering(self, layout: ParameterLayout) -> tuple[str, ...]:
         """Names of parameters with at least one nonzero coefficient in this map."""

@@ -72,12 +72,24 @@ class KKTOperator:
         return KKTOperator(self.P, self.A, self.D, not self.transposed)
 
     def as_matrix(self) -> sp.csc_matrix:
-        """The sparse matrix of J (or Jᵀ), for the direct and dense modes."""
-        Dm = sp.csc_matrix(self.D.as_matrix())
-        P = self.P if self.P is not None else sp.csc_matrix((self.n, self.n))
-        J = sp.bmat([[P, self.A.T @ Dm], [self.A, Dm - sp.identity(self.m, format="csc")]],
-                    format="csc")
-        return J.T.tocsc() if self.transposed else J
+        """The sparse matrix of J (or Jᵀ), for the direct and dense modes.
+
+        Assembled from COO triplets of its four blocks in one conversion (no block
+        matrix construction per element)."""
+        n, m = self.n, self.m
+        Dm = sp.coo_matrix(self.D.as_matrix())
+        AtD = sp.coo_matrix(self.A.T @ Dm.tocsc())
+        A = self.A.tocoo()
+        blocks = [(AtD.row, AtD.col + n, AtD.data), (A.row + n, A.col, A.data),
+                  (Dm.row + n, Dm.col + n, Dm.data),
+                  (np.arange(n, n + m), np.arange(n, n + m), -np.ones(m))]
+        if self.P is not None:
+            P = self.P.tocoo()
+            blocks.append((P.row, P.col, P.data))
+        rows, cols, vals = (np.concatenate(parts) for parts in zip(*blocks))
+        if self.transposed:
+            rows, cols = cols, rows
+        return sp.csc_matrix((vals, (rows, cols)), shape=(n + m, n + m))
 
 
 def kkt_operator(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, y: FloatArray,
