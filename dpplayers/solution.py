@@ -274,8 +274,8 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     outputs = prog.retrieval.apply(np.vstack([x, y]))
     if batch is None:
         outputs = tuple(o[0] for o in outputs)
-    info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds}
-                 for r in results)
+    info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
+                  "setup_seconds": r.setup_seconds} for r in results)
     return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
                     mode, derivative_options, raw, data)
 

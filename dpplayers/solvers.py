@@ -12,6 +12,7 @@ system, Clarabel's solver) is kept per settings and thread and only b and c are 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 import threading
 import time
@@ -64,7 +65,8 @@ class RawSolution:
     status: Status
     solver_status: str
     iterations: int
-    seconds: float
+    seconds: float  # the solve itself
+    setup_seconds: float = 0.0  # building the workspace (scaling, KKT factorisation); 0 if reused
 
 
 #: Settings that belong to dpplayers, not to the solver (removed before the solver sees them).
@@ -102,16 +104,19 @@ class AbstractConeSolver(abc.ABC):
     def solve(self, data: ConeData, settings: dict[str, Any], reuse: bool,
               warm: RawSolution | None = None) -> RawSolution:
         """Solve one element; with ``reuse`` keep the workspace and only update b and c."""
+        start = time.perf_counter()
         if not reuse:
-            return self._run(self._setup(data, settings), settings, warm)
-        key = tuple(sorted(settings.items()))
-        cache = self._local.__dict__.setdefault("cache", {})
-        workspace = cache.get(key)
-        if workspace is None:
-            workspace = cache[key] = self._setup(data, settings)
+            workspace = self._setup(data, settings)
         else:
-            self._update(workspace, data)
-        return self._run(workspace, settings, warm)
+            key = tuple(sorted(settings.items()))
+            cache = self._local.__dict__.setdefault("cache", {})
+            workspace = cache.get(key)
+            if workspace is None:
+                workspace = cache[key] = self._setup(data, settings)
+            else:
+                self._update(workspace, data)
+        setup = time.perf_counter() - start
+        return dataclasses.replace(self._run(workspace, settings, warm), setup_seconds=setup)
 
 
 class SCS(AbstractConeSolver):
