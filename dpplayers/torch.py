@@ -1,0 +1,199 @@
+"""PyTorch adapter: ``CvxpyLayer``, a ``torch.nn.Module`` over a compiled problem.
+
+Tensors go to float64 NumPy and back in the inputs' dtype and device; the core validates,
+batches and applies the GP log. Three ``autograd.Function``s run NumPy: ``_Solve`` (θ ↦
+outputs), ``_VJP`` (cotangents ↦ per-element parameter cotangents, summed over the batch
+by ``_Solve.backward`` for broadcast parameters) and ``_JVP`` (tangents ↦ output
+tangents). They share a ``_Call`` record that carries the ``Solution`` to the derivatives.
+For ``torch.func`` each has a ``vmap`` rule: a vmap level that batches the parameters
+folds into the core's batch axis, (V, B, …) → (V·B, …), so it is one batched solve and one
+batched vjp/jvp (parameters ride along into ``_VJP``/``_JVP`` to mark such levels); a
+level batching only (co)tangents (``jacrev``/``jacfwd``) loops, reusing the factorisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+import torch
+
+from .compiler import CompiledProblem
+from .compiler import compile as compile_problem
+from .solution import Solution
+
+
+@dataclass
+class _Call:
+    """One layer call: the program, its options, and the Solution once solved."""
+
+    program: CompiledProblem
+    solver_args: dict[str, Any]
+    on_failure: str
+    warm_start: Solution | None = None
+    solution: Solution | None = None
+
+    def shapes(self, outputs: bool = False) -> list[tuple[int, ...]]:
+        specs = self.program.retrieval.outputs if outputs else self.program.layout.specs
+        return [s.shape for s in specs]
+
+
+def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().to("cpu", torch.float64).numpy()
+
+
+def _tensor(a: np.ndarray, like: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``a`` in the promoted floating dtype of ``like`` (float32 stays float32), on its device."""
+    dtype = reduce(torch.promote_types, (t.dtype for t in like), torch.float32)
+    device = like[0].device if like else None
+    return torch.from_numpy(np.asarray(a, order="C")).to(device=device, dtype=dtype)
+
+
+def _fold(values: Sequence, in_dims: Sequence, shapes: Sequence, lead: tuple[int, ...]) -> list:
+    """Merge a vmap level into the core's batch axis: each value becomes (V·B, *shape)."""
+    out = []
+    for v, d, s in zip(values, in_dims, shapes):
+        if v is not None:
+            v = v.movedim(d, 0) if d is not None else v.expand(lead[0], *v.shape)
+            if len(lead) == 2 and v.dim() == len(s) + 1:
+                v = v.unsqueeze(1)  # a per-sample value broadcast over the batch B
+            v = v.expand(*lead, *v.shape[len(lead) :]).reshape(-1, *v.shape[len(lead) :])
+        out.append(v)
+    return out
+
+
+def _batched(fn: type[torch.autograd.Function], info: Any, in_dims: Sequence, call: _Call,
+             args: Sequence, shapes: Sequence) -> tuple[tuple[torch.Tensor, ...], int]:
+    """The vmap rule shared by the three Functions (see the module docstring)."""
+    dims, p_shapes = in_dims[1:], call.shapes()
+    if all(d is None for d in dims[: len(p_shapes)]):  # only directions batched: loop
+        results = [fn.apply(call, *(a if d is None else a.select(d, i) for a, d in zip(args, dims)))
+                   for i in range(info.batch_size)]
+        return tuple(torch.stack(r) for r in zip(*results)), 0
+    # B: the batch size each sample passes to the core, from its parameters' shapes
+    B = next((p.shape[1 if d == 0 else 0] for p, d, s in zip(args, dims, p_shapes)
+              if p.dim() - (d is not None) == len(s) + 1), None)
+    lead = (info.batch_size,) if B is None else (info.batch_size, B)
+    folded = _fold(args, dims, p_shapes + list(shapes), lead)
+    return tuple(o.reshape(*lead, *o.shape[1:]) for o in fn.apply(call, *folded)), 0
+
+
+class _Solve(torch.autograd.Function):
+    generate_vmap_rule = False
+
+    @staticmethod
+    def forward(call: _Call, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        call.solution = call.program.solve(*map(_numpy, params), solver_args=call.solver_args,
+                                           warm_start=call.warm_start, on_failure=call.on_failure)
+        return tuple(_tensor(v, params) for v in call.solution.values)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        ctx.call = inputs[0]
+        ctx.save_for_backward(*inputs[1:])
+        ctx.save_for_forward(*inputs[1:])
+
+    @staticmethod
+    def backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
+        params, need = ctx.saved_tensors, ctx.needs_input_grad[1:]
+        grads = _VJP.apply(ctx.call, *params, *cotangents)
+        # a parameter broadcast over a batched call gets the sum of its per-element cotangents
+        return (None, *(None if not n else g.sum(0) if g.dim() > p.dim() else g
+                        for g, p, n in zip(grads, params, need)))
+
+    @staticmethod
+    def jvp(ctx: Any, _: None, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        return _JVP.apply(ctx.call, *ctx.saved_tensors, *tangents)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: Sequence, call: _Call, *params: torch.Tensor) -> tuple:
+        return _batched(_Solve, info, in_dims, call, params, [])
+
+
+class _AbstractDerivative(torch.autograd.Function):
+    """A linear map of the call's Solution; ``forward`` and ``vmap`` are per subclass."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *_: Any) -> None:
+        raise NotImplementedError("dpplayers.torch.CvxpyLayer provides first derivatives only "
+                                  "(one reverse or forward pass); nested ones are unsupported.")
+
+    jvp = backward
+
+
+class _VJP(_AbstractDerivative):
+    """(parameters, output cotangents) ↦ per-element parameter cotangents."""
+
+    @staticmethod
+    def forward(call: _Call, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        grads = call.solution.vjp(*map(_numpy, args[len(call.shapes()) :]))
+        return tuple(_tensor(g, [p]) for g, p in zip(grads, args))
+
+    @staticmethod
+    def vmap(info: Any, in_dims: Sequence, call: _Call, *args: torch.Tensor) -> tuple:
+        return _batched(_VJP, info, in_dims, call, args, call.shapes(outputs=True))
+
+
+class _JVP(_AbstractDerivative):
+    """(parameters, parameter tangents) ↦ output tangents."""
+
+    @staticmethod
+    def forward(call: _Call, *args: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        tangents = call.solution.jvp(*map(_numpy, args[len(call.shapes()) :]))
+        return tuple(_tensor(t, args[: len(call.shapes())]) for t in tangents)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: Sequence, call: _Call, *args: torch.Tensor | None) -> tuple:
+        return _batched(_JVP, info, in_dims, call, args, call.shapes(outputs=False))
+
+
+class CvxpyLayer(torch.nn.Module):
+    """A differentiable layer x*(θ), a drop-in for ``cvxpylayers.torch.CvxpyLayer``.
+
+    Args:
+        problem, parameters, variables: a DPP problem (DGP with ``gp=True``), exactly its
+            parameters (in call order), and the variables and/or constraint duals to return.
+        solver: "SCS" (default) or "CLARABEL".
+        solver_args: defaults for every call (solver settings, derivative ``mode``,
+            ``on_failure``), merged under each call's ``solver_args``.
+        on_failure: "raise" :class:`dpplayers.SolverError`, or "nan" for failed elements.
+        **options: for :func:`dpplayers.compile` (``mode``, ``canon_backend``, ...).
+
+    Raises:
+        ValueError: ``dpplayers.DPPError`` naming a missing or unknown parameter or
+            variable, or the non-DPP expression.
+    """
+
+    def __init__(self, problem: cp.Problem, parameters: Sequence[cp.Parameter],
+                 variables: Sequence[cp.Variable], *, gp: bool = False, solver: str | None = None,
+                 solver_args: dict[str, Any] | None = None, on_failure: str = "raise",
+                 verbose: bool = False, **options: Any) -> None:
+        super().__init__()
+        self.program = compile_problem(problem, parameters, variables, solver=solver or "SCS",
+                                       gp=gp, **options)
+        self.solver_args = {**({"verbose": True} if verbose else {}), **(solver_args or {})}
+        self.on_failure = on_failure
+        self._previous: Solution | None = None
+
+    def forward(self, *params: torch.Tensor, solver_args: dict[str, Any] | None = None,
+                warm_start: bool = False) -> tuple[torch.Tensor, ...]:
+        """One tensor per requested variable (inputs' dtype and device) for parameter
+        tensors with optional leading batch axes. ``warm_start=True`` starts from this
+        layer's previous warm-started solution (batch size 1 or this call's)."""
+        args = {**self.solver_args, **(solver_args or {})}
+        call = _Call(self.program, args, args.pop("on_failure", self.on_failure),
+                     self._previous if warm_start else None)
+        out = _Solve.apply(call, *(torch.as_tensor(p) for p in params))
+        if warm_start:
+            self._previous = call.solution
+        return out
