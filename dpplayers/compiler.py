@@ -222,6 +222,9 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
             "quad_form(x, Q) with a parameter Q needs quad_obj=True (the solver takes P(θ) "
             "directly); with quad_obj=False write it as sum_squares(L @ x) with a factor L."
         )
+    # a fresh Problem: cvxpy caches its chain on the object, and a cached DGP chain
+    # re-reads parameter values (log of None) on the second compile
+    lifted = cp.Problem(lifted.objective, lifted.constraints)
     data, chain, inverse_data = lifted.get_problem_data(
         solver=cp.SCS, gp=gp, canon_backend=canon_backend,
         solver_opts={"use_quad_obj": quad_obj},

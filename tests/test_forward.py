@@ -102,3 +102,13 @@ def test_warm_start_cuts_iterations():
     warm = prog.solve(*values, solver_args={"eps": 1e-7}, warm_start=cold)
     assert warm.info[0]["iterations"] < cold.info[0]["iterations"]
     np.testing.assert_allclose(warm.values[0], cold.values[0], atol=1e-5)
+
+
+def test_compiling_a_gp_problem_twice():
+    """cvxpy caches its chain on the Problem; a second DGP compile must not re-read values."""
+    a = cp.Parameter(pos=True)
+    x = cp.Variable(pos=True)
+    prob = cp.Problem(cp.Minimize(1 / x), [a * x <= 1])
+    dpplayers.compile(prob, [a], [x], gp=True)
+    again = dpplayers.compile(prob, [a], [x], gp=True)
+    assert abs(again.solve(2.0, solver_args={"eps": 1e-9}).values[0] - 0.5) < 1e-6
