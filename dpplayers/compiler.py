@@ -28,7 +28,9 @@ import scipy.sparse as sp
 from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr, lower_value
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
 
-from .cones import ConeDims
+from .cones import ConeDims, ProductCone
+from .derivative import kkt_pattern
+from .kkt_pattern import KKTPattern
 from .dpp import check_dpp
 from .errors import DPPError, ParameterError
 from .parameters import ParameterLayout, ParameterSpec
@@ -143,6 +145,17 @@ class CompiledProblem:
         from .solution import solve_compiled
 
         return solve_compiled(self, values, solver_args, warm_start, on_failure)
+
+    @functools.cached_property
+    def dual_cone(self) -> ProductCone:
+        """K*, whose projection gives y = Π_K*(y − s) at a solution."""
+        return ProductCone.from_dims(self.cones, dual=True)
+
+    @functools.cached_property
+    def kkt_pattern(self) -> KKTPattern:
+        """The fixed sparsity of the derivative's J, built on first use."""
+        P = self.P.matrix(np.zeros(self.P.indices.size)) if self.P is not None else None
+        return kkt_pattern(P, self.A.matrix(np.zeros(self.A.indices.size)), self.dual_cone)
 
     def describe(self) -> str:
         """The canonical cone program: sizes, cones, nnz of each map, where parameters enter."""

@@ -22,13 +22,15 @@ The adjoint runs the same chain with Jᵀ (:meth:`KKTOperator.T`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from .cones import ConeDims, ProductCone
+from .cones import ConeDims, ProductCone, ProjectionDerivative
+from .kkt_pattern import KKTPattern, block_values
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -38,8 +40,10 @@ class KKTOperator:
     """J = [[P, Aᵀ D], [A, D − I]] (or its transpose) as a linear operator."""
 
     P: sp.csc_matrix | None  # full symmetric
-    A: sp.csc_matrix
-    D: object  # ProjectionDerivative of Π_K* at v: mv, as_matrix
+    A: sp.csc_matrix  # data in the pattern's order
+    D: ProjectionDerivative  # of Π_K* at v
+    pattern: KKTPattern
+    P_upper_data: FloatArray | None = None
     transposed: bool = False
 
     @property
@@ -69,37 +73,37 @@ class KKTOperator:
 
     @property
     def T(self) -> KKTOperator:
-        return KKTOperator(self.P, self.A, self.D, not self.transposed)
+        return dataclasses.replace(self, transposed=not self.transposed)
 
     def as_matrix(self) -> sp.csc_matrix:
-        """The sparse matrix of J (or Jᵀ), for the direct and dense modes.
+        """The sparse matrix of J (or Jᵀ), for the direct and dense modes (assembled on
+        the program's fixed pattern, see :mod:`dpplayers.kkt_pattern`)."""
+        J = self.pattern.assemble(self.P_upper_data, self.A.data, block_values(self.D))
+        return J.T.tocsc() if self.transposed else J
 
-        Assembled from COO triplets of its four blocks in one conversion (no block
-        matrix construction per element)."""
-        n, m = self.n, self.m
-        Dm = sp.coo_matrix(self.D.as_matrix())
-        AtD = sp.coo_matrix(self.A.T @ Dm.tocsc())
-        A = self.A.tocoo()
-        blocks = [(AtD.row, AtD.col + n, AtD.data), (A.row + n, A.col, A.data),
-                  (Dm.row + n, Dm.col + n, Dm.data),
-                  (np.arange(n, n + m), np.arange(n, n + m), -np.ones(m))]
-        if self.P is not None:
-            P = self.P.tocoo()
-            blocks.append((P.row, P.col, P.data))
-        rows, cols, vals = (np.concatenate(parts) for parts in zip(*blocks))
-        if self.transposed:
-            rows, cols = cols, rows
-        return sp.csc_matrix((vals, (rows, cols)), shape=(n + m, n + m))
+
+def kkt_pattern(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, cone: ProductCone) -> KKTPattern:
+    """J's pattern for problems shaped like (P, A) — built once per compiled problem."""
+    A_cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+    P_rows = P_cols = None
+    if P_upper is not None:
+        P_rows = P_upper.indices.astype(np.intp)
+        P_cols = np.repeat(np.arange(P_upper.shape[1]), np.diff(P_upper.indptr))
+    return KKTPattern.build(A.shape[1], A.shape[0], A.indices.astype(np.intp), A_cols, P_rows,
+                            P_cols, cone)
 
 
 def kkt_operator(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, y: FloatArray,
-                 s: FloatArray, cones: ConeDims) -> KKTOperator:
-    """Build J at a solution from the solver's y and s (P given as its upper triangle)."""
-    P = None
-    if P_upper is not None:
-        P = sp.csc_matrix(P_upper + P_upper.T - sp.diags(P_upper.diagonal()))
-    D = ProductCone.from_dims(cones, dual=True).dproject(y - s)
-    return KKTOperator(P, A, D)
+                 s: FloatArray, cones: ConeDims, pattern: KKTPattern | None = None,
+                 cone: ProductCone | None = None) -> KKTOperator:
+    """Build J at a solution from the solver's y and s (P given as its upper triangle).
+
+    Pass the program's cached ``pattern`` and dual ``cone`` to skip rebuilding them."""
+    cone = cone if cone is not None else ProductCone.from_dims(cones, dual=True)
+    pattern = pattern if pattern is not None else kkt_pattern(P_upper, A, cone)
+    P_data = P_upper.data if P_upper is not None else None
+    D = cone.dproject(y - s)
+    return KKTOperator(pattern.full_P(P_data) if P_data is not None else None, A, D, pattern, P_data)
 
 
 def data_rhs(x: FloatArray, y: FloatArray, dP: FloatArray | None, P_rows, P_cols,
@@ -137,16 +141,19 @@ def _scatter(index, values: FloatArray, size: int) -> FloatArray:
 
 
 def kkt_residual(P_full: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray, c: FloatArray,
-                 x: FloatArray, v: FloatArray, cones: ConeDims) -> FloatArray:
-    """F(x, v) = [P x + Aᵀ Π_K*(v) + c ; A x + Π_K*(v) − v − b]; zero exactly at a solution."""
-    y = ProductCone.from_dims(cones, dual=True).project(v)
+                 x: FloatArray, v: FloatArray, cone: ProductCone) -> FloatArray:
+    """F(x, v) = [P x + Aᵀ Π_K*(v) + c ; A x + Π_K*(v) − v − b]; zero exactly at a solution.
+
+    ``cone`` is the dual cone K*."""
+    y = cone.project(v)
     Px = P_full @ x if P_full is not None else 0.0
     return np.concatenate([Px + A.T @ y + c, A @ x + y - v - b])
 
 
 def newton_refine(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray,
                   c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray, cones: ConeDims,
-                  steps: int) -> tuple[FloatArray, FloatArray, FloatArray, float]:
+                  steps: int, pattern: KKTPattern | None = None,
+                  cone: ProductCone | None = None) -> tuple[FloatArray, FloatArray, FloatArray, float]:
     """Polish a solver's answer with Newton steps on F(x, v) = 0 (J is its Jacobian).
 
     Interior-point and splitting solvers stop at ~1e-7…1e-9 on exponential and power
@@ -157,16 +164,18 @@ def newton_refine(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray
     from .linear_solvers import Direct
 
     n = x.size
-    P = None if P_upper is None else sp.csc_matrix(P_upper + P_upper.T - sp.diags(P_upper.diagonal()))
-    K = ProductCone.from_dims(cones, dual=True)
+    K = cone if cone is not None else ProductCone.from_dims(cones, dual=True)
+    pattern = pattern if pattern is not None else kkt_pattern(P_upper, A, K)
+    P = pattern.full_P(P_upper.data) if P_upper is not None else None
     xv = np.concatenate([x, y - s])
-    res = kkt_residual(P, A, b, c, xv[:n], xv[n:], cones)
+    res = kkt_residual(P, A, b, c, xv[:n], xv[n:], K)
     for _ in range(steps):
-        op = KKTOperator(P, A, K.dproject(xv[n:]))
+        op = kkt_operator(P_upper, A, K.project(xv[n:]), K.project(xv[n:]) - xv[n:], cones,
+                          pattern, K)
         direct = Direct()
         step = direct.compute(direct.init(op), res[:, None], transpose=False)[0][:, 0]
         trial = xv - step
-        new = kkt_residual(P, A, b, c, trial[:n], trial[n:], cones)
+        new = kkt_residual(P, A, b, c, trial[:n], trial[n:], K)
         if not np.all(np.isfinite(new)) or np.abs(new).max() >= np.abs(res).max():
             break
         xv, res = trial, new

@@ -81,7 +81,8 @@ class Solution:
         if k not in self._factor:
             prog = self.program
             P, A, _, _ = _element_data(prog, self._data, k)
-            op = kkt_operator(P, A, self.y[:, k], self.s[:, k], prog.cones)
+            op = kkt_operator(P, A, self.y[:, k], self.s[:, k], prog.cones, prog.kkt_pattern,
+                              prog.dual_cone)
             solver = make_linear_solver(self.mode, self.derivative_options)
             self._factor[k] = (solver, solver.init(op), op)
         return self._factor[k]
@@ -285,7 +286,8 @@ def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolu
     if not raw.status.ok:
         return raw
     P, A, b, c = _element_data(prog, data, k)
-    x, y, s, _ = newton_refine(P, A, b, c, raw.x, raw.y, raw.s, prog.cones, steps)
+    x, y, s, _ = newton_refine(P, A, b, c, raw.x, raw.y, raw.s, prog.cones, steps,
+                               prog.kkt_pattern, prog.dual_cone)
     return RawSolution(x, y, s, raw.status, raw.solver_status, raw.iterations, raw.seconds)
 
 
