@@ -62,7 +62,11 @@ class AbstractLinearSolver(abc.ABC):
 
 
 def _residual(op: KKTOperator, z: FloatArray, rhs: FloatArray) -> float:
-    res = op.mv(z) - rhs
+    return _relative(op.mv(z) - rhs, rhs)
+
+
+def _relative(res: FloatArray, rhs: FloatArray) -> float:
+    """max over columns of ‖res‖ / ‖rhs‖."""
     den = np.maximum(np.linalg.norm(rhs, axis=0), 1e-300)
     return float(np.max(np.linalg.norm(res, axis=0) / den, initial=0.0))
 
@@ -92,31 +96,32 @@ class Direct(AbstractLinearSolver):
     name: ClassVar[str] = "direct"
     refinement_steps: int = 30
 
-    def init(self, operator: KKTOperator) -> tuple[KKTOperator, Any, bool]:
+    def init(self, operator: KKTOperator) -> tuple[KKTOperator, sp.csc_matrix, Any, bool]:
         J = operator.as_matrix()
         try:
-            return operator, spla.splu(J, permc_spec="COLAMD"), False
+            return operator, J, spla.splu(J, permc_spec="COLAMD"), False
         except RuntimeError:  # exactly singular
             pass
         delta = 1e-9 * max(1.0, float(abs(J).max()))
         try:
             shifted = J + delta * sp.identity(J.shape[0], format="csc")
-            return operator, spla.splu(sp.csc_matrix(shifted), permc_spec="COLAMD"), True
+            return operator, J, spla.splu(sp.csc_matrix(shifted), permc_spec="COLAMD"), True
         except RuntimeError:
-            return operator, None, True
+            return operator, J, None, True
 
     def compute(self, state, rhs, transpose):
-        op, lu, singular = state
+        op, J, lu, singular = state
         op = op.T if transpose else op
         if lu is not None:
             trans = "T" if transpose else "N"
             rhs = np.ascontiguousarray(rhs)
             z = lu.solve(rhs, trans=trans)
-            res = _residual(op, z, rhs)
+            matvec = (lambda w: J.T @ w) if transpose else (lambda w: J @ w)  # noqa: E731
+            res = _relative(matvec(z) - rhs, rhs)
             steps = 0
             while steps < self.refinement_steps and res > 1e-13 and np.all(np.isfinite(z)):
-                z = z + lu.solve(np.ascontiguousarray(rhs - op.mv(z)), trans=trans)
-                new = _residual(op, z, rhs)
+                z = z + lu.solve(np.ascontiguousarray(rhs - matvec(z)), trans=trans)
+                new = _relative(matvec(z) - rhs, rhs)
                 steps += 1
                 if new > 0.5 * res and not singular:
                     res = new
