@@ -9,7 +9,10 @@ derivative request) and reused by every later vjp, jvp and ``jacobian`` call.
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +28,8 @@ from .solvers import ConeData, RawSolution, Status
 FloatArray = npt.NDArray[np.float64]
 DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim", "refine")
 FAILURE_POLICIES = ("raise", "nan")
+#: Batches at least this large are solved on a thread pool (``solver_args={"n_jobs": k}``).
+MIN_PARALLEL_BATCH = 4
 
 
 @dataclass
@@ -239,6 +244,9 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     theta, raw, batch = prog.layout.stack(values)
     args = dict(solver_args or {})
     derivative_options = {k: args.pop(k) for k in DERIVATIVE_OPTIONS if k in args}
+    n_jobs = args.pop("n_jobs", None)
+    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs < 1):
+        raise ValueError(f"n_jobs must be a positive integer, got {n_jobs!r}.")
     mode = derivative_options.get("mode", prog.mode)
     make_linear_solver(mode, derivative_options)  # validate now, not at backward time
     backend = prog.backend
@@ -250,10 +258,15 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     )
     reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
     warm = _warm_starts(warm_start, nb, prog) if warm_start is not None else [None] * nb
-    results: list[RawSolution] = []
-    for k in range(nb):
+    def solve_element(k: int) -> RawSolution:
         P, A, b, c = _element_data(prog, data, k)
-        results.append(backend.solve(ConeData(P, A, b, c), settings, reuse, warm[k]))
+        return backend.solve(ConeData(P, A, b, c), settings, reuse, warm[k])
+
+    workers = min(n_jobs if n_jobs is not None else (os.cpu_count() or 1), nb)
+    if workers > 1 and nb >= MIN_PARALLEL_BATCH:
+        results = list(_executor(workers).map(solve_element, range(nb)))
+    else:
+        results = [solve_element(k) for k in range(nb)]
     steps = int(derivative_options.get("refine", 0))
     if steps:
         results = [_refined(prog, data, k, r, steps) for k, r in enumerate(results)]
@@ -289,6 +302,13 @@ def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolu
     x, y, s, _ = newton_refine(P, A, b, c, raw.x, raw.y, raw.s, prog.cones, steps,
                                prog.kkt_pattern, prog.dual_cone)
     return RawSolution(x, y, s, raw.status, raw.solver_status, raw.iterations, raw.seconds)
+
+
+@functools.cache
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A shared pool per worker count. SCS and Clarabel release the GIL while they solve,
+    so batch elements run in parallel on the machine's cores."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dpplayers")
 
 
 def _columns(theta: FloatArray, cmap) -> FloatArray:

@@ -112,3 +112,15 @@ def test_compiling_a_gp_problem_twice():
     dpplayers.compile(prob, [a], [x], gp=True)
     again = dpplayers.compile(prob, [a], [x], gp=True)
     assert abs(again.solve(2.0, solver_args={"eps": 1e-9}).values[0] - 0.5) < 1e-6
+
+
+def test_thread_pool_gives_the_same_batch():
+    case = CASES["socp_sum_of_norms"]()
+    prog = dpplayers.compile(case.problem, case.parameters, case.variables)
+    rng = np.random.default_rng(5)
+    values = [np.stack(v) for v in zip(*[case.sample(rng) for _ in range(6)])]
+    serial = prog.solve(*values, solver_args={"eps": 1e-9, "n_jobs": 1})
+    pooled = prog.solve(*values, solver_args={"eps": 1e-9, "n_jobs": 2})
+    np.testing.assert_array_equal(serial.values[0], pooled.values[0])
+    with pytest.raises(ValueError, match="n_jobs must be a positive integer, got 0"):
+        prog.solve(*values, solver_args={"n_jobs": 0})
