@@ -121,6 +121,8 @@ def test_thread_pool_gives_the_same_batch():
     values = [np.stack(v) for v in zip(*[case.sample(rng) for _ in range(6)])]
     serial = prog.solve(*values, solver_args={"eps": 1e-9, "n_jobs": 1})
     pooled = prog.solve(*values, solver_args={"eps": 1e-9, "n_jobs": 2})
-    np.testing.assert_array_equal(serial.values[0], pooled.values[0])
+    # equal to solver tolerance: a reused SCS workspace keeps its adapted step scale, so
+    # which thread's workspace solves an element shows in the last digits
+    np.testing.assert_allclose(serial.values[0], pooled.values[0], atol=1e-8)
     with pytest.raises(ValueError, match="n_jobs must be a positive integer, got 0"):
         prog.solve(*values, solver_args={"n_jobs": 0})
