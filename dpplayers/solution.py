@@ -169,21 +169,22 @@ class Solution:
 
     def jacobian(self) -> tuple[tuple[FloatArray, ...], ...]:
         """Full blocks d(variable)/d(parameter): ``jac[i][j]`` has shape
-        ([B,] *variable_i.shape, *parameter_j.shape). One factorisation per element,
-        one multi-column solve."""
+        ([B,] *variable_i.shape, *parameter_j.shape).
+
+        One factorisation per element and one multi-column solve: with Jᵀ and one column
+        per output entry when there are fewer outputs than parameter entries (reverse),
+        with J and one column per parameter entry otherwise (forward)."""
         prog = self.program
-        p, nb = prog.layout.size, self.x.shape[1]
-        eye = np.tile(np.eye(p), (1, nb))  # element k uses columns k·p … (k+1)·p
+        p, nb, K = prog.layout.size, self.x.shape[1], prog.retrieval.matrix.shape[0]
+        flat = self._reverse_jacobian() if K < p else self._forward_jacobian()  # (K, B, p)
         rows = prog.layout.log_rows()
         if rows.size:
-            eye[rows] /= np.repeat(self._raw_theta[rows], p, axis=1)
-        dz = self._push_forward(eye, per_element_columns=p)
-        flat = np.asarray(prog.retrieval.matrix @ dz)  # (K, B·p)
+            flat[:, :, rows] /= self._raw_theta[rows].T[None]
         blocks = []
         for spec, value in zip(prog.retrieval.outputs, self.values):
             vals = value if self.batch is not None else value[None]
             per_param = []
-            blk = flat[spec.offset : spec.offset + spec.size].reshape(spec.size, nb, p)
+            blk = flat[spec.offset : spec.offset + spec.size]
             if spec.exp:
                 blk = blk * np.moveaxis(vals, 0, -1).reshape(spec.size, nb, 1, order="F")
             for ps in prog.layout.specs:
@@ -193,6 +194,32 @@ class Solution:
                 per_param.append(sub if self.batch is not None else sub[0])
             blocks.append(tuple(per_param))
         return tuple(blocks)
+
+    def _forward_jacobian(self) -> FloatArray:
+        """(K, B, p): J solves with one column per parameter entry."""
+        prog = self.program
+        p, nb = prog.layout.size, self.x.shape[1]
+        dz = self._push_forward(np.tile(np.eye(p), (1, nb)), per_element_columns=p)
+        return np.asarray(prog.retrieval.matrix @ dz).reshape(-1, nb, p)
+
+    def _reverse_jacobian(self) -> FloatArray:
+        """(K, B, p): Jᵀ solves with one column per output entry."""
+        prog = self.program
+        n, nb, p = prog.n, self.x.shape[1], prog.layout.size
+        g_z = prog.retrieval.matrix.T.toarray()  # (n+m, K)
+        out = np.full((g_z.shape[1], nb, p), np.nan)
+        for k in range(nb):
+            if not self.status[k].ok:
+                continue
+            rhs = np.concatenate([g_z[:n], self._d_projection(k).mv(g_z[n:])])
+            r = -self._solve(k, rhs, transpose=True)
+            gP, gA, gb, gc = data_adjoint(self.x[:, k], self.y[:, k], r, *_patterns(prog),
+                                          has_P=prog.P is not None)
+            g = prog.C_A.transpose(gA) + prog.C_b.transpose(gb) + prog.C_c.transpose(gc)
+            if prog.C_P is not None:
+                g += prog.C_P.transpose(gP)
+            out[:, k, :] = g.T
+        return out
 
     def _check_outputs(self, cts: Sequence, what: str) -> list[FloatArray | None]:
         outs = self.program.retrieval.outputs

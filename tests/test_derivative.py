@@ -127,3 +127,14 @@ def test_lsqr_stall_falls_back_to_direct():
     g, = sol.vjp(np.ones(4))[:1]
     np.testing.assert_allclose(g, ref.vjp(np.ones(4))[0], rtol=1e-8, atol=1e-10)
     assert sol.fell_back[0]
+
+
+@pytest.mark.parametrize("name", ["lp_box", "gp_box_volume", "dual_psd", "exp_log_barrier"])
+def test_jacobian_routes_agree(name):
+    """The reverse (Jᵀ, one column per output) and forward (J, one per parameter) routes."""
+    case, prog = compiled(name)
+    rng = np.random.default_rng(6)
+    values = [np.stack(v) for v in zip(*[case.sample(rng) for _ in range(2)])]
+    sol = prog.solve(*values, solver_args=TIGHT)
+    np.testing.assert_allclose(sol._reverse_jacobian(), sol._forward_jacobian(), rtol=1e-8,
+                               atol=1e-10)
