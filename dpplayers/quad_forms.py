@@ -165,7 +165,10 @@ class _Lifter:
         if matrix is None:
             return expr
         argument = _flatten(expr.args[0])
-        aux = cp.Variable(argument.size, name=f"{matrix.name()}_quad_form_aux{len(self.forms)}")
+        if isinstance(argument, cp.Variable) and argument.ndim == 1:
+            aux = argument  # P goes straight onto its columns (if it survives, see below)
+        else:
+            aux = cp.Variable(argument.size, name=f"{matrix.name()}_quad_form_aux{len(self.forms)}")
         self.forms.append(ParametricQuadForm(coef, aux, matrix, argument))
         return None
 
@@ -212,7 +215,8 @@ def lift_parametric_quad_forms(
     """Remove the liftable ``quad_form(e, Q)`` terms (Q a parameter) from the objective.
 
     Each lifted term becomes a constraint ``aux == e`` appended after the original
-    constraints (so constraint indices are unchanged); a ``Maximize`` objective becomes
+    constraints (so constraint indices are unchanged), except when ``e`` is a vector
+    variable that the rest of the problem mentions: then ``aux`` is ``e`` itself; a ``Maximize`` objective becomes
     ``Minimize`` of its negation. The problem passed in is not modified.
 
     Args:
@@ -232,6 +236,17 @@ def lift_parametric_quad_forms(
         remaining = cp.Constant(0.0)
     elif maximize:
         remaining = -remaining
-    equalities = [form.aux == form.expression for form in lifter.forms]
+    # A bare vector variable needs no copy, unless nothing else mentions it (cvxpy would
+    # then drop it from the canonical program); every other argument gets aux == e.
+    present = {v.id for v in remaining.variables()}
+    present |= {v.id for con in problem.constraints for v in con.variables()}
+    forms = []
+    for form in lifter.forms:
+        if form.aux is form.expression and form.aux.id not in present:
+            form = ParametricQuadForm(
+                form.weight, cp.Variable(form.aux.size, name=f"{form.matrix.name()}_quad_form_aux"),
+                form.matrix, form.expression)
+        forms.append(form)
+    equalities = [form.aux == form.expression for form in forms if form.aux is not form.expression]
     lifted = cp.Problem(cp.Minimize(remaining), list(problem.constraints) + equalities)
-    return lifted, tuple(lifter.forms)
+    return lifted, tuple(forms)

@@ -304,8 +304,10 @@ def test_lifted_aux_variables_are_not_requestable_and_not_needed() -> None:
     leaves = _dcp_leaves()
     problem = DPP_OK["optnet-qp"](**leaves)
     _, (form,) = lift_parametric_quad_forms(problem)
+    assert form.aux is leaves["z"]  # a bare variable that the constraints mention is reused
     assert check_dpp(problem, variables=[leaves["z"]]).ok
-    assert check_dpp(problem, variables=[form.aux]).unknown_variables == (form.aux.name(),)
+    stray = cp.Variable(3, name="stray_aux")
+    assert check_dpp(problem, variables=[stray]).unknown_variables == ("stray_aux",)
 
 
 # ---------------------------------------------------------------- the report and its error
