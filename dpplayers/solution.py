@@ -55,8 +55,12 @@ class Solution:
     derivative_options: dict[str, Any] = field(repr=False)
     _raw_theta: FloatArray = field(repr=False)
     _data: tuple = field(repr=False)  # (P data, A data, b, c), each (rows, B or 1)
+    n_jobs: int | None = field(default=None, repr=False)
     _factor: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
     stats: list[SolveStats | None] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.stats = [None] * len(self.status)  # one slot per element (threads write slots)
 
     @property
     def ok(self) -> npt.NDArray[np.bool_]:
@@ -65,20 +69,17 @@ class Solution:
     @property
     def degenerate(self) -> npt.NDArray[np.bool_]:
         """Per element: a derivative solve met a singular J (least-squares answer)."""
-        return np.array([bool(s and s.degenerate) for s in self._padded_stats()])
+        return np.array([bool(s and s.degenerate) for s in self.stats])
 
     @property
     def fell_back(self) -> npt.NDArray[np.bool_]:
         """Per element: an iterative derivative solve stalled and Direct answered."""
-        return np.array([bool(s and s.fell_back) for s in self._padded_stats()])
+        return np.array([bool(s and s.fell_back) for s in self.stats])
 
     @property
     def residual(self) -> FloatArray:
         """Per element: the largest relative residual of its derivative solves (NaN if none)."""
-        return np.array([s.residual if s else np.nan for s in self._padded_stats()])
-
-    def _padded_stats(self) -> list[SolveStats | None]:
-        return self.stats + [None] * (len(self.status) - len(self.stats))
+        return np.array([s.residual if s else np.nan for s in self.stats])
 
     # -- the derivative ----------------------------------------------------------------
 
@@ -95,8 +96,6 @@ class Solution:
     def _solve(self, k: int, rhs: FloatArray, transpose: bool) -> FloatArray:
         solver, state, _ = self._element(k)
         z, stats = solver.compute(state, rhs, transpose)
-        while len(self.stats) <= k:
-            self.stats.append(None)
         old = self.stats[k]
         if old is None or stats.residual >= old.residual or stats.degenerate or stats.fell_back:
             self.stats[k] = SolveStats(
@@ -117,19 +116,17 @@ class Solution:
         g_out = prog.retrieval.flat_cotangent(cts, values, nb)
         g_z = np.asarray(prog.retrieval.matrix.T @ g_out)  # (n+m, B)
         n = prog.n
-        grads = [[], [], [], []]  # P, A, b, c cotangents per element
-        for k in range(nb):
+
+        def element(k: int) -> tuple:
             if not self.status[k].ok:
-                for g, rows in zip(grads, _data_sizes(prog)):
-                    g.append(np.full((rows, 1), np.nan))
-                continue
+                return tuple(np.full((rows, 1), np.nan) for rows in _data_sizes(prog))
             D = self._d_projection(k)
             rhs = np.concatenate([g_z[:n, k], D.mv(g_z[n:, k])])[:, None]
             r = -self._solve(k, rhs, transpose=True)
-            gP, gA, gb, gc = data_adjoint(self.x[:, k], self.y[:, k], r, *_patterns(prog),
-                                          has_P=prog.P is not None)
-            for g, val in zip(grads, (gP, gA, gb, gc)):
-                g.append(val)
+            return data_adjoint(self.x[:, k], self.y[:, k], r, *_patterns(prog),
+                                has_P=prog.P is not None)
+
+        grads = list(zip(*self._map(element, nb)))  # P, A, b, c cotangents per element
         g_theta = prog.C_A.transpose(np.hstack(grads[1])) + prog.C_b.transpose(np.hstack(grads[2]))
         g_theta += prog.C_c.transpose(np.hstack(grads[3]))
         if prog.C_P is not None:
@@ -155,9 +152,10 @@ class Solution:
         dA, db, dc = prog.C_A.linear(dtheta), prog.C_b.linear(dtheta), prog.C_c.linear(dtheta)
         dP = prog.C_P.linear(dtheta) if prog.C_P is not None else None
         out = np.full((prog.n + prog.m, dtheta.shape[1]), np.nan)
-        for k in range(self.x.shape[1]):
+
+        def element(k: int) -> None:
             if not self.status[k].ok:
-                continue
+                return
             cols = slice(k * r, (k + 1) * r)
             rhs = data_rhs(self.x[:, k], self.y[:, k], None if dP is None else dP[:, cols],
                            *_patterns(prog)[:2], dA[:, cols], *_patterns(prog)[2:],
@@ -165,7 +163,17 @@ class Solution:
             duv = -self._solve(k, rhs, transpose=False)
             out[:n, cols] = duv[:n]
             out[n:, cols] = self._d_projection(k).mv(duv[n:])
+
+        self._map(element, self.x.shape[1])
         return out
+
+    def _map(self, fn, nb: int) -> list:
+        """fn over batch elements; on the thread pool for large batches (SuperLU and the
+        solvers release the GIL)."""
+        workers = min(self.n_jobs or 1, nb)
+        if workers > 1 and nb >= MIN_PARALLEL_BATCH:
+            return list(_executor(workers).map(fn, range(nb)))
+        return [fn(k) for k in range(nb)]
 
     def jacobian(self) -> tuple[tuple[FloatArray, ...], ...]:
         """Full blocks d(variable)/d(parameter): ``jac[i][j]`` has shape
@@ -289,7 +297,8 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
         P, A, b, c = _element_data(prog, data, k)
         return backend.solve(ConeData(P, A, b, c), settings, reuse, warm[k])
 
-    workers = min(n_jobs if n_jobs is not None else (os.cpu_count() or 1), nb)
+    n_jobs = n_jobs if n_jobs is not None else (os.cpu_count() or 1)
+    workers = min(n_jobs, nb)
     if workers > 1 and nb >= MIN_PARALLEL_BATCH:
         results = list(_executor(workers).map(solve_element, range(nb)))
     else:
@@ -318,7 +327,7 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
                   "setup_seconds": r.setup_seconds} for r in results)
     return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
-                    mode, derivative_options, raw, data)
+                    mode, derivative_options, raw, data, n_jobs)
 
 
 def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolution:
