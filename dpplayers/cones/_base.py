@@ -1,0 +1,32 @@
+"""The interface every cone kind implements, and Moreau's identity for duals."""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from ._layout import Array
+from ._operators import AbstractBlockOperator, DenseBlocks
+
+
+class AbstractCone(abc.ABC):
+    """A cone kind. Methods take a stack x of shape (k, d): k cones of this kind and size d."""
+
+    @abc.abstractmethod
+    def project(self, x: Array) -> Array:
+        """Euclidean projection of each row onto the cone, shape (k, d)."""
+
+    @abc.abstractmethod
+    def dproject(self, x: Array) -> AbstractBlockOperator:
+        """Derivative of `project` at x, one d x d block per row."""
+
+    @abc.abstractmethod
+    def dual(self) -> AbstractCone:
+        """The dual cone K* = {y : <y, x> >= 0 for all x in K}."""
+
+
+def moreau_dproject(primal: AbstractCone, x: Array) -> DenseBlocks:
+    """Derivative of Pi_K*(x) = x + Pi_K(-x): I - DPi_K(-x)."""
+    return DenseBlocks(np.eye(x.shape[1]) - primal.dproject(-x).as_matrices())
+

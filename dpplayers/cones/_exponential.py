@@ -1,0 +1,106 @@
+"""The exponential cone and its dual."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._base import AbstractCone, moreau_dproject
+from ._layout import Array, Mask
+from ._operators import DenseBlocks
+from ._ray_family import BISECTION_STEPS, ray_family_derivative
+
+
+def _exp_regions(v: Array) -> tuple[Mask, Mask, Mask, Mask]:
+    """Masks: v in K, in the polar -K*, under the face rule (x <= 0, y <= 0), and the rest."""
+    r, s, t = v.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        in_k = ((s > 0) & (t > 0) & (r <= s * np.log(t / s))) | ((r <= 0) & (s == 0) & (t >= 0))
+        in_polar = ((r > 0) & (t < 0) & (s <= r * (1 + np.log(-t / r)))) | (
+            (r == 0) & (s <= 0) & (t <= 0))
+    in_polar &= ~in_k
+    face = (r <= 0) & (s <= 0) & ~in_k & ~in_polar
+    return in_k, in_polar, face, ~(in_k | in_polar | face)
+
+
+def _exp_rho(r: Array, s: Array, t: Array) -> Array:
+    """Root rho = x/y of the projection's ray, by bisection (Friberg 2021's univariate problem).
+
+    The projection is p = sigma a(rho), a = (rho, 1, e^rho), and v - p = mu b(rho) with
+    b = (1, 1 - rho, -e^-rho); a and b are orthogonal, so v lies in their span: rho is the root of
+    h(rho) = <v, a x b>, increasing where sigma, mu > 0. sigma > 0 and mu > 0 give
+    1 - y/x < rho < x/y; when one side is unbounded, |p| <= |v| (or |v - p| <= |v|) gives the
+    logarithmic bound used below. h is scaled by e^-|rho| so nothing overflows.
+    """
+    norm = np.sqrt(r * r + s * s + t * t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far_lo = -np.maximum(np.maximum(2 * np.abs(r / s), 1.0), 2 * np.log(6 * norm / s))
+        lo = np.where(r > 0, 1 - s / r, far_lo)
+        hi = np.where(s > 0, r / s, np.maximum(2 * lo, 2 * np.log(2 * norm / r)))
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        m = np.abs(mid)
+        h = (((mid - 1) * r + s) * np.exp(mid - m) - (r - mid * s) * np.exp(-mid - m)
+             - (mid * (mid - 1) + 1) * t * np.exp(-m))
+        done = hi - lo <= 1e-15 * (1 + np.abs(mid))  # per row, so results ignore the batch
+        if np.all(done):
+            break
+        lo, hi = np.where(~done & (h < 0), mid, lo), np.where(~done & (h >= 0), mid, hi)
+    return 0.5 * (lo + hi)
+
+
+
+def _exp_rays(rho: Array) -> tuple[Array, Array, Array, Array]:
+    """a = (rho, 1, e^rho), b = (1, 1 - rho, -e^-rho) and their derivatives, overflow-free.
+
+    Each pair is scaled by e^-rho (a, for rho > 0) or e^rho (b, for rho < 0).
+    """
+    g, o, z = np.exp(-np.abs(rho)), np.ones_like(rho), np.zeros_like(rho)
+    up = (rho > 0)[:, None]
+    a = np.where(up, np.stack([rho * g, g, o], 1), np.stack([rho, o, g], 1))
+    da = np.where(up, np.stack([g, z, o], 1), np.stack([o, z, g], 1))
+    b = np.where(up, np.stack([o, 1 - rho, -g], 1), np.stack([g, (1 - rho) * g, -o], 1))
+    db = np.where(up, np.stack([z, -o, g], 1), np.stack([z, -g, o], 1))
+    return a, da, b, db
+
+
+@dataclass(frozen=True)
+class ExponentialCone(AbstractCone):
+    """closure{(x, y, z): y > 0, y exp(x/y) <= z}; x must be (k, 3)."""
+
+    def project(self, x: Array) -> Array:
+        in_k, _, face, generic = _exp_regions(x)
+        p = np.zeros_like(x)
+        p[in_k] = x[in_k]
+        p[face, 0], p[face, 2] = x[face, 0], np.maximum(x[face, 2], 0)
+        # onto the ray a(rho), so that p lies in K exactly
+        a = _exp_rays(_exp_rho(*x[generic].T))[0]
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        p[generic] = np.maximum(np.sum(x[generic] * a, axis=1), 0.0)[:, None] * a
+        return p
+
+    def dproject(self, x: Array) -> DenseBlocks:
+        in_k, _, face, generic = _exp_regions(x)
+        D = np.zeros(x.shape + (3,))
+        D[in_k] = np.eye(3)
+        D[face, 0, 0], D[face, 2, 2] = 1.0, x[face, 2] >= 0
+        D[generic] = ray_family_derivative(x[generic], *_exp_rays(_exp_rho(*x[generic].T)))
+        return DenseBlocks(D)
+
+    def dual(self) -> DualExponentialCone:
+        return DualExponentialCone()
+
+
+@dataclass(frozen=True)
+class DualExponentialCone(AbstractCone):
+    """{(u, v, w): u < 0, -u exp(v/u) <= e w} ∪ {(0, v, w): v, w >= 0}; via Moreau."""
+
+    def project(self, x: Array) -> Array:
+        return x + ExponentialCone().project(-x)
+
+    def dproject(self, x: Array) -> DenseBlocks:
+        return moreau_dproject(ExponentialCone(), x)
+
+    def dual(self) -> ExponentialCone:
+        return ExponentialCone()

@@ -1,0 +1,130 @@
+"""The power cone and its dual."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._base import AbstractCone, moreau_dproject
+from ._layout import Array, Mask
+from ._operators import DenseBlocks
+from ._ray_family import BISECTION_STEPS, ray_family_derivative
+
+
+def _pow_coordinate(r: Array, x0: Array, w0: Array, a: Array) -> Array:
+    """x solving x^2 - x0 x - a r (w0 - r) = 0, x >= 0, without cancellation when x0 < 0."""
+    c = a * r * (w0 - r)
+    root = np.sqrt(x0 * x0 + 4 * c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x0 >= 0, 0.5 * (x0 + root), np.where(c > 0, 2 * c / (root - x0), 0.0))
+
+
+def _pow_regions(v: Array, a: Array) -> tuple[Mask, Mask, Mask, Mask]:
+    """Masks: v in K, in the polar -K*, z = 0 (else), and the rest."""
+    x0, y0, z0 = v.T
+    with np.errstate(invalid="ignore"):
+        in_k = (x0 >= 0) & (y0 >= 0) & (np.maximum(x0, 0) ** a * np.maximum(y0, 0) ** (1 - a)
+                                        >= np.abs(z0))
+        in_polar = (x0 <= 0) & (y0 <= 0) & ~in_k & (
+            np.maximum(-x0 / a, 0) ** a * np.maximum(-y0 / (1 - a), 0) ** (1 - a) >= np.abs(z0))
+    flat = (z0 == 0) & ~in_k & ~in_polar  # by symmetry in z: project onto (x, y) >= 0
+    return in_k, in_polar, flat, ~(in_k | in_polar | flat)
+
+
+def _pow_solve(v: Array, a: Array) -> tuple[Array, Array, Array]:
+    """x, y and z of the projection for z != 0 outside K and its polar (Hien 2015).
+
+    With r = |z| of the projection and w0 = |z0|, stationarity gives x(r), y(r) as roots of
+    x^2 - x0 x - a r (w0 - r) = 0 (and 1 - a for y); r in (0, w0) is the unique root of
+    phi(r) = x^a y^(1-a) - r, found by bisection keeping phi(lo) >= 0 so the result lies in K.
+    """
+    x0, y0, z0 = v.T
+    w0 = np.abs(z0)
+    lo, hi = np.zeros_like(w0), w0.copy()
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        x, y = _pow_coordinate(mid, x0, w0, a), _pow_coordinate(mid, y0, w0, 1 - a)
+        feasible = x**a * y ** (1 - a) >= mid
+        done = hi - lo <= 1e-15 * hi
+        if np.all(done):
+            break
+        lo, hi = np.where(~done & feasible, mid, lo), np.where(~done & ~feasible, mid, hi)
+    return _pow_coordinate(lo, x0, w0, a), _pow_coordinate(lo, y0, w0, 1 - a), np.sign(z0) * lo
+
+
+def _pow_derivative(v: Array, a: Array) -> Array:
+    """Derivative at generic rows: that of a projection onto a family of boundary rays.
+
+    The ray through p is (t, 1 - t, g) with t = x / (x + y), g = t^a (1 - t)^(1 - a), its normal
+    (-a g/t, -(1 - a) g/(1 - t), 1) (z negated below the plane); theta = log(t / (1 - t)) keeps
+    every derivative bounded. t is accurate even where r is not: next to the polar cone r is
+    tiny and ill-determined, but x / y tends to a limit.
+    """
+    x, y, _ = _pow_solve(v, a)
+    sign = np.where(v[:, 2] < 0, -1.0, 1.0)
+    t = np.clip(np.divide(x, x + y, out=np.full_like(x, 0.5), where=x + y > 0), 1e-300,
+                1 - 1e-16)
+    g_t, g_1t = ((1 - t) / t) ** (1 - a), (t / (1 - t)) ** a  # g/t, g/(1-t)
+    g, o, zero = t * g_t, np.ones_like(t), np.zeros_like(t)
+    ray = np.stack([t, 1 - t, sign * g], 1)
+    dray = np.stack([t * (1 - t), -t * (1 - t), sign * g * (a - t)], 1)
+    normal = np.stack([-a * g_t, -(1 - a) * g_1t, sign * o], 1)
+    dnormal = (a * (1 - a))[:, None] * np.stack([g_t, -g_1t, zero], 1)
+    return ray_family_derivative(v, ray, dray, normal, dnormal)
+
+
+@dataclass(frozen=True, eq=False)
+class PowerCone(AbstractCone):
+    """{(x, y, z): x^alpha y^(1-alpha) >= |z|, x, y >= 0}; ``alpha`` has one entry per cone."""
+
+    alpha: Array
+
+    def __post_init__(self) -> None:
+        alpha = np.asarray(self.alpha, dtype=float)
+        if alpha.ndim != 1 or not np.all((alpha > 0) & (alpha < 1)):
+            raise ValueError(f"PowerCone.alpha must be a 1-D array in (0, 1), got {self.alpha!r}.")
+
+    def project(self, x: Array) -> Array:
+        a = np.asarray(self.alpha, dtype=float)
+        in_k, _, flat, generic = _pow_regions(x, a)
+        p = np.zeros_like(x)
+        p[in_k] = x[in_k]
+        p[flat, :2] = np.maximum(x[flat, :2], 0)
+        p[generic] = np.stack(_pow_solve(x[generic], a[generic]), 1)
+        return p
+
+    def dproject(self, x: Array) -> DenseBlocks:
+        a = np.asarray(self.alpha, dtype=float)
+        in_k, _, flat, generic = _pow_regions(x, a)
+        D = np.zeros(x.shape + (3,))
+        D[in_k] = np.eye(3)
+        # At z = 0 the limit of the generic derivative as z -> 0: dz/dz0 -> 1, 1/2 or 0 as the
+        # exponent of the negative coordinate is below, at or above 1/2.
+        D[flat, 0, 0], D[flat, 1, 1] = x[flat, 0] > 0, x[flat, 1] > 0
+        exponent = np.where(x[flat, 0] < 0, a[flat], 1 - a[flat])
+        D[flat, 2, 2] = np.where(exponent < 0.5, 1.0, np.where(exponent == 0.5, 0.5, 0.0))
+        D[generic] = _pow_derivative(x[generic], a[generic])
+        return DenseBlocks(D)
+
+    def dual(self) -> DualPowerCone:
+        return DualPowerCone(self.alpha)
+
+
+@dataclass(frozen=True, eq=False)
+class DualPowerCone(AbstractCone):
+    """{(u, v, w): (u/alpha)^alpha (v/(1-alpha))^(1-alpha) >= |w|, u, v >= 0}; via Moreau."""
+
+    alpha: Array
+
+    def __post_init__(self) -> None:
+        PowerCone(self.alpha)  # same validation
+
+    def project(self, x: Array) -> Array:
+        return x + PowerCone(self.alpha).project(-x)
+
+    def dproject(self, x: Array) -> DenseBlocks:
+        return moreau_dproject(PowerCone(self.alpha), x)
+
+    def dual(self) -> PowerCone:
+        return PowerCone(self.alpha)

@@ -1,0 +1,88 @@
+"""A product of cones: groups its blocks by kind and size, and projects each group at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from ._base import AbstractCone
+from ._closed_form import NonnegativeCone, PSDCone, SecondOrderCone, ZeroCone
+from ._exponential import DualExponentialCone, ExponentialCone
+from ._layout import Array, ConeDims, Index
+from ._operators import ProjectionDerivative
+from ._power import PowerCone
+
+Groups: TypeAlias = tuple[tuple[AbstractCone, Index], ...]
+
+
+def _group(cone: AbstractCone, offset: int, sizes: npt.ArrayLike) -> list[tuple[AbstractCone,
+                                                                                   Index]]:
+    """Positions of consecutive cones of one kind starting at offset, one group per size."""
+    sizes = np.asarray(sizes, dtype=np.intp)
+    starts = offset + np.cumsum(sizes) - sizes
+    return [(cone, starts[sizes == d][:, None] + np.arange(d)) for d in np.unique(sizes)]
+
+
+@dataclass(frozen=True, eq=False)
+class ProductCone:
+    """A product of cones laid out as `ConeDims` says (or its dual when ``is_dual``).
+
+    Build it with `from_dims`; ``groups`` pairs a cone with the (k, d) positions of its k blocks.
+    """
+
+    dims: ConeDims
+    is_dual: bool
+    groups: Groups
+
+    @classmethod
+    def from_dims(cls, dims: ConeDims, dual: bool = False) -> ProductCone:
+        """The product cone of ``dims`` in `CONE_ORDER`, or its dual cone."""
+        layout: tuple[tuple[AbstractCone, list[int]], ...] = (
+            (ZeroCone(), [1] * dims.zero), (NonnegativeCone(), [1] * dims.nonneg),
+            (SecondOrderCone(), list(dims.soc)), (PSDCone(), [n * (n + 1) // 2 for n in dims.psd]),
+            (ExponentialCone(), [3] * dims.exp), (DualExponentialCone(), [3] * dims.exp_dual),
+            (PowerCone(np.asarray(dims.power, dtype=float)), [3] * len(dims.power)),
+        )
+        groups, offset = [], 0
+        for cone, sizes in layout:
+            groups += _group(cone.dual() if dual else cone, offset, sizes)
+            offset += sum(sizes)
+        return cls(dims, dual, tuple(groups))
+
+    @property
+    def size(self) -> int:
+        """Length of a vector of the cone."""
+        return self.dims.size
+
+    def _check(self, v: npt.ArrayLike) -> Array:
+        v = np.asarray(v, dtype=float)
+        if v.shape != (self.size,):
+            raise ValueError(f"Expected a vector of shape ({self.size},), got shape {v.shape}.")
+        return v
+
+    def project(self, v: npt.ArrayLike) -> Array:
+        """Euclidean projection of v onto the cone."""
+        v = self._check(v)
+        out = np.empty_like(v)
+        for cone, idx in self.groups:
+            out[idx] = cone.project(v[idx])
+        return out
+
+    def dual(self) -> ProductCone:
+        """The dual cone: zero <-> free, exp <-> dual exp, power <-> dual power, others self."""
+        return ProductCone(self.dims, not self.is_dual,
+                           tuple((cone.dual(), idx) for cone, idx in self.groups))
+
+    def dproject(self, v: npt.ArrayLike) -> ProjectionDerivative:
+        """Derivative of `project` at v, as a block-diagonal operator."""
+        v = self._check(v)
+        blocks = tuple((cone.dproject(v[idx]), idx) for cone, idx in self.groups)
+        return ProjectionDerivative(self.size, blocks)
+
+    def contains(self, v: npt.ArrayLike, tol: float = 1e-8) -> bool:
+        """Whether v is in the cone: ||Pi(v) - v|| <= tol max(1, ||v||)."""
+        v = self._check(v)
+        return bool(np.linalg.norm(self.project(v) - v) <= tol * max(1.0, float(np.linalg.norm(v))))
