@@ -1,0 +1,200 @@
+"""The JAX layer: a compiled CVXPY problem as a JAX function of its parameters.
+
+    layer = CvxpyLayer(problem, parameters=[A, b], variables=[x])
+    x_star, = layer(A, b)              # under jit, vmap, grad/vjp/jacrev and jvp/jacfwd
+
+How it composes. A ``jax.custom_jvp`` function: its value is the core's solve, run on the
+host by ``jax.pure_callback``; its tangent is the core's ``Solution.jvp``, with
+``Solution.vjp`` as its transpose, each a callback, paired by ``jax.lax.custom_linear_solve``
+(the one JAX primitive taking a user-supplied transpose, with jit, batching and transpose
+rules; its identity ``matvec`` is only evaluated for tangents of its empty closure). So JAX
+itself transposes the tangent (grad, vjp, jacrev) and batches it (vmap, jacfwd). Callbacks
+use ``vmap_method="expand_dims"``; a vmapped call's leading axes merge into the core's batch
+axis: ONE batched solve. A derivative callback re-solves at the same parameters (the solvers
+are deterministic) rather than keep state. A second derivative raises ``DerivativeError``.
+float32/float64 inputs are solved in float64 and returned in their dtype.
+
+Errors: shapes are checked at trace time (:class:`dpplayers.ParameterError` names the
+parameter and the expected and actual shape). For concrete inputs (no jit/vmap; eager grad
+and jvp included) the core's errors keep their type: ``ParameterError`` (NaN/Inf, broken
+attribute), :class:`dpplayers.SolverError` (batch element, status). Under jit/vmap JAX
+re-raises a callback's exception as ``jax.errors.JaxRuntimeError`` carrying its message;
+pass ``on_failure="nan"`` to get NaN values and derivatives for failed elements instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import cvxpy as cp
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+from .compiler import CompiledProblem
+from .compiler import compile as compile_problem
+from .errors import DerivativeError, ParameterError
+
+
+class CvxpyLayer:
+    """A differentiable JAX layer for a DPP (``gp=True``: DGP) CVXPY problem; a drop-in for
+    ``cvxpylayers.jax.CvxpyLayer``. ``variables`` may hold ``con.dual_variables[0]``;
+    ``solver`` is "SCS" (default) or "CLARABEL"; ``solver_args`` (solver settings and the
+    derivative ``mode``, ``atol``, ``btol``, ``iter_lim``) are defaults a call's own
+    override; ``options`` go to :func:`dpplayers.compile` (``mode``, ``quad_obj``, ...).
+    Raises ``DPPError`` if the problem is not DPP or parameters/variables don't match it.
+    """
+
+    def __init__(self, problem: cp.Problem, parameters: Sequence[cp.Parameter],
+                 variables: Sequence[cp.Variable], gp: bool = False, solver: str | None = None,
+                 solver_args: dict[str, Any] | None = None, **options: Any) -> None:
+        self.program: CompiledProblem = compile_problem(
+            problem, parameters, variables, solver=solver or "SCS", gp=gp, **options)
+        self.solver_args = dict(solver_args or {})
+
+    def __call__(self, *params: jax.typing.ArrayLike, solver_args: dict[str, Any] | None = None,
+                 on_failure: str = "raise") -> tuple[jax.Array, ...]:
+        """The requested variables at ``params`` (each may have a leading batch axis;
+        unbatched ones broadcast). ``on_failure="nan"``: NaN for failed elements, no raise."""
+        if on_failure not in ("raise", "nan"):
+            raise ValueError(f"on_failure must be 'raise' or 'nan', got {on_failure!r}.")
+        arrays = [jnp.asarray(p) for p in params]
+        batch = self._batch_size(arrays)
+        dtype = jnp.result_type(*arrays)
+        dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+        # one leading axis on every parameter (size 1 if unbatched), whatever vmap adds
+        lead = [(a if a.ndim > len(s.shape) else a[None]).astype(dtype)
+                for a, s in zip(arrays, self.program.layout.specs)]
+        host = _Host(self.program, {**self.solver_args, **(solver_args or {})}, on_failure,
+                     np.dtype(dtype))
+        outputs = _layer(host, *lead)
+        return tuple(outputs) if batch is not None else tuple(o[0] for o in outputs)
+
+    def _batch_size(self, arrays: Sequence[jax.Array]) -> int | None:
+        """Batch size or None: ``ParameterLayout.stack``'s checks, on shapes (trace time)."""
+        specs = self.program.layout.specs
+        if len(arrays) != len(specs):
+            raise ParameterError(f"expected {len(specs)} parameter values "
+                                 f"({', '.join(s.name for s in specs)}), got {len(arrays)}.")
+        batch, batch_from = None, ""
+        for spec, a in zip(specs, arrays):
+            if a.shape == spec.shape:
+                continue
+            if a.shape[1:] != spec.shape or a.ndim != len(spec.shape) + 1:
+                raise ParameterError(f"parameter '{spec.name}' expects shape {spec.shape} "
+                                     f"(or (batch, *{spec.shape})), got shape {a.shape}.")
+            if batch is not None and a.shape[0] != batch:
+                raise ParameterError(f"inconsistent batch sizes: parameter '{spec.name}' has "
+                                     f"batch size {a.shape[0]} but '{batch_from}' has {batch}.")
+            batch, batch_from = a.shape[0], spec.name
+        return batch
+
+
+def _layer(host: _Host, *params: jax.Array) -> tuple[jax.Array, ...]:
+    """θ ↦ outputs as a custom_jvp function; ``params[j]`` is (L_j, *shape_j), L_j ∈ {1, L}."""
+    sizes = [o.size for o in host.program.retrieval.outputs]
+
+    @jax.custom_jvp
+    def layer(*theta):
+        L = max(len(t) for t in theta)
+        return _call_host(host.solve, [jax.ShapeDtypeStruct((L, *o.shape), host.dtype)
+                                       for o in host.program.retrieval.outputs], theta)
+
+    @partial(layer.defjvp, symbolic_zeros=True)
+    def layer_jvp(primals, tangents):
+        outs = layer(*primals)
+        L = outs[0].shape[0]
+        active = tuple(j for j, t in enumerate(tangents) if not isinstance(t, SymbolicZero))
+        flat = jnp.concatenate([jnp.broadcast_to(tangents[j].reshape(len(tangents[j]), -1),
+                                                 (L, tangents[j][0].size)) for j in active], 1)
+        b = jnp.pad(flat, ((0, 0), (0, max(0, sum(sizes) - flat.shape[1]))))
+        struct, theta = [jax.ShapeDtypeStruct(b.shape, b.dtype)], _first_order(*primals)
+
+        def on_host(fn):
+            return lambda _, v: _call_host(partial(fn, active), struct, (*theta, v))[0]
+
+        # a linear map and its transpose (module docstring); the identity is never evaluated
+        x = jax.lax.custom_linear_solve(lambda v: v, b, solve=on_host(host.jvp),
+                                        transpose_solve=on_host(host.vjp), symmetric=True)
+        ends = np.cumsum([0, *sizes])
+        return outs, tuple(x[:, a:e].reshape(o.shape) for a, e, o in zip(ends, ends[1:], outs))
+
+    return layer(*params)
+
+
+@jax.custom_jvp
+def _first_order(*theta: jax.Array) -> tuple[jax.Array, ...]:
+    """Identity on what the derivative callbacks close over; its derivative is a second one."""
+    return theta
+
+
+@_first_order.defjvp
+def _first_order_jvp(primals, tangents):
+    raise DerivativeError("dpplayers.jax.CvxpyLayer is differentiable once (under vmap and jit "
+                          "too); second derivatives (jax.hessian, grad of grad) are not available.")
+
+
+def _call_host(fn: Callable, structs: list, args: Sequence) -> tuple[jax.Array, ...]:
+    """``fn`` on the host: called directly on concrete inputs (errors keep their type)."""
+    if any(isinstance(a, jax.core.Tracer) for a in args):
+        return tuple(jax.pure_callback(fn, structs, *args, vmap_method="expand_dims"))
+    return tuple(jnp.asarray(r) for r in fn(*(np.asarray(a) for a in args)))
+
+
+@dataclass(frozen=True)
+class _Host:
+    """The core on the host: solve, jvp and vjp for values with any leading axes."""
+
+    program: CompiledProblem
+    solver_args: dict[str, Any]
+    on_failure: str
+    dtype: np.dtype
+
+    def _solve(self, values: Sequence[np.ndarray]):
+        """Values (*lead_j, *shape_j): the leads broadcast to ``lead``, the core's batch."""
+        specs = self.program.layout.specs
+        lead = np.broadcast_shapes(*(v.shape[: v.ndim - len(s.shape)]
+                                     for v, s in zip(values, specs)))
+        flat = [np.broadcast_to(np.asarray(v, np.float64), (*lead, *s.shape)).reshape(-1, *s.shape)
+                for v, s in zip(values, specs)]
+        return self.program.solve(*flat, solver_args=self.solver_args,
+                                  on_failure=self.on_failure), lead
+
+    def solve(self, *values: np.ndarray) -> list[np.ndarray]:
+        sol, lead = self._solve(values)
+        return [np.asarray(v, self.dtype).reshape(*lead, *o.shape)
+                for v, o in zip(sol.values, self.program.retrieval.outputs)]
+
+    def _apply(self, values, b: np.ndarray, apply: Callable) -> np.ndarray:
+        """Solve at ``values``, then ``apply(sol, rows)`` to S rows of b (one per element)
+        at a time: several times when b has axes the values lack (jacfwd, jacrev)."""
+        sol, lead = self._solve(values)
+        full, n = np.broadcast_shapes(lead, b.shape[:-1]), b.shape[-1]
+        size = int(np.prod(lead, dtype=np.int64))
+        element = np.broadcast_to(np.arange(size).reshape(lead), full).ravel()
+        rows = np.broadcast_to(b, (*full, n)).reshape(-1, n)
+        out = np.zeros(rows.shape, self.dtype)
+        for pos in np.argsort(element, kind="stable").reshape(size, -1).T:
+            res = np.hstack([r.reshape(len(pos), -1) for r in apply(sol, rows[pos])])
+            out[pos, : res.shape[1]] = res
+        return out.reshape(*full, n)
+
+    def jvp(self, active: tuple[int, ...], *args: np.ndarray) -> np.ndarray:
+        """Rows: active parameters' tangents, flattened and concatenated ↦ outputs'."""
+        specs = self.program.layout.specs
+        ends = dict(zip(active, np.cumsum([specs[j].size for j in active])))
+        return self._apply(args[:-1], args[-1], lambda sol, rows: sol.jvp(*(
+            rows[:, ends[j] - s.size : ends[j]].reshape(-1, *s.shape) if j in ends else None
+            for j, s in enumerate(specs))))
+
+    def vjp(self, active: tuple[int, ...], *args: np.ndarray) -> np.ndarray:
+        """Rows: outputs' cotangents, flattened and concatenated ↦ active parameters'."""
+        outs = self.program.retrieval.outputs
+        ends = np.cumsum([o.size for o in outs])
+        return self._apply(args[:-1], args[-1], lambda sol, rows: [g for j, g in enumerate(
+            sol.vjp(*(rows[:, e - o.size : e].reshape(-1, *o.shape) for e, o in zip(ends, outs))))
+            if j in active])
