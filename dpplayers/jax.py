@@ -63,7 +63,7 @@ class CvxpyLayer:
         if on_failure not in ("raise", "nan"):
             raise ValueError(f"on_failure must be 'raise' or 'nan', got {on_failure!r}.")
         arrays = [jnp.asarray(p) for p in params]
-        batch = self._batch_size(arrays)
+        batch = self.program.layout.batch_size([a.shape for a in arrays])  # trace-time checks
         dtype = jnp.result_type(*arrays)
         dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
         # one leading axis on every parameter (size 1 if unbatched), whatever vmap adds
@@ -73,25 +73,6 @@ class CvxpyLayer:
                      np.dtype(dtype))
         outputs = _layer(host, *lead)
         return tuple(outputs) if batch is not None else tuple(o[0] for o in outputs)
-
-    def _batch_size(self, arrays: Sequence[jax.Array]) -> int | None:
-        """Batch size or None: ``ParameterLayout.stack``'s checks, on shapes (trace time)."""
-        specs = self.program.layout.specs
-        if len(arrays) != len(specs):
-            raise ParameterError(f"expected {len(specs)} parameter values "
-                                 f"({', '.join(s.name for s in specs)}), got {len(arrays)}.")
-        batch, batch_from = None, ""
-        for spec, a in zip(specs, arrays):
-            if a.shape == spec.shape:
-                continue
-            if a.shape[1:] != spec.shape or a.ndim != len(spec.shape) + 1:
-                raise ParameterError(f"parameter '{spec.name}' expects shape {spec.shape} "
-                                     f"(or (batch, *{spec.shape})), got shape {a.shape}.")
-            if batch is not None and a.shape[0] != batch:
-                raise ParameterError(f"inconsistent batch sizes: parameter '{spec.name}' has "
-                                     f"batch size {a.shape[0]} but '{batch_from}' has {batch}.")
-            batch, batch_from = a.shape[0], spec.name
-        return batch
 
 
 def _layer(host: _Host, *params: jax.Array) -> tuple[jax.Array, ...]:

@@ -114,13 +114,13 @@ class Direct(AbstractLinearSolver):
         op = op.T if transpose else op
         if lu is not None:
             trans = "T" if transpose else "N"
-            rhs = np.ascontiguousarray(rhs)
+            rhs = np.asfortranarray(rhs)  # SuperLU solves column-major blocks fastest
             z = lu.solve(rhs, trans=trans)
             matvec = (lambda w: J.T @ w) if transpose else (lambda w: J @ w)  # noqa: E731
             res = _relative(matvec(z) - rhs, rhs)
             steps = 0
             while steps < self.refinement_steps and res > 1e-13 and np.all(np.isfinite(z)):
-                z = z + lu.solve(np.ascontiguousarray(rhs - matvec(z)), trans=trans)
+                z = z + lu.solve(np.asfortranarray(rhs - matvec(z)), trans=trans)
                 new = _relative(matvec(z) - rhs, rhs)
                 steps += 1
                 if new > 0.5 * res and not singular:

@@ -128,30 +128,11 @@ class ParameterLayout:
         Any value may carry one leading batch axis; unbatched values broadcast. The raw θ
         (before the GP log) is returned for the GP chain rule.
         """
-        if len(values) != len(self.specs):
-            raise ParameterError(
-                f"expected {len(self.specs)} parameter values ({', '.join(self.names)}), "
-                f"got {len(values)}."
-            )
-        arrays, batch = [], None
-        batch_from = ""
+        batch = self.batch_size([np.shape(v) for v in values])
+        arrays = []
         for spec, value in zip(self.specs, values):
             arr = np.asarray(value, dtype=np.float64) if not _is_float64(value) else value
-            if arr.shape == spec.shape:
-                is_batched = False
-            elif arr.ndim == len(spec.shape) + 1 and arr.shape[1:] == spec.shape:
-                is_batched = True
-                if batch is not None and arr.shape[0] != batch:
-                    raise ParameterError(
-                        f"inconsistent batch sizes: parameter '{spec.name}' has batch size "
-                        f"{arr.shape[0]} but '{batch_from}' has {batch}."
-                    )
-                batch, batch_from = arr.shape[0], spec.name
-            else:
-                raise ParameterError(
-                    f"parameter '{spec.name}' expects shape {spec.shape} "
-                    f"(or (batch, *{spec.shape})), got shape {arr.shape}."
-                )
+            is_batched = arr.shape != spec.shape
             finite = np.isfinite(arr)
             if not finite.all():
                 if is_batched:
@@ -173,6 +154,32 @@ class ParameterLayout:
         if log_rows.size:
             theta[log_rows] = np.log(theta[log_rows])
         return theta, raw, batch
+
+    def batch_size(self, shapes: Sequence[tuple[int, ...]]) -> int | None:
+        """Check the number and shapes of parameter values; return the batch size (None if
+        no value is batched). Shapes only, so adapters can call it while tracing."""
+        if len(shapes) != len(self.specs):
+            raise ParameterError(
+                f"expected {len(self.specs)} parameter values ({', '.join(self.names)}), "
+                f"got {len(shapes)}."
+            )
+        batch, batch_from = None, ""
+        for spec, shape in zip(self.specs, shapes):
+            shape = tuple(shape)
+            if shape == spec.shape:
+                continue
+            if len(shape) != len(spec.shape) + 1 or shape[1:] != spec.shape:
+                raise ParameterError(
+                    f"parameter '{spec.name}' expects shape {spec.shape} "
+                    f"(or (batch, *{spec.shape})), got shape {shape}."
+                )
+            if batch is not None and shape[0] != batch:
+                raise ParameterError(
+                    f"inconsistent batch sizes: parameter '{spec.name}' has batch size "
+                    f"{shape[0]} but '{batch_from}' has {batch}."
+                )
+            batch, batch_from = shape[0], spec.name
+        return batch
 
     def log_rows(self) -> npt.NDArray[np.int64]:
         """Rows of θ that hold log(value) (gp=True parameters)."""
