@@ -9,6 +9,7 @@ Jacobian of 50 variables × 2,000 parameter entries in "direct" mode.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -76,13 +77,13 @@ def main() -> None:
     for name, build in (("qp50", qp50), ("exp100", exp100), ("sdp10", sdp10)):
         prob, params, variables, values = build(rng)
         prog = dpplayers.compile(prob, params, variables)
-        fwd = median_time(lambda: prog.solve(*values, solver_args=ARGS))
+        fwd = median_time(functools.partial(prog.solve, *values, solver_args=ARGS))
         ct = [np.ones(v.shape) for v in prog.solve(*values, solver_args=ARGS).values]
         ratios = []
         for mode in MODES:
-            sols = [prog.solve(*values, solver_args={**ARGS, "mode": mode}) for _ in range(15)]
-            it = iter(sols)
-            ratios.append(median_time(lambda: next(it).vjp(*ct)) / fwd)
+            sols = iter([prog.solve(*values, solver_args={**ARGS, "mode": mode})
+                         for _ in range(15)])
+            ratios.append(median_time(lambda s=sols, c=ct: next(s).vjp(*c)) / fwd)
         print(f"{name:<10}{1e3 * fwd:>12.2f}" + "".join(f"{r:>14.2f}" for r in ratios))
     prob, params, variables, values = jac50x2000(rng)
     prog = dpplayers.compile(prob, params, variables)

@@ -30,13 +30,13 @@ from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
 
 from .cones import ConeDims, ProductCone
 from .derivative import kkt_pattern
-from .kkt_pattern import KKTPattern
 from .dpp import check_dpp
 from .errors import DPPError, ParameterError
+from .kkt_pattern import KKTPattern
 from .parameters import ParameterLayout, ParameterSpec
 from .quad_forms import ParametricQuadForm, lift_parametric_quad_forms
-from .solvers import AbstractConeSolver, make_solver
 from .retrieval import Retrieval, build_retrieval, resolve_requests
+from .solvers import AbstractConeSolver, make_solver
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -166,14 +166,14 @@ class CompiledProblem:
             return ", ".join(names) if names else "(constant)"
 
         lines = [
-            f"CompiledProblem: minimise ½xᵀPx + cᵀx s.t. Ax + s = b, s ∈ K   "
-            f"[solver {self.solver}, derivative mode {self.mode}{', gp' if self.gp else ''}]",
-            f"  variables n = {self.n}, constraint rows m = {self.m}, "
-            f"parameters: {self.layout.size} entries in {len(self.layout.specs)} "
-            f"({', '.join(f'{s.name}{list(s.shape)}' for s in self.layout.specs)})",
+            (f"CompiledProblem: minimise ½xᵀPx + cᵀx s.t. Ax + s = b, s ∈ K   "
+             f"[solver {self.solver}, derivative mode {self.mode}{', gp' if self.gp else ''}]"),
+            (f"  variables n = {self.n}, constraint rows m = {self.m}, "
+             f"parameters: {self.layout.size} entries in {len(self.layout.specs)} "
+             f"({', '.join(f'{s.name}{list(s.shape)}' for s in self.layout.specs)})"),
             f"  cones K: {self.cones}",
-            f"  A: {self.A.shape[0]}×{self.A.shape[1]}, nnz {self.A.indices.size}; "
-            f"map C_A nnz {self.C_A.nnz}; parameters in A: {enters(self.C_A)}",
+            (f"  A: {self.A.shape[0]}×{self.A.shape[1]}, nnz {self.A.indices.size}; "
+             f"map C_A nnz {self.C_A.nnz}; parameters in A: {enters(self.C_A)}"),
             f"  b: map C_b nnz {self.C_b.nnz}; parameters in b: {enters(self.C_b)}",
             f"  c: map C_c nnz {self.C_c.nnz}; parameters in c: {enters(self.C_c)}",
         ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 try:  # diffcp is a test/reference dependency, not a runtime one.
     from diffcp import SolverError as _DiffcpSolverError
-except Exception:  # pragma: no cover - exercised only without diffcp
+except ImportError:  # pragma: no cover - exercised only without diffcp
 
     class _DiffcpSolverError(Exception):  # type: ignore[no-redef]
         """Stand-in base when diffcp is not installed."""

@@ -37,7 +37,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from .compiler import CompiledProblem
 from .compiler import compile as compile_problem
-from .errors import DerivativeError, ParameterError
+from .errors import DerivativeError
 
 
 class CvxpyLayer:

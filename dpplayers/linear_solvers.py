@@ -116,7 +116,7 @@ class Direct(AbstractLinearSolver):
             trans = "T" if transpose else "N"
             rhs = np.asfortranarray(rhs)  # SuperLU solves column-major blocks fastest
             z = lu.solve(rhs, trans=trans)
-            matvec = (lambda w: J.T @ w) if transpose else (lambda w: J @ w)  # noqa: E731
+            matvec = (lambda w: J.T @ w) if transpose else (lambda w: J @ w)
             res = _relative(matvec(z) - rhs, rhs)
             steps = 0
             while steps < self.refinement_steps and res > 1e-13 and np.all(np.isfinite(z)):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,7 +266,7 @@ def _patterns(prog):
 def _element_data(prog, data: tuple, k: int):
     """Element k's (P upper, A, b, c) as solver inputs (constant maps have one column)."""
     P_data, A_data, b, c = data
-    col = lambda arr: arr[:, k if arr.shape[1] > 1 else 0]  # noqa: E731
+    col = lambda arr: arr[:, k if arr.shape[1] > 1 else 0]
     P = prog.P.matrix(col(P_data)) if prog.P is not None else None
     return P, prog.A.matrix(col(A_data)), col(b), col(c)
 

@@ -9,7 +9,6 @@ six parameters, and checks dL/dQ against central finite differences.
 """
 
 import cvxpy as cp
-import numpy as np
 import torch
 
 from dpplayers.torch import CvxpyLayer
@@ -41,7 +40,7 @@ z_star, = layer(Q_t, q_t, A_t, b_t, G_t, h_t, solver_args=args)
 loss = (z_star ** 2).sum()
 loss.backward()
 print(f"solved a batch of {batch}: z* shape {tuple(z_star.shape)}, loss {loss.item():.6f}")
-for name, t in zip("Q q A b G h".split(), (Q_t, q_t, A_t, b_t, G_t, h_t)):
+for name, t in zip(["Q", "q", "A", "b", "G", "h"], (Q_t, q_t, A_t, b_t, G_t, h_t)):
     print(f"  dL/d{name}: shape {tuple(t.grad.shape)}, norm {t.grad.norm().item():.4f}")
 print(f"  dL/dQ is symmetric: {torch.allclose(Q_t.grad, Q_t.grad.T)}")
 

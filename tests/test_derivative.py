@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from helpers import CASES, names
 
 import dpplayers
-from helpers import CASES, names
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 #: Finite differences need solutions accurate far beyond the step: Newton-polish them.

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from helpers import CASES
 
 import dpplayers
 from dpplayers.derivative import data_adjoint, kkt_operator
 from dpplayers.linear_solvers import Direct
 from dpplayers.solution import _element_data
-from helpers import CASES
 
 diffcp = pytest.importorskip("diffcp")
 

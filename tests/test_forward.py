@@ -3,9 +3,9 @@
 import cvxpy as cp
 import numpy as np
 import pytest
+from helpers import CASES
 
 import dpplayers
-from helpers import CASES
 
 SOLVER_ARGS = {
     "SCS": {"eps": 1e-9, "max_iters": 200_000},

@@ -82,7 +82,7 @@ def test_values_and_all_six_gradients_match_optnet(batched):
         assert rel_close(nuk, nu, 1e-7)  # cvxpy's sign convention matches OptNet's ν
         Qv, _, Av, _, Gv, hv = vals
         want = optnet_gradients(Qv, Av, Gv, hv, z_star, nu, lam, dl_dz[k])
-        for got, ref, name in zip(grads, want, "Q q A b G h".split()):
+        for got, ref, name in zip(grads, want, ["Q", "q", "A", "b", "G", "h"]):
             g = got[k] if batched else got
             assert rel_close(g, ref, 1e-6), name
         gQ = grads[0][k] if batched else grads[0]
@@ -110,8 +110,8 @@ def test_several_quad_forms_affine_argument_and_cones():
     ref.solve(solver=cp.CLARABEL)
     np.testing.assert_allclose(sol.values[0], x.value, atol=1e-6)
     # gradients: central finite differences along symmetric directions
-    dirs = [(lambda d: (d + d.T) / 2)(rng.standard_normal((n, n))),
-            (lambda d: (d + d.T) / 2)(rng.standard_normal((2, 2))), rng.standard_normal(n)]
+    d1, d2 = rng.standard_normal((n, n)), rng.standard_normal((2, 2))
+    dirs = [(d1 + d1.T) / 2, (d2 + d2.T) / 2, rng.standard_normal(n)]
     w = rng.standard_normal(n)
     grads = sol.vjp(w)
     eps = 1e-5
