@@ -38,6 +38,7 @@ from jax.custom_derivatives import SymbolicZero
 from .compiler import CompiledProblem
 from .compiler import compile as compile_problem
 from .errors import DerivativeError
+from .solution import RecentSolutions
 
 
 class CvxpyLayer:
@@ -55,6 +56,7 @@ class CvxpyLayer:
         self.program: CompiledProblem = compile_problem(
             problem, parameters, variables, solver=solver or "SCS", gp=gp, **options)
         self.solver_args = dict(solver_args or {})
+        self._recent = RecentSolutions()  # lets the derivative callbacks reuse the forward solve
 
     def __call__(self, *params: jax.typing.ArrayLike, solver_args: dict[str, Any] | None = None,
                  on_failure: str = "raise") -> tuple[jax.Array, ...]:
@@ -70,7 +72,7 @@ class CvxpyLayer:
         lead = [(a if a.ndim > len(s.shape) else a[None]).astype(dtype)
                 for a, s in zip(arrays, self.program.layout.specs)]
         host = _Host(self.program, {**self.solver_args, **(solver_args or {})}, on_failure,
-                     np.dtype(dtype))
+                     np.dtype(dtype), self._recent)
         outputs = _layer(host, *lead)
         return tuple(outputs) if batch is not None else tuple(o[0] for o in outputs)
 
@@ -134,6 +136,7 @@ class _Host:
     solver_args: dict[str, Any]
     on_failure: str
     dtype: np.dtype
+    recent: RecentSolutions
 
     def _solve(self, values: Sequence[np.ndarray]):
         """Values (*lead_j, *shape_j): the leads broadcast to ``lead``, the core's batch."""
@@ -142,8 +145,7 @@ class _Host:
                                      for v, s in zip(values, specs)))
         flat = [np.broadcast_to(np.asarray(v, np.float64), (*lead, *s.shape)).reshape(-1, *s.shape)
                 for v, s in zip(values, specs)]
-        return self.program.solve(*flat, solver_args=self.solver_args,
-                                  on_failure=self.on_failure), lead
+        return self.recent.solve(self.program, flat, self.solver_args, self.on_failure), lead
 
     def solve(self, *values: np.ndarray) -> list[np.ndarray]:
         sol, lead = self._solve(values)

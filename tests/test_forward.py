@@ -126,3 +126,17 @@ def test_thread_pool_gives_the_same_batch():
     np.testing.assert_allclose(serial.values[0], pooled.values[0], atol=1e-8)
     with pytest.raises(ValueError, match="n_jobs must be a positive integer, got 0"):
         prog.solve(*values, solver_args={"n_jobs": 0})
+
+
+def test_recent_solutions_reuses_identical_calls():
+    from dpplayers.solution import RecentSolutions
+
+    case = CASES["qp_box_projection"]()
+    prog = dpplayers.compile(case.problem, case.parameters, case.variables)
+    recent = RecentSolutions(maxsize=2)
+    y = np.arange(5.0)
+    first = recent.solve(prog, [y], {"eps": 1e-9}, "raise")
+    assert recent.solve(prog, [y.copy()], {"eps": 1e-9}, "raise") is first
+    assert recent.solve(prog, [y], {"eps": 1e-8}, "raise") is not first  # other settings
+    recent.solve(prog, [y + 1], {"eps": 1e-9}, "raise")  # evicts the oldest entry
+    assert recent.solve(prog, [y], {"eps": 1e-9}, "raise") is not first
