@@ -1,0 +1,94 @@
+"""Wall-clock timing: medians over interleaved repeats.
+
+The machine may be shared with other jobs, so the libraries of one (workload, batch) case
+are timed round-robin: each round runs every library once (in a rotated order), and load
+that comes and goes hits all of them alike. Each round of a library runs a fresh forward
+pass (timed) and then the backward pass on that forward's result (timed): a backward never
+reuses a factorisation cached by an earlier round, and fwd+bwd is the per-round sum, the
+cost of one training step. One untimed warm-up round comes first (imports, JIT, allocator,
+solver workspaces a layer keeps across calls). At least ``MIN_REPEATS`` rounds are timed,
+more for fast cases (up to ``MAX_REPEATS``, about ``BUDGET_S`` seconds in all); medians are
+reported with the min and max beside them.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+MIN_REPEATS, MAX_REPEATS, BUDGET_S = 5, 31, 2.0
+
+#: One round of one library: runs its passes once, returns seconds per metric.
+Round = Callable[[], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per repeat for one measured quantity."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        s = sorted(self.samples)
+        k = len(s) // 2
+        return s[k] if len(s) % 2 else 0.5 * (s[k - 1] + s[k])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"median": self.median, "min": min(self.samples), "max": max(self.samples),
+                "repeats": len(self.samples)}
+
+
+def clock(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of one call."""
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def training_round(forward: Callable[[], Any], backward: Callable[[Any], Any] | None) -> Round:
+    """forward (timed), then backward on its result (timed); fwd+bwd is their sum."""
+    def run() -> dict[str, float]:
+        t_f, state = clock(forward)
+        if backward is None:
+            return {"forward": t_f}
+        t_b = clock(lambda: backward(state))[0]
+        return {"forward": t_f, "backward": t_b, "fwd+bwd": t_f + t_b}
+    return run
+
+
+def after_round(metric: str, setup: Callable[[], Any], then: Callable[[Any], Any]) -> Round:
+    """``then(setup())`` timed without ``setup`` (e.g. a Jacobian after a fresh forward)."""
+    def run() -> dict[str, float]:
+        state = setup()
+        return {metric: clock(lambda: then(state))[0]}
+    return run
+
+
+def interleave(rounds: dict[str, list[Round]], repeats: int = MIN_REPEATS,
+               warmup: int = 1) -> dict[str, dict[str, Timing]]:
+    """Time every library's rounds round-robin; returns {library: {metric: Timing}}."""
+    names = list(rounds)
+    samples: dict[str, dict[str, list[float]]] = {n: {} for n in names}
+
+    def one_round(k: int, record: bool) -> None:
+        for name in names[k % len(names):] + names[: k % len(names)]:
+            for r in rounds[name]:
+                gc.collect()
+                for metric, t in r().items():
+                    if record:
+                        samples[name].setdefault(metric, []).append(t)
+
+    for k in range(warmup):
+        one_round(k, record=False)
+    start = time.perf_counter()
+    one_round(0, record=True)
+    per_round = time.perf_counter() - start
+    total = min(MAX_REPEATS, max(repeats, MIN_REPEATS, math.ceil(BUDGET_S / max(per_round, 1e-9))))
+    for k in range(1, total):
+        one_round(k, record=True)
+    return {n: {m: Timing(tuple(v)) for m, v in s.items()} for n, s in samples.items()}
