@@ -11,6 +11,7 @@ multiplies cotangents by 1/p (done in :meth:`ParameterLayout.pull_back`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ class ParameterSpec:
     psd: bool = False
     nsd: bool = False
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
@@ -65,16 +66,20 @@ class ParameterSpec:
 
     def check_attributes(self, value: FloatArray, batched: bool) -> None:
         """Raise ParameterError if ``value`` breaks a declared attribute (first bad element)."""
+        if not (self.nonneg or self.nonpos or self.pos or self.log or self.neg or self.symmetric
+                or self.psd or self.nsd):
+            return
         v = value if batched else value[None]
         where = _element_finder(self.name, batched)
         sign_rules = (
-            (self.nonneg, v < 0, "nonnegative"),
-            (self.nonpos, v > 0, "nonpositive"),
-            (self.pos or self.log, v <= 0, "positive"),
-            (self.neg, v >= 0, "negative"),
+            (self.nonneg, np.less, "nonnegative"),
+            (self.nonpos, np.greater, "nonpositive"),
+            (self.pos or self.log, np.less_equal, "positive"),
+            (self.neg, np.greater_equal, "negative"),
         )
-        for declared, bad, word in sign_rules:
-            if declared and bad.any():
+        for declared, compare, word in sign_rules:
+            bad = compare(v, 0) if declared else None
+            if bad is not None and bad.any():
                 k = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
                 why = " (gp=True parameters must be positive)" if self.log and word == "positive" else ""
                 raise ParameterError(f"{where(k)} must be {word}{why}, but has entries {v[k][bad[k]][:3]}.")
@@ -89,8 +94,15 @@ class ParameterSpec:
                 )
         if self.psd or self.nsd:
             sign = 1.0 if self.psd else -1.0
-            eig = np.linalg.eigvalsh(sign * 0.5 * (v + np.swapaxes(v, -1, -2)))[..., 0]
+            sym = sign * 0.5 * (v + np.swapaxes(v, -1, -2))
             scale = np.maximum(1.0, np.abs(v).reshape(len(v), -1).max(axis=1))
+            shift = ATTRIBUTE_TOL * 1e2 * scale[:, None, None] * np.eye(v.shape[-1])
+            try:  # a Cholesky factor exists iff sym + shift is PD: the cheap common case
+                np.linalg.cholesky(sym + shift)
+                return
+            except np.linalg.LinAlgError:
+                pass
+            eig = np.linalg.eigvalsh(sym)[..., 0]
             bad = eig < -ATTRIBUTE_TOL * 1e2 * scale
             if bad.any():
                 k = int(np.argmax(bad))
