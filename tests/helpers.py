@@ -372,3 +372,22 @@ def gp_box_volume():
                       [a * (x * y + x * z + y * z) <= b, x >= 0.5 * y, x <= 2 * y])
     return prob, [a, b], [x, y, z], lambda rng: [np.array(rng.uniform(1, 2)),
                                                  np.array(rng.uniform(2, 4))]
+
+
+@case("qp", tags=("optnet",))
+def qp_optnet():
+    """The OptNet layer: quad_form(z, Q) with a PSD parameter Q, every datum a parameter."""
+    n, m, p = 5, 2, 4
+    Q = cp.Parameter((n, n), PSD=True)
+    q, A, b, G, h = (cp.Parameter(n), cp.Parameter((m, n)), cp.Parameter(m),
+                     cp.Parameter((p, n)), cp.Parameter(p))
+    z = cp.Variable(n)
+    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, Q) + q @ z), [A @ z == b, G @ z <= h])
+
+    def sample(rng):
+        L, Av, Gv, z0 = (rng.standard_normal((n, n)), rng.standard_normal((m, n)),
+                         rng.standard_normal((p, n)), rng.standard_normal(n))
+        return [L @ L.T + np.eye(n), rng.standard_normal(n), Av, Av @ z0, Gv,
+                Gv @ z0 + rng.uniform(0.1, 1.0, p)]
+
+    return prob, [Q, q, A, b, G, h], [z], sample

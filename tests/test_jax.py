@@ -22,7 +22,8 @@ TIGHT = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
 # accurate to ~1e-10 there.
 SCS_TIGHT = {"eps": 1e-11, "max_iters": 100_000}
 DEFAULT_CASES = ("lp_simplex", "qp_box_projection", "socp_ball_linear", "sdp_psd_variable",
-                 "exp_kl_div", "pow_power_1_5", "dual_soc", "gp_box_volume")
+                 "exp_kl_div", "pow_power_1_5", "dual_soc", "gp_box_volume",
+                 "qp_optnet")  # issue #6: quad_form(z, Q) with a PSD parameter Q
 
 
 @pytest.fixture(autouse=True)

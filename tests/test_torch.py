@@ -32,6 +32,7 @@ SMOOTH = names(smooth_only=True)
 FAMILIES = sorted({CASES[n]().family for n in SMOOTH})
 #: one smooth case per family in the default run; every smooth case under `slow`
 REPRESENTATIVE = [next(n for n in SMOOTH if CASES[n]().family == f) for f in FAMILIES]
+REPRESENTATIVE.append("qp_optnet")  # issue #6: quad_form(z, Q) with a PSD parameter Q
 EXHAUSTIVE = [n for n in SMOOTH if n not in REPRESENTATIVE]
 
 
@@ -147,8 +148,9 @@ def check_parity(name):
     assert agree or err_ours < err_theirs, (name, err_ours, err_theirs)
 
 
-@pytest.mark.parametrize("name", REPRESENTATIVE)
+@pytest.mark.parametrize("name", [n for n in REPRESENTATIVE if n != "qp_optnet"])
 def test_parity_with_cvxpylayers(name):
+    """(cvxpylayers' default diffcp path cannot take quad_form(z, Q) with a parameter Q.)"""
     check_parity(name)
 
 
