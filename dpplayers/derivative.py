@@ -75,6 +75,14 @@ class KKTOperator:
     def T(self) -> KKTOperator:
         return dataclasses.replace(self, transposed=not self.transposed)
 
+    def decoupled_rows(self) -> npt.NDArray[np.intp]:
+        """Rows n + i of J whose block of D is the 1×1 zero (an inactive inequality):
+        there dv_i = A_i du − r_i, decoupled from the rest of the system."""
+        rows = [idx[:, 0][op.as_matrices()[:, 0, 0] == 0.0]
+                for op, idx in self.D.blocks if idx.shape[1] == 1]
+        rows = [r for r in rows if r.size]
+        return self.n + np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.intp)
+
     def as_matrix(self) -> sp.csc_matrix:
         """The sparse matrix of J (or Jᵀ), for the direct and dense modes (assembled on
         the program's fixed pattern, see :mod:`dpplayers.kkt_pattern`)."""

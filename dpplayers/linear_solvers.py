@@ -96,41 +96,78 @@ class Direct(AbstractLinearSolver):
     name: ClassVar[str] = "direct"
     refinement_steps: int = 30
 
-    def init(self, operator: KKTOperator) -> tuple[KKTOperator, sp.csc_matrix, Any, bool]:
+    def init(self, operator: KKTOperator) -> _DirectState:
         J = operator.as_matrix()
+        E = operator.decoupled_rows()
+        keep = np.setdiff1d(np.arange(J.shape[0]), E)
+        J_KK = sp.csc_matrix(J[keep][:, keep]) if E.size else J.copy()
+        J_KK.eliminate_zeros()  # D − I = 0 on active rows: stored zeros would steer the ordering
+        J_EK = sp.csr_matrix(J[E][:, keep]) if E.size else None
         try:
-            return operator, J, spla.splu(J, permc_spec="COLAMD"), False
+            lu, singular = spla.splu(J_KK, permc_spec="COLAMD"), False
         except RuntimeError:  # exactly singular
-            pass
-        delta = 1e-9 * max(1.0, float(abs(J).max()))
-        try:
-            shifted = J + delta * sp.identity(J.shape[0], format="csc")
-            return operator, J, spla.splu(sp.csc_matrix(shifted), permc_spec="COLAMD"), True
-        except RuntimeError:
-            return operator, J, None, True
+            delta = 1e-9 * max(1.0, float(abs(J_KK).max()))
+            shifted = sp.csc_matrix(J_KK + delta * sp.identity(J_KK.shape[0], format="csc"))
+            try:
+                lu, singular = spla.splu(shifted, permc_spec="COLAMD"), True
+            except RuntimeError:
+                lu, singular = None, True
+        return _DirectState(operator, J, J_KK, J_EK, keep, E, lu, singular)
 
     def compute(self, state, rhs, transpose):
-        op, J, lu, singular = state
-        op = op.T if transpose else op
-        if lu is not None:
-            trans = "T" if transpose else "N"
-            rhs = np.asfortranarray(rhs)  # SuperLU solves column-major blocks fastest
-            z = lu.solve(rhs, trans=trans)
-            matvec = (lambda w: J.T @ w) if transpose else (lambda w: J @ w)
-            res = _relative(matvec(z) - rhs, rhs)
-            steps = 0
-            while steps < self.refinement_steps and res > 1e-13 and np.all(np.isfinite(z)):
-                z = z + lu.solve(np.asfortranarray(rhs - matvec(z)), trans=trans)
-                new = _relative(matvec(z) - rhs, rhs)
-                steps += 1
-                if new > 0.5 * res and not singular:
-                    res = new
-                    break
-                res = new
+        op = state.operator.T if transpose else state.operator
+        if state.lu is not None:
+            r_K, r_E = rhs[state.keep], rhs[state.E]
+            if transpose:  # z_E = −r_E, then J_KKᵀ z_K = r_K + J_EKᵀ r_E
+                z_E = -r_E
+                if state.J_EK is not None:
+                    r_K = r_K + state.J_EK.T @ r_E
+            z_K, steps = self._refined_solve(state, r_K, transpose)
+            z = np.empty_like(rhs, dtype=float)
+            z[state.keep] = z_K
+            if not transpose:  # z_E = J_EK z_K − r_E
+                z_E = (state.J_EK @ z_K - r_E) if state.J_EK is not None else -r_E
+            z[state.E] = z_E
+            J = state.J.T if transpose else state.J
+            res = _relative(J @ z - rhs, rhs)
             if np.all(np.isfinite(z)) and res <= DEGENERACY_TOL:
-                return z, SolveStats(res, steps, True, degenerate=singular)
+                return z, SolveStats(res, steps, True, degenerate=state.singular)
         z, iters = _min_norm(op, rhs)
         return z, SolveStats(_residual(op, z, rhs), iters, True, degenerate=True)
+
+    def _refined_solve(self, state: _DirectState, rhs: FloatArray,
+                       transpose: bool) -> tuple[FloatArray, int]:
+        """Solve with J_KK's LU plus iterative refinement (converges on the shifted LU of a
+        singular but consistent system, polishes the last digits otherwise)."""
+        trans = "T" if transpose else "N"
+        J = state.J_KK.T if transpose else state.J_KK
+        rhs = np.asfortranarray(rhs)  # SuperLU solves column-major blocks fastest
+        z = state.lu.solve(rhs, trans=trans)
+        res, steps = _relative(J @ z - rhs, rhs), 0
+        while steps < self.refinement_steps and res > 1e-13 and np.all(np.isfinite(z)):
+            z = z + state.lu.solve(np.asfortranarray(rhs - J @ z), trans=trans)
+            new = _relative(J @ z - rhs, rhs)
+            steps += 1
+            if new > 0.5 * res and not state.singular:
+                break
+            res = new
+        return z, steps
+
+
+@dataclass(frozen=True)
+class _DirectState:
+    """Direct's factorisation. Rows E (inactive inequalities: 1×1 blocks of D equal to 0)
+    decouple from J: there J[E, K] = A_E, J[E, E] = −I and J[K, E] = 0, so only J_KK is
+    factorised and z_E follows from z_K in one product (for J and for Jᵀ)."""
+
+    operator: KKTOperator
+    J: sp.csc_matrix
+    J_KK: sp.csc_matrix
+    J_EK: sp.csr_matrix | None
+    keep: npt.NDArray[np.intp]
+    E: npt.NDArray[np.intp]
+    lu: Any
+    singular: bool
 
 
 @dataclass(frozen=True)
