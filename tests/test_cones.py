@@ -385,6 +385,46 @@ def test_power_cone_flat_case():
                                [[0, 2, 0], [3, 0, 0]], atol=0)
 
 
+def _exp_members(v: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """Row-wise `_exp_member`: v + 2 tol (-1, 1, 2) in the closed exponential cone."""
+    x, y, z = (v + 2 * tol[:, None] * np.array([-1.0, 1.0, 2.0])).T
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return np.where(y > 0, y * np.exp(x / y) <= z, (y == 0) & (x <= 0) & (z >= 0))
+
+
+def _pow_members(v: np.ndarray, a: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """Row-wise `_pow_member`: v + 2 tol (1, 1, 0) in the power cone of exponent a."""
+    x, y, z = (v + 2 * tol[:, None] * np.array([1.0, 1.0, 0.0])).T
+    with np.errstate(invalid="ignore"):
+        return (x >= 0) & (y >= 0) & (np.maximum(x, 0) ** a * np.maximum(y, 0) ** (1 - a)
+                                      >= np.abs(z))
+
+
+def test_many_extreme_points_are_certified_projections():
+    """Thousands of exponential and power blocks with entries from 1e-10 to 1e10: p in K,
+    p - v in K*, <p, p - v> = 0, all to 1e-12 |v| (the roots are found to float resolution)."""
+    rng = np.random.default_rng(14)
+    n = 4000
+    v = rng.choice([-1, 1], (n, 3)) * 10.0 ** rng.uniform(-10, 10, (n, 3))
+    a = rng.uniform(0.01, 0.99, n)
+    scale = np.maximum(1.0, np.linalg.norm(v, axis=1))
+    tol = 1e-12 * scale
+    dual_scale = np.stack([a, 1 - a, np.ones(n)], 1)
+    for K, member, dual_member in [
+        (ExponentialCone(), lambda p: _exp_members(p, tol),
+         # (u, v, w) in K_exp* iff (u - v, -u, w) in K_exp (scaled by up to 2)
+         lambda d: _exp_members(np.stack([d[:, 0] - d[:, 1], -d[:, 0], d[:, 2]], 1), 2 * tol)),
+        (PowerCone(a), lambda p: _pow_members(p, a, tol),
+         lambda d: _pow_members(d / dual_scale, a, tol / a.clip(max=1 - a))),
+    ]:
+        for cone, inside, outside in ((K, member, dual_member), (K.dual(), dual_member, member)):
+            p = cone.project(v)
+            assert np.all(np.isfinite(p))
+            assert np.all(inside(p)), f"Pi(v) not in the cone for {type(cone).__name__}"
+            assert np.all(outside(p - v)), f"Pi(v) - v not in the dual for {type(cone).__name__}"
+            np.testing.assert_array_less(np.abs(np.sum(p * (p - v), 1)), tol * scale)
+
+
 # ------------------------------------------------------------------ derivatives
 
 def assert_matches_finite_differences(K: ProductCone, v: np.ndarray, rng: np.random.Generator,
@@ -502,6 +542,78 @@ def test_product_equals_per_cone_results():
             one = ProductCone.from_dims(ConeDims(**single), kind in ("free", "power_dual"))
             np.testing.assert_array_equal(p[s], one.project(v[s]))
             np.testing.assert_array_equal(J[s, s], one.dproject(v[s]).as_matrix().toarray())
+
+
+def test_root_searches_ignore_the_batch():
+    """Exponential and power rows finish their root searches after different numbers of steps;
+    each row's projection and derivative are still bit for bit those of the row alone."""
+    rng = np.random.default_rng(15)
+    n = 120
+    v = rng.standard_normal((n, 3)) * 10.0 ** rng.uniform(-6, 6, (n, 1))
+    v[::3] = ExponentialCone().project(v[::3]) + 1e-9 * rng.standard_normal((len(v[::3]), 3))
+    a = rng.uniform(0.02, 0.98, n)
+    for cone, row in [(ExponentialCone(), lambda i: ExponentialCone()),
+                      (DualExponentialCone(), lambda i: DualExponentialCone()),
+                      (PowerCone(a), lambda i: PowerCone(a[i:i + 1]))]:
+        p, J = cone.project(v), cone.dproject(v).as_matrices()
+        for i in range(n):
+            np.testing.assert_array_equal(p[i], row(i).project(v[i:i + 1])[0])
+            np.testing.assert_array_equal(J[i], row(i).dproject(v[i:i + 1]).as_matrices()[0])
+
+
+# ------------------------------------------------------------------ root search
+
+def _cubic(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x**3 - c, -(x**3 - c) / (3 * x**2)
+
+
+def _s_curve(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x - c + 3 tanh(10 (x - c)): linear far away (Newton overshoots towards the far end)."""
+    f = x - c + 3 * np.tanh(10 * (x - c))
+    return f, -f / (1 + 30 / np.cosh(10 * (x - c)) ** 2)
+
+
+def _flat(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero on [c - 1, c + 1], increasing outside; its Newton steps are 0/0 on the plateau."""
+    f = np.maximum(x - c - 1, 0) ** 3 - np.maximum(c - 1 - x, 0) ** 3
+    return f, -f / (3 * (np.maximum(x - c - 1, 0) ** 2 + np.maximum(c - 1 - x, 0) ** 2))
+
+
+def _wiggle(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Increasing, with long stretches where f' is nearly 0 (Newton steps land outside)."""
+    f = (x - c) + 0.99 * np.sin(x - c)
+    return f, -f / (1 + 0.99 * np.cos(x - c))
+
+
+@pytest.mark.parametrize("f", [_cubic, _s_curve, _flat, _wiggle])
+def test_bracketed_newton_ends_where_bisection_would(f):
+    """On roots from 1e-8 to 1e8 and brackets up to 1e10 wide: f(lo) < 0 <= f(hi) (or f = 0),
+    hi - lo within the tolerance, the exact root inside (or f = 0 there), and no more
+    evaluations than bisection (the cubic, with Newton converging linearly from afar, is
+    close to that bound; the others stay well below it)."""
+    from dpplayers.cones._root import RTOL, bracketed_newton
+
+    rng = np.random.default_rng(16)
+    n = 400
+    root = rng.choice([-1, 1], n) * 10.0 ** rng.uniform(-8, 8, n)
+    c = root**3 if f is _cubic else root
+    lo = root - 10.0 ** rng.uniform(-3, 10, n) - (f is _flat) * 2
+    hi = root + 10.0 ** rng.uniform(-3, 10, n) + (f is _flat) * 2
+    calls = []
+
+    def counted(x, c):
+        calls.append(x.size)
+        return f(x, c)
+
+    a, b = bracketed_newton(counted, (c,), lo, hi, lo + rng.uniform(0, 1, n) * (hi - lo))
+    with np.errstate(invalid="ignore", divide="ignore"):  # Newton steps are 0/0 on _flat
+        fa, fb = f(a, c)[0], f(b, c)[0]
+    assert np.all(((fa < 0) & (fb >= 0)) | ((a == b) & (fa == 0)))
+    np.testing.assert_array_less(b - a, 1.01 * RTOL * (1 + np.abs(a)) + 1e-300)
+    if f is not _flat:  # there any point of the plateau is a root
+        np.testing.assert_array_less(np.abs(0.5 * (a + b) - root), 2 * RTOL * (1 + np.abs(root)))
+    # Bisection from these brackets takes about 85 steps; the smooth ones take far fewer here.
+    assert len(calls) <= {_cubic: 100, _s_curve: 30, _flat: 70, _wiggle: 45}[f]
 
 
 # ------------------------------------------------------------------ diffcp

@@ -9,7 +9,8 @@ import numpy as np
 from ._base import AbstractCone, moreau_dproject
 from ._layout import Array, Mask
 from ._operators import DenseBlocks
-from ._ray_family import BISECTION_STEPS, ray_family_derivative
+from ._ray_family import ray_family_derivative
+from ._root import NOISE, bracketed_newton
 
 
 def _exp_regions(v: Array) -> tuple[Mask, Mask, Mask, Mask]:
@@ -24,31 +25,50 @@ def _exp_regions(v: Array) -> tuple[Mask, Mask, Mask, Mask]:
     return in_k, in_polar, face, ~(in_k | in_polar | face)
 
 
+def _exp_h(rho: Array, r: Array, s: Array, t: Array) -> tuple[Array, Array]:
+    """h(rho) / (e^rho + e^-rho) and its Newton step (h as in `_exp_rho`).
+
+    h = ((rho - 1) r + s) e^rho - (r - rho s) e^-rho - (rho^2 - rho + 1) t. Divided by
+    w = e^rho + e^-rho it cannot overflow, and it stays smooth (e^-|rho| would put a kink at 0)
+    and tends to a straight line on both sides, where Newton's method on h itself would crawl.
+    With e+ = e^rho / w and e- = e^-rho / w = 1 - e+:
+    h / w = rho s - r + e+ (rho (r - s) + s) - (rho^2 - rho + 1) t / w,
+    h' / w = r + s - rho s + e+ (rho (r + s) - r) - (2 rho - 1) t / w,
+    (h / w)' = h' / w - (e+ - e-) h / w. Where |h / w| is below its rounding error (estimated
+    from its terms, never above it), it is returned as 0.
+    """
+    q = np.exp(-np.abs(rho))
+    g = q * q
+    inv = 1 / (1 + g)
+    ep = np.where(rho > 0, inv, g * inv)
+    tw = t * (q * inv)
+    rho_s = rho * s
+    rising, bump = ep * (rho * (r - s) + s), (rho * (rho - 1) + 1) * tw
+    h = rho_s - r + rising - bump
+    dh = r + s - rho_s + ep * (rho * (r + s) - r) - (2 * rho - 1) * tw
+    step = -h / (dh - (2 * ep - 1) * h)
+    # h within its rounding error of 0 is a root as good as any: report 0, which ends the search
+    noise = NOISE * (np.abs(rho_s) + np.abs(r) + np.abs(rising) + np.abs(bump))
+    return np.where(np.abs(h) <= noise, 0.0, h), step
+
+
 def _exp_rho(r: Array, s: Array, t: Array) -> Array:
-    """Root rho = x/y of the projection's ray, by bisection (Friberg 2021's univariate problem).
+    """Root rho = x/y of the projection's ray (Friberg 2021's univariate problem).
 
     The projection is p = sigma a(rho), a = (rho, 1, e^rho), and v - p = mu b(rho) with
     b = (1, 1 - rho, -e^-rho); a and b are orthogonal, so v lies in their span: rho is the root of
     h(rho) = <v, a x b>, increasing where sigma, mu > 0. sigma > 0 and mu > 0 give
     1 - y/x < rho < x/y; when one side is unbounded, |p| <= |v| (or |v - p| <= |v|) gives the
-    logarithmic bound used below. h is scaled by e^-|rho| so nothing overflows.
+    logarithmic bound used below. The root is found by `bracketed_newton` on h / w (`_exp_h`)
+    from the middle of that bracket, to the width bisection would reach.
     """
     norm = np.sqrt(r * r + s * s + t * t)
     with np.errstate(divide="ignore", invalid="ignore"):
         far_lo = -np.maximum(np.maximum(2 * np.abs(r / s), 1.0), 2 * np.log(6 * norm / s))
         lo = np.where(r > 0, 1 - s / r, far_lo)
         hi = np.where(s > 0, r / s, np.maximum(2 * lo, 2 * np.log(2 * norm / r)))
-    for _ in range(BISECTION_STEPS):
-        mid = 0.5 * (lo + hi)
-        m = np.abs(mid)
-        h = (((mid - 1) * r + s) * np.exp(mid - m) - (r - mid * s) * np.exp(-mid - m)
-             - (mid * (mid - 1) + 1) * t * np.exp(-m))
-        done = hi - lo <= 1e-15 * (1 + np.abs(mid))  # per row, so results ignore the batch
-        if np.all(done):
-            break
-        lo, hi = np.where(~done & (h < 0), mid, lo), np.where(~done & (h >= 0), mid, hi)
+    lo, hi = bracketed_newton(_exp_h, (r, s, t), lo, hi, 0.5 * (lo + hi))
     return 0.5 * (lo + hi)
-
 
 
 def _exp_rays(rho: Array) -> tuple[Array, Array, Array, Array]:

@@ -9,15 +9,56 @@ import numpy as np
 from ._base import AbstractCone, moreau_dproject
 from ._layout import Array, Mask
 from ._operators import DenseBlocks
-from ._ray_family import BISECTION_STEPS, ray_family_derivative
+from ._ray_family import ray_family_derivative
+from ._root import DAMP, NOISE, bracketed_newton
+
+TAU_RANGE = (-745.0, 40.0)  # logit(r / w0) where r / w0 underflows to 0 and rounds to 1
 
 
-def _pow_coordinate(r: Array, x0: Array, w0: Array, a: Array) -> Array:
-    """x solving x^2 - x0 x - a r (w0 - r) = 0, x >= 0, without cancellation when x0 < 0."""
-    c = a * r * (w0 - r)
-    root = np.sqrt(x0 * x0 + 4 * c)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x0 >= 0, 0.5 * (x0 + root), np.where(c > 0, 2 * c / (root - x0), 0.0))
+def _pow_coordinates(tau: Array, x0: Array, y0: Array, w0: Array, a: Array
+                     ) -> tuple[Array, Array, Array, Array, Array, Array]:
+    """At r = w0 / (1 + e^-tau): r / w0, 1 - r / w0, x, y and the square roots below.
+
+    x is the root x >= 0 of x^2 - x0 x - a r (w0 - r) = 0, written without cancellation when
+    x0 < 0 (y likewise with 1 - a); 1 - r / w0 comes from tau, exact even as r -> w0.
+    """
+    e = np.exp(-np.abs(tau))
+    inv = 1 / (1 + e)
+    up = tau >= 0
+    frac, rest = np.where(up, inv, e * inv), np.where(up, e * inv, inv)
+    c = (w0 * frac) * (w0 * rest)
+    cx, cy = a * c, (1 - a) * c
+    root_x, root_y = np.sqrt(x0 * x0 + 4 * cx), np.sqrt(y0 * y0 + 4 * cy)
+    x = np.where(x0 >= 0, 0.5 * (x0 + root_x), 2 * cx / (root_x - x0))
+    y = np.where(y0 >= 0, 0.5 * (y0 + root_y), 2 * cy / (root_y - y0))
+    return frac, rest, x, y, root_x, root_y
+
+
+def _pow_phi(tau: Array, x0: Array, y0: Array, w0: Array, a: Array, in_r: Mask
+             ) -> tuple[Array, Array]:
+    """phi = log(r / (x^a y^(1-a))) at tau = logit(r / w0), and its Newton step in tau.
+
+    With k = r g'/g for g = x^a y^(1-a) (x' = a (w0 - 2r) / root_x), d phi / d log r = 1 - k
+    and d log r / d tau = 1 - r / w0. Near r = 0, phi is linear in log r when x0 or y0 is
+    positive (g ~ r^a or g ~ r^(1-a)), and near r = w0 linear in log(w0 - r) when one is
+    negative (x or y ~ w0 - r): tau is linear in both. Where both are negative, phi is instead
+    about linear in r for small r, so rows ``in_r`` take Newton's step in r there. Where
+    |phi| is below its rounding error, it is returned as 0.
+    """
+    frac, rest, x, y, root_x, root_y = _pow_coordinates(tau, x0, y0, w0, a)
+    b = 1 - a
+    log_frac, log_x, log_y = (-np.log1p(np.exp(-np.abs(tau))) - np.maximum(-tau, 0),
+                              a * np.log(x / w0), b * np.log(y / w0))
+    phi = log_frac - log_x - log_y
+    k = (w0 * frac) * (w0 * (rest - frac)) * (a * a / (root_x * x) + b * b / (root_y * y))
+    dlog_r = -phi / (1 - k)  # Newton's step in log r
+    # Newton's step in r (divided by w0), at most 95% of the way to 0 or to w0
+    frac_new = np.minimum(frac * np.maximum(1 + dlog_r, 1 - DAMP), frac + DAMP * rest)
+    step_r = np.log(frac_new) - np.log1p(-frac_new) - tau
+    step = np.where(in_r & (frac < 0.5), step_r, dlog_r / rest)
+    # phi within its rounding error of 0 is a root as good as any: report 0, ending the search
+    noise = NOISE * (1 + np.abs(log_frac) + np.abs(log_x) + np.abs(log_y))
+    return np.where(np.abs(phi) <= noise, 0.0, phi), step
 
 
 def _pow_regions(v: Array, a: Array) -> tuple[Mask, Mask, Mask, Mask]:
@@ -37,20 +78,18 @@ def _pow_solve(v: Array, a: Array) -> tuple[Array, Array, Array]:
 
     With r = |z| of the projection and w0 = |z0|, stationarity gives x(r), y(r) as roots of
     x^2 - x0 x - a r (w0 - r) = 0 (and 1 - a for y); r in (0, w0) is the unique root of
-    phi(r) = x^a y^(1-a) - r, found by bisection keeping phi(lo) >= 0 so the result lies in K.
+    x^a y^(1-a) = r, found by `bracketed_newton` on `_pow_phi` in tau = logit(r / w0). |z| is
+    then lowered to x^a y^(1-a) where rounding put it above, so the result lies in K.
     """
     x0, y0, z0 = v.T
     w0 = np.abs(z0)
-    lo, hi = np.zeros_like(w0), w0.copy()
-    for _ in range(BISECTION_STEPS):
-        mid = 0.5 * (lo + hi)
-        x, y = _pow_coordinate(mid, x0, w0, a), _pow_coordinate(mid, y0, w0, 1 - a)
-        feasible = x**a * y ** (1 - a) >= mid
-        done = hi - lo <= 1e-15 * hi
-        if np.all(done):
-            break
-        lo, hi = np.where(~done & feasible, mid, lo), np.where(~done & ~feasible, mid, hi)
-    return _pow_coordinate(lo, x0, w0, a), _pow_coordinate(lo, y0, w0, 1 - a), np.sign(z0) * lo
+    lo, hi = np.full_like(w0, TAU_RANGE[0]), np.full_like(w0, TAU_RANGE[1])
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        lo, _ = bracketed_newton(_pow_phi, (x0, y0, w0, a, (x0 < 0) & (y0 < 0)), lo, hi,
+                                 np.zeros_like(w0))
+        frac, _, x, y, _, _ = _pow_coordinates(lo, x0, y0, w0, a)
+        z = np.minimum(w0 * frac, x**a * y ** (1 - a))
+    return x, y, np.sign(z0) * z
 
 
 def _pow_derivative(v: Array, a: Array) -> Array:
