@@ -19,6 +19,7 @@ Decision table (what happens when a solve is not clean):
 from __future__ import annotations
 
 import abc
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -95,21 +96,33 @@ class Direct(AbstractLinearSolver):
 
     name: ClassVar[str] = "direct"
     refinement_steps: int = 30
+    #: Coupled blocks up to this order use LAPACK's dense LU (measured: 0.03 ms against
+    #: SuperLU's 0.25 ms at order 85; SuperLU wins from about 300 on).
+    dense_limit: int = 200
 
     def init(self, operator: KKTOperator) -> _DirectState:
         J = operator.as_matrix()
         E = operator.decoupled_rows()
-        keep = np.setdiff1d(np.arange(J.shape[0]), E)
-        J_KK = sp.csc_matrix(J[keep][:, keep]) if E.size else J.copy()
-        J_KK.eliminate_zeros()  # D − I = 0 on active rows: stored zeros would steer the ordering
-        J_EK = sp.csr_matrix(J[E][:, keep]) if E.size else None
+        mask = np.ones(J.shape[0], bool)
+        mask[E] = False
+        keep = np.flatnonzero(mask)
+        dense = keep.size <= self.dense_limit and J.shape[0] <= 4 * self.dense_limit
+        if dense:  # numpy slicing of a small dense J beats sparse fancy indexing
+            full = J.toarray()
+            J_KK = full[np.ix_(keep, keep)]
+            J_EK = full[np.ix_(E, keep)] if E.size else None
+        else:
+            J_KK = sp.csc_matrix(J[keep][:, keep]) if E.size else J.copy()
+            J_KK.eliminate_zeros()  # D − I = 0 on active rows: stored zeros steer the ordering
+            J_EK = sp.csr_matrix(J[E][:, keep]) if E.size else None
         try:
-            lu, singular = spla.splu(J_KK, permc_spec="COLAMD"), False
+            lu, singular = _LU(J_KK, dense), False
         except RuntimeError:  # exactly singular
             delta = 1e-9 * max(1.0, float(abs(J_KK).max()))
-            shifted = sp.csc_matrix(J_KK + delta * sp.identity(J_KK.shape[0], format="csc"))
+            eye = np.eye(J_KK.shape[0]) if dense else sp.identity(J_KK.shape[0], format="csc")
+            shifted = J_KK + delta * eye if dense else sp.csc_matrix(J_KK + delta * eye)
             try:
-                lu, singular = spla.splu(shifted, permc_spec="COLAMD"), True
+                lu, singular = _LU(shifted, dense), True
             except RuntimeError:
                 lu, singular = None, True
         return _DirectState(operator, J, J_KK, J_EK, keep, E, lu, singular)
@@ -139,19 +152,40 @@ class Direct(AbstractLinearSolver):
                        transpose: bool) -> tuple[FloatArray, int]:
         """Solve with J_KK's LU plus iterative refinement (converges on the shifted LU of a
         singular but consistent system, polishes the last digits otherwise)."""
-        trans = "T" if transpose else "N"
         J = state.J_KK.T if transpose else state.J_KK
-        rhs = np.asfortranarray(rhs)  # SuperLU solves column-major blocks fastest
-        z = state.lu.solve(rhs, trans=trans)
+        z = state.lu.solve(rhs, transpose)
         res, steps = _relative(J @ z - rhs, rhs), 0
         while steps < self.refinement_steps and res > 1e-13 and np.all(np.isfinite(z)):
-            z = z + state.lu.solve(np.asfortranarray(rhs - J @ z), trans=trans)
+            z = z + state.lu.solve(rhs - J @ z, transpose)
             new = _relative(J @ z - rhs, rhs)
             steps += 1
             if new > 0.5 * res and not state.singular:
                 break
             res = new
         return z, steps
+
+
+class _LU:
+    """An LU factorisation with ``solve(rhs, transpose)``: LAPACK's dense one for small
+    systems (scipy.sparse's per-call overhead exceeds the work), SuperLU otherwise."""
+
+    def __init__(self, J: sp.csc_matrix | FloatArray, dense: bool) -> None:
+        self.dense = dense
+        if dense:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", sla.LinAlgWarning)  # singular: handled below
+                self.factor = sla.lu_factor(np.asarray(J), check_finite=False)
+            pivots = np.abs(np.diag(self.factor[0]))
+            if not np.all(np.isfinite(pivots)) or pivots.min(initial=1.0) == 0.0:
+                raise RuntimeError("Factor is exactly singular")
+        else:
+            self.factor = spla.splu(J, permc_spec="COLAMD")
+
+    def solve(self, rhs: FloatArray, transpose: bool) -> FloatArray:
+        if self.dense:
+            return sla.lu_solve(self.factor, rhs, trans=1 if transpose else 0, check_finite=False)
+        # SuperLU solves column-major blocks fastest
+        return self.factor.solve(np.asfortranarray(rhs), trans="T" if transpose else "N")
 
 
 @dataclass(frozen=True)
@@ -162,8 +196,8 @@ class _DirectState:
 
     operator: KKTOperator
     J: sp.csc_matrix
-    J_KK: sp.csc_matrix
-    J_EK: sp.csr_matrix | None
+    J_KK: sp.csc_matrix | FloatArray  # dense for small systems
+    J_EK: sp.csr_matrix | FloatArray | None
     keep: npt.NDArray[np.intp]
     E: npt.NDArray[np.intp]
     lu: Any
