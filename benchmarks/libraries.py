@@ -126,9 +126,9 @@ def jacobian_unsupported(w: Workload, batch: int) -> str | None:
 # --- dpplayers, NumPy API -------------------------------------------------------------------
 
 
-def _dpplayers_numpy(form: Formulation, cfg: Config) -> Compiled:
-    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], solver="SCS")
-    args = cfg.scs_args
+def _dpplayers_numpy(form: Formulation, cfg: Config, solver: str = "SCS") -> Compiled:
+    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], solver=solver)
+    args = cfg.scs_args if solver == "SCS" else {"eps": cfg.eps}
     return Compiled(
         prepare=lambda values, cot: (values, cot),
         forward=lambda values: prog.solve(*values, solver_args=args),
@@ -137,6 +137,12 @@ def _dpplayers_numpy(form: Formulation, cfg: Config) -> Compiled:
         grads=lambda g: [np.asarray(x) for x in g],
         jacobian=lambda sol: sol.jacobian(),
     )
+
+
+def _dpplayers_clarabel(form: Formulation, cfg: Config) -> Compiled:
+    """dpplayers on Clarabel (interior point) at tolerance ``eps``: not the like-for-like
+    comparison (the others all run SCS), but the other backend a user can pick."""
+    return _dpplayers_numpy(form, cfg, solver="CLARABEL")
 
 
 # --- the bare solver: SCS on dpplayers' canonical data --------------------------------------
@@ -309,6 +315,8 @@ def _qp_only(w: Workload, _: int) -> str | None:
 LIBRARIES: dict[str, Library] = {lib.name: lib for lib in [
     Library("dpplayers", _dpplayers_numpy, _native, _always, _importable("dpplayers"),
             "tab:blue"),
+    Library("dpplayers-clarabel", _dpplayers_clarabel, _native, _always,
+            _importable("dpplayers"), "tab:olive", timed_by_default=False),
     Library("dpplayers-torch", _dpplayers_torch, _native, _always,
             _importable("dpplayers.torch"), "tab:cyan"),
     Library("dpplayers-jax", _dpplayers_jax, _native, _jax_batches,

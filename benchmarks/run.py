@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks import accuracy, report
 from benchmarks.libraries import LIBRARIES, Config, jacobian_unsupported
-from benchmarks.timing import Round, Timing, after_round, interleave, training_round
+from benchmarks.timing import Round, Timing, after_round, interleave, release_memory, training_round
 from benchmarks.workloads import WORKLOADS, Workload
 
 QUICK_WORKLOADS = ("qp50", "lasso", "sigmoid", "soc_proj", "ncm")
@@ -38,8 +38,9 @@ QUICK_WORKLOADS = ("qp50", "lasso", "sigmoid", "soc_proj", "ncm")
 EPS: dict[str, float] = {}
 DEFAULT_EPS, MAX_ITERS = 1e-8, 100_000
 JACOBIAN_BATCHES = (1, 32)
-#: Distinct draws of parameter values that successive calls cycle through.
-DRAWS = 3
+#: Distinct draws of parameter values that successive calls cycle through: more than any
+#: cache of recent solutions a layer keeps (dpplayers.jax keeps the last 4).
+DRAWS = 7
 #: Cases too slow for every library within the default run's budget: only these libraries,
 #: and no warm-up round (the smaller batches have warmed everything up).
 HEAVY = {("qp200", 128): ("dpplayers-torch", "cvxpylayers", "qpth", "scs (bare)")}
@@ -170,6 +171,7 @@ def _rounds(w: Workload, name: str, c, draws: list, cot, batch: int,
                 results["skipped"].append({**row, "reason": f"jacobian: {why}"})
         if warm:
             for r in out:
+                release_memory()
                 r()
         return out
     except Exception as err:  # noqa: BLE001 -- report the failure, time the others
