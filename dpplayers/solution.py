@@ -262,6 +262,12 @@ def _patterns(prog):
     return cached
 
 
+def _element_matrices(prog, data: tuple, k: int):
+    """Element k's (P upper, A) as solver inputs."""
+    P, A, _, _ = _element_data(prog, data, k)
+    return P, A
+
+
 def _element_data(prog, data: tuple, k: int):
     """Element k's (P upper, A, b, c) as solver inputs (constant maps have one column)."""
     P_data, A_data, b, c = data
@@ -293,8 +299,9 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
     warm = _warm_starts(warm_start, nb, prog) if warm_start is not None else [None] * nb
     def solve_element(k: int) -> RawSolution:
-        P, A, b, c = _element_data(prog, data, k)
-        return backend.solve(ConeData(P, A, b, c), settings, reuse, warm[k])
+        b, c = data[2][:, k], data[3][:, k]
+        matrices = functools.partial(_element_matrices, prog, data, k)
+        return backend.solve(ConeData(matrices, b, c), settings, reuse, warm[k])
 
     n_jobs = n_jobs if n_jobs is not None else (os.cpu_count() or 1)
     workers = min(n_jobs, nb)

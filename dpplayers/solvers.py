@@ -14,9 +14,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import functools
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import clarabel
@@ -47,12 +49,24 @@ class Status(enum.Enum):
 
 @dataclass(frozen=True)
 class ConeData:
-    """One element's cone program. P is the upper triangle (or None)."""
+    """One element's cone program. P (the upper triangle, or None) and A are built on first
+    use: a reused workspace needs only b and c."""
 
-    P: sp.csc_matrix | None
-    A: sp.csc_matrix
+    matrices: Callable[[], tuple[sp.csc_matrix | None, sp.csc_matrix]] = field(repr=False)
     b: FloatArray
     c: FloatArray
+
+    @functools.cached_property
+    def _built(self) -> tuple[sp.csc_matrix | None, sp.csc_matrix]:
+        return self.matrices()
+
+    @property
+    def P(self) -> sp.csc_matrix | None:
+        return self._built[0]
+
+    @property
+    def A(self) -> sp.csc_matrix:
+        return self._built[1]
 
 
 @dataclass(frozen=True)
