@@ -32,6 +32,8 @@ DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim", "refine")
 FAILURE_POLICIES = ("raise", "nan")
 #: Batches at least this large are solved on a thread pool (``solver_args={"n_jobs": k}``).
 MIN_PARALLEL_BATCH = 4
+#: Default pool size: the machine's cores.
+CPU_COUNT = os.cpu_count() or 1
 
 
 @dataclass
@@ -303,7 +305,7 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
         matrices = functools.partial(_element_matrices, prog, data, k)
         return backend.solve(ConeData(matrices, b, c), settings, reuse, warm[k])
 
-    n_jobs = n_jobs if n_jobs is not None else (os.cpu_count() or 1)
+    n_jobs = n_jobs if n_jobs is not None else CPU_COUNT
     workers = min(n_jobs, nb)
     if workers > 1 and nb >= MIN_PARALLEL_BATCH:
         results = list(_executor(workers).map(solve_element, range(nb)))
