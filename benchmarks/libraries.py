@@ -209,10 +209,15 @@ def _torch_prepare(values: list[Array], cot: Array):
 
 
 def _torch_layer(layer: Any, args: dict[str, Any]) -> Compiled:
+    return _torch_compiled(lambda params: layer(*params, solver_args=args)[0])
+
+
+def _torch_compiled(solve: Callable[[Any], Any]) -> Compiled:
+    """A torch callable ``params -> x`` timed as forward, and ``autograd.grad`` as backward."""
     import torch
 
     def forward(params):
-        return params, layer(*params, solver_args=args)[0]
+        return params, solve(params)
 
     def backward(state, cot):
         params, x = state
@@ -285,21 +290,9 @@ def _dpplayers_jax(form: Formulation, cfg: Config) -> Compiled:
 
 
 def _qpth(form: Formulation, cfg: Config) -> Compiled:
-    import torch
     from qpth.qp import QPFunction
 
-    def forward(params):
-        return params, QPFunction(verbose=-1)(*params)
-
-    def backward(state, cot):
-        params, x = state
-        return torch.autograd.grad(x, params, grad_outputs=cot)
-
-    return Compiled(
-        prepare=_torch_prepare, forward=forward, backward=backward,
-        output=lambda state: state[1].detach().numpy(),
-        grads=lambda g: [t.detach().numpy() for t in g],
-    )
+    return _torch_compiled(lambda params: QPFunction(verbose=-1)(*params))
 
 
 def _jax_batches(_: Workload, batch: int) -> str | None:
