@@ -38,7 +38,7 @@ from jax.custom_derivatives import SymbolicZero
 from .compiler import CompiledProblem
 from .compiler import compile as compile_problem
 from .errors import DerivativeError
-from .solution import RecentSolutions
+from .recent import RecentSolutions
 
 
 class CvxpyLayer:

@@ -10,9 +10,7 @@ derivative request) and reused by every later vjp, jvp and ``jacobian`` call.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -377,36 +375,3 @@ def _warm_starts(previous: Solution, nb: int, prog) -> list[RawSolution | None]:
     return out
 
 
-
-class RecentSolutions:
-    """A small LRU of solutions keyed by the parameter values and settings.
-
-    Adapters whose derivative rule cannot carry the forward pass's ``Solution`` (JAX's
-    callbacks are stateless) look it up here, so an eager ``jax.grad`` solves once and
-    reuses the factorisation instead of solving again for the backward pass.
-    """
-
-    def __init__(self, maxsize: int = 4) -> None:
-        self.maxsize = maxsize
-        self._entries: dict[bytes, Solution] = {}
-        self._lock = threading.Lock()
-
-    def solve(self, prog, values: Sequence[FloatArray], solver_args: dict,
-              on_failure: str) -> Solution:
-        digest = hashlib.blake2b(repr((sorted(solver_args.items()), on_failure)).encode())
-        for v in values:
-            arr = np.ascontiguousarray(v, dtype=np.float64)
-            digest.update(repr(arr.shape).encode())
-            digest.update(arr.tobytes())
-        key = digest.digest()
-        with self._lock:
-            hit = self._entries.pop(key, None)
-            if hit is not None:
-                self._entries[key] = hit  # most recent last
-                return hit
-        sol = prog.solve(*values, solver_args=solver_args, on_failure=on_failure)
-        with self._lock:
-            self._entries[key] = sol
-            while len(self._entries) > self.maxsize:
-                self._entries.pop(next(iter(self._entries)))
-        return sol

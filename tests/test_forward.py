@@ -129,7 +129,7 @@ def test_thread_pool_gives_the_same_batch():
 
 
 def test_recent_solutions_reuses_identical_calls():
-    from dpplayers.solution import RecentSolutions
+    from dpplayers.recent import RecentSolutions
 
     case = CASES["qp_box_projection"]()
     prog = dpplayers.compile(case.problem, case.parameters, case.variables)
