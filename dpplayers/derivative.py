@@ -110,7 +110,7 @@ def kkt_operator(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, y: FloatArray,
     cone = cone if cone is not None else ProductCone.from_dims(cones, dual=True)
     pattern = pattern if pattern is not None else kkt_pattern(P_upper, A, cone)
     P_data = P_upper.data if P_upper is not None else None
-    D = cone.dproject(y - s)
+    D = cone.dproject(y - s, near=y)  # y = Π_K*(y − s) up to solver accuracy: a root seed
     return KKTOperator(pattern.full_P(P_data) if P_data is not None else None, A, D, pattern, P_data)
 
 

@@ -660,3 +660,15 @@ def test_sweep_projection_and_derivative(seed):
             assert np.linalg.norm(p - v) <= np.linalg.norm(q - v) + 1e-12 * scale
             assert_is_projection(dims, dual, v, p)
             assert_matches_finite_differences(K, v, rng)
+
+
+def test_seeded_derivative_equals_unseeded():
+    """A seed near the projection (a solver's answer) changes the root search's start only."""
+    rng = np.random.default_rng(11)
+    dims = ConeDims(nonneg=3, soc=(4,), exp=30, exp_dual=5, power=(0.3, 0.7))
+    cone = ProductCone.from_dims(dims, dual=True)
+    v = rng.standard_normal(dims.size) * 3
+    near = cone.project(v) + 1e-7 * rng.standard_normal(dims.size)
+    seeded = cone.dproject(v, near=near).as_matrix().toarray()
+    plain = cone.dproject(v).as_matrix().toarray()
+    np.testing.assert_allclose(seeded, plain, rtol=1e-9, atol=1e-11)

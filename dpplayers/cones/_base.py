@@ -18,15 +18,20 @@ class AbstractCone(abc.ABC):
         """Euclidean projection of each row onto the cone, shape (k, d)."""
 
     @abc.abstractmethod
-    def dproject(self, x: Array) -> AbstractBlockOperator:
-        """Derivative of `project` at x, one d x d block per row."""
+    def dproject(self, x: Array, near: Array | None = None) -> AbstractBlockOperator:
+        """Derivative of `project` at x, one d x d block per row.
+
+        ``near`` (optional, same shape) is a point close to each row's projection, such as a
+        solver's answer; cones that search for their projection start from it."""
 
     @abc.abstractmethod
     def dual(self) -> AbstractCone:
         """The dual cone K* = {y : <y, x> >= 0 for all x in K}."""
 
 
-def moreau_dproject(primal: AbstractCone, x: Array) -> DenseBlocks:
-    """Derivative of Pi_K*(x) = x + Pi_K(-x): I - DPi_K(-x)."""
-    return DenseBlocks(np.eye(x.shape[1]) - primal.dproject(-x).as_matrices())
+def moreau_dproject(primal: AbstractCone, x: Array, near: Array | None = None) -> DenseBlocks:
+    """Derivative of Pi_K*(x) = x + Pi_K(-x): I - DPi_K(-x). ``near`` is close to Pi_K*(x),
+    so near - x is close to Pi_K(-x)."""
+    hint = None if near is None else near - x
+    return DenseBlocks(np.eye(x.shape[1]) - primal.dproject(-x, hint).as_matrices())
 

@@ -18,7 +18,7 @@ class ZeroCone(AbstractCone):
     def project(self, x: Array) -> Array:
         return np.zeros_like(x)
 
-    def dproject(self, x: Array) -> DiagonalBlocks:
+    def dproject(self, x: Array, near: Array | None = None) -> DiagonalBlocks:
         return DiagonalBlocks(np.zeros_like(x))
 
     def dual(self) -> FreeCone:
@@ -32,7 +32,7 @@ class FreeCone(AbstractCone):
     def project(self, x: Array) -> Array:
         return x.copy()
 
-    def dproject(self, x: Array) -> DiagonalBlocks:
+    def dproject(self, x: Array, near: Array | None = None) -> DiagonalBlocks:
         return DiagonalBlocks(np.ones_like(x))
 
     def dual(self) -> ZeroCone:
@@ -46,7 +46,7 @@ class NonnegativeCone(AbstractCone):
     def project(self, x: Array) -> Array:
         return np.maximum(x, 0.0)
 
-    def dproject(self, x: Array) -> DiagonalBlocks:
+    def dproject(self, x: Array, near: Array | None = None) -> DiagonalBlocks:
         return DiagonalBlocks((x >= 0).astype(float))
 
     def dual(self) -> NonnegativeCone:
@@ -71,7 +71,7 @@ class SecondOrderCone(AbstractCone):
         out = np.concatenate([(scale * r)[:, None], scale[:, None] * rest], axis=1)
         return np.where(inside[:, None], x, out)
 
-    def dproject(self, x: Array) -> SOCBlocks:
+    def dproject(self, x: Array, near: Array | None = None) -> SOCBlocks:
         t, rest, r, inside, middle = _soc_parts(x)
         rs = np.where(middle, r, 1.0)
         half = np.where(middle, 0.5, 0.0)
@@ -91,7 +91,7 @@ class PSDCone(AbstractCone):
         lam, V = np.linalg.eigh(smat(x))
         return svec((V * np.maximum(lam, 0.0)[:, None, :]) @ np.swapaxes(V, 1, 2))
 
-    def dproject(self, x: Array) -> PSDBlocks:
+    def dproject(self, x: Array, near: Array | None = None) -> PSDBlocks:
         # Divided differences of max(., 0) over eigenvalue pairs, written without cancellation:
         # 1 if both >= 0, 0 if both < 0, else lam_+ / (|lam_i| + |lam_j|).
         lam, V = np.linalg.eigh(smat(x))

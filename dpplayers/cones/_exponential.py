@@ -52,7 +52,7 @@ def _exp_h(rho: Array, r: Array, s: Array, t: Array) -> tuple[Array, Array]:
     return np.where(np.abs(h) <= noise, 0.0, h), step
 
 
-def _exp_rho(r: Array, s: Array, t: Array) -> Array:
+def _exp_rho(r: Array, s: Array, t: Array, guess: Array | None = None) -> Array:
     """Root rho = x/y of the projection's ray (Friberg 2021's univariate problem).
 
     The projection is p = sigma a(rho), a = (rho, 1, e^rho), and v - p = mu b(rho) with
@@ -60,14 +60,20 @@ def _exp_rho(r: Array, s: Array, t: Array) -> Array:
     h(rho) = <v, a x b>, increasing where sigma, mu > 0. sigma > 0 and mu > 0 give
     1 - y/x < rho < x/y; when one side is unbounded, |p| <= |v| (or |v - p| <= |v|) gives the
     logarithmic bound used below. The root is found by `bracketed_newton` on h / w (`_exp_h`)
-    from the middle of that bracket, to the width bisection would reach.
+    from ``guess`` (kept inside the bracket) or the middle of that bracket, to the width
+    bisection would reach.
     """
     norm = np.sqrt(r * r + s * s + t * t)
     with np.errstate(divide="ignore", invalid="ignore"):
         far_lo = -np.maximum(np.maximum(2 * np.abs(r / s), 1.0), 2 * np.log(6 * norm / s))
         lo = np.where(r > 0, 1 - s / r, far_lo)
         hi = np.where(s > 0, r / s, np.maximum(2 * lo, 2 * np.log(2 * norm / r)))
-    lo, hi = bracketed_newton(_exp_h, (r, s, t), lo, hi, 0.5 * (lo + hi))
+    start = 0.5 * (lo + hi)
+    if guess is not None:
+        margin = 1e-3 * (hi - lo)
+        ok = np.isfinite(guess) & (guess > lo + margin) & (guess < hi - margin)
+        start = np.where(ok, guess, start)
+    lo, hi = bracketed_newton(_exp_h, (r, s, t), lo, hi, start)
     return 0.5 * (lo + hi)
 
 
@@ -100,12 +106,17 @@ class ExponentialCone(AbstractCone):
         p[generic] = np.maximum(np.sum(x[generic] * a, axis=1), 0.0)[:, None] * a
         return p
 
-    def dproject(self, x: Array) -> DenseBlocks:
+    def dproject(self, x: Array, near: Array | None = None) -> DenseBlocks:
         in_k, _, face, generic = _exp_regions(x)
         D = np.zeros(x.shape + (3,))
         D[in_k] = np.eye(3)
         D[face, 0, 0], D[face, 2, 2] = 1.0, x[face, 2] >= 0
-        D[generic] = ray_family_derivative(x[generic], *_exp_rays(_exp_rho(*x[generic].T)))
+        guess = None
+        if near is not None:  # near lies close to the ray a(rho) = (rho, 1, e^rho): rho ≈ x / y
+            with np.errstate(divide="ignore", invalid="ignore"):
+                guess = near[generic, 0] / near[generic, 1]
+        rho = _exp_rho(*x[generic].T, guess=guess)
+        D[generic] = ray_family_derivative(x[generic], *_exp_rays(rho))
         return DenseBlocks(D)
 
     def dual(self) -> DualExponentialCone:
@@ -119,8 +130,8 @@ class DualExponentialCone(AbstractCone):
     def project(self, x: Array) -> Array:
         return x + ExponentialCone().project(-x)
 
-    def dproject(self, x: Array) -> DenseBlocks:
-        return moreau_dproject(ExponentialCone(), x)
+    def dproject(self, x: Array, near: Array | None = None) -> DenseBlocks:
+        return moreau_dproject(ExponentialCone(), x, near)
 
     def dual(self) -> ExponentialCone:
         return ExponentialCone()

@@ -133,7 +133,7 @@ class PowerCone(AbstractCone):
         p[generic] = np.stack(_pow_solve(x[generic], a[generic]), 1)
         return p
 
-    def dproject(self, x: Array) -> DenseBlocks:
+    def dproject(self, x: Array, near: Array | None = None) -> DenseBlocks:
         a = np.asarray(self.alpha, dtype=float)
         in_k, _, flat, generic = _pow_regions(x, a)
         D = np.zeros(x.shape + (3,))
@@ -162,8 +162,8 @@ class DualPowerCone(AbstractCone):
     def project(self, x: Array) -> Array:
         return x + PowerCone(self.alpha).project(-x)
 
-    def dproject(self, x: Array) -> DenseBlocks:
-        return moreau_dproject(PowerCone(self.alpha), x)
+    def dproject(self, x: Array, near: Array | None = None) -> DenseBlocks:
+        return moreau_dproject(PowerCone(self.alpha), x, near)
 
     def dual(self) -> PowerCone:
         return PowerCone(self.alpha)

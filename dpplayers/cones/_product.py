@@ -76,10 +76,13 @@ class ProductCone:
         return ProductCone(self.dims, not self.is_dual,
                            tuple((cone.dual(), idx) for cone, idx in self.groups))
 
-    def dproject(self, v: npt.ArrayLike) -> ProjectionDerivative:
-        """Derivative of `project` at v, as a block-diagonal operator."""
+    def dproject(self, v: npt.ArrayLike, near: npt.ArrayLike | None = None) -> ProjectionDerivative:
+        """Derivative of `project` at v, as a block-diagonal operator. ``near``, a point close
+        to the projection (a solver's answer), seeds the cones that search for it."""
         v = self._check(v)
-        blocks = tuple((cone.dproject(v[idx]), idx) for cone, idx in self.groups)
+        hint = None if near is None else self._check(near)
+        blocks = tuple((cone.dproject(v[idx], None if hint is None else hint[idx]), idx)
+                       for cone, idx in self.groups)
         return ProjectionDerivative(self.size, blocks)
 
     def contains(self, v: npt.ArrayLike, tol: float = 1e-8) -> bool:
