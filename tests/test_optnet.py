@@ -140,3 +140,24 @@ def test_quad_form_in_constraint_is_explained():
     assert "sum_squares" in str(report)
     with pytest.raises(dpplayers.DPPError, match="only supported in the objective"):
         dpplayers.compile(prob, [Q], [x])
+
+
+def test_parametric_quad_form_needs_quad_obj():
+    prob, params, z, _, _ = optnet_problem(3, 1, 2)
+    with pytest.raises(ValueError, match=r"needs quad_obj=True .*sum_squares\(L @ x\)"):
+        dpplayers.compile(prob, params, [z], quad_obj=False)
+
+
+def test_quad_obj_false_reformulates_with_cones():
+    """A constant-matrix QP gives the same answer and gradient through cones (no P)."""
+    n = 4
+    q = cp.Parameter(n)
+    x = cp.Variable(n)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x) + q @ x), [x >= -0.3])
+    with_P = dpplayers.compile(prob, [q], [x], solver="CLARABEL")
+    cones = dpplayers.compile(prob, [q], [x], solver="CLARABEL", quad_obj=False)
+    assert with_P.P is not None and cones.P is None and cones.cones.soc
+    qv = np.array([1.0, -1.0, 0.2, 0.9])
+    a, b = with_P.solve(qv, solver_args=TIGHT), cones.solve(qv, solver_args=TIGHT)
+    np.testing.assert_allclose(a.values[0], b.values[0], atol=1e-8)
+    np.testing.assert_allclose(a.vjp(np.ones(n))[0], b.vjp(np.ones(n))[0], atol=1e-7)
