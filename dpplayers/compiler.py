@@ -152,6 +152,14 @@ class CompiledProblem:
         return ProductCone.from_dims(self.cones, dual=True)
 
     @functools.cached_property
+    def data_patterns(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64],
+                                     npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """(P rows, P cols, A rows, A cols) of the fixed patterns, in data order."""
+        if self.P is None:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64), self.A.rows, self.A.cols
+        return self.P.rows, self.P.cols, self.A.rows, self.A.cols
+
+    @functools.cached_property
     def kkt_pattern(self) -> KKTPattern:
         """The fixed sparsity of the derivative's J, built on first use."""
         P = self.P.matrix(np.zeros(self.P.indices.size)) if self.P is not None else None

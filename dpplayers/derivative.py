@@ -142,10 +142,11 @@ def data_adjoint(x: FloatArray, y: FloatArray, r: FloatArray, P_rows, P_cols, A_
 
 
 def _scatter(index, values: FloatArray, size: int) -> FloatArray:
-    """Sum rows of ``values`` (k, r) into ``size`` rows by ``index``."""
-    out = np.zeros((size, values.shape[1]))
-    np.add.at(out, index, values)
-    return out
+    """Sum rows of ``values`` (k, r) into ``size`` rows by ``index`` (one sparse product;
+    ``np.add.at`` is an unbuffered Python-speed loop)."""
+    k = index.size
+    S = sp.csr_matrix((np.ones(k), (index, np.arange(k))), shape=(size, k))
+    return np.asarray(S @ values)
 
 
 def kkt_residual(P_full: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray, c: FloatArray,

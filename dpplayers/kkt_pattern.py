@@ -44,15 +44,12 @@ class KKTPattern:
     m: int
     indices: npt.NDArray[np.int32]
     indptr: npt.NDArray[np.int32]
-    p_pos: Index  # J positions of full-P entries
     p_src: Index  # which upper-triangle datum each full-P entry copies
-    a_pos: Index  # J positions of A (bottom left)
-    atd_pos: Index  # J positions of the products A_ij D_ic (top right)
-    atd_a: Index
-    atd_d: Index
-    d_pos: Index  # J positions of D (bottom right)
-    eye_pos: Index  # J positions of −I (bottom right diagonal)
+    atd_a: Index  # the products A_ij D_ic of Aᵀ D (top right): which A datum ...
+    atd_d: Index  # ... times which D block value
     p_full: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None  # CSC of full P
+    positions: Index  # J position of every source entry: Aᵀ D, A, D, −I (in that order)
+    positions_with_P: Index  # the same followed by full P
 
     @classmethod
     def build(cls, n: int, m: int, A_rows: Index, A_cols: Index, P_rows: Index | None,
@@ -74,31 +71,27 @@ class KKTPattern:
         ]
         p_src, p_full = np.zeros(0, np.intp), None
         if P_rows is not None and P_cols is not None:
+            # full symmetric P in CSC order; p_src says which upper-triangle datum each copies
             off = P_rows != P_cols
             full_r = np.concatenate([P_rows, P_cols[off]])
             full_c = np.concatenate([P_cols, P_rows[off]])
-            p_src = np.concatenate([np.arange(P_rows.size), np.flatnonzero(off)])
+            perm = np.argsort(full_c.astype(np.int64) * n + full_r, kind="stable")
+            full_r, full_c = full_r[perm], full_c[perm]
+            p_src = np.concatenate([np.arange(P_rows.size), np.flatnonzero(off)])[perm]
+            p_full = (full_r.astype(np.int32),
+                      np.searchsorted(full_c, np.arange(n + 1)).astype(np.int32))
             sources.append((full_r, full_c))
-            key = full_c.astype(np.int64) * n + full_r
-            perm = np.argsort(key, kind="stable")
-            p_src_sorted = p_src[perm]
-            p_full = (full_r[perm].astype(np.int32),
-                      np.searchsorted(full_c[perm], np.arange(n + 1)).astype(np.int32))
-            p_src = p_src_sorted
-            sources[-1] = (full_r[perm], full_c[perm])
         size = n + m
         rows = np.concatenate([r for r, _ in sources]).astype(np.int64)
         cols = np.concatenate([c for _, c in sources]).astype(np.int64)
         unique, pos = np.unique(cols * size + rows, return_inverse=True)
         ucols = unique // size
         bounds = np.cumsum([0] + [r.size for r, _ in sources])
-        pieces = [pos[bounds[i]:bounds[i + 1]] for i in range(len(sources))]
         return cls(
             n=n, m=m, indices=(unique % size).astype(np.int32),
             indptr=np.searchsorted(ucols, np.arange(size + 1)).astype(np.int32),
-            p_pos=pieces[4] if len(pieces) > 4 else np.zeros(0, np.intp), p_src=p_src,
-            a_pos=pieces[1], atd_pos=pieces[0], atd_a=atd_a, atd_d=atd_d, d_pos=pieces[2],
-            eye_pos=pieces[3], p_full=p_full,
+            p_src=p_src, atd_a=atd_a, atd_d=atd_d, p_full=p_full,
+            positions=pos[: bounds[4]], positions_with_P=pos,
         )
 
     def full_P(self, P_upper_data: FloatArray) -> sp.csc_matrix | None:
@@ -112,10 +105,10 @@ class KKTPattern:
         """J for one element from its data vectors and DΠ's block values."""
         size = self.n + self.m
         weights = [A_data[self.atd_a] * D_values[self.atd_d], A_data, D_values, -np.ones(self.m)]
-        positions = [self.atd_pos, self.a_pos, self.d_pos, self.eye_pos]
+        positions = self.positions
         if P_upper_data is not None and self.p_full is not None:
             weights.append(P_upper_data[self.p_src])
-            positions.append(self.p_pos)
-        data = np.bincount(np.concatenate(positions), weights=np.concatenate(weights),
+            positions = self.positions_with_P
+        data = np.bincount(positions, weights=np.concatenate(weights),
                            minlength=self.indices.size)
         return sp.csc_matrix((data, self.indices, self.indptr), shape=(size, size))

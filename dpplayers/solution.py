@@ -116,22 +116,9 @@ class Solution:
         values = [v if self.batch is not None else v[None] for v in self.values]
         g_out = prog.retrieval.flat_cotangent(cts, values, nb)
         g_z = np.asarray(prog.retrieval.matrix.T @ g_out)  # (n+m, B)
-        n = prog.n
-
-        def element(k: int) -> tuple:
-            if not self.status[k].ok:
-                return tuple(np.full((rows, 1), np.nan) for rows in _data_sizes(prog))
-            D = self._d_projection(k)
-            rhs = np.concatenate([g_z[:n, k], D.mv(g_z[n:, k])])[:, None]
-            r = -self._solve(k, rhs, transpose=True)
-            return data_adjoint(self.x[:, k], self.y[:, k], r, *_patterns(prog),
-                                has_P=prog.P is not None)
-
-        grads = list(zip(*self._map(element, nb)))  # P, A, b, c cotangents per element
-        g_theta = prog.C_A.transpose(np.hstack(grads[1])) + prog.C_b.transpose(np.hstack(grads[2]))
-        g_theta += prog.C_c.transpose(np.hstack(grads[3]))
-        if prog.C_P is not None:
-            g_theta += prog.C_P.transpose(np.hstack(grads[0]))
+        grads = [self._adjoint(k, g_z[:, k : k + 1]) for k in range(nb)]
+        g_theta = self._pull_to_theta(*(None if g[0] is None else np.hstack(g)
+                                        for g in zip(*grads)))
         return prog.layout.pull_back(g_theta, self.batch, self._raw_theta)
 
     def jvp(self, *tangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
@@ -154,25 +141,41 @@ class Solution:
         dP = prog.C_P.linear(dtheta) if prog.C_P is not None else None
         out = np.full((prog.n + prog.m, dtheta.shape[1]), np.nan)
 
-        def element(k: int) -> None:
+        P_rows, P_cols, A_rows, A_cols = prog.data_patterns
+        # serial on purpose: this is short NumPy calls holding the GIL, and a thread pool
+        # measured slower (qp50, batch 32: 14 ms serial, 20 ms on two threads)
+        for k in range(self.x.shape[1]):
             if not self.status[k].ok:
-                return
+                continue
             cols = slice(k * r, (k + 1) * r)
             rhs = data_rhs(self.x[:, k], self.y[:, k], None if dP is None else dP[:, cols],
-                           *_patterns(prog)[:2], dA[:, cols], *_patterns(prog)[2:],
-                           db[:, cols], dc[:, cols])
+                           P_rows, P_cols, dA[:, cols], A_rows, A_cols, db[:, cols], dc[:, cols])
             duv = -self._solve(k, rhs, transpose=False)
             out[:n, cols] = duv[:n]
             out[n:, cols] = self._d_projection(k).mv(duv[n:])
-
-        self._map(element, self.x.shape[1])
         return out
 
-    def _map(self, fn, nb: int) -> list:
-        """fn over batch elements, serially: unlike the solvers, the derivative's work is
-        mostly short NumPy calls holding the GIL, and a thread pool measured slower
-        (qp50, batch 32: 24 ms serial, 34 ms on two threads)."""
-        return [fn(k) for k in range(nb)]
+    def _adjoint(self, k: int, g_z: FloatArray) -> tuple:
+        """Element k: cotangents on z = [x; y] (n+m, q) ↦ cotangents on its data
+        (P upper, A, b, c), each (rows, q), through Jᵀ; NaN for a failed element."""
+        prog = self.program
+        if not self.status[k].ok:
+            return tuple(None if rows is None else np.full((rows, g_z.shape[1]), np.nan)
+                         for rows in _data_sizes(prog))
+        n = prog.n
+        rhs = np.concatenate([g_z[:n], self._d_projection(k).mv(g_z[n:])])
+        r = -self._solve(k, rhs, transpose=True)
+        return data_adjoint(self.x[:, k], self.y[:, k], r, *prog.data_patterns,
+                            has_P=prog.P is not None)
+
+    def _pull_to_theta(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
+                       gc: FloatArray) -> FloatArray:
+        """Cotangents on the data ↦ on θ: the transposed maps Cᵀ (one product each)."""
+        prog = self.program
+        g = prog.C_A.transpose(gA) + prog.C_b.transpose(gb) + prog.C_c.transpose(gc)
+        if prog.C_P is not None:
+            g += prog.C_P.transpose(gP)
+        return g
 
     def jacobian(self) -> tuple[tuple[FloatArray, ...], ...]:
         """Full blocks d(variable)/d(parameter): ``jac[i][j]`` has shape
@@ -212,21 +215,9 @@ class Solution:
     def _reverse_jacobian(self) -> FloatArray:
         """(K, B, p): Jᵀ solves with one column per output entry."""
         prog = self.program
-        n, nb, p = prog.n, self.x.shape[1], prog.layout.size
-        g_z = prog.retrieval.matrix.T.toarray()  # (n+m, K)
-        out = np.full((g_z.shape[1], nb, p), np.nan)
-        for k in range(nb):
-            if not self.status[k].ok:
-                continue
-            rhs = np.concatenate([g_z[:n], self._d_projection(k).mv(g_z[n:])])
-            r = -self._solve(k, rhs, transpose=True)
-            gP, gA, gb, gc = data_adjoint(self.x[:, k], self.y[:, k], r, *_patterns(prog),
-                                          has_P=prog.P is not None)
-            g = prog.C_A.transpose(gA) + prog.C_b.transpose(gb) + prog.C_c.transpose(gc)
-            if prog.C_P is not None:
-                g += prog.C_P.transpose(gP)
-            out[:, k, :] = g.T
-        return out
+        g_z = prog.retrieval.matrix.T.toarray()  # (n+m, K): one column per output entry
+        return np.stack([self._pull_to_theta(*self._adjoint(k, g_z)).T
+                         for k in range(self.x.shape[1])], axis=1)
 
     def _check_outputs(self, cts: Sequence, what: str) -> list[FloatArray | None]:
         outs = self.program.retrieval.outputs
@@ -247,19 +238,10 @@ class Solution:
         return result
 
 
-def _data_sizes(prog) -> tuple[int, int, int, int]:
-    return (prog.P.indices.size if prog.P is not None else 0, prog.A.indices.size, prog.m, prog.n)
-
-
-def _patterns(prog):
-    """(P rows, P cols, A rows, A cols) of the fixed sparsity patterns."""
-    cached = prog.__dict__.get("_pattern_cache")
-    if cached is None:
-        P_rows = prog.P.rows if prog.P is not None else np.zeros(0, np.int32)
-        P_cols = prog.P.cols if prog.P is not None else np.zeros(0, np.int64)
-        cached = (P_rows, P_cols, prog.A.rows, prog.A.cols)
-        object.__setattr__(prog, "_pattern_cache", cached)
-    return cached
+def _data_sizes(prog) -> tuple[int | None, int, int, int]:
+    """Lengths of the data vectors (P upper, A, b, c); None where there is no P."""
+    return (prog.P.indices.size if prog.P is not None else None, prog.A.indices.size, prog.m,
+            prog.n)
 
 
 def _element_matrices(prog, data: tuple, k: int):

@@ -83,10 +83,6 @@ class RawSolution:
     setup_seconds: float = 0.0  # building the workspace (scaling, KKT factorisation); 0 if reused
 
 
-#: Settings that belong to dpplayers, not to the solver (removed before the solver sees them).
-DERIVATIVE_KEYS = ("mode", "atol", "btol", "iter_lim", "max_lsqr_iters")
-
-
 class AbstractConeSolver(abc.ABC):
     """A conic solver behind one interface: set up a workspace, update b/c, run."""
 
