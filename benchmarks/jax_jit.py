@@ -58,11 +58,11 @@ def main() -> None:
                                   else rng.standard_normal(p.shape)) for p in params]
                      for _ in range(16)]
 
-            def loss_ours(*v):
-                return jnp.sum(ours(*v)[0] ** 2)
+            def loss_ours(*v, layer=ours):
+                return jnp.sum(layer(*v)[0] ** 2)
 
-            def loss_peer(*v):
-                return jnp.sum(peer(*v, solver_args=ARGS)[0] ** 2)
+            def loss_peer(*v, layer=peer):
+                return jnp.sum(layer(*v, solver_args=ARGS)[0] ** 2)
 
             argnums = tuple(range(len(params)))
             t_ours = median_ms(jax.jit(jax.value_and_grad(loss_ours, argnums)), draws)
