@@ -274,7 +274,7 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     return CompiledProblem(
         problem=problem, layout=layout, n=n, m=m, cones=cones, A=A_pattern, C_A=C_A, C_b=C_b,
         C_c=C_c, P=P_pattern, C_P=C_P, retrieval=retrieval, solver=solver, gp=gp, mode=mode,
-        compile_seconds=time.perf_counter() - start, backend=make_solver(solver, cones),
+        compile_seconds=time.perf_counter() - start, backend=make_solver(solver, cones, n),
     )
 
 

@@ -15,6 +15,8 @@ import abc
 import dataclasses
 import enum
 import functools
+import importlib
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -90,8 +92,9 @@ class AbstractConeSolver(abc.ABC):
     SUPPORTS_WARM_START: ClassVar[bool]
     DEFAULTS: ClassVar[dict[str, Any]]
 
-    def __init__(self, cones: ConeDims) -> None:
+    def __init__(self, cones: ConeDims, n: int = 0) -> None:
         self.cones = cones
+        self.kkt_order = n + cones.size  # of the KKT system the solver factorises
         self._local = threading.local()
 
     @abc.abstractmethod
@@ -151,6 +154,10 @@ class SCS(AbstractConeSolver):
                 out["max_iters"] = value
             else:
                 out[key] = value
+        if not {"linear_solver", "use_indirect", "gpu", "mkl"} & out.keys():  # user's choice
+            choice = _scs_linear_solver(self.kkt_order)
+            if choice is not None:
+                out["linear_solver"] = choice
         return out
 
     def _cone_dict(self) -> dict[str, Any]:
@@ -185,6 +192,38 @@ class SCS(AbstractConeSolver):
                            int(info["iter"]), time.perf_counter() - start)
 
 
+#: SCS factorises a KKT system of order n + m. Up to this order its bundled QDLDL sets up
+#: and solves faster than MKL's Pardiso, which SCS's "auto" prefers wherever it is
+#: installed (measured, batch 1: 50-variable QP 0.60 vs 0.92 ms, SOC projection 0.28 vs
+#: 0.77 ms, 200-variable QP 16 vs 21 ms); Pardiso wins on large sparse systems (2,000-variable
+#: LP, order 5,000: 92 vs 225 ms). QDLDL is also single-threaded, so it does not fight
+#: the batch thread pool.
+QDLDL_MAX_ORDER = 2000
+
+
+def _scs_linear_solver(kkt_order: int) -> Any:
+    """SCS's linear-system back end for a KKT system of this order (None: SCS's default)."""
+    kinds = getattr(scs, "LinearSolver", None)  # scs < 3.2.8 has one back end, no choice
+    if kinds is None:
+        return None
+    return kinds.QDLDL if kkt_order <= QDLDL_MAX_ORDER else _scs_auto_linear_solver()
+
+
+@functools.cache
+def _scs_auto_linear_solver() -> Any:
+    """What SCS's ``linear_solver="auto"`` picks, decided once: SCS's wrapper decides on
+    every construction by trying to import its MKL module, which costs ~0.25 ms where the
+    module is absent."""
+    kinds = scs.LinearSolver
+    if sys.platform == "darwin":  # SCS prefers its bundled QDLDL there
+        return kinds.QDLDL
+    try:
+        importlib.import_module("scs._scs_mkl")
+        return kinds.MKL
+    except ImportError:
+        return kinds.QDLDL
+
+
 class Clarabel(AbstractConeSolver):
     """Clarabel (interior point): accurate; cannot be warm-started (seeds are ignored)."""
 
@@ -198,8 +237,8 @@ class Clarabel(AbstractConeSolver):
         "MaxIterations": Status.ITERATION_LIMIT, "MaxTime": Status.ITERATION_LIMIT,
     }
 
-    def __init__(self, cones: ConeDims) -> None:
-        super().__init__(cones)
+    def __init__(self, cones: ConeDims, n: int = 0) -> None:
+        super().__init__(cones, n)
         self._perm = scs_to_clarabel_permutation(cones)
         self._inverse = np.argsort(self._perm)
         self._cones = (
@@ -256,6 +295,6 @@ class Clarabel(AbstractConeSolver):
 SOLVER_CLASSES: dict[str, type[AbstractConeSolver]] = {"SCS": SCS, "CLARABEL": Clarabel}
 
 
-def make_solver(name: str, cones: ConeDims) -> AbstractConeSolver:
-    """The solver object for a compiled problem."""
-    return SOLVER_CLASSES[name](cones)
+def make_solver(name: str, cones: ConeDims, n: int = 0) -> AbstractConeSolver:
+    """The solver object for a compiled problem with n variables."""
+    return SOLVER_CLASSES[name](cones, n)

@@ -140,3 +140,24 @@ def test_recent_solutions_reuses_identical_calls():
     assert recent.solve(prog, [y], {"eps": 1e-8}, "raise") is not first  # other settings
     recent.solve(prog, [y + 1], {"eps": 1e-9}, "raise")  # evicts the oldest entry
     assert recent.solve(prog, [y], {"eps": 1e-9}, "raise") is not first
+
+
+def test_scs_linear_solver_follows_the_kkt_order_unless_the_user_names_one():
+    import scs
+
+    from dpplayers.solvers import QDLDL_MAX_ORDER, SCS, _scs_auto_linear_solver
+
+    small = SCS(dpplayers.cones.ConeDims(nonneg=10), n=5)
+    large = SCS(dpplayers.cones.ConeDims(zero=QDLDL_MAX_ORDER), n=1)
+    assert small.settings({})["linear_solver"] is scs.LinearSolver.QDLDL
+    assert large.settings({})["linear_solver"] is _scs_auto_linear_solver()
+    assert small.settings({"linear_solver": "mkl"})["linear_solver"] == "mkl"
+    # the choice reaches SCS and solves the same problem as SCS's own default
+    x = cp.Variable(3)
+    c = cp.Parameter(3)
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(c @ x + cp.sum_squares(x)), [x >= -1]),
+                             [c], [x])
+    auto = prog.solve(np.array([1.0, -2.0, 3.0]), solver_args={"linear_solver": "auto"})
+    ours = prog.solve(np.array([1.0, -2.0, 3.0]))
+    np.testing.assert_allclose(ours.values[0], auto.values[0], atol=1e-7)
+    np.testing.assert_allclose(ours.values[0], [-0.5, 1.0, -1.0], atol=1e-7)
