@@ -16,6 +16,7 @@ entries to P on the lifted variable's columns.
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from collections.abc import Sequence
@@ -90,6 +91,35 @@ class AffineMap:
 
 
 @dataclass(frozen=True)
+class StackedMaps:
+    """Several affine maps evaluated together: those that depend on θ as one sparse product
+    (one dispatch instead of one per map), the constant ones precomputed as one column."""
+
+    varying: sp.csr_array | None  # the θ-dependent maps' rows, stacked
+    parts: tuple[tuple[int, int] | FloatArray, ...]  # per map: (start, stop) rows or its constant
+
+    @classmethod
+    def build(cls, maps: Sequence[AffineMap | None]) -> StackedMaps:
+        parts: list[tuple[int, int] | FloatArray] = []
+        rows: list[sp.csr_array] = []
+        start = 0
+        for cmap in maps:
+            if cmap is None:
+                parts.append(np.zeros((0, 1)))
+            elif cmap.is_constant:
+                parts.append(cmap.matrix[:, [-1]].toarray())
+            else:
+                rows.append(cmap.matrix)
+                parts.append((start, start + cmap.matrix.shape[0]))
+                start += cmap.matrix.shape[0]
+        return cls(sp.csr_array(sp.vstack(rows, format="csr")) if rows else None, tuple(parts))
+
+    def __call__(self, theta: FloatArray) -> tuple[FloatArray, ...]:
+        values = self.varying @ theta if self.varying is not None else None
+        return tuple(values[p[0]:p[1]] if isinstance(p, tuple) else p for p in self.parts)
+
+
+@dataclass(frozen=True)
 class CSCPattern:
     """A fixed sparsity pattern (CSC indices/indptr); data arrays follow its order."""
 
@@ -98,8 +128,21 @@ class CSCPattern:
     indptr: npt.NDArray[np.int32]
 
     def matrix(self, data: FloatArray) -> sp.csc_matrix:
-        """Wrap one data vector as a CSC matrix without copying or sorting."""
-        return sp.csc_matrix((data, self.indices, self.indptr), shape=self.shape)
+        """Wrap one data vector as a CSC matrix without copying or sorting.
+
+        A shallow copy of a checked template with its data swapped: scipy's constructor
+        re-validates the (fixed) pattern on every call, which cost more than the rest of a
+        small problem's per-call overhead together."""
+        out = copy.copy(self._template)
+        out.data = data
+        return out
+
+    @functools.cached_property
+    def _template(self) -> sp.csc_matrix:
+        out = sp.csc_matrix((np.zeros(self.indices.size), self.indices, self.indptr),
+                            shape=self.shape)
+        out.has_sorted_indices = True  # compile() sorts the pattern; solvers skip the check
+        return out
 
     @property
     def rows(self) -> npt.NDArray[np.int32]:
@@ -145,6 +188,15 @@ class CompiledProblem:
         from .solution import solve_compiled
 
         return solve_compiled(self, values, solver_args, warm_start, on_failure)
+
+    def data(self, theta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """θ̃ (p+1, B) → (P upper data, A data, b, c), each (rows, B); a map that does not
+        depend on θ gives one column (shared by the batch), and no P gives (0, 1)."""
+        return self._stacked_maps(theta)
+
+    @functools.cached_property
+    def _stacked_maps(self) -> StackedMaps:
+        return StackedMaps.build((self.C_P, self.C_A, self.C_b, self.C_c))
 
     @functools.cached_property
     def dual_cone(self) -> ProductCone:

@@ -124,6 +124,8 @@ def _dual_name(r: Request) -> str:
 def _unflatten(block: FloatArray, shape: tuple[int, ...]) -> FloatArray:
     """(size, B) column-major entries → (B, *shape)."""
     b = block.shape[1]
+    if len(shape) <= 1:  # the common case, without moveaxis' overhead
+        return block.T.reshape((b, *shape))
     return np.moveaxis(block.reshape((*shape, b), order="F"), -1, 0)
 
 

@@ -253,9 +253,18 @@ def _element_matrices(prog, data: tuple, k: int):
 def _element_data(prog, data: tuple, k: int):
     """Element k's (P upper, A, b, c) as solver inputs (constant maps have one column)."""
     P_data, A_data, b, c = data
-    col = lambda arr: arr[:, k if arr.shape[1] > 1 else 0]
-    P = prog.P.matrix(col(P_data)) if prog.P is not None else None
-    return P, prog.A.matrix(col(A_data)), col(b), col(c)
+    P = prog.P.matrix(_column(P_data, k)) if prog.P is not None else None
+    return P, prog.A.matrix(_column(A_data, k)), _column(b, k), _column(c, k)
+
+
+def _stack_columns(columns: list[FloatArray]) -> FloatArray:
+    """Vectors → the columns of one (size, B) array (a view for a single vector)."""
+    return columns[0][:, None] if len(columns) == 1 else np.stack(columns, axis=1)
+
+
+def _column(arr: FloatArray, k: int) -> FloatArray:
+    """Element k's column of a data array (a map that ignores θ has one, shared)."""
+    return arr[:, k if arr.shape[1] > 1 else 0]
 
 
 def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | None,
@@ -274,16 +283,13 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     backend = prog.backend
     settings = backend.settings(args)
     nb = theta.shape[1]
-    data = (
-        prog.C_P(_columns(theta, prog.C_P)) if prog.C_P is not None else np.zeros((0, 1)),
-        prog.C_A(_columns(theta, prog.C_A)), prog.C_b(theta), prog.C_c(theta),
-    )
+    data = prog.data(theta)
     reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
     warm = _warm_starts(warm_start, nb, prog) if warm_start is not None else [None] * nb
     def solve_element(k: int) -> RawSolution:
-        b, c = data[2][:, k], data[3][:, k]
         matrices = functools.partial(_element_matrices, prog, data, k)
-        return backend.solve(ConeData(matrices, b, c), settings, reuse, warm[k])
+        return backend.solve(ConeData(matrices, _column(data[2], k), _column(data[3], k)),
+                             settings, reuse, warm[k])
 
     n_jobs = n_jobs if n_jobs is not None else CPU_COUNT
     workers = min(n_jobs, nb)
@@ -306,10 +312,10 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     if failed:
         warnings.warn(f"{len(failed)} of {nb} batch elements failed ({failed[:10]}); their "
                       "values are NaN and their status says why.", RuntimeWarning, stacklevel=3)
-    x = np.stack([r.x if r.status.ok else np.full(prog.n, np.nan) for r in results], axis=1)
-    y = np.stack([r.y if r.status.ok else np.full(prog.m, np.nan) for r in results], axis=1)
-    s = np.stack([r.s if r.status.ok else np.full(prog.m, np.nan) for r in results], axis=1)
-    outputs = prog.retrieval.apply(np.vstack([x, y]))
+    x, y, s = (_stack_columns([getattr(r, name) if r.status.ok else np.full(size, np.nan)
+                               for r in results])
+               for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
+    outputs = prog.retrieval.apply(np.concatenate((x, y)))
     if batch is None:
         outputs = tuple(o[0] for o in outputs)
     info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
@@ -333,11 +339,6 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     """A shared pool per worker count. SCS and Clarabel release the GIL while they solve,
     so batch elements run in parallel on the machine's cores."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dpplayers")
-
-
-def _columns(theta: FloatArray, cmap) -> FloatArray:
-    """Only one column is needed for a map that ignores θ (one pattern, same data)."""
-    return theta[:, :1] if cmap.is_constant else theta
 
 
 def _warm_starts(previous: Solution, nb: int, prog) -> list[RawSolution | None]:

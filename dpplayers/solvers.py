@@ -12,7 +12,6 @@ system, Clarabel's solver) is kept per settings and thread and only b and c are 
 from __future__ import annotations
 
 import abc
-import dataclasses
 import enum
 import functools
 import importlib
@@ -110,9 +109,9 @@ class AbstractConeSolver(abc.ABC):
         """Replace b and c in a workspace built for the same A and P."""
 
     @abc.abstractmethod
-    def _run(self, workspace: Any, settings: dict[str, Any],
-             warm: RawSolution | None) -> RawSolution:
-        """Solve with a prepared workspace."""
+    def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
+             setup_seconds: float) -> RawSolution:
+        """Solve with a prepared workspace (``setup_seconds``: what preparing it took)."""
 
     def solve(self, data: ConeData, settings: dict[str, Any], reuse: bool,
               warm: RawSolution | None = None) -> RawSolution:
@@ -128,8 +127,7 @@ class AbstractConeSolver(abc.ABC):
                 workspace = cache[key] = self._setup(data, settings)
             else:
                 self._update(workspace, data)
-        setup = time.perf_counter() - start
-        return dataclasses.replace(self._run(workspace, settings, warm), setup_seconds=setup)
+        return self._run(workspace, settings, warm, time.perf_counter() - start)
 
 
 class SCS(AbstractConeSolver):
@@ -155,11 +153,13 @@ class SCS(AbstractConeSolver):
             else:
                 out[key] = value
         if not {"linear_solver", "use_indirect", "gpu", "mkl"} & out.keys():  # user's choice
-            choice = _scs_linear_solver(self.kkt_order)
+            eps = min(float(out.get("eps_abs", 1e-4)), float(out.get("eps_rel", 1e-4)))
+            choice = _scs_linear_solver(self.kkt_order, eps)
             if choice is not None:
                 out["linear_solver"] = choice
         return out
 
+    @functools.cached_property
     def _cone_dict(self) -> dict[str, Any]:
         k = self.cones
         return {"z": k.zero, "l": k.nonneg, "q": list(k.soc), "s": list(k.psd), "ep": k.exp,
@@ -170,15 +170,15 @@ class SCS(AbstractConeSolver):
         if data.P is not None:
             problem["P"] = data.P
         try:
-            return scs.SCS(problem, self._cone_dict(), **settings)
+            return scs.SCS(problem, self._cone_dict, **settings)
         except (TypeError, ValueError) as err:
             raise ValueError(f"SCS rejected the settings {settings}: {err}") from None
 
     def _update(self, workspace: Any, data: ConeData) -> None:
         workspace.update(b=data.b, c=data.c)
 
-    def _run(self, workspace: Any, settings: dict[str, Any],
-             warm: RawSolution | None) -> RawSolution:
+    def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
+             setup_seconds: float) -> RawSolution:
         start = time.perf_counter()
         if warm is not None:
             out = workspace.solve(warm_start=True, x=warm.x, y=warm.y, s=warm.s)
@@ -189,7 +189,7 @@ class SCS(AbstractConeSolver):
         if status is Status.INACCURATE and info["iter"] >= settings.get("max_iters", 100_000):
             status = Status.ITERATION_LIMIT
         return RawSolution(out["x"], out["y"], out["s"], status, str(info["status"]),
-                           int(info["iter"]), time.perf_counter() - start)
+                           int(info["iter"]), time.perf_counter() - start, setup_seconds)
 
 
 #: SCS factorises a KKT system of order n + m. Up to this order its bundled QDLDL sets up
@@ -197,16 +197,22 @@ class SCS(AbstractConeSolver):
 #: installed (measured, batch 1: 50-variable QP 0.60 vs 0.92 ms, SOC projection 0.28 vs
 #: 0.77 ms, 200-variable QP 16 vs 21 ms); Pardiso wins on large sparse systems (2,000-variable
 #: LP, order 5,000: 92 vs 225 ms). QDLDL is also single-threaded, so it does not fight
-#: the batch thread pool.
+#: the batch thread pool. Below QDLDL_MIN_EPS, QDLDL's solves (no iterative refinement)
+#: are not accurate enough for SCS to converge (a 4-variable SOCP at eps 1e-11 ran to
+#: max_iters; Pardiso: 75 iterations), so SCS's default is kept there.
 QDLDL_MAX_ORDER = 2000
+QDLDL_MIN_EPS = 1e-10
 
 
-def _scs_linear_solver(kkt_order: int) -> Any:
-    """SCS's linear-system back end for a KKT system of this order (None: SCS's default)."""
+def _scs_linear_solver(kkt_order: int, eps: float) -> Any:
+    """SCS's linear-system back end for a KKT system of this order solved to this
+    tolerance (None: SCS's default)."""
     kinds = getattr(scs, "LinearSolver", None)  # scs < 3.2.8 has one back end, no choice
     if kinds is None:
         return None
-    return kinds.QDLDL if kkt_order <= QDLDL_MAX_ORDER else _scs_auto_linear_solver()
+    if kkt_order <= QDLDL_MAX_ORDER and eps >= QDLDL_MIN_EPS:
+        return kinds.QDLDL
+    return _scs_auto_linear_solver()
 
 
 @functools.cache
@@ -279,8 +285,8 @@ class Clarabel(AbstractConeSolver):
         b = data.b[self._perm] if self._perm is not None else data.b
         workspace.update(q=data.c, b=b)
 
-    def _run(self, workspace: Any, settings: dict[str, Any],
-             warm: RawSolution | None) -> RawSolution:
+    def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
+             setup_seconds: float) -> RawSolution:
         start = time.perf_counter()
         sol = workspace.solve()
         name = str(sol.status)
@@ -289,7 +295,7 @@ class Clarabel(AbstractConeSolver):
         if self._perm is not None:
             y, s = y[self._inverse], s[self._inverse]
         return RawSolution(np.asarray(sol.x), y, s, status, name, int(sol.iterations),
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, setup_seconds)
 
 
 SOLVER_CLASSES: dict[str, type[AbstractConeSolver]] = {"SCS": SCS, "CLARABEL": Clarabel}

@@ -152,6 +152,7 @@ def test_scs_linear_solver_follows_the_kkt_order_unless_the_user_names_one():
     assert small.settings({})["linear_solver"] is scs.LinearSolver.QDLDL
     assert large.settings({})["linear_solver"] is _scs_auto_linear_solver()
     assert small.settings({"linear_solver": "mkl"})["linear_solver"] == "mkl"
+    assert small.settings({"eps": 1e-11})["linear_solver"] is _scs_auto_linear_solver()
     # the choice reaches SCS and solves the same problem as SCS's own default
     x = cp.Variable(3)
     c = cp.Parameter(3)
