@@ -16,7 +16,6 @@ entries to P on the lifted variable's columns.
 
 from __future__ import annotations
 
-import copy
 import functools
 import time
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from .kkt_pattern import KKTPattern
 from .parameters import ParameterLayout, ParameterSpec
 from .quad_forms import ParametricQuadForm, lift_parametric_quad_forms
 from .retrieval import Retrieval, build_retrieval, resolve_requests
+from .sparse_pattern import CSCPattern
 from .solvers import AbstractConeSolver, make_solver
 
 FloatArray = npt.NDArray[np.float64]
@@ -117,40 +117,6 @@ class StackedMaps:
     def __call__(self, theta: FloatArray) -> tuple[FloatArray, ...]:
         values = self.varying @ theta if self.varying is not None else None
         return tuple(values[p[0]:p[1]] if isinstance(p, tuple) else p for p in self.parts)
-
-
-@dataclass(frozen=True)
-class CSCPattern:
-    """A fixed sparsity pattern (CSC indices/indptr); data arrays follow its order."""
-
-    shape: tuple[int, int]
-    indices: npt.NDArray[np.int32]
-    indptr: npt.NDArray[np.int32]
-
-    def matrix(self, data: FloatArray) -> sp.csc_matrix:
-        """Wrap one data vector as a CSC matrix without copying or sorting.
-
-        A shallow copy of a checked template with its data swapped: scipy's constructor
-        re-validates the (fixed) pattern on every call, which cost more than the rest of a
-        small problem's per-call overhead together."""
-        out = copy.copy(self._template)
-        out.data = data
-        return out
-
-    @functools.cached_property
-    def _template(self) -> sp.csc_matrix:
-        out = sp.csc_matrix((np.zeros(self.indices.size), self.indices, self.indptr),
-                            shape=self.shape)
-        out.has_sorted_indices = True  # compile() sorts the pattern; solvers skip the check
-        return out
-
-    @property
-    def rows(self) -> npt.NDArray[np.int32]:
-        return self.indices
-
-    @property
-    def cols(self) -> npt.NDArray[np.int64]:
-        return np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))
 
 
 @dataclass(frozen=True)

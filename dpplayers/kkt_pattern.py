@@ -8,6 +8,7 @@ data array: no sparse products, no sorting and no format conversions per element
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from .cones import ProductCone, ProjectionDerivative
+from .sparse_pattern import CSCPattern
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -154,12 +156,11 @@ class KKTPattern:
         """The symmetric P from its upper-triangle data (same pattern every call)."""
         if self.p_full is None:
             return None
-        return sp.csc_matrix((P_upper_data[self.p_src], *self.p_full), shape=(self.n, self.n))
+        return self._P_pattern.matrix(P_upper_data[self.p_src])
 
     def assemble(self, P_upper_data: FloatArray | None, A_data: FloatArray,
                  D_values: FloatArray) -> sp.csc_matrix:
         """J for one element from its data vectors and DΠ's block values."""
-        size = self.n + self.m
         weights = [A_data[self.atd_a] * D_values[self.atd_d],
                    *[b.values(A_data, D_values) for b in self.dense],
                    A_data, D_values, -np.ones(self.m)]
@@ -169,4 +170,12 @@ class KKTPattern:
             positions = self.positions_with_P
         data = np.bincount(positions, weights=np.concatenate(weights),
                            minlength=self.indices.size)
-        return sp.csc_matrix((data, self.indices, self.indptr), shape=(size, size))
+        return self._J_pattern.matrix(data)
+
+    @functools.cached_property
+    def _J_pattern(self) -> CSCPattern:
+        return CSCPattern((self.n + self.m,) * 2, self.indices, self.indptr)
+
+    @functools.cached_property
+    def _P_pattern(self) -> CSCPattern:
+        return CSCPattern((self.n, self.n), *self.p_full)

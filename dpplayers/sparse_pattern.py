@@ -1,0 +1,48 @@
+"""A fixed CSC sparsity pattern whose data changes per call (A, P and J of a program)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class CSCPattern:
+    """A fixed sparsity pattern (CSC indices/indptr, sorted within each column); data
+    arrays follow its order."""
+
+    shape: tuple[int, int]
+    indices: npt.NDArray[np.int32]
+    indptr: npt.NDArray[np.int32]
+
+    def matrix(self, data: FloatArray) -> sp.csc_matrix:
+        """Wrap one data vector as a CSC matrix without copying or sorting.
+
+        A shallow copy of a checked template with its data swapped: scipy's constructor
+        re-validates the (fixed) pattern on every call, which cost more than the rest of a
+        small problem's per-call overhead together."""
+        out = copy.copy(self._template)
+        out.data = data
+        return out
+
+    @functools.cached_property
+    def _template(self) -> sp.csc_matrix:
+        out = sp.csc_matrix((np.zeros(self.indices.size), self.indices, self.indptr),
+                            shape=self.shape)
+        out.has_sorted_indices = True  # so solvers and scipy skip the check
+        return out
+
+    @property
+    def rows(self) -> npt.NDArray[np.int32]:
+        return self.indices
+
+    @property
+    def cols(self) -> npt.NDArray[np.int64]:
+        return np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))
