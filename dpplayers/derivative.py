@@ -103,14 +103,17 @@ def kkt_pattern(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, cone: ProductCo
 
 def kkt_operator(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, y: FloatArray,
                  s: FloatArray, cones: ConeDims, pattern: KKTPattern | None = None,
-                 cone: ProductCone | None = None) -> KKTOperator:
+                 cone: ProductCone | None = None,
+                 D: ProjectionDerivative | None = None) -> KKTOperator:
     """Build J at a solution from the solver's y and s (P given as its upper triangle).
 
-    Pass the program's cached ``pattern`` and dual ``cone`` to skip rebuilding them."""
+    Pass the program's cached ``pattern`` and dual ``cone`` to skip rebuilding them, and
+    ``D`` if DΠ_K*(y − s) is already known."""
     cone = cone if cone is not None else ProductCone.from_dims(cones, dual=True)
     pattern = pattern if pattern is not None else kkt_pattern(P_upper, A, cone)
     P_data = P_upper.data if P_upper is not None else None
-    D = cone.dproject(y - s, near=y)  # y = Π_K*(y − s) up to solver accuracy: a root seed
+    if D is None:  # y = Π_K*(y − s) up to solver accuracy: a root seed
+        D = cone.dproject(y - s, near=y)
     return KKTOperator(pattern.full_P(P_data) if P_data is not None else None, A, D, pattern, P_data)
 
 
@@ -129,15 +132,19 @@ def data_rhs(x: FloatArray, y: FloatArray, dP: FloatArray | None, P_rows, P_cols
 
 def data_adjoint(x: FloatArray, y: FloatArray, r: FloatArray, P_rows, P_cols, A_rows,
                  A_cols, has_P: bool) -> tuple[FloatArray | None, FloatArray, FloatArray, FloatArray]:
-    """Adjoint of :func:`data_rhs`: r (n+m, q) ↦ cotangents (dP, dA, db, dc) on the patterns."""
-    n = x.size
+    """Adjoint of :func:`data_rhs`: r (n+m, q) ↦ cotangents (dP, dA, db, dc) on the patterns.
+
+    x (n,) and y (m,) are one solution; or (n, q) and (m, q), one per column of r (the
+    columns of several elements at once)."""
+    x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
+    n = x.shape[0]
     r1, r2 = r[:n], r[n:]
-    gA = y[A_rows, None] * r1[A_cols] + r2[A_rows] * x[A_cols, None]
+    gA = y[A_rows] * r1[A_cols] + r2[A_rows] * x[A_cols]
     gP = None
     if has_P:
-        gP = r1[P_rows] * x[P_cols, None]
+        gP = r1[P_rows] * x[P_cols]
         off = P_rows != P_cols
-        gP[off] += r1[P_cols[off]] * x[P_rows[off], None]
+        gP[off] += r1[P_cols[off]] * x[P_rows[off]]
     return gP, gA, -r2, r1
 
 

@@ -58,10 +58,12 @@ class _DenseProduct:
     out_cols: Index  # J columns (n + the block's rows)
 
     def values(self, A_data: FloatArray, D_values: FloatArray) -> FloatArray:
-        W = np.zeros(self.d * self.u)
-        W[self.w_pos] = A_data[self.w_src]
-        block = D_values[self.d_start : self.d_start + self.d * self.d].reshape(self.d, self.d)
-        return (W.reshape(self.d, self.u).T @ block).ravel()
+        """(u·d, b) for data columns A_data (nnz, b) and D_values (entries, b)."""
+        b = A_data.shape[1]
+        W = np.zeros((b, self.d * self.u))
+        W[:, self.w_pos] = A_data[self.w_src].T
+        block = D_values[self.d_start : self.d_start + self.d * self.d].T.reshape(b, self.d, self.d)
+        return (W.reshape(b, self.d, self.u).transpose(0, 2, 1) @ block).reshape(b, -1).T
 
 
 def _dense_products(n: int, m: int, A_rows: Index, A_cols: Index,
@@ -161,16 +163,46 @@ class KKTPattern:
     def assemble(self, P_upper_data: FloatArray | None, A_data: FloatArray,
                  D_values: FloatArray) -> sp.csc_matrix:
         """J for one element from its data vectors and DΠ's block values."""
+        return self._J_pattern.matrix(self.values(P_upper_data, A_data, D_values))
+
+    @functools.cached_property
+    def dense_positions(self) -> Index:
+        """Flat (row-major) positions in a dense (n+m) × (n+m) array of J's pattern."""
+        size = self.n + self.m
+        cols = np.repeat(np.arange(size), np.diff(self.indptr))
+        return self.indices.astype(np.intp) * size + cols
+
+    def values(self, P_upper_data: FloatArray | None, A_data: FloatArray,
+               D_values: FloatArray) -> FloatArray:
+        """J's data array (in the pattern's CSC order) for one element, or (nnz, b) for
+        data and block values given as columns (nP, b), (nA, b), (nD, b)."""
+        one = A_data.ndim == 1
+        if one:
+            P_upper_data = None if P_upper_data is None else P_upper_data[:, None]
+            A_data, D_values = A_data[:, None], D_values[:, None]
         weights = [A_data[self.atd_a] * D_values[self.atd_d],
                    *[b.values(A_data, D_values) for b in self.dense],
-                   A_data, D_values, -np.ones(self.m)]
-        positions = self.positions
+                   A_data, D_values, np.broadcast_to(-1.0, (self.m, A_data.shape[1]))]
+        scatter = self._scatter
         if P_upper_data is not None and self.p_full is not None:
             weights.append(P_upper_data[self.p_src])
-            positions = self.positions_with_P
-        data = np.bincount(positions, weights=np.concatenate(weights),
-                           minlength=self.indices.size)
-        return self._J_pattern.matrix(data)
+            scatter = self._scatter_with_P
+        out = scatter @ np.concatenate(weights)
+        return out[:, 0] if one else out
+
+    @functools.cached_property
+    def _scatter(self) -> sp.csr_array:
+        """Sums source entries (Aᵀ D, A, D, −I) onto J's data positions."""
+        return self._scatter_matrix(self.positions)
+
+    @functools.cached_property
+    def _scatter_with_P(self) -> sp.csr_array:
+        return self._scatter_matrix(self.positions_with_P)
+
+    def _scatter_matrix(self, positions: Index) -> sp.csr_array:
+        k = positions.size
+        return sp.csr_array((np.ones(k), (positions, np.arange(k))),
+                            shape=(self.indices.size, k))
 
     @functools.cached_property
     def _J_pattern(self) -> CSCPattern:

@@ -22,7 +22,9 @@ import numpy.typing as npt
 
 from .derivative import data_adjoint, data_rhs, kkt_operator, newton_refine
 from .errors import DerivativeError, SolverError
-from .linear_solvers import SolveStats, make_linear_solver
+from .kkt_pattern import block_values
+from .linear_solvers import (BATCH_DENSE_BYTES, BATCH_DENSE_MAX, BATCH_RESIDUAL_TOL, DenseBatch,
+                             SolveStats, make_linear_solver)
 from .solvers import ConeData, RawSolution, Status
 
 FloatArray = npt.NDArray[np.float64]
@@ -58,6 +60,7 @@ class Solution:
     _raw_theta: FloatArray = field(repr=False)
     _data: tuple = field(repr=False)  # (P data, A data, b, c), each (rows, B or 1)
     _factor: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
+    _dprojections: dict[int, Any] = field(default_factory=dict, repr=False)
     stats: list[SolveStats | None] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -89,7 +92,7 @@ class Solution:
             prog = self.program
             P, A, _, _ = _element_data(prog, self._data, k)
             op = kkt_operator(P, A, self.y[:, k], self.s[:, k], prog.cones, prog.kkt_pattern,
-                              prog.dual_cone)
+                              prog.dual_cone, self._d_projection(k))
             solver = make_linear_solver(self.mode, self.derivative_options)
             self._factor[k] = (solver, solver.init(op), op)
         return self._factor[k]
@@ -97,16 +100,56 @@ class Solution:
     def _solve(self, k: int, rhs: FloatArray, transpose: bool) -> FloatArray:
         solver, state, _ = self._element(k)
         z, stats = solver.compute(state, rhs, transpose)
+        self._record(k, stats)
+        return z
+
+    def _record(self, k: int, stats: SolveStats) -> None:
+        """Keep element k's worst solve statistics."""
         old = self.stats[k]
         if old is None or stats.residual >= old.residual or stats.degenerate or stats.fell_back:
             self.stats[k] = SolveStats(
                 max(stats.residual, old.residual if old else 0.0), stats.iterations,
                 stats.converged, stats.fell_back or bool(old and old.fell_back),
                 stats.degenerate or bool(old and old.degenerate))
-        return z
+
+    def _solve_many(self, rhs: dict[int, FloatArray], transpose: bool) -> dict[int, FloatArray]:
+        """Element k's system for right-hand side rhs[k], for every k given: small J of a
+        batch in one :class:`DenseBatch` call, any element it does not solve cleanly (and
+        every element otherwise) by its own factorisation."""
+        keys = [k for k in rhs if k not in self._factor]
+        out: dict[int, FloatArray] = {}
+        prog = self.program
+        N = prog.n + prog.m
+        if self.mode == "direct" and len(keys) >= 2 and N <= BATCH_DENSE_MAX:
+            # in chunks of ~BATCH_DENSE_BYTES of J: larger temporaries are handed back to
+            # the OS when freed and page-faulted in again on every call
+            step = max(2, BATCH_DENSE_BYTES // (8 * N * N))
+            for chunk in (keys[i : i + step] for i in range(0, len(keys), step)):
+                z, residual = self._dense_batch(chunk).solve(
+                    np.stack([rhs[k] for k in chunk]), transpose)
+                for i, k in enumerate(chunk):
+                    if residual[i] <= BATCH_RESIDUAL_TOL:
+                        out[k] = z[i]
+                        self._record(k, SolveStats(float(residual[i]), 0, True))
+        for k in rhs:
+            if k not in out:
+                out[k] = self._solve(k, rhs[k], transpose)
+        return out
+
+    def _dense_batch(self, keys: list[int]) -> DenseBatch:
+        prog = self.program
+        columns = lambda arr: arr[:, keys] if arr.shape[1] > 1 else np.repeat(arr, len(keys), 1)
+        D_values = np.stack([block_values(self._d_projection(k)) for k in keys], axis=1)
+        values = prog.kkt_pattern.values(columns(self._data[0]) if prog.P is not None else None,
+                                         columns(self._data[1]), D_values)
+        return DenseBatch.assemble(prog.kkt_pattern, values.T)
 
     def _d_projection(self, k: int):
-        return self._element(k)[2].D
+        """DΠ_K*(v) at element k's solution (computed once)."""
+        if k not in self._dprojections:
+            y = self.y[:, k]
+            self._dprojections[k] = self.program.dual_cone.dproject(y - self.s[:, k], near=y)
+        return self._dprojections[k]
 
     def vjp(self, *cotangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
         """Cotangents on the requested variables ↦ cotangents on the parameters."""
@@ -116,9 +159,8 @@ class Solution:
         values = [v if self.batch is not None else v[None] for v in self.values]
         g_out = prog.retrieval.flat_cotangent(cts, values, nb)
         g_z = np.asarray(prog.retrieval.matrix.T @ g_out)  # (n+m, B)
-        grads = [self._adjoint(k, g_z[:, k : k + 1]) for k in range(nb)]
-        g_theta = self._pull_to_theta(*(None if g[0] is None else np.hstack(g)
-                                        for g in zip(*grads)))
+        g_theta = self._pull_to_theta(*self._adjoints({k: g_z[:, k : k + 1]
+                                                       for k in range(nb)}))
         return prog.layout.pull_back(g_theta, self.batch, self._raw_theta)
 
     def jvp(self, *tangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
@@ -144,29 +186,38 @@ class Solution:
         P_rows, P_cols, A_rows, A_cols = prog.data_patterns
         # serial on purpose: this is short NumPy calls holding the GIL, and a thread pool
         # measured slower (qp50, batch 32: 14 ms serial, 20 ms on two threads)
+        rhs = {}
         for k in range(self.x.shape[1]):
-            if not self.status[k].ok:
-                continue
+            if self.status[k].ok:
+                cols = slice(k * r, (k + 1) * r)
+                rhs[k] = data_rhs(self.x[:, k], self.y[:, k],
+                                  None if dP is None else dP[:, cols], P_rows, P_cols,
+                                  dA[:, cols], A_rows, A_cols, db[:, cols], dc[:, cols])
+        for k, duv in self._solve_many(rhs, transpose=False).items():
             cols = slice(k * r, (k + 1) * r)
-            rhs = data_rhs(self.x[:, k], self.y[:, k], None if dP is None else dP[:, cols],
-                           P_rows, P_cols, dA[:, cols], A_rows, A_cols, db[:, cols], dc[:, cols])
-            duv = -self._solve(k, rhs, transpose=False)
-            out[:n, cols] = duv[:n]
-            out[n:, cols] = self._d_projection(k).mv(duv[n:])
+            out[:n, cols] = -duv[:n]
+            out[n:, cols] = -self._d_projection(k).mv(duv[n:])
         return out
 
-    def _adjoint(self, k: int, g_z: FloatArray) -> tuple:
-        """Element k: cotangents on z = [x; y] (n+m, q) ↦ cotangents on its data
-        (P upper, A, b, c), each (rows, q), through Jᵀ; NaN for a failed element."""
-        prog = self.program
-        if not self.status[k].ok:
-            return tuple(None if rows is None else np.full((rows, g_z.shape[1]), np.nan)
-                         for rows in _data_sizes(prog))
-        n = prog.n
-        rhs = np.concatenate([g_z[:n], self._d_projection(k).mv(g_z[n:])])
-        r = -self._solve(k, rhs, transpose=True)
-        return data_adjoint(self.x[:, k], self.y[:, k], r, *prog.data_patterns,
-                            has_P=prog.P is not None)
+    def _adjoints(self, g_z: dict[int, FloatArray]) -> tuple[FloatArray | None, ...]:
+        """Cotangents on z = [x; y], (n+m, q_k) for each element k given ↦ cotangents on
+        the data (P upper, A, b, c) through Jᵀ, each (rows, Σ q_k): the elements' columns
+        side by side in the order given; NaN for a failed element."""
+        prog, n = self.program, self.program.n
+        rhs = {k: np.concatenate([g[:n], self._d_projection(k).mv(g[n:])])
+               for k, g in g_z.items() if self.status[k].ok}
+        solved = self._solve_many(rhs, transpose=True)
+        width = [g.shape[1] for g in g_z.values()]
+        r = np.full((n + prog.m, sum(width)), np.nan)
+        x, y = np.full((n, r.shape[1]), np.nan), np.full((prog.m, r.shape[1]), np.nan)
+        start = 0
+        for (k, g), q in zip(g_z.items(), width):
+            if k in solved:  # one data_adjoint for every column, not one per element
+                r[:, start : start + q] = -solved[k]
+                x[:, start : start + q] = self.x[:, k : k + 1]
+                y[:, start : start + q] = self.y[:, k : k + 1]
+            start += q
+        return data_adjoint(x, y, r, *prog.data_patterns, has_P=prog.P is not None)
 
     def _pull_to_theta(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
                        gc: FloatArray) -> FloatArray:
@@ -216,8 +267,9 @@ class Solution:
         """(K, B, p): Jᵀ solves with one column per output entry."""
         prog = self.program
         g_z = prog.retrieval.matrix.T.toarray()  # (n+m, K): one column per output entry
-        return np.stack([self._pull_to_theta(*self._adjoint(k, g_z)).T
-                         for k in range(self.x.shape[1])], axis=1)
+        nb, K = self.x.shape[1], g_z.shape[1]
+        g = self._pull_to_theta(*self._adjoints({k: g_z for k in range(nb)}))  # (p, B·K)
+        return g.reshape(-1, nb, K).transpose(2, 1, 0)
 
     def _check_outputs(self, cts: Sequence, what: str) -> list[FloatArray | None]:
         outs = self.program.retrieval.outputs
@@ -236,12 +288,6 @@ class Solution:
                 raise DerivativeError(f"{what} for '{spec.name}' expects shape {want}, got {arr.shape}.")
             result.append(arr if self.batch is not None else arr[None])
         return result
-
-
-def _data_sizes(prog) -> tuple[int | None, int, int, int]:
-    """Lengths of the data vectors (P upper, A, b, c); None where there is no P."""
-    return (prog.P.indices.size if prog.P is not None else None, prog.A.indices.size, prog.m,
-            prog.n)
 
 
 def _element_matrices(prog, data: tuple, k: int):
