@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr, lower_value
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
 
+from .affine_maps import AffineMap, StackedMaps
 from .cones import ConeDims, ProductCone
 from .derivative import kkt_pattern
 from .dpp import check_dpp
@@ -44,79 +45,6 @@ FloatArray = npt.NDArray[np.float64]
 #: Derivative modes accepted by ``compile(mode=...)`` and ``solver_args={"mode": ...}``.
 MODES = ("direct", "lsqr", "lsmr", "dense")
 SOLVERS = ("SCS", "CLARABEL")
-
-
-@dataclass(frozen=True)
-class AffineMap:
-    """A map θ̃ = [θ; 1] ↦ data, as a sparse matrix; its transpose pulls cotangents back."""
-
-    matrix: sp.csr_array  # (rows, p + 1)
-
-    def __call__(self, theta: FloatArray) -> FloatArray:
-        """θ̃ (p+1, B) → data (rows, B)."""
-        return np.asarray(self.matrix @ theta)
-
-    def linear(self, dtheta: FloatArray) -> FloatArray:
-        """The linear part: dθ (p, B) → d data (rows, B)."""
-        return np.asarray(self._linear @ dtheta)
-
-    def transpose(self, g: FloatArray) -> FloatArray:
-        """Cotangent on data (rows, B) → cotangent on θ (p, B)."""
-        return np.asarray(self._linear_t @ g)
-
-    @functools.cached_property
-    def _linear(self) -> sp.csr_array:
-        return sp.csr_array(self.matrix[:, :-1])
-
-    @functools.cached_property
-    def _linear_t(self) -> sp.csr_array:
-        return sp.csr_array(self._linear.T)
-
-    @property
-    def nnz(self) -> int:
-        return int(self.matrix.nnz)
-
-    @functools.cached_property
-    def is_constant(self) -> bool:
-        """True when the data does not depend on θ."""
-        return self._linear.nnz == 0
-
-    def entering(self, layout: ParameterLayout) -> tuple[str, ...]:
-        """Names of parameters with at least one nonzero coefficient in this map."""
-        cols = np.unique(self.matrix.tocoo().col)
-        return tuple(
-            s.name for s in layout.specs
-            if np.any((cols >= s.offset) & (cols < s.offset + s.size))
-        )
-
-
-@dataclass(frozen=True)
-class StackedMaps:
-    """Several affine maps evaluated together: those that depend on θ as one sparse product
-    (one dispatch instead of one per map), the constant ones precomputed as one column."""
-
-    varying: sp.csr_array | None  # the θ-dependent maps' rows, stacked
-    parts: tuple[tuple[int, int] | FloatArray, ...]  # per map: (start, stop) rows or its constant
-
-    @classmethod
-    def build(cls, maps: Sequence[AffineMap | None]) -> StackedMaps:
-        parts: list[tuple[int, int] | FloatArray] = []
-        rows: list[sp.csr_array] = []
-        start = 0
-        for cmap in maps:
-            if cmap is None:
-                parts.append(np.zeros((0, 1)))
-            elif cmap.is_constant:
-                parts.append(cmap.matrix[:, [-1]].toarray())
-            else:
-                rows.append(cmap.matrix)
-                parts.append((start, start + cmap.matrix.shape[0]))
-                start += cmap.matrix.shape[0]
-        return cls(sp.csr_array(sp.vstack(rows, format="csr")) if rows else None, tuple(parts))
-
-    def __call__(self, theta: FloatArray) -> tuple[FloatArray, ...]:
-        values = self.varying @ theta if self.varying is not None else None
-        return tuple(values[p[0]:p[1]] if isinstance(p, tuple) else p for p in self.parts)
 
 
 @dataclass(frozen=True)
@@ -151,7 +79,7 @@ class CompiledProblem:
         ``on_failure="nan"`` a failed element is NaN-filled and flagged in ``status``
         instead of raising :class:`SolverError`.
         """
-        from .solution import solve_compiled
+        from .forward import solve_compiled
 
         return solve_compiled(self, values, solver_args, warm_start, on_failure)
 

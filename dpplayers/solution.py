@@ -2,38 +2,31 @@
 
 ``jvp`` pushes parameter tangents forward: dθ ↦ d(data) = C dθ ↦ dF ↦ [du; dv] = −J⁻¹ dF
 ↦ (dx, dy) ↦ R (dx, dy). ``vjp`` runs the transposed chain Rᵀ → J⁻ᵀ → (∂data)ᵀ → Cᵀ. The
-C maps and R act on the whole batch at once (one sparse product each); only the solves
-with J are per element, and each element's J is factorised once (lazily, on the first
-derivative request) and reused by every later vjp, jvp and ``jacobian`` call.
+C maps, R and the data adjoint act on the whole batch at once. The solves with J are
+lazy (on the first derivative request): small J (order ≤ BATCH_DENSE_MAX, direct mode) of
+a batch are solved together by one batched LAPACK call; any other element's J is
+factorised once and reused by every later vjp, jvp and ``jacobian`` call. The forward pass
+that builds a Solution is :mod:`dpplayers.forward`.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .derivative import data_adjoint, data_rhs, kkt_operator, newton_refine
-from .errors import DerivativeError, SolverError
+from .derivative import data_adjoint, data_rhs, kkt_operator
+from .errors import DerivativeError
 from .kkt_pattern import block_values
 from .linear_solvers import (BATCH_DENSE_BYTES, BATCH_DENSE_MAX, BATCH_RESIDUAL_TOL, DenseBatch,
                              SolveStats, make_linear_solver)
-from .solvers import ConeData, RawSolution, Status
+from .solvers import Status
 
 FloatArray = npt.NDArray[np.float64]
 DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim", "refine")
-FAILURE_POLICIES = ("raise", "nan")
-#: Batches at least this large are solved on a thread pool (``solver_args={"n_jobs": k}``).
-MIN_PARALLEL_BATCH = 4
-#: Default pool size: the machine's cores.
-CPU_COUNT = os.cpu_count() or 1
 
 
 @dataclass
@@ -303,104 +296,6 @@ def _element_data(prog, data: tuple, k: int):
     return P, prog.A.matrix(_column(A_data, k)), _column(b, k), _column(c, k)
 
 
-def _stack_columns(columns: list[FloatArray]) -> FloatArray:
-    """Vectors → the columns of one (size, B) array (a view for a single vector)."""
-    return columns[0][:, None] if len(columns) == 1 else np.stack(columns, axis=1)
-
-
 def _column(arr: FloatArray, k: int) -> FloatArray:
     """Element k's column of a data array (a map that ignores θ has one, shared)."""
     return arr[:, k if arr.shape[1] > 1 else 0]
-
-
-def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | None,
-                   warm_start: Solution | None, on_failure: str) -> Solution:
-    """Forward pass for :meth:`CompiledProblem.solve`."""
-    if on_failure not in FAILURE_POLICIES:
-        raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
-    theta, raw, batch = prog.layout.stack(values)
-    args = dict(solver_args or {})
-    derivative_options = {k: args.pop(k) for k in DERIVATIVE_OPTIONS if k in args}
-    n_jobs = args.pop("n_jobs", None)
-    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs < 1):
-        raise ValueError(f"n_jobs must be a positive integer, got {n_jobs!r}.")
-    mode = derivative_options.get("mode", prog.mode)
-    make_linear_solver(mode, derivative_options)  # validate now, not at backward time
-    backend = prog.backend
-    settings = backend.settings(args)
-    nb = theta.shape[1]
-    data = prog.data(theta)
-    reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
-    warm = _warm_starts(warm_start, nb, prog) if warm_start is not None else [None] * nb
-    def solve_element(k: int) -> RawSolution:
-        matrices = functools.partial(_element_matrices, prog, data, k)
-        return backend.solve(ConeData(matrices, _column(data[2], k), _column(data[3], k)),
-                             settings, reuse, warm[k])
-
-    n_jobs = n_jobs if n_jobs is not None else CPU_COUNT
-    workers = min(n_jobs, nb)
-    if workers > 1 and nb >= MIN_PARALLEL_BATCH:
-        results = list(_executor(workers).map(solve_element, range(nb)))
-    else:
-        results = [solve_element(k) for k in range(nb)]
-    steps = int(derivative_options.get("refine", 0))
-    if steps:
-        results = [_refined(prog, data, k, r, steps) for k, r in enumerate(results)]
-    failed = [k for k, r in enumerate(results) if not r.status.ok]
-    if failed and on_failure == "raise":
-        k = failed[0]
-        where = f"batch element {k}" if batch is not None else "the problem"
-        raise SolverError(
-            f"{prog.solver} failed on {where} (of {len(failed)} failed): solver status "
-            f"'{results[k].solver_status}' — {results[k].status.value}. "
-            "Pass on_failure='nan' to get NaN for failed elements instead."
-        )
-    if failed:
-        warnings.warn(f"{len(failed)} of {nb} batch elements failed ({failed[:10]}); their "
-                      "values are NaN and their status says why.", RuntimeWarning, stacklevel=3)
-    x, y, s = (_stack_columns([getattr(r, name) if r.status.ok else np.full(size, np.nan)
-                               for r in results])
-               for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
-    outputs = prog.retrieval.apply(np.concatenate((x, y)))
-    if batch is None:
-        outputs = tuple(o[0] for o in outputs)
-    info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
-                  "setup_seconds": r.setup_seconds} for r in results)
-    return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
-                    mode, derivative_options, raw, data)
-
-
-def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolution:
-    """``solver_args={"refine": steps}``: Newton-polish element k (see newton_refine)."""
-    if not raw.status.ok:
-        return raw
-    P, A, b, c = _element_data(prog, data, k)
-    x, y, s, _ = newton_refine(P, A, b, c, raw.x, raw.y, raw.s, prog.cones, steps,
-                               prog.kkt_pattern, prog.dual_cone)
-    return RawSolution(x, y, s, raw.status, raw.solver_status, raw.iterations, raw.seconds)
-
-
-@functools.cache
-def _executor(workers: int) -> ThreadPoolExecutor:
-    """A shared pool per worker count. SCS and Clarabel release the GIL while they solve,
-    so batch elements run in parallel on the machine's cores."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dpplayers")
-
-
-def _warm_starts(previous: Solution, nb: int, prog) -> list[RawSolution | None]:
-    if not isinstance(previous, Solution) or previous.program is not prog:
-        raise ValueError("warm_start must be a Solution returned by this CompiledProblem's solve.")
-    pb = previous.x.shape[1]
-    if pb not in (1, nb):
-        raise ValueError(f"warm_start has batch size {pb}; this call has {nb} (or pass batch 1).")
-    out = []
-    for k in range(nb):
-        j = k if pb == nb else 0
-        if not previous.status[j].ok:
-            out.append(None)
-            continue
-        out.append(RawSolution(previous.x[:, j], previous.y[:, j], previous.s[:, j],
-                               previous.status[j], "", 0, 0.0))
-    return out
-
-
