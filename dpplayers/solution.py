@@ -3,9 +3,10 @@
 ``jvp`` pushes parameter tangents forward: dθ ↦ d(data) = C dθ ↦ dF ↦ [du; dv] = −J⁻¹ dF
 ↦ (dx, dy) ↦ R (dx, dy). ``vjp`` runs the transposed chain Rᵀ → J⁻ᵀ → (∂data)ᵀ → Cᵀ. The
 C maps, R and the data adjoint act on the whole batch at once. The solves with J are
-lazy (on the first derivative request): small J (order ≤ BATCH_DENSE_MAX, direct mode) of
-a batch are solved together by one batched LAPACK call; any other element's J is
-factorised once and reused by every later vjp, jvp and ``jacobian`` call. The forward pass
+lazy (on the first derivative request): small J (order ≤ BATCH_DENSE_MAX, direct mode) are
+solved by one batched LAPACK call for the whole batch (a single element included), which
+refactorises on every call; any other element's J (larger, or singular) is factorised
+once and reused by every later vjp, jvp and ``jacobian`` call. The forward pass
 that builds a Solution is :mod:`dpplayers.forward`.
 """
 
@@ -106,14 +107,15 @@ class Solution:
                 stats.degenerate or bool(old and old.degenerate))
 
     def _solve_many(self, rhs: dict[int, FloatArray], transpose: bool) -> dict[int, FloatArray]:
-        """Element k's system for right-hand side rhs[k], for every k given: small J of a
-        batch in one :class:`DenseBatch` call, any element it does not solve cleanly (and
-        every element otherwise) by its own factorisation."""
+        """Element k's system for right-hand side rhs[k], for every k given: small J in
+        :class:`DenseBatch` calls (per-element Python around a factorisation costs several
+        times a small LU), any element it does not solve cleanly (and every element of a
+        larger J) by its own factorisation."""
         keys = [k for k in rhs if k not in self._factor]
         out: dict[int, FloatArray] = {}
         prog = self.program
         N = prog.n + prog.m
-        if self.mode == "direct" and len(keys) >= 2 and N <= BATCH_DENSE_MAX:
+        if self.mode == "direct" and keys and N <= BATCH_DENSE_MAX:
             # in chunks of ~BATCH_DENSE_BYTES of J: larger temporaries are handed back to
             # the OS when freed and page-faulted in again on every call
             step = max(2, BATCH_DENSE_BYTES // (8 * N * N))
