@@ -142,9 +142,16 @@ class Solution:
     def _d_projection(self, k: int):
         """DΠ_K*(v) at element k's solution (computed once)."""
         if k not in self._dprojections:
-            y = self.y[:, k]
-            self._dprojections[k] = self.program.dual_cone.dproject(y - self.s[:, k], near=y)
+            self._d_projections([k])
         return self._dprojections[k]
+
+    def _d_projections(self, keys: Sequence[int]) -> None:
+        """DΠ_K*(v) for every element in ``keys`` not yet known, in one call per cone group."""
+        todo = [k for k in keys if k not in self._dprojections]
+        if todo:
+            y = self.y[:, todo]  # y = Π_K*(y − s) up to solver accuracy: a root seed
+            found = self.program.dual_cone.dproject_many(y - self.s[:, todo], near=y)
+            self._dprojections.update(zip(todo, found))
 
     def vjp(self, *cotangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
         """Cotangents on the requested variables ↦ cotangents on the parameters."""
@@ -188,6 +195,7 @@ class Solution:
                 rhs[k] = data_rhs(self.x[:, k], self.y[:, k],
                                   None if dP is None else dP[:, cols], P_rows, P_cols,
                                   dA[:, cols], A_rows, A_cols, db[:, cols], dc[:, cols])
+        self._d_projections(list(rhs))
         for k, duv in self._solve_many(rhs, transpose=False).items():
             cols = slice(k * r, (k + 1) * r)
             out[:n, cols] = -duv[:n]
@@ -199,6 +207,7 @@ class Solution:
         the data (P upper, A, b, c) through Jᵀ, each (rows, Σ q_k): the elements' columns
         side by side in the order given; NaN for a failed element."""
         prog, n = self.program, self.program.n
+        self._d_projections([k for k in g_z if self.status[k].ok])
         rhs = {k: np.concatenate([g[:n], self._d_projection(k).mv(g[n:])])
                for k, g in g_z.items() if self.status[k].ok}
         solved = self._solve_many(rhs, transpose=True)

@@ -28,6 +28,11 @@ class AbstractCone(abc.ABC):
     def dual(self) -> AbstractCone:
         """The dual cone K* = {y : <y, x> >= 0 for all x in K}."""
 
+    def repeat(self, copies: int) -> AbstractCone:
+        """This cone kind for ``copies`` stacks of its k blocks one after another (only cones
+        with a parameter per block, the power cones, need to tile it)."""
+        return self
+
 
 def moreau_dproject(primal: AbstractCone, x: Array, near: Array | None = None) -> DenseBlocks:
     """Derivative of Pi_K*(x) = x + Pi_K(-x): I - DPi_K(-x). ``near`` is close to Pi_K*(x),

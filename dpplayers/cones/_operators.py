@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,11 @@ class AbstractBlockOperator(abc.ABC):
     @abc.abstractmethod
     def as_matrices(self) -> Array:
         """The blocks as a dense (k, d, d) array."""
+
+    def take(self, blocks: slice) -> AbstractBlockOperator:
+        """The operator of a subset of the blocks (every field is per block)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[blocks]
+                                            for f in dataclasses.fields(self)})
 
 
 @dataclass(frozen=True, eq=False)

@@ -149,6 +149,9 @@ class PowerCone(AbstractCone):
     def dual(self) -> DualPowerCone:
         return DualPowerCone(self.alpha)
 
+    def repeat(self, copies: int) -> PowerCone:
+        return PowerCone(np.tile(np.asarray(self.alpha, dtype=float), copies))
+
 
 @dataclass(frozen=True, eq=False)
 class DualPowerCone(AbstractCone):
@@ -167,3 +170,6 @@ class DualPowerCone(AbstractCone):
 
     def dual(self) -> PowerCone:
         return PowerCone(self.alpha)
+
+    def repeat(self, copies: int) -> DualPowerCone:
+        return DualPowerCone(np.tile(np.asarray(self.alpha, dtype=float), copies))

@@ -85,6 +85,23 @@ class ProductCone:
                        for cone, idx in self.groups)
         return ProjectionDerivative(self.size, blocks)
 
+    def dproject_many(self, V: Array, near: Array | None = None) -> list[ProjectionDerivative]:
+        """`dproject` at each column of V (size, b): every group's cones of all columns in
+        one vectorised call (the exponential and power cones' root searches cost mostly
+        per call, not per cone), then split per column."""
+        if V.ndim != 2 or V.shape[0] != self.size:
+            raise ValueError(f"Expected an array of shape ({self.size}, b), got {V.shape}.")
+        b = V.shape[1]
+        columns: list[list[tuple]] = [[] for _ in range(b)]
+        for cone, idx in self.groups:
+            k, d = idx.shape
+            x = V[idx].transpose(2, 0, 1).reshape(b * k, d)
+            hint = None if near is None else near[idx].transpose(2, 0, 1).reshape(b * k, d)
+            op = cone.repeat(b).dproject(x, hint)
+            for j in range(b):
+                columns[j].append((op.take(slice(j * k, (j + 1) * k)), idx))
+        return [ProjectionDerivative(self.size, tuple(blocks)) for blocks in columns]
+
     def contains(self, v: npt.ArrayLike, tol: float = 1e-8) -> bool:
         """Whether v is in the cone: ||Pi(v) - v|| <= tol max(1, ||v||)."""
         v = self._check(v)
