@@ -17,7 +17,8 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class AffineMap:
-    """A map θ̃ = [θ; 1] ↦ data, as a sparse matrix; its transpose pulls cotangents back."""
+    """A map θ̃ = [θ; 1] ↦ data, as a sparse matrix (:class:`StackedMaps` pulls cotangents
+    back through several at once)."""
 
     matrix: sp.csr_array  # (rows, p + 1)
 
@@ -29,17 +30,9 @@ class AffineMap:
         """The linear part: dθ (p, B) → d data (rows, B)."""
         return np.asarray(self._linear @ dtheta)
 
-    def transpose(self, g: FloatArray) -> FloatArray:
-        """Cotangent on data (rows, B) → cotangent on θ (p, B)."""
-        return np.asarray(self._linear_t @ g)
-
     @functools.cached_property
     def _linear(self) -> sp.csr_array:
         return sp.csr_array(self.matrix[:, :-1])
-
-    @functools.cached_property
-    def _linear_t(self) -> sp.csr_array:
-        return sp.csr_array(self._linear.T)
 
     @property
     def nnz(self) -> int:
@@ -66,13 +59,16 @@ class StackedMaps:
 
     varying: sp.csr_array | None  # the θ-dependent maps' rows, stacked
     parts: tuple[tuple[int, int] | FloatArray, ...]  # per map: (start, stop) rows or its constant
+    _p: int  # parameter entries (θ without the constant)
 
     @classmethod
     def build(cls, maps: Sequence[AffineMap | None]) -> StackedMaps:
         parts: list[tuple[int, int] | FloatArray] = []
         rows: list[sp.csr_array] = []
-        start = 0
+        start, p = 0, 0
         for cmap in maps:
+            if cmap is not None:
+                p = cmap.matrix.shape[1] - 1
             if cmap is None:
                 parts.append(np.zeros((0, 1)))
             elif cmap.is_constant:
@@ -81,8 +77,23 @@ class StackedMaps:
                 rows.append(cmap.matrix)
                 parts.append((start, start + cmap.matrix.shape[0]))
                 start += cmap.matrix.shape[0]
-        return cls(sp.csr_array(sp.vstack(rows, format="csr")) if rows else None, tuple(parts))
+        return cls(sp.csr_array(sp.vstack(rows, format="csr")) if rows else None, tuple(parts), p)
 
     def __call__(self, theta: FloatArray) -> tuple[FloatArray, ...]:
         values = self.varying @ theta if self.varying is not None else None
         return tuple(values[p[0]:p[1]] if isinstance(p, tuple) else p for p in self.parts)
+
+    def transpose(self, cotangents: Sequence[FloatArray | None]) -> FloatArray:
+        """Cotangents on each map's data (rows, B) → on θ (p, B), by one product (a constant
+        map's cotangent contributes nothing)."""
+        g = [c for c, p in zip(cotangents, self.parts) if isinstance(p, tuple)]
+        if self._linear_t is None:
+            width = next(c.shape[1] for c in cotangents if c is not None)
+            return np.zeros((self._p, width))
+        return np.asarray(self._linear_t @ (np.concatenate(g) if len(g) > 1 else g[0]))
+
+    @functools.cached_property
+    def _linear_t(self) -> sp.csr_array | None:
+        if self.varying is None:
+            return None
+        return sp.csr_array(self.varying[:, :-1].T)

@@ -88,6 +88,11 @@ class CompiledProblem:
         depend on θ gives one column (shared by the batch), and no P gives (0, 1)."""
         return self._stacked_maps(theta)
 
+    def data_transpose(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
+                       gc: FloatArray) -> FloatArray:
+        """Cotangents on the data (P upper, A, b, c), each (rows, B) → on θ (p, B)."""
+        return self._stacked_maps.transpose((gP, gA, gb, gc))
+
     @functools.cached_property
     def _stacked_maps(self) -> StackedMaps:
         return StackedMaps.build((self.C_P, self.C_A, self.C_b, self.C_c))

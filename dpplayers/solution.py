@@ -225,12 +225,8 @@ class Solution:
 
     def _pull_to_theta(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
                        gc: FloatArray) -> FloatArray:
-        """Cotangents on the data ↦ on θ: the transposed maps Cᵀ (one product each)."""
-        prog = self.program
-        g = prog.C_A.transpose(gA) + prog.C_b.transpose(gb) + prog.C_c.transpose(gc)
-        if prog.C_P is not None:
-            g += prog.C_P.transpose(gP)
-        return g
+        """Cotangents on the data ↦ on θ: the transposed maps Cᵀ (one stacked product)."""
+        return self.program.data_transpose(gP, gA, gb, gc)
 
     def jacobian(self) -> tuple[tuple[FloatArray, ...], ...]:
         """Full blocks d(variable)/d(parameter): ``jac[i][j]`` has shape

@@ -92,6 +92,8 @@ class ProductCone:
         if V.ndim != 2 or V.shape[0] != self.size:
             raise ValueError(f"Expected an array of shape ({self.size}, b), got {V.shape}.")
         b = V.shape[1]
+        if b == 1:  # nothing to split
+            return [self.dproject(V[:, 0], None if near is None else near[:, 0])]
         columns: list[list[tuple]] = [[] for _ in range(b)]
         for cone, idx in self.groups:
             k, d = idx.shape
