@@ -17,8 +17,8 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class AffineMap:
-    """A map θ̃ = [θ; 1] ↦ data, as a sparse matrix (:class:`StackedMaps` pulls cotangents
-    back through several at once)."""
+    """A map θ̃ = [θ; 1] ↦ data, as a sparse matrix (:class:`StackedMaps` applies the linear
+    parts of several at once, and their transposes)."""
 
     matrix: sp.csr_array  # (rows, p + 1)
 
@@ -26,13 +26,6 @@ class AffineMap:
         """θ̃ (p+1, B) → data (rows, B)."""
         return np.asarray(self.matrix @ theta)
 
-    def linear(self, dtheta: FloatArray) -> FloatArray:
-        """The linear part: dθ (p, B) → d data (rows, B)."""
-        return np.asarray(self._linear @ dtheta)
-
-    @functools.cached_property
-    def _linear(self) -> sp.csr_array:
-        return sp.csr_array(self.matrix[:, :-1])
 
     @property
     def nnz(self) -> int:
@@ -41,7 +34,7 @@ class AffineMap:
     @functools.cached_property
     def is_constant(self) -> bool:
         """True when the data does not depend on θ."""
-        return self._linear.nnz == 0
+        return self.matrix[:, :-1].nnz == 0
 
     def entering(self, layout: ParameterLayout) -> tuple[str, ...]:
         """Names of parameters with at least one nonzero coefficient in this map."""
@@ -83,6 +76,17 @@ class StackedMaps:
         values = self.varying @ theta if self.varying is not None else None
         return tuple(values[p[0]:p[1]] if isinstance(p, tuple) else p for p in self.parts)
 
+    def linear(self, dtheta: FloatArray) -> tuple[FloatArray, ...]:
+        """The linear parts: dθ (p, B) → each map's d data (rows, B), by one product (zero
+        for a constant map)."""
+        d = np.asarray(self._linear @ dtheta) if self._linear is not None else None
+        return tuple(d[p[0]:p[1]] if isinstance(p, tuple)
+                     else np.zeros((p.shape[0], dtheta.shape[1])) for p in self.parts)
+
+    @functools.cached_property
+    def _linear(self) -> sp.csr_array | None:
+        return sp.csr_array(self.varying[:, :-1]) if self.varying is not None else None
+
     def transpose(self, cotangents: Sequence[FloatArray | None]) -> FloatArray:
         """Cotangents on each map's data (rows, B) → on θ (p, B), by one product (a constant
         map's cotangent contributes nothing)."""
@@ -94,6 +98,4 @@ class StackedMaps:
 
     @functools.cached_property
     def _linear_t(self) -> sp.csr_array | None:
-        if self.varying is None:
-            return None
-        return sp.csr_array(self.varying[:, :-1].T)
+        return sp.csr_array(self._linear.T) if self._linear is not None else None

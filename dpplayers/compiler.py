@@ -88,6 +88,12 @@ class CompiledProblem:
         depend on θ gives one column (shared by the batch), and no P gives (0, 1)."""
         return self._stacked_maps(theta)
 
+    def data_linear(self, dtheta: FloatArray) -> tuple[FloatArray | None, FloatArray,
+                                                       FloatArray, FloatArray]:
+        """dθ (p, B) → d(P upper, A, b, c), each (rows, B); None for dP without a P."""
+        dP, dA, db, dc = self._stacked_maps.linear(dtheta)
+        return (dP if self.P is not None else None), dA, db, dc
+
     def data_transpose(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
                        gc: FloatArray) -> FloatArray:
         """Cotangents on the data (P upper, A, b, c), each (rows, B) → on θ (p, B)."""

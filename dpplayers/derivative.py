@@ -75,13 +75,19 @@ class KKTOperator:
     def T(self) -> KKTOperator:
         return dataclasses.replace(self, transposed=not self.transposed)
 
+    def scalar_blocks(self) -> FloatArray:
+        """D_ii where D's block at row i is 1×1 (zero, free and nonnegative cones), NaN
+        inside larger blocks."""
+        d = np.full(self.m, np.nan)
+        for block, idx in self.D.blocks:
+            if idx.shape[1] == 1:
+                d[idx[:, 0]] = block.as_matrices()[:, 0, 0]
+        return d
+
     def decoupled_rows(self) -> npt.NDArray[np.intp]:
         """Rows n + i of J whose block of D is the 1×1 zero (an inactive inequality):
         there dv_i = A_i du − r_i, decoupled from the rest of the system."""
-        rows = [idx[:, 0][op.as_matrices()[:, 0, 0] == 0.0]
-                for op, idx in self.D.blocks if idx.shape[1] == 1]
-        rows = [r for r in rows if r.size]
-        return self.n + np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.intp)
+        return self.n + np.flatnonzero(self.scalar_blocks() == 0.0)
 
     def as_matrix(self) -> sp.csc_matrix:
         """The sparse matrix of J (or Jᵀ), for the direct and dense modes (assembled on
@@ -119,14 +125,18 @@ def kkt_operator(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, y: FloatArray,
 
 def data_rhs(x: FloatArray, y: FloatArray, dP: FloatArray | None, P_rows, P_cols,
              dA: FloatArray, A_rows, A_cols, db: FloatArray, dc: FloatArray) -> FloatArray:
-    """dF = [dP x + dAᵀ y + dc ; dA x − db] for pattern-valued dP (upper) and dA, (n+m, r)."""
-    n, m = x.size, y.size
-    top = dc + _scatter(A_cols, dA * y[A_rows, None], n)
+    """dF = [dP x + dAᵀ y + dc ; dA x − db] for pattern-valued dP (upper) and dA, (n+m, r).
+
+    x (n,) and y (m,) are one solution; or (n, r) and (m, r), one per column (the columns
+    of several elements at once)."""
+    x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
+    n, m = x.shape[0], y.shape[0]
+    top = dc + _scatter(A_cols, dA * y[A_rows], n)
     if dP is not None:
         off = P_rows != P_cols
-        top = top + _scatter(P_rows, dP * x[P_cols, None], n)
-        top = top + _scatter(P_cols[off], dP[off] * x[P_rows[off], None], n)
-    bottom = _scatter(A_rows, dA * x[A_cols, None], m) - db
+        top = top + _scatter(P_rows, dP * x[P_cols], n)
+        top = top + _scatter(P_cols[off], dP[off] * x[P_rows[off]], n)
+    bottom = _scatter(A_rows, dA * x[A_cols], m) - db
     return np.concatenate([top, bottom])
 
 

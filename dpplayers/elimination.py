@@ -53,10 +53,7 @@ class Singletons:
         """The pairs of J (or Jᵀ, for a transposed operator), read off D's 1×1 blocks and
         the rows of A with index operations (no loop over rows)."""
         n, m = op.n, op.m
-        d = np.full(m, np.nan)  # D_ii where D has a 1×1 block
-        for block, idx in op.D.blocks:
-            if idx.shape[1] == 1:
-                d[idx[:, 0]] = block.as_matrices()[:, 0, 0]
+        d = op.scalar_blocks()
         rows, cols, a = _single_entries(op.A, d == 1.0)
         rows = n + rows
         inactive = n + np.flatnonzero(d == 0.0)

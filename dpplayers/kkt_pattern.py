@@ -104,8 +104,8 @@ class KKTPattern:
     atd_d: Index  # ... times which D block value
     dense: tuple[_DenseProduct, ...]  # Aᵀ D of large blocks, as dense products
     p_full: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None  # CSC of full P
-    positions: Index  # J position of every source entry: Aᵀ D (paired, dense), A, D, −I
-    positions_with_P: Index  # the same followed by full P
+    positions: Index  # J position of every source entry: Aᵀ D (paired, dense), A, D, −I, P
+    p_start: int  # where P's entries begin in ``positions``
 
     @classmethod
     def build(cls, n: int, m: int, A_rows: Index, A_cols: Index, P_rows: Index | None,
@@ -151,7 +151,7 @@ class KKTPattern:
             n=n, m=m, indices=(unique % size).astype(np.int32),
             indptr=np.searchsorted(ucols, np.arange(size + 1)).astype(np.int32),
             p_src=p_src, atd_a=atd_a, atd_d=atd_d, dense=tuple(dense), p_full=p_full,
-            positions=pos[:without_P], positions_with_P=pos,
+            positions=pos, p_start=without_P,
         )
 
     def full_P(self, P_upper_data: FloatArray) -> sp.csc_matrix | None:
@@ -191,18 +191,16 @@ class KKTPattern:
         return out[:, 0] if one else out
 
     @functools.cached_property
-    def _scatter(self) -> sp.csr_array:
-        """Sums source entries (Aᵀ D, A, D, −I) onto J's data positions."""
-        return self._scatter_matrix(self.positions)
+    def _scatter_with_P(self) -> sp.csr_array:
+        """Sums source entries (Aᵀ D, A, D, −I, P) onto J's data positions."""
+        k = self.positions.size
+        return sp.csr_array((np.ones(k), (self.positions, np.arange(k))),
+                            shape=(self.indices.size, k))
 
     @functools.cached_property
-    def _scatter_with_P(self) -> sp.csr_array:
-        return self._scatter_matrix(self.positions_with_P)
-
-    def _scatter_matrix(self, positions: Index) -> sp.csr_array:
-        k = positions.size
-        return sp.csr_array((np.ones(k), (positions, np.arange(k))),
-                            shape=(self.indices.size, k))
+    def _scatter(self) -> sp.csr_array:
+        """The same without P's sources."""
+        return sp.csr_array(self._scatter_with_P[:, : self.p_start])
 
     @functools.cached_property
     def _J_pattern(self) -> CSCPattern:
