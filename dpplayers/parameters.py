@@ -65,10 +65,15 @@ class ParameterSpec:
             nsd=bool(attrs.get("NSD")),
         )
 
+    @functools.cached_property
+    def constrained(self) -> bool:
+        """Whether any attribute is declared (values need checking)."""
+        return (self.nonneg or self.nonpos or self.pos or self.log or self.neg or self.symmetric
+                or self.psd or self.nsd)
+
     def check_attributes(self, value: FloatArray, batched: bool) -> None:
         """Raise ParameterError if ``value`` breaks a declared attribute (first bad element)."""
-        if not (self.nonneg or self.nonpos or self.pos or self.log or self.neg or self.symmetric
-                or self.psd or self.nsd):
+        if not self.constrained:
             return
         v = value if batched else value[None]
         where = _element_finder(self.name, batched)
@@ -86,8 +91,8 @@ class ParameterSpec:
                 raise ParameterError(f"{where(k)} must be {word}{why}, but has entries {v[k][bad[k]][:3]}.")
         if self.symmetric or self.psd or self.nsd:
             vt = np.swapaxes(v, -1, -2)
-            scale = np.maximum(1.0, np.abs(v).reshape(len(v), -1).max(axis=1))
-            asym = np.abs(v - vt).reshape(len(v), -1).max(axis=1)
+            scale = np.maximum(1.0, np.abs(v).max(axis=(-2, -1)))
+            asym = np.abs(v - vt).max(axis=(-2, -1))
             if (asym > ATTRIBUTE_TOL * scale).any():
                 k = int(np.argmax(asym > ATTRIBUTE_TOL * scale))
                 raise ParameterError(
@@ -95,28 +100,30 @@ class ParameterSpec:
                     "pass a symmetric matrix (e.g. (X + X.T) / 2)."
                 )
             if self.psd or self.nsd:
-                self._check_definite(v, vt, scale, where)
+                self._check_definite(v, scale, where)
 
-    def _check_definite(self, v: FloatArray, vt: FloatArray, scale: FloatArray, where) -> None:
-        """PSD/NSD up to a relative tolerance: Cholesky of the (shifted) symmetric part
-        exists iff it is positive definite, the cheap common case; eigenvalues only name
-        the culprit."""
+    def _check_definite(self, v: FloatArray, scale: FloatArray, where) -> None:
+        """PSD/NSD up to a relative tolerance: Cholesky of the shifted matrix (symmetric up
+        to ATTRIBUTE_TOL, checked above) exists iff it is positive definite, the cheap
+        common case; eigenvalues only name the culprit."""
         sign = 1.0 if self.psd else -1.0
-        sym = (0.5 * sign) * (v + vt)
-        shifted = sym.copy()
-        diagonal = np.arange(v.shape[-1])
-        shifted[:, diagonal, diagonal] += (ATTRIBUTE_TOL * 1e2 * scale)[:, None]
+        shift = ATTRIBUTE_TOL * 1e2 * scale
         if len(v) == 1:  # LAPACK directly: numpy's wrapper costs more than a 50×50 factor
-            if lapack.dpotrf(shifted[0], lower=1, clean=0, overwrite_a=1)[1] == 0:
+            a = sign * v[0].T  # Fortran order: potrf factorises it in place, no copy
+            a.flat[:: a.shape[0] + 1] += shift[0]
+            if lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)[1] == 0:
                 return
         else:
+            shifted = sign * v
+            diagonal = np.arange(v.shape[-1])
+            shifted[:, diagonal, diagonal] += shift[:, None]
             try:
                 np.linalg.cholesky(shifted)
                 return
             except np.linalg.LinAlgError:
                 pass
-        eig = np.linalg.eigvalsh(sym)[..., 0]
-        bad = eig < -ATTRIBUTE_TOL * 1e2 * scale
+        eig = np.linalg.eigvalsh((0.5 * sign) * (v + np.swapaxes(v, -1, -2)))[..., 0]
+        bad = eig < -shift
         if bad.any():
             k = int(np.argmax(bad))
             kind = "PSD" if self.psd else "NSD"
@@ -151,34 +158,43 @@ class ParameterLayout:
         """Validate values and return (θ̃ of shape (p+1, B), raw θ (p, B), batch size or None).
 
         Any value may carry one leading batch axis; unbatched values broadcast. The raw θ
-        (before the GP log) is returned for the GP chain rule.
+        (before the GP log) is returned for the GP chain rule. Values are written straight
+        into θ̃, then checked: one finite test on all of θ, then declared attributes (this
+        runs on every forward pass, so it avoids a copy and a test per parameter).
         """
         batch = self.batch_size([np.shape(v) for v in values])
-        arrays = []
-        for spec, value in zip(self.specs, values):
-            arr = np.asarray(value, dtype=np.float64) if not _is_float64(value) else value
-            is_batched = arr.shape != spec.shape
-            finite = np.isfinite(arr)
-            if not finite.all():
-                if is_batched:
-                    k = int(np.argwhere(~finite.reshape(len(arr), -1).all(axis=1))[0, 0])
-                    raise ParameterError(
-                        f"parameter '{spec.name}' has NaN or Inf entries in batch element {k}."
-                    )
-                raise ParameterError(f"parameter '{spec.name}' has NaN or Inf entries.")
-            spec.check_attributes(arr, is_batched)
-            arrays.append((arr, is_batched))
         nb = 1 if batch is None else batch
         theta = np.empty((self.size + 1, nb))
-        for spec, (arr, is_batched) in zip(self.specs, arrays):
-            flat = _fortran_flatten(arr, is_batched)
-            theta[spec.offset : spec.offset + spec.size] = flat
+        arrays = []
+        for spec, value in zip(self.specs, values):
+            arr = value if _is_float64(value) else np.asarray(value, dtype=np.float64)
+            is_batched = arr.ndim != len(spec.shape)  # batch_size checked the shapes
+            _write_fortran(theta[spec.offset : spec.offset + spec.size], arr, is_batched)
+            arrays.append((arr, is_batched))
         theta[-1] = 1.0
+        if not np.isfinite(theta).all():
+            self._raise_not_finite(arrays)
+        for spec, (arr, is_batched) in zip(self.specs, arrays):
+            spec.check_attributes(arr, is_batched)
+        log_rows = self._log_rows
+        if not log_rows.size:
+            return theta, theta[:-1], batch
         raw = theta[:-1].copy()
-        log_rows = self.log_rows()
-        if log_rows.size:
-            theta[log_rows] = np.log(theta[log_rows])
+        theta[log_rows] = np.log(theta[log_rows])
         return theta, raw, batch
+
+    def _raise_not_finite(self, arrays: list[tuple[FloatArray, bool]]) -> None:
+        """Name the first parameter (and batch element) with a NaN or Inf entry."""
+        for spec, (arr, is_batched) in zip(self.specs, arrays):
+            finite = np.isfinite(arr)
+            if finite.all():
+                continue
+            if is_batched:
+                k = int(np.argwhere(~finite.reshape(len(arr), -1).all(axis=1))[0, 0])
+                raise ParameterError(
+                    f"parameter '{spec.name}' has NaN or Inf entries in batch element {k}."
+                )
+            raise ParameterError(f"parameter '{spec.name}' has NaN or Inf entries.")
 
     def batch_size(self, shapes: Sequence[tuple[int, ...]]) -> int | None:
         """Check the number and shapes of parameter values; return the batch size (None if
@@ -208,6 +224,10 @@ class ParameterLayout:
 
     def log_rows(self) -> npt.NDArray[np.int64]:
         """Rows of θ that hold log(value) (gp=True parameters)."""
+        return self._log_rows
+
+    @functools.cached_property
+    def _log_rows(self) -> npt.NDArray[np.int64]:
         rows = [np.arange(s.offset, s.offset + s.size) for s in self.specs if s.log]
         return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
@@ -257,6 +277,15 @@ class ParameterLayout:
 
 def _is_float64(value: object) -> bool:
     return isinstance(value, np.ndarray) and value.dtype == np.float64
+
+
+def _write_fortran(dest: FloatArray, arr: FloatArray, batched: bool) -> None:
+    """Write (B, *shape) or shape into ``dest`` (size, nb), column-major, with one copy
+    (an unbatched value broadcasts over the nb columns)."""
+    shape = arr.shape[1:] if batched else arr.shape
+    axes = (*range(arr.ndim - 1, 0, -1), 0) if batched else tuple(range(arr.ndim - 1, -1, -1))
+    src = np.transpose(arr, axes) if batched else np.transpose(arr, axes)[..., None]
+    dest.reshape(*shape[::-1], dest.shape[1])[...] = src
 
 
 def _fortran_flatten(arr: FloatArray, batched: bool) -> FloatArray:

@@ -5,6 +5,7 @@ The conventions themselves are stated once, in the docstring of `dpplayers.cones
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -63,9 +64,25 @@ class ConeDims:
 
 
 def lower_triangle(n: int) -> tuple[Index, Index]:
-    """Rows and columns of the lower triangle of an n x n matrix, column by column."""
+    """Rows and columns of the lower triangle of an n x n matrix, column by column (read-only
+    arrays, computed once per n: every PSD projection and derivative asks for them)."""
+    return _lower_triangle(int(n))
+
+
+@functools.cache
+def _lower_triangle(n: int) -> tuple[Index, Index]:
     cols, rows = np.triu_indices(n)
+    rows.flags.writeable = cols.flags.writeable = False
     return rows, cols
+
+
+@functools.cache
+def _svec_scale(n: int) -> Array:
+    """1 on the diagonal, √2 off it, in ``lower_triangle`` order."""
+    rows, cols = lower_triangle(n)
+    scale = np.where(rows == cols, 1.0, SQRT2)
+    scale.flags.writeable = False
+    return scale
 
 
 def _psd_order(d: int) -> int:
@@ -79,7 +96,7 @@ def svec(X: npt.ArrayLike) -> Array:
     """Vectorise symmetric matrices (leading axes batch) in the SCS convention of this module."""
     X = np.asarray(X, dtype=float)
     rows, cols = lower_triangle(X.shape[-1])
-    return X[..., rows, cols] * np.where(rows == cols, 1.0, SQRT2)
+    return X[..., rows, cols] * _svec_scale(X.shape[-1])
 
 
 def smat(v: npt.ArrayLike) -> Array:
@@ -87,7 +104,7 @@ def smat(v: npt.ArrayLike) -> Array:
     v = np.asarray(v, dtype=float)
     n = _psd_order(v.shape[-1])
     rows, cols = lower_triangle(n)
-    w = v / np.where(rows == cols, 1.0, SQRT2)
+    w = v / _svec_scale(n)
     X = np.zeros(v.shape[:-1] + (n, n))
     X[..., rows, cols] = w
     X[..., cols, rows] = w
