@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks import accuracy, report
 from benchmarks.libraries import LIBRARIES, Config, jacobian_unsupported
-from benchmarks.timing import Round, Timing, after_round, interleave, release_memory, training_round
+from benchmarks.timing import Round, Timing, TrainingLoop, after_round, interleave, release_memory
 from benchmarks.workloads import WORKLOADS, Workload
 
 QUICK_WORKLOADS = ("qp50", "lasso", "sigmoid", "soc_proj", "ncm")
@@ -162,7 +162,7 @@ def _rounds(w: Workload, name: str, c, draws: list, cot, batch: int,
         cot_in = prepared[0][1]
         cycle = itertools.cycle([inputs for inputs, _ in prepared])
         backward = (lambda state: c.backward(state, cot_in)) if c.backward else None
-        out = [training_round(lambda: c.forward(next(cycle)), backward)]
+        out: list[Round] = [TrainingLoop(lambda: c.forward(next(cycle)), backward)]
         if c.jacobian is not None and batch in JACOBIAN_BATCHES:
             why = jacobian_unsupported(w, batch)
             if why is None:
@@ -170,9 +170,9 @@ def _rounds(w: Workload, name: str, c, draws: list, cot, batch: int,
             else:
                 results["skipped"].append({**row, "reason": f"jacobian: {why}"})
         if warm:
-            for r in out:
+            for r in out:  # the warm-up; a training loop also picks its number of steps
                 release_memory()
-                r()
+                r.calibrate() if isinstance(r, TrainingLoop) else r()
         return out
     except Exception as err:  # noqa: BLE001 -- report the failure, time the others
         traceback.print_exc()
