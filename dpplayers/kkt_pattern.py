@@ -16,6 +16,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from .cones import ProductCone, ProjectionDerivative
+from .pair_pivots import PairPivots
 from .sparse_pattern import CSCPattern
 
 Index = npt.NDArray[np.intp]
@@ -106,6 +107,7 @@ class KKTPattern:
     p_full: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None  # CSC of full P
     positions: Index  # J position of every source entry: Aᵀ D (paired, dense), A, D, −I, P
     p_start: int  # where P's entries begin in ``positions``
+    zero_rows: int = 0  # the first rows of A, whose cone is {0} (equalities): there D = I
 
     @classmethod
     def build(cls, n: int, m: int, A_rows: Index, A_cols: Index, P_rows: Index | None,
@@ -151,7 +153,7 @@ class KKTPattern:
             n=n, m=m, indices=(unique % size).astype(np.int32),
             indptr=np.searchsorted(ucols, np.arange(size + 1)).astype(np.int32),
             p_src=p_src, atd_a=atd_a, atd_d=atd_d, dense=tuple(dense), p_full=p_full,
-            positions=pos, p_start=without_P,
+            positions=pos, p_start=without_P, zero_rows=cone.dims.zero,
         )
 
     def full_P(self, P_upper_data: FloatArray) -> sp.csc_matrix | None:
@@ -166,11 +168,15 @@ class KKTPattern:
         return self._J_pattern.matrix(self.values(P_upper_data, A_data, D_values))
 
     @functools.cached_property
-    def dense_positions(self) -> Index:
-        """Flat (row-major) positions in a dense (n+m) × (n+m) array of J's pattern."""
+    def pair_pivots(self) -> PairPivots:
+        """J's independent 2×2 pivots (cvxpy's auxiliaries), for the batched dense solve:
+        a variable p with an equality row q, where D = I, so that the pivot holds data only
+        ([[P_pp, A_qp], [A_qp, 0]]) and is never singular for a nonzero A_qp."""
         size = self.n + self.m
-        cols = np.repeat(np.arange(size), np.diff(self.indptr))
-        return self.indices.astype(np.intp) * size + cols
+        variables, equalities = np.zeros(size, bool), np.zeros(size, bool)
+        variables[: self.n] = True
+        equalities[self.n : self.n + self.zero_rows] = True
+        return PairPivots.of(size, self.indices, self.indptr, variables, equalities)
 
     def values(self, P_upper_data: FloatArray | None, A_data: FloatArray,
                D_values: FloatArray) -> FloatArray:

@@ -32,6 +32,7 @@ import scipy.sparse.linalg as spla
 from .derivative import KKTOperator
 from .kkt_pattern import KKTPattern
 from .elimination import Singletons, anti_diagonal
+from .pair_pivots import PairPivots
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -235,13 +236,14 @@ class _DirectState:
         return int(self.J_RR.shape[0])
 
 
-#: In ``direct`` mode, J of at most this order are solved by :class:`DenseBatch`, a batch's
-#: together (qp50, batch 32: one call of 1.5 ms against ~0.3 ms of Python per element
-#: around 0.03 ms LAPACK factorisations; batch 1: vjp 0.38 → 0.26 ms).
+#: In ``direct`` mode, J whose order after pair elimination (:mod:`dpplayers.pair_pivots`) is
+#: at most this are solved by :class:`DenseBatch`, a batch's together (qp50, batch 32: one
+#: call of 1.5 ms against ~0.3 ms of Python per element around 0.03 ms LAPACK
+#: factorisations; batch 1: vjp 0.38 → 0.26 ms).
 BATCH_DENSE_MAX = 200
-#: ... in chunks of about this many bytes of J (measured on qp50 at batch 32: 1 MB chunks
-#: 4.2–4.7 ms, the whole batch at once 5.6–8.8 ms, as large temporaries are page-faulted in
-#: again on every call).
+#: ... in chunks of about this many bytes of blocks (measured on qp50 at batch 32: 1 MB
+#: chunks 4.2–4.7 ms, the whole batch at once 5.6–8.8 ms, as large temporaries are
+#: page-faulted in again on every call).
 BATCH_DENSE_BYTES = 1 << 20
 #: A batched solve whose relative residual is above this goes to ``Direct`` (refinement,
 #: singular-J handling) for that element.
@@ -250,39 +252,33 @@ BATCH_RESIDUAL_TOL = 1e-10
 
 @dataclass(frozen=True)
 class DenseBatch:
-    """The J of several elements as one dense (b, N, N) array, solved by one batched LAPACK
-    call (numpy's gesv loop) instead of a factorisation per element. numpy keeps no
-    batched LU, so every solve refactorises; an element whose J is singular or whose solve
-    is not clean is reported with an infinite or large residual for Direct to redo."""
+    """The J of several elements solved together: their 2×2 pair pivots eliminated exactly,
+    then one batched LAPACK call (numpy's gesv loop) on the reduced dense systems instead of
+    a factorisation per element. numpy keeps no batched LU, so every solve refactorises; an
+    element whose J is singular or whose solve is not clean is reported with an infinite or
+    large residual (measured on J itself) for Direct to redo."""
 
-    J: FloatArray  # (b, N, N)
+    pivots: PairPivots
+    values: FloatArray  # (b, nnz): each element's J data in the pattern's order
 
     @classmethod
     def assemble(cls, pattern: KKTPattern, values: FloatArray) -> DenseBatch:
-        """``values`` (b, nnz): each element's J data in the pattern's order."""
-        N = pattern.n + pattern.m
-        J = np.zeros((values.shape[0], N * N))
-        J[:, pattern.dense_positions] = values
-        return cls(J.reshape(-1, N, N))
+        return cls(pattern.pair_pivots, values)
+
+    @staticmethod
+    def chunk(pattern: KKTPattern) -> int:
+        """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks)."""
+        r, e = pattern.pair_pivots.reduced_order, pattern.pair_pivots.q.size
+        per_element = 8 * (r * r + 2 * r * e + pattern.indices.size)
+        return max(2, BATCH_DENSE_BYTES // per_element)
 
     def solve(self, rhs: FloatArray, transpose: bool) -> tuple[FloatArray, FloatArray]:
         """rhs (b, N, q) ↦ (z, relative residual per element; inf where J is singular)."""
-        M = self.J.transpose(0, 2, 1) if transpose else self.J
-        try:
-            z = np.linalg.solve(M, rhs)
-        except np.linalg.LinAlgError:  # some J exactly singular: NaN there, for Direct
-            z = np.stack([_solve_or_nan(Mk, rk) for Mk, rk in zip(M, rhs)])
+        z, res = self.pivots.solve(self.values, rhs, transpose)
         scale = np.maximum(np.linalg.norm(rhs, axis=1), 1e-300)
-        residual = (np.linalg.norm(M @ z - rhs, axis=1) / scale).max(axis=1, initial=0.0)
-        residual[~np.isfinite(z).all(axis=(1, 2))] = np.inf
+        residual = (np.linalg.norm(res, axis=1) / scale).max(axis=1, initial=0.0)
+        residual[~np.isfinite(z).all(axis=(1, 2)) | ~np.isfinite(residual)] = np.inf
         return z, residual
-
-
-def _solve_or_nan(M: FloatArray, rhs: FloatArray) -> FloatArray:
-    try:
-        return np.linalg.solve(M, rhs)
-    except np.linalg.LinAlgError:
-        return np.full(rhs.shape, np.nan)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 ``jvp`` pushes parameter tangents forward: dθ ↦ d(data) = C dθ ↦ dF ↦ [du; dv] = −J⁻¹ dF
 ↦ (dx, dy) ↦ R (dx, dy). ``vjp`` runs the transposed chain Rᵀ → J⁻ᵀ → (∂data)ᵀ → Cᵀ. The
 C maps, R and the data adjoint act on the whole batch at once. The solves with J are
-lazy (on the first derivative request): small J (order ≤ BATCH_DENSE_MAX, direct mode) are
-solved by one batched LAPACK call for the whole batch (a single element included), which
-refactorises on every call; any other element's J (larger, or singular) is factorised
+lazy (on the first derivative request): small J (order ≤ BATCH_DENSE_MAX once their 2×2
+pair pivots are eliminated, direct mode) are solved by one batched LAPACK call for the whole
+batch (a single element included), which refactorises on every call; any other element's J (larger, or singular) is factorised
 once and reused by every later vjp, jvp and ``jacobian`` call. The forward pass
 that builds a Solution is :mod:`dpplayers.forward`.
 """
@@ -22,7 +22,7 @@ import numpy.typing as npt
 from .derivative import data_adjoint, data_rhs, kkt_operator
 from .errors import DerivativeError
 from .kkt_pattern import block_values
-from .linear_solvers import (BATCH_DENSE_BYTES, BATCH_DENSE_MAX, BATCH_RESIDUAL_TOL, DenseBatch,
+from .linear_solvers import (BATCH_DENSE_MAX, BATCH_RESIDUAL_TOL, DenseBatch,
                              SolveStats, make_linear_solver)
 from .solvers import Status
 
@@ -113,12 +113,11 @@ class Solution:
         larger J) by its own factorisation."""
         keys = [k for k in rhs if k not in self._factor]
         out: dict[int, FloatArray] = {}
-        prog = self.program
-        N = prog.n + prog.m
-        if self.mode == "direct" and keys and N <= BATCH_DENSE_MAX:
-            # in chunks of ~BATCH_DENSE_BYTES of J: larger temporaries are handed back to
-            # the OS when freed and page-faulted in again on every call
-            step = max(2, BATCH_DENSE_BYTES // (8 * N * N))
+        pattern = self.program.kkt_pattern
+        if self.mode == "direct" and keys and pattern.pair_pivots.reduced_order <= BATCH_DENSE_MAX:
+            # in chunks of ~BATCH_DENSE_BYTES: larger temporaries are handed back to the OS
+            # when freed and page-faulted in again on every call
+            step = DenseBatch.chunk(pattern)
             for chunk in (keys[i : i + step] for i in range(0, len(keys), step)):
                 z, residual = self._dense_batch(chunk).solve(
                     np.stack([rhs[k] for k in chunk]), transpose)

@@ -141,10 +141,15 @@ def test_jacobian_routes_agree(name):
                                atol=1e-10)
 
 
-def test_batched_dense_solve_matches_element_by_element():
-    """Small J of a batch are solved together (DenseBatch); each element must get exactly
-    what the dense mode's own LU of its J gives, for vjp, jvp and jacobian."""
-    case, prog = compiled("qp_quad_form_constant")
+@pytest.mark.parametrize("name, pairs", [
+    ("qp_quad_form_constant", False), ("qp_box_projection", True), ("qp_ridge", True),
+    ("socp_norm_residual", False), ("sdp_nearest_correlation", True)])
+def test_batched_dense_solve_matches_element_by_element(name, pairs):
+    """Small J of a batch are solved together (DenseBatch, with cvxpy's sum_squares
+    auxiliaries eliminated as 2×2 pivots where there are any); each element must get exactly
+    what the dense mode's own LU of its whole J gives, for vjp, jvp and jacobian."""
+    case, prog = compiled(name)
+    assert (prog.kkt_pattern.pair_pivots.q.size > 0) == pairs
     rng = np.random.default_rng(3)
     samples = [case.sample(rng) for _ in range(5)]
     batch = [np.stack(v) for v in zip(*samples)]

@@ -1,0 +1,181 @@
+"""Exact elimination of J's independent 2×2 pivots, for the batched dense solve.
+
+cvxpy writes ``sum_squares(F x − g)`` as an auxiliary u = F x − g with ‖u‖² in P, so u_j
+has one diagonal entry in P and one entry in A, in an equality row i. In J the pair
+(p, q) = (u_j, n + i) then meets the rest R of J only through row q and column q:
+
+    rows/cols (R, q, p):   [[J_RR, J_Rq, 0], [J_qR, c, a'], [0, a, P]]
+
+Eliminating the 2×2 pivot [[P, a], [a', c]] is exact and changes J_RR by a rank-one term,
+S = J_RR − J_Rq (P / det) J_qR with det = P c − a a'. With every such pair removed, the
+dense LU is of order n + m − 2·pairs (SOC projection 183 → 83, nearest correlation
+matrix 320 → 120), which is what the batched solve costs.
+
+The pairs are read off J's pattern once per program: p's row and column hold nothing
+outside {p, q}, and the rows and columns of the q's chosen do not meet each other. Nothing
+numerical is assumed: a pivot that is singular for some element gives a non-finite or
+inaccurate solution there, which the caller's residual check hands to ``Direct``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+Index = npt.NDArray[np.intp]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class ReducedBlocks:
+    """One batch's S = J_RR (before the pivots' update), J_RQ, J_QR and pivot entries."""
+
+    RR: FloatArray  # (b, r, r)
+    RQ: FloatArray  # (b, r, e)
+    QR: FloatArray  # (b, e, r)
+    P: FloatArray  # (b, e): the (p, p) entries
+    a: FloatArray  # (b, e): (p, q)
+    a2: FloatArray  # (b, e): (q, p)
+    c: FloatArray  # (b, e): (q, q)
+
+
+@dataclass(frozen=True, eq=False)
+class PairPivots:
+    """The pairs (p, q) of one pattern, the rest R, and where each J entry goes."""
+
+    size: int
+    p: Index
+    q: Index
+    rest: Index
+    groups: tuple[tuple[Index, Index], ...]  # per kind RR … QQ: (which entries, where in the block)
+
+    @property
+    def reduced_order(self) -> int:
+        """The order of S, what the dense LU factorises."""
+        return int(self.rest.size)
+
+    @classmethod
+    def of(cls, size: int, indices: npt.ArrayLike, indptr: npt.ArrayLike,
+           may_be_p: npt.NDArray[np.bool_], may_be_q: npt.NDArray[np.bool_]) -> PairPivots:
+        """Find the pairs of a CSC pattern (indices, indptr) of order ``size``, with p and
+        q among the indices allowed by the masks."""
+        rows = np.asarray(indices, dtype=np.intp)
+        cols = np.repeat(np.arange(size), np.diff(np.asarray(indptr)))
+        p, q = _independent_pairs(size, rows, cols, may_be_p, may_be_q)
+        role = np.zeros(size, np.int8)  # 0: R, 1: q, 2: p
+        role[q], role[p] = 1, 2
+        rest = np.flatnonzero(role == 0)
+        local = np.empty(size, np.intp)
+        local[rest] = np.arange(rest.size)
+        local[q] = local[p] = np.arange(q.size)
+        r, e = rest.size, q.size
+        kind = _KINDS[role[rows], role[cols]]
+        if (kind < 0).any():  # cannot happen for pairs chosen by _independent_pairs
+            raise AssertionError("a pair pivot meets the rest of J outside its q row/column")
+        lr, lc = local[rows], local[cols]
+        slot = np.select([kind == RR, kind == RQ, kind == QR], [lr * r + lc, lr * e + lc, lr * r + lc],
+                         default=lr)
+        groups = tuple((np.flatnonzero(kind == k), slot[kind == k]) for k in range(len(_SHAPES)))
+        return cls(size, p, q, rest, groups)
+
+    def blocks(self, values: FloatArray, transpose: bool) -> ReducedBlocks:
+        """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the pattern's order."""
+        b, r, e = values.shape[0], self.rest.size, self.q.size
+        out = []
+        for (src, slot), shape in zip(self.groups, _SHAPES):
+            block = np.zeros((b, shape(r, e)))
+            block[:, slot] = values[:, src]
+            out.append(block)
+        RR_, RQ_, QR_ = (out[RR].reshape(b, r, r), out[RQ].reshape(b, r, e),
+                         out[QR].reshape(b, e, r))
+        if transpose:  # Jᵀ: S's transpose, J_RQ and J_QR swap and transpose, a ↔ a'
+            return ReducedBlocks(RR_.transpose(0, 2, 1), QR_.transpose(0, 2, 1),
+                                 RQ_.transpose(0, 2, 1), out[PP], out[QP], out[PQ], out[QQ])
+        return ReducedBlocks(RR_, RQ_, QR_, out[PP], out[PQ], out[QP], out[QQ])
+
+    def solve(self, values: FloatArray, rhs: FloatArray,
+              transpose: bool) -> tuple[FloatArray, FloatArray]:
+        """J z = rhs (or Jᵀ z = rhs) for every element: values (b, nnz), rhs (b, size, k).
+        Returns z and the residual J z − rhs, computed from the same blocks (they hold every
+        entry of J). An element whose S or pivot is singular comes back NaN."""
+        B = self.blocks(values, transpose)
+        p, q, rest = self.p, self.q, self.rest
+        P, a, a2, c = (v[..., None] for v in (B.P, B.a, B.a2, B.c))
+        r_R, r_p, r_q = rhs[:, rest], rhs[:, p], rhs[:, q]
+        with np.errstate(all="ignore"):
+            if q.size:
+                det = P * c - a * a2
+                S = B.RR - (B.RQ * (P / det).transpose(0, 2, 1)) @ B.QR
+                z_R = _solve_each(S, r_R - B.RQ @ ((P * r_q - a2 * r_p) / det))
+                u = r_q - B.QR @ z_R
+                z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
+            else:
+                z_R = _solve_each(B.RR, r_R)
+                z_p = z_q = r_p
+            z, res = np.empty(rhs.shape), np.empty(rhs.shape)
+            z[:, rest], z[:, p], z[:, q] = z_R, z_p, z_q
+            res[:, rest] = B.RR @ z_R + B.RQ @ z_q - r_R
+            res[:, q] = B.QR @ z_R + c * z_q + a2 * z_p - r_q
+            res[:, p] = P * z_p + a * z_q - r_p
+        return z, res
+
+
+RR, RQ, QR, PP, PQ, QP, QQ = range(7)
+#: Flattened size of each kind's block for r rest indices and e pairs.
+_SHAPES = (lambda r, e: r * r, lambda r, e: r * e, lambda r, e: e * r) + (lambda r, e: e,) * 4
+#: _KINDS[role of row, role of column] with roles 0: R, 1: q, 2: p (−1: not allowed).
+_KINDS = np.array([[RR, RQ, -1], [QR, QQ, QP], [-1, PQ, PP]], dtype=np.int8)
+
+
+def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArray[np.bool_],
+                       may_be_q: npt.NDArray[np.bool_]) -> tuple[Index, Index]:
+    """Pairs (p, q): p's column and row hold entries only at p and q, with (q, p) and
+    (p, q) both stored; no q is another pair's p or q, and no chosen q's row or column
+    meets another chosen q (so the 2×2 pivots decouple)."""
+    off = rows != cols
+    r_off, c_off = rows[off], cols[off]
+    col_count = np.bincount(c_off, minlength=size)
+    row_count = np.bincount(r_off, minlength=size)
+    partner_in_col = np.full(size, -1)
+    partner_in_col[c_off] = r_off  # the one off-diagonal row of column p (where count is 1)
+    partner_in_row = np.full(size, -1)
+    partner_in_row[r_off] = c_off
+    candidates = np.flatnonzero((col_count == 1) & (row_count == 1)
+                                & (partner_in_col == partner_in_row) & may_be_p)
+    candidates = candidates[may_be_q[partner_in_col[candidates]]]
+    if candidates.size == 0:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    # the q's neighbours (row and column pattern), to keep the chosen q's apart
+    neighbours = sp.csr_array((np.ones(r_off.size, bool), (r_off, c_off)), shape=(size, size))
+    neighbours = (neighbours + neighbours.T).tocsr()
+    taken = np.zeros(size, bool)  # a chosen p or q
+    chosen_q = np.zeros(size, bool)
+    ps, qs = [], []
+    for p in candidates:
+        q = int(partner_in_col[p])
+        if taken[p] or taken[q]:
+            continue
+        near = neighbours.indices[neighbours.indptr[q] : neighbours.indptr[q + 1]]
+        if chosen_q[near].any():
+            continue
+        taken[p] = taken[q] = chosen_q[q] = True
+        ps.append(p)
+        qs.append(q)
+    return np.array(ps, np.intp), np.array(qs, np.intp)
+
+
+def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
+    """Batched LU solve; a singular element gives NaN instead of failing the batch."""
+    try:
+        return np.linalg.solve(S, rhs)
+    except np.linalg.LinAlgError:
+        out = np.full(rhs.shape, np.nan)
+        for k in range(S.shape[0]):
+            try:
+                out[k] = np.linalg.solve(S[k], rhs[k])
+            except np.linalg.LinAlgError:
+                pass
+        return out

@@ -1,0 +1,104 @@
+"""The exact 2×2 pair elimination behind the batched dense solve (dpplayers.pair_pivots)."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from dpplayers.pair_pivots import PairPivots
+
+
+def planted(rng, r=7, e=4, b=3):
+    """A batch of b matrices of order r + 2e with e pair pivots planted at (p, q): p's row
+    and column touch only {p, q}; each q row/column also meets the rest R."""
+    N = r + 2 * e
+    perm = rng.permutation(N)
+    rest, q, p = perm[:r], perm[r : r + e], perm[r + e :]
+    mats = np.zeros((b, N, N))
+    mats[:, rest[:, None], rest[None, :]] = rng.standard_normal((b, r, r)) + 4 * np.eye(r)
+    mats[:, rest[:, None], q[None, :]] = rng.standard_normal((b, r, e))
+    mats[:, q[:, None], rest[None, :]] = rng.standard_normal((b, e, r))
+    mats[:, p, p] = rng.uniform(1, 2, (b, e))
+    mats[:, p, q] = rng.choice([-1.0, 1.0], (b, e))
+    mats[:, q, p] = mats[:, p, q]
+    return mats, p, q
+
+
+def pivots_of(mats, may_be_p=None, may_be_q=None):
+    """PairPivots of the batch's common pattern, and each matrix's data in its order."""
+    N = mats.shape[1]
+    pattern = sp.csc_array((np.abs(mats).sum(axis=0) > 0).astype(float))
+    pattern.sort_indices()
+    allowed = np.ones(N, bool)
+    pv = PairPivots.of(N, pattern.indices, pattern.indptr,
+                       allowed if may_be_p is None else may_be_p,
+                       allowed if may_be_q is None else may_be_q)
+    cols = np.repeat(np.arange(N), np.diff(pattern.indptr))
+    return pv, mats[:, pattern.indices, cols]
+
+
+def test_planted_pairs_are_found():
+    rng = np.random.default_rng(0)
+    mats, p, q = planted(rng)
+    pv, _ = pivots_of(mats)
+    assert sorted(zip(pv.p.tolist(), pv.q.tolist())) == sorted(zip(p.tolist(), q.tolist()))
+    assert pv.reduced_order == mats.shape[1] - 2 * p.size
+
+
+def test_solve_is_exact_for_the_matrix_and_its_transpose():
+    rng = np.random.default_rng(1)
+    mats, _, _ = planted(rng)
+    pv, values = pivots_of(mats)
+    rhs = rng.standard_normal((mats.shape[0], mats.shape[1], 2))
+    for transpose in (False, True):
+        M = mats.transpose(0, 2, 1) if transpose else mats
+        z, res = pv.solve(values, rhs, transpose)
+        np.testing.assert_allclose(z, np.linalg.solve(M, rhs), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(res, M @ z - rhs, atol=1e-12)
+        assert np.abs(res).max() < 1e-12
+
+
+def test_a_column_with_a_third_entry_is_no_pivot():
+    rng = np.random.default_rng(2)
+    mats, p, q = planted(rng)
+    other = next(i for i in range(mats.shape[1]) if i not in (p[0], q[0]))
+    mats[:, other, p[0]] = 1.0  # p[0] now meets the rest of the matrix
+    pv, values = pivots_of(mats)
+    assert p[0] not in pv.p and pv.p.size == p.size - 1
+    rhs = rng.standard_normal((mats.shape[0], mats.shape[1], 1))
+    z, _ = pv.solve(values, rhs, False)
+    np.testing.assert_allclose(z, np.linalg.solve(mats, rhs), rtol=1e-10, atol=1e-12)
+
+
+def test_pairs_whose_q_rows_meet_are_not_both_chosen():
+    rng = np.random.default_rng(3)
+    mats, p, q = planted(rng)
+    mats[:, q[0], q[1]] = 0.5  # the two pivots would no longer decouple
+    pv, values = pivots_of(mats)
+    assert not {q[0], q[1]} <= set(pv.q.tolist())
+    rhs = rng.standard_normal((mats.shape[0], mats.shape[1], 1))
+    for transpose in (False, True):
+        M = mats.transpose(0, 2, 1) if transpose else mats
+        z, _ = pv.solve(values, rhs, transpose)
+        np.testing.assert_allclose(z, np.linalg.solve(M, rhs), rtol=1e-10, atol=1e-12)
+
+
+def test_masks_restrict_the_pairs():
+    rng = np.random.default_rng(4)
+    mats, p, q = planted(rng)
+    may_be_p = np.ones(mats.shape[1], bool)
+    may_be_p[p[0]] = False
+    pv, _ = pivots_of(mats, may_be_p=may_be_p)
+    assert p[0] not in pv.p and pv.p.size == p.size - 1
+
+
+def test_singular_pivot_gives_non_finite_answer_for_that_element_only():
+    rng = np.random.default_rng(5)
+    mats, p, q = planted(rng)
+    mats[1, p[0], p[0]] = 1.0
+    mats[1, p[0], q[0]] = mats[1, q[0], p[0]] = 0.0  # a stored zero: det = 0 for element 1
+    pv, values = pivots_of(mats)
+    assert p[0] in pv.p
+    rhs = rng.standard_normal((mats.shape[0], mats.shape[1], 1))
+    z, _ = pv.solve(values, rhs, False)
+    assert not np.isfinite(z[1]).all()
+    for k in (0, 2):
+        np.testing.assert_allclose(z[k], np.linalg.solve(mats[k], rhs[k]), rtol=1e-10, atol=1e-12)
