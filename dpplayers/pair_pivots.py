@@ -31,7 +31,7 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True, eq=False)
 class ReducedBlocks:
-    """One batch's S = J_RR (before the pivots' update), J_RQ, J_QR and pivot entries."""
+    """J_RR, J_RQ, J_QR and the pivot entries of one matrix or a batch (leading axis b)."""
 
     RR: FloatArray  # (b, r, r)
     RQ: FloatArray  # (b, r, e)
@@ -40,6 +40,27 @@ class ReducedBlocks:
     a: FloatArray  # (b, e): (p, q)
     a2: FloatArray  # (b, e): (q, p)
     c: FloatArray  # (b, e): (q, q)
+    rq_rows: Index  # the rows of J_RQ and columns of J_QR that hold anything: the only
+    qr_cols: Index  # part of S that the pivots change
+
+    def schur(self) -> FloatArray:
+        """S = J_RR − J_RQ diag(P / det) J_QR, det = P c − a a' per pair."""
+        if not self.P.shape[-1]:
+            return self.RR
+        rows, cols = self.rq_rows, self.qr_cols
+        with np.errstate(all="ignore"):
+            w = self.P / (self.P * self.c - self.a * self.a2)
+            S = self.RR.copy()
+            S[..., rows[:, None], cols[None, :]] -= (
+                (self.RQ[..., rows, :] * w[..., None, :]) @ self.QR[..., :, cols])
+        return S
+
+    @property
+    def T(self) -> ReducedBlocks:
+        """The blocks of the transposed matrix."""
+        t = lambda X: np.swapaxes(X, -1, -2)
+        return ReducedBlocks(t(self.RR), t(self.QR), t(self.RQ), self.P, self.a2, self.a, self.c,
+                             self.qr_cols, self.rq_rows)
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +72,8 @@ class PairPivots:
     q: Index
     rest: Index
     groups: tuple[tuple[Index, Index], ...]  # per kind RR … QQ: (which entries, where in the block)
+    rq_rows: Index  # see ReducedBlocks
+    qr_cols: Index
 
     @property
     def reduced_order(self) -> int:
@@ -65,62 +88,78 @@ class PairPivots:
         rows = np.asarray(indices, dtype=np.intp)
         cols = np.repeat(np.arange(size), np.diff(np.asarray(indptr)))
         p, q = _independent_pairs(size, rows, cols, may_be_p, may_be_q)
-        role = np.zeros(size, np.int8)  # 0: R, 1: q, 2: p
-        role[q], role[p] = 1, 2
-        rest = np.flatnonzero(role == 0)
-        local = np.empty(size, np.intp)
-        local[rest] = np.arange(rest.size)
-        local[q] = local[p] = np.arange(q.size)
-        r, e = rest.size, q.size
-        kind = _KINDS[role[rows], role[cols]]
-        if (kind < 0).any():  # cannot happen for pairs chosen by _independent_pairs
-            raise AssertionError("a pair pivot meets the rest of J outside its q row/column")
-        lr, lc = local[rows], local[cols]
-        slot = np.select([kind == RR, kind == RQ, kind == QR], [lr * r + lc, lr * e + lc, lr * r + lc],
-                         default=lr)
-        groups = tuple((np.flatnonzero(kind == k), slot[kind == k]) for k in range(len(_SHAPES)))
-        return cls(size, p, q, rest, groups)
+        rest = np.setdiff1d(np.arange(size), np.concatenate([p, q]), assume_unique=True)
+        groups, rq_rows, qr_cols = _classify(size, rows, cols, p, q, rest)
+        return cls(size, p, q, rest, groups, rq_rows, qr_cols)
 
     def blocks(self, values: FloatArray, transpose: bool) -> ReducedBlocks:
         """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the pattern's order."""
-        b, r, e = values.shape[0], self.rest.size, self.q.size
-        out = []
-        for (src, slot), shape in zip(self.groups, _SHAPES):
-            block = np.zeros((b, shape(r, e)))
-            block[:, slot] = values[:, src]
-            out.append(block)
-        RR_, RQ_, QR_ = (out[RR].reshape(b, r, r), out[RQ].reshape(b, r, e),
-                         out[QR].reshape(b, e, r))
-        if transpose:  # Jᵀ: S's transpose, J_RQ and J_QR swap and transpose, a ↔ a'
-            return ReducedBlocks(RR_.transpose(0, 2, 1), QR_.transpose(0, 2, 1),
-                                 RQ_.transpose(0, 2, 1), out[PP], out[QP], out[PQ], out[QQ])
-        return ReducedBlocks(RR_, RQ_, QR_, out[PP], out[PQ], out[QP], out[QQ])
+        blocks = _gather(self.groups, values, self.rest.size, self.q.size, self.rq_rows,
+                         self.qr_cols)
+        return blocks.T if transpose else blocks
 
     def solve(self, values: FloatArray, rhs: FloatArray,
               transpose: bool) -> tuple[FloatArray, FloatArray]:
         """J z = rhs (or Jᵀ z = rhs) for every element: values (b, nnz), rhs (b, size, k).
         Returns z and the residual J z − rhs, computed from the same blocks (they hold every
         entry of J). An element whose S or pivot is singular comes back NaN."""
-        B = self.blocks(values, transpose)
-        p, q, rest = self.p, self.q, self.rest
-        P, a, a2, c = (v[..., None] for v in (B.P, B.a, B.a2, B.c))
-        r_R, r_p, r_q = rhs[:, rest], rhs[:, p], rhs[:, q]
         with np.errstate(all="ignore"):
-            if q.size:
-                det = P * c - a * a2
-                S = B.RR - (B.RQ * (P / det).transpose(0, 2, 1)) @ B.QR
-                z_R = _solve_each(S, r_R - B.RQ @ ((P * r_q - a2 * r_p) / det))
-                u = r_q - B.QR @ z_R
-                z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
-            else:
-                z_R = _solve_each(B.RR, r_R)
-                z_p = z_q = r_p
-            z, res = np.empty(rhs.shape), np.empty(rhs.shape)
-            z[:, rest], z[:, p], z[:, q] = z_R, z_p, z_q
-            res[:, rest] = B.RR @ z_R + B.RQ @ z_q - r_R
-            res[:, q] = B.QR @ z_R + c * z_q + a2 * z_p - r_q
-            res[:, p] = P * z_p + a * z_q - r_p
-        return z, res
+            return _solve_blocks(self.blocks(values, transpose), rhs, self.p, self.q, self.rest)
+
+
+def _classify(size: int, rows: Index, cols: Index, p: Index, q: Index,
+              rest: Index) -> tuple[tuple[tuple[Index, Index], ...], Index, Index]:
+    """Per kind of block (RR … QQ), which entries (rows, cols) go there and where; and the
+    rows of J_RQ and columns of J_QR that hold anything."""
+    role = np.zeros(size, np.int8)  # 0: R, 1: q, 2: p
+    role[q], role[p] = 1, 2
+    local = np.empty(size, np.intp)
+    local[rest] = np.arange(rest.size)
+    local[q] = local[p] = np.arange(q.size)
+    r, e = rest.size, q.size
+    kind = _KINDS[role[rows], role[cols]]
+    if (kind < 0).any():  # cannot happen for pairs chosen by _independent_pairs
+        raise AssertionError("a pair pivot meets the rest of J outside its q row/column")
+    lr, lc = local[rows], local[cols]
+    slot = np.select([kind == RR, kind == RQ, kind == QR], [lr * r + lc, lr * e + lc, lr * r + lc],
+                     default=lr)
+    groups = tuple((np.flatnonzero(kind == k), slot[kind == k]) for k in range(len(_SHAPES)))
+    return groups, np.unique(lr[kind == RQ]), np.unique(lc[kind == QR])
+
+
+def _gather(groups, values: FloatArray, r: int, e: int, rq_rows: Index,
+            qr_cols: Index) -> ReducedBlocks:
+    """The blocks for values (b, nnz)."""
+    b = values.shape[0]
+    out = []
+    for (src, slot), shape in zip(groups, _SHAPES):
+        block = np.zeros((b, shape(r, e)))
+        block[:, slot] = values[:, src]
+        out.append(block)
+    return ReducedBlocks(out[RR].reshape(b, r, r), out[RQ].reshape(b, r, e),
+                         out[QR].reshape(b, e, r), out[PP], out[PQ], out[QP], out[QQ],
+                         rq_rows, qr_cols)
+
+
+def _solve_blocks(B: ReducedBlocks, rhs: FloatArray, p: Index, q: Index,
+                  rest: Index) -> tuple[FloatArray, FloatArray]:
+    """z with M z = rhs for M given by its blocks (rhs (b, N, k)), by a batched LU of the
+    Schur complement S; returns z and the residual M z − rhs."""
+    if not p.size:  # nothing to eliminate: M = J_RR
+        z = _solve_each(B.RR, rhs)
+        return z, B.RR @ z - rhs
+    P, a, a2, c = (v[..., None] for v in (B.P, B.a, B.a2, B.c))
+    r_R, r_p, r_q = rhs[..., rest, :], rhs[..., p, :], rhs[..., q, :]
+    det = P * c - a * a2
+    z_R = _solve_each(B.schur(), r_R - B.RQ @ ((P * r_q - a2 * r_p) / det))
+    u = r_q - B.QR @ z_R
+    z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
+    z, res = np.empty(rhs.shape), np.empty(rhs.shape)
+    z[..., rest, :], z[..., p, :], z[..., q, :] = z_R, z_p, z_q
+    res[..., rest, :] = B.RR @ z_R + B.RQ @ z_q - r_R
+    res[..., q, :] = B.QR @ z_R + c * z_q + a2 * z_p - r_q
+    res[..., p, :] = P * z_p + a * z_q - r_p
+    return z, res
 
 
 RR, RQ, QR, PP, PQ, QP, QQ = range(7)
