@@ -191,8 +191,8 @@ def _bare_scs(form: Formulation, cfg: Config) -> Compiled:
         return [solve(d) for d in elements]
 
     def output(sols: list[dict]) -> Array:  # the user's x, through dpplayers' retrieval R
-        xy = np.vstack([np.stack([s["x"] for s in sols], 1), np.stack([s["y"] for s in sols], 1)])
-        return prog.retrieval.apply(xy)[0]
+        return prog.retrieval.apply(np.stack([s["x"] for s in sols], 1),
+                                    np.stack([s["y"] for s in sols], 1))[0]
 
     return Compiled(prepare=prepare, forward=forward, backward=None, output=output,
                     grads=lambda g: [])

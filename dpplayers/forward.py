@@ -42,9 +42,10 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs < 1):
         raise ValueError(f"n_jobs must be a positive integer, got {n_jobs!r}.")
     mode = derivative_options.get("mode", prog.mode)
-    make_linear_solver(mode, derivative_options)  # validate now, not at backward time
+    if derivative_options:  # validate now, not at backward time (prog.mode already was)
+        make_linear_solver(mode, derivative_options)
     backend = prog.backend
-    settings = backend.settings(args)
+    settings = backend.settings_for(args)
     nb = theta.shape[1]
     data = prog.data(theta)
     reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
@@ -78,7 +79,7 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     x, y, s = (_stack_columns([getattr(r, name) if r.status.ok else np.full(size, np.nan)
                                for r in results])
                for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
-    outputs = prog.retrieval.apply(np.concatenate((x, y)))
+    outputs = prog.retrieval.apply(x, y)
     if batch is None:
         outputs = tuple(o[0] for o in outputs)
     info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,

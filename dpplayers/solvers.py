@@ -18,8 +18,9 @@ import importlib
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import clarabel
@@ -95,6 +96,21 @@ class AbstractConeSolver(abc.ABC):
         self.cones = cones
         self.kkt_order = n + cones.size  # of the KKT system the solver factorises
         self._local = threading.local()
+
+    def settings_for(self, solver_args: dict[str, Any]) -> Mapping[str, Any]:
+        """:meth:`settings`, remembered for the last few argument sets (a training loop
+        passes the same ones on every call); read-only, as it is shared."""
+        try:
+            key = tuple(sorted(solver_args.items()))
+            hash(key)
+        except TypeError:  # an unhashable value: translate afresh
+            return self.settings(solver_args)
+        cache = self.__dict__.setdefault("_settings_cache", {})
+        if key not in cache:
+            if len(cache) >= 8:
+                cache.clear()
+            cache[key] = MappingProxyType(self.settings(solver_args))
+        return cache[key]
 
     @abc.abstractmethod
     def settings(self, solver_args: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 from dataclasses import dataclass
 
@@ -28,7 +27,9 @@ class CSCPattern:
         A shallow copy of a checked template with its data swapped: scipy's constructor
         re-validates the (fixed) pattern on every call, which cost more than the rest of a
         small problem's per-call overhead together."""
-        out = copy.copy(self._template)
+        template = self._template
+        out = template.__class__.__new__(template.__class__)
+        out.__dict__.update(template.__dict__)  # what copy.copy does, without its protocol
         out.data = data
         return out
 

@@ -162,3 +162,21 @@ def test_scs_linear_solver_follows_the_kkt_order_unless_the_user_names_one():
     ours = prog.solve(np.array([1.0, -2.0, 3.0]))
     np.testing.assert_allclose(ours.values[0], auto.values[0], atol=1e-7)
     np.testing.assert_allclose(ours.values[0], [-0.5, 1.0, -1.0], atol=1e-7)
+
+
+def test_solver_settings_are_remembered_per_argument_set():
+    """The translated settings are computed once per distinct solver_args (read-only and
+    shared); unhashable arguments are translated afresh; a bad setting still raises."""
+    x = cp.Variable(2)
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(cp.sum_squares(x - cp.Parameter(2)))),
+                             None, [x])
+    backend = prog.backend
+    first = backend.settings_for({"eps": 1e-7})
+    assert backend.settings_for({"eps": 1e-7}) is first
+    assert first["eps_abs"] == 1e-7
+    assert backend.settings_for({"eps": 1e-6})["eps_abs"] == 1e-6
+    with pytest.raises(TypeError):
+        first["eps_abs"] = 1.0  # shared between calls: read-only
+    assert backend.settings_for({"eps": 1e-7, "extra": [1]})["extra"] == [1]
+    sol = prog.solve(np.ones(2), solver_args={"eps": 1e-7})
+    np.testing.assert_allclose(sol.values[0], np.ones(2), atol=1e-5)
