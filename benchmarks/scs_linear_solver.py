@@ -23,8 +23,8 @@ import numpy as np
 import scs
 
 import dpplayers
-from dpplayers.solution import _element_data
 from benchmarks.workloads import WORKLOADS
+from dpplayers.solution import _element_data
 
 
 def _available() -> list[str]:

@@ -37,8 +37,8 @@ from .kkt_pattern import KKTPattern
 from .parameters import ParameterLayout, ParameterSpec
 from .quad_forms import ParametricQuadForm, lift_parametric_quad_forms
 from .retrieval import Retrieval, build_retrieval, resolve_requests
-from .sparse_pattern import CSCPattern
 from .solvers import AbstractConeSolver, make_solver
+from .sparse_pattern import CSCPattern
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -168,6 +168,12 @@ class KKTPattern:
         return self._J_pattern.matrix(self.values(P_upper_data, A_data, D_values))
 
     @functools.cached_property
+    def filled(self) -> dict[str, bool]:
+        """Per block kind ("core", "basis"): whether a sparse LU of this program's J filled
+        in so much that later elements should factorise it densely (set by ``Direct``)."""
+        return {}
+
+    @functools.cached_property
     def pair_pivots(self) -> PairPivots:
         """J's independent 2×2 pivots (cvxpy's auxiliaries), for the batched dense solve:
         a variable p with an equality row q, where D = I, so that the pivot holds data only

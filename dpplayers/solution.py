@@ -22,8 +22,13 @@ import numpy.typing as npt
 from .derivative import data_adjoint, data_rhs, kkt_operator
 from .errors import DerivativeError
 from .kkt_pattern import block_values
-from .linear_solvers import (BATCH_DENSE_MAX, BATCH_RESIDUAL_TOL, DenseBatch,
-                             SolveStats, make_linear_solver)
+from .linear_solvers import (
+    BATCH_DENSE_MAX,
+    BATCH_RESIDUAL_TOL,
+    DenseBatch,
+    SolveStats,
+    make_linear_solver,
+)
 from .solvers import Status
 
 FloatArray = npt.NDArray[np.float64]
@@ -125,9 +130,9 @@ class Solution:
                     if residual[i] <= BATCH_RESIDUAL_TOL:
                         out[k] = z[i]
                         self._record(k, SolveStats(float(residual[i]), 0, True))
-        for k in rhs:
+        for k, r in rhs.items():
             if k not in out:
-                out[k] = self._solve(k, rhs[k], transpose)
+                out[k] = self._solve(k, r, transpose)
         return out
 
     def _dense_batch(self, keys: list[int]) -> DenseBatch:

@@ -208,3 +208,23 @@ def test_everything_peeled(solver):
         z, stats = solver.compute(state, rhs, transpose)
         assert relative_error(z, np.linalg.solve(J.T if transpose else J, rhs)) <= 1e-12
         assert not stats.degenerate
+
+
+def test_a_basis_that_fills_in_is_factorised_densely_from_then_on():
+    """A dense-ish LP basis above the dense limit: SuperLU fills it in, the program
+    remembers, and its next element's basis gets LAPACK's LU; both answers are exact."""
+    n, m = 60, 30
+    prob, params, x, values = standard_lp(n, m, seed=4)
+    op, _, _ = operator_of(prob, params, x, values)
+    solver = Direct(dense_limit=10)
+    state = solver.init(op)
+    assert isinstance(state.lu, _AntiDiagonalLU) and not state.lu.lu.dense
+    assert op.pattern.filled["basis"]  # a random dense B: fill ≥ FILL_DENSE of m²
+    again = solver.init(op)  # the same program's pattern: now dense
+    assert again.lu.lu.dense
+    rng = np.random.default_rng(0)
+    rhs = rng.standard_normal((op.in_size, 2))
+    ref = np.linalg.solve(op.as_matrix().toarray(), rhs)
+    for st in (state, again):
+        z, stats = solver.compute(st, rhs, transpose=False)
+        assert relative_error(z, ref) < 1e-10 and not stats.degenerate

@@ -70,7 +70,7 @@ def test_a_column_with_a_third_entry_is_no_pivot():
 
 def test_pairs_whose_q_rows_meet_are_not_both_chosen():
     rng = np.random.default_rng(3)
-    mats, p, q = planted(rng)
+    mats, _, q = planted(rng)
     mats[:, q[0], q[1]] = 0.5  # the two pivots would no longer decouple
     pv, values = pivots_of(mats)
     assert not {q[0], q[1]} <= set(pv.q.tolist())
@@ -83,7 +83,7 @@ def test_pairs_whose_q_rows_meet_are_not_both_chosen():
 
 def test_masks_restrict_the_pairs():
     rng = np.random.default_rng(4)
-    mats, p, q = planted(rng)
+    mats, p, _ = planted(rng)
     may_be_p = np.ones(mats.shape[1], bool)
     may_be_p[p[0]] = False
     pv, _ = pivots_of(mats, may_be_p=may_be_p)
