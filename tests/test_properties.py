@@ -5,10 +5,11 @@ runs many more examples locally.
 """
 
 import os
+import warnings
 
 import cvxpy as cp
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import dpplayers
@@ -118,7 +119,12 @@ def test_forward_matches_cvxpy(data):
     sol = prog.solve(*values, solver_args={"eps": 1e-9, "refine": 2})
     for p, v in zip(params, values):
         p.value = v
-    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Solution may be inaccurate"
+        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
     # the reference (Clarabel through cvxpy) is the less accurate side on SOC towers for
-    # powers (seen: 2.4e-6 off the exact root while the refined answer was 2e-9 off)
+    # powers (seen: 2.4e-6 off the exact root while the refined answer was 2e-9 off; and
+    # 2e-5 off, flagged optimal_inaccurate, where dpplayers on SCS and on Clarabel agreed
+    # to 1e-15): only a reference its solver calls accurate is one
+    assume(problem.status == cp.OPTIMAL)
     np.testing.assert_allclose(sol.values[0], variables[0].value, rtol=1e-6, atol=1e-5)
