@@ -162,7 +162,8 @@ class ParameterLayout:
         into θ̃, then checked: one finite test on all of θ, then declared attributes (this
         runs on every forward pass, so it avoids a copy and a test per parameter).
         """
-        batch = self.batch_size([np.shape(v) for v in values])
+        batch = self.batch_size([v.shape if isinstance(v, np.ndarray) else np.shape(v)
+                                 for v in values])
         nb = 1 if batch is None else batch
         theta = np.empty((self.size + 1, nb))
         arrays = []
@@ -281,11 +282,18 @@ def _is_float64(value: object) -> bool:
 
 def _write_fortran(dest: FloatArray, arr: FloatArray, batched: bool) -> None:
     """Write (B, *shape) or shape into ``dest`` (size, nb), column-major, with one copy
-    (an unbatched value broadcasts over the nb columns)."""
-    shape = arr.shape[1:] if batched else arr.shape
-    axes = (*range(arr.ndim - 1, 0, -1), 0) if batched else tuple(range(arr.ndim - 1, -1, -1))
-    src = np.transpose(arr, axes) if batched else np.transpose(arr, axes)[..., None]
-    dest.reshape(*shape[::-1], dest.shape[1])[...] = src
+    (an unbatched value broadcasts over the nb columns). Runs per parameter on every
+    forward pass, so scalars and vectors take the short way (array methods, not numpy's
+    Python-level wrappers)."""
+    ndim = arr.ndim - 1 if batched else arr.ndim
+    if ndim <= 1:  # column-major order is the order itself
+        dest[...] = arr.T if batched else arr.reshape(-1, 1)
+        return
+    if batched:
+        src = arr.transpose((*range(arr.ndim - 1, 0, -1), 0))
+    else:
+        src = arr.T[..., None]
+    dest.reshape(*src.shape[:-1], dest.shape[1])[...] = src
 
 
 def _fortran_flatten(arr: FloatArray, batched: bool) -> FloatArray:
