@@ -40,19 +40,22 @@ class ReducedBlocks:
     a: FloatArray  # (b, e): (p, q)
     a2: FloatArray  # (b, e): (q, p)
     c: FloatArray  # (b, e): (q, q)
-    rq_rows: Index  # the rows of J_RQ and columns of J_QR that hold anything: the only
-    qr_cols: Index  # part of S that the pivots change
+    rq_rows: Index | slice  # the rows of J_RQ and columns of J_QR that hold anything: the
+    qr_cols: Index | slice  # only part of S the pivots change (a slice when contiguous)
 
     def schur(self) -> FloatArray:
         """S = J_RR − J_RQ diag(P / det) J_QR, det = P c − a a' per pair."""
         if not self.P.shape[-1]:
             return self.RR
         rows, cols = self.rq_rows, self.qr_cols
+        # basic slicing where the extents are contiguous (cvxpy's auxiliaries meet the first
+        # variables): fancy indexing costs more than the product here
+        at = (rows, cols) if isinstance(rows, slice) and isinstance(cols, slice) else (
+            _indices(rows)[:, None], _indices(cols)[None, :])
         with np.errstate(all="ignore"):
             w = self.P / (self.P * self.c - self.a * self.a2)
             S = self.RR.copy()
-            S[..., rows[:, None], cols[None, :]] -= (
-                (self.RQ[..., rows, :] * w[..., None, :]) @ self.QR[..., :, cols])
+            S[(..., *at)] -= (self.RQ[..., rows, :] * w[..., None, :]) @ self.QR[..., :, cols]
         return S
 
     @property
@@ -71,9 +74,9 @@ class PairPivots:
     p: Index
     q: Index
     rest: Index
-    groups: tuple[tuple[Index, Index], ...]  # per kind RR … QQ: (which entries, where in the block)
-    rq_rows: Index  # see ReducedBlocks
-    qr_cols: Index
+    slot: Index  # where each J entry goes in one flat buffer holding the blocks, in turn
+    rq_rows: Index | slice  # see ReducedBlocks
+    qr_cols: Index | slice
 
     @property
     def reduced_order(self) -> int:
@@ -89,13 +92,19 @@ class PairPivots:
         cols = np.repeat(np.arange(size), np.diff(np.asarray(indptr)))
         p, q = _independent_pairs(size, rows, cols, may_be_p, may_be_q)
         rest = np.setdiff1d(np.arange(size), np.concatenate([p, q]), assume_unique=True)
-        groups, rq_rows, qr_cols = _classify(size, rows, cols, p, q, rest)
-        return cls(size, p, q, rest, groups, rq_rows, qr_cols)
+        slot, rq_rows, qr_cols = _classify(size, rows, cols, p, q, rest)
+        return cls(size, p, q, rest, slot, _span(rq_rows), _span(qr_cols))
 
     def blocks(self, values: FloatArray, transpose: bool) -> ReducedBlocks:
-        """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the pattern's order."""
-        blocks = _gather(self.groups, values, self.rest.size, self.q.size, self.rq_rows,
-                         self.qr_cols)
+        """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the pattern's order: one
+        buffer filled by one gather, then viewed as the blocks."""
+        b, r, e = values.shape[0], self.rest.size, self.q.size
+        buffer = np.zeros((b, r * r + 2 * r * e + 4 * e))
+        buffer[:, self.slot] = values
+        RR, RQ, QR, pair = np.split(buffer, [r * r, r * r + r * e, r * r + 2 * r * e], axis=1)
+        P, a, a2, c = pair.reshape(b, 4, e).transpose(1, 0, 2)
+        blocks = ReducedBlocks(RR.reshape(b, r, r), RQ.reshape(b, r, e), QR.reshape(b, e, r),
+                               P, a, a2, c, self.rq_rows, self.qr_cols)
         return blocks.T if transpose else blocks
 
     def solve(self, values: FloatArray, rhs: FloatArray,
@@ -108,9 +117,10 @@ class PairPivots:
 
 
 def _classify(size: int, rows: Index, cols: Index, p: Index, q: Index,
-              rest: Index) -> tuple[tuple[tuple[Index, Index], ...], Index, Index]:
-    """Per kind of block (RR … QQ), which entries (rows, cols) go there and where; and the
-    rows of J_RQ and columns of J_QR that hold anything."""
+              rest: Index) -> tuple[Index, Index, Index]:
+    """Where each entry (rows, cols) goes in the flat buffer of blocks RR (r × r), RQ (r × e),
+    QR (e × r) and the pivots' P, a, a', c (e each); and the rows of J_RQ and columns of J_QR
+    that hold anything."""
     role = np.zeros(size, np.int8)  # 0: R, 1: q, 2: p
     role[q], role[p] = 1, 2
     local = np.empty(size, np.intp)
@@ -121,24 +131,23 @@ def _classify(size: int, rows: Index, cols: Index, p: Index, q: Index,
     if (kind < 0).any():  # cannot happen for pairs chosen by _independent_pairs
         raise AssertionError("a pair pivot meets the rest of J outside its q row/column")
     lr, lc = local[rows], local[cols]
-    slot = np.select([kind == RR, kind == RQ, kind == QR], [lr * r + lc, lr * e + lc, lr * r + lc],
-                     default=lr)
-    groups = tuple((np.flatnonzero(kind == k), slot[kind == k]) for k in range(len(_SHAPES)))
-    return groups, np.unique(lr[kind == RQ]), np.unique(lc[kind == QR])
+    start = r * r + 2 * r * e  # the pivots' four vectors follow the three blocks
+    slot = np.select(
+        [kind == RR, kind == RQ, kind == QR, kind == PP, kind == PQ, kind == QP],
+        [lr * r + lc, r * r + lr * e + lc, r * r + r * e + lr * r + lc, start + lr,
+         start + e + lr, start + 2 * e + lr], default=start + 3 * e + lr)
+    return slot, np.unique(lr[kind == RQ]), np.unique(lc[kind == QR])
 
 
-def _gather(groups, values: FloatArray, r: int, e: int, rq_rows: Index,
-            qr_cols: Index) -> ReducedBlocks:
-    """The blocks for values (b, nnz)."""
-    b = values.shape[0]
-    out = []
-    for (src, slot), shape in zip(groups, _SHAPES):
-        block = np.zeros((b, shape(r, e)))
-        block[:, slot] = values[:, src]
-        out.append(block)
-    return ReducedBlocks(out[RR].reshape(b, r, r), out[RQ].reshape(b, r, e),
-                         out[QR].reshape(b, e, r), out[PP], out[PQ], out[QP], out[QQ],
-                         rq_rows, qr_cols)
+def _span(idx: Index) -> Index | slice:
+    """A contiguous run of indices as a slice (basic indexing), else the indices."""
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _indices(idx: Index | slice) -> Index:
+    return np.arange(idx.start, idx.stop) if isinstance(idx, slice) else idx
 
 
 def _solve_blocks(B: ReducedBlocks, rhs: FloatArray, p: Index, q: Index,
@@ -163,8 +172,6 @@ def _solve_blocks(B: ReducedBlocks, rhs: FloatArray, p: Index, q: Index,
 
 
 RR, RQ, QR, PP, PQ, QP, QQ = range(7)
-#: Flattened size of each kind's block for r rest indices and e pairs.
-_SHAPES = (lambda r, e: r * r, lambda r, e: r * e, lambda r, e: e * r) + (lambda r, e: e,) * 4
 #: _KINDS[role of row, role of column] with roles 0: R, 1: q, 2: p (−1: not allowed).
 _KINDS = np.array([[RR, RQ, -1], [QR, QQ, QP], [-1, PQ, PP]], dtype=np.int8)
 
