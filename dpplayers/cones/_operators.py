@@ -13,10 +13,6 @@ import scipy.sparse as sp
 from ._layout import SQRT2, Array, Index, lower_triangle, smat, svec
 
 
-def _eye_stack(k: int, d: int) -> Array:
-    return np.broadcast_to(np.eye(d), (k, d, d))
-
-
 class AbstractBlockOperator(abc.ABC):
     """k square d x d blocks of DPi, one per cone of a group; acts on stacks (k, d, m)."""
 
@@ -84,7 +80,14 @@ class SOCBlocks(AbstractBlockOperator):
         return np.concatenate([top, rest], axis=1)
 
     def as_matrices(self) -> Array:
-        return self.mv(_eye_stack(self.p.shape[0], self.xbar.shape[1] + 1))
+        """The blocks written out from their closed form (not ``mv`` on an identity)."""
+        k, d = self.xbar.shape
+        out = np.empty((k, d + 1, d + 1))
+        out[:, 0, 0] = self.p
+        out[:, 0, 1:] = out[:, 1:, 0] = self.q[:, None] * self.xbar
+        out[:, 1:, 1:] = self.e[:, None, None] * self.xbar[:, :, None] * self.xbar[:, None, :]
+        out[:, 1:, 1:] += self.c[:, None, None] * np.eye(d)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
