@@ -90,9 +90,10 @@ class ParameterSpec:
                 why = " (gp=True parameters must be positive)" if self.log and word == "positive" else ""
                 raise ParameterError(f"{where(k)} must be {word}{why}, but has entries {v[k][bad[k]][:3]}.")
         if self.symmetric or self.psd or self.nsd:
-            vt = np.swapaxes(v, -1, -2)
-            scale = np.maximum(1.0, np.abs(v).max(axis=(-2, -1)))
-            asym = np.abs(v - vt).max(axis=(-2, -1))
+            # max |entry| as max(max, −min): two reductions and no |v| temporary
+            scale = np.maximum(1.0, np.maximum(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1))))
+            d = v - np.swapaxes(v, -1, -2)
+            asym = d.max(axis=(-2, -1))  # d is antisymmetric: max |d| = max d
             if (asym > ATTRIBUTE_TOL * scale).any():
                 k = int(np.argmax(asym > ATTRIBUTE_TOL * scale))
                 raise ParameterError(
@@ -110,7 +111,7 @@ class ParameterSpec:
         shift = ATTRIBUTE_TOL * 1e2 * scale
         if len(v) == 1:  # LAPACK directly: numpy's wrapper costs more than a 50×50 factor
             a = sign * v[0].T  # Fortran order: potrf factorises it in place, no copy
-            a.flat[:: a.shape[0] + 1] += shift[0]
+            a.T.reshape(-1)[:: a.shape[0] + 1] += shift[0]  # the diagonal, through a view
             if lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)[1] == 0:
                 return
         else:
