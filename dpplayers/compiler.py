@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cvxpy as cp
 import numpy as np
@@ -228,6 +228,9 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         exp=int(pp.cone_dims.exp), exp_dual=0, power=tuple(float(a) for a in pp.cone_dims.p3d),
     )
     retrieval = build_retrieval(chain, inverse_data, n, m, requests, gp)
+    if m == 0:
+        A_pattern, C_A, C_b, cones, retrieval, m = _never_binding_row(n, layout.size, cones,
+                                                                     retrieval)
     return CompiledProblem(
         problem=problem, layout=layout, n=n, m=m, cones=cones, A=A_pattern, C_A=C_A, C_b=C_b,
         C_c=C_c, P=P_pattern, C_P=C_P, retrieval=retrieval, solver=solver, gp=gp, mode=mode,
@@ -331,6 +334,21 @@ def _spec_for(params: Sequence[cp.Parameter], layout: ParameterLayout,
         if p.id == param.id:
             return spec
     raise ParameterError(f"parameter '{param.name()}' is in a quad_form but not in `parameters`.")
+
+
+def _never_binding_row(n: int, p: int, cones: ConeDims, retrieval: Retrieval):
+    """One constraint for a program without any, 0ᵀx ≤ 1 (a nonnegative-cone row): SCS
+    refuses m = 0 ("m must be a positive integer") and Clarabel's answer could not be read
+    back. The row never binds (s = 1, y = 0), so J gains one decoupled row and the solution
+    and its derivatives are those of the unconstrained program.
+
+    Returns (A pattern, C_A, C_b, cones, retrieval, m = 1)."""
+    A = CSCPattern((1, n), np.zeros(0, np.int32), np.zeros(n + 1, np.int32))
+    C_A = AffineMap(sp.csr_array((0, p + 1)))
+    C_b = AffineMap(sp.csr_array(([1.0], ([0], [p])), shape=(1, p + 1)))
+    R = retrieval.matrix
+    R = sp.csr_array(sp.hstack([R, sp.csr_array((R.shape[0], 1))], format="csr"))
+    return A, C_A, C_b, replace(cones, nonneg=1), Retrieval(R, retrieval.outputs), 1
 
 
 def _pattern_map(T: sp.csr_array, shape: tuple[int, int], negate: bool,

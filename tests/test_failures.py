@@ -76,6 +76,12 @@ def test_symmetric_and_psd_attributes():
         prog.solve(np.array([[1.0, 2.0], [0.0, 1.0]]), np.eye(2))
     with pytest.raises(ParameterError, match=r"parameter 'Q' \(batch element 1\) is declared PSD"):
         prog.solve(np.eye(2), np.stack([np.eye(2), -np.eye(2)]))
+    # one element goes through LAPACK's Cholesky directly: indefinite, and PSD but singular
+    with pytest.raises(ParameterError, match=r"parameter 'Q' is declared PSD.*-1"):
+        prog.solve(np.eye(2), np.array([[1.0, 0.0], [0.0, -1.0]]))
+    Q = np.array([[1.0, 1.0], [1.0, 1.0]])  # eigenvalues 0 and 2: accepted, and unchanged
+    prog.solve(np.eye(2), Q)
+    np.testing.assert_array_equal(Q, [[1.0, 1.0], [1.0, 1.0]])
 
 
 def infeasible_problem():

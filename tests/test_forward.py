@@ -180,3 +180,18 @@ def test_solver_settings_are_remembered_per_argument_set():
     assert backend.settings_for({"eps": 1e-7, "extra": [1]})["extra"] == [1]
     sol = prog.solve(np.ones(2), solver_args={"eps": 1e-7})
     np.testing.assert_allclose(sol.values[0], np.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+def test_a_problem_without_constraints(solver):
+    """min ‖x‖² + qᵀx has no constraint (m = 0, which SCS refuses): it gets one that never
+    binds, and x = −q/2 with dx/dq = −I/2, batched or not."""
+    x, q = cp.Variable(3), cp.Parameter(3)
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(cp.sum_squares(x) + q @ x)), [q], [x],
+                             solver=solver)
+    qs = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]])
+    sol = prog.solve(qs)
+    np.testing.assert_allclose(sol.values[0], -qs / 2, atol=1e-6)
+    w = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]])
+    np.testing.assert_allclose(sol.vjp(w)[0], -w / 2, atol=1e-8)
+    np.testing.assert_allclose(prog.solve(qs[0]).jacobian()[0][0], -np.eye(3) / 2, atol=1e-8)
