@@ -188,7 +188,7 @@ class SCS(AbstractConeSolver):
         try:
             return scs.SCS(problem, self._cone_dict, **settings)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"SCS rejected the settings {settings}: {err}") from None
+            raise ValueError(f"SCS rejected the problem or its settings {dict(settings)}: {err}") from None
 
     def _update(self, workspace: Any, data: ConeData) -> None:
         workspace.update(b=data.b, c=data.c)

@@ -195,3 +195,11 @@ def test_a_problem_without_constraints(solver):
     w = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]])
     np.testing.assert_allclose(sol.vjp(w)[0], -w / 2, atol=1e-8)
     np.testing.assert_allclose(prog.solve(qs[0]).jacobian()[0][0], -np.eye(3) / 2, atol=1e-8)
+
+
+def test_an_unknown_scs_setting_is_named():
+    x, q = cp.Variable(3), cp.Parameter(3)
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(cp.sum_squares(x) + q @ x), [x >= 0]),
+                             [q], [x])
+    with pytest.raises(ValueError, match="SCS rejected.*no_such_setting"):
+        prog.solve(np.ones(3), solver_args={"no_such_setting": 1})
