@@ -76,12 +76,9 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     if failed:
         warnings.warn(f"{len(failed)} of {nb} batch elements failed ({failed[:10]}); their "
                       "values are NaN and their status says why.", RuntimeWarning, stacklevel=3)
-    if nb == 1 and not failed:  # views, without the general stacking below
-        x, y, s = results[0].x[:, None], results[0].y[:, None], results[0].s[:, None]
-    else:
-        x, y, s = (_stack_columns([getattr(r, name) if r.status.ok else np.full(size, np.nan)
-                                   for r in results])
-                   for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
+    x, y, s = (_stack_columns([getattr(r, name) if r.status.ok else np.full(size, np.nan)
+                               for r in results])
+               for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
     outputs = prog.retrieval.apply(x, y)
     if batch is None:
         outputs = tuple(o[0] for o in outputs)

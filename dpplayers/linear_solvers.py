@@ -156,13 +156,15 @@ class Direct(AbstractLinearSolver):
                                                     and filled.get("basis", False))
             try:
                 lu = _AntiDiagonalLU(B, dense_B)
-                filled["basis"] = filled.get("basis", False) or _fills(lu.lu, order)
+                if _fills(lu.lu, order):
+                    filled["basis"] = True
                 return lu, False
             except RuntimeError:  # B singular, so J_RR is: shifted LU below
                 pass
         try:
             lu = _LU(J_RR, dense)
-            filled["core"] = filled.get("core", False) or _fills(lu, J_RR.shape[0])
+            if _fills(lu, J_RR.shape[0]):
+                filled["core"] = True
             return lu, False
         except RuntimeError:  # exactly singular
             delta = 1e-9 * max(1.0, float(abs(J_RR).max()))

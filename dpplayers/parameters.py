@@ -246,16 +246,13 @@ class ParameterLayout:
             if t is None:
                 continue
             arr = np.asarray(t, dtype=np.float64)
-            if arr.shape == spec.shape:
-                flat = _fortran_flatten(arr, False)
-            elif arr.shape == (nb, *spec.shape) and batch is not None:
-                flat = _fortran_flatten(arr, True)
-            else:
+            batched = batch is not None and arr.shape == (nb, *spec.shape)
+            if arr.shape != spec.shape and not batched:
                 raise ParameterError(
                     f"tangent for parameter '{spec.name}' expects shape "
                     f"{spec.shape if batch is None else (batch, *spec.shape)}, got {arr.shape}."
                 )
-            dtheta[spec.offset : spec.offset + spec.size] = flat
+            _write_fortran(dtheta[spec.offset : spec.offset + spec.size], arr, batched)
         rows = self.log_rows()
         if rows.size:
             dtheta[rows] /= raw[rows]
@@ -295,10 +292,3 @@ def _write_fortran(dest: FloatArray, arr: FloatArray, batched: bool) -> None:
     else:
         src = arr.T[..., None]
     dest.reshape(*src.shape[:-1], dest.shape[1])[...] = src
-
-
-def _fortran_flatten(arr: FloatArray, batched: bool) -> FloatArray:
-    """(B, *shape) or shape → (size, B) with entries in column-major order."""
-    if not batched:
-        return arr.reshape(-1, order="F")[:, None]
-    return np.moveaxis(arr, 0, -1).reshape(-1, arr.shape[0], order="F")

@@ -83,8 +83,8 @@ class Retrieval:
 
     def apply(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, ...]:
         """z = [x; y] (n+m, B) → one array per output, shaped (B, *shape)."""
-        pick = self._selection
-        if pick is not None and self._selection_max < x.shape[0]:
+        pick, top = self._selection
+        if pick is not None and top < x.shape[0]:
             flat = x[pick]  # primal variables only: no need to build z
         else:
             z = np.concatenate((x, y))
@@ -98,17 +98,15 @@ class Retrieval:
         return tuple(out)
 
     @functools.cached_property
-    def _selection(self) -> npt.NDArray[np.intp] | None:
-        """The entries of z that R picks when every row of R is one 1 (the usual primal
-        variable): a gather is several times cheaper than a sparse product per call."""
+    def _selection(self) -> tuple[npt.NDArray[np.intp] | None, int]:
+        """(the entries of z that R picks when every row of R is one 1, the usual variable;
+        the largest of them, so that a pick inside x needs no [x; y]): a gather is several
+        times cheaper than a sparse product per call."""
         R = self.matrix
         if R.nnz != R.shape[0] or np.any(np.diff(R.indptr) != 1) or np.any(R.data != 1.0):
-            return None
-        return R.indices.astype(np.intp)
-
-    @functools.cached_property
-    def _selection_max(self) -> int:
-        return int(self._selection.max(initial=-1)) if self._selection is not None else -1
+            return None, -1
+        pick = R.indices.astype(np.intp)
+        return pick, int(pick.max(initial=-1))
 
     def flat_cotangent(self, cotangents: Sequence[FloatArray | None], values: Sequence[FloatArray],
                        batch: int) -> FloatArray:

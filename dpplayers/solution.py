@@ -4,9 +4,10 @@
 ↦ (dx, dy) ↦ R (dx, dy). ``vjp`` runs the transposed chain Rᵀ → J⁻ᵀ → (∂data)ᵀ → Cᵀ. The
 C maps, R and the data adjoint act on the whole batch at once. The solves with J are
 lazy (on the first derivative request): small J (order ≤ BATCH_DENSE_MAX once their 2×2
-pair pivots are eliminated, direct mode) are solved by one batched LAPACK call for the whole
-batch (a single element included), which refactorises on every call; any other element's J (larger, or singular) is factorised
-once and reused by every later vjp, jvp and ``jacobian`` call. The forward pass
+pair pivots are eliminated, direct mode) are solved by one batched LAPACK call for the
+whole batch (a single element included), which refactorises on every call; any other
+element's J (larger, or singular) is factorised once and reused by every later vjp, jvp
+and ``jacobian`` call. The forward pass
 that builds a Solution is :mod:`dpplayers.forward`.
 """
 
@@ -119,7 +120,8 @@ class Solution:
         keys = [k for k in rhs if k not in self._factor]
         out: dict[int, FloatArray] = {}
         pattern = self.program.kkt_pattern
-        if self.mode == "direct" and keys and pattern.pair_pivots.reduced_order <= BATCH_DENSE_MAX:
+        small = pattern.pair_pivots.reduced_order <= BATCH_DENSE_MAX
+        if self.mode == "direct" and keys and small:
             # in chunks of ~BATCH_DENSE_BYTES: larger temporaries are handed back to the OS
             # when freed and page-faulted in again on every call
             step = DenseBatch.chunk(pattern)

@@ -96,6 +96,7 @@ class AbstractConeSolver(abc.ABC):
         self.cones = cones
         self.kkt_order = n + cones.size  # of the KKT system the solver factorises
         self._local = threading.local()
+        self._settings_cache: dict[tuple, Mapping[str, Any]] = {}
 
     def settings_for(self, solver_args: dict[str, Any]) -> Mapping[str, Any]:
         """:meth:`settings`, remembered for the last few argument sets (a training loop
@@ -105,7 +106,7 @@ class AbstractConeSolver(abc.ABC):
             hash(key)
         except TypeError:  # an unhashable value: translate afresh
             return self.settings(solver_args)
-        cache = self.__dict__.setdefault("_settings_cache", {})
+        cache = self._settings_cache
         if key not in cache:
             if len(cache) >= 8:
                 cache.clear()
