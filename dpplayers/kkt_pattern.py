@@ -9,14 +9,15 @@ data array: no sparse products, no sorting and no format conversions per element
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
 from .cones import ProductCone, ProjectionDerivative
-from .pair_pivots import PairPivots
+from .inactive_rows import InactiveRows
+from .pair_pivots import PairPivots, as_indices
 from .sparse_pattern import CSCPattern
 
 Index = npt.NDArray[np.intp]
@@ -31,6 +32,18 @@ def _block_entries(cone: ProductCone) -> tuple[Index, Index]:
         rows.append(np.broadcast_to(idx[:, :, None], (k, d, d)).ravel())
         cols.append(np.broadcast_to(idx[:, None, :], (k, d, d)).ravel())
     return np.concatenate(rows), np.concatenate(cols)
+
+
+def _scalar_blocks(cone: ProductCone) -> tuple[Index, Index]:
+    """(row, position in ``block_values`` order) of D's 1×1 blocks."""
+    rows, pos, start = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)], 0
+    for _, idx in cone.groups:
+        k, d = idx.shape
+        if d == 1:
+            rows.append(idx[:, 0])
+            pos.append(start + np.arange(k))
+        start += k * d * d
+    return np.concatenate(rows).astype(np.intp), np.concatenate(pos).astype(np.intp)
 
 
 def block_values(D: ProjectionDerivative) -> FloatArray:
@@ -108,11 +121,15 @@ class KKTPattern:
     positions: Index  # J position of every source entry: Aᵀ D (paired, dense), A, D, −I, P
     p_start: int  # where P's entries begin in ``positions``
     zero_rows: int = 0  # the first rows of A, whose cone is {0} (equalities): there D = I
+    scalar_rows: Index = field(default_factory=lambda: np.zeros(0, np.intp))  # the rows of A
+    # whose block of D is 1×1, and where their D value is in ``block_values`` order:
+    scalar_d: Index = field(default_factory=lambda: np.zeros(0, np.intp))
 
     @classmethod
     def build(cls, n: int, m: int, A_rows: Index, A_cols: Index, P_rows: Index | None,
               P_cols: Index | None, cone: ProductCone) -> KKTPattern:
         d_rows, d_cols = _block_entries(cone)
+        scalar_rows, scalar_d = _scalar_blocks(cone)
         # Aᵀ D of blocks of order ≥ DENSE_BLOCK as small dense products (below); of the
         # others by pairing every A entry (i, j) with every D entry (i, c) in the same row i
         dense, small_rows = _dense_products(n, m, A_rows, A_cols, cone)
@@ -154,6 +171,7 @@ class KKTPattern:
             indptr=np.searchsorted(ucols, np.arange(size + 1)).astype(np.int32),
             p_src=p_src, atd_a=atd_a, atd_d=atd_d, dense=tuple(dense), p_full=p_full,
             positions=pos, p_start=without_P, zero_rows=cone.dims.zero,
+            scalar_rows=scalar_rows, scalar_d=scalar_d,
         )
 
     def full_P(self, P_upper_data: FloatArray) -> sp.csc_matrix | None:
@@ -183,6 +201,23 @@ class KKTPattern:
         variables[: self.n] = True
         equalities[self.n : self.n + self.zero_rows] = True
         return PairPivots.of(size, self.indices, self.indptr, variables, equalities)
+
+    @functools.cached_property
+    def inactive_rows(self) -> InactiveRows | None:
+        """The inequality rows the batched solve drops where they are inactive, or None
+        when there are none or when dropping them would move a row of J_RQ or a column of
+        J_QR within the pair blocks (cvxpy puts its variables, where those are, first)."""
+        pv = self.pair_pivots
+        rows = self.n + self.scalar_rows[self.scalar_rows >= self.zero_rows]
+        if not rows.size:
+            return None
+        touched = np.union1d(as_indices(pv.rq_rows), as_indices(pv.qr_cols))
+        first_dropped = np.searchsorted(pv.rest, rows.min())
+        if touched.size and touched.max() >= first_dropped:
+            return None
+        keep = self.scalar_rows >= self.zero_rows
+        return InactiveRows.of(self.n + self.m, self.indices, self.indptr, rows,
+                               self.scalar_d[keep])
 
     def values(self, P_upper_data: FloatArray | None, A_data: FloatArray,
                D_values: FloatArray) -> FloatArray:

@@ -32,7 +32,6 @@ import scipy.sparse.linalg as spla
 from .derivative import KKTOperator
 from .elimination import Singletons, anti_diagonal
 from .kkt_pattern import KKTPattern
-from .pair_pivots import PairPivots
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -267,10 +266,12 @@ class _DirectState:
 #: call of 1.5 ms against ~0.3 ms of Python per element around 0.03 ms LAPACK
 #: factorisations; batch 1: vjp 0.38 → 0.26 ms).
 BATCH_DENSE_MAX = 200
-#: ... in chunks of about this many bytes of blocks (measured on qp50 at batch 32: 1 MB
-#: chunks 4.2–4.7 ms, the whole batch at once 5.6–8.8 ms, as large temporaries are
-#: page-faulted in again on every call).
+#: ... in chunks of about this many bytes of blocks, and of at least BATCH_DENSE_MIN elements
+#: (measured at batch 32: qp50, 1 MB chunks 4.2–4.7 ms, the whole batch at once 5.6–8.8 ms,
+#: as large temporaries are page-faulted in again on every call; lasso, 0.6 MB per element,
+#: chunks of 2 elements 17.5 ms, of 8 12.9–13.6 ms).
 BATCH_DENSE_BYTES = 1 << 20
+BATCH_DENSE_MIN = 8
 #: A batched solve whose relative residual is above this goes to ``Direct`` (refinement,
 #: singular-J handling) for that element.
 BATCH_RESIDUAL_TOL = 1e-10
@@ -278,29 +279,42 @@ BATCH_RESIDUAL_TOL = 1e-10
 
 @dataclass(frozen=True)
 class DenseBatch:
-    """The J of several elements solved together: their 2×2 pair pivots eliminated exactly,
-    then one batched LAPACK call (numpy's gesv loop) on the reduced dense systems instead of
-    a factorisation per element. numpy keeps no batched LU, so every solve refactorises; an
-    element whose J is singular or whose solve is not clean is reported with an infinite or
-    large residual (measured on J itself) for Direct to redo."""
+    """The J of several elements solved together: their 2×2 pair pivots eliminated exactly
+    (and, with ``drop``, each element's inactive inequality rows:
+    :mod:`dpplayers.inactive_rows`), then one batched LAPACK call (numpy's gesv loop) on the
+    reduced dense systems instead of a factorisation per element. numpy keeps no batched
+    LU, so every solve refactorises; an element whose J is singular or whose solve is not
+    clean is reported with an infinite or large residual (measured on J itself) for Direct
+    to redo."""
 
-    pivots: PairPivots
+    pattern: KKTPattern
     values: FloatArray  # (b, nnz): each element's J data in the pattern's order
+    drop: npt.NDArray[np.bool_] | None = None  # (b, N): the J indices each element drops
+    keys: list[int] | None = None  # which elements of the caller's batch these are
 
     @classmethod
-    def assemble(cls, pattern: KKTPattern, values: FloatArray) -> DenseBatch:
-        return cls(pattern.pair_pivots, values)
+    def assemble(cls, pattern: KKTPattern, values: FloatArray,
+                 drop: npt.NDArray[np.bool_] | None = None,
+                 keys: list[int] | None = None) -> DenseBatch:
+        return cls(pattern, values, drop, keys)
 
     @staticmethod
-    def chunk(pattern: KKTPattern) -> int:
-        """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks)."""
-        r, e = pattern.pair_pivots.reduced_order, pattern.pair_pivots.q.size
+    def chunk(pattern: KKTPattern, order: int | None = None) -> int:
+        """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks), for
+        reduced systems of the given order (default: without dropped rows)."""
+        r = pattern.pair_pivots.reduced_order if order is None else order
+        e = pattern.pair_pivots.q.size
         per_element = 8 * (r * r + 2 * r * e + pattern.indices.size)
-        return max(2, BATCH_DENSE_BYTES // per_element)
+        return max(BATCH_DENSE_MIN, BATCH_DENSE_BYTES // per_element)
 
     def solve(self, rhs: FloatArray, transpose: bool) -> tuple[FloatArray, FloatArray]:
         """rhs (b, N, q) ↦ (z, relative residual per element; inf where J is singular)."""
-        z, res = self.pivots.solve(self.values, rhs, transpose)
+        pivots = self.pattern.pair_pivots
+        if self.drop is None:
+            z, res = pivots.solve(self.values, rhs, transpose)
+        else:
+            z, res = self.pattern.inactive_rows.solve(pivots, self.values, rhs, transpose,
+                                                      self.drop)
         scale = np.maximum(np.linalg.norm(rhs, axis=1), 1e-300)
         residual = (np.linalg.norm(res, axis=1) / scale).max(axis=1, initial=0.0)
         residual[~np.isfinite(z).all(axis=(1, 2)) | ~np.isfinite(residual)] = np.inf

@@ -19,6 +19,7 @@ inaccurate solution there, which the caller's residual check hands to ``Direct``
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,7 @@ class ReducedBlocks:
         # basic slicing where the extents are contiguous (cvxpy's auxiliaries meet the first
         # variables): fancy indexing costs more than the product here
         at = (rows, cols) if isinstance(rows, slice) and isinstance(cols, slice) else (
-            _indices(rows)[:, None], _indices(cols)[None, :])
+            as_indices(rows)[:, None], as_indices(cols)[None, :])
         with np.errstate(all="ignore"):
             w = self.P / (self.P * self.c - self.a * self.a2)
             S = self.RR.copy()
@@ -77,6 +78,9 @@ class PairPivots:
     slot: Index  # where each J entry goes in one flat buffer holding the blocks, in turn
     rq_rows: Index | slice  # see ReducedBlocks
     qr_cols: Index | slice
+    kind: npt.NDArray[np.int8]  # each J entry's block (RR, RQ, QR or a pivot's), ...
+    local_row: Index  # ... and its row and column within that block
+    local_col: Index
 
     @property
     def reduced_order(self) -> int:
@@ -92,45 +96,130 @@ class PairPivots:
         cols = np.repeat(np.arange(size), np.diff(np.asarray(indptr)))
         p, q = _independent_pairs(size, rows, cols, may_be_p, may_be_q)
         rest = np.setdiff1d(np.arange(size), np.concatenate([p, q]), assume_unique=True)
-        slot, rq_rows, qr_cols = _classify(size, rows, cols, p, q, rest)
-        return cls(size, p, q, rest, slot, _span(rq_rows), _span(qr_cols))
+        kind, lr, lc = _classify(size, rows, cols, p, q, rest)
+        slot, rq_rows, qr_cols = _slots(kind, lr, lc, rest.size, q.size)
+        return cls(size, p, q, rest, slot, _span(rq_rows), _span(qr_cols), kind, lr, lc)
 
-    def blocks(self, values: FloatArray, transpose: bool) -> ReducedBlocks:
+    def blocks(self, values: FloatArray, transpose: bool,
+               keep: npt.NDArray[np.bool_] | None = None) -> ReducedBlocks:
         """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the pattern's order: one
-        buffer filled by one gather, then viewed as the blocks."""
+        buffer filled by one gather, then viewed as the blocks. With ``keep`` (b, r), only
+        each element's kept rest indices, in order, padded to the largest such count with
+        an identity (see :meth:`solve`)."""
         b, r, e = values.shape[0], self.rest.size, self.q.size
-        buffer = np.zeros((b, r * r + 2 * r * e + 4 * e))
-        buffer[:, self.slot] = values
+        if keep is None:
+            buffer = np.zeros((b, r * r + 2 * r * e + 4 * e))
+            buffer[:, self.slot] = values
+        else:
+            r = int(keep.sum(axis=1).max(initial=0))
+            slot = self._compact_slots(keep, r)
+            buffer = np.zeros((b, r * r + 2 * r * e + 4 * e + 1))  # + 1: where dropped go
+            buffer.ravel()[slot + buffer.shape[1] * np.arange(b)[:, None]] = values
+            buffer = buffer[:, :-1]
         RR, RQ, QR, pair = np.split(buffer, [r * r, r * r + r * e, r * r + 2 * r * e], axis=1)
         P, a, a2, c = pair.reshape(b, 4, e).transpose(1, 0, 2)
-        blocks = ReducedBlocks(RR.reshape(b, r, r), RQ.reshape(b, r, e), QR.reshape(b, e, r),
+        RR = RR.reshape(b, r, r)
+        if keep is not None:  # the padding: identity rows and columns
+            pad = np.arange(r)[None, :] >= keep.sum(axis=1)[:, None]
+            RR[:, np.arange(r), np.arange(r)] += pad
+        blocks = ReducedBlocks(RR, RQ.reshape(b, r, e), QR.reshape(b, e, r),
                                P, a, a2, c, self.rq_rows, self.qr_cols)
         return blocks.T if transpose else blocks
 
-    def solve(self, values: FloatArray, rhs: FloatArray,
-              transpose: bool) -> tuple[FloatArray, FloatArray]:
+    def _compact_slots(self, keep: npt.NDArray[np.bool_], r: int) -> Index:
+        """Each element's slot for each J entry (b, nnz) in the compacted buffer (blocks of
+        order r); entries in a dropped row or column go to the last slot. The rows of J_RQ
+        and columns of J_QR must be kept and keep their places (the caller checks), so only
+        J_RR's entries move per element."""
+        e = self.q.size
+        kind, lr, lc = self.kind, self.local_row, self.local_col
+        start = r * r + 2 * r * e
+        fixed = np.select([kind == RQ, kind == QR],
+                          [r * r + lr * e + lc, r * r + r * e + lr * r + lc],
+                          default=start + self.slot - self.slot_start)  # the pivots'
+        slot = np.broadcast_to(fixed, (keep.shape[0], kind.size)).copy()
+        rr = self._rr_entries
+        loc = np.cumsum(keep, axis=1) - 1
+        rows, cols = lr[rr], lc[rr]
+        # np.take: numpy's fancy indexing along axis 1 costs several times as much
+        ok = np.take(keep, rows, axis=1) & np.take(keep, cols, axis=1)
+        slot[:, rr] = np.where(ok, np.take(loc, rows, axis=1) * r + np.take(loc, cols, axis=1),
+                               start + 4 * e)
+        return slot
+
+    @functools.cached_property
+    def _rr_entries(self) -> Index:
+        return np.flatnonzero(self.kind == RR)
+
+    @property
+    def slot_start(self) -> int:
+        """Where the pivots' entries begin in the uncompacted buffer."""
+        r, e = self.rest.size, self.q.size
+        return r * r + 2 * r * e
+
+    def solve(self, values: FloatArray, rhs: FloatArray, transpose: bool,
+              keep: npt.NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
         """J z = rhs (or Jᵀ z = rhs) for every element: values (b, nnz), rhs (b, size, k).
         Returns z and the residual J z − rhs, computed from the same blocks (they hold every
-        entry of J). An element whose S or pivot is singular comes back NaN."""
+        entry of J). An element whose S or pivot is singular comes back NaN.
+
+        With ``keep`` (b, r), each element solves only its kept rest indices and the
+        pairs, as if the dropped rows and columns were not in J (zero in z and in the
+        residual): the caller has eliminated them (:mod:`dpplayers.inactive_rows`)."""
         with np.errstate(all="ignore"):
-            return _solve_blocks(self.blocks(values, transpose), rhs, self.p, self.q, self.rest)
+            B = self.blocks(values, transpose, keep)
+            R = self.rest if self.p.size else slice(None)  # no pairs: R is all of J
+            r_R = rhs[:, R]
+            if keep is not None:
+                at = _compaction(keep, B.RR.shape[1])
+                r_R = np.take_along_axis(np.concatenate([r_R, np.zeros_like(r_R[:, :1])], 1),
+                                         at[..., None], axis=1)
+            z_R, z_p, z_q, res_R, res_p, res_q = _solve_blocks(B, r_R, rhs[:, self.p],
+                                                               rhs[:, self.q])
+        if keep is not None:
+            z_R, res_R = (_expand(v, at, self.rest.size) for v in (z_R, res_R))
+        if not self.p.size:
+            return z_R, res_R
+        z, res = np.empty(rhs.shape), np.empty(rhs.shape)
+        z[:, R], z[:, self.p], z[:, self.q] = z_R, z_p, z_q
+        res[:, R], res[:, self.p], res[:, self.q] = res_R, res_p, res_q
+        return z, res
+
+
+def _compaction(keep: npt.NDArray[np.bool_], r: int) -> Index:
+    """(b, r): each element's kept indices in order, padded with the index one past the end."""
+    at = np.argsort(~keep, axis=1, kind="stable")[:, :r]
+    at[np.arange(r)[None, :] >= keep.sum(axis=1)[:, None]] = keep.shape[1]
+    return at
+
+
+def _expand(compact: FloatArray, at: Index, r: int) -> FloatArray:
+    """The inverse of the compaction: (b, r', k) back to (b, r, k), zero where dropped."""
+    out = np.zeros((compact.shape[0], r + 1, compact.shape[2]))
+    np.put_along_axis(out, at[..., None], compact, axis=1)
+    return out[:, :r]
 
 
 def _classify(size: int, rows: Index, cols: Index, p: Index, q: Index,
-              rest: Index) -> tuple[Index, Index, Index]:
-    """Where each entry (rows, cols) goes in the flat buffer of blocks RR (r × r), RQ (r × e),
-    QR (e × r) and the pivots' P, a, a', c (e each); and the rows of J_RQ and columns of J_QR
-    that hold anything."""
+              rest: Index) -> tuple[npt.NDArray[np.int8], Index, Index]:
+    """Each entry's (rows, cols) block kind (RR, RQ, QR or one of the pivots' P, a, a', c)
+    and its row and column within that block."""
     role = np.zeros(size, np.int8)  # 0: R, 1: q, 2: p
     role[q], role[p] = 1, 2
     local = np.empty(size, np.intp)
     local[rest] = np.arange(rest.size)
     local[q] = local[p] = np.arange(q.size)
-    r, e = rest.size, q.size
     kind = _KINDS[role[rows], role[cols]]
     if (kind < 0).any():  # cannot happen for pairs chosen by _independent_pairs
         raise AssertionError("a pair pivot meets the rest of J outside its q row/column")
-    lr, lc = local[rows], local[cols]
+    return kind, local[rows], local[cols]
+
+
+def _slots(kind: npt.NDArray[np.int8], lr: Index, lc: Index, r: int,
+           e: int) -> tuple[Index, Index, Index]:
+    """Where each entry goes in the flat buffer of blocks RR (r × r), RQ (r × e), QR (e × r)
+    and the pivots' P, a, a', c (e each); and the rows of J_RQ and columns of J_QR that
+    hold anything."""
     start = r * r + 2 * r * e  # the pivots' four vectors follow the three blocks
     slot = np.select(
         [kind == RR, kind == RQ, kind == QR, kind == PP, kind == PQ, kind == QP],
@@ -146,29 +235,24 @@ def _span(idx: Index) -> Index | slice:
     return idx
 
 
-def _indices(idx: Index | slice) -> Index:
+def as_indices(idx: Index | slice) -> Index:
     return np.arange(idx.start, idx.stop) if isinstance(idx, slice) else idx
 
 
-def _solve_blocks(B: ReducedBlocks, rhs: FloatArray, p: Index, q: Index,
-                  rest: Index) -> tuple[FloatArray, FloatArray]:
-    """z with M z = rhs for M given by its blocks (rhs (b, N, k)), by a batched LU of the
-    Schur complement S; returns z and the residual M z − rhs."""
-    if not p.size:  # nothing to eliminate: M = J_RR
-        z = _solve_each(B.RR, rhs)
-        return z, B.RR @ z - rhs
+def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
+                  r_q: FloatArray) -> tuple[FloatArray, ...]:
+    """(z_R, z_p, z_q) with M z = r for M given by its blocks (each r_* (b, ·, k)), by a
+    batched LU of the Schur complement S; and the residual M z − r, by the same parts."""
+    if not r_p.shape[1]:  # nothing to eliminate: M = J_RR
+        z = _solve_each(B.RR, r_R)
+        return z, r_p, r_q, B.RR @ z - r_R, r_p, r_q
     P, a, a2, c = (v[..., None] for v in (B.P, B.a, B.a2, B.c))
-    r_R, r_p, r_q = rhs[..., rest, :], rhs[..., p, :], rhs[..., q, :]
     det = P * c - a * a2
     z_R = _solve_each(B.schur(), r_R - B.RQ @ ((P * r_q - a2 * r_p) / det))
     u = r_q - B.QR @ z_R
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
-    z, res = np.empty(rhs.shape), np.empty(rhs.shape)
-    z[..., rest, :], z[..., p, :], z[..., q, :] = z_R, z_p, z_q
-    res[..., rest, :] = B.RR @ z_R + B.RQ @ z_q - r_R
-    res[..., q, :] = B.QR @ z_R + c * z_q + a2 * z_p - r_q
-    res[..., p, :] = P * z_p + a * z_q - r_p
-    return z, res
+    return (z_R, z_p, z_q, B.RR @ z_R + B.RQ @ z_q - r_R, B.QR @ z_R + c * z_q + a2 * z_p - r_q,
+            P * z_p + a * z_q - r_p)
 
 
 RR, RQ, QR, PP, PQ, QP, QQ = range(7)

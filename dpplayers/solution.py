@@ -4,16 +4,16 @@
 ↦ (dx, dy) ↦ R (dx, dy). ``vjp`` runs the transposed chain Rᵀ → J⁻ᵀ → (∂data)ᵀ → Cᵀ. The
 C maps, R and the data adjoint act on the whole batch at once. The solves with J are
 lazy (on the first derivative request): small J (order ≤ BATCH_DENSE_MAX once their 2×2
-pair pivots are eliminated, direct mode) are solved by one batched LAPACK call for the
-whole batch (a single element included), which refactorises on every call; any other
-element's J (larger, or singular) is factorised once and reused by every later vjp, jvp
-and ``jacobian`` call. The forward pass
-that builds a Solution is :mod:`dpplayers.forward`.
+pair pivots, and if need be each element's inactive inequality rows, are eliminated;
+direct mode) are solved by batched LAPACK calls for the whole batch (a single element
+included), which refactorise on every call; any other element's J (larger, or singular)
+is factorised once and reused by every later vjp, jvp and ``jacobian`` call. The forward
+pass that builds a Solution is :mod:`dpplayers.forward`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,15 +119,10 @@ class Solution:
         larger J) by its own factorisation."""
         keys = [k for k in rhs if k not in self._factor]
         out: dict[int, FloatArray] = {}
-        pattern = self.program.kkt_pattern
-        small = pattern.pair_pivots.reduced_order <= BATCH_DENSE_MAX
-        if self.mode == "direct" and keys and small:
-            # in chunks of ~BATCH_DENSE_BYTES: larger temporaries are handed back to the OS
-            # when freed and page-faulted in again on every call
-            step = DenseBatch.chunk(pattern)
-            for chunk in (keys[i : i + step] for i in range(0, len(keys), step)):
-                z, residual = self._dense_batch(chunk).solve(
-                    np.stack([rhs[k] for k in chunk]), transpose)
+        if self.mode == "direct" and keys:
+            for batch in self._dense_batches(keys):
+                chunk = batch.keys
+                z, residual = batch.solve(np.stack([rhs[k] for k in chunk]), transpose)
                 for i, k in enumerate(chunk):
                     if residual[i] <= BATCH_RESIDUAL_TOL:
                         out[k] = z[i]
@@ -137,13 +132,32 @@ class Solution:
                 out[k] = self._solve(k, r, transpose)
         return out
 
-    def _dense_batch(self, keys: list[int]) -> DenseBatch:
+    def _dense_batches(self, keys: list[int]) -> Iterator[DenseBatch]:
+        """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
+        (larger temporaries are handed back to the OS when freed and page-faulted in again
+        on every call): all of them when J's order after pair elimination is at most
+        BATCH_DENSE_MAX, else those whose inactive inequality rows bring it there."""
         prog = self.program
-        columns = lambda arr: arr[:, keys] if arr.shape[1] > 1 else np.repeat(arr, len(keys), 1)
+        pattern = prog.kkt_pattern
+        order = pattern.pair_pivots.reduced_order
+        inactive = pattern.inactive_rows
+        if order > BATCH_DENSE_MAX and inactive is None:
+            return
         D_values = np.stack([block_values(self._d_projection(k)) for k in keys], axis=1)
-        values = prog.kkt_pattern.values(columns(self._data[0]) if prog.P is not None else None,
-                                         columns(self._data[1]), D_values)
-        return DenseBatch.assemble(prog.kkt_pattern, values.T)
+        drop = None
+        if order > BATCH_DENSE_MAX:
+            drop = inactive.dropped(D_values)
+            orders = order - drop[:, pattern.pair_pivots.rest].sum(axis=1)
+            taken = np.flatnonzero(orders <= BATCH_DENSE_MAX)
+            keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
+            order = int(orders[taken].max(initial=0))
+        step = DenseBatch.chunk(pattern, order)
+        for i in range(0, len(keys), step):
+            at = slice(i, i + step)
+            P_data = _columns(self._data[0], keys[at]) if prog.P is not None else None
+            values = pattern.values(P_data, _columns(self._data[1], keys[at]), D_values[:, at])
+            yield DenseBatch.assemble(pattern, values.T, None if drop is None else drop[at],
+                                      keys[at])
 
     def _d_projection(self, k: int):
         """DΠ_K*(v) at element k's solution (computed once)."""
@@ -294,6 +308,11 @@ def _element_matrices(prog, data: tuple, k: int):
     """Element k's (P upper, A) as solver inputs."""
     P, A, _, _ = _element_data(prog, data, k)
     return P, A
+
+
+def _columns(data: FloatArray, keys: list[int]) -> FloatArray:
+    """The given elements' columns of a data array (one shared column when constant)."""
+    return data[:, keys] if data.shape[1] > 1 else np.repeat(data, len(keys), 1)
 
 
 def _element_data(prog, data: tuple, k: int):

@@ -1,11 +1,16 @@
 """vjp, jvp and jacobian: finite differences, the dot-product test, jacobian = stacked jvp."""
 
+from types import SimpleNamespace
+
 import cvxpy
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from helpers import CASES, names
 
 import dpplayers
+import dpplayers.solution as solution_module
+from dpplayers.inactive_rows import InactiveRows
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 #: Finite differences need solutions accurate far beyond the step: Newton-polish them.
@@ -167,6 +172,89 @@ def test_batched_dense_solve_matches_element_by_element(name, pairs):
         for row_batch, row_one in zip(jac, one.jacobian()):
             for j_batch, j_one in zip(row_batch, row_one):
                 np.testing.assert_allclose(j_batch[k], j_one, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", ["qp_box_projection", "lp_box", "qp_ridge_box"])
+def test_batched_dense_solve_drops_inactive_rows(name, monkeypatch):
+    """With J too large for the batched solve until each element's inactive inequality rows
+    are dropped (DenseBatch's limit lowered to make these small problems so), the batch is
+    still solved together, and each element gets what the dense mode's own LU of its whole
+    J gives, for vjp (Jᵀ: the dropped unknowns lead), jvp and jacobian (J: they trail)."""
+    case, prog = (compiled(name) if name in CASES else _ridge_box())
+    pattern = prog.kkt_pattern
+    assert pattern.inactive_rows is not None
+    monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX", pattern.pair_pivots.reduced_order - 1)
+    rng = np.random.default_rng(4)
+    samples = [case.sample(rng) for _ in range(5)]
+    batch = [np.stack(v) for v in zip(*samples)]
+    sol = prog.solve(*batch, solver_args=TIGHT)
+    calls = []
+    original = InactiveRows.solve
+    monkeypatch.setattr(InactiveRows, "solve",
+                        lambda self, *a: calls.append(a[-1].sum()) or original(self, *a))
+    w = rng.standard_normal(sol.values[0].shape)
+    dirs = [np.stack([direction(p, rng) for _ in range(5)]) for p in case.parameters]
+    grads, tangents, jac = sol.vjp(w), sol.jvp(*dirs), sol.jacobian()
+    assert not sol._factor and calls and min(calls) > 0  # batched, with rows dropped
+    for k, values in enumerate(samples):
+        one = prog.solve(*values, solver_args={**TIGHT, "mode": "dense"})
+        for g_batch, g_one in zip(grads, one.vjp(w[k])):
+            np.testing.assert_allclose(g_batch[k], g_one, rtol=1e-9, atol=1e-11)
+        for t_batch, t_one in zip(tangents, one.jvp(*[d[k] for d in dirs])):
+            np.testing.assert_allclose(t_batch[k], t_one, rtol=1e-9, atol=1e-11)
+        for row_batch, row_one in zip(jac, one.jacobian()):
+            for j_batch, j_one in zip(row_batch, row_one):
+                np.testing.assert_allclose(j_batch[k], j_one, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_dropping_inactive_rows_is_exact_for_any_right_hand_side(transpose, monkeypatch):
+    """The eliminated unknowns of the dropped rows, for right-hand sides that are not zero
+    there (vjp's never are: DΠ zeroes them), against a dense solve with each element's J."""
+    case, prog = _ridge_box()
+    monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX",
+                        prog.kkt_pattern.pair_pivots.reduced_order - 1)
+    rng = np.random.default_rng(5)
+    sol = prog.solve(*[np.stack(v) for v in zip(*[case.sample(rng) for _ in range(4)])],
+                     solver_args=TIGHT)
+    batch, = sol._dense_batches(list(range(4)))
+    assert batch.drop is not None and batch.drop.sum(axis=1).min() > 0
+    pattern, N = prog.kkt_pattern, prog.n + prog.m
+    rhs = rng.standard_normal((4, N, 2))
+    z, residual = batch.solve(rhs, transpose)
+    for k in range(4):
+        J = sp.csc_array((batch.values[k], pattern.indices, pattern.indptr), shape=(N, N))
+        M = J.toarray().T if transpose else J.toarray()
+        np.testing.assert_allclose(z[k], np.linalg.solve(M, rhs[k]), rtol=1e-9, atol=1e-11)
+    assert residual.max() < 1e-12
+
+
+def _ridge_box():
+    """Ridge regression in a box: sum_squares auxiliaries (pairs) and inequalities that are
+    active for some elements and not others."""
+    A, b = cvxpy.Parameter((8, 4)), cvxpy.Parameter(8)
+    x = cvxpy.Variable(4)
+    prob = cvxpy.Problem(cvxpy.Minimize(cvxpy.sum_squares(A @ x - b) + 0.1 * cvxpy.sum_squares(x)),
+                         [x <= 0.5, x >= -0.5])
+    case = SimpleNamespace(parameters=[A, b], sample=lambda rng: [rng.standard_normal((8, 4)),
+                                                                   3 * rng.standard_normal(8)])
+    return case, dpplayers.compile(prob, [A, b], [x], solver="CLARABEL")
+
+
+def test_elements_whose_active_rows_stay_too_many_go_to_direct(monkeypatch):
+    """A batch where one element's J, less its inactive rows, fits the batched solve and the
+    other's does not: only the second is factorised alone, and both are exact."""
+    case, prog = compiled("qp_box_projection")
+    order = prog.kkt_pattern.pair_pivots.reduced_order  # x, and the 2n bound rows
+    n = case.parameters[0].shape[0]
+    monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX", order - n - 1)
+    ys = np.stack([np.full(n, 0.1), np.full(n, 3.0)])  # all bounds inactive / half active
+    sol = prog.solve(ys, solver_args=TIGHT)
+    w = np.random.default_rng(0).standard_normal((2, n))
+    g, = sol.vjp(w)
+    assert set(sol._factor) == {1}
+    np.testing.assert_allclose(g[0], w[0], atol=1e-9)  # x = y inside the box
+    np.testing.assert_allclose(g[1], 0.0, atol=1e-9)  # x = 1 on the bound
 
 
 def test_batched_dense_solve_hands_singular_elements_to_direct():
