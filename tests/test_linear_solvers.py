@@ -1,12 +1,15 @@
 """Direct's exact singleton elimination: solves against dense LAPACK, the peeled pairs, a
 singular J with two bound rows on one column, and vjp against finite differences."""
 
+from types import SimpleNamespace
+
 import cvxpy as cp
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 import dpplayers
+from dpplayers import linear_solvers
 from dpplayers.cones import ConeDims
 from dpplayers.derivative import kkt_operator
 from dpplayers.linear_solvers import Direct, _AntiDiagonalLU
@@ -228,3 +231,44 @@ def test_a_basis_that_fills_in_is_factorised_densely_from_then_on():
     for st in (state, again):
         z, stats = solver.compute(st, rhs, transpose=False)
         assert relative_error(z, ref) < 1e-10 and not stats.degenerate
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_single_precision_lu_refines_to_double_accuracy(name, monkeypatch):
+    """With every dense LU in single precision (MIXED_MIN_ORDER lowered from 500), the
+    refined solves are as exact as the double ones, and the LU stays single."""
+    monkeypatch.setattr(linear_solvers, "MIXED_MIN_ORDER", 1)
+    op, _, _ = operator_of(*CASES[name]())
+    J = op.as_matrix().toarray()
+    rhs = np.random.default_rng(5).standard_normal((J.shape[0], 3))
+    solver = Direct()
+    state = solver.init(op)
+    lu = state.lu.lu if isinstance(state.lu, _AntiDiagonalLU) else state.lu
+    assert lu.single and lu.factor[0].dtype == np.float32
+    for transpose in (False, True):
+        z, stats = solver.compute(state, rhs, transpose)
+        assert relative_error(z, np.linalg.solve(J.T if transpose else J, rhs)) <= 1e-10
+        assert stats.residual <= 1e-12 and not stats.degenerate
+    assert lu.single
+
+
+@pytest.mark.parametrize("log_cond", [1, 10])
+def test_single_precision_lu_is_redone_in_double_when_refinement_stalls(log_cond, monkeypatch):
+    """cond(M) = 10: refinement from a single LU reaches double's residual; 1e10 (beyond
+    1/eps_single): it cannot, the LU is redone in double and the answer is as exact as a
+    double LU's (whose residual is then far above 1e-12 of the right-hand side too)."""
+    monkeypatch.setattr(linear_solvers, "MIXED_MIN_ORDER", 1)
+    rng = np.random.default_rng(6)
+    U, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    V, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    M = U @ np.diag(np.logspace(0, -log_cond, 30)) @ V.T
+    state = SimpleNamespace(J_RR=M, lu=linear_solvers._LU(M, dense=True), singular=False)
+    rhs = rng.standard_normal((30, 2))
+    for transpose in (False, True):
+        A = M.T if transpose else M
+        z, _ = Direct()._refined_solve(state, rhs, transpose)
+        ref = np.linalg.solve(A, rhs)
+        assert np.linalg.norm(A @ z - rhs) <= 10 * max(np.linalg.norm(A @ ref - rhs),
+                                                       1e-14 * np.linalg.norm(rhs))
+        assert relative_error(z, ref) <= 1e-14 * 10.0 ** log_cond
+    assert state.lu.single == (log_cond == 1)
