@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .cones import BatchedProjectionDerivative
 from .derivative import data_adjoint, data_rhs, kkt_operator
 from .errors import DerivativeError
-from .kkt_pattern import block_values
 from .linear_solvers import (
     BATCH_DENSE_MAX,
     BATCH_RESIDUAL_TOL,
@@ -61,6 +61,8 @@ class Solution:
     _data: tuple = field(repr=False)  # (P data, A data, b, c), each (rows, B or 1)
     _factor: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
     _dprojections: dict[int, Any] = field(default_factory=dict, repr=False)
+    _dbatch: tuple[BatchedProjectionDerivative, dict[int, int]] | None = field(default=None,
+                                                                               repr=False)
     stats: list[SolveStats | None] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -143,7 +145,10 @@ class Solution:
         inactive = pattern.inactive_rows
         if order > BATCH_DENSE_MAX and inactive is None:
             return
-        D_values = np.stack([block_values(self._d_projection(k)) for k in keys], axis=1)
+        D, at = self._d_batch()
+        D_values = D.block_values()
+        if len(keys) != D.count:
+            D_values = D_values[:, [at[k] for k in keys]]
         drop = None
         if order > BATCH_DENSE_MAX:
             drop = inactive.dropped(D_values)
@@ -160,18 +165,31 @@ class Solution:
                                       keys[at])
 
     def _d_projection(self, k: int):
-        """DΠ_K*(v) at element k's solution (computed once)."""
+        """DΠ_K*(v) at element k's solution alone (for its own factorisation)."""
         if k not in self._dprojections:
-            self._d_projections([k])
+            D, at = self._d_batch()
+            self._dprojections[k] = D.element(at[k])
         return self._dprojections[k]
 
-    def _d_projections(self, keys: Sequence[int]) -> None:
-        """DΠ_K*(v) for every element in ``keys`` not yet known, in one call per cone group."""
-        todo = [k for k in keys if k not in self._dprojections]
-        if todo:
-            y = self.y[:, todo]  # y = Π_K*(y − s) up to solver accuracy: a root seed
-            found = self.program.dual_cone.dproject_many(y - self.s[:, todo], near=y)
-            self._dprojections.update(zip(todo, found))
+    def _d_batch(self) -> tuple[BatchedProjectionDerivative, dict[int, int]]:
+        """DΠ_K*(v) at every solved element's solution as one batched operator (computed
+        once, one call per cone group), and each element's place in it."""
+        if self._dbatch is None:
+            ok = [k for k, st in enumerate(self.status) if st.ok]
+            y = self.y[:, ok]  # y = Π_K*(y − s) up to solver accuracy: a root seed
+            D = self.program.dual_cone.dproject_batch(y - self.s[:, ok], near=y)
+            self._dbatch = (D, {k: i for i, k in enumerate(ok)})
+        return self._dbatch
+
+    def _apply_d(self, keys: list[int], G: FloatArray) -> FloatArray:
+        """DΠ_k G[:, i] for k = keys[i], G (m, len(keys), q): one batched product."""
+        D, at = self._d_batch()
+        where = [at[k] for k in keys]
+        if where == list(range(D.count)):
+            return D.mv(G)
+        full = np.zeros((G.shape[0], D.count, G.shape[2]))
+        full[:, where] = G
+        return D.mv(full)[:, where]
 
     def vjp(self, *cotangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
         """Cotangents on the requested variables ↦ cotangents on the parameters."""
@@ -209,11 +227,13 @@ class Solution:
         X, Y = np.repeat(self.x, r, axis=1), np.repeat(self.y, r, axis=1)
         F = data_rhs(X, Y, dP, P_rows, P_cols, dA, A_rows, A_cols, db, dc)
         rhs = {k: F[:, k * r : (k + 1) * r] for k in ok}
-        self._d_projections(list(rhs))
-        for k, duv in self._solve_many(rhs, transpose=False).items():
-            cols = slice(k * r, (k + 1) * r)
-            out[:n, cols] = -duv[:n]
-            out[n:, cols] = -self._d_projection(k).mv(duv[n:])
+        solved = self._solve_many(rhs, transpose=False)
+        if solved:
+            keys = list(solved)
+            duv = np.stack([solved[k] for k in keys], axis=1)  # (n+m, b, r)
+            cols = (np.array(keys)[:, None] * r + np.arange(r)).ravel()
+            out[:n, cols] = -duv[:n].reshape(n, -1)
+            out[n:, cols] = -self._apply_d(keys, duv[n:]).reshape(prog.m, -1)
         return out
 
     def _adjoints(self, g_z: dict[int, FloatArray]) -> tuple[FloatArray | None, ...]:
@@ -221,9 +241,13 @@ class Solution:
         the data (P upper, A, b, c) through Jᵀ, each (rows, Σ q_k): the elements' columns
         side by side in the order given; NaN for a failed element."""
         prog, n = self.program, self.program.n
-        self._d_projections([k for k in g_z if self.status[k].ok])
-        rhs = {k: np.concatenate([g[:n], self._d_projection(k).mv(g[n:])])
-               for k, g in g_z.items() if self.status[k].ok}
+        ok = [k for k in g_z if self.status[k].ok]
+        if len({g_z[k].shape[1] for k in ok}) == 1:  # one batched DΠ product for all
+            Dg = self._apply_d(ok, np.stack([g_z[k][n:] for k in ok], axis=1))
+            rhs = {k: np.concatenate([g_z[k][:n], Dg[:, i]]) for i, k in enumerate(ok)}
+        else:
+            rhs = {k: np.concatenate([g_z[k][:n], self._d_projection(k).mv(g_z[k][n:])])
+                   for k in ok}
         solved = self._solve_many(rhs, transpose=True)
         width = [g.shape[1] for g in g_z.values()]
         r = np.full((n + prog.m, sum(width)), np.nan)

@@ -28,6 +28,7 @@ from dpplayers.cones import (
     smat,
     svec,
 )
+from dpplayers.kkt_pattern import block_values
 
 SQRT2 = np.sqrt(2.0)
 
@@ -691,3 +692,21 @@ def test_dproject_many_equals_one_column_at_a_time():
                                            atol=1e-12)
     with pytest.raises(ValueError, match="shape"):
         K.dproject_many(V[:-1])
+
+
+def test_batched_dproject_products_and_block_values_are_per_column():
+    """The batched operator's product and block values equal each column's own operator's,
+    column by column; a wrongly shaped input is refused with its shape."""
+    rng = np.random.default_rng(13)
+    K = ProductCone.from_dims(MIXED, dual=True)
+    V = rng.standard_normal((K.size, 3))
+    D = K.dproject_batch(V)
+    G = rng.standard_normal((K.size, 3, 2))
+    DG = D.mv(G)
+    values = D.block_values()
+    for j in range(3):
+        one = K.dproject(V[:, j])
+        np.testing.assert_allclose(DG[:, j], one.mv(G[:, j]), atol=1e-12)
+        np.testing.assert_allclose(values[:, j], block_values(one), atol=1e-12)
+    with pytest.raises(ValueError, match=rf"\({K.size}, 3, m\), got shape \({K.size}, 2, 2\)"):
+        D.mv(G[:, :2])

@@ -48,6 +48,7 @@ from ._layout import scs_to_clarabel_permutation as scs_to_clarabel_permutation
 from ._layout import smat as smat
 from ._layout import svec as svec
 from ._operators import AbstractBlockOperator as AbstractBlockOperator
+from ._operators import BatchedProjectionDerivative as BatchedProjectionDerivative
 from ._operators import DenseBlocks as DenseBlocks
 from ._operators import DiagonalBlocks as DiagonalBlocks
 from ._operators import ProjectionDerivative as ProjectionDerivative

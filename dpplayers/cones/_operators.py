@@ -153,3 +153,41 @@ class ProjectionDerivative:
         matrix.eliminate_zeros()
         return matrix
 
+
+
+@dataclass(frozen=True, eq=False)
+class BatchedProjectionDerivative:
+    """DPi at b points at once: each group's block operator holds that group's cones for
+    every point, point-major (point j's k cones are blocks j*k .. (j+1)*k - 1). Products and
+    block values for the whole batch cost one call per group instead of one per point."""
+
+    size: int
+    count: int
+    blocks: tuple[tuple[AbstractBlockOperator, Index], ...]
+
+    def element(self, j: int) -> ProjectionDerivative:
+        """DPi at point j alone."""
+        if self.count == 1:
+            return ProjectionDerivative(self.size, self.blocks)
+        return ProjectionDerivative(self.size, tuple(
+            (op.take(slice(j * idx.shape[0], (j + 1) * idx.shape[0])), idx)
+            for op, idx in self.blocks))
+
+    def block_values(self) -> Array:
+        """Every point's block entries, (entries, b): column j is point j's blocks in the
+        order of ``ProjectionDerivative.blocks``, each row-major."""
+        parts = [op.as_matrices().reshape(self.count, -1) for op, _ in self.blocks]
+        return np.concatenate(parts, axis=1).T if parts else np.zeros((0, self.count))
+
+    def mv(self, dv: Array) -> Array:
+        """DPi_j dv[:, j] for dv (size, b, m): every point's own block-diagonal product."""
+        if dv.ndim != 3 or dv.shape[:2] != (self.size, self.count):
+            raise ValueError(f"Expected an array of shape ({self.size}, {self.count}, m), "
+                             f"got shape {dv.shape}.")
+        b, m = self.count, dv.shape[2]
+        out = np.zeros_like(dv)
+        for op, idx in self.blocks:
+            k, d = idx.shape
+            x = dv[idx].transpose(2, 0, 1, 3).reshape(b * k, d, m)  # (k, d, b, m) point-major
+            out[idx] = op.mv(x).reshape(b, k, d, m).transpose(1, 2, 0, 3)
+        return out

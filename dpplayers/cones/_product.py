@@ -12,7 +12,7 @@ from ._base import AbstractCone
 from ._closed_form import NonnegativeCone, PSDCone, SecondOrderCone, ZeroCone
 from ._exponential import DualExponentialCone, ExponentialCone
 from ._layout import Array, ConeDims, Index
-from ._operators import ProjectionDerivative
+from ._operators import BatchedProjectionDerivative, ProjectionDerivative
 from ._power import PowerCone
 
 Groups: TypeAlias = tuple[tuple[AbstractCone, Index], ...]
@@ -86,23 +86,24 @@ class ProductCone:
         return ProjectionDerivative(self.size, blocks)
 
     def dproject_many(self, V: Array, near: Array | None = None) -> list[ProjectionDerivative]:
-        """`dproject` at each column of V (size, b): every group's cones of all columns in
-        one vectorised call (the exponential and power cones' root searches cost mostly
-        per call, not per cone), then split per column."""
+        """`dproject` at each column of V (size, b), one operator per column."""
+        D = self.dproject_batch(V, near)
+        return [D.element(j) for j in range(V.shape[1])]
+
+    def dproject_batch(self, V: Array, near: Array | None = None) -> BatchedProjectionDerivative:
+        """`dproject` at every column of V (size, b) as one batched operator: every group's
+        cones of all columns in one vectorised call (the exponential and power cones' root
+        searches cost mostly per call, not per cone)."""
         if V.ndim != 2 or V.shape[0] != self.size:
             raise ValueError(f"Expected an array of shape ({self.size}, b), got {V.shape}.")
         b = V.shape[1]
-        if b == 1:  # nothing to split
-            return [self.dproject(V[:, 0], None if near is None else near[:, 0])]
-        columns: list[list[tuple]] = [[] for _ in range(b)]
+        blocks = []
         for cone, idx in self.groups:
             k, d = idx.shape
             x = V[idx].transpose(2, 0, 1).reshape(b * k, d)
             hint = None if near is None else near[idx].transpose(2, 0, 1).reshape(b * k, d)
-            op = cone.repeat(b).dproject(x, hint)
-            for j in range(b):
-                columns[j].append((op.take(slice(j * k, (j + 1) * k)), idx))
-        return [ProjectionDerivative(self.size, tuple(blocks)) for blocks in columns]
+            blocks.append((cone.repeat(b).dproject(x, hint), idx))
+        return BatchedProjectionDerivative(self.size, b, tuple(blocks))
 
     def contains(self, v: npt.ArrayLike, tol: float = 1e-8) -> bool:
         """Whether v is in the cone: ||Pi(v) - v|| <= tol max(1, ||v||)."""
