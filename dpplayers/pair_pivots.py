@@ -15,6 +15,11 @@ The pairs are read off J's pattern once per program: p's row and column hold not
 outside {p, q}, and the rows and columns of the q's chosen do not meet each other. Nothing
 numerical is assumed: a pivot that is singular for some element gives a non-finite or
 inaccurate solution there, which the caller's residual check hands to ``Direct``.
+
+Rows of R that an element does not need (its inactive inequalities, eliminated around
+this solve by :mod:`dpplayers.inactive_rows`) can be left out per element (``keep``): each
+element's blocks are compacted to its own rows, padded with an identity to the batch's
+largest order.
 """
 
 from __future__ import annotations
