@@ -145,10 +145,11 @@ class Solution:
         inactive = pattern.inactive_rows
         if order > BATCH_DENSE_MAX and inactive is None:
             return
-        D, at = self._d_batch()
+        D, place = self._d_batch()
         D_values = D.block_values()
-        if len(keys) != D.count:
-            D_values = D_values[:, [at[k] for k in keys]]
+        where = [place[k] for k in keys]
+        if where != list(range(D.count)):
+            D_values = D_values[:, where]
         drop = None
         if order > BATCH_DENSE_MAX:
             drop = inactive.dropped(D_values)
@@ -167,8 +168,8 @@ class Solution:
     def _d_projection(self, k: int):
         """DΠ_K*(v) at element k's solution alone (for its own factorisation)."""
         if k not in self._dprojections:
-            D, at = self._d_batch()
-            self._dprojections[k] = D.element(at[k])
+            D, place = self._d_batch()
+            self._dprojections[k] = D.element(place[k])
         return self._dprojections[k]
 
     def _d_batch(self) -> tuple[BatchedProjectionDerivative, dict[int, int]]:
@@ -183,8 +184,8 @@ class Solution:
 
     def _apply_d(self, keys: list[int], G: FloatArray) -> FloatArray:
         """DΠ_k G[:, i] for k = keys[i], G (m, len(keys), q): one batched product."""
-        D, at = self._d_batch()
-        where = [at[k] for k in keys]
+        D, place = self._d_batch()
+        where = [place[k] for k in keys]
         if where == list(range(D.count)):
             return D.mv(G)
         full = np.zeros((G.shape[0], D.count, G.shape[2]))
