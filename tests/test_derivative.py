@@ -146,6 +146,19 @@ def test_jacobian_routes_agree(name):
                                atol=1e-10)
 
 
+def assert_matches_dense_per_element(prog, samples, w, dirs, grads, tangents, jac):
+    """Each element's batched vjp, jvp and jacobian equal the dense mode's on it alone."""
+    for k, values in enumerate(samples):
+        one = prog.solve(*values, solver_args={**TIGHT, "mode": "dense"})
+        for g_batch, g_one in zip(grads, one.vjp(w[k])):
+            np.testing.assert_allclose(g_batch[k], g_one, rtol=1e-9, atol=1e-11)
+        for t_batch, t_one in zip(tangents, one.jvp(*[d[k] for d in dirs])):
+            np.testing.assert_allclose(t_batch[k], t_one, rtol=1e-9, atol=1e-11)
+        for row_batch, row_one in zip(jac, one.jacobian()):
+            for j_batch, j_one in zip(row_batch, row_one):
+                np.testing.assert_allclose(j_batch[k], j_one, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("name, pairs", [
     ("qp_quad_form_constant", False), ("qp_box_projection", True), ("qp_ridge", True),
     ("socp_norm_residual", False), ("sdp_nearest_correlation", True)])
@@ -163,15 +176,7 @@ def test_batched_dense_solve_matches_element_by_element(name, pairs):
     dirs = [np.stack([direction(p, rng) for _ in range(5)]) for p in case.parameters]
     grads, tangents, jac = sol.vjp(w), sol.jvp(*dirs), sol.jacobian()
     assert not sol._factor  # the batched path answered: no per-element factorisation
-    for k, values in enumerate(samples):
-        one = prog.solve(*values, solver_args={**TIGHT, "mode": "dense"})
-        for g_batch, g_one in zip(grads, one.vjp(w[k])):
-            np.testing.assert_allclose(g_batch[k], g_one, rtol=1e-9, atol=1e-11)
-        for t_batch, t_one in zip(tangents, one.jvp(*[d[k] for d in dirs])):
-            np.testing.assert_allclose(t_batch[k], t_one, rtol=1e-9, atol=1e-11)
-        for row_batch, row_one in zip(jac, one.jacobian()):
-            for j_batch, j_one in zip(row_batch, row_one):
-                np.testing.assert_allclose(j_batch[k], j_one, rtol=1e-9, atol=1e-11)
+    assert_matches_dense_per_element(prog, samples, w, dirs, grads, tangents, jac)
 
 
 @pytest.mark.parametrize("name", ["qp_box_projection", "lp_box", "qp_ridge_box"])
@@ -196,15 +201,7 @@ def test_batched_dense_solve_drops_inactive_rows(name, monkeypatch):
     dirs = [np.stack([direction(p, rng) for _ in range(5)]) for p in case.parameters]
     grads, tangents, jac = sol.vjp(w), sol.jvp(*dirs), sol.jacobian()
     assert not sol._factor and calls and min(calls) > 0  # batched, with rows dropped
-    for k, values in enumerate(samples):
-        one = prog.solve(*values, solver_args={**TIGHT, "mode": "dense"})
-        for g_batch, g_one in zip(grads, one.vjp(w[k])):
-            np.testing.assert_allclose(g_batch[k], g_one, rtol=1e-9, atol=1e-11)
-        for t_batch, t_one in zip(tangents, one.jvp(*[d[k] for d in dirs])):
-            np.testing.assert_allclose(t_batch[k], t_one, rtol=1e-9, atol=1e-11)
-        for row_batch, row_one in zip(jac, one.jacobian()):
-            for j_batch, j_one in zip(row_batch, row_one):
-                np.testing.assert_allclose(j_batch[k], j_one, rtol=1e-9, atol=1e-11)
+    assert_matches_dense_per_element(prog, samples, w, dirs, grads, tangents, jac)
 
 
 @pytest.mark.parametrize("transpose", [False, True])
