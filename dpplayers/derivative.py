@@ -131,12 +131,12 @@ def data_rhs(x: FloatArray, y: FloatArray, dP: FloatArray | None, P_rows, P_cols
     of several elements at once)."""
     x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
     n, m = x.shape[0], y.shape[0]
-    top = dc + _scatter(A_cols, dA * y[A_rows], n)
+    top = dc + _scatter(A_cols, dA * y.take(A_rows, 0), n)
     if dP is not None:
         off = P_rows != P_cols
-        top = top + _scatter(P_rows, dP * x[P_cols], n)
-        top = top + _scatter(P_cols[off], dP[off] * x[P_rows[off]], n)
-    bottom = _scatter(A_rows, dA * x[A_cols], m) - db
+        top = top + _scatter(P_rows, dP * x.take(P_cols, 0), n)
+        top = top + _scatter(P_cols[off], dP[off] * x.take(P_rows[off], 0), n)
+    bottom = _scatter(A_rows, dA * x.take(A_cols, 0), m) - db
     return np.concatenate([top, bottom])
 
 
@@ -149,12 +149,13 @@ def data_adjoint(x: FloatArray, y: FloatArray, r: FloatArray, P_rows, P_cols, A_
     x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
     n = x.shape[0]
     r1, r2 = r[:n], r[n:]
-    gA = y[A_rows] * r1[A_cols] + r2[A_rows] * x[A_cols]
+    # ``take`` along axis 0: a fancy index on a 2-D array costs about twice as much
+    gA = y.take(A_rows, 0) * r1.take(A_cols, 0) + r2.take(A_rows, 0) * x.take(A_cols, 0)
     gP = None
     if has_P:
-        gP = r1[P_rows] * x[P_cols]
+        gP = r1.take(P_rows, 0) * x.take(P_cols, 0)
         off = P_rows != P_cols
-        gP[off] += r1[P_cols[off]] * x[P_rows[off]]
+        gP[off] += r1.take(P_cols[off], 0) * x.take(P_rows[off], 0)
     return gP, gA, -r2, r1
 
 

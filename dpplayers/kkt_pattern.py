@@ -75,7 +75,7 @@ class _DenseProduct:
         """(u·d, b) for data columns A_data (nnz, b) and D_values (entries, b)."""
         b = A_data.shape[1]
         W = np.zeros((b, self.d * self.u))
-        W[:, self.w_pos] = A_data[self.w_src].T
+        W[:, self.w_pos] = A_data.take(self.w_src, 0).T
         block = D_values[self.d_start : self.d_start + self.d * self.d].T.reshape(b, self.d, self.d)
         return (W.reshape(b, self.d, self.u).transpose(0, 2, 1) @ block).reshape(b, -1).T
 
@@ -227,12 +227,13 @@ class KKTPattern:
         if one:
             P_upper_data = None if P_upper_data is None else P_upper_data[:, None]
             A_data, D_values = A_data[:, None], D_values[:, None]
-        weights = [A_data[self.atd_a] * D_values[self.atd_d],
+        # ``take``, not fancy indexing: about half the cost on these 2-D arrays
+        weights = [A_data.take(self.atd_a, 0) * D_values.take(self.atd_d, 0),
                    *[b.values(A_data, D_values) for b in self.dense],
                    A_data, D_values, np.broadcast_to(-1.0, (self.m, A_data.shape[1]))]
         scatter = self._scatter
         if P_upper_data is not None and self.p_full is not None:
-            weights.append(P_upper_data[self.p_src])
+            weights.append(P_upper_data.take(self.p_src, 0))
             scatter = self._scatter_with_P
         out = scatter @ np.concatenate(weights)
         return out[:, 0] if one else out

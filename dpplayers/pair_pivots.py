@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -121,13 +122,14 @@ class PairPivots:
             buffer = np.zeros((b, r * r + 2 * r * e + 4 * e + 1))  # + 1: where dropped go
             buffer.ravel()[slot + buffer.shape[1] * np.arange(b)[:, None]] = values
             buffer = buffer[:, :-1]
-        RR, RQ, QR, pair = np.split(buffer, [r * r, r * r + r * e, r * r + 2 * r * e], axis=1)
-        P, a, a2, c = pair.reshape(b, 4, e).transpose(1, 0, 2)
-        RR = RR.reshape(b, r, r)
+        rq, qr, pairs = r * r, r * r + r * e, r * r + 2 * r * e  # where each block starts
+        P, a, a2, c = buffer[:, pairs:].reshape(b, 4, e).transpose(1, 0, 2)
+        RR = buffer[:, :rq].reshape(b, r, r)
         if keep is not None:  # the padding: identity rows and columns
             pad = np.arange(r)[None, :] >= keep.sum(axis=1)[:, None]
             RR[:, np.arange(r), np.arange(r)] += pad
-        blocks = ReducedBlocks(RR, RQ.reshape(b, r, e), QR.reshape(b, e, r),
+        blocks = ReducedBlocks(RR, buffer[:, rq:qr].reshape(b, r, e),
+                               buffer[:, qr:pairs].reshape(b, e, r),
                                P, a, a2, c, self.rq_rows, self.qr_cols)
         return blocks.T if transpose else blocks
 
@@ -173,22 +175,28 @@ class PairPivots:
         residual): the caller has eliminated them (:mod:`dpplayers.inactive_rows`)."""
         with np.errstate(all="ignore"):
             B = self.blocks(values, transpose, keep)
-            R = self.rest if self.p.size else slice(None)  # no pairs: R is all of J
-            r_R = rhs[:, R]
+            r_R = rhs.take(self.rest, 1) if self.p.size else rhs
             if keep is not None:
                 at = _compaction(keep, B.RR.shape[1])
                 r_R = np.take_along_axis(np.concatenate([r_R, np.zeros_like(r_R[:, :1])], 1),
                                          at[..., None], axis=1)
-            z_R, z_p, z_q, res_R, res_p, res_q = _solve_blocks(B, r_R, rhs[:, self.p],
-                                                               rhs[:, self.q])
+            z_R, z_p, z_q, res_R, res_p, res_q = _solve_blocks(B, r_R, rhs.take(self.p, 1),
+                                                               rhs.take(self.q, 1))
         if keep is not None:
             z_R, res_R = (_expand(v, at, self.rest.size) for v in (z_R, res_R))
         if not self.p.size:
             return z_R, res_R
-        z, res = np.empty(rhs.shape), np.empty(rhs.shape)
-        z[:, R], z[:, self.p], z[:, self.q] = z_R, z_p, z_q
-        res[:, R], res[:, self.p], res[:, self.q] = res_R, res_p, res_q
-        return z, res
+        back = self._unpermute
+        return (np.concatenate([z_R, z_p, z_q], 1).take(back, 1),
+                np.concatenate([res_R, res_p, res_q], 1).take(back, 1))
+
+    @functools.cached_property
+    def _unpermute(self) -> Index:
+        """Where each index of J is in (rest, p, q) order: one gather puts the blocks'
+        unknowns back."""
+        back = np.empty(self.size, np.intp)
+        back[np.concatenate([self.rest, self.p, self.q])] = np.arange(self.size)
+        return back
 
 
 def _compaction(keep: npt.NDArray[np.bool_], r: int) -> Index:
@@ -303,7 +311,12 @@ def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArra
 
 
 def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
-    """Batched LU solve; a singular element gives NaN instead of failing the batch."""
+    """Batched LU solve; a singular element gives NaN instead of failing the batch. A
+    batch of one goes to LAPACK's gesv directly (numpy's batched solve costs 15–20% more
+    at orders 80–120)."""
+    if S.shape[0] == 1:
+        _, _, z, info = lapack.dgesv(S[0], rhs[0])
+        return z[None] if info == 0 else np.full(rhs.shape, np.nan)
     try:
         return np.linalg.solve(S, rhs)
     except np.linalg.LinAlgError:

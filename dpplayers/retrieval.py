@@ -15,6 +15,7 @@ With ``gp=True`` cvxpy returns exp(R z) for primal variables; those outputs are 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ class OutputSpec:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,32 @@ class Retrieval:
         for spec, ct, val in zip(self.outputs, cotangents, values):
             if ct is None:
                 continue
-            block = np.moveaxis(ct, 0, -1).reshape(spec.size, batch, order="F")
+            size = spec.size
+            block = _flatten(ct, size)
             if spec.exp:
-                block = block * np.moveaxis(val, 0, -1).reshape(spec.size, batch, order="F")
-            g[spec.offset : spec.offset + spec.size] = block
+                block = block * _flatten(val, size)
+            g[spec.offset : spec.offset + size] = block
         return g
+
+    def transpose(self, g: FloatArray) -> FloatArray:
+        """Rᵀ g: a cotangent on R's rows (K, B) → on z = [x; y] (n+m, B). A scatter where
+        every row of R picks a distinct entry of z (several times cheaper than a sparse
+        product at batch 1), else the product with Rᵀ, transposed once."""
+        pick, _ = self._selection
+        if pick is not None and self._distinct_picks:
+            out = np.zeros((self.matrix.shape[1], g.shape[1]))
+            out[pick] = g
+            return out
+        return np.asarray(self._matrix_t @ g)
+
+    @functools.cached_property
+    def _distinct_picks(self) -> bool:
+        pick, _ = self._selection
+        return pick is not None and np.unique(pick).size == pick.size
+
+    @functools.cached_property
+    def _matrix_t(self) -> sp.csr_array:
+        return sp.csr_array(self.matrix.T)
 
     def unflatten_tangent(self, dflat: FloatArray, values: Sequence[FloatArray]) -> tuple[FloatArray, ...]:
         """Tangent on R's rows (K, B) → one tangent per output (B, *shape)."""
@@ -138,12 +160,15 @@ def _dual_name(r: Request) -> str:
     return f"dual{suffix} of ({text})"
 
 
+def _flatten(value: FloatArray, size: int) -> FloatArray:
+    """(B, *shape) → (size, B), each element's entries column-major: a column-major
+    reshape keeps B the fastest axis, so (B, size) in that order is already it."""
+    return value.reshape(value.shape[0], size, order="F").T
+
+
 def _unflatten(block: FloatArray, shape: tuple[int, ...]) -> FloatArray:
     """(size, B) column-major entries → (B, *shape)."""
-    b = block.shape[1]
-    if len(shape) <= 1:  # the common case, without moveaxis' overhead
-        return block.T.reshape((b, *shape))
-    return np.moveaxis(block.reshape((*shape, b), order="F"), -1, 0)
+    return block.T.reshape((block.shape[1], *shape), order="F")  # the inverse of _flatten
 
 
 def build_retrieval(chain: cp.reductions.Chain, inverse_data: list, n: int, m: int,

@@ -199,7 +199,7 @@ class Solution:
         cts = self._check_outputs(cotangents, "cotangent")
         values = [v if self.batch is not None else v[None] for v in self.values]
         g_out = prog.retrieval.flat_cotangent(cts, values, nb)
-        g_z = np.asarray(prog.retrieval.matrix.T @ g_out)  # (n+m, B)
+        g_z = prog.retrieval.transpose(g_out)  # (n+m, B)
         g_theta = self._pull_to_theta(*self._adjoints({k: g_z[:, k : k + 1]
                                                        for k in range(nb)}))
         return prog.layout.pull_back(g_theta, self.batch, self._raw_theta)

@@ -118,6 +118,28 @@ def test_jacobian_batched_shapes():
             assert jac[i][j].shape == (3, *v.shape, *p.shape)
 
 
+@pytest.mark.parametrize("batch", [None, 3])
+def test_vjp_sums_cotangents_of_an_output_requested_twice(batch):
+    """Rᵀ g where two rows of R pick the same entry of z (the same matrix variable asked
+    for twice) adds their cotangents; each matrix output's entries keep their places."""
+    X = cvxpy.Variable((3, 2))
+    A = cvxpy.Parameter((3, 2))
+    problem = cvxpy.Problem(cvxpy.Minimize(cvxpy.sum_squares(X - A) + cvxpy.sum(X)),
+                            [X >= -0.5])
+    once = dpplayers.compile(problem, [A], [X], solver="CLARABEL")
+    twice = dpplayers.compile(problem, [A], [X, X], solver="CLARABEL")
+    rng = np.random.default_rng(5)
+    shape = (3, 2) if batch is None else (batch, 3, 2)
+    a = rng.standard_normal(shape)
+    w1, w2 = rng.standard_normal(shape), rng.standard_normal(shape)
+    (g_twice,) = twice.solve(a, solver_args=TIGHT).vjp(w1, w2)
+    (g_once,) = once.solve(a, solver_args=TIGHT).vjp(w1 + w2)
+    np.testing.assert_allclose(g_twice, g_once, rtol=1e-9, atol=1e-12)
+    # the objective is separable: dX_ij/dA_ij is 1 where X_ij > -0.5, else 0
+    X_value = once.solve(a, solver_args=TIGHT).values[0]
+    np.testing.assert_allclose(g_once, (w1 + w2) * (X_value > -0.5 + 1e-6), atol=1e-7)
+
+
 def test_derivative_stats_reported():
     case, prog = compiled("qp_quad_form_constant")
     sol = prog.solve(*case.sample(np.random.default_rng(4)), solver_args={**TIGHT, "mode": "lsqr"})
