@@ -85,6 +85,7 @@ def _svec_scale(n: int) -> Array:
     return scale
 
 
+@functools.cache
 def _psd_order(d: int) -> int:
     n = round((np.sqrt(8 * d + 1) - 1) / 2)
     if n * (n + 1) // 2 != d:
@@ -92,23 +93,42 @@ def _psd_order(d: int) -> int:
     return n
 
 
+@functools.cache
+def svec_places(n: int) -> Index:
+    """Each svec entry's place in a row-major n x n matrix (read-only, computed once per n)."""
+    rows, cols = lower_triangle(n)
+    flat = rows * n + cols
+    flat.flags.writeable = False
+    return flat
+
+
+@functools.cache
+def _smat_gather(n: int) -> tuple[Index, Array]:
+    """Each entry of the row-major n x n matrix: its svec position (the lower triangle's
+    for an upper entry) and the factor that undoes svec's scaling."""
+    rows, cols = lower_triangle(n)
+    position = np.empty((n, n), np.intp)
+    position[rows, cols] = position[cols, rows] = np.arange(rows.size)
+    unscale = (1.0 / _svec_scale(n))[position].ravel()
+    position = position.ravel()
+    position.flags.writeable = unscale.flags.writeable = False
+    return position, unscale
+
+
 def svec(X: npt.ArrayLike) -> Array:
     """Vectorise symmetric matrices (leading axes batch) in the SCS convention of this module."""
     X = np.asarray(X, dtype=float)
-    rows, cols = lower_triangle(X.shape[-1])
-    return X[..., rows, cols] * _svec_scale(X.shape[-1])
+    n = X.shape[-1]
+    # one gather on the flattened matrices: fancy indexing on two axes costs several times more
+    return X.reshape(*X.shape[:-2], n * n).take(svec_places(n), -1) * _svec_scale(n)
 
 
 def smat(v: npt.ArrayLike) -> Array:
     """Inverse of `svec`: the symmetric matrices stored in ``v`` (leading axes batch)."""
     v = np.asarray(v, dtype=float)
     n = _psd_order(v.shape[-1])
-    rows, cols = lower_triangle(n)
-    w = v / _svec_scale(n)
-    X = np.zeros(v.shape[:-1] + (n, n))
-    X[..., rows, cols] = w
-    X[..., cols, rows] = w
-    return X
+    position, unscale = _smat_gather(n)
+    return (v.take(position, -1) * unscale).reshape(*v.shape[:-1], n, n)
 
 
 def psd_svec_permutation(n: int) -> Index:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from ._layout import SQRT2, Array, Index, lower_triangle, smat, svec
+from ._layout import SQRT2, Array, Index, lower_triangle, smat, svec, svec_places
 
 
 class AbstractBlockOperator(abc.ABC):
@@ -105,12 +106,16 @@ class PSDBlocks(AbstractBlockOperator):
     def as_matrices(self) -> Array:
         # W diag(b) W^T: W's columns are the svec of the orthonormal basis (v_i v_j^T + v_j v_i^T)
         # / sqrt(2), i > j, and v_i v_i^T of symmetric matrices; b the matching entries of B.
-        rows, cols = lower_triangle(self.V.shape[1])
-        diag = rows == cols
-        Va, Vb = self.V[:, rows, :], self.V[:, cols, :]  # rows a and b of each svec entry (a, b)
-        W = Va[:, :, rows] * Vb[:, :, cols] + Va[:, :, cols] * Vb[:, :, rows]
-        W *= np.where(diag, 1.0, SQRT2)[:, None] / np.where(diag, 2.0, SQRT2)
-        return (W * self.B[:, rows, cols][:, None, :]) @ np.swapaxes(W, 1, 2)
+        # W = diag(r) U diag(1 / c) with U[p, q] = V[a, i] V[b, j] + V[a, j] V[b, i] for
+        # svec entries p = (a, b) and q = (i, j), so W diag(b) W^T = r r^T o (U diag(b / c^2) U^T).
+        k, n = self.V.shape[:2]
+        ai, bj, aj, bi, weight, outer = _psd_basis(n)
+        flat = self.V.reshape(k, n * n)
+        d = weight.size
+        U = (flat.take(ai, 1) * flat.take(bj, 1) + flat.take(aj, 1) * flat.take(bi, 1))
+        U = U.reshape(k, d, d)
+        b = self.B.reshape(k, n * n).take(svec_places(n), 1) * weight
+        return outer * ((U * b[:, None, :]) @ np.swapaxes(U, 1, 2))
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,3 +196,16 @@ class BatchedProjectionDerivative:
             x = dv[idx].transpose(2, 0, 1, 3).reshape(b * k, d, m)  # (k, d, b, m) point-major
             out[idx] = op.mv(x).reshape(b, k, d, m).transpose(1, 2, 0, 3)
         return out
+
+
+@functools.cache
+def _psd_basis(n: int) -> tuple[Index, Index, Index, Index, Array, Array]:
+    """For :meth:`PSDBlocks.as_matrices`: where U's four factors are in V (row-major, each
+    (d·d,) over (p, q)), 1 / c^2 per column q and r r^T, with r = 1 on the diagonal and
+    sqrt(2) off it and c = 2 on the diagonal and sqrt(2) off it."""
+    rows, cols = lower_triangle(n)
+    a, b, i, j = rows[:, None], cols[:, None], rows[None, :], cols[None, :]
+    places = tuple((x * n + y).ravel() for x, y in ((a, i), (b, j), (a, j), (b, i)))
+    diag = rows == cols
+    r = np.where(diag, 1.0, SQRT2)
+    return (*places, 1.0 / np.where(diag, 2.0, SQRT2) ** 2, np.outer(r, r))
