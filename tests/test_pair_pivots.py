@@ -102,3 +102,39 @@ def test_singular_pivot_gives_non_finite_answer_for_that_element_only():
     assert not np.isfinite(z[1]).all()
     for k in (0, 2):
         np.testing.assert_allclose(z[k], np.linalg.solve(mats[k], rhs[k]), rtol=1e-10, atol=1e-12)
+
+
+def sparse_couplings(rng, r=7, e=4, b=3):
+    """Like ``planted``, but each q meets R in one row entry and one column entry, and the
+    first two pairs meet the same two entries of R (a symmetric variable's u_ij and u_ji):
+    their products land on the same places of S."""
+    mats, p, q = planted(rng, r, e, b)
+    rest = np.setdiff1d(np.arange(mats.shape[1]), np.concatenate([p, q]))
+    mats[:, rest[:, None], q[None, :]] = 0.0
+    mats[:, q[:, None], rest[None, :]] = 0.0
+    rows = rest[np.array([0, 0, *range(1, e - 1)])]
+    cols = rest[np.array([1, 1, *range(2, e)])]
+    mats[:, rows, q] = rng.standard_normal((b, e))
+    mats[:, q, cols] = rng.standard_normal((b, e))
+    return mats
+
+
+def test_sparse_schur_update_is_exact_where_products_repeat_a_place():
+    rng = np.random.default_rng(7)
+    for b in (1, 3):
+        mats = sparse_couplings(rng, b=b)
+        pv, values = pivots_of(mats)
+        terms = pv.schur_terms
+        assert terms is not None and terms.starts is not None  # summed where places repeat
+        assert terms.i.size == pv.q.size and terms.target_i.size == pv.q.size - 1
+        rhs = rng.standard_normal((b, mats.shape[1], 2))
+        for transpose in (False, True):
+            M = mats.transpose(0, 2, 1) if transpose else mats
+            z, res = pv.solve(values, rhs, transpose)
+            np.testing.assert_allclose(z, np.linalg.solve(M, rhs), rtol=1e-10, atol=1e-12)
+            assert np.abs(res).max() < 1e-12
+
+
+def test_dense_couplings_keep_the_dense_schur_update():
+    pv, _ = pivots_of(planted(np.random.default_rng(8))[0])
+    assert pv.schur_terms is None  # each pair meets all of R: 49 products per pair
