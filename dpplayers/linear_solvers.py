@@ -344,9 +344,7 @@ class DenseBatch:
     def chunk(pattern: KKTPattern, order: int | None = None) -> int:
         """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks), for
         reduced systems of the given order (default: without dropped rows)."""
-        r = pattern.pair_pivots.reduced_order if order is None else order
-        e = pattern.pair_pivots.q.size
-        per_element = 8 * (r * r + 2 * r * e + pattern.indices.size)
+        per_element = 8 * (pattern.pair_pivots.buffer_size(order) + pattern.indices.size)
         return max(BATCH_DENSE_MIN, BATCH_DENSE_BYTES // per_element)
 
     def solve(self, rhs: FloatArray, transpose: bool) -> tuple[FloatArray, FloatArray]:

@@ -41,14 +41,14 @@ class ReducedBlocks:
     """J_RR, J_RQ, J_QR and the pivot entries of one matrix or a batch (leading axis b)."""
 
     RR: FloatArray  # (b, r, r)
-    RQ: FloatArray  # (b, r, e)
-    QR: FloatArray  # (b, e, r)
+    RQ: FloatArray  # (b, |rq_rows|, e): J_RQ's rows that hold anything
+    QR: FloatArray  # (b, e, |qr_cols|): J_QR's columns that hold anything
     P: FloatArray  # (b, e): the (p, p) entries
     a: FloatArray  # (b, e): (p, q)
     a2: FloatArray  # (b, e): (q, p)
     c: FloatArray  # (b, e): (q, q)
-    rq_rows: Index | slice  # the rows of J_RQ and columns of J_QR that hold anything: the
-    qr_cols: Index | slice  # only part of S the pivots change (a slice when contiguous)
+    rq_rows: Index | slice  # where those rows and columns are in R: the only part of S
+    qr_cols: Index | slice  # the pivots change (a slice when contiguous)
     terms: SchurTerms | None = None  # S's update product by product, where cheaper
 
     def schur(self) -> FloatArray:
@@ -70,7 +70,7 @@ class ReducedBlocks:
         at = (rows, cols) if isinstance(rows, slice) and isinstance(cols, slice) else (
             as_indices(rows)[:, None], as_indices(cols)[None, :])
         S = self.RR.copy()
-        S[(..., *at)] -= (self.RQ[..., rows, :] * w[..., None, :]) @ self.QR[..., :, cols]
+        S[(..., *at)] -= (self.RQ * w[..., None, :]) @ self.QR
         return S
 
     @property
@@ -84,9 +84,10 @@ class ReducedBlocks:
 
 @dataclass(frozen=True, eq=False)
 class SchurTerms:
-    """S's update as single products J_RQ[i, j] J_QR[j, k], sorted by where they land,
-    (i, k); ``starts`` marks each target's first product when targets repeat (a symmetric
-    variable: u_ij and u_ji both meet X_ij), for one ``np.add.reduceat``."""
+    """S's update as single products RQ[i, j] QR[j, k] (indices into the stored blocks),
+    sorted by where they land in S, (target_i, target_k); ``starts`` marks each target's
+    first product when targets repeat (a symmetric variable: u_ij and u_ji both meet X_ij),
+    for one ``np.add.reduceat``."""
 
     i: Index
     j: Index
@@ -96,12 +97,14 @@ class SchurTerms:
     starts: Index | None
 
     @classmethod
-    def of(cls, i: Index, j: Index, k: Index, r: int) -> SchurTerms:
-        order = np.argsort(i * r + k, kind="stable")
-        i, j, k = i[order], j[order], k[order]
-        first = np.flatnonzero(np.diff(i * r + k, prepend=-1) != 0)
+    def of(cls, i: Index, j: Index, k: Index, rows: Index, cols: Index) -> SchurTerms:
+        """Products (i, j, k) whose targets in S are (rows[i], cols[k])."""
+        place = i * cols.size + k
+        order = np.argsort(place, kind="stable")
+        i, j, k, place = i[order], j[order], k[order], place[order]
+        first = np.flatnonzero(np.diff(place, prepend=-1) != 0)
         starts = None if first.size == i.size else first
-        return cls(i, j, k, i[first], k[first], starts)
+        return cls(i, j, k, rows[i[first]], cols[k[first]], starts)
 
     @property
     def T(self) -> SchurTerms:
@@ -119,6 +122,8 @@ class PairPivots:
     q: Index
     rest: Index
     slot: Index  # where each J entry goes in one flat buffer holding the blocks, in turn
+    tail: Index  # ... the same less r·r for entries outside J_RR (they follow it)
+    tail_size: int  # the buffer's length less r·r: J_RQ, J_QR and the pivots
     rq_rows: Index | slice  # see ReducedBlocks
     qr_cols: Index | slice
     kind: npt.NDArray[np.int8]  # each J entry's block (RR, RQ, QR or a pivot's), ...
@@ -140,8 +145,17 @@ class PairPivots:
         p, q = _independent_pairs(size, rows, cols, may_be_p, may_be_q)
         rest = np.setdiff1d(np.arange(size), np.concatenate([p, q]), assume_unique=True)
         kind, lr, lc = _classify(size, rows, cols, p, q, rest)
-        slot, rq_rows, qr_cols = _slots(kind, lr, lc, rest.size, q.size)
-        return cls(size, p, q, rest, slot, _span(rq_rows), _span(qr_cols), kind, lr, lc)
+        rq_rows, qr_cols = np.unique(lr[kind == RQ]), np.unique(lc[kind == QR])
+        tail, tail_size = _tail_slots(kind, lr, lc, rq_rows, qr_cols, q.size)
+        r = rest.size
+        slot = np.where(kind == RR, lr * r + lc, r * r + tail)
+        return cls(size, p, q, rest, slot, tail, tail_size, _span(rq_rows), _span(qr_cols),
+                   kind, lr, lc)
+
+    def buffer_size(self, r: int | None = None) -> int:
+        """The length of one element's blocks buffer for S of order r (default: all of R)."""
+        r = self.rest.size if r is None else r
+        return r * r + self.tail_size
 
     def blocks(self, values: FloatArray, transpose: bool,
                keep: npt.NDArray[np.bool_] | None = None) -> ReducedBlocks:
@@ -151,22 +165,24 @@ class PairPivots:
         an identity (see :meth:`solve`)."""
         b, r, e = values.shape[0], self.rest.size, self.q.size
         if keep is None:
-            buffer = np.zeros((b, r * r + 2 * r * e + 4 * e))
+            buffer = np.zeros((b, self.buffer_size()))
             buffer[:, self.slot] = values
         else:
             r = int(keep.sum(axis=1).max(initial=0))
             slot = self._compact_slots(keep, r)
-            buffer = np.zeros((b, r * r + 2 * r * e + 4 * e + 1))  # + 1: where dropped go
+            buffer = np.zeros((b, self.buffer_size(r) + 1))  # + 1: where dropped go
             buffer.ravel()[slot + buffer.shape[1] * np.arange(b)[:, None]] = values
             buffer = buffer[:, :-1]
-        rq, qr, pairs = r * r, r * r + r * e, r * r + 2 * r * e  # where each block starts
+        n_rows, n_cols = as_indices(self.rq_rows).size, as_indices(self.qr_cols).size
+        rq = r * r  # where each block starts
+        qr, pairs = rq + n_rows * e, rq + n_rows * e + e * n_cols
         P, a, a2, c = buffer[:, pairs:].reshape(b, 4, e).transpose(1, 0, 2)
         RR = buffer[:, :rq].reshape(b, r, r)
         if keep is not None:  # the padding: identity rows and columns
             pad = np.arange(r)[None, :] >= keep.sum(axis=1)[:, None]
             RR[:, np.arange(r), np.arange(r)] += pad
-        blocks = ReducedBlocks(RR, buffer[:, rq:qr].reshape(b, r, e),
-                               buffer[:, qr:pairs].reshape(b, e, r),
+        blocks = ReducedBlocks(RR, buffer[:, rq:qr].reshape(b, n_rows, e),
+                               buffer[:, qr:pairs].reshape(b, e, n_cols),
                                P, a, a2, c, self.rq_rows, self.qr_cols, self.schur_terms)
         return blocks.T if transpose else blocks
 
@@ -177,8 +193,9 @@ class PairPivots:
         multiply-adds of the dense update). None when the dense product is cheaper, as
         where u = F x − g with a dense F."""
         rq, qr = self.kind == RQ, self.kind == QR
-        i, j = self.local_row[rq], self.local_col[rq]
-        j2, k = self.local_row[qr], self.local_col[qr]
+        rows, cols = as_indices(self.rq_rows), as_indices(self.qr_cols)
+        i, j = np.searchsorted(rows, self.local_row[rq]), self.local_col[rq]
+        j2, k = self.local_row[qr], np.searchsorted(cols, self.local_col[qr])
         per_pair = np.bincount(j, minlength=self.q.size) * np.bincount(j2, minlength=self.q.size)
         if per_pair.sum() > SCHUR_TERMS_MAX * self.q.size:
             return None
@@ -188,39 +205,28 @@ class PairPivots:
         reps = starts[j + 1] - starts[j]
         first = np.repeat(starts[j], reps) + np.arange(reps.sum()) - np.repeat(
             np.cumsum(reps) - reps, reps)
-        return SchurTerms.of(np.repeat(i, reps), np.repeat(j, reps), k[by_j[first]],
-                             self.rest.size)
+        return SchurTerms.of(np.repeat(i, reps), np.repeat(j, reps), k[by_j[first]], rows,
+                             cols)
 
     def _compact_slots(self, keep: npt.NDArray[np.bool_], r: int) -> Index:
         """Each element's slot for each J entry (b, nnz) in the compacted buffer (blocks of
         order r); entries in a dropped row or column go to the last slot. The rows of J_RQ
         and columns of J_QR must be kept and keep their places (the caller checks), so only
         J_RR's entries move per element."""
-        e = self.q.size
-        kind, lr, lc = self.kind, self.local_row, self.local_col
-        start = r * r + 2 * r * e
-        fixed = np.select([kind == RQ, kind == QR],
-                          [r * r + lr * e + lc, r * r + r * e + lr * r + lc],
-                          default=start + self.slot - self.slot_start)  # the pivots'
-        slot = np.broadcast_to(fixed, (keep.shape[0], kind.size)).copy()
+        lr, lc = self.local_row, self.local_col
+        slot = np.broadcast_to(r * r + self.tail, (keep.shape[0], lr.size)).copy()
         rr = self._rr_entries
         loc = np.cumsum(keep, axis=1) - 1
         rows, cols = lr[rr], lc[rr]
         # np.take: numpy's fancy indexing along axis 1 costs several times as much
         ok = np.take(keep, rows, axis=1) & np.take(keep, cols, axis=1)
         slot[:, rr] = np.where(ok, np.take(loc, rows, axis=1) * r + np.take(loc, cols, axis=1),
-                               start + 4 * e)
+                               self.buffer_size(r))
         return slot
 
     @functools.cached_property
     def _rr_entries(self) -> Index:
         return np.flatnonzero(self.kind == RR)
-
-    @property
-    def slot_start(self) -> int:
-        """Where the pivots' entries begin in the uncompacted buffer."""
-        r, e = self.rest.size, self.q.size
-        return r * r + 2 * r * e
 
     def solve(self, values: FloatArray, rhs: FloatArray, transpose: bool,
               keep: npt.NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
@@ -286,17 +292,20 @@ def _classify(size: int, rows: Index, cols: Index, p: Index, q: Index,
     return kind, local[rows], local[cols]
 
 
-def _slots(kind: npt.NDArray[np.int8], lr: Index, lc: Index, r: int,
-           e: int) -> tuple[Index, Index, Index]:
-    """Where each entry goes in the flat buffer of blocks RR (r × r), RQ (r × e), QR (e × r)
-    and the pivots' P, a, a', c (e each); and the rows of J_RQ and columns of J_QR that
-    hold anything."""
-    start = r * r + 2 * r * e  # the pivots' four vectors follow the three blocks
-    slot = np.select(
-        [kind == RR, kind == RQ, kind == QR, kind == PP, kind == PQ, kind == QP],
-        [lr * r + lc, r * r + lr * e + lc, r * r + r * e + lr * r + lc, start + lr,
-         start + e + lr, start + 2 * e + lr], default=start + 3 * e + lr)
-    return slot, np.unique(lr[kind == RQ]), np.unique(lc[kind == QR])
+def _tail_slots(kind: npt.NDArray[np.int8], lr: Index, lc: Index, rq_rows: Index,
+                qr_cols: Index, e: int) -> tuple[Index, int]:
+    """Where each entry outside J_RR goes in the flat buffer after J_RR (r × r, first):
+    J_RQ on its rows that hold anything (|rq_rows| × e), J_QR on its such columns
+    (e × |qr_cols|), then the pivots' P, a, a', c (e each); and that part's length. Only
+    J_RR depends on r (the rows dropped per element are never among these)."""
+    i = np.searchsorted(rq_rows, lr)  # an RQ entry's row among rq_rows
+    k = np.searchsorted(qr_cols, lc)  # a QR entry's column among qr_cols
+    pivots = rq_rows.size * e + e * qr_cols.size  # the pivots' four vectors follow the blocks
+    tail = np.select(
+        [kind == RQ, kind == QR, kind == PP, kind == PQ, kind == QP, kind == QQ],
+        [i * e + lc, rq_rows.size * e + lr * qr_cols.size + k, pivots + lr, pivots + e + lr,
+         pivots + 2 * e + lr, pivots + 3 * e + lr], default=-1)
+    return tail, pivots + 4 * e
 
 
 def _span(idx: Index) -> Index | slice:
@@ -318,12 +327,17 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
         z = _solve_each(B.RR, r_R)
         return z, r_p, r_q, B.RR @ z - r_R, r_p, r_q
     P, a, a2, c = (v[..., None] for v in (B.P, B.a, B.a2, B.c))
+    rows, cols = B.rq_rows, B.qr_cols  # where J_RQ's rows and J_QR's columns are in R
     det = P * c - a * a2
-    z_R = _solve_each(B.schur(), r_R - B.RQ @ ((P * r_q - a2 * r_p) / det))
-    u = r_q - B.QR @ z_R
+    rhs_S = r_R.copy()
+    rhs_S[:, rows] -= B.RQ @ ((P * r_q - a2 * r_p) / det)
+    z_R = _solve_each(B.schur(), rhs_S)
+    QR_z = B.QR @ z_R[:, cols]
+    u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
-    return (z_R, z_p, z_q, B.RR @ z_R + B.RQ @ z_q - r_R, B.QR @ z_R + c * z_q + a2 * z_p - r_q,
-            P * z_p + a * z_q - r_p)
+    res_R = B.RR @ z_R - r_R
+    res_R[:, rows] += B.RQ @ z_q
+    return z_R, z_p, z_q, res_R, QR_z + c * z_q + a2 * z_p - r_q, P * z_p + a * z_q - r_p
 
 
 RR, RQ, QR, PP, PQ, QP, QQ = range(7)
