@@ -32,6 +32,8 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from .scratch import scratch
+
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
 
@@ -51,17 +53,22 @@ class ReducedBlocks:
     qr_cols: Index | slice  # the pivots change (a slice when contiguous)
     terms: SchurTerms | None = None  # S's update product by product, where cheaper
 
-    def schur(self) -> FloatArray:
-        """S = J_RR − J_RQ diag(P / det) J_QR, det = P c − a a' per pair."""
+    def schur(self, out: FloatArray | None = None) -> FloatArray:
+        """S = J_RR − J_RQ diag(P / det) J_QR, det = P c − a a' per pair (in ``out`` if
+        given, shaped as J_RR)."""
         if not self.P.shape[-1]:
             return self.RR
         w = self.P / (self.P * self.c - self.a * self.a2)
+        if out is None:
+            S = self.RR.copy()
+        else:
+            S = out
+            S[...] = self.RR
         if self.terms is not None:  # few products (J_RQ and J_QR nearly diagonal): each alone
             t = self.terms
             products = self.RQ[:, t.i, t.j] * w[:, t.j] * self.QR[:, t.j, t.k]
             if t.starts is not None:
                 products = np.add.reduceat(products, t.starts, axis=1)
-            S = self.RR.copy()
             S[:, t.target_i, t.target_k] -= products
             return S
         rows, cols = self.rq_rows, self.qr_cols
@@ -69,7 +76,6 @@ class ReducedBlocks:
         # variables): fancy indexing costs more than the product here
         at = (rows, cols) if isinstance(rows, slice) and isinstance(cols, slice) else (
             as_indices(rows)[:, None], as_indices(cols)[None, :])
-        S = self.RR.copy()
         S[(..., *at)] -= (self.RQ * w[..., None, :]) @ self.QR
         return S
 
@@ -158,19 +164,22 @@ class PairPivots:
         return r * r + self.tail_size
 
     def blocks(self, values: FloatArray, transpose: bool,
-               keep: npt.NDArray[np.bool_] | None = None) -> ReducedBlocks:
+               keep: npt.NDArray[np.bool_] | None = None,
+               reuse: bool = False) -> ReducedBlocks:
         """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the pattern's order: one
         buffer filled by one gather, then viewed as the blocks. With ``keep`` (b, r), only
         each element's kept rest indices, in order, padded to the largest such count with
-        an identity (see :meth:`solve`)."""
+        an identity (see :meth:`solve`). With ``reuse``, the buffer is this thread's
+        :func:`~dpplayers.scratch.scratch` array: the blocks last until the next such call."""
         b, r, e = values.shape[0], self.rest.size, self.q.size
+        zeros = _zeroed_scratch if reuse else np.zeros
         if keep is None:
-            buffer = np.zeros((b, self.buffer_size()))
+            buffer = zeros((b, self.buffer_size()))
             buffer[:, self.slot] = values
         else:
             r = int(keep.sum(axis=1).max(initial=0))
             slot = self._compact_slots(keep, r)
-            buffer = np.zeros((b, self.buffer_size(r) + 1))  # + 1: where dropped go
+            buffer = zeros((b, self.buffer_size(r) + 1))  # + 1: where dropped go
             buffer.ravel()[slot + buffer.shape[1] * np.arange(b)[:, None]] = values
             buffer = buffer[:, :-1]
         n_rows, n_cols = as_indices(self.rq_rows).size, as_indices(self.qr_cols).size
@@ -238,7 +247,7 @@ class PairPivots:
         pairs, as if the dropped rows and columns were not in J (zero in z and in the
         residual): the caller has eliminated them (:mod:`dpplayers.inactive_rows`)."""
         with np.errstate(all="ignore"):
-            B = self.blocks(values, transpose, keep)
+            B = self.blocks(values, transpose, keep, reuse=True)
             r_R = rhs.take(self.rest, 1) if self.p.size else rhs
             if keep is not None:
                 at = _compaction(keep, B.RR.shape[1])
@@ -261,6 +270,13 @@ class PairPivots:
         back = np.empty(self.size, np.intp)
         back[np.concatenate([self.rest, self.p, self.q])] = np.arange(self.size)
         return back
+
+
+def _zeroed_scratch(shape: tuple[int, int]) -> FloatArray:
+    """The blocks buffer in this thread's scratch array, zeroed."""
+    buffer = scratch("pair blocks", shape)
+    buffer.fill(0.0)
+    return buffer
 
 
 def _compaction(keep: npt.NDArray[np.bool_], r: int) -> Index:
@@ -331,7 +347,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     det = P * c - a * a2
     rhs_S = r_R.copy()
     rhs_S[:, rows] -= B.RQ @ ((P * r_q - a2 * r_p) / det)
-    z_R = _solve_each(B.schur(), rhs_S)
+    z_R = _solve_each(B.schur(out=scratch("schur", B.RR.shape)), rhs_S)
     QR_z = B.QR @ z_R[:, cols]
     u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
