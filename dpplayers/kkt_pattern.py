@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from .cones import ProductCone, ProjectionDerivative
 from .inactive_rows import InactiveRows
 from .pair_pivots import PairPivots, as_indices
-from .sparse_pattern import CSCPattern
+from .sparse_pattern import CSCPattern, concatenated_ranges
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -139,8 +139,7 @@ class KKTPattern:
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         reps = counts[A_rows[paired]]
         atd_a = np.repeat(paired, reps)
-        within = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
-        atd_d = order[np.repeat(starts[A_rows[paired]], reps) + within]
+        atd_d = order[concatenated_ranges(starts[A_rows[paired]], reps)]
         sources = [
             (A_cols[atd_a], n + d_cols[atd_d]),  # Aᵀ D, paired
             *[(b.out_rows, b.out_cols) for b in dense],  # Aᵀ D, dense blocks

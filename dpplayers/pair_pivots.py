@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from .scratch import scratch
+from .sparse_pattern import concatenated_ranges
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -212,8 +213,7 @@ class PairPivots:
         by_j = np.argsort(j2, kind="stable")
         starts = np.searchsorted(j2[by_j], np.arange(self.q.size + 1))
         reps = starts[j + 1] - starts[j]
-        first = np.repeat(starts[j], reps) + np.arange(reps.sum()) - np.repeat(
-            np.cumsum(reps) - reps, reps)
+        first = concatenated_ranges(starts[j], reps)
         return SchurTerms.of(np.repeat(i, reps), np.repeat(j, reps), k[by_j[first]], rows,
                              cols)
 

@@ -1,4 +1,5 @@
-"""A fixed CSC sparsity pattern whose data changes per call (A, P and J of a program)."""
+"""A fixed CSC sparsity pattern whose data changes per call (A, P and J of a program), and
+the index arithmetic that pairs entries of such patterns."""
 
 from __future__ import annotations
 
@@ -47,3 +48,11 @@ class CSCPattern:
     @property
     def cols(self) -> npt.NDArray[np.int64]:
         return np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))
+
+
+def concatenated_ranges(starts: npt.ArrayLike, counts: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    """arange(s, s + c) for each (s, c), one after another, without a Python loop: every
+    entry paired with every entry of another pattern's row or column."""
+    starts, counts = np.asarray(starts, np.intp), np.asarray(counts, np.intp)
+    offsets = np.cumsum(counts) - counts
+    return np.repeat(starts - offsets, counts) + np.arange(counts.sum())
