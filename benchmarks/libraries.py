@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 import dpplayers
-from dpplayers.solution import _element_data
 
 from .workloads import Array, Formulation, Workload
 
@@ -171,7 +170,7 @@ def _bare_scs(form: Formulation, cfg: Config) -> Compiled:
                 prog.C_A(theta), prog.C_b(theta), prog.C_c(theta))
         out = []
         for j in range(theta.shape[1]):
-            P, A, b, c = _element_data(prog, data, j)
+            P, A, b, c = prog.element_data(data, j)
             out.append({"A": A, "b": b, "c": c} | ({"P": P} if P is not None else {}))
         return out, None
 

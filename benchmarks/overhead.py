@@ -25,7 +25,6 @@ import scs
 
 import dpplayers
 from benchmarks.workloads import WORKLOADS
-from dpplayers.solution import _element_data
 
 ARGS = {"eps_abs": 1e-8, "eps_rel": 1e-8, "max_iters": 100_000}
 
@@ -40,7 +39,7 @@ def measure(name: str, calls: int) -> tuple[float, float]:
     reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
     data = []
     for values in draws:
-        P, A, b, c = _element_data(prog, prog.data(prog.layout.stack(values)[0]), 0)
+        P, A, b, c = prog.element_data(prog.data(prog.layout.stack(values)[0]), 0)
         data.append({"A": A, "b": b, "c": c} | ({"P": P} if P is not None else {}))
     workspace = scs.SCS(data[0], cones, **settings) if reuse else None
 

@@ -24,7 +24,6 @@ import scs
 
 import dpplayers
 from benchmarks.workloads import WORKLOADS
-from dpplayers.solution import _element_data
 
 
 def _available() -> list[str]:
@@ -51,7 +50,7 @@ def main() -> None:
         settings = prog.backend.settings({"eps_abs": 1e-8, "eps_rel": 1e-8, "max_iters": 100_000})
         picked = settings.pop("linear_solver")
         theta = prog.layout.stack([v[0] for v in workload.values(1)["native"]])[0]
-        P, A, b, c = _element_data(prog, prog.data(theta), 0)
+        P, A, b, c = prog.element_data(prog.data(theta), 0)
         data = {"A": A, "b": b, "c": c} | ({"P": P} if P is not None else {})
         cones = prog.backend._cone_dict
         cells = []

@@ -94,6 +94,19 @@ class CompiledProblem:
         dP, dA, db, dc = self._stacked_maps.linear(dtheta)
         return (dP if self.P is not None else None), dA, db, dc
 
+    def element_data(self, data: tuple, k: int) -> tuple[sp.csc_matrix | None, sp.csc_matrix,
+                                                         FloatArray, FloatArray]:
+        """Element k's (P upper, A, b, c) as solver inputs, from :meth:`data`'s output."""
+        P_data, A_data, b, c = data
+        P = self.P.matrix(data_column(P_data, k)) if self.P is not None else None
+        return P, self.A.matrix(data_column(A_data, k)), data_column(b, k), data_column(c, k)
+
+    def element_matrices(self, data: tuple, k: int) -> tuple[sp.csc_matrix | None,
+                                                             sp.csc_matrix]:
+        """Element k's (P upper, A) alone (a solver that reuses its workspace skips them)."""
+        P, A, _, _ = self.element_data(data, k)
+        return P, A
+
     def data_transpose(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
                        gc: FloatArray) -> FloatArray:
         """Cotangents on the data (P upper, A, b, c), each (rows, B) → on θ (p, B)."""
@@ -370,3 +383,8 @@ def _pattern_map(T: sp.csr_array, shape: tuple[int, int], negate: bool,
         CSCPattern(shape, i.astype(np.int32), indptr),
         AffineMap(sp.csr_array(-block if negate else block)),
     )
+
+
+def data_column(arr: FloatArray, k: int) -> FloatArray:
+    """Element k's column of a data array (a map that ignores θ has one, shared)."""
+    return arr[:, k if arr.shape[1] > 1 else 0]

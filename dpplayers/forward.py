@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
+from .compiler import data_column
 from .derivative import newton_refine
 from .errors import SolverError
 from .linear_solvers import make_linear_solver
-from .solution import DERIVATIVE_OPTIONS, Solution, _column, _element_data, _element_matrices
+from .solution import DERIVATIVE_OPTIONS, Solution
 from .solvers import ConeData, RawSolution
 
 FloatArray = npt.NDArray[np.float64]
@@ -51,8 +52,8 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
     warm = _warm_starts(warm_start, nb, prog) if warm_start is not None else [None] * nb
     def solve_element(k: int) -> RawSolution:
-        matrices = functools.partial(_element_matrices, prog, data, k)
-        return backend.solve(ConeData(matrices, _column(data[2], k), _column(data[3], k)),
+        matrices = functools.partial(prog.element_matrices, data, k)
+        return backend.solve(ConeData(matrices, data_column(data[2], k), data_column(data[3], k)),
                              settings, reuse, warm[k])
 
     n_jobs = n_jobs if n_jobs is not None else CPU_COUNT
@@ -92,7 +93,7 @@ def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolu
     """``solver_args={"refine": steps}``: Newton-polish element k (see newton_refine)."""
     if not raw.status.ok:
         return raw
-    P, A, b, c = _element_data(prog, data, k)
+    P, A, b, c = prog.element_data(data, k)
     x, y, s, _ = newton_refine(P, A, b, c, raw.x, raw.y, raw.s, prog.cones, steps,
                                prog.kkt_pattern, prog.dual_cone)
     return RawSolution(x, y, s, raw.status, raw.solver_status, raw.iterations, raw.seconds,

@@ -92,7 +92,7 @@ class Solution:
     def _element(self, k: int):
         if k not in self._factor:
             prog = self.program
-            P, A, _, _ = _element_data(prog, self._data, k)
+            P, A = prog.element_matrices(self._data, k)
             op = kkt_operator(P, A, self.y[:, k], self.s[:, k], prog.cones, prog.kkt_pattern,
                               prog.dual_cone, self._d_projection(k))
             solver = make_linear_solver(self.mode, self.derivative_options)
@@ -329,24 +329,6 @@ class Solution:
         return result
 
 
-def _element_matrices(prog, data: tuple, k: int):
-    """Element k's (P upper, A) as solver inputs."""
-    P, A, _, _ = _element_data(prog, data, k)
-    return P, A
-
-
 def _columns(data: FloatArray, keys: list[int]) -> FloatArray:
     """The given elements' columns of a data array (one shared column when constant)."""
     return data[:, keys] if data.shape[1] > 1 else np.repeat(data, len(keys), 1)
-
-
-def _element_data(prog, data: tuple, k: int):
-    """Element k's (P upper, A, b, c) as solver inputs (constant maps have one column)."""
-    P_data, A_data, b, c = data
-    P = prog.P.matrix(_column(P_data, k)) if prog.P is not None else None
-    return P, prog.A.matrix(_column(A_data, k)), _column(b, k), _column(c, k)
-
-
-def _column(arr: FloatArray, k: int) -> FloatArray:
-    """Element k's column of a data array (a map that ignores θ has one, shared)."""
-    return arr[:, k if arr.shape[1] > 1 else 0]

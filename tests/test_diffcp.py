@@ -7,7 +7,6 @@ from helpers import CASES
 import dpplayers
 from dpplayers.derivative import data_adjoint, kkt_operator
 from dpplayers.linear_solvers import Direct
-from dpplayers.solution import _element_data
 
 diffcp = pytest.importorskip("diffcp")
 
@@ -28,7 +27,7 @@ def test_adjoint_matches_diffcp(name):
     assert prog.P is None and not prog.cones.power
     values = case.sample(np.random.default_rng(0))
     sol = prog.solve(*values, solver_args={"eps": 1e-11, "max_iters": 500_000})
-    _, A, b, c = _element_data(prog, sol._data, 0)
+    _, A, b, c = prog.element_data(sol._data, 0)
     x, y, s, _, DT = diffcp.solve_and_derivative(A, b, c, cone_dict(prog.cones), mode="dense",
                                                  eps=1e-11, max_iters=500_000)
     rng = np.random.default_rng(1)

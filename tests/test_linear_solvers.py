@@ -13,7 +13,6 @@ from dpplayers import linear_solvers
 from dpplayers.cones import ConeDims
 from dpplayers.derivative import kkt_operator
 from dpplayers.linear_solvers import Direct, _AntiDiagonalLU
-from dpplayers.solution import _element_data
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 REFINED = {**TIGHT, "refine": 3}  # Newton-polished: finite differences need exact vertices
@@ -62,7 +61,7 @@ def operator_of(prob, params, x, values):
     prog = dpplayers.compile(prob, list(params), [x], solver="CLARABEL")
     sol = prog.solve(*values, solver_args=REFINED)
     assert sol.ok.all()
-    P, A, _, _ = _element_data(prog, sol._data, 0)
+    P, A, _, _ = prog.element_data(sol._data, 0)
     return kkt_operator(P, A, sol.y[:, 0], sol.s[:, 0], prog.cones), prog, sol
 
 
