@@ -194,12 +194,13 @@ class KKTPattern:
     def pair_pivots(self) -> PairPivots:
         """J's independent 2×2 pivots (cvxpy's auxiliaries), for the batched dense solve:
         a variable p with an equality row q, where D = I, so that the pivot holds data only
-        ([[P_pp, A_qp], [A_qp, 0]]) and is never singular for a nonzero A_qp."""
+        ([[P_pp, A_qp], [A_qp, 0]]) and is never singular for a nonzero A_qp; and the
+        leading variables whose pivots in S are diagonal."""
         size = self.n + self.m
         variables, equalities = np.zeros(size, bool), np.zeros(size, bool)
         variables[: self.n] = True
         equalities[self.n : self.n + self.zero_rows] = True
-        return PairPivots.of(size, self.indices, self.indptr, variables, equalities)
+        return PairPivots.of(size, self.indices, self.indptr, variables, equalities, variables)
 
     @functools.cached_property
     def inactive_rows(self) -> InactiveRows | None:

@@ -22,7 +22,7 @@ def planted(rng, r=7, e=4, b=3):
     return mats, p, q
 
 
-def pivots_of(mats, may_be_p=None, may_be_q=None):
+def pivots_of(mats, may_be_p=None, may_be_q=None, may_be_diagonal=None):
     """PairPivots of the batch's common pattern, and each matrix's data in its order."""
     N = mats.shape[1]
     pattern = sp.csc_array((np.abs(mats).sum(axis=0) > 0).astype(float))
@@ -30,7 +30,7 @@ def pivots_of(mats, may_be_p=None, may_be_q=None):
     allowed = np.ones(N, bool)
     pv = PairPivots.of(N, pattern.indices, pattern.indptr,
                        allowed if may_be_p is None else may_be_p,
-                       allowed if may_be_q is None else may_be_q)
+                       allowed if may_be_q is None else may_be_q, may_be_diagonal)
     cols = np.repeat(np.arange(N), np.diff(pattern.indptr))
     return pv, mats[:, pattern.indices, cols]
 
@@ -138,3 +138,71 @@ def test_sparse_schur_update_is_exact_where_products_repeat_a_place():
 def test_dense_couplings_keep_the_dense_schur_update():
     pv, _ = pivots_of(planted(np.random.default_rng(8))[0])
     assert pv.schur_terms is None  # each pair meets all of R: 49 products per pair
+
+
+def leading_diagonal(rng, k=18, c=6, b=3):
+    """A batch of b matrices whose first k indices x_j meet each other only on the diagonal,
+    which comes from pair pivots alone (cvxpy's x of ‖x − y‖²: u_j − x_j = …): x_j meets
+    its pair's q_j and the last c indices C densely. Order k + c + 2k."""
+    N = k + c + 2 * k
+    x, C, q, p = np.arange(k), k + np.arange(c), k + c + np.arange(k), k + c + k + np.arange(k)
+    mats = np.zeros((b, N, N))
+    mats[:, C[:, None], C[None, :]] = rng.standard_normal((b, c, c)) + 4 * np.eye(c)
+    mats[:, x[:, None], C[None, :]] = rng.standard_normal((b, k, c))
+    mats[:, C[:, None], x[None, :]] = rng.standard_normal((b, c, k))
+    mats[:, q, x] = mats[:, x, q] = -1.0
+    mats[:, p, p] = rng.uniform(1, 2, (b, k))
+    mats[:, p, q] = mats[:, q, p] = 1.0
+    return mats
+
+
+def test_leading_diagonal_pivots_of_s_are_eliminated_exactly():
+    rng = np.random.default_rng(9)
+    for b in (1, 3):
+        mats = leading_diagonal(rng, b=b)
+        N = mats.shape[1]
+        pv, values = pivots_of(mats)
+        assert pv.diagonal == 0  # none without the mask
+        pv, values = pivots_of(mats, may_be_diagonal=np.arange(N) < 18)
+        assert pv.q.size == 18 and pv.reduced_order == 24 and pv.diagonal == 18
+        rhs = rng.standard_normal((b, N, 2))
+        for transpose in (False, True):
+            M = mats.transpose(0, 2, 1) if transpose else mats
+            z, res = pv.solve(values, rhs, transpose)
+            np.testing.assert_allclose(z, np.linalg.solve(M, rhs), rtol=1e-10, atol=1e-12)
+            assert np.abs(res).max() < 1e-12
+
+
+def test_diagonal_run_ends_at_a_coupling_or_a_disallowed_index():
+    rng = np.random.default_rng(10)
+    mats = leading_diagonal(rng)
+    N = mats.shape[1]
+    mats[:, 16, 17] = 0.5  # x_16 and x_17 meet: the run stops before 17
+    pv, values = pivots_of(mats, may_be_diagonal=np.arange(N) < 18)
+    assert pv.diagonal == 17
+    rhs = rng.standard_normal((3, N, 1))
+    for transpose in (False, True):
+        M = mats.transpose(0, 2, 1) if transpose else mats
+        np.testing.assert_allclose(pv.solve(values, rhs, transpose)[0], np.linalg.solve(M, rhs),
+                                   rtol=1e-10, atol=1e-12)
+    allowed = np.arange(N) < 18
+    allowed[3] = False  # a run shorter than DIAGONAL_MIN is not taken
+    assert pivots_of(mats, may_be_diagonal=allowed)[0].diagonal == 0
+
+
+def test_zero_diagonal_pivot_gives_non_finite_answer_for_that_element_only():
+    rng = np.random.default_rng(11)
+    mats = leading_diagonal(rng, k=18, c=20)
+    N = mats.shape[1]
+    x = np.arange(18)
+    mats[:, x, x] = 3.0  # S_jj = J_jj + P_j (the pair's pivot adds P_j) ...
+    p2 = 18 + 20 + 18 + 2
+    mats[1, 2, 2] = -mats[1, p2, p2]  # ... which is zero for element 1, j = 2
+    pv, values = pivots_of(mats, may_be_diagonal=np.arange(N) < 18)
+    assert pv.diagonal == 18
+    rhs = rng.standard_normal((3, N, 1))
+    z, _ = pv.solve(values, rhs, False)
+    assert np.linalg.cond(mats[1]) < 1e8  # J itself is fine: only the elimination order fails
+    assert not np.isfinite(z[1]).all()
+    for k in (0, 2):
+        np.testing.assert_allclose(z[k], np.linalg.solve(mats[k], rhs[k]), rtol=1e-10, atol=1e-12)
