@@ -24,16 +24,6 @@ Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
 
 
-def _block_entries(cone: ProductCone) -> tuple[Index, Index]:
-    """(row, col) of every entry of DΠ's dense blocks, in ``ProjectionDerivative`` order."""
-    rows, cols = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)]
-    for _, idx in cone.groups:
-        k, d = idx.shape
-        rows.append(np.broadcast_to(idx[:, :, None], (k, d, d)).ravel())
-        cols.append(np.broadcast_to(idx[:, None, :], (k, d, d)).ravel())
-    return np.concatenate(rows), np.concatenate(cols)
-
-
 def _scalar_blocks(cone: ProductCone) -> tuple[Index, Index]:
     """(row, position in ``block_values`` order) of D's 1×1 blocks."""
     rows, pos, start = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)], 0
@@ -47,7 +37,7 @@ def _scalar_blocks(cone: ProductCone) -> tuple[Index, Index]:
 
 
 def block_values(D: ProjectionDerivative) -> FloatArray:
-    """DΠ's block entries as one vector, in the order of :func:`_block_entries`."""
+    """DΠ's block entries as one vector, in the order of ``ProductCone.block_entries``."""
     parts = [op.as_matrices().ravel() for op, _ in D.blocks]
     return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -128,7 +118,7 @@ class KKTPattern:
     @classmethod
     def build(cls, n: int, m: int, A_rows: Index, A_cols: Index, P_rows: Index | None,
               P_cols: Index | None, cone: ProductCone) -> KKTPattern:
-        d_rows, d_cols = _block_entries(cone)
+        d_rows, d_cols = cone.block_entries.rows, cone.block_entries.cols
         scalar_rows, scalar_d = _scalar_blocks(cone)
         # Aᵀ D of blocks of order ≥ DENSE_BLOCK as small dense products (below); of the
         # others by pairing every A entry (i, j) with every D entry (i, c) in the same row i

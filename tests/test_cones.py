@@ -704,9 +704,33 @@ def test_batched_dproject_products_and_block_values_are_per_column():
     G = rng.standard_normal((K.size, 3, 2))
     DG = D.mv(G)
     values = D.block_values()
+    np.testing.assert_allclose(D.mv(G, by_values=True), DG, atol=1e-12)
     for j in range(3):
         one = K.dproject(V[:, j])
         np.testing.assert_allclose(DG[:, j], one.mv(G[:, j]), atol=1e-12)
         np.testing.assert_allclose(values[:, j], block_values(one), atol=1e-12)
     with pytest.raises(ValueError, match=rf"\({K.size}, 3, m\), got shape \({K.size}, 2, 2\)"):
         D.mv(G[:, :2])
+
+
+@pytest.mark.parametrize("kind, d", [("soc", 6), ("soc", 90), ("psd", 4), ("psd", 13)])
+def test_closed_form_products_equal_the_dense_blocks(kind, d, monkeypatch):
+    """SOC and PSD blocks apply their dense matrices up to DENSE_MV_MAX and their closed
+    forms above it: both products agree, small and large, in the middle region (where the
+    SOC block is a rank-one-corrected identity and PSD has eigenvalues of both signs)."""
+    import dpplayers.cones._operators as operators
+
+    rng = np.random.default_rng(14)
+    size = d if kind == "soc" else d * (d + 1) // 2
+    K = ProductCone.from_dims(ConeDims(soc=(size,) * 2) if kind == "soc"
+                              else ConeDims(psd=(d, d)))
+    x = rng.standard_normal((2, size))
+    x[:, 0] = 0.3 * np.linalg.norm(x[:, 1:], axis=1)  # SOC: |t| < ‖rest‖, the middle region
+    block, _ = K.dproject(x.ravel()).blocks[0]
+    G = rng.standard_normal((2, size, 3))
+    monkeypatch.setattr(operators, "DENSE_MV_MAX", 0)
+    closed = block.mv(G)
+    monkeypatch.setattr(operators, "DENSE_MV_MAX", 10**6)
+    dense = block.mv(G)
+    np.testing.assert_allclose(closed, dense, atol=1e-12)
+    np.testing.assert_allclose(dense, block.as_matrices() @ G, atol=1e-12)

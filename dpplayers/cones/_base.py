@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from ._operators import AbstractBlockOperator, DenseBlocks
 
 class AbstractCone(abc.ABC):
     """A cone kind. Methods take a stack x of shape (k, d): k cones of this kind and size d."""
+
+    #: Whether ``dproject`` uses ``near`` (a search for the projection starts from it).
+    uses_near: ClassVar[bool] = False
 
     @abc.abstractmethod
     def project(self, x: Array) -> Array:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -95,6 +96,8 @@ def _exp_rays(rho: Array) -> tuple[Array, Array, Array, Array]:
 class ExponentialCone(AbstractCone):
     """closure{(x, y, z): y > 0, y exp(x/y) <= z}; x must be (k, 3)."""
 
+    uses_near: ClassVar[bool] = True
+
     def project(self, x: Array) -> Array:
         in_k, _, face, generic = _exp_regions(x)
         p = np.zeros_like(x)
@@ -126,6 +129,8 @@ class ExponentialCone(AbstractCone):
 @dataclass(frozen=True)
 class DualExponentialCone(AbstractCone):
     """{(u, v, w): u < 0, -u exp(v/u) <= e w} ∪ {(0, v, w): v, w >= 0}; via Moreau."""
+
+    uses_near: ClassVar[bool] = True
 
     def project(self, x: Array) -> Array:
         return x + ExponentialCone().project(-x)

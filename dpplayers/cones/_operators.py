@@ -57,6 +57,12 @@ class DenseBlocks(AbstractBlockOperator):
         return self.J
 
 
+#: SOC and PSD blocks of order up to this apply their dense matrices (written out once and
+#: kept, as the dense solve needs them anyway) rather than their closed forms, whose ~10
+#: numpy calls cost more than a small dense product.
+DENSE_MV_MAX = 64
+
+
 @dataclass(frozen=True, eq=False)
 class SOCBlocks(AbstractBlockOperator):
     """Second-order cone blocks [[p, q xbar^T], [q xbar, c I + e xbar xbar^T]], all (k,) but xbar.
@@ -72,6 +78,8 @@ class SOCBlocks(AbstractBlockOperator):
     xbar: Array
 
     def mv(self, dx: Array) -> Array:
+        if self.xbar.shape[1] < DENSE_MV_MAX:
+            return self.as_matrices() @ dx
         dt, dxs = dx[:, :1, :], dx[:, 1:, :]
         s = np.einsum("ki,kim->km", self.xbar, dxs)[:, None, :]
         xb = self.xbar[:, :, None]
@@ -81,7 +89,11 @@ class SOCBlocks(AbstractBlockOperator):
         return np.concatenate([top, rest], axis=1)
 
     def as_matrices(self) -> Array:
-        """The blocks written out from their closed form (not ``mv`` on an identity)."""
+        """The blocks written out from their closed form (not ``mv`` on an identity); kept."""
+        return self._matrices
+
+    @functools.cached_property
+    def _matrices(self) -> Array:
         k, d = self.xbar.shape
         out = np.empty((k, d + 1, d + 1))
         out[:, 0, 0] = self.p
@@ -99,11 +111,18 @@ class PSDBlocks(AbstractBlockOperator):
     B: Array
 
     def mv(self, dx: Array) -> Array:
+        if dx.shape[1] <= DENSE_MV_MAX:
+            return self.as_matrices() @ dx
         V, Vt = self.V[:, None], np.swapaxes(self.V, 1, 2)[:, None]
         inner = self.B[:, None] * (Vt @ smat(np.swapaxes(dx, 1, 2)) @ V)  # (k, m, n, n)
         return np.swapaxes(svec(V @ inner @ Vt), 1, 2)
 
     def as_matrices(self) -> Array:
+        """The blocks (k, d, d) in svec coordinates; kept."""
+        return self._matrices
+
+    @functools.cached_property
+    def _matrices(self) -> Array:
         # W diag(b) W^T: W's columns are the svec of the orthonormal basis (v_i v_j^T + v_j v_i^T)
         # / sqrt(2), i > j, and v_i v_i^T of symmetric matrices; b the matching entries of B.
         # W = diag(r) U diag(1 / c) with U[p, q] = V[a, i] V[b, j] + V[a, j] V[b, i] for
@@ -161,6 +180,29 @@ class ProjectionDerivative:
 
 
 @dataclass(frozen=True, eq=False)
+class BlockEntries:
+    """Where the entries of DPi's blocks are, in ``block_values`` order (each group's
+    blocks in turn, each row-major): row and column, and the sum of entries by row."""
+
+    rows: Index
+    cols: Index
+    by_row: sp.csr_array  # (size, entries)
+
+    @classmethod
+    def of(cls, size: int, positions: tuple[Index, ...]) -> BlockEntries:
+        """For each group's (k, d) positions."""
+        rows = [np.broadcast_to(idx[:, :, None], (*idx.shape, idx.shape[1])).ravel()
+                for idx in positions]
+        cols = [np.broadcast_to(idx[:, None, :], (*idx.shape, idx.shape[1])).ravel()
+                for idx in positions]
+        rows = np.concatenate([np.zeros(0, np.intp), *rows]).astype(np.intp)
+        cols = np.concatenate([np.zeros(0, np.intp), *cols]).astype(np.intp)
+        by_row = sp.csr_array((np.ones(rows.size), (rows, np.arange(rows.size))),
+                              shape=(size, rows.size))
+        return cls(rows, cols, by_row)
+
+
+@dataclass(frozen=True, eq=False)
 class BatchedProjectionDerivative:
     """DPi at b points at once: each group's block operator holds that group's cones for
     every point, point-major (point j's k cones are blocks j*k .. (j+1)*k - 1). Products and
@@ -169,6 +211,7 @@ class BatchedProjectionDerivative:
     size: int
     count: int
     blocks: tuple[tuple[AbstractBlockOperator, Index], ...]
+    entries: BlockEntries | None = None  # needed by ``mv(..., by_values=True)``
 
     def element(self, j: int) -> ProjectionDerivative:
         """DPi at point j alone."""
@@ -180,19 +223,33 @@ class BatchedProjectionDerivative:
 
     def block_values(self) -> Array:
         """Every point's block entries, (entries, b): column j is point j's blocks in the
-        order of ``ProjectionDerivative.blocks``, each row-major."""
+        order of ``ProjectionDerivative.blocks``, each row-major. Computed once."""
+        return self._block_values
+
+    @functools.cached_property
+    def _block_values(self) -> Array:
         parts = [op.as_matrices().reshape(self.count, -1) for op, _ in self.blocks]
         return np.concatenate(parts, axis=1).T if parts else np.zeros((0, self.count))
 
-    def mv(self, dv: Array) -> Array:
-        """DPi_j dv[:, j] for dv (size, b, m): every point's own block-diagonal product."""
+    def mv(self, dv: Array, by_values: bool = False) -> Array:
+        """DPi_j dv[:, j] for dv (size, b, m): every point's own block-diagonal product.
+        ``by_values``: from the block values (one gather, product and sum for all groups;
+        cheaper where the dense solve computes those values anyway) instead of each
+        group's own product."""
         if dv.ndim != 3 or dv.shape[:2] != (self.size, self.count):
             raise ValueError(f"Expected an array of shape ({self.size}, {self.count}, m), "
                              f"got shape {dv.shape}.")
         b, m = self.count, dv.shape[2]
-        out = np.zeros_like(dv)
+        if by_values and self.entries is not None:
+            E = self.entries
+            terms = self.block_values()[:, :, None] * dv.take(E.cols, 0)  # (entries, b, m)
+            return np.asarray(E.by_row @ terms.reshape(E.rows.size, b * m)).reshape(dv.shape)
+        out = np.empty_like(dv)  # every row of dv is in one block
         for op, idx in self.blocks:
             k, d = idx.shape
+            if b == 1:  # (k, d, 1, m) is already point-major
+                out[idx] = op.mv(dv[idx].reshape(k, d, m)).reshape(k, d, 1, m)
+                continue
             x = dv[idx].transpose(2, 0, 1, 3).reshape(b * k, d, m)  # (k, d, b, m) point-major
             out[idx] = op.mv(x).reshape(b, k, d, m).transpose(1, 2, 0, 3)
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -12,7 +13,7 @@ from ._base import AbstractCone
 from ._closed_form import NonnegativeCone, PSDCone, SecondOrderCone, ZeroCone
 from ._exponential import DualExponentialCone, ExponentialCone
 from ._layout import Array, ConeDims, Index
-from ._operators import BatchedProjectionDerivative, ProjectionDerivative
+from ._operators import BatchedProjectionDerivative, BlockEntries, ProjectionDerivative
 from ._power import PowerCone
 
 Groups: TypeAlias = tuple[tuple[AbstractCone, Index], ...]
@@ -98,12 +99,19 @@ class ProductCone:
             raise ValueError(f"Expected an array of shape ({self.size}, b), got {V.shape}.")
         b = V.shape[1]
         blocks = []
+        # (k, d, b) → (b, k, d), point-major; for b = 1 a reshape is enough
+        stack = ((lambda X, k, d: X.reshape(k, d)) if b == 1 else
+                 (lambda X, k, d: X.transpose(2, 0, 1).reshape(b * k, d)))
         for cone, idx in self.groups:
             k, d = idx.shape
-            x = V[idx].transpose(2, 0, 1).reshape(b * k, d)
-            hint = None if near is None else near[idx].transpose(2, 0, 1).reshape(b * k, d)
-            blocks.append((cone.repeat(b).dproject(x, hint), idx))
-        return BatchedProjectionDerivative(self.size, b, tuple(blocks))
+            hint = None if near is None or not cone.uses_near else stack(near[idx], k, d)
+            blocks.append((cone.repeat(b).dproject(stack(V[idx], k, d), hint), idx))
+        return BatchedProjectionDerivative(self.size, b, tuple(blocks), self.block_entries)
+
+    @functools.cached_property
+    def block_entries(self) -> BlockEntries:
+        """Where the entries of DPi's blocks are, in ``block_values`` order."""
+        return BlockEntries.of(self.size, tuple(idx for _, idx in self.groups))
 
     def contains(self, v: npt.ArrayLike, tol: float = 1e-8) -> bool:
         """Whether v is in the cone: ||Pi(v) - v|| <= tol max(1, ||v||)."""
