@@ -13,6 +13,7 @@ pass that builds a Solution is :mod:`dpplayers.forward`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,37 +115,49 @@ class Solution:
                 stats.converged, stats.fell_back or bool(old and old.fell_back),
                 stats.degenerate or bool(old and old.degenerate))
 
-    def _solve_many(self, rhs: dict[int, FloatArray], transpose: bool) -> dict[int, FloatArray]:
-        """Element k's system for right-hand side rhs[k], for every k given: small J in
-        :class:`DenseBatch` calls (per-element Python around a factorisation costs several
-        times a small LU), any element it does not solve cleanly (and every element of a
-        larger J) by its own factorisation."""
-        keys = [k for k in rhs if k not in self._factor]
-        out: dict[int, FloatArray] = {}
-        if self.mode == "direct" and keys:
-            for batch in self._dense_batches(keys):
-                chunk = batch.keys
-                z, residual = batch.solve(np.stack([rhs[k] for k in chunk]), transpose)
-                for i, k in enumerate(chunk):
-                    if residual[i] <= BATCH_RESIDUAL_TOL:
-                        out[k] = z[i]
-                        self._record(k, SolveStats(float(residual[i]), 0, True))
-        for k, r in rhs.items():
-            if k not in out:
-                out[k] = self._solve(k, r, transpose)
+    def _solve_many(self, keys: list[int], rhs: FloatArray, transpose: bool) -> FloatArray:
+        """Element keys[i]'s system for right-hand sides rhs[i] (len(keys), n+m, q): small J
+        in :class:`DenseBatch` calls (per-element Python around a factorisation costs
+        several times a small LU), any element it does not solve cleanly (and every element
+        of a larger J, or one already factorised) by its own factorisation."""
+        out = np.empty_like(rhs)
+        todo = [i for i, k in enumerate(keys) if k not in self._factor]
+        done = []
+        if self.mode == "direct" and todo:
+            for where, batch in self._dense_batches([keys[i] for i in todo]):
+                rows = [todo[j] for j in where]
+                z, residual = batch.solve(rhs if len(rows) == len(keys) else rhs[rows],
+                                          transpose)
+                for j, i in enumerate(rows):
+                    if residual[j] <= BATCH_RESIDUAL_TOL:
+                        out[i] = z[j]
+                        done.append(i)
+                        self._record(keys[i], SolveStats(float(residual[j]), 0, True))
+        if len(done) < len(keys):
+            for i in sorted(set(range(len(keys))).difference(done)):
+                out[i] = self._solve(keys[i], rhs[i], transpose)
         return out
 
-    def _dense_batches(self, keys: list[int]) -> Iterator[DenseBatch]:
+    @property
+    def _batched_dense(self) -> bool:
+        """Whether :meth:`_dense_batches` can take any element (see there)."""
+        pattern = self.program.kkt_pattern
+        return self.mode == "direct" and (pattern.pair_pivots.reduced_order <= BATCH_DENSE_MAX
+                                          or pattern.inactive_rows is not None)
+
+    def _dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
         """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
         (larger temporaries are handed back to the OS when freed and page-faulted in again
-        on every call): all of them when J's order after pair elimination is at most
-        BATCH_DENSE_MAX, else those whose inactive inequality rows bring it there."""
+        on every call), each with its elements' places in ``keys``: all of them when J's
+        order after pair elimination is at most BATCH_DENSE_MAX, else those whose inactive
+        inequality rows bring it there."""
         prog = self.program
         pattern = prog.kkt_pattern
         order = pattern.pair_pivots.reduced_order
         inactive = pattern.inactive_rows
         if order > BATCH_DENSE_MAX and inactive is None:
             return
+        places = list(range(len(keys)))
         D, place = self._d_batch()
         D_values = D.block_values()
         where = [place[k] for k in keys]
@@ -156,14 +169,15 @@ class Solution:
             orders = order - drop[:, pattern.pair_pivots.rest].sum(axis=1)
             taken = np.flatnonzero(orders <= BATCH_DENSE_MAX)
             keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
+            places = taken.tolist()
             order = int(orders[taken].max(initial=0))
         step = DenseBatch.chunk(pattern, order)
         for i in range(0, len(keys), step):
             at = slice(i, i + step)
             P_data = _columns(self._data[0], keys[at]) if prog.P is not None else None
             values = pattern.values(P_data, _columns(self._data[1], keys[at]), D_values[:, at])
-            yield DenseBatch.assemble(pattern, values.T, None if drop is None else drop[at],
-                                      keys[at])
+            yield places[at], DenseBatch.assemble(pattern, values.T,
+                                                  None if drop is None else drop[at], keys[at])
 
     def _d_projection(self, k: int):
         """DΠ_K*(v) at element k's solution alone (for its own factorisation)."""
@@ -176,21 +190,30 @@ class Solution:
         """DΠ_K*(v) at every solved element's solution as one batched operator (computed
         once, one call per cone group), and each element's place in it."""
         if self._dbatch is None:
-            ok = [k for k, st in enumerate(self.status) if st.ok]
-            y = self.y[:, ok]  # y = Π_K*(y − s) up to solver accuracy: a root seed
-            D = self.program.dual_cone.dproject_batch(y - self.s[:, ok], near=y)
+            ok = self._ok_keys
+            every = len(ok) == self.y.shape[1]
+            y = self.y if every else self.y[:, ok]  # y = Π_K*(y − s) up to solver accuracy:
+            s = self.s if every else self.s[:, ok]  # a root seed
+            D = self.program.dual_cone.dproject_batch(y - s, near=y)
             self._dbatch = (D, {k: i for i, k in enumerate(ok)})
         return self._dbatch
 
+    @functools.cached_property
+    def _ok_keys(self) -> list[int]:
+        """The elements that solved."""
+        return [k for k, st in enumerate(self.status) if st.ok]
+
     def _apply_d(self, keys: list[int], G: FloatArray) -> FloatArray:
-        """DΠ_k G[:, i] for k = keys[i], G (m, len(keys), q): one batched product."""
+        """DΠ_k G[:, i] for k = keys[i], G (m, len(keys), q): one batched product (from
+        DΠ's block values where the batched dense solve needs them anyway)."""
         D, place = self._d_batch()
         where = [place[k] for k in keys]
+        by_values = self._batched_dense
         if where == list(range(D.count)):
-            return D.mv(G)
+            return D.mv(G, by_values)
         full = np.zeros((G.shape[0], D.count, G.shape[2]))
         full[:, where] = G
-        return D.mv(full)[:, where]
+        return D.mv(full, by_values)[:, where]
 
     def vjp(self, *cotangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
         """Cotangents on the requested variables ↦ cotangents on the parameters."""
@@ -200,8 +223,7 @@ class Solution:
         values = [v if self.batch is not None else v[None] for v in self.values]
         g_out = prog.retrieval.flat_cotangent(cts, values, nb)
         g_z = prog.retrieval.transpose(g_out)  # (n+m, B)
-        g_theta = self._pull_to_theta(*self._adjoints({k: g_z[:, k : k + 1]
-                                                       for k in range(nb)}))
+        g_theta = self._pull_to_theta(*self._adjoints(g_z[:, :, None]))
         return prog.layout.pull_back(g_theta, self.batch, self._raw_theta)
 
     def jvp(self, *tangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
@@ -219,47 +241,46 @@ class Solution:
     def _push_forward(self, dtheta: FloatArray, per_element_columns: int) -> FloatArray:
         """dθ (p, B·r) ↦ [dx; dy] (n+m, B·r), r columns per element (one solve each)."""
         prog = self.program
-        n, r = prog.n, per_element_columns
+        n, r, nb = prog.n, per_element_columns, self.x.shape[1]
         dP, dA, db, dc = prog.data_linear(dtheta)
         out = np.full((prog.n + prog.m, dtheta.shape[1]), np.nan)
-        ok = [k for k in range(self.x.shape[1]) if self.status[k].ok]
+        ok = self._ok_keys
+        if not ok:
+            return out
         # every element's columns in one data_rhs: x and y repeated per column
         P_rows, P_cols, A_rows, A_cols = prog.data_patterns
         X, Y = np.repeat(self.x, r, axis=1), np.repeat(self.y, r, axis=1)
         F = data_rhs(X, Y, dP, P_rows, P_cols, dA, A_rows, A_cols, db, dc)
-        rhs = {k: F[:, k * r : (k + 1) * r] for k in ok}
-        solved = self._solve_many(rhs, transpose=False)
-        if solved:
-            keys = list(solved)
-            duv = np.stack([solved[k] for k in keys], axis=1)  # (n+m, b, r)
-            cols = (np.array(keys)[:, None] * r + np.arange(r)).ravel()
-            out[:n, cols] = -duv[:n].reshape(n, -1)
-            out[n:, cols] = -self._apply_d(keys, duv[n:]).reshape(prog.m, -1)
+        F = F.reshape(F.shape[0], nb, r)
+        rhs = (F if len(ok) == nb else F[:, ok]).transpose(1, 0, 2)
+        duv = self._solve_many(ok, rhs, transpose=False).transpose(1, 0, 2)  # (n+m, b, r)
+        cols = (np.array(ok)[:, None] * r + np.arange(r)).ravel()
+        out[:n, cols] = -duv[:n].reshape(n, -1)
+        out[n:, cols] = -self._apply_d(ok, duv[n:]).reshape(prog.m, -1)
         return out
 
-    def _adjoints(self, g_z: dict[int, FloatArray]) -> tuple[FloatArray | None, ...]:
-        """Cotangents on z = [x; y], (n+m, q_k) for each element k given ↦ cotangents on
-        the data (P upper, A, b, c) through Jᵀ, each (rows, Σ q_k): the elements' columns
-        side by side in the order given; NaN for a failed element."""
+    def _adjoints(self, G: FloatArray) -> tuple[FloatArray | None, ...]:
+        """Cotangents on z = [x; y], G (n+m, B, q) (q columns per element; a broadcast view
+        will do) ↦ cotangents on the data (P upper, A, b, c) through Jᵀ, each (rows, B·q),
+        element k's columns k·q … (k+1)·q − 1; NaN for a failed element."""
         prog, n = self.program, self.program.n
-        ok = [k for k in g_z if self.status[k].ok]
-        if len({g_z[k].shape[1] for k in ok}) == 1:  # one batched DΠ product for all
-            Dg = self._apply_d(ok, np.stack([g_z[k][n:] for k in ok], axis=1))
-            rhs = {k: np.concatenate([g_z[k][:n], Dg[:, i]]) for i, k in enumerate(ok)}
+        N, nb, q = G.shape
+        ok = self._ok_keys
+        every = len(ok) == nb
+        rhs = np.empty((len(ok), N, q))
+        if ok:
+            G_ok = G if every else G[:, ok]
+            rhs[:, :n] = G_ok[:n].transpose(1, 0, 2)
+            rhs[:, n:] = self._apply_d(ok, G_ok[n:]).transpose(1, 0, 2)
+        solved = self._solve_many(ok, rhs, transpose=True).transpose(1, 0, 2)  # (n+m, b, q)
+        if every:
+            r = -solved.reshape(N, nb * q)
         else:
-            rhs = {k: np.concatenate([g_z[k][:n], self._d_projection(k).mv(g_z[k][n:])])
-                   for k in ok}
-        solved = self._solve_many(rhs, transpose=True)
-        width = [g.shape[1] for g in g_z.values()]
-        r = np.full((n + prog.m, sum(width)), np.nan)
-        x, y = np.full((n, r.shape[1]), np.nan), np.full((prog.m, r.shape[1]), np.nan)
-        start = 0
-        for (k, g), q in zip(g_z.items(), width):
-            if k in solved:  # one data_adjoint for every column, not one per element
-                r[:, start : start + q] = -solved[k]
-                x[:, start : start + q] = self.x[:, k : k + 1]
-                y[:, start : start + q] = self.y[:, k : k + 1]
-            start += q
+            r = np.full((N, nb, q), np.nan)
+            r[:, ok] = -solved
+            r = r.reshape(N, nb * q)
+        x = self.x if q == 1 else np.repeat(self.x, q, axis=1)  # a failed element's
+        y = self.y if q == 1 else np.repeat(self.y, q, axis=1)  # columns of r are NaN
         return data_adjoint(x, y, r, *prog.data_patterns, has_P=prog.P is not None)
 
     def _pull_to_theta(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
@@ -307,7 +328,8 @@ class Solution:
         prog = self.program
         g_z = prog.retrieval.matrix.T.toarray()  # (n+m, K): one column per output entry
         nb, K = self.x.shape[1], g_z.shape[1]
-        g = self._pull_to_theta(*self._adjoints({k: g_z for k in range(nb)}))  # (p, B·K)
+        G = np.broadcast_to(g_z[:, None, :], (g_z.shape[0], nb, K))  # the same for each
+        g = self._pull_to_theta(*self._adjoints(G))  # (p, B·K)
         return g.reshape(-1, nb, K).transpose(2, 1, 0)
 
     def _check_outputs(self, cts: Sequence, what: str) -> list[FloatArray | None]:

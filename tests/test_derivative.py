@@ -236,7 +236,7 @@ def test_dropping_inactive_rows_is_exact_for_any_right_hand_side(transpose, monk
     rng = np.random.default_rng(5)
     sol = prog.solve(*[np.stack(v) for v in zip(*[case.sample(rng) for _ in range(4)])],
                      solver_args=TIGHT)
-    batch, = sol._dense_batches(list(range(4)))
+    (_, batch), = sol._dense_batches(list(range(4)))
     assert batch.drop is not None and batch.drop.sum(axis=1).min() > 0
     pattern, N = prog.kkt_pattern, prog.n + prog.m
     rhs = rng.standard_normal((4, N, 2))
