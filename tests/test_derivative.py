@@ -336,3 +336,23 @@ def test_diagonal_pivots_of_a_projection_match_finite_differences_and_dense():
     for g, h in zip(direct.vjp(W), dense.vjp(W)):
         np.testing.assert_allclose(g, h, rtol=1e-8, atol=1e-10)
     assert not direct._factor and not sol._factor  # no element went to Direct
+
+
+def test_a_singular_element_of_a_dense_batch_reports_an_infinite_residual():
+    """An element whose pair pivots are singular (zeroed couplings: det = 0) comes back
+    with an infinite residual, for Direct to redo; the others are solved to rounding."""
+    from dpplayers.pair_pivots import PQ, QP
+
+    prog, sample = socp_projection()
+    rng = np.random.default_rng(6)
+    sol = prog.solve(*[np.stack(v) for v in zip(*[sample(rng) for _ in range(3)])])
+    (_, batch), = sol._dense_batches([0, 1, 2])
+    kind = prog.kkt_pattern.pair_pivots.kind
+    values = batch.values.copy()
+    values[1, (kind == PQ) | (kind == QP)] = 0.0
+    broken = type(batch).assemble(batch.pattern, values, batch.drop, batch.keys)
+    rhs = rng.standard_normal((3, prog.n + prog.m, 2))
+    for transpose in (False, True):
+        z, residual = broken.solve(rhs, transpose)
+        assert residual[1] == np.inf
+        assert residual[[0, 2]].max() < 1e-12
