@@ -29,6 +29,7 @@ largest order.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -86,14 +87,6 @@ class ReducedBlocks:
         S[(..., *at)] -= (self.RQ * w[..., None, :]) @ self.QR
         return S
 
-    @property
-    def T(self) -> ReducedBlocks:
-        """The blocks of the transposed matrix."""
-        t = lambda X: np.swapaxes(X, -1, -2)
-        terms = None if self.terms is None else self.terms.T
-        return ReducedBlocks(t(self.RR), t(self.QR), t(self.RQ), self.P, self.a2, self.a, self.c,
-                             self.qr_cols, self.rq_rows, terms, self.diagonal)
-
 
 @dataclass(frozen=True, eq=False)
 class SchurTerms:
@@ -119,12 +112,6 @@ class SchurTerms:
         starts = None if first.size == i.size else first
         return cls(i, j, k, rows[i[first]], cols[k[first]], starts)
 
-    @property
-    def T(self) -> SchurTerms:
-        """The terms of the transposed blocks: (k, j, i), each target's products still
-        adjacent."""
-        return SchurTerms(self.k, self.j, self.i, self.target_k, self.target_i, self.starts)
-
 
 @dataclass(frozen=True, eq=False)
 class PairPivots:
@@ -144,6 +131,7 @@ class PairPivots:
     local_col: Index
     diagonal: int = 0  # S's first ``diagonal`` rows and columns meet each other only on
     # the diagonal: the dense solve eliminates them by division (:func:`_solve_reduced`)
+    transposed: PairPivots | None = None  # the same pairs laid out for Jᵀ (J's entries)
 
     @property
     def reduced_order(self) -> int:
@@ -161,13 +149,23 @@ class PairPivots:
         cols = np.repeat(np.arange(size), np.diff(np.asarray(indptr)))
         p, q = _independent_pairs(size, rows, cols, may_be_p, may_be_q)
         rest = np.setdiff1d(np.arange(size), np.concatenate([p, q]), assume_unique=True)
+        allowed = None if may_be_diagonal is None else may_be_diagonal[rest]
+        # Jᵀ's entries are J's with rows and columns swapped: the same pairs (the choice is
+        # symmetric), its blocks written straight from J's values
+        transposed = cls._laid_out(size, cols, rows, p, q, rest, allowed)
+        return dataclasses.replace(cls._laid_out(size, rows, cols, p, q, rest, allowed),
+                                   transposed=transposed)
+
+    @classmethod
+    def _laid_out(cls, size: int, rows: Index, cols: Index, p: Index, q: Index, rest: Index,
+                  allowed: npt.NDArray[np.bool_] | None) -> PairPivots:
+        """Where the entries (rows, cols) go in the blocks buffer, for the given pairs."""
         kind, lr, lc = _classify(size, rows, cols, p, q, rest)
         rq_rows, qr_cols = np.unique(lr[kind == RQ]), np.unique(lc[kind == QR])
         tail, tail_size = _tail_slots(kind, lr, lc, rq_rows, qr_cols, q.size)
         r = rest.size
         slot = np.where(kind == RR, lr * r + lc, r * r + tail)
-        diagonal = 0 if may_be_diagonal is None else _leading_diagonal(
-            r, q.size, kind, lr, lc, may_be_diagonal[rest])
+        diagonal = 0 if allowed is None else _leading_diagonal(r, q.size, kind, lr, lc, allowed)
         return cls(size, p, q, rest, slot, tail, tail_size, _span(rq_rows), _span(qr_cols),
                    kind, lr, lc, diagonal)
 
@@ -184,6 +182,8 @@ class PairPivots:
         each element's kept rest indices, in order, padded to the largest such count with
         an identity (see :meth:`solve`). With ``reuse``, the buffer is this thread's
         :func:`~dpplayers.scratch.scratch` array: the blocks last until the next such call."""
+        if transpose:
+            return self.transposed.blocks(values, False, keep, reuse)
         b, r, e = values.shape[0], self.rest.size, self.q.size
         zeros = _zeroed_scratch if reuse else np.zeros
         if keep is None:
@@ -207,7 +207,7 @@ class PairPivots:
                                buffer[:, qr:pairs].reshape(b, e, n_cols),
                                P, a, a2, c, self.rq_rows, self.qr_cols, self.schur_terms,
                                self.diagonal)
-        return blocks.T if transpose else blocks
+        return blocks
 
     @functools.cached_property
     def schur_terms(self) -> SchurTerms | None:
