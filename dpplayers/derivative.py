@@ -133,9 +133,10 @@ def data_rhs(x: FloatArray, y: FloatArray, dP: FloatArray | None, P_rows, P_cols
     n, m = x.shape[0], y.shape[0]
     top = dc + _scatter(A_cols, dA * y.take(A_rows, 0), n)
     if dP is not None:
-        off = P_rows != P_cols
+        off = np.flatnonzero(P_rows != P_cols)
         top = top + _scatter(P_rows, dP * x.take(P_cols, 0), n)
-        top = top + _scatter(P_cols[off], dP[off] * x.take(P_rows[off], 0), n)
+        if off.size:
+            top = top + _scatter(P_cols.take(off), dP[off] * x.take(P_rows.take(off), 0), n)
     bottom = _scatter(A_rows, dA * x.take(A_cols, 0), m) - db
     return np.concatenate([top, bottom])
 
@@ -154,8 +155,9 @@ def data_adjoint(x: FloatArray, y: FloatArray, r: FloatArray, P_rows, P_cols, A_
     gP = None
     if has_P:
         gP = r1.take(P_rows, 0) * x.take(P_cols, 0)
-        off = P_rows != P_cols
-        gP[off] += r1.take(P_cols[off], 0) * x.take(P_rows[off], 0)
+        off = np.flatnonzero(P_rows != P_cols)
+        if off.size:  # none where P is diagonal (sum_squares' auxiliaries)
+            gP[off] += r1.take(P_cols.take(off), 0) * x.take(P_rows.take(off), 0)
     return gP, gA, -r2, r1
 
 

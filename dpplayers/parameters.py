@@ -260,17 +260,21 @@ class ParameterLayout:
 
     def pull_back(self, gtheta: FloatArray, batch: int | None, raw: FloatArray) -> tuple[FloatArray, ...]:
         """Cotangent on θ (p, B) → one array per parameter (batched iff the call was)."""
-        g = gtheta.copy()
+        g = gtheta
         rows = self.log_rows()
         if rows.size:
+            g = g.copy()
             g[rows] /= raw[rows]
         out = []
         for spec in self.specs:
             block = g[spec.offset : spec.offset + spec.size]  # (size, B)
+            if batch is None:  # column-major order is the order itself
+                out.append(block[:, 0].reshape(spec.shape, order="F"))
+                continue
             arr = block.T.reshape((block.shape[1], *spec.shape[::-1])).transpose(
                 (0, *range(len(spec.shape), 0, -1))
             )
-            out.append(arr if batch is not None else arr[0])
+            out.append(arr)
         return tuple(out)
 
 
