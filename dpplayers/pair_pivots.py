@@ -73,11 +73,13 @@ class ReducedBlocks:
             S = out
             S[...] = self.RR
         if self.terms is not None:  # few products (J_RQ and J_QR nearly diagonal): each alone
-            t = self.terms
-            products = self.RQ[:, t.i, t.j] * w[:, t.j] * self.QR[:, t.j, t.k]
+            t, b = self.terms, S.shape[0]
+            # flat gathers: fancy indexing with two index arrays costs about twice as much
+            products = (self.RQ.reshape(b, -1).take(t.ij, 1) * w.take(t.j, 1)
+                        * self.QR.reshape(b, -1).take(t.jk, 1))
             if t.starts is not None:
                 products = np.add.reduceat(products, t.starts, axis=1)
-            S[:, t.target_i, t.target_k] -= products
+            S.reshape(b, -1)[:, t.target_i * S.shape[2] + t.target_k] -= products
             return S
         rows, cols = self.rq_rows, self.qr_cols
         # basic slicing where the extents are contiguous (cvxpy's auxiliaries meet the first
@@ -95,22 +97,23 @@ class SchurTerms:
     first product when targets repeat (a symmetric variable: u_ij and u_ji both meet X_ij),
     for one ``np.add.reduceat``."""
 
-    i: Index
     j: Index
-    k: Index
+    ij: Index  # where RQ[i, j] and QR[j, k] are in their blocks, flattened
+    jk: Index
     target_i: Index
     target_k: Index
     starts: Index | None
 
     @classmethod
-    def of(cls, i: Index, j: Index, k: Index, rows: Index, cols: Index) -> SchurTerms:
-        """Products (i, j, k) whose targets in S are (rows[i], cols[k])."""
+    def of(cls, i: Index, j: Index, k: Index, rows: Index, cols: Index, e: int) -> SchurTerms:
+        """Products (i, j, k) of RQ (|rows| × e) and QR (e × |cols|) whose targets in S are
+        (rows[i], cols[k])."""
         place = i * cols.size + k
         order = np.argsort(place, kind="stable")
         i, j, k, place = i[order], j[order], k[order], place[order]
         first = np.flatnonzero(np.diff(place, prepend=-1) != 0)
         starts = None if first.size == i.size else first
-        return cls(i, j, k, rows[i[first]], cols[k[first]], starts)
+        return cls(j, i * e + j, j * cols.size + k, rows[i[first]], cols[k[first]], starts)
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,7 +198,7 @@ class PairPivots:
             buffer = zeros((b, self.buffer_size(r) + 1))  # + 1: where dropped go
             buffer.ravel()[slot + buffer.shape[1] * np.arange(b)[:, None]] = values
             buffer = buffer[:, :-1]
-        n_rows, n_cols = as_indices(self.rq_rows).size, as_indices(self.qr_cols).size
+        n_rows, n_cols = self._block_sizes
         rq = r * r  # where each block starts
         qr, pairs = rq + n_rows * e, rq + n_rows * e + e * n_cols
         P, a, a2, c = buffer[:, pairs:].reshape(b, 4, e).transpose(1, 0, 2)
@@ -208,6 +211,11 @@ class PairPivots:
                                P, a, a2, c, self.rq_rows, self.qr_cols, self.schur_terms,
                                self.diagonal)
         return blocks
+
+    @functools.cached_property
+    def _block_sizes(self) -> tuple[int, int]:
+        """How many rows of J_RQ and columns of J_QR are stored."""
+        return as_indices(self.rq_rows).size, as_indices(self.qr_cols).size
 
     @functools.cached_property
     def schur_terms(self) -> SchurTerms | None:
@@ -228,7 +236,7 @@ class PairPivots:
         reps = starts[j + 1] - starts[j]
         first = concatenated_ranges(starts[j], reps)
         return SchurTerms.of(np.repeat(i, reps), np.repeat(j, reps), k[by_j[first]], rows,
-                             cols)
+                             cols, self.q.size)
 
     def _compact_slots(self, keep: npt.NDArray[np.bool_], r: int) -> Index:
         """Each element's slot for each J entry (b, nnz) in the compacted buffer (blocks of

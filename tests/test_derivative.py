@@ -353,6 +353,6 @@ def test_a_singular_element_of_a_dense_batch_reports_an_infinite_residual():
     broken = type(batch).assemble(batch.pattern, values, batch.drop, batch.keys)
     rhs = rng.standard_normal((3, prog.n + prog.m, 2))
     for transpose in (False, True):
-        z, residual = broken.solve(rhs, transpose)
+        _, residual = broken.solve(rhs, transpose)
         assert residual[1] == np.inf
         assert residual[[0, 2]].max() < 1e-12

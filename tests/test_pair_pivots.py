@@ -126,7 +126,7 @@ def test_sparse_schur_update_is_exact_where_products_repeat_a_place():
         pv, values = pivots_of(mats)
         terms = pv.schur_terms
         assert terms is not None and terms.starts is not None  # summed where places repeat
-        assert terms.i.size == pv.q.size and terms.target_i.size == pv.q.size - 1
+        assert terms.j.size == pv.q.size and terms.target_i.size == pv.q.size - 1
         rhs = rng.standard_normal((b, mats.shape[1], 2))
         for transpose in (False, True):
             M = mats.transpose(0, 2, 1) if transpose else mats
