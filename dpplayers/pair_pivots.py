@@ -400,7 +400,7 @@ def _leading_diagonal(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index, lc:
     S = ones(lr[rr], lc[rr], (r, r)) + ones(lr[rq], lc[rq], (r, e)) @ ones(lr[qr], lc[qr], (e, r))
     S = S.tocoo()
     on = S.row == S.col
-    bad = ~allowed.copy()
+    bad = ~allowed
     bad[np.setdiff1d(np.arange(r), S.row[on])] = True  # no diagonal entry
     k = int(np.argmax(bad)) if bad.any() else r
     off = ~on
