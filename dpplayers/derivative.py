@@ -30,7 +30,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from .cones import ConeDims, ProductCone, ProjectionDerivative
-from .kkt_pattern import KKTPattern, block_values
+from .kkt_pattern import KKTPattern
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -92,7 +92,7 @@ class KKTOperator:
     def as_matrix(self) -> sp.csc_matrix:
         """The sparse matrix of J (or Jᵀ), for the direct and dense modes (assembled on
         the program's fixed pattern, see :mod:`dpplayers.kkt_pattern`)."""
-        J = self.pattern.assemble(self.P_upper_data, self.A.data, block_values(self.D))
+        J = self.pattern.assemble(self.P_upper_data, self.A.data, self.D.block_values())
         return J.T.tocsc() if self.transposed else J
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from .cones import ProductCone, ProjectionDerivative
+from .cones import ProductCone
 from .inactive_rows import InactiveRows
 from .pair_pivots import PairPivots, as_indices
 from .sparse_pattern import CSCPattern, concatenated_ranges
@@ -34,12 +34,6 @@ def _scalar_blocks(cone: ProductCone) -> tuple[Index, Index]:
             pos.append(start + np.arange(k))
         start += k * d * d
     return np.concatenate(rows).astype(np.intp), np.concatenate(pos).astype(np.intp)
-
-
-def block_values(D: ProjectionDerivative) -> FloatArray:
-    """DΠ's block entries as one vector, in the order of ``ProductCone.block_entries``."""
-    parts = [op.as_matrices().ravel() for op, _ in D.blocks]
-    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 #: D blocks of at least this order get Aᵀ D as a dense product: pairing each A entry with

@@ -151,12 +151,12 @@ class Solution:
         on every call), each with its elements' places in ``keys``: all of them when J's
         order after pair elimination is at most BATCH_DENSE_MAX, else those whose inactive
         inequality rows bring it there."""
+        if not self._batched_dense:
+            return
         prog = self.program
         pattern = prog.kkt_pattern
         order = pattern.pair_pivots.reduced_order
         inactive = pattern.inactive_rows
-        if order > BATCH_DENSE_MAX and inactive is None:
-            return
         places = list(range(len(keys)))
         D, place = self._d_batch()
         D_values = D.block_values()

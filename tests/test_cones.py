@@ -28,7 +28,6 @@ from dpplayers.cones import (
     smat,
     svec,
 )
-from dpplayers.kkt_pattern import block_values
 
 SQRT2 = np.sqrt(2.0)
 
@@ -708,7 +707,7 @@ def test_batched_dproject_products_and_block_values_are_per_column():
     for j in range(3):
         one = K.dproject(V[:, j])
         np.testing.assert_allclose(DG[:, j], one.mv(G[:, j]), atol=1e-12)
-        np.testing.assert_allclose(values[:, j], block_values(one), atol=1e-12)
+        np.testing.assert_allclose(values[:, j], one.block_values(), atol=1e-12)
     with pytest.raises(ValueError, match=rf"\({K.size}, 3, m\), got shape \({K.size}, 2, 2\)"):
         D.mv(G[:, :2])
 

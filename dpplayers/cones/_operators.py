@@ -159,6 +159,12 @@ class ProjectionDerivative:
             out[idx] = op.mv(columns[idx])
         return out.reshape(dv.shape)
 
+    def block_values(self) -> Array:
+        """The block entries as one vector: each group's blocks in turn, each row-major
+        (``ProductCone.block_entries`` order; one column of the batched operator's)."""
+        parts = [op.as_matrices().ravel() for op, _ in self.blocks]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
     @property
     def T(self) -> ProjectionDerivative:
         """The transpose; DPi is symmetric (a projection onto a convex set is a gradient)."""
