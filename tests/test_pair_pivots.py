@@ -35,6 +35,17 @@ def pivots_of(mats, may_be_p=None, may_be_q=None, may_be_diagonal=None):
     return pv, mats[:, pattern.indices, cols]
 
 
+def assert_solves_exactly(pv, values, mats, rhs, residual=True):
+    """pv.solve against numpy's dense solve, for the matrices and their transposes (and,
+    with ``residual``, the residual it reports at rounding level)."""
+    for transpose in (False, True):
+        M = mats.transpose(0, 2, 1) if transpose else mats
+        z, res = pv.solve(values, rhs, transpose)
+        np.testing.assert_allclose(z, np.linalg.solve(M, rhs), rtol=1e-10, atol=1e-12)
+        if residual:
+            assert np.abs(res).max() < 1e-12
+
+
 def test_planted_pairs_are_found():
     rng = np.random.default_rng(0)
     mats, p, q = planted(rng)
@@ -74,11 +85,8 @@ def test_pairs_whose_q_rows_meet_are_not_both_chosen():
     mats[:, q[0], q[1]] = 0.5  # the two pivots would no longer decouple
     pv, values = pivots_of(mats)
     assert not {q[0], q[1]} <= set(pv.q.tolist())
-    rhs = rng.standard_normal((mats.shape[0], mats.shape[1], 1))
-    for transpose in (False, True):
-        M = mats.transpose(0, 2, 1) if transpose else mats
-        z, _ = pv.solve(values, rhs, transpose)
-        np.testing.assert_allclose(z, np.linalg.solve(M, rhs), rtol=1e-10, atol=1e-12)
+    assert_solves_exactly(pv, values, mats, rng.standard_normal((mats.shape[0], mats.shape[1], 1)),
+                          residual=False)
 
 
 def test_masks_restrict_the_pairs():
@@ -127,12 +135,7 @@ def test_sparse_schur_update_is_exact_where_products_repeat_a_place():
         terms = pv.schur_terms
         assert terms is not None and terms.starts is not None  # summed where places repeat
         assert terms.j.size == pv.q.size and terms.target_i.size == pv.q.size - 1
-        rhs = rng.standard_normal((b, mats.shape[1], 2))
-        for transpose in (False, True):
-            M = mats.transpose(0, 2, 1) if transpose else mats
-            z, res = pv.solve(values, rhs, transpose)
-            np.testing.assert_allclose(z, np.linalg.solve(M, rhs), rtol=1e-10, atol=1e-12)
-            assert np.abs(res).max() < 1e-12
+        assert_solves_exactly(pv, values, mats, rng.standard_normal((b, mats.shape[1], 2)))
 
 
 def test_dense_couplings_keep_the_dense_schur_update():
@@ -165,12 +168,7 @@ def test_leading_diagonal_pivots_of_s_are_eliminated_exactly():
         assert pv.diagonal == 0  # none without the mask
         pv, values = pivots_of(mats, may_be_diagonal=np.arange(N) < 18)
         assert pv.q.size == 18 and pv.reduced_order == 24 and pv.diagonal == 18
-        rhs = rng.standard_normal((b, N, 2))
-        for transpose in (False, True):
-            M = mats.transpose(0, 2, 1) if transpose else mats
-            z, res = pv.solve(values, rhs, transpose)
-            np.testing.assert_allclose(z, np.linalg.solve(M, rhs), rtol=1e-10, atol=1e-12)
-            assert np.abs(res).max() < 1e-12
+        assert_solves_exactly(pv, values, mats, rng.standard_normal((b, N, 2)))
 
 
 def test_diagonal_run_ends_at_a_coupling_or_a_disallowed_index():
@@ -180,11 +178,7 @@ def test_diagonal_run_ends_at_a_coupling_or_a_disallowed_index():
     mats[:, 16, 17] = 0.5  # x_16 and x_17 meet: the run stops before 17
     pv, values = pivots_of(mats, may_be_diagonal=np.arange(N) < 18)
     assert pv.diagonal == 17
-    rhs = rng.standard_normal((3, N, 1))
-    for transpose in (False, True):
-        M = mats.transpose(0, 2, 1) if transpose else mats
-        np.testing.assert_allclose(pv.solve(values, rhs, transpose)[0], np.linalg.solve(M, rhs),
-                                   rtol=1e-10, atol=1e-12)
+    assert_solves_exactly(pv, values, mats, rng.standard_normal((3, N, 1)), residual=False)
     allowed = np.arange(N) < 18
     allowed[3] = False  # a run shorter than DIAGONAL_MIN is not taken
     assert pivots_of(mats, may_be_diagonal=allowed)[0].diagonal == 0
