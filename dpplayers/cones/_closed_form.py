@@ -56,7 +56,7 @@ class NonnegativeCone(AbstractCone):
 def _soc_parts(x: Array) -> tuple[Array, Array, Array, Array, Array]:
     """t, the rest, its norm r, and masks of the inside (r <= t) and the middle (|t| < r)."""
     t, rest = x[:, 0], x[:, 1:]
-    r = np.linalg.norm(rest, axis=1)
+    r = np.sqrt(np.einsum("ki,ki->k", rest, rest))
     inside = r <= t
     return t, rest, r, inside, ~inside & (r > -t)
 

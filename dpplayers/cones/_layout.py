@@ -56,9 +56,9 @@ class ConeDims:
             raise ValueError(f"ConeDims.power must be a tuple of floats in (0, 1), "
                              f"got {self.power!r}.")
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
-        """Length of a vector of the product cone."""
+        """Length of a vector of the product cone (kept: asked on every call)."""
         return int(self.zero + self.nonneg + sum(self.soc) + sum(n * (n + 1) // 2 for n in self.psd)
                    + 3 * (self.exp + self.exp_dual + len(self.power)))
 

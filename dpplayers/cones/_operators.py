@@ -41,7 +41,8 @@ class DiagonalBlocks(AbstractBlockOperator):
         return self.diag[:, :, None] * dx
 
     def as_matrices(self) -> Array:
-        return self.diag[:, :, None] * np.eye(self.diag.shape[1])
+        d = self.diag.shape[1]
+        return self.diag[:, :, None] if d == 1 else self.diag[:, :, None] * np.eye(d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,7 +100,7 @@ class SOCBlocks(AbstractBlockOperator):
         out[:, 0, 0] = self.p
         out[:, 0, 1:] = out[:, 1:, 0] = self.q[:, None] * self.xbar
         out[:, 1:, 1:] = self.e[:, None, None] * self.xbar[:, :, None] * self.xbar[:, None, :]
-        out[:, 1:, 1:] += self.c[:, None, None] * np.eye(d)
+        out.reshape(k, -1)[:, d + 2 :: d + 2] += self.c[:, None]  # the diagonal below (0, 0)
         return out
 
 

@@ -53,7 +53,7 @@ class ProductCone:
             offset += sum(sizes)
         return cls(dims, dual, tuple(groups))
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         """Length of a vector of the cone."""
         return self.dims.size
@@ -99,14 +99,25 @@ class ProductCone:
             raise ValueError(f"Expected an array of shape ({self.size}, b), got {V.shape}.")
         b = V.shape[1]
         blocks = []
-        # (k, d, b) → (b, k, d), point-major; for b = 1 a reshape is enough
+        # (k·d, b) → (b, k, d), point-major; for b = 1 a reshape is enough
         stack = ((lambda X, k, d: X.reshape(k, d)) if b == 1 else
-                 (lambda X, k, d: X.transpose(2, 0, 1).reshape(b * k, d)))
-        for cone, idx in self.groups:
+                 (lambda X, k, d: X.reshape(k, d, b).transpose(2, 0, 1).reshape(b * k, d)))
+        for (cone, idx), at in zip(self.groups, self._spans):
             k, d = idx.shape
-            hint = None if near is None or not cone.uses_near else stack(near[idx], k, d)
-            blocks.append((cone.repeat(b).dproject(stack(V[idx], k, d), hint), idx))
+            hint = None if near is None or not cone.uses_near else stack(near[at], k, d)
+            blocks.append((cone.repeat(b).dproject(stack(V[at], k, d), hint), idx))
         return BatchedProjectionDerivative(self.size, b, tuple(blocks), self.block_entries)
+
+    @functools.cached_property
+    def _spans(self) -> tuple[slice | Index, ...]:
+        """Each group's positions as a slice where they are one run (every group but one
+        of several equal-sized cones apart), else flattened: basic slicing is a view."""
+        spans = []
+        for _, idx in self.groups:
+            flat = idx.ravel()
+            run = flat.size and flat[-1] - flat[0] + 1 == flat.size and np.all(np.diff(flat) == 1)
+            spans.append(slice(int(flat[0]), int(flat[-1]) + 1) if run else flat)
+        return tuple(spans)
 
     @functools.cached_property
     def block_entries(self) -> BlockEntries:
