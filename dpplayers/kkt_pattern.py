@@ -214,13 +214,25 @@ class KKTPattern:
         # ``take``, not fancy indexing: about half the cost on these 2-D arrays
         weights = [A_data.take(self.atd_a, 0) * D_values.take(self.atd_d, 0),
                    *[b.values(A_data, D_values) for b in self.dense],
-                   A_data, D_values, np.broadcast_to(-1.0, (self.m, A_data.shape[1]))]
+                   A_data, D_values, self._minus_ones(A_data.shape[1])]
         scatter = self._scatter
         if P_upper_data is not None and self.p_full is not None:
             weights.append(P_upper_data.take(self.p_src, 0))
             scatter = self._scatter_with_P
         out = scatter @ np.concatenate(weights)
         return out[:, 0] if one else out
+
+    def _minus_ones(self, b: int) -> FloatArray:
+        """The −I sources for b elements: a view of one kept array as wide as the widest
+        batch so far (``np.broadcast_to`` costs a few µs per call)."""
+        kept = self._kept[0]
+        if kept.shape[1] < b:
+            kept = self._kept[0] = np.full((self.m, b), -1.0)
+        return kept[:, :b]
+
+    @functools.cached_property
+    def _kept(self) -> list[FloatArray]:
+        return [np.zeros((self.m, 0))]
 
     @functools.cached_property
     def _scatter_with_P(self) -> sp.csr_array:

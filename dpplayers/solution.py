@@ -353,4 +353,6 @@ class Solution:
 
 def _columns(data: FloatArray, keys: list[int]) -> FloatArray:
     """The given elements' columns of a data array (one shared column when constant)."""
+    if data.shape[1] == 1 and len(keys) == 1:
+        return data
     return data[:, keys] if data.shape[1] > 1 else np.repeat(data, len(keys), 1)
