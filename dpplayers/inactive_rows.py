@@ -73,7 +73,8 @@ class InactiveRows:
     def solve(self, pivots: PairPivots, values: FloatArray, rhs: FloatArray, transpose: bool,
               drop: Mask) -> tuple[FloatArray, FloatArray]:
         """J z = rhs (or Jᵀ z = rhs) for values (b, nnz) and rhs (b, size, k), each element
-        without its dropped rows; returns z and the residual, like ``PairPivots.solve``."""
+        without its dropped rows; returns z and the residual's squared norm (b, k), like
+        ``PairPivots.solve``."""
         take = lambda a, at: np.take(a, at, axis=1)  # faster than a[:, at]
         dropped = take(drop, self.rows)
         D, diag = dropped[..., None], take(values, self.diag)[..., None]
@@ -84,17 +85,18 @@ class InactiveRows:
             with np.errstate(all="ignore"):  # J_ii = 0 on the rows kept
                 y = np.where(D, r_D / diag, 0.0)
             shift = _summed(self.to_cols, w[..., None] * take(y, self.entry_row))
-            z, res = pivots.solve(values, rhs - shift, True, keep)
+            z, res_sq = pivots.solve(values, rhs - shift, True, keep)
             z_D, res_D = y, diag * y - r_D
         else:  # trail: the rest first, then z_i from its row
-            z, res = pivots.solve(values, rhs, False, keep)
+            z, res_sq = pivots.solve(values, rhs, False, keep)
             t = _summed(self.to_rows, w[..., None] * take(z, self.entry_col))
             with np.errstate(all="ignore"):  # J_ii = 0 on the rows kept
                 z_D = (r_D - t) / diag
                 res_D = t + diag * z_D - r_D
         z[:, self.rows] = np.where(D, z_D, z[:, self.rows])
-        res[:, self.rows] = np.where(D, res_D, res[:, self.rows])
-        return z, res
+        # the kept system's residual is zero on the dropped rows: theirs adds to it
+        res_D = np.where(D, res_D, 0.0)
+        return z, res_sq + np.einsum("bik,bik->bk", res_D, res_D)
 
 
 def _summed(S: sp.csr_array, terms: FloatArray) -> FloatArray:

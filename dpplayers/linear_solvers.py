@@ -351,14 +351,13 @@ class DenseBatch:
         """rhs (b, N, q) ↦ (z, relative residual per element; inf where J is singular)."""
         pivots = self.pattern.pair_pivots
         if self.drop is None:
-            z, res = pivots.solve(self.values, rhs, transpose)
+            z, res_sq = pivots.solve(self.values, rhs, transpose)
         else:
-            z, res = self.pattern.inactive_rows.solve(pivots, self.values, rhs, transpose,
-                                                      self.drop)
+            z, res_sq = self.pattern.inactive_rows.solve(pivots, self.values, rhs, transpose,
+                                                         self.drop)
         # squared norms by column (np.linalg.norm costs several calls each); a non-finite z
         # makes its residual non-finite too (every entry of z meets an equation)
-        ratio = np.einsum("bik,bik->bk", res, res) / np.maximum(
-            np.einsum("bik,bik->bk", rhs, rhs), 1e-300)
+        ratio = res_sq / np.maximum(np.einsum("bik,bik->bk", rhs, rhs), 1e-300)
         residual = np.sqrt(ratio.max(axis=1, initial=0.0))
         return z, np.where(residual <= np.inf, residual, np.inf)  # NaN → inf
 

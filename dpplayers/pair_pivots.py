@@ -61,25 +61,28 @@ class ReducedBlocks:
     terms: SchurTerms | None = None  # S's update product by product, where cheaper
     diagonal: int = 0  # S's leading diagonal pivots (see ``PairPivots.diagonal``)
 
-    def schur(self, out: FloatArray | None = None) -> FloatArray:
-        """S = J_RR − J_RQ diag(P / det) J_QR, det = P c − a a' per pair (in ``out`` if
-        given, shaped as J_RR)."""
+    def pivot_determinants(self) -> FloatArray:
+        """det = P c − a a' of each pair (b, e)."""
+        return self.P * self.c - self.a * self.a2
+
+    def schur(self, w: FloatArray, out: FloatArray) -> FloatArray:
+        """S = J_RR − J_RQ diag(w) J_QR with w = P / det per pair (b, e), written into the
+        first r columns of ``out`` (b, r, r + q), a C-contiguous buffer whose last q
+        columns the caller keeps for a right-hand side; returns that view."""
+        b, r = self.RR.shape[:2]
+        width = out.shape[2]
+        S = out[:, :, :r]
+        S[...] = self.RR
         if not self.P.shape[-1]:
-            return self.RR
-        w = self.P / (self.P * self.c - self.a * self.a2)
-        if out is None:
-            S = self.RR.copy()
-        else:
-            S = out
-            S[...] = self.RR
+            return S
         if self.terms is not None:  # few products (J_RQ and J_QR nearly diagonal): each alone
-            t, b = self.terms, S.shape[0]
+            t = self.terms
             # flat gathers: fancy indexing with two index arrays costs about twice as much
             products = (self.RQ.reshape(b, -1).take(t.ij, 1) * w.take(t.j, 1)
                         * self.QR.reshape(b, -1).take(t.jk, 1))
             if t.starts is not None:
                 products = np.add.reduceat(products, t.starts, axis=1)
-            S.reshape(b, -1)[:, t.target_i * S.shape[2] + t.target_k] -= products
+            out.reshape(b, -1)[:, t.target_i * width + t.target_k] -= products
             return S
         rows, cols = self.rq_rows, self.qr_cols
         # basic slicing where the extents are contiguous (cvxpy's auxiliaries meet the first
@@ -261,35 +264,41 @@ class PairPivots:
     def solve(self, values: FloatArray, rhs: FloatArray, transpose: bool,
               keep: npt.NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
         """J z = rhs (or Jᵀ z = rhs) for every element: values (b, nnz), rhs (b, size, k).
-        Returns z and the residual J z − rhs, computed from the same blocks (they hold every
-        entry of J). An element whose S or pivot is singular comes back NaN.
+        Returns z and the squared norm of the residual J z − rhs per element and column
+        (b, k), computed from the same blocks (they hold every entry of J). An element
+        whose S or pivot is singular comes back NaN.
 
         With ``keep`` (b, r), each element solves only its kept rest indices and the
         pairs, as if the dropped rows and columns were not in J (zero in z and in the
         residual): the caller has eliminated them (:mod:`dpplayers.inactive_rows`)."""
+        r, e = self.rest.size, self.p.size
         with np.errstate(all="ignore"):
             B = self.blocks(values, transpose, keep, reuse=True)
-            r_R = rhs.take(self.rest, 1) if self.p.size else rhs
+            ordered = rhs.take(self._order, 1) if e else rhs  # (rest, p, q): one gather
+            r_R = ordered[:, :r]
             if keep is not None:
                 at = _compaction(keep, B.RR.shape[1])
                 r_R = np.take_along_axis(np.concatenate([r_R, np.zeros_like(r_R[:, :1])], 1),
                                          at[..., None], axis=1)
-            z_R, z_p, z_q, res_R, res_p, res_q = _solve_blocks(B, r_R, rhs.take(self.p, 1),
-                                                               rhs.take(self.q, 1))
+            z_R, z_p, z_q, res_sq = _solve_blocks(B, r_R, ordered[:, r : r + e],
+                                                  ordered[:, r + e :])
         if keep is not None:
-            z_R, res_R = (_expand(v, at, self.rest.size) for v in (z_R, res_R))
-        if not self.p.size:
-            return z_R, res_R
-        back = self._unpermute
-        return (np.concatenate([z_R, z_p, z_q], 1).take(back, 1),
-                np.concatenate([res_R, res_p, res_q], 1).take(back, 1))
+            z_R = _expand(z_R, at, r)
+        if not e:
+            return z_R, res_sq
+        return np.concatenate([z_R, z_p, z_q], 1).take(self._unpermute, 1), res_sq
+
+    @functools.cached_property
+    def _order(self) -> Index:
+        """J's indices in (rest, p, q) order."""
+        return np.concatenate([self.rest, self.p, self.q])
 
     @functools.cached_property
     def _unpermute(self) -> Index:
         """Where each index of J is in (rest, p, q) order: one gather puts the blocks'
         unknowns back."""
         back = np.empty(self.size, np.intp)
-        back[np.concatenate([self.rest, self.p, self.q])] = np.arange(self.size)
+        back[self._order] = np.arange(self.size)
         return back
 
 
@@ -359,34 +368,51 @@ def as_indices(idx: Index | slice) -> Index:
 def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
                   r_q: FloatArray) -> tuple[FloatArray, ...]:
     """(z_R, z_p, z_q) with M z = r for M given by its blocks (each r_* (b, ·, k)), by a
-    batched LU of the Schur complement S; and the residual M z − r, by the same parts."""
+    batched LU of the Schur complement S; and ‖M z − r‖² per element and column (b, k),
+    from the same blocks."""
+    b, r, k = r_R.shape
+    aug = scratch("schur", (b, r, r + k))  # [S | its right-hand side]
+    aug[:, :, r:] = r_R
     if not r_p.shape[1]:  # nothing to eliminate: M = J_RR
-        z = _solve_reduced(B.RR, r_R, B.diagonal)
-        return z, r_p, r_q, B.RR @ z - r_R, r_p, r_q
-    P, a, a2, c = (v[..., None] for v in (B.P, B.a, B.a2, B.c))
+        aug[:, :, :r] = B.RR
+        z_R = _solve_reduced(aug, B.diagonal)
+        res = B.RR @ z_R - r_R
+        return z_R, r_p, r_q, np.einsum("bik,bik->bk", res, res)
+    det = B.pivot_determinants()
+    P, a, a2, c, det = (v[..., None] for v in (B.P, B.a, B.a2, B.c, det))
     rows, cols = B.rq_rows, B.qr_cols  # where J_RQ's rows and J_QR's columns are in R
-    det = P * c - a * a2
-    rhs_S = r_R.copy()
-    rhs_S[:, rows] -= B.RQ @ ((P * r_q - a2 * r_p) / det)
-    z_R = _solve_reduced(B.schur(out=scratch("schur", B.RR.shape)), rhs_S, B.diagonal)
+    aug[:, rows, r:] -= B.RQ @ ((P * r_q - a2 * r_p) / det)
+    B.schur((P / det)[..., 0], out=aug)
+    z_R = _solve_reduced(aug, B.diagonal)
     QR_z = B.QR @ z_R[:, cols]
     u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
-    res_R = B.RR @ z_R - r_R
+    # the residual's rows (R, q, p) in one array, for one sum of squares
+    e = r_p.shape[1]
+    res = np.empty((b, r + 2 * e, k))
+    res_R = res[:, :r]
+    res_R[...] = B.RR @ z_R - r_R
     res_R[:, rows] += B.RQ @ z_q
-    return z_R, z_p, z_q, res_R, QR_z + c * z_q + a2 * z_p - r_q, P * z_p + a * z_q - r_p
+    res[:, r : r + e] = c * z_q + a2 * z_p - u  # row q: J_qR z_R + c z_q + a' z_p − r_q
+    res[:, r + e :] = P * z_p + a * z_q - r_p
+    return z_R, z_p, z_q, np.einsum("bik,bik->bk", res, res)
 
 
-def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int) -> FloatArray:
-    """S z = rhs (batched) where S's first k rows and columns meet each other only on the
-    diagonal d: z_C from the Schur complement S_CC − S_CI d⁻¹ S_IC of order r − k, then
-    z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a non-finite z, as a singular S does."""
+def _solve_reduced(aug: FloatArray, k: int) -> FloatArray:
+    """S z = rhs (batched) for aug = [S | rhs] (b, r, r + q), where S's first k rows and
+    columns meet each other only on the diagonal d: [S_IC | rhs_I] is divided by d, z_C
+    comes from the Schur complement S_CC − S_CI d⁻¹ S_IC of order r − k (the right-hand
+    side eliminated with it), then z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a
+    non-finite z, as a singular S does."""
+    b, r, width = aug.shape
     if not k:
-        return _solve_each(S, rhs)
-    d = np.diagonal(S[:, :k, :k], axis1=1, axis2=2)[..., None]
-    S_IC, r_I, S_CI = S[:, :k, k:] / d, rhs[:, :k] / d, S[:, k:, :k]
-    z_C = _solve_each(S[:, k:, k:] - S_CI @ S_IC, rhs[:, k:] - S_CI @ r_I)
-    return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)
+        return _solve_each(aug[:, :, :r], aug[:, :, r:])
+    d = aug.reshape(b, -1)[:, : k * (width + 1) : width + 1, None]  # S's first k diagonal
+    T = aug[:, :k, k:] / d  # [d⁻¹ S_IC | d⁻¹ rhs_I]
+    C = aug[:, k:, k:] - aug[:, k:, :k] @ T  # [S_CC − S_CI d⁻¹ S_IC | rhs_C − S_CI d⁻¹ rhs_I]
+    c = r - k
+    z_C = _solve_each(C[:, :, :c], C[:, :, c:])
+    return np.concatenate([T[:, :, c:] - T[:, :, :c] @ z_C, z_C], axis=1)
 
 
 def _leading_diagonal(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index, lc: Index,
