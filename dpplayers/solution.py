@@ -109,11 +109,12 @@ class Solution:
     def _record(self, k: int, stats: SolveStats) -> None:
         """Keep element k's worst solve statistics."""
         old = self.stats[k]
-        if old is None or stats.residual >= old.residual or stats.degenerate or stats.fell_back:
+        if old is None:
+            self.stats[k] = stats
+        elif stats.residual >= old.residual or stats.degenerate or stats.fell_back:
             self.stats[k] = SolveStats(
-                max(stats.residual, old.residual if old else 0.0), stats.iterations,
-                stats.converged, stats.fell_back or bool(old and old.fell_back),
-                stats.degenerate or bool(old and old.degenerate))
+                max(stats.residual, old.residual), stats.iterations, stats.converged,
+                stats.fell_back or old.fell_back, stats.degenerate or old.degenerate)
 
     def _solve_many(self, keys: list[int], rhs: FloatArray, transpose: bool) -> FloatArray:
         """Element keys[i]'s system for right-hand sides rhs[i] (len(keys), n+m, q): small J
