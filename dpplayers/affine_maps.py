@@ -94,8 +94,23 @@ class StackedMaps:
         if self._linear_t is None:
             width = next(c.shape[1] for c in cotangents if c is not None)
             return np.zeros((self._p, width))
-        return np.asarray(self._linear_t @ (np.concatenate(g) if len(g) > 1 else g[0]))
+        stacked = np.concatenate(g) if len(g) > 1 else g[0]
+        if self._single_entries is not None:
+            rows, coefficients = self._single_entries
+            return stacked.take(rows, 0) * coefficients
+        return np.asarray(self._linear_t @ stacked)
 
     @functools.cached_property
     def _linear_t(self) -> sp.csr_array | None:
         return sp.csr_array(self._linear.T) if self._linear is not None else None
+
+    @functools.cached_property
+    def _single_entries(self) -> tuple[npt.NDArray[np.intp], FloatArray] | None:
+        """Where every parameter entry enters the data once (cvxpy's usual maps: each
+        entry of F, q, ... is copied into one datum, scaled), its datum's row and the
+        coefficient (p, 1): the transpose is then a gather, several times cheaper than
+        a sparse product. None otherwise."""
+        Ct = self._linear_t
+        if Ct is None or not np.all(np.diff(Ct.indptr) == 1):
+            return None
+        return Ct.indices.astype(np.intp), Ct.data[:, None].copy()

@@ -130,6 +130,12 @@ class CompiledProblem:
         return self.P.rows, self.P.cols, self.A.rows, self.A.cols
 
     @functools.cached_property
+    def P_off_diagonal(self) -> npt.NDArray[np.intp]:
+        """The entries of P's upper-triangle pattern off its diagonal."""
+        P_rows, P_cols = self.data_patterns[:2]
+        return np.flatnonzero(P_rows != P_cols)
+
+    @functools.cached_property
     def kkt_pattern(self) -> KKTPattern:
         """The fixed sparsity of the derivative's J, built on first use."""
         P = self.P.matrix(np.zeros(self.P.indices.size)) if self.P is not None else None

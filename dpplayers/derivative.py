@@ -142,11 +142,13 @@ def data_rhs(x: FloatArray, y: FloatArray, dP: FloatArray | None, P_rows, P_cols
 
 
 def data_adjoint(x: FloatArray, y: FloatArray, r: FloatArray, P_rows, P_cols, A_rows,
-                 A_cols, has_P: bool) -> tuple[FloatArray | None, FloatArray, FloatArray, FloatArray]:
+                 A_cols, has_P: bool, P_off: npt.NDArray[np.intp] | None = None,
+                 ) -> tuple[FloatArray | None, FloatArray, FloatArray, FloatArray]:
     """Adjoint of :func:`data_rhs`: r (n+m, q) ↦ cotangents (dP, dA, db, dc) on the patterns.
 
     x (n,) and y (m,) are one solution; or (n, q) and (m, q), one per column of r (the
-    columns of several elements at once)."""
+    columns of several elements at once). ``P_off``: P's off-diagonal entries, where the
+    caller keeps them (else found here)."""
     x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
     n = x.shape[0]
     r1, r2 = r[:n], r[n:]
@@ -155,7 +157,7 @@ def data_adjoint(x: FloatArray, y: FloatArray, r: FloatArray, P_rows, P_cols, A_
     gP = None
     if has_P:
         gP = r1.take(P_rows, 0) * x.take(P_cols, 0)
-        off = np.flatnonzero(P_rows != P_cols)
+        off = np.flatnonzero(P_rows != P_cols) if P_off is None else P_off
         if off.size:  # none where P is diagonal (sum_squares' auxiliaries)
             gP[off] += r1.take(P_cols.take(off), 0) * x.take(P_rows.take(off), 0)
     return gP, gA, -r2, r1

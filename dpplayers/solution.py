@@ -282,7 +282,8 @@ class Solution:
             r = r.reshape(N, nb * q)
         x = self.x if q == 1 else np.repeat(self.x, q, axis=1)  # a failed element's
         y = self.y if q == 1 else np.repeat(self.y, q, axis=1)  # columns of r are NaN
-        return data_adjoint(x, y, r, *prog.data_patterns, has_P=prog.P is not None)
+        return data_adjoint(x, y, r, *prog.data_patterns, has_P=prog.P is not None,
+                            P_off=prog.P_off_diagonal)
 
     def _pull_to_theta(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
                        gc: FloatArray) -> FloatArray:
