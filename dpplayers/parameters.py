@@ -265,12 +265,13 @@ class ParameterLayout:
         if rows.size:
             g = g.copy()
             g[rows] /= raw[rows]
+        if batch is None:  # column-major order is the order itself
+            flat = g[:, 0]
+            return tuple(flat[s.offset : s.offset + s.size].reshape(s.shape, order="F")
+                         for s in self.specs)
         out = []
         for spec in self.specs:
             block = g[spec.offset : spec.offset + spec.size]  # (size, B)
-            if batch is None:  # column-major order is the order itself
-                out.append(block[:, 0].reshape(spec.shape, order="F"))
-                continue
             arr = block.T.reshape((block.shape[1], *spec.shape[::-1])).transpose(
                 (0, *range(len(spec.shape), 0, -1))
             )

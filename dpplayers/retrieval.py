@@ -109,30 +109,25 @@ class Retrieval:
         pick = R.indices.astype(np.intp)
         return pick, int(pick.max(initial=-1))
 
-    def flat_cotangent(self, cotangents: Sequence[FloatArray | None], values: Sequence[FloatArray],
-                       batch: int) -> FloatArray:
-        """Cotangents per output (B, *shape) → cotangent on R's rows (K, B), exp chain rule applied."""
-        g = np.zeros((self.matrix.shape[0], batch))
+    def transpose(self, cotangents: Sequence[FloatArray | None], values: Sequence[FloatArray],
+                  batch: int) -> FloatArray:
+        """Rᵀ g: cotangents per output (B, *shape), None for zero, → a cotangent on
+        z = [x; y] (n+m, B), the exp chain rule applied. Where every row of R picks a
+        distinct entry of z, each output's block goes straight to its entries (several
+        times cheaper than a sparse product at batch 1); else through R's rows and the
+        product with Rᵀ, transposed once."""
+        pick, _ = self._selection
+        direct = pick is not None and self._distinct_picks
+        g = np.zeros((self.matrix.shape[1] if direct else self.matrix.shape[0], batch))
         for spec, ct, val in zip(self.outputs, cotangents, values):
             if ct is None:
                 continue
-            size = spec.size
-            block = _flatten(ct, size)
+            rows = slice(spec.offset, spec.offset + spec.size)
+            block = _flatten(ct, spec.size)
             if spec.exp:
-                block = block * _flatten(val, size)
-            g[spec.offset : spec.offset + size] = block
-        return g
-
-    def transpose(self, g: FloatArray) -> FloatArray:
-        """Rᵀ g: a cotangent on R's rows (K, B) → on z = [x; y] (n+m, B). A scatter where
-        every row of R picks a distinct entry of z (several times cheaper than a sparse
-        product at batch 1), else the product with Rᵀ, transposed once."""
-        pick, _ = self._selection
-        if pick is not None and self._distinct_picks:
-            out = np.zeros((self.matrix.shape[1], g.shape[1]))
-            out[pick] = g
-            return out
-        return np.asarray(self._matrix_t @ g)
+                block = block * _flatten(val, spec.size)
+            g[pick[rows] if direct else rows] = block
+        return g if direct else np.asarray(self._matrix_t @ g)
 
     @functools.cached_property
     def _distinct_picks(self) -> bool:

@@ -222,8 +222,7 @@ class Solution:
         nb = self.x.shape[1]
         cts = self._check_outputs(cotangents, "cotangent")
         values = [v if self.batch is not None else v[None] for v in self.values]
-        g_out = prog.retrieval.flat_cotangent(cts, values, nb)
-        g_z = prog.retrieval.transpose(g_out)  # (n+m, B)
+        g_z = prog.retrieval.transpose(cts, values, nb)  # (n+m, B)
         g_theta = self._pull_to_theta(*self._adjoints(g_z[:, :, None]))
         return prog.layout.pull_back(g_theta, self.batch, self._raw_theta)
 

@@ -99,7 +99,8 @@ class SOCBlocks(AbstractBlockOperator):
         out = np.empty((k, d + 1, d + 1))
         out[:, 0, 0] = self.p
         out[:, 0, 1:] = out[:, 1:, 0] = self.q[:, None] * self.xbar
-        out[:, 1:, 1:] = self.e[:, None, None] * self.xbar[:, :, None] * self.xbar[:, None, :]
+        np.multiply((self.e[:, None] * self.xbar)[:, :, None], self.xbar[:, None, :],
+                    out=out[:, 1:, 1:])
         out.reshape(k, -1)[:, d + 2 :: d + 2] += self.c[:, None]  # the diagonal below (0, 0)
         return out
 
