@@ -48,7 +48,9 @@ class AffineMap:
 @dataclass(frozen=True)
 class StackedMaps:
     """Several affine maps evaluated together: those that depend on θ as one sparse product
-    (one dispatch instead of one per map), the constant ones precomputed as one column."""
+    (one dispatch instead of one per map), the constant ones precomputed as one column.
+    Where each datum copies at most one parameter entry (and each entry enters at most one
+    datum), the product (and the transpose's) is a gather."""
 
     varying: sp.csr_array | None  # the θ-dependent maps' rows, stacked
     parts: tuple[tuple[int, int] | FloatArray, ...]  # per map: (start, stop) rows or its constant
@@ -73,8 +75,25 @@ class StackedMaps:
         return cls(sp.csr_array(sp.vstack(rows, format="csr")) if rows else None, tuple(parts), p)
 
     def __call__(self, theta: FloatArray) -> tuple[FloatArray, ...]:
-        values = self.varying @ theta if self.varying is not None else None
+        """θ̃ = [θ; 1] (p+1, B) → each map's data (rows, B), or its constant column."""
+        values = None
+        if self.varying is not None:
+            if self._single_sources is not None:  # a gather: cheaper than a sparse product
+                cols, coefficients, constant = self._single_sources
+                values = theta.take(cols, 0) * coefficients + constant
+            else:
+                values = self.varying @ theta
         return tuple(values[p[0]:p[1]] if isinstance(p, tuple) else p for p in self.parts)
+
+    @functools.cached_property
+    def _single_sources(self) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray] | None:
+        """Where each datum copies at most one parameter entry, scaled, plus a constant
+        (cvxpy's usual maps): that entry, the scale (rows, 1) and the constant (rows, 1).
+        None otherwise."""
+        single = _one_per_row(self._linear) if self._linear is not None else None
+        if single is None:
+            return None
+        return (*single, self.varying[:, [-1]].toarray())
 
     def linear(self, dtheta: FloatArray) -> tuple[FloatArray, ...]:
         """The linear parts: dθ (p, B) → each map's d data (rows, B), by one product (zero
@@ -88,8 +107,8 @@ class StackedMaps:
         return sp.csr_array(self.varying[:, :-1]) if self.varying is not None else None
 
     def transpose(self, cotangents: Sequence[FloatArray | None]) -> FloatArray:
-        """Cotangents on each map's data (rows, B) → on θ (p, B), by one product (a constant
-        map's cotangent contributes nothing)."""
+        """Cotangents on each map's data (rows, B) → on θ (p, B), by one product or gather
+        (a constant map's cotangent contributes nothing)."""
         g = [c for c, p in zip(cotangents, self.parts) if isinstance(p, tuple)]
         if self._linear_t is None:
             width = next(c.shape[1] for c in cotangents if c is not None)
@@ -106,11 +125,21 @@ class StackedMaps:
 
     @functools.cached_property
     def _single_entries(self) -> tuple[npt.NDArray[np.intp], FloatArray] | None:
-        """Where every parameter entry enters the data once (cvxpy's usual maps: each
+        """Where every parameter entry enters at most one datum (cvxpy's usual maps: each
         entry of F, q, ... is copied into one datum, scaled), its datum's row and the
         coefficient (p, 1): the transpose is then a gather, several times cheaper than
         a sparse product. None otherwise."""
-        Ct = self._linear_t
-        if Ct is None or not np.all(np.diff(Ct.indptr) == 1):
-            return None
-        return Ct.indices.astype(np.intp), Ct.data[:, None].copy()
+        return _one_per_row(self._linear_t) if self._linear_t is not None else None
+
+
+def _one_per_row(matrix: sp.csr_array) -> tuple[npt.NDArray[np.intp], FloatArray] | None:
+    """(column, coefficient (rows, 1)) of each row's one entry (column 0 and coefficient 0
+    where it has none), or None if a row has more than one."""
+    counts = np.diff(matrix.indptr)
+    if np.any(counts > 1):
+        return None
+    cols = np.zeros(matrix.shape[0], np.intp)
+    coefficients = np.zeros((matrix.shape[0], 1))
+    rows = np.flatnonzero(counts)
+    cols[rows], coefficients[rows, 0] = matrix.indices, matrix.data
+    return cols, coefficients
