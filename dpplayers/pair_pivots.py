@@ -52,29 +52,22 @@ class ReducedBlocks:
     RR: FloatArray  # (b, r, r)
     RQ: FloatArray  # (b, |rq_rows|, e): J_RQ's rows that hold anything
     QR: FloatArray  # (b, e, |qr_cols|): J_QR's columns that hold anything
-    P: FloatArray  # (b, e): the (p, p) entries
-    a: FloatArray  # (b, e): (p, q)
-    a2: FloatArray  # (b, e): (q, p)
-    c: FloatArray  # (b, e): (q, q)
+    P: FloatArray  # (b, e, 1): the (p, p) entries (a trailing axis for right-hand sides)
+    a: FloatArray  # (b, e, 1): (p, q)
+    a2: FloatArray  # (b, e, 1): (q, p)
+    c: FloatArray  # (b, e, 1): (q, q)
     rq_rows: Index | slice  # where those rows and columns are in R: the only part of S
     qr_cols: Index | slice  # the pivots change (a slice when contiguous)
     terms: SchurTerms | None = None  # S's update product by product, where cheaper
     diagonal: int = 0  # S's leading diagonal pivots (see ``PairPivots.diagonal``)
 
-    def pivot_determinants(self) -> FloatArray:
-        """det = P c − a a' of each pair (b, e)."""
-        return self.P * self.c - self.a * self.a2
-
     def schur(self, w: FloatArray, out: FloatArray) -> FloatArray:
-        """S = J_RR − J_RQ diag(w) J_QR with w = P / det per pair (b, e), written into the
-        first r columns of ``out`` (b, r, r + q), a C-contiguous buffer whose last q
-        columns the caller keeps for a right-hand side; returns that view."""
-        b, r = self.RR.shape[:2]
-        width = out.shape[2]
-        S = out[:, :, :r]
-        S[...] = self.RR
-        if not self.P.shape[-1]:
-            return S
+        """S = J_RR − J_RQ diag(w) J_QR with w = P / det per pair (b, e), written into
+        ``out`` (shaped as J_RR, C-contiguous)."""
+        b = out.shape[0]
+        out[...] = self.RR
+        if not self.P.shape[-2]:
+            return out
         if self.terms is not None:  # few products (J_RQ and J_QR nearly diagonal): each alone
             t = self.terms
             # flat gathers: fancy indexing with two index arrays costs about twice as much
@@ -82,15 +75,16 @@ class ReducedBlocks:
                         * self.QR.reshape(b, -1).take(t.jk, 1))
             if t.starts is not None:
                 products = np.add.reduceat(products, t.starts, axis=1)
-            out.reshape(b, -1)[:, t.target_i * width + t.target_k] -= products
-            return S
+            # S's order is r less each element's dropped rows (``keep``): flattened per call
+            out.reshape(b, -1)[:, t.target_i * out.shape[2] + t.target_k] -= products
+            return out
         rows, cols = self.rq_rows, self.qr_cols
         # basic slicing where the extents are contiguous (cvxpy's auxiliaries meet the first
         # variables): fancy indexing costs more than the product here
         at = (rows, cols) if isinstance(rows, slice) and isinstance(cols, slice) else (
             as_indices(rows)[:, None], as_indices(cols)[None, :])
-        S[(..., *at)] -= (self.RQ * w[..., None, :]) @ self.QR
-        return S
+        out[(..., *at)] -= (self.RQ * w[..., None, :]) @ self.QR
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,7 +97,7 @@ class SchurTerms:
     j: Index
     ij: Index  # where RQ[i, j] and QR[j, k] are in their blocks, flattened
     jk: Index
-    target_i: Index
+    target_i: Index  # where each sum lands in S
     target_k: Index
     starts: Index | None
 
@@ -204,7 +198,7 @@ class PairPivots:
         n_rows, n_cols = self._block_sizes
         rq = r * r  # where each block starts
         qr, pairs = rq + n_rows * e, rq + n_rows * e + e * n_cols
-        P, a, a2, c = buffer[:, pairs:].reshape(b, 4, e).transpose(1, 0, 2)
+        P, a, a2, c = buffer[:, pairs:].reshape(b, 4, e, 1).transpose(1, 0, 2, 3)
         RR = buffer[:, :rq].reshape(b, r, r)
         if keep is not None:  # the padding: identity rows and columns
             pad = np.arange(r)[None, :] >= keep.sum(axis=1)[:, None]
@@ -370,24 +364,22 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     """(z_R, z_p, z_q) with M z = r for M given by its blocks (each r_* (b, ·, k)), by a
     batched LU of the Schur complement S; and ‖M z − r‖² per element and column (b, k),
     from the same blocks."""
-    b, r, k = r_R.shape
-    aug = scratch("schur", (b, r, r + k))  # [S | its right-hand side]
-    aug[:, :, r:] = r_R
     if not r_p.shape[1]:  # nothing to eliminate: M = J_RR
-        aug[:, :, :r] = B.RR
-        z_R = _solve_reduced(aug, B.diagonal)
+        z_R = _solve_reduced(B.RR, r_R, B.diagonal)
         res = B.RR @ z_R - r_R
         return z_R, r_p, r_q, np.einsum("bik,bik->bk", res, res)
-    det = B.pivot_determinants()
-    P, a, a2, c, det = (v[..., None] for v in (B.P, B.a, B.a2, B.c, det))
+    P, a, a2, c = B.P, B.a, B.a2, B.c
+    det = P * c - a * a2
     rows, cols = B.rq_rows, B.qr_cols  # where J_RQ's rows and J_QR's columns are in R
-    aug[:, rows, r:] -= B.RQ @ ((P * r_q - a2 * r_p) / det)
-    B.schur((P / det)[..., 0], out=aug)
-    z_R = _solve_reduced(aug, B.diagonal)
+    rhs_S = r_R.copy()
+    rhs_S[:, rows] -= B.RQ @ ((P * r_q - a2 * r_p) / det)
+    z_R = _solve_reduced(B.schur((P / det)[..., 0], out=scratch("schur", B.RR.shape)), rhs_S,
+                         B.diagonal)
     QR_z = B.QR @ z_R[:, cols]
     u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
     # the residual's rows (R, q, p) in one array, for one sum of squares
+    b, r, k = r_R.shape
     e = r_p.shape[1]
     res = np.empty((b, r + 2 * e, k))
     res_R = res[:, :r]
@@ -398,21 +390,16 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     return z_R, z_p, z_q, np.einsum("bik,bik->bk", res, res)
 
 
-def _solve_reduced(aug: FloatArray, k: int) -> FloatArray:
-    """S z = rhs (batched) for aug = [S | rhs] (b, r, r + q), where S's first k rows and
-    columns meet each other only on the diagonal d: [S_IC | rhs_I] is divided by d, z_C
-    comes from the Schur complement S_CC − S_CI d⁻¹ S_IC of order r − k (the right-hand
-    side eliminated with it), then z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a
-    non-finite z, as a singular S does."""
-    b, r, width = aug.shape
+def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int) -> FloatArray:
+    """S z = rhs (batched) where S's first k rows and columns meet each other only on the
+    diagonal d: z_C from the Schur complement S_CC − S_CI d⁻¹ S_IC of order r − k, then
+    z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a non-finite z, as a singular S does."""
     if not k:
-        return _solve_each(aug[:, :, :r], aug[:, :, r:])
-    d = aug.reshape(b, -1)[:, : k * (width + 1) : width + 1, None]  # S's first k diagonal
-    T = aug[:, :k, k:] / d  # [d⁻¹ S_IC | d⁻¹ rhs_I]
-    C = aug[:, k:, k:] - aug[:, k:, :k] @ T  # [S_CC − S_CI d⁻¹ S_IC | rhs_C − S_CI d⁻¹ rhs_I]
-    c = r - k
-    z_C = _solve_each(C[:, :, :c], C[:, :, c:])
-    return np.concatenate([T[:, :, c:] - T[:, :, :c] @ z_C, z_C], axis=1)
+        return _solve_each(S, rhs)
+    d = np.diagonal(S[:, :k, :k], axis1=1, axis2=2)[..., None]
+    S_IC, r_I, S_CI = S[:, :k, k:] / d, rhs[:, :k] / d, S[:, k:, :k]
+    z_C = _solve_each(S[:, k:, k:] - S_CI @ S_IC, rhs[:, k:] - S_CI @ r_I)
+    return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)
 
 
 def _leading_diagonal(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index, lc: Index,
