@@ -96,9 +96,14 @@ class StackedMaps:
         return (*single, self.varying[:, [-1]].toarray())
 
     def linear(self, dtheta: FloatArray) -> tuple[FloatArray, ...]:
-        """The linear parts: dθ (p, B) → each map's d data (rows, B), by one product (zero
-        for a constant map)."""
-        d = np.asarray(self._linear @ dtheta) if self._linear is not None else None
+        """The linear parts: dθ (p, B) → each map's d data (rows, B), by one product or
+        gather (zero for a constant map)."""
+        d = None
+        if self._single_sources is not None:
+            cols, coefficients, _ = self._single_sources
+            d = dtheta.take(cols, 0) * coefficients
+        elif self._linear is not None:
+            d = np.asarray(self._linear @ dtheta)
         return tuple(d[p[0]:p[1]] if isinstance(p, tuple)
                      else np.zeros((p.shape[0], dtheta.shape[1])) for p in self.parts)
 

@@ -394,3 +394,11 @@ def _pattern_map(T: sp.csr_array, shape: tuple[int, int], negate: bool,
 def data_column(arr: FloatArray, k: int) -> FloatArray:
     """Element k's column of a data array (a map that ignores θ has one, shared)."""
     return arr[:, k if arr.shape[1] > 1 else 0]
+
+
+def data_columns(arr: FloatArray, keys: list[int]) -> FloatArray:
+    """The given elements' columns of a data array (the shared one repeated; a single
+    element's without a copy)."""
+    if arr.shape[1] == 1 and len(keys) == 1:
+        return arr
+    return arr[:, keys] if arr.shape[1] > 1 else np.repeat(arr, len(keys), 1)

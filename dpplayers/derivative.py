@@ -124,16 +124,18 @@ def kkt_operator(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, y: FloatArray,
 
 
 def data_rhs(x: FloatArray, y: FloatArray, dP: FloatArray | None, P_rows, P_cols,
-             dA: FloatArray, A_rows, A_cols, db: FloatArray, dc: FloatArray) -> FloatArray:
+             dA: FloatArray, A_rows, A_cols, db: FloatArray, dc: FloatArray,
+             P_off: npt.NDArray[np.intp] | None = None) -> FloatArray:
     """dF = [dP x + dAᵀ y + dc ; dA x − db] for pattern-valued dP (upper) and dA, (n+m, r).
 
     x (n,) and y (m,) are one solution; or (n, r) and (m, r), one per column (the columns
-    of several elements at once)."""
+    of several elements at once). ``P_off``: P's off-diagonal entries, where the caller
+    keeps them (else found here)."""
     x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
     n, m = x.shape[0], y.shape[0]
     top = dc + _scatter(A_cols, dA * y.take(A_rows, 0), n)
     if dP is not None:
-        off = np.flatnonzero(P_rows != P_cols)
+        off = np.flatnonzero(P_rows != P_cols) if P_off is None else P_off
         top = top + _scatter(P_rows, dP * x.take(P_cols, 0), n)
         if off.size:
             top = top + _scatter(P_cols.take(off), dP[off] * x.take(P_rows.take(off), 0), n)

@@ -25,15 +25,12 @@ FloatArray = npt.NDArray[np.float64]
 
 
 def _scalar_blocks(cone: ProductCone) -> tuple[Index, Index]:
-    """(row, position in ``block_values`` order) of D's 1×1 blocks."""
-    rows, pos, start = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)], 0
-    for _, idx in cone.groups:
-        k, d = idx.shape
-        if d == 1:
-            rows.append(idx[:, 0])
-            pos.append(start + np.arange(k))
-        start += k * d * d
-    return np.concatenate(rows).astype(np.intp), np.concatenate(pos).astype(np.intp)
+    """(row, position in ``block_values`` order) of D's 1×1 blocks: the rows whose run of
+    block entries is one long (a d × d block gives its rows runs of d)."""
+    E = cone.block_entries
+    length = np.diff(E.starts, append=E.rows.size)
+    pos = E.starts[length == 1]
+    return E.rows[pos], pos
 
 
 #: D blocks of at least this order get Aᵀ D as a dense product: pairing each A entry with

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .compiler import data_columns
 from .cones import BatchedProjectionDerivative
 from .derivative import data_adjoint, data_rhs, kkt_operator
 from .errors import DerivativeError
@@ -175,8 +176,8 @@ class Solution:
         step = DenseBatch.chunk(pattern, order)
         for i in range(0, len(keys), step):
             at = slice(i, i + step)
-            P_data = _columns(self._data[0], keys[at]) if prog.P is not None else None
-            values = pattern.values(P_data, _columns(self._data[1], keys[at]), D_values[:, at])
+            P_data = data_columns(self._data[0], keys[at]) if prog.P is not None else None
+            values = pattern.values(P_data, data_columns(self._data[1], keys[at]), D_values[:, at])
             yield places[at], DenseBatch.assemble(pattern, values.T,
                                                   None if drop is None else drop[at], keys[at])
 
@@ -250,7 +251,8 @@ class Solution:
         # every element's columns in one data_rhs: x and y repeated per column
         P_rows, P_cols, A_rows, A_cols = prog.data_patterns
         X, Y = np.repeat(self.x, r, axis=1), np.repeat(self.y, r, axis=1)
-        F = data_rhs(X, Y, dP, P_rows, P_cols, dA, A_rows, A_cols, db, dc)
+        F = data_rhs(X, Y, dP, P_rows, P_cols, dA, A_rows, A_cols, db, dc,
+                     P_off=prog.P_off_diagonal)
         F = F.reshape(F.shape[0], nb, r)
         rhs = (F if len(ok) == nb else F[:, ok]).transpose(1, 0, 2)
         duv = self._solve_many(ok, rhs, transpose=False).transpose(1, 0, 2)  # (n+m, b, r)
@@ -350,10 +352,3 @@ class Solution:
                 raise DerivativeError(f"{what} for '{spec.name}' expects shape {want}, got {arr.shape}.")
             result.append(arr if self.batch is not None else arr[None])
         return result
-
-
-def _columns(data: FloatArray, keys: list[int]) -> FloatArray:
-    """The given elements' columns of a data array (one shared column when constant)."""
-    if data.shape[1] == 1 and len(keys) == 1:
-        return data
-    return data[:, keys] if data.shape[1] > 1 else np.repeat(data, len(keys), 1)
