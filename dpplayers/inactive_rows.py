@@ -37,20 +37,19 @@ class InactiveRows:
     size: int  # the order of J
     rows: Index  # J rows n + i of D's 1×1 blocks
     d_pos: Index  # their D values' positions in ``block_values`` order
-    diag: Index  # the position of J[row, row] in J's data
-    entries: Index  # the positions of the rows' other entries in J's data, ...
+    diag: Index  # the position of J[row, row] among J's entries
+    entries: Index  # the positions of the rows' other entries among J's entries, ...
     entry_row: Index  # ... which of ``rows`` each is in ...
     entry_col: Index  # ... and its column
     to_rows: sp.csr_array  # sums entries by row (len(rows) × entries)
     to_cols: sp.csr_array  # sums entries by column (size × entries)
 
     @classmethod
-    def of(cls, size: int, indices: npt.ArrayLike, indptr: npt.ArrayLike, rows: Index,
+    def of(cls, size: int, J_rows: npt.ArrayLike, J_cols: npt.ArrayLike, rows: Index,
            d_pos: Index) -> InactiveRows:
-        """For J's CSC pattern (indices, indptr) and the J rows of D's 1×1 blocks with the
-        positions of their values."""
-        J_rows = np.asarray(indices, dtype=np.intp)
-        J_cols = np.repeat(np.arange(size), np.diff(np.asarray(indptr)))
+        """For J's entries at (J_rows, J_cols), in the order values will come in, and the J
+        rows of D's 1×1 blocks with the positions of their values."""
+        J_rows, J_cols = np.asarray(J_rows, dtype=np.intp), np.asarray(J_cols, dtype=np.intp)
         which = np.full(size, -1)
         which[rows] = np.arange(rows.size)
         on_diag = np.flatnonzero((J_rows == J_cols) & (which[J_rows] >= 0))

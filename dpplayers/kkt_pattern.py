@@ -2,8 +2,10 @@
 
 P and A keep one pattern for every θ (the compiler fixes them) and D = DΠ_K*(v) is block
 diagonal with one dense block per cone, so J's pattern is fixed too. Built once per
-program, it turns each element's J into a few gathers and one ``bincount`` onto the CSC
-data array: no sparse products, no sorting and no format conversions per element.
+program, it turns each element's J into a few gathers and one concatenation, its entries
+in the order of their sources (what the batched dense solve reads), and one gather more
+into the CSC data array: no sparse products, no sorting and no format conversions per
+element.
 """
 
 from __future__ import annotations
@@ -99,8 +101,12 @@ class KKTPattern:
     atd_d: Index  # ... times which D block value
     dense: tuple[_DenseProduct, ...]  # Aᵀ D of large blocks, as dense products
     p_full: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None  # CSC of full P
-    positions: Index  # J position of every source entry: Aᵀ D (paired, dense), A, D, −I, P
-    p_start: int  # where P's entries begin in ``positions``
+    entry_rows: Index  # J's row and column of each entry in ``entries`` order: the sources'
+    entry_cols: Index  # (Aᵀ D paired and dense, A, D, P), each J position once
+    paired_starts: Index | None  # runs of Aᵀ D's paired products onto one J position (the
+    # products are sorted so), summed; None where every product lands alone
+    minus_one: Index  # the entries (D's diagonal) that −I takes one from
+    to_csc: Index  # the entry at each position of J's CSC data
     zero_rows: int = 0  # the first rows of A, whose cone is {0} (equalities): there D = I
     scalar_rows: Index = field(default_factory=lambda: np.zeros(0, np.intp))  # the rows of A
     # whose block of D is 1×1, and where their D value is in ``block_values`` order:
@@ -121,12 +127,19 @@ class KKTPattern:
         reps = counts[A_rows[paired]]
         atd_a = np.repeat(paired, reps)
         atd_d = order[concatenated_ranges(starts[A_rows[paired]], reps)]
+        # products onto the same J position (a column of A meeting several rows of one
+        # small block) next to each other, to be summed into one entry
+        size = n + m
+        atd_rows, atd_cols = A_cols[atd_a], n + d_cols[atd_d]
+        place = atd_cols.astype(np.int64) * size + atd_rows
+        by_place = np.argsort(place, kind="stable")
+        atd_a, atd_d, place = atd_a[by_place], atd_d[by_place], place[by_place]
+        first = np.flatnonzero(np.diff(place, prepend=-1) != 0)
         sources = [
-            (A_cols[atd_a], n + d_cols[atd_d]),  # Aᵀ D, paired
+            (atd_rows[by_place][first], atd_cols[by_place][first]),  # Aᵀ D, paired
             *[(b.out_rows, b.out_cols) for b in dense],  # Aᵀ D, dense blocks
             (n + A_rows, A_cols),  # A
-            (n + d_rows, n + d_cols),  # D
-            (n + np.arange(m), n + np.arange(m)),  # −I
+            (n + d_rows, n + d_cols),  # D (−I lands on its diagonal)
         ]
         p_src, p_full = np.zeros(0, np.intp), None
         if P_rows is not None and P_cols is not None:
@@ -140,17 +153,23 @@ class KKTPattern:
             p_full = (full_r.astype(np.int32),
                       np.searchsorted(full_c, np.arange(n + 1)).astype(np.int32))
             sources.append((full_r, full_c))
-        size = n + m
-        rows = np.concatenate([r for r, _ in sources]).astype(np.int64)
-        cols = np.concatenate([c for _, c in sources]).astype(np.int64)
-        unique, pos = np.unique(cols * size + rows, return_inverse=True)
-        ucols = unique // size
-        without_P = sum(r.size for r, _ in sources[: len(dense) + 4])
+        rows = np.concatenate([r for r, _ in sources]).astype(np.intp)
+        cols = np.concatenate([c for _, c in sources]).astype(np.intp)
+        to_csc = np.argsort(cols.astype(np.int64) * size + rows, kind="stable")
+        csc_rows, csc_cols = rows[to_csc], cols[to_csc]
+        if np.any((np.diff(csc_cols) == 0) & (np.diff(csc_rows) == 0)):
+            raise AssertionError("two sources of J land on one position")  # blocks are disjoint
+        d_start = sum(r.size for r, _ in sources[: len(dense) + 2])
+        minus_one = d_start + np.flatnonzero(d_rows == d_cols)
+        if not np.array_equal(np.sort(d_rows[d_rows == d_cols]), np.arange(m)):
+            raise AssertionError("D's blocks do not cover each row's diagonal once")
         return cls(
-            n=n, m=m, indices=(unique % size).astype(np.int32),
-            indptr=np.searchsorted(ucols, np.arange(size + 1)).astype(np.int32),
+            n=n, m=m, indices=csc_rows.astype(np.int32),
+            indptr=np.searchsorted(csc_cols, np.arange(size + 1)).astype(np.int32),
             p_src=p_src, atd_a=atd_a, atd_d=atd_d, dense=tuple(dense), p_full=p_full,
-            positions=pos, p_start=without_P, zero_rows=cone.dims.zero,
+            entry_rows=rows, entry_cols=cols,
+            paired_starts=None if first.size == place.size else first,
+            minus_one=minus_one, to_csc=to_csc, zero_rows=cone.dims.zero,
             scalar_rows=scalar_rows, scalar_d=scalar_d,
         )
 
@@ -181,7 +200,8 @@ class KKTPattern:
         variables, equalities = np.zeros(size, bool), np.zeros(size, bool)
         variables[: self.n] = True
         equalities[self.n : self.n + self.zero_rows] = True
-        return PairPivots.of(size, self.indices, self.indptr, variables, equalities, variables)
+        return PairPivots.of(size, self.entry_rows, self.entry_cols, variables, equalities,
+                             variables)
 
     @functools.cached_property
     def inactive_rows(self) -> InactiveRows | None:
@@ -197,51 +217,35 @@ class KKTPattern:
         if touched.size and touched.max() >= first_dropped:
             return None
         keep = self.scalar_rows >= self.zero_rows
-        return InactiveRows.of(self.n + self.m, self.indices, self.indptr, rows,
+        return InactiveRows.of(self.n + self.m, self.entry_rows, self.entry_cols, rows,
                                self.scalar_d[keep])
 
-    def values(self, P_upper_data: FloatArray | None, A_data: FloatArray,
-               D_values: FloatArray) -> FloatArray:
-        """J's data array (in the pattern's CSC order) for one element, or (nnz, b) for
-        data and block values given as columns (nP, b), (nA, b), (nD, b)."""
+    def entries(self, P_upper_data: FloatArray | None, A_data: FloatArray,
+                D_values: FloatArray) -> FloatArray:
+        """J's entries in ``entry_rows``/``entry_cols`` order for one element, or (nnz, b)
+        for data and block values given as columns (nP, b), (nA, b), (nD, b): the sources
+        side by side, with no sum but −I's and the paired products' (a scatter onto J's
+        data cost more than the rest of the assembly)."""
         one = A_data.ndim == 1
         if one:
             P_upper_data = None if P_upper_data is None else P_upper_data[:, None]
             A_data, D_values = A_data[:, None], D_values[:, None]
         # ``take``, not fancy indexing: about half the cost on these 2-D arrays
-        weights = [A_data.take(self.atd_a, 0) * D_values.take(self.atd_d, 0),
-                   *[b.values(A_data, D_values) for b in self.dense],
-                   A_data, D_values, self._minus_ones(A_data.shape[1])]
-        scatter = self._scatter
-        if P_upper_data is not None and self.p_full is not None:
-            weights.append(P_upper_data.take(self.p_src, 0))
-            scatter = self._scatter_with_P
-        out = scatter @ np.concatenate(weights)
+        products = A_data.take(self.atd_a, 0) * D_values.take(self.atd_d, 0)
+        if self.paired_starts is not None:
+            products = np.add.reduceat(products, self.paired_starts, axis=0)
+        parts = [products, *[b.values(A_data, D_values) for b in self.dense], A_data, D_values]
+        if self.p_full is not None:
+            parts.append(P_upper_data.take(self.p_src, 0) if P_upper_data is not None
+                         else np.zeros((self.p_src.size, A_data.shape[1])))
+        out = np.concatenate(parts)
+        out[self.minus_one] -= 1.0
         return out[:, 0] if one else out
 
-    def _minus_ones(self, b: int) -> FloatArray:
-        """The −I sources for b elements: a view of one kept array as wide as the widest
-        batch so far (``np.broadcast_to`` costs a few µs per call)."""
-        kept = self._kept[0]
-        if kept.shape[1] < b:
-            kept = self._kept[0] = np.full((self.m, b), -1.0)
-        return kept[:, :b]
-
-    @functools.cached_property
-    def _kept(self) -> list[FloatArray]:
-        return [np.zeros((self.m, 0))]
-
-    @functools.cached_property
-    def _scatter_with_P(self) -> sp.csr_array:
-        """Sums source entries (Aᵀ D, A, D, −I, P) onto J's data positions."""
-        k = self.positions.size
-        return sp.csr_array((np.ones(k), (self.positions, np.arange(k))),
-                            shape=(self.indices.size, k))
-
-    @functools.cached_property
-    def _scatter(self) -> sp.csr_array:
-        """The same without P's sources."""
-        return sp.csr_array(self._scatter_with_P[:, : self.p_start])
+    def values(self, P_upper_data: FloatArray | None, A_data: FloatArray,
+               D_values: FloatArray) -> FloatArray:
+        """J's data array in the pattern's CSC order (see :meth:`entries`)."""
+        return self.entries(P_upper_data, A_data, D_values).take(self.to_csc, 0)
 
     @functools.cached_property
     def _J_pattern(self) -> CSCPattern:

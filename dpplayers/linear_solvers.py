@@ -330,7 +330,7 @@ class DenseBatch:
     to redo."""
 
     pattern: KKTPattern
-    values: FloatArray  # (b, nnz): each element's J data in the pattern's order
+    values: FloatArray  # (b, nnz): each element's J entries (``KKTPattern.entries`` order)
     drop: npt.NDArray[np.bool_] | None = None  # (b, N): the J indices each element drops
     keys: list[int] | None = None  # which elements of the caller's batch these are
 

@@ -139,14 +139,14 @@ class PairPivots:
         return int(self.rest.size)
 
     @classmethod
-    def of(cls, size: int, indices: npt.ArrayLike, indptr: npt.ArrayLike,
+    def of(cls, size: int, rows: npt.ArrayLike, cols: npt.ArrayLike,
            may_be_p: npt.NDArray[np.bool_], may_be_q: npt.NDArray[np.bool_],
            may_be_diagonal: npt.NDArray[np.bool_] | None = None) -> PairPivots:
-        """Find the pairs of a CSC pattern (indices, indptr) of order ``size``, with p and
-        q among the indices allowed by the masks; and S's leading diagonal pivots among
-        the indices ``may_be_diagonal`` allows (none without it)."""
-        rows = np.asarray(indices, dtype=np.intp)
-        cols = np.repeat(np.arange(size), np.diff(np.asarray(indptr)))
+        """Find the pairs of a pattern of order ``size`` whose entries are at (rows, cols),
+        each position once and in the order values will come in, with p and q among the
+        indices allowed by the masks; and S's leading diagonal pivots among the indices
+        ``may_be_diagonal`` allows (none without it)."""
+        rows, cols = np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
         p, q = _independent_pairs(size, rows, cols, may_be_p, may_be_q)
         rest = np.setdiff1d(np.arange(size), np.concatenate([p, q]), assume_unique=True)
         allowed = None if may_be_diagonal is None else may_be_diagonal[rest]
@@ -177,7 +177,7 @@ class PairPivots:
     def blocks(self, values: FloatArray, transpose: bool,
                keep: npt.NDArray[np.bool_] | None = None,
                reuse: bool = False) -> ReducedBlocks:
-        """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the pattern's order: one
+        """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the entries' order: one
         buffer filled by one gather, then viewed as the blocks. With ``keep`` (b, r), only
         each element's kept rest indices, in order, padded to the largest such count with
         an identity (see :meth:`solve`). With ``reuse``, the buffer is this thread's

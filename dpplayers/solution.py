@@ -177,7 +177,7 @@ class Solution:
         for i in range(0, len(keys), step):
             at = slice(i, i + step)
             P_data = data_columns(self._data[0], keys[at]) if prog.P is not None else None
-            values = pattern.values(P_data, data_columns(self._data[1], keys[at]), D_values[:, at])
+            values = pattern.entries(P_data, data_columns(self._data[1], keys[at]), D_values[:, at])
             yield places[at], DenseBatch.assemble(pattern, values.T,
                                                   None if drop is None else drop[at], keys[at])
 

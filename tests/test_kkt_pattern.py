@@ -33,3 +33,10 @@ def test_assembled_J_equals_the_operator(density):
     # the dense products really ran: the pattern holds one per block of order ≥ DENSE_BLOCK
     pattern = op.pattern
     assert len(pattern.dense) == 3 + 1  # SOC 6, 9, 9 and the 4×4 PSD block (order 10)
+    # the entries the batched solve reads, each at its (row, column) of J, once; summed
+    # paired products where a column of A meets several rows of one small block (density 0.6)
+    entries = pattern.entries(P.data, A.data, op.D.block_values())
+    assert entries.size == pattern.indices.size
+    np.testing.assert_allclose(entries, columns[pattern.entry_rows, pattern.entry_cols],
+                               rtol=1e-12, atol=1e-12)
+    assert (pattern.paired_starts is not None) == (density > 0.5)

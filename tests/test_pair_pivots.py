@@ -28,10 +28,9 @@ def pivots_of(mats, may_be_p=None, may_be_q=None, may_be_diagonal=None):
     pattern = sp.csc_array((np.abs(mats).sum(axis=0) > 0).astype(float))
     pattern.sort_indices()
     allowed = np.ones(N, bool)
-    pv = PairPivots.of(N, pattern.indices, pattern.indptr,
-                       allowed if may_be_p is None else may_be_p,
-                       allowed if may_be_q is None else may_be_q, may_be_diagonal)
     cols = np.repeat(np.arange(N), np.diff(pattern.indptr))
+    pv = PairPivots.of(N, pattern.indices, cols, allowed if may_be_p is None else may_be_p,
+                       allowed if may_be_q is None else may_be_q, may_be_diagonal)
     return pv, mats[:, pattern.indices, cols]
 
 
