@@ -99,6 +99,12 @@ class Retrieval:
         return tuple(out)
 
     @functools.cached_property
+    def last_column(self) -> int:
+        """The last entry of z = [x; y] that R reads (−1 when none): below n, no output
+        reads y."""
+        return int(self.matrix.indices.max(initial=-1))
+
+    @functools.cached_property
     def _selection(self) -> tuple[npt.NDArray[np.intp] | None, int]:
         """(the entries of z that R picks when every row of R is one 1, the usual variable;
         the largest of them, so that a pick inside x needs no [x; y]): a gather is several

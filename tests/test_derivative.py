@@ -72,6 +72,21 @@ def test_vjp_matches_finite_differences_all(name, mode):
     check_vjp_against_fd(name, mode)
 
 
+@pytest.mark.parametrize("name, reads_y", [("socp_norm_residual", False),
+                                           ("dual_equality_inequality", True)])
+def test_vjp_applies_dpi_to_y_only_where_an_output_reads_y(name, reads_y, monkeypatch):
+    """R reads y only for dual outputs: otherwise the cotangent on y is zero and DΠ of it
+    is skipped, and either way the vjp agrees with finite differences."""
+    _, prog = compiled(name)
+    assert (prog.retrieval.last_column >= prog.n) == reads_y
+    calls = []
+    original = solution_module.Solution._apply_d
+    monkeypatch.setattr(solution_module.Solution, "_apply_d",
+                        lambda self, *a: calls.append(1) or original(self, *a))
+    check_vjp_against_fd(name, "direct")
+    assert bool(calls) == reads_y
+
+
 @pytest.mark.parametrize("name", SMOOTH)
 def test_dot_product_jvp_vjp(name):
     """⟨w, J u⟩ = ⟨Jᵀ w, u⟩ to 1e-8, batched."""
