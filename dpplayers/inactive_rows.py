@@ -95,7 +95,7 @@ class InactiveRows:
         z[:, self.rows] = np.where(D, z_D, z[:, self.rows])
         # the kept system's residual is zero on the dropped rows: theirs adds to it
         res_D = np.where(D, res_D, 0.0)
-        return z, res_sq + np.einsum("bik,bik->bk", res_D, res_D)
+        return z, res_sq + np.vecdot(res_D, res_D, axis=1)
 
 
 def _summed(S: sp.csr_array, terms: FloatArray) -> FloatArray:

@@ -357,7 +357,7 @@ class DenseBatch:
                                                          self.drop)
         # squared norms by column (np.linalg.norm costs several calls each); a non-finite z
         # makes its residual non-finite too (every entry of z meets an equation)
-        ratio = res_sq / np.maximum(np.einsum("bik,bik->bk", rhs, rhs), 1e-300)
+        ratio = res_sq / np.maximum(np.vecdot(rhs, rhs, axis=1), 1e-300)
         residual = np.sqrt(ratio.max(axis=1, initial=0.0))
         return z, np.where(residual <= np.inf, residual, np.inf)  # NaN → inf
 

@@ -367,7 +367,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     if not r_p.shape[1]:  # nothing to eliminate: M = J_RR
         z_R = _solve_reduced(B.RR, r_R, B.diagonal)
         res = B.RR @ z_R - r_R
-        return z_R, r_p, r_q, np.einsum("bik,bik->bk", res, res)
+        return z_R, r_p, r_q, np.vecdot(res, res, axis=1)
     P, a, a2, c = B.P, B.a, B.a2, B.c
     det = P * c - a * a2
     rows, cols = B.rq_rows, B.qr_cols  # where J_RQ's rows and J_QR's columns are in R
@@ -387,7 +387,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     res_R[:, rows] += B.RQ @ z_q
     res[:, r : r + e] = c * z_q + a2 * z_p - u  # row q: J_qR z_R + c z_q + a' z_p − r_q
     res[:, r + e :] = P * z_p + a * z_q - r_p
-    return z_R, z_p, z_q, np.einsum("bik,bik->bk", res, res)
+    return z_R, z_p, z_q, np.vecdot(res, res, axis=1)
 
 
 def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int) -> FloatArray:

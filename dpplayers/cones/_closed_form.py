@@ -56,7 +56,7 @@ class NonnegativeCone(AbstractCone):
 def _soc_parts(x: Array) -> tuple[Array, Array, Array, Array, Array]:
     """t, the rest, its norm r, and masks of the inside (r <= t) and the middle (|t| < r)."""
     t, rest = x[:, 0], x[:, 1:]
-    r = np.sqrt(np.einsum("ki,ki->k", rest, rest))
+    r = np.sqrt(np.vecdot(rest, rest))  # einsum costs twice as much here
     inside = r <= t
     return t, rest, r, inside, ~inside & (r > -t)
 
@@ -75,9 +75,9 @@ class SecondOrderCone(AbstractCone):
         t, rest, r, inside, middle = _soc_parts(x)
         rs = np.where(middle, r, 1.0)
         half = np.where(middle, 0.5, 0.0)
-        one = inside.astype(float)
-        return SOCBlocks(p=one + half, q=half, c=one + half * (1 + t / rs), e=-half * t / rs,
-                         xbar=rest / rs[:, None])
+        p = inside + half
+        ht = half * t / rs
+        return SOCBlocks(p=p, q=half, c=p + ht, e=-ht, xbar=rest / rs[:, None])
 
     def dual(self) -> SecondOrderCone:
         return self
