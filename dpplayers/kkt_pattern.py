@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from .cones import ProductCone
 from .inactive_rows import InactiveRows
 from .pair_pivots import PairPivots, as_indices
-from .sparse_pattern import CSCPattern, concatenated_ranges
+from .sparse_pattern import CSCPattern, concatenated_ranges, set_columns
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -58,7 +58,7 @@ class _DenseProduct:
         """(u·d, b) for data columns A_data (nnz, b) and D_values (entries, b)."""
         b = A_data.shape[1]
         W = np.zeros((b, self.d * self.u))
-        W[:, self.w_pos] = A_data.take(self.w_src, 0).T
+        set_columns(W, self.w_pos, A_data.take(self.w_src, 0).T)
         block = D_values[self.d_start : self.d_start + self.d * self.d].T.reshape(b, self.d, self.d)
         return (W.reshape(b, self.d, self.u).transpose(0, 2, 1) @ block).reshape(b, -1).T
 

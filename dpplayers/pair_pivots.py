@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from .scratch import scratch
-from .sparse_pattern import concatenated_ranges
+from .sparse_pattern import concatenated_ranges, set_columns
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -70,13 +70,8 @@ class ReducedBlocks:
             return out
         if self.terms is not None:  # few products (J_RQ and J_QR nearly diagonal): each alone
             t = self.terms
-            # flat gathers: fancy indexing with two index arrays costs about twice as much
-            products = (self.RQ.reshape(b, -1).take(t.ij, 1) * w.take(t.j, 1)
-                        * self.QR.reshape(b, -1).take(t.jk, 1))
-            if t.starts is not None:
-                products = np.add.reduceat(products, t.starts, axis=1)
             # S's order is r less each element's dropped rows (``keep``): flattened per call
-            out.reshape(b, -1)[:, t.target_i * out.shape[2] + t.target_k] -= products
+            out.reshape(b, -1)[:, t.target_i * out.shape[2] + t.target_k] -= self._products(w)
             return out
         rows, cols = self.rq_rows, self.qr_cols
         # basic slicing where the extents are contiguous (cvxpy's auxiliaries meet the first
@@ -85,6 +80,26 @@ class ReducedBlocks:
             as_indices(rows)[:, None], as_indices(cols)[None, :])
         out[(..., *at)] -= (self.RQ * w[..., None, :]) @ self.QR
         return out
+
+    def diagonal_update(self, w: FloatArray) -> FloatArray | None:
+        """Where the update J_RQ diag(w) J_QR lands on S's leading diagonal pivots alone
+        (cvxpy's u = x − y pairs: each meets its own x), its sums there (b, diagonal):
+        S is then J_RR less these on the diagonal, and J_RR need not be copied. Else
+        None."""
+        t = self.terms
+        if t is None or not t.on_diagonal or t.reach > self.diagonal or not self.P.shape[-2]:
+            return None
+        out = np.zeros((w.shape[0], self.diagonal))
+        out[:, t.target_i] = self._products(w)
+        return out
+
+    def _products(self, w: FloatArray) -> FloatArray:
+        """The update's sums per target of ``terms`` (b, targets)."""
+        t, b = self.terms, w.shape[0]
+        # flat gathers: fancy indexing with two index arrays costs about twice as much
+        products = (self.RQ.reshape(b, -1).take(t.ij, 1) * w.take(t.j, 1)
+                    * self.QR.reshape(b, -1).take(t.jk, 1))
+        return products if t.starts is None else np.add.reduceat(products, t.starts, axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +115,8 @@ class SchurTerms:
     target_i: Index  # where each sum lands in S
     target_k: Index
     starts: Index | None
+    on_diagonal: bool = False  # every target is on S's diagonal, ...
+    reach: int = 0  # ... the last at reach − 1
 
     @classmethod
     def of(cls, i: Index, j: Index, k: Index, rows: Index, cols: Index, e: int) -> SchurTerms:
@@ -110,7 +127,9 @@ class SchurTerms:
         i, j, k, place = i[order], j[order], k[order], place[order]
         first = np.flatnonzero(np.diff(place, prepend=-1) != 0)
         starts = None if first.size == i.size else first
-        return cls(j, i * e + j, j * cols.size + k, rows[i[first]], cols[k[first]], starts)
+        target_i, target_k = rows[i[first]], cols[k[first]]
+        return cls(j, i * e + j, j * cols.size + k, target_i, target_k, starts,
+                   bool(np.array_equal(target_i, target_k)), int(target_i.max(initial=-1)) + 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,7 +207,7 @@ class PairPivots:
         zeros = _zeroed_scratch if reuse else np.zeros
         if keep is None:
             buffer = zeros((b, self.buffer_size()))
-            buffer[:, self.slot] = values
+            set_columns(buffer, self.slot, values)
         else:
             r = int(keep.sum(axis=1).max(initial=0))
             slot = self._compact_slots(keep, r)
@@ -373,8 +392,12 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     rows, cols = B.rq_rows, B.qr_cols  # where J_RQ's rows and J_QR's columns are in R
     rhs_S = r_R.copy()
     rhs_S[:, rows] -= B.RQ @ ((P * r_q - a2 * r_p) / det)
-    z_R = _solve_reduced(B.schur((P / det)[..., 0], out=scratch("schur", B.RR.shape)), rhs_S,
-                         B.diagonal)
+    w = (P / det)[..., 0]
+    shift = B.diagonal_update(w)
+    if shift is not None:
+        z_R = _solve_reduced(B.RR, rhs_S, B.diagonal, shift)
+    else:
+        z_R = _solve_reduced(B.schur(w, out=scratch("schur", B.RR.shape)), rhs_S, B.diagonal)
     QR_z = B.QR @ z_R[:, cols]
     u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
@@ -390,13 +413,16 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     return z_R, z_p, z_q, np.vecdot(res, res, axis=1)
 
 
-def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int) -> FloatArray:
+def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int,
+                   shift: FloatArray | None = None) -> FloatArray:
     """S z = rhs (batched) where S's first k rows and columns meet each other only on the
     diagonal d: z_C from the Schur complement S_CC − S_CI d⁻¹ S_IC of order r − k, then
-    z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a non-finite z, as a singular S does."""
+    z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a non-finite z, as a singular S does.
+    With ``shift`` (b, k), S is the given matrix less ``shift`` on that diagonal."""
     if not k:
         return _solve_each(S, rhs)
-    d = np.diagonal(S[:, :k, :k], axis1=1, axis2=2)[..., None]
+    d = np.diagonal(S[:, :k, :k], axis1=1, axis2=2)
+    d = (d if shift is None else d - shift)[..., None]
     S_IC, r_I, S_CI = S[:, :k, k:] / d, rhs[:, :k] / d, S[:, k:, :k]
     z_C = _solve_each(S[:, k:, k:] - S_CI @ S_IC, rhs[:, k:] - S_CI @ r_I)
     return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)

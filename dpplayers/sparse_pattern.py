@@ -56,3 +56,13 @@ def concatenated_ranges(starts: npt.ArrayLike, counts: npt.ArrayLike) -> npt.NDA
     starts, counts = np.asarray(starts, np.intp), np.asarray(counts, np.intp)
     offsets = np.cumsum(counts) - counts
     return np.repeat(starts - offsets, counts) + np.arange(counts.sum())
+
+
+def set_columns(target: FloatArray, at: npt.NDArray[np.intp], values: FloatArray) -> None:
+    """target[:, at] = values for target (b, L) and values (b, len(at)): flat where b is 1
+    (a 1-D fancy assignment costs about 60% of the 2-D one, 3 against 5 µs for 4,400
+    entries); target must be C-contiguous."""
+    if target.shape[0] == 1:
+        target.reshape(-1)[at] = values.reshape(-1)
+    else:
+        target[:, at] = values

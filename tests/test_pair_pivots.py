@@ -168,6 +168,9 @@ def test_leading_diagonal_pivots_of_s_are_eliminated_exactly():
         assert pv.diagonal == 0  # none without the mask
         pv, values = pivots_of(mats, may_be_diagonal=np.arange(N) < 18)
         assert pv.q.size == 18 and pv.reduced_order == 24 and pv.diagonal == 18
+        # the update lands on those pivots alone: S is J_RR less it there, not a copy
+        terms = pv.transposed.schur_terms
+        assert terms.on_diagonal and terms.reach == 18
         assert_solves_exactly(pv, values, mats, rng.standard_normal((b, N, 2)))
 
 
@@ -178,6 +181,7 @@ def test_diagonal_run_ends_at_a_coupling_or_a_disallowed_index():
     mats[:, 16, 17] = 0.5  # x_16 and x_17 meet: the run stops before 17
     pv, values = pivots_of(mats, may_be_diagonal=np.arange(N) < 18)
     assert pv.diagonal == 17
+    assert pv.schur_terms.reach == 18  # past the run: S is written out whole
     assert_solves_exactly(pv, values, mats, rng.standard_normal((3, N, 1)), residual=False)
     allowed = np.arange(N) < 18
     allowed[3] = False  # a run shorter than DIAGONAL_MIN is not taken
