@@ -174,6 +174,20 @@ def test_leading_diagonal_pivots_of_s_are_eliminated_exactly():
         assert_solves_exactly(pv, values, mats, rng.standard_normal((b, N, 2)))
 
 
+def test_a_diagonal_pivot_without_a_pair_keeps_its_own_entry():
+    """x_5 meets no pair (its diagonal is J's own): the update lands on the other 17 pivots,
+    and S's diagonal is J_RR's less the update where it lands."""
+    rng = np.random.default_rng(12)
+    mats = leading_diagonal(rng)
+    N, q5 = mats.shape[1], 18 + 6 + 5
+    mats[:, q5, 5] = mats[:, 5, q5] = 0.0
+    mats[:, 5, 5] = 2.0
+    pv, values = pivots_of(mats, may_be_diagonal=np.arange(N) < 18)
+    terms = pv.transposed.schur_terms
+    assert pv.diagonal == 18 and terms.on_diagonal and terms.target_i.size == 17
+    assert_solves_exactly(pv, values, mats, rng.standard_normal((3, N, 2)))
+
+
 def test_diagonal_run_ends_at_a_coupling_or_a_disallowed_index():
     rng = np.random.default_rng(10)
     mats = leading_diagonal(rng)
