@@ -40,3 +40,19 @@ def test_assembled_J_equals_the_operator(density):
     np.testing.assert_allclose(entries, columns[pattern.entry_rows, pattern.entry_cols],
                                rtol=1e-12, atol=1e-12)
     assert (pattern.paired_starts is not None) == (density > 0.5)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_set_columns_writes_every_layout(rows):
+    """One row is written flat, several through the 2-D index; a strided one-row target
+    (where a flat view would be a copy) still receives its values."""
+    from dpplayers.sparse_pattern import set_columns
+
+    rng = np.random.default_rng(0)
+    at = rng.permutation(40)[:15]
+    values = rng.standard_normal((rows, 15))
+    for target in (np.zeros((rows, 40)), np.zeros((rows, 80))[:, ::2]):
+        set_columns(target, at, values)
+        expected = np.zeros((rows, 40))
+        expected[:, at] = values
+        np.testing.assert_array_equal(target, expected)
