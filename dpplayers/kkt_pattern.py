@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from .cones import ProductCone
 from .inactive_rows import InactiveRows
 from .pair_pivots import PairPivots, as_indices
-from .sparse_pattern import CSCPattern, concatenated_ranges, set_columns
+from .sparse_pattern import CSCPattern, concatenated_ranges, set_columns, sorted_runs
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -131,10 +131,8 @@ class KKTPattern:
         # small block) next to each other, to be summed into one entry
         size = n + m
         atd_rows, atd_cols = A_cols[atd_a], n + d_cols[atd_d]
-        place = atd_cols.astype(np.int64) * size + atd_rows
-        by_place = np.argsort(place, kind="stable")
-        atd_a, atd_d, place = atd_a[by_place], atd_d[by_place], place[by_place]
-        first = np.flatnonzero(np.diff(place, prepend=-1) != 0)
+        by_place, first = sorted_runs(atd_cols.astype(np.int64) * size + atd_rows)
+        atd_a, atd_d = atd_a[by_place], atd_d[by_place]
         sources = [
             (atd_rows[by_place][first], atd_cols[by_place][first]),  # Aᵀ D, paired
             *[(b.out_rows, b.out_cols) for b in dense],  # Aᵀ D, dense blocks
@@ -168,7 +166,7 @@ class KKTPattern:
             indptr=np.searchsorted(csc_cols, np.arange(size + 1)).astype(np.int32),
             p_src=p_src, atd_a=atd_a, atd_d=atd_d, dense=tuple(dense), p_full=p_full,
             entry_rows=rows, entry_cols=cols,
-            paired_starts=None if first.size == place.size else first,
+            paired_starts=None if first.size == by_place.size else first,
             minus_one=minus_one, to_csc=to_csc, zero_rows=cone.dims.zero,
             scalar_rows=scalar_rows, scalar_d=scalar_d,
         )

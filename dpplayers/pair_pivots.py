@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from .scratch import scratch
-from .sparse_pattern import concatenated_ranges, set_columns
+from .sparse_pattern import concatenated_ranges, set_columns, sorted_runs
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -124,10 +124,8 @@ class SchurTerms:
     def of(cls, i: Index, j: Index, k: Index, rows: Index, cols: Index, e: int) -> SchurTerms:
         """Products (i, j, k) of RQ (|rows| × e) and QR (e × |cols|) whose targets in S are
         (rows[i], cols[k])."""
-        place = i * cols.size + k
-        order = np.argsort(place, kind="stable")
-        i, j, k, place = i[order], j[order], k[order], place[order]
-        first = np.flatnonzero(np.diff(place, prepend=-1) != 0)
+        order, first = sorted_runs(i * cols.size + k)
+        i, j, k = i[order], j[order], k[order]
         starts = None if first.size == i.size else first
         target_i, target_k = rows[i[first]], cols[k[first]]
         return cls(j, i * e + j, j * cols.size + k, target_i, target_k, starts,

@@ -84,8 +84,8 @@ class Retrieval:
 
     def apply(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, ...]:
         """z = [x; y] (n+m, B) → one array per output, shaped (B, *shape)."""
-        pick, top = self._selection
-        if pick is not None and top < x.shape[0]:
+        pick = self._selection
+        if pick is not None and self.last_column < x.shape[0]:
             flat = x[pick]  # primal variables only: no need to build z
         else:
             z = np.concatenate((x, y))
@@ -105,15 +105,13 @@ class Retrieval:
         return int(self.matrix.indices.max(initial=-1))
 
     @functools.cached_property
-    def _selection(self) -> tuple[npt.NDArray[np.intp] | None, int]:
-        """(the entries of z that R picks when every row of R is one 1, the usual variable;
-        the largest of them, so that a pick inside x needs no [x; y]): a gather is several
-        times cheaper than a sparse product per call."""
+    def _selection(self) -> npt.NDArray[np.intp] | None:
+        """The entries of z that R picks when every row of R is one 1 (the usual variable),
+        else None: a gather is several times cheaper than a sparse product per call."""
         R = self.matrix
         if R.nnz != R.shape[0] or np.any(np.diff(R.indptr) != 1) or np.any(R.data != 1.0):
-            return None, -1
-        pick = R.indices.astype(np.intp)
-        return pick, int(pick.max(initial=-1))
+            return None
+        return R.indices.astype(np.intp)
 
     def transpose(self, cotangents: Sequence[FloatArray | None], values: Sequence[FloatArray],
                   batch: int) -> FloatArray:
@@ -122,7 +120,7 @@ class Retrieval:
         distinct entry of z, each output's block goes straight to its entries (several
         times cheaper than a sparse product at batch 1); else through R's rows and the
         product with Rᵀ, transposed once."""
-        pick, _ = self._selection
+        pick = self._selection
         direct = pick is not None and self._distinct_picks
         g = np.zeros((self.matrix.shape[1] if direct else self.matrix.shape[0], batch))
         for spec, ct, val in zip(self.outputs, cotangents, values):
@@ -137,7 +135,7 @@ class Retrieval:
 
     @functools.cached_property
     def _distinct_picks(self) -> bool:
-        pick, _ = self._selection
+        pick = self._selection
         return pick is not None and np.unique(pick).size == pick.size
 
     @functools.cached_property

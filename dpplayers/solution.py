@@ -224,7 +224,7 @@ class Solution:
         cts = self._check_outputs(cotangents, "cotangent")
         values = [v if self.batch is not None else v[None] for v in self.values]
         g_z = prog.retrieval.transpose(cts, values, nb)  # (n+m, B)
-        g_theta = self._pull_to_theta(*self._adjoints(g_z[:, :, None], self._y_unread))
+        g_theta = self._pull_to_theta(*self._adjoints(g_z[:, :, None]))
         return prog.layout.pull_back(g_theta, self.batch, self._raw_theta)
 
     def jvp(self, *tangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
@@ -261,18 +261,14 @@ class Solution:
         out[n:, cols] = -self._apply_d(ok, duv[n:]).reshape(prog.m, -1)
         return out
 
-    @property
-    def _y_unread(self) -> bool:
-        """Whether R reads no entry of y (only primal variables requested): a cotangent
-        through Rᵀ is then zero on y."""
-        return self.program.retrieval.last_column < self.program.n
-
-    def _adjoints(self, G: FloatArray, y_zero: bool = False) -> tuple[FloatArray | None, ...]:
-        """Cotangents on z = [x; y], G (n+m, B, q) (q columns per element; a broadcast view
-        will do) ↦ cotangents on the data (P upper, A, b, c) through Jᵀ, each (rows, B·q),
-        element k's columns k·q … (k+1)·q − 1; NaN for a failed element. ``y_zero``: G is
-        zero on y, so is DΠ of it (no product)."""
+    def _adjoints(self, G: FloatArray) -> tuple[FloatArray | None, ...]:
+        """Cotangents on z = [x; y] through Rᵀ, G (n+m, B, q) (q columns per element; a
+        broadcast view will do) ↦ cotangents on the data (P upper, A, b, c) through Jᵀ, each
+        (rows, B·q), element k's columns k·q … (k+1)·q − 1; NaN for a failed element.
+        Where R reads no entry of y (only primal variables requested), G is zero on y and
+        so is DΠ of it: no product."""
         prog, n = self.program, self.program.n
+        y_zero = prog.retrieval.last_column < n
         N, nb, q = G.shape
         ok = self._ok_keys
         every = len(ok) == nb
@@ -339,7 +335,7 @@ class Solution:
         g_z = prog.retrieval.matrix.T.toarray()  # (n+m, K): one column per output entry
         nb, K = self.x.shape[1], g_z.shape[1]
         G = np.broadcast_to(g_z[:, None, :], (g_z.shape[0], nb, K))  # the same for each
-        g = self._pull_to_theta(*self._adjoints(G, self._y_unread))  # (p, B·K)
+        g = self._pull_to_theta(*self._adjoints(G))  # (p, B·K)
         return g.reshape(-1, nb, K).transpose(2, 1, 0)
 
     def _check_outputs(self, cts: Sequence, what: str) -> list[FloatArray | None]:

@@ -58,6 +58,14 @@ def concatenated_ranges(starts: npt.ArrayLike, counts: npt.ArrayLike) -> npt.NDA
     return np.repeat(starts - offsets, counts) + np.arange(counts.sum())
 
 
+def sorted_runs(keys: npt.NDArray[np.integer]) -> tuple[npt.NDArray[np.intp],
+                                                      npt.NDArray[np.intp]]:
+    """A stable order that sorts ``keys``, and where each run of equal keys starts in it:
+    entries landing on one place of a pattern, side by side for one ``reduceat``."""
+    order = np.argsort(keys, kind="stable")
+    return order, np.flatnonzero(np.diff(keys[order], prepend=-1) != 0)
+
+
 def set_columns(target: FloatArray, at: npt.NDArray[np.intp], values: FloatArray) -> None:
     """target[:, at] = values for target (b, L) and values (b, len(at)): flat where b is 1
     and target is one run in memory (a 1-D fancy assignment costs about 60% of the 2-D one,
