@@ -71,15 +71,38 @@ def resolve_requests(problem: cp.Problem, variables: Sequence[cp.Variable]) -> t
         if not isinstance(v, cp.Variable):
             raise VariableError(f"variables must be cvxpy Variables, got {type(v).__name__}: {v}.")
         if v.id in primal:
+            _refuse_complex_variable(v)
             out.append(Request(v, None, 0))
         elif v.id in duals:
             out.append(Request(v, *duals[v.id]))
+            _refuse_complex_dual(out[-1])
         else:
             raise VariableError(
                 f"variable '{v.name()}' (shape {v.shape}) is neither a variable of the problem "
                 "nor a dual variable (con.dual_variables[0]) of one of its constraints."
             )
     return tuple(out)
+
+
+def _refuse_complex_variable(v: cp.Variable) -> None:
+    """Outputs are real arrays: a complex variable's imaginary part would be dropped."""
+    if v.is_complex():
+        kind = "hermitian" if v.attributes.get("hermitian") else "complex"
+        raise VariableError(
+            f"variable '{v.name()}' (shape {v.shape}) is {kind}: dpplayers returns real arrays "
+            "and does not support complex outputs; write it as two real variables, "
+            f"{v.name()}_re + 1j * {v.name()}_im, and request those."
+        )
+
+
+def _refuse_complex_dual(r: Request) -> None:
+    """A constraint between complex expressions has a complex dual: refuse it by name."""
+    if any(arg.is_complex() for arg in r.constraint.args):
+        raise VariableError(
+            f"the {_dual_name(r)} is complex (the constraint is between complex expressions): "
+            "dpplayers returns real arrays and does not support complex outputs; state the "
+            "constraint on cp.real(...) and cp.imag(...) separately and request those duals."
+        )
 
 
 @dataclass(frozen=True)

@@ -269,3 +269,13 @@ def test_complex_constants_with_real_leaves_are_exact():
     problem = cp.Problem(cp.Minimize(cp.sum_squares(cp.abs((1 + 2j) * x - p)) + cp.sum(x)))
     points = [[np.array([1.0, 2.0])], [np.array([-0.5, 0.3])]]
     check_problem(problem, [p], [x], points)
+
+
+def test_unrequested_complex_variable_leaves_real_outputs_exact():
+    """A complex variable that is not an output is split exactly by cvxpy's Complex2Real."""
+    x, z = cp.Variable(2), cp.Variable(2, complex=True)
+    p = cp.Parameter(2, name="p")
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - p) + cp.sum_squares(cp.abs(z - x))
+                                     + cp.sum_squares(cp.imag(z) - 1.0)))
+    points = [[np.array([1.0, 2.0])], [np.array([-0.5, 0.3])]]
+    check_problem(problem, [p], [x], points)
