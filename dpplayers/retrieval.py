@@ -9,9 +9,9 @@ off cvxpy's own inversion, step by step as ``Chain.invert`` runs it, with one st
 the projection (the solver's x already satisfies the attribute constraints it was given).
 Every step left is linear, so three probe solutions pin R down. Probe 1 (all ones) gives
 each output's coefficient, probe 2 (distinct values) gives its source entry, and a random
-probe 3 of mixed signs verifies the result; an output that depends on more than one entry
-fails the check and is then probed column by column (exact, slower). An R that still fails
-the check is refused by name, never returned.
+probe of mixed signs and its negative verify the result; an output that depends on more than
+one entry fails the check and is then probed column by column (exact, slower). An R that
+still fails the check is refused by name, never returned.
 
 With ``gp=True`` cvxpy returns exp(R z) for primal variables; those outputs are marked
 ``exp`` and probed through a log, so R stays the log-space map.
