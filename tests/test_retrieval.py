@@ -156,6 +156,32 @@ def test_duals_of_constraints_on_attribute_variables():
     check_problem(problem, [p, lo, s], outputs, points)
 
 
+def test_maximize_with_attribute_variables_and_a_dual():
+    x, w = cp.Variable(3, nonpos=True), cp.Variable(3, bounds=[-1.0, 2.0])
+    p, q = cp.Parameter(3, name="p"), cp.Parameter(3, name="q")
+    joint = x + w <= q
+    problem = cp.Problem(cp.Maximize(-cp.sum_squares(x - p) - cp.sum_squares(w + p)), [joint])
+    points = [[np.array([1.3, -1.7, 0.3]), np.array([0.5, 0.1, -0.2])],
+              [np.array([-1.2, 0.4, 2.5]), np.array([-0.5, 1.1, 0.2])]]
+    check_problem(problem, [p, q], [x, w, joint.dual_variables[0]], points)
+
+
+def test_torch_layer_gradcheck_on_a_nonpos_variable():
+    torch = pytest.importorskip("torch")
+    from dpplayers.torch import CvxpyLayer
+
+    x = cp.Variable(3, nonpos=True)
+    problem, p = projection_problem(x)
+    layer = CvxpyLayer(problem, parameters=[p], variables=[x])
+    args = {"eps": 1e-10, "refine": REFINE}
+    for value in ([1.0, -2.0, 0.3], [-0.7, 0.2, -1.5]):
+        theta = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        (out,) = layer(theta, solver_args=args)
+        np.testing.assert_allclose(out.detach().numpy(), np.minimum(value, 0.0), atol=1e-8)
+        assert torch.autograd.gradcheck(lambda t: layer(t, solver_args=args)[0], (theta,),
+                                        atol=1e-5)
+
+
 # ------------------------------------------------------------------- item 10: diag=True
 
 
