@@ -211,6 +211,7 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     report = check_dpp(problem, params, wanted, gp=gp)
     if not report.ok:
         raise DPPError(report)
+    _refuse_complex_parameters(params)
     requests = resolve_requests(problem, wanted)
 
     lifted, quad_forms = lift_parametric_quad_forms(problem)
@@ -255,6 +256,17 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         C_c=C_c, P=P_pattern, C_P=C_P, retrieval=retrieval, solver=solver, gp=gp, mode=mode,
         compile_seconds=time.perf_counter() - start, backend=make_solver(solver, cones, n),
     )
+
+
+def _refuse_complex_parameters(params: Sequence[cp.Parameter]) -> None:
+    """Parameters are real arrays here: a complex one's imaginary part would be dropped."""
+    for p in params:
+        if p.is_complex():
+            raise ParameterError(
+                f"parameter '{p.name()}' (shape {p.shape}) is complex: dpplayers does not "
+                "support complex parameters; write it as two real parameters, "
+                f"{p.name()}_re + 1j * {p.name()}_im, and pass their values."
+            )
 
 
 def _specs(params: Sequence[cp.Parameter], gp: bool) -> list[ParameterSpec]:

@@ -3,10 +3,15 @@
 R is linear (a sparse matrix on z = [x; y]). Rather than re-deriving how each of cvxpy's
 reductions maps solutions back (symmetric variables stored as triangles, PSD duals,
 SOC and exponential-cone duals split per argument, maximisation signs, ...), R is read
-off cvxpy's own ``Chain.invert``: the inversion is linear, so three probe solutions pin it
-down. Probe 1 (all ones) gives each output's coefficient, probe 2 (distinct values) gives
-its source entry, and a random probe 3 verifies the result; an output that depends on more
-than one entry fails the check and is then probed column by column (exact, slower).
+off cvxpy's own inversion, step by step as ``Chain.invert`` runs it, with one step replaced:
+``CvxAttr2Constr`` projects each recovered leaf onto its attributes (``Leaf.project``:
+``nonpos``, ``bounds``... clip, which is not linear), so that step is redone here without
+the projection (the solver's x already satisfies the attribute constraints it was given).
+Every step left is linear, so three probe solutions pin R down. Probe 1 (all ones) gives
+each output's coefficient, probe 2 (distinct values) gives its source entry, and a random
+probe of mixed signs and its negative verify the result; an output that depends on more than
+one entry fails the check and is then probed column by column (exact, slower). An R that
+still fails the check is refused by name, never returned.
 
 With ``gp=True`` cvxpy returns exp(R z) for primal variables; those outputs are marked
 ``exp`` and probed through a log, so R stays the log-space map.
@@ -23,6 +28,8 @@ import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr, recover_value_for_leaf
+from cvxpy.reductions.solution import Solution
 
 from .errors import VariableError
 
@@ -64,15 +71,38 @@ def resolve_requests(problem: cp.Problem, variables: Sequence[cp.Variable]) -> t
         if not isinstance(v, cp.Variable):
             raise VariableError(f"variables must be cvxpy Variables, got {type(v).__name__}: {v}.")
         if v.id in primal:
+            _refuse_complex_variable(v)
             out.append(Request(v, None, 0))
         elif v.id in duals:
             out.append(Request(v, *duals[v.id]))
+            _refuse_complex_dual(out[-1])
         else:
             raise VariableError(
                 f"variable '{v.name()}' (shape {v.shape}) is neither a variable of the problem "
                 "nor a dual variable (con.dual_variables[0]) of one of its constraints."
             )
     return tuple(out)
+
+
+def _refuse_complex_variable(v: cp.Variable) -> None:
+    """Outputs are real arrays: a complex variable's imaginary part would be dropped."""
+    if v.is_complex():
+        kind = "hermitian" if v.attributes.get("hermitian") else "complex"
+        raise VariableError(
+            f"variable '{v.name()}' (shape {v.shape}) is {kind}: dpplayers returns real arrays "
+            "and does not support complex outputs; write it as two real variables, "
+            f"{v.name()}_re + 1j * {v.name()}_im, and request those."
+        )
+
+
+def _refuse_complex_dual(r: Request) -> None:
+    """A constraint between complex expressions has a complex dual: refuse it by name."""
+    if any(arg.is_complex() for arg in r.constraint.args):
+        raise VariableError(
+            f"the {_dual_name(r)} is complex (the constraint is between complex expressions): "
+            "dpplayers returns real arrays and does not support complex outputs; state the "
+            "constraint on cp.real(...) and cp.imag(...) separately and request those duals."
+        )
 
 
 @dataclass(frozen=True)
@@ -172,7 +202,12 @@ def _unflatten(block: FloatArray, shape: tuple[int, ...]) -> FloatArray:
 
 def build_retrieval(chain: cp.reductions.Chain, inverse_data: list, n: int, m: int,
                     requests: Sequence[Request], gp: bool) -> Retrieval:
-    """Read R off ``chain.invert`` by probing (see the module docstring)."""
+    """Read R off cvxpy's linear inversion by probing (see the module docstring).
+
+    Raises:
+        VariableError: an output's map back from the solver is not linear (R would not be
+            exact); the message names the output.
+    """
     specs, offset = [], 0
     for r in requests:
         shape = tuple(int(d) for d in r.variable.shape)
@@ -194,11 +229,44 @@ def build_retrieval(chain: cp.reductions.Chain, inverse_data: list, n: int, m: i
     ok = (src >= 0) & (src < total)
     rows, src = rows[ok], src[ok]
     R = sp.csr_array((scale[rows], (rows, src)), shape=(offset, total))
-    check = np.random.default_rng(0).uniform(0.5, 1.5, total)
-    bad = np.flatnonzero(~np.isclose(R @ check, probe(check), rtol=1e-9, atol=1e-12))
+    check = _check_probe(total)
+    bad = _mismatched_rows(R, probe, check)
     if bad.size:
         R = _probe_columns(probe, total, offset, R, bad)
+        _refuse_nonlinear(_mismatched_rows(R, probe, check), specs)
     return Retrieval(R.tocsr(), specs)
+
+
+def _check_probe(total: int) -> FloatArray:
+    """A fixed random z of both signs and varied sizes: a map that clips, rounds or takes
+    absolute values (not linear) disagrees with R somewhere on it, where the all-positive
+    probes that built R could not tell (``nonpos`` maps every one of them to 0)."""
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.5, 2.0, total) * rng.choice((-1.0, 1.0), total)
+
+
+def _mismatched_rows(R: sp.csr_array, probe, check: FloatArray) -> npt.NDArray[np.intp]:
+    """Rows of R that disagree with the probed map at ``check`` or at ``-check``, beyond
+    rounding relative to the size of each row's terms (a sum may cancel to near zero)."""
+    bad = np.zeros(R.shape[0], dtype=bool)
+    scale = abs(R) @ np.abs(check)
+    for z in (check, -check):
+        bad |= np.abs(R @ z - probe(z)) > 1e-9 * scale + 1e-12
+    return np.flatnonzero(bad)
+
+
+def _refuse_nonlinear(bad_rows: npt.NDArray[np.intp], specs: Sequence[OutputSpec]) -> None:
+    """Raise naming each output whose rows of R could not be verified exact."""
+    if not bad_rows.size:
+        return
+    names = [s.name for s in specs
+             if np.any((bad_rows >= s.offset) & (bad_rows < s.offset + s.size))]
+    raise VariableError(
+        f"cannot read {', '.join(repr(n) for n in names)} back from the solver exactly: "
+        "cvxpy's map from the solver's solution to it is not linear (an attribute or "
+        "construct dpplayers does not support in an output); request another variable or "
+        "declare it without the attribute and add the constraint explicitly."
+    )
 
 
 def _probe_columns(probe, total: int, k: int, R: sp.csr_array, bad_rows: FloatArray) -> sp.csr_array:
@@ -219,7 +287,7 @@ def _read_outputs(chain, inverse_data, x, y, requests, specs, size) -> FloatArra
         "x": x, "y": y, "s": np.zeros_like(y),
         "info": {"status_val": 1, "solve_time": 0.0, "setup_time": 0.0, "iter": 0, "pobj": 0.0},
     }
-    inverted = chain.invert(solution, inverse_data)
+    inverted = _invert_linearly(chain, solution, inverse_data)
     out = np.zeros(size)
     for r, spec in zip(requests, specs):
         if r.constraint is None:
@@ -231,6 +299,39 @@ def _read_outputs(chain, inverse_data, x, y, requests, specs, size) -> FloatArra
             value = _dual_piece(r, inverted.dual_vars.get(r.constraint.id))
         out[spec.offset : spec.offset + spec.size] = np.reshape(value, -1, order="F")
     return out
+
+
+def _invert_linearly(chain: cp.reductions.Chain, solution, inverse_data: list) -> Solution:
+    """``chain.invert`` with CvxAttr2Constr's step done without projecting onto attributes
+    (:func:`_recover_attribute_leaves`); every other step is cvxpy's own."""
+    for reduction, inverse in reversed(list(zip(chain.reductions, inverse_data))):
+        if isinstance(reduction, CvxAttr2Constr):
+            solution = _recover_attribute_leaves(solution, inverse)
+        else:
+            solution = reduction.invert(solution, inverse)
+    return solution
+
+
+def _recover_attribute_leaves(solution: Solution, inverse) -> Solution:
+    """CvxAttr2Constr's inversion, linear: each variable's full value from its reduced one
+    (triangle → symmetric, diagonal → matrix, nonzeros → sparse pattern; dense always) but
+    never projected onto ``nonpos``/``bounds``/... as ``Leaf.project`` would. Constraint
+    duals are renamed back to the user's constraints."""
+    if not inverse:  # the reduction had nothing to do
+        return solution
+    new_by_id, old_by_id, constraint_ids = inverse
+    primal = {}
+    for vid, var in old_by_id.items():
+        reduced = solution.primal_vars.get(new_by_id[vid].id)
+        if reduced is None:
+            continue
+        value = recover_value_for_leaf(var, reduced, project=False)
+        primal[vid] = value.toarray() if sp.issparse(value) else value
+    duals = None
+    if solution.dual_vars is not None:
+        duals = {orig: solution.dual_vars[new] for orig, new in constraint_ids.items()
+                 if new in solution.dual_vars}
+    return Solution(solution.status, solution.opt_val, primal, duals, solution.attr)
 
 
 def _dual_piece(r: Request, raw) -> FloatArray:
