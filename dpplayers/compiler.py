@@ -35,7 +35,7 @@ from .dpp import check_dpp
 from .errors import DPPError, ParameterError
 from .kkt_pattern import KKTPattern
 from .parameters import ParameterLayout, ParameterSpec
-from .quad_forms import ParametricQuadForm, lift_parametric_quad_forms
+from .quad_forms import ParametricQuadForm, lift_parametric_quad_forms, matrix_coefficients
 from .retrieval import Retrieval, build_retrieval, resolve_requests
 from .solvers import AbstractConeSolver, make_solver
 from .sparse_pattern import CSCPattern
@@ -222,15 +222,13 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     # a fresh Problem: cvxpy caches its chain on the object, and a cached DGP chain
     # re-reads parameter values (log of None) on the second compile
     lifted = cp.Problem(lifted.objective, lifted.constraints)
-    data, chain, inverse_data = lifted.get_problem_data(
-        solver=cp.SCS, gp=gp, canon_backend=canon_backend,
-        solver_opts={"use_quad_obj": quad_obj},
-    )
+    data, chain, inverse_data = _canonicalize(lifted, gp, quad_obj, canon_backend)
     pp = data[cp.settings.PARAM_PROB]
     n = int(pp.x.size)
     m = int(pp.A.shape[0] // (n + 1))
     layout = ParameterLayout(tuple(_specs(params, gp)))
-    lowering = _lowering_matrix(chain, pp, params, layout)
+    in_quad_forms = {p.id for term in quad_forms for p in term.matrix.parameters()}
+    lowering = _lowering_matrix(chain, pp, params, layout, in_quad_forms)
 
     T_A = sp.csr_array(sp.csr_array(pp.A) @ lowering)
     A_pattern, C_A = _pattern_map(T_A[: m * n], (m, n), negate=True, upper=False)
@@ -257,6 +255,44 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     )
 
 
+FROZEN_PARAMETERS_MSG = (
+    "cvxpy cannot keep the parameter(s) {names} of `{expr}` as parameters: it would compile "
+    "their current values into the program, and later values would be ignored. {hint}")
+FROZEN_QUAD_FORM_HINT = (
+    "Write the quadratic form as `cp.sum_squares(L @ ({arg}))` with a constant factor L "
+    "(M = LᵀL, e.g. Cholesky), or make its argument parameter-free with a new variable "
+    "`aux == {arg}`.")
+FROZEN_HINT = "Rewrite it so that it is DPP for cvxpy's conic-QP path."
+
+
+def _canonicalize(lifted: cp.Problem, gp: bool, quad_obj: bool, canon_backend: str | None):
+    """cvxpy's SCS chain on ``lifted``, never evaluating parameters: where cvxpy would fall
+    back to ``EvalParams`` (its QP-scoped DPP test fails) the parameters are named."""
+    if not gp and not lifted.is_dpp("dcp", quad_form_dpp="qp"):
+        raise DPPError(_frozen_parameters(lifted.objective.args[0]))
+    try:
+        return lifted.get_problem_data(
+            solver=cp.SCS, gp=gp, canon_backend=canon_backend, enforce_dpp=True,
+            solver_opts={"use_quad_obj": quad_obj},
+        )
+    except cp.error.DPPError as err:
+        raise DPPError(_frozen_parameters(lifted.objective.args[0])) from err
+
+
+def _frozen_parameters(objective: cp.Expression) -> str:
+    """Which parameters cvxpy would freeze, in which sub-expression, and the rewrite."""
+    culprits = [e for e in _subexpressions(objective)
+                if isinstance(e, cp.atoms.quad_form.QuadForm) and e.args[0].parameters()]
+    expr = culprits[0] if culprits else objective
+    names = ", ".join(f"`{p.name()}`" for p in expr.parameters())
+    hint = FROZEN_QUAD_FORM_HINT.format(arg=expr.args[0]) if culprits else FROZEN_HINT
+    return FROZEN_PARAMETERS_MSG.format(names=names, expr=expr, hint=hint)
+
+
+def _subexpressions(expr: cp.Expression) -> list[cp.Expression]:
+    return [expr] + [sub for arg in expr.args for sub in _subexpressions(arg)]
+
+
 def _specs(params: Sequence[cp.Parameter], gp: bool) -> list[ParameterSpec]:
     specs, offset = [], 0
     for p in params:
@@ -266,13 +302,15 @@ def _specs(params: Sequence[cp.Parameter], gp: bool) -> list[ParameterSpec]:
 
 
 def _lowering_matrix(chain: cp.reductions.Chain, pp, params: Sequence[cp.Parameter],
-                     layout: ParameterLayout) -> sp.csr_array:
+                     layout: ParameterLayout, in_quad_forms: set[int]) -> sp.csr_array:
     """L with θ̃_cvxpy = L θ̃_user: follows each parameter through cvxpy's reductions.
 
     Dgp2Dcp swaps p for log p (the log itself is applied in ParameterLayout.stack);
     CvxAttr2Constr swaps a symmetric/diagonal/sparse parameter for its reduced vector,
     which is linear and read off ``lower_value``. A symmetric parameter's reduced entries
     are taken as (Q_ij + Q_ji) / 2, so gradients with respect to it come out symmetric.
+    A parameter cvxpy's data lacks must be one only lifted quad forms use (``in_quad_forms``,
+    ids); any other is refused rather than silently given a zero derivative.
     """
     p_red = int(pp.A.shape[1]) - 1
     rows, cols, vals = [p_red], [layout.size], [1.0]  # the constant
@@ -288,7 +326,11 @@ def _lowering_matrix(chain: cp.reductions.Chain, pp, params: Sequence[cp.Paramet
                     current = reduced
         col = pp.param_id_to_col.get(current.id)
         if col is None:
-            continue  # only in lifted quad_forms, or eliminated by cvxpy
+            if param.id in in_quad_forms:
+                continue  # only in lifted quad_forms: _quad_form_map places it
+            raise DPPError(
+                f"parameter `{param.name()}` is not in cvxpy's compiled program (its value "
+                f"would be ignored); rewrite the expression that uses it so the problem is DPP.")
         coo = sp.coo_array(E)
         rows.extend(coo.row + col)
         cols.extend(coo.col + spec.offset)
@@ -325,26 +367,32 @@ def _attribute_lowering(param: cp.Parameter) -> sp.csr_array:
 
 def _quad_form_map(terms: Sequence[ParametricQuadForm], pp, params: Sequence[cp.Parameter],
                    layout: ParameterLayout, n: int) -> sp.csr_array:
-    """Rows vec_F(P): weight·(Q + Qᵀ) on each lifted variable's block, from Q's θ entries."""
-    rows, cols, vals = [], [], []
+    """Rows vec_F(P): weight·(Q + Qᵀ) on each lifted variable's block, Q(θ) affine."""
+    total = sp.csr_array((n * n, layout.size + 1))
     for term in terms:
-        spec = _spec_for(params, layout, term.matrix)
         start = pp.var_id_to_col[term.aux.id]
-        k = term.matrix.shape[0]
+        k = term.aux.size
         i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
         i, j = i.ravel(), j.ravel()
-        a_i, a_j = start + i, start + j
-        # P[a_i, a_j] += w Q[i, j] + w Q[j, i]
-        for qi, qj in ((i, j), (j, i)):
-            rows.append(a_j * n + a_i)
-            cols.append(spec.offset + qj * k + qi)
-            vals.append(np.full(i.size, term.weight))
-    if not rows:
-        return sp.csr_array((n * n, layout.size + 1))
-    return sp.csr_array(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(n * n, layout.size + 1),
-    )
+        # P[start + i, start + j] += w Q[i, j] + w Q[j, i]: a (n², k²) selection of vec_F(Q)
+        rows = np.concatenate([(start + j) * n + start + i] * 2)
+        entries = np.concatenate([j * k + i, i * k + j])
+        select = sp.csr_array((np.full(rows.size, term.weight), (rows, entries)),
+                              shape=(n * n, k * k))
+        total = total + select @ _matrix_map(term.matrix, params, layout)
+    return sp.csr_array(total)
+
+
+def _matrix_map(matrix: cp.Expression, params: Sequence[cp.Parameter],
+                layout: ParameterLayout) -> sp.csr_array:
+    """vec_F(Q(θ)) as a (k², p + 1) map of θ̃ = [θ; 1] in the layout's coordinates."""
+    base, coefficients = matrix_coefficients(matrix)
+    T = np.zeros((base.size, layout.size + 1))
+    T[:, layout.size] = base
+    for param in matrix.parameters():
+        spec = _spec_for(params, layout, param)
+        T[:, spec.offset: spec.offset + spec.size] = coefficients[param.id]
+    return sp.csr_array(T)
 
 
 def _spec_for(params: Sequence[cp.Parameter], layout: ParameterLayout,
