@@ -9,7 +9,7 @@ only re-expresses its parameter tensors in the user's parameter coordinates and 
 sparsity pattern for A and P, so that a whole batch of data is one sparse × dense product
 per map. P is stored as its upper triangle (what both solvers read).
 
-Quadratic forms ``quad_form(x, Q)`` with a parameter ``Q`` in the objective are lifted out
+Quadratic forms ``quad_form(x, Q)`` with a parameter-affine ``Q`` in the objective are lifted out
 first (:mod:`dpplayers.quad_forms`): cvxpy compiles the rest, and this module adds Q's
 entries to P on the lifted variable's columns.
 """
@@ -25,6 +25,7 @@ import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr, lower_value
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
 
@@ -213,7 +214,8 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         raise DPPError(report)
     requests = resolve_requests(problem, wanted)
 
-    lifted, quad_forms = lift_parametric_quad_forms(problem)
+    # DGP keeps its quad forms: they are log-log convex atoms there, not P(θ) terms
+    lifted, quad_forms = (problem, ()) if gp else lift_parametric_quad_forms(problem)
     if quad_forms and not quad_obj:
         raise ValueError(
             "quad_form(x, Q) with a parameter Q needs quad_obj=True (the solver takes P(θ) "
@@ -282,7 +284,7 @@ def _canonicalize(lifted: cp.Problem, gp: bool, quad_obj: bool, canon_backend: s
 def _frozen_parameters(objective: cp.Expression) -> str:
     """Which parameters cvxpy would freeze, in which sub-expression, and the rewrite."""
     culprits = [e for e in _subexpressions(objective)
-                if isinstance(e, cp.atoms.quad_form.QuadForm) and e.args[0].parameters()]
+                if isinstance(e, QuadForm) and e.args[0].parameters()]
     expr = culprits[0] if culprits else objective
     names = ", ".join(f"`{p.name()}`" for p in expr.parameters())
     hint = FROZEN_QUAD_FORM_HINT.format(arg=expr.args[0]) if culprits else FROZEN_HINT
@@ -387,12 +389,16 @@ def _matrix_map(matrix: cp.Expression, params: Sequence[cp.Parameter],
                 layout: ParameterLayout) -> sp.csr_array:
     """vec_F(Q(θ)) as a (k², p + 1) map of θ̃ = [θ; 1] in the layout's coordinates."""
     base, coefficients = matrix_coefficients(matrix)
-    T = np.zeros((base.size, layout.size + 1))
-    T[:, layout.size] = base
+    nonzero = np.flatnonzero(base)
+    rows, cols, vals = [nonzero], [np.full(nonzero.size, layout.size)], [base[nonzero]]
     for param in matrix.parameters():
         spec = _spec_for(params, layout, param)
-        T[:, spec.offset: spec.offset + spec.size] = coefficients[param.id]
-    return sp.csr_array(T)
+        coo = sp.coo_array(coefficients[param.id])
+        rows.append(coo.row)
+        cols.append(coo.col + spec.offset)
+        vals.append(coo.data)
+    return sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(base.size, layout.size + 1))
 
 
 def _spec_for(params: Sequence[cp.Parameter], layout: ParameterLayout,

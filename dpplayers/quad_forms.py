@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
+import scipy.sparse as sp
 from cvxpy.atoms.affine.add_expr import AddExpression
 from cvxpy.atoms.affine.binary_operators import DivExpression, MulExpression
 from cvxpy.atoms.affine.unary_operators import NegExpression
@@ -137,27 +138,36 @@ def explain_quad_form(expr: QuadForm, in_objective: bool) -> str:
 
 def matrix_coefficients(
     matrix: Expression,
-) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+) -> tuple[np.ndarray, dict[int, sp.csc_array]]:
     """The affine map θ ↦ vec_F(Q(θ)) of a parameter-affine matrix, read by probing.
 
-    Returns ``(Q0, {parameter id: T_p})`` with vec_F(Q) = Q0 + Σ_p T_p vec_F(p), ``T_p`` of
-    shape ``(Q.size, p.size)``. The expression tree is evaluated with values substituted
-    for its parameters (not assigned to them: a unit probe is not PSD, and the user's
-    values stay untouched); affinity in the parameters makes the probes exact.
+    Returns ``(Q0, {parameter id: T_p})`` with vec_F(Q) = Q0 + Σ_p T_p vec_F(p), ``T_p``
+    sparse of shape ``(Q.size, p.size)``. A bare parameter is the identity; otherwise the
+    expression tree is evaluated once per parameter entry with values substituted for its
+    parameters (not assigned to them: a unit probe is not PSD, and the user's values stay
+    untouched); affinity in the parameters makes the probes exact.
     """
+    if isinstance(matrix, cp.Parameter):
+        return np.zeros(matrix.size), {matrix.id: sp.identity(matrix.size, format="csc")}
     params = matrix.parameters()
     zeros = {p.id: np.zeros(p.shape) for p in params}
     base = _vec(_evaluate(matrix, zeros))
     coefficients = {}
     for param in params:
-        T = np.empty((base.size, param.size))
+        rows, cols, vals = [], [], []
         for entry in range(param.size):
             unit = np.zeros(param.size)
             unit[entry] = 1.0
             probe = dict(zeros)
             probe[param.id] = unit.reshape(param.shape, order="F")
-            T[:, entry] = _vec(_evaluate(matrix, probe)) - base
-        coefficients[param.id] = T
+            column = _vec(_evaluate(matrix, probe)) - base
+            nonzero = np.flatnonzero(column)
+            rows.append(nonzero)
+            cols.append(np.full(nonzero.size, entry))
+            vals.append(column[nonzero])
+        coefficients[param.id] = sp.csc_array(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(base.size, param.size))
     return base, coefficients
 
 
@@ -342,7 +352,8 @@ def _free_quad_form_arguments(expr: Expression, equalities: list[cp.Constraint])
     if isinstance(expr, QuadForm):
         arg, matrix = expr.args
         if arg.parameters() and not matrix.parameters():
-            aux = cp.Variable(arg.shape, name=f"quad_form_arg{len(equalities)}")
+            aux = cp.Variable(arg.shape, name=f"quad_form_arg{len(equalities)}",
+                              complex=not arg.is_real())
             equalities.append(aux == arg)
             return expr.copy([aux, matrix])
         return expr
