@@ -64,9 +64,9 @@ NOT_BARE_HINT = (
     "its value")
 NOT_SUMMAND_HINT = (
     "`{expr}` is supported only as a summand of the objective with a constant positive weight "
-    "(negative under Maximize), not nested in another expression or with a negative or "
-    "parameter-dependent weight; use such a weight, or `cp.sum_squares(L @ x)` with a factor "
-    "parameter L")
+    "for a PSD matrix (negative for an NSD one; the opposite under Maximize), not nested in "
+    "another expression or with a parameter-dependent weight; use such a weight, or "
+    "`cp.sum_squares(L @ x)` with a factor parameter L")
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,8 @@ class _Lifter:
         if isinstance(argument, cp.Variable) and argument.ndim == 1:
             aux = argument  # P goes straight onto its columns (if it survives, see below)
         else:
-            aux = cp.Variable(argument.size, name=f"{_label(matrix)}_quad_form_aux{len(self.forms)}")
+            name = f"{_label(matrix)}_quad_form_aux{len(self.forms)}"
+            aux = cp.Variable(argument.size, name=name)
         self.forms.append(ParametricQuadForm(coef, aux, matrix, argument))
         return None
 

@@ -111,6 +111,8 @@ CASES: dict[str, Case] = {
         [cp.sum(x) <= 1])),
     "same Q twice": Case((PSD, VECTOR), lambda x, Q, q: cp.Problem(
         cp.Minimize(cp.quad_form(x, Q) + cp.quad_form(x + 1, Q) / 2 + q @ x), [x >= -0.3])),
+    "quad_form(x-p,Q) both parametric": Case((PSD, VECTOR), lambda x, Q, p: cp.Problem(
+        cp.Minimize(cp.quad_form(x - p, Q) + cp.sum(x)), [x >= -0.3])),
     "psd_wrap(S)": Case((SYMMETRIC, VECTOR), lambda x, S, q: cp.Problem(
         cp.Minimize(cp.quad_form(x, cp.psd_wrap(S)) + q @ x), [x >= -0.3])),
 }
