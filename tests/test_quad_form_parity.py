@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import cvxpy as cp
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 import dpplayers
 from dpplayers import compiler
 from dpplayers.errors import DPPError
+from dpplayers.parameters import ParameterLayout, ParameterSpec
 
 N = 3
 CLARABEL_TIGHT = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "refine": 3}
@@ -218,3 +220,16 @@ def test_unsupported_parametric_matrices_are_explained(build: Callable, phrase: 
     objective, constraints = build(x, P, S)
     with pytest.raises(DPPError, match=phrase):
         dpplayers.compile(cp.Problem(objective, constraints + [x >= -1]))
+
+
+def test_a_parameter_missing_from_cvxpy_data_is_refused_unless_lifted() -> None:
+    """The compiler's last guard: a parameter cvxpy's data lacks (here: no reductions and an
+    empty ``param_id_to_col``) is named, unless lifted quad forms alone carry it."""
+    p = cp.Parameter(2, name="p")
+    layout = ParameterLayout((ParameterSpec.of(p, 0, False),))
+    chain = SimpleNamespace(reductions=[])
+    pp = SimpleNamespace(A=np.zeros((4, 1)), param_id_to_col={})
+    with pytest.raises(DPPError, match="parameter `p` is not in cvxpy's compiled program"):
+        compiler._lowering_matrix(chain, pp, [p], layout, set())
+    lowering = compiler._lowering_matrix(chain, pp, [p], layout, {p.id})
+    assert lowering.shape == (1, 3) and lowering.nnz == 1  # only the constant
