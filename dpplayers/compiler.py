@@ -9,9 +9,9 @@ only re-expresses its parameter tensors in the user's parameter coordinates and 
 sparsity pattern for A and P, so that a whole batch of data is one sparse × dense product
 per map. P is stored as its upper triangle (what both solvers read).
 
-Quadratic forms ``quad_form(x, Q)`` with a parameter-affine ``Q`` in the objective are lifted out
-first (:mod:`dpplayers.quad_forms`): cvxpy compiles the rest, and this module adds Q's
-entries to P on the lifted variable's columns.
+Quadratic forms ``quad_form(x, Q)`` with a parameter-affine ``Q`` in the objective are
+lifted out first (:mod:`dpplayers.quad_forms`): cvxpy compiles the rest, and this module
+adds Q's entries to P on the lifted variable's columns.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr, lower_value
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
 
@@ -36,7 +35,12 @@ from .dpp import check_dpp
 from .errors import DPPError, ParameterError
 from .kkt_pattern import KKTPattern
 from .parameters import ParameterLayout, ParameterSpec
-from .quad_forms import ParametricQuadForm, lift_parametric_quad_forms, matrix_coefficients
+from .quad_forms import (
+    ParametricQuadForm,
+    explain_frozen_parameters,
+    lift_parametric_quad_forms,
+    matrix_coefficients,
+)
 from .retrieval import Retrieval, build_retrieval, resolve_requests
 from .solvers import AbstractConeSolver, make_solver
 from .sparse_pattern import CSCPattern
@@ -257,42 +261,18 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     )
 
 
-FROZEN_PARAMETERS_MSG = (
-    "cvxpy cannot keep the parameter(s) {names} of `{expr}` as parameters: it would compile "
-    "their current values into the program, and later values would be ignored. {hint}")
-FROZEN_QUAD_FORM_HINT = (
-    "Write the quadratic form as `cp.sum_squares(L @ ({arg}))` with a constant factor L "
-    "(M = LᵀL, e.g. Cholesky), or make its argument parameter-free with a new variable "
-    "`aux == {arg}`.")
-FROZEN_HINT = "Rewrite it so that it is DPP for cvxpy's conic-QP path."
-
-
 def _canonicalize(lifted: cp.Problem, gp: bool, quad_obj: bool, canon_backend: str | None):
     """cvxpy's SCS chain on ``lifted``, never evaluating parameters: where cvxpy would fall
     back to ``EvalParams`` (its QP-scoped DPP test fails) the parameters are named."""
     if not gp and not lifted.is_dpp("dcp", quad_form_dpp="qp"):
-        raise DPPError(_frozen_parameters(lifted.objective.args[0]))
+        raise DPPError(explain_frozen_parameters(lifted.objective.args[0]))
     try:
         return lifted.get_problem_data(
             solver=cp.SCS, gp=gp, canon_backend=canon_backend, enforce_dpp=True,
             solver_opts={"use_quad_obj": quad_obj},
         )
     except cp.error.DPPError as err:
-        raise DPPError(_frozen_parameters(lifted.objective.args[0])) from err
-
-
-def _frozen_parameters(objective: cp.Expression) -> str:
-    """Which parameters cvxpy would freeze, in which sub-expression, and the rewrite."""
-    culprits = [e for e in _subexpressions(objective)
-                if isinstance(e, QuadForm) and e.args[0].parameters()]
-    expr = culprits[0] if culprits else objective
-    names = ", ".join(f"`{p.name()}`" for p in expr.parameters())
-    hint = FROZEN_QUAD_FORM_HINT.format(arg=expr.args[0]) if culprits else FROZEN_HINT
-    return FROZEN_PARAMETERS_MSG.format(names=names, expr=expr, hint=hint)
-
-
-def _subexpressions(expr: cp.Expression) -> list[cp.Expression]:
-    return [expr] + [sub for arg in expr.args for sub in _subexpressions(arg)]
+        raise DPPError(explain_frozen_parameters(lifted.objective.args[0])) from err
 
 
 def _specs(params: Sequence[cp.Parameter], gp: bool) -> list[ParameterSpec]:

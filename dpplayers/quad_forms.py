@@ -46,8 +46,8 @@ from cvxpy.expressions.leaf import Leaf
 from cvxpy.utilities.scopes import dpp_scope
 
 __all__ = [
-    "ParametricQuadForm", "explain_quad_form", "lift_parametric_quad_forms", "matrix_coefficients",
-    "quad_form_matrix",
+    "ParametricQuadForm", "explain_frozen_parameters", "explain_quad_form",
+    "lift_parametric_quad_forms", "matrix_coefficients", "quad_form_matrix",
 ]
 
 CONSTRAINT_HINT = (
@@ -67,6 +67,14 @@ NOT_SUMMAND_HINT = (
     "for a PSD matrix (negative for an NSD one; the opposite under Maximize), not nested in "
     "another expression or with a parameter-dependent weight; use such a weight, or "
     "`cp.sum_squares(L @ x)` with a factor parameter L")
+FROZEN_PARAMETERS_MSG = (
+    "cvxpy cannot keep the parameter(s) {names} of `{expr}` as parameters: it would compile "
+    "their current values into the program, and later values would be ignored. {hint}")
+FROZEN_QUAD_FORM_HINT = (
+    "Write the quadratic form as `cp.sum_squares(L @ ({arg}))` with a constant factor L "
+    "(M = LᵀL, e.g. Cholesky), or make its argument parameter-free with a new variable "
+    "`aux == {arg}`.")
+FROZEN_HINT = "Rewrite it so that it is DPP for cvxpy's conic-QP path."
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,21 @@ def explain_quad_form(expr: QuadForm, in_objective: bool) -> str:
     if quad_form_matrix(expr) is None or not (matrix.is_psd() or matrix.is_nsd()):
         return NOT_BARE_HINT.format(**fmt)
     return NOT_SUMMAND_HINT.format(**fmt)
+
+
+def explain_frozen_parameters(objective: Expression) -> str:
+    """Which parameters cvxpy's conic-QP path would evaluate once (its QP-scoped DPP test
+    fails on a quad form with a parameter-dependent argument), where, and the rewrite."""
+    culprits = [e for e in _subexpressions(objective)
+                if isinstance(e, QuadForm) and e.args[0].parameters()]
+    expr = culprits[0] if culprits else objective
+    names = ", ".join(f"`{p.name()}`" for p in expr.parameters())
+    hint = FROZEN_QUAD_FORM_HINT.format(arg=expr.args[0]) if culprits else FROZEN_HINT
+    return FROZEN_PARAMETERS_MSG.format(names=names, expr=expr, hint=hint)
+
+
+def _subexpressions(expr: Expression) -> list[Expression]:
+    return [expr] + [sub for arg in expr.args for sub in _subexpressions(arg)]
 
 
 def matrix_coefficients(
