@@ -9,9 +9,9 @@ only re-expresses its parameter tensors in the user's parameter coordinates and 
 sparsity pattern for A and P, so that a whole batch of data is one sparse × dense product
 per map. P is stored as its upper triangle (what both solvers read).
 
-Quadratic forms ``quad_form(x, Q)`` with a parameter ``Q`` in the objective are lifted out
-first (:mod:`dpplayers.quad_forms`): cvxpy compiles the rest, and this module adds Q's
-entries to P on the lifted variable's columns.
+Quadratic forms ``quad_form(x, Q)`` with a parameter-affine ``Q`` in the objective are
+lifted out first (:mod:`dpplayers.quad_forms`): cvxpy compiles the rest, and this module
+adds Q's entries to P on the lifted variable's columns.
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ from .dpp import check_dpp
 from .errors import DPPError, ParameterError
 from .kkt_pattern import KKTPattern
 from .parameters import ParameterLayout, ParameterSpec
-from .quad_forms import ParametricQuadForm, lift_parametric_quad_forms
+from .quad_forms import (
+    ParametricQuadForm,
+    explain_frozen_parameters,
+    lift_parametric_quad_forms,
+    matrix_coefficients,
+)
 from .retrieval import Retrieval, build_retrieval, resolve_requests
 from .solvers import AbstractConeSolver, make_solver
 from .sparse_pattern import CSCPattern
@@ -214,7 +219,8 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     _refuse_complex_parameters(params)
     requests = resolve_requests(problem, wanted)
 
-    lifted, quad_forms = lift_parametric_quad_forms(problem)
+    # DGP keeps its quad forms: they are log-log convex atoms there, not P(θ) terms
+    lifted, quad_forms = (problem, ()) if gp else lift_parametric_quad_forms(problem)
     if quad_forms and not quad_obj:
         raise ValueError(
             "quad_form(x, Q) with a parameter Q needs quad_obj=True (the solver takes P(θ) "
@@ -223,15 +229,13 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     # a fresh Problem: cvxpy caches its chain on the object, and a cached DGP chain
     # re-reads parameter values (log of None) on the second compile
     lifted = cp.Problem(lifted.objective, lifted.constraints)
-    data, chain, inverse_data = lifted.get_problem_data(
-        solver=cp.SCS, gp=gp, canon_backend=canon_backend,
-        solver_opts={"use_quad_obj": quad_obj},
-    )
+    data, chain, inverse_data = _canonicalize(lifted, gp, quad_obj, canon_backend)
     pp = data[cp.settings.PARAM_PROB]
     n = int(pp.x.size)
     m = int(pp.A.shape[0] // (n + 1))
     layout = ParameterLayout(tuple(_specs(params, gp)))
-    lowering = _lowering_matrix(chain, pp, params, layout)
+    in_quad_forms = {p.id for term in quad_forms for p in term.matrix.parameters()}
+    lowering = _lowering_matrix(chain, pp, params, layout, in_quad_forms)
 
     T_A = sp.csr_array(sp.csr_array(pp.A) @ lowering)
     A_pattern, C_A = _pattern_map(T_A[: m * n], (m, n), negate=True, upper=False)
@@ -269,6 +273,20 @@ def _refuse_complex_parameters(params: Sequence[cp.Parameter]) -> None:
             )
 
 
+def _canonicalize(lifted: cp.Problem, gp: bool, quad_obj: bool, canon_backend: str | None):
+    """cvxpy's SCS chain on ``lifted``, never evaluating parameters: where cvxpy would fall
+    back to ``EvalParams`` (its QP-scoped DPP test fails) the parameters are named."""
+    if not gp and not lifted.is_dpp("dcp", quad_form_dpp="qp"):
+        raise DPPError(explain_frozen_parameters(lifted.objective.args[0]))
+    try:
+        return lifted.get_problem_data(
+            solver=cp.SCS, gp=gp, canon_backend=canon_backend, enforce_dpp=True,
+            solver_opts={"use_quad_obj": quad_obj},
+        )
+    except cp.error.DPPError as err:
+        raise DPPError(explain_frozen_parameters(lifted.objective.args[0])) from err
+
+
 def _specs(params: Sequence[cp.Parameter], gp: bool) -> list[ParameterSpec]:
     specs, offset = [], 0
     for p in params:
@@ -278,13 +296,15 @@ def _specs(params: Sequence[cp.Parameter], gp: bool) -> list[ParameterSpec]:
 
 
 def _lowering_matrix(chain: cp.reductions.Chain, pp, params: Sequence[cp.Parameter],
-                     layout: ParameterLayout) -> sp.csr_array:
+                     layout: ParameterLayout, in_quad_forms: set[int]) -> sp.csr_array:
     """L with θ̃_cvxpy = L θ̃_user: follows each parameter through cvxpy's reductions.
 
     Dgp2Dcp swaps p for log p (the log itself is applied in ParameterLayout.stack);
     CvxAttr2Constr swaps a symmetric/diagonal/sparse parameter for its reduced vector,
     which is linear and read off ``lower_value``. A symmetric parameter's reduced entries
     are taken as (Q_ij + Q_ji) / 2, so gradients with respect to it come out symmetric.
+    A parameter cvxpy's data lacks must be one only lifted quad forms use (``in_quad_forms``,
+    ids); any other is refused rather than silently given a zero derivative.
     """
     p_red = int(pp.A.shape[1]) - 1
     rows, cols, vals = [p_red], [layout.size], [1.0]  # the constant
@@ -300,7 +320,11 @@ def _lowering_matrix(chain: cp.reductions.Chain, pp, params: Sequence[cp.Paramet
                     current = reduced
         col = pp.param_id_to_col.get(current.id)
         if col is None:
-            continue  # only in lifted quad_forms, or eliminated by cvxpy
+            if param.id in in_quad_forms:
+                continue  # only in lifted quad_forms: _quad_form_map places it
+            raise DPPError(
+                f"parameter `{param.name()}` is not in cvxpy's compiled program (its value "
+                f"would be ignored); rewrite the expression that uses it so the problem is DPP.")
         coo = sp.coo_array(E)
         rows.extend(coo.row + col)
         cols.extend(coo.col + spec.offset)
@@ -337,26 +361,36 @@ def _attribute_lowering(param: cp.Parameter) -> sp.csr_array:
 
 def _quad_form_map(terms: Sequence[ParametricQuadForm], pp, params: Sequence[cp.Parameter],
                    layout: ParameterLayout, n: int) -> sp.csr_array:
-    """Rows vec_F(P): weight·(Q + Qᵀ) on each lifted variable's block, from Q's θ entries."""
-    rows, cols, vals = [], [], []
+    """Rows vec_F(P): weight·(Q + Qᵀ) on each lifted variable's block, Q(θ) affine."""
+    total = sp.csr_array((n * n, layout.size + 1))
     for term in terms:
-        spec = _spec_for(params, layout, term.matrix)
         start = pp.var_id_to_col[term.aux.id]
-        k = term.matrix.shape[0]
+        k = term.aux.size
         i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
         i, j = i.ravel(), j.ravel()
-        a_i, a_j = start + i, start + j
-        # P[a_i, a_j] += w Q[i, j] + w Q[j, i]
-        for qi, qj in ((i, j), (j, i)):
-            rows.append(a_j * n + a_i)
-            cols.append(spec.offset + qj * k + qi)
-            vals.append(np.full(i.size, term.weight))
-    if not rows:
-        return sp.csr_array((n * n, layout.size + 1))
-    return sp.csr_array(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(n * n, layout.size + 1),
-    )
+        # P[start + i, start + j] += w Q[i, j] + w Q[j, i]: a (n², k²) selection of vec_F(Q)
+        rows = np.concatenate([(start + j) * n + start + i] * 2)
+        entries = np.concatenate([j * k + i, i * k + j])
+        select = sp.csr_array((np.full(rows.size, term.weight), (rows, entries)),
+                              shape=(n * n, k * k))
+        total = total + select @ _matrix_map(term.matrix, params, layout)
+    return sp.csr_array(total)
+
+
+def _matrix_map(matrix: cp.Expression, params: Sequence[cp.Parameter],
+                layout: ParameterLayout) -> sp.csr_array:
+    """vec_F(Q(θ)) as a (k², p + 1) map of θ̃ = [θ; 1] in the layout's coordinates."""
+    base, coefficients = matrix_coefficients(matrix)
+    nonzero = np.flatnonzero(base)
+    rows, cols, vals = [nonzero], [np.full(nonzero.size, layout.size)], [base[nonzero]]
+    for param in matrix.parameters():
+        spec = _spec_for(params, layout, param)
+        coo = sp.coo_array(coefficients[param.id])
+        rows.append(coo.row)
+        cols.append(coo.col + spec.offset)
+        vals.append(coo.data)
+    return sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(base.size, layout.size + 1))
 
 
 def _spec_for(params: Sequence[cp.Parameter], layout: ParameterLayout,

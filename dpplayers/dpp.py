@@ -1,8 +1,11 @@
 """Decide whether a problem is DPP and explain each violation.
 
 The verdict is cvxpy's (``is_dpp``), taken on the problem after
-:func:`dpplayers.quad_forms.lift_parametric_quad_forms`, so ``quad_form(z, Q)`` with a PSD
-parameter ``Q`` is accepted as a term of the objective. When cvxpy says no, each failing
+:func:`dpplayers.quad_forms.lift_parametric_quad_forms`, so ``quad_form(z, Q)`` with a
+parameter-affine PSD ``Q`` (``Q``, ``Q1 + Q2``, ``2 * Q``; NSD under ``Maximize``) is accepted
+as a term of the objective, and ``quad_form(x - p, M)`` with a constant ``M`` anywhere in the
+objective is accepted with its argument lifted (cvxpy's conic-QP path would otherwise
+evaluate ``p`` once). When cvxpy says no, each failing
 objective or constraint is walked with cvxpy's own per-node predicates (``is_convex``,
 ``is_atom_convex``, ``is_incr``..., under ``dpp_scope``) down to the smallest
 sub-expression that breaks the composition rules, which is then named, classified by
