@@ -190,6 +190,11 @@ class CvxpyLayer(torch.nn.Module):
         self.on_failure = on_failure
         self._previous: Solution | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle/copy (``torch.save``, ``copy.deepcopy``) without the warm-start cache;
+        the program drops its own caches and solver workspaces."""
+        return {**super().__getstate__(), "_previous": None}
+
     def forward(self, *params: torch.Tensor, solver_args: dict[str, Any] | None = None,
                 warm_start: bool = False) -> tuple[torch.Tensor, ...]:
         """One tensor per requested variable (inputs' dtype and device) for parameter
