@@ -8,6 +8,8 @@ that code written for cvxpylayers keeps catching it.
 
 from __future__ import annotations
 
+import cvxpy as cp
+
 try:  # diffcp is a test/reference dependency, not a runtime one.
     from diffcp import SolverError as _DiffcpSolverError
 except ImportError:  # pragma: no cover - exercised only without diffcp
@@ -38,3 +40,35 @@ class SolverError(_DiffcpSolverError):
 
 class DerivativeError(ValueError):
     """A derivative was requested that this solution cannot provide."""
+
+
+def given_name(leaf: object) -> str | None:
+    """The name the user gave a cvxpy Parameter or Variable; None for cvxpy's generated
+    one (``param61``, ``var12``), which means nothing to the user."""
+    name = leaf.name()
+    prefix = cp.settings.PARAM_PREFIX if isinstance(leaf, cp.Parameter) else cp.settings.VAR_PREFIX
+    return None if name == f"{prefix}{leaf.id}" else name
+
+
+def position_name(position: int, shape: tuple[int, ...]) -> str:
+    """How messages name an unnamed leaf: its position in the list the user passed
+    (from 0, as the call's arguments) and its shape."""
+    return f"#{position} (shape {tuple(shape)})"
+
+
+def leaf_name(leaf: object, position: int | None = None) -> str:
+    """A leaf as messages name it: the user's name, else its position (where known) and
+    shape, else cvxpy's generated name with its shape (it is what ``str`` of an expression
+    shows)."""
+    name = given_name(leaf)
+    if name is not None:
+        return name
+    if position is not None:
+        return position_name(position, leaf.shape)
+    return f"{leaf.name()} (unnamed, shape {tuple(leaf.shape)})"
+
+
+def quoted_name(leaf: object, position: int | None = None) -> str:
+    """:func:`leaf_name` with a user's name in quotes: "'x'", or "#0 (shape (3,))"."""
+    name = given_name(leaf)
+    return f"'{name}'" if name is not None else leaf_name(leaf, position)

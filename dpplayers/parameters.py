@@ -13,24 +13,31 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 from scipy.linalg import lapack
 
-from .errors import ParameterError
+from .errors import ParameterError, given_name, position_name
 
 FloatArray = npt.NDArray[np.float64]
 
 #: Tolerance (relative to the largest entry) for the symmetric and PSD attribute checks.
 ATTRIBUTE_TOL = 1e-8
+#: How far a value may sit on the wrong side of 0 for a sign attribute: CVXPY's own rule
+#: (a value is accepted where its projection onto the closed orthant moves it at most this).
+SIGN_TOL = cp.settings.GENERAL_PROJECTION_TOL
 
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """One user parameter: its name, shape, offset in θ and declared attributes."""
+    """One user parameter: its name, shape, offset in θ and declared attributes.
+
+    ``name`` is the user's name, or (``named`` False) its position and shape, given by
+    :class:`ParameterLayout`: cvxpy's generated names (``param61``) mean nothing to a user.
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -43,6 +50,7 @@ class ParameterSpec:
     symmetric: bool = False
     psd: bool = False
     nsd: bool = False
+    named: bool = True
 
     @functools.cached_property
     def size(self) -> int:
@@ -51,8 +59,10 @@ class ParameterSpec:
     @classmethod
     def of(cls, param: cp.Parameter, offset: int, log: bool) -> ParameterSpec:
         attrs = param.attributes
+        name = given_name(param)
         return cls(
-            name=param.name(),
+            name=name or "",
+            named=name is not None,
             shape=tuple(int(d) for d in param.shape),
             offset=offset,
             log=log,
@@ -66,6 +76,11 @@ class ParameterSpec:
         )
 
     @functools.cached_property
+    def label(self) -> str:
+        """How messages name this parameter: "parameter 'A'" or "parameter #1 (shape (3,))"."""
+        return f"parameter '{self.name}'" if self.named else f"parameter {self.name}"
+
+    @functools.cached_property
     def constrained(self) -> bool:
         """Whether any attribute is declared (values need checking)."""
         return (self.nonneg or self.nonpos or self.pos or self.log or self.neg or self.symmetric
@@ -76,15 +91,17 @@ class ParameterSpec:
         if not self.constrained:
             return
         v = value if batched else value[None]
-        where = _element_finder(self.name, batched)
+        where = _element_finder(self.label, batched)
+        # CVXPY's rule: pos/neg values may be 0 (only gp=True needs them > 0, for the log)
         sign_rules = (
-            (self.nonneg, np.less, "nonnegative"),
-            (self.nonpos, np.greater, "nonpositive"),
-            (self.pos or self.log, np.less_equal, "positive"),
-            (self.neg, np.greater_equal, "negative"),
+            (self.nonneg, np.less, -SIGN_TOL, "nonnegative"),
+            (self.pos and not self.log, np.less, -SIGN_TOL, "positive"),
+            (self.nonpos, np.greater, SIGN_TOL, "nonpositive"),
+            (self.neg, np.greater, SIGN_TOL, "negative"),
+            (self.log, np.less_equal, 0.0, "positive"),
         )
-        for declared, compare, word in sign_rules:
-            bad = compare(v, 0) if declared else None
+        for declared, compare, bound, word in sign_rules:
+            bad = compare(v, bound) if declared else None
             if bad is not None and bad.any():
                 k = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
                 why = " (gp=True parameters must be positive)" if self.log and word == "positive" else ""
@@ -134,10 +151,8 @@ class ParameterSpec:
             )
 
 
-def _element_finder(name: str, batched: bool):
-    return (lambda k: f"parameter '{name}' (batch element {k})") if batched else (
-        lambda k: f"parameter '{name}'"
-    )
+def _element_finder(label: str, batched: bool):
+    return (lambda k: f"{label} (batch element {k})") if batched else (lambda k: label)
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,12 @@ class ParameterLayout:
     """How the user's parameters sit in θ, and conversion of values to and from it."""
 
     specs: tuple[ParameterSpec, ...]
+
+    def __post_init__(self) -> None:
+        """Name each unnamed parameter by its position in the call and its shape."""
+        named = tuple(s if s.named else replace(s, name=position_name(i, s.shape))
+                      for i, s in enumerate(self.specs))
+        object.__setattr__(self, "specs", named)
 
     @property
     def size(self) -> int:
@@ -163,6 +184,7 @@ class ParameterLayout:
         into θ̃, then checked: one finite test on all of θ, then declared attributes (this
         runs on every forward pass, so it avoids a copy and a test per parameter).
         """
+        self.check_given(values)
         batch = self.batch_size([v.shape if isinstance(v, np.ndarray) else np.shape(v)
                                  for v in values])
         nb = 1 if batch is None else batch
@@ -193,36 +215,47 @@ class ParameterLayout:
                 continue
             if is_batched:
                 k = int(np.argwhere(~finite.reshape(len(arr), -1).all(axis=1))[0, 0])
-                raise ParameterError(
-                    f"parameter '{spec.name}' has NaN or Inf entries in batch element {k}."
-                )
-            raise ParameterError(f"parameter '{spec.name}' has NaN or Inf entries.")
+                raise ParameterError(f"{spec.label} has NaN or Inf entries in batch element {k}.")
+            raise ParameterError(f"{spec.label} has NaN or Inf entries.")
 
     def batch_size(self, shapes: Sequence[tuple[int, ...]]) -> int | None:
         """Check the number and shapes of parameter values; return the batch size (None if
         no value is batched). Shapes only, so adapters can call it while tracing."""
-        if len(shapes) != len(self.specs):
-            raise ParameterError(
-                f"expected {len(self.specs)} parameter values ({', '.join(self.names)}), "
-                f"got {len(shapes)}."
-            )
-        batch, batch_from = None, ""
+        self.check_count(len(shapes))
+        batch, batch_from = None, None
         for spec, shape in zip(self.specs, shapes):
             shape = tuple(shape)
             if shape == spec.shape:
                 continue
             if len(shape) != len(spec.shape) + 1 or shape[1:] != spec.shape:
                 raise ParameterError(
-                    f"parameter '{spec.name}' expects shape {spec.shape} "
+                    f"Invalid parameter shape: {spec.label} expects shape {spec.shape} "
                     f"(or (batch, *{spec.shape})), got shape {shape}."
                 )
             if batch is not None and shape[0] != batch:
                 raise ParameterError(
-                    f"inconsistent batch sizes: parameter '{spec.name}' has batch size "
-                    f"{shape[0]} but '{batch_from}' has {batch}."
+                    f"Inconsistent batch sizes: {spec.label} has batch size "
+                    f"{shape[0]} but {batch_from.label} has {batch}."
                 )
-            batch, batch_from = shape[0], spec.name
+            batch, batch_from = shape[0], spec
         return batch
+
+    def check_count(self, count: int) -> None:
+        """Raise ParameterError unless ``count`` values were passed (one per parameter)."""
+        if count != len(self.specs):
+            raise ParameterError(
+                f"A tensor must be provided for each CVXPY parameter: expected "
+                f"{len(self.specs)} parameter values ({', '.join(self.names)}), got {count}."
+            )
+
+    def check_given(self, values: Sequence[object]) -> None:
+        """Raise ParameterError for a wrong count or a missing (None) value, naming it:
+        before any conversion, which would fail on None without saying which."""
+        self.check_count(len(values))
+        for spec, value in zip(self.specs, values):
+            if value is None:
+                raise ParameterError(f"{spec.label} has no value (None); pass an array of "
+                                     f"shape {spec.shape} (or (batch, *{spec.shape})).")
 
     def log_rows(self) -> npt.NDArray[np.int64]:
         """Rows of θ that hold log(value) (gp=True parameters)."""
@@ -249,7 +282,7 @@ class ParameterLayout:
             batched = batch is not None and arr.shape == (nb, *spec.shape)
             if arr.shape != spec.shape and not batched:
                 raise ParameterError(
-                    f"tangent for parameter '{spec.name}' expects shape "
+                    f"tangent for {spec.label} expects shape "
                     f"{spec.shape if batch is None else (batch, *spec.shape)}, got {arr.shape}."
                 )
             _write_fortran(dtheta[spec.offset : spec.offset + spec.size], arr, batched)

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from .errors import VariableError
+from .errors import VariableError, leaf_name, quoted_name
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -69,8 +69,10 @@ def resolve_requests(problem: cp.Problem, variables: Sequence[cp.Variable]) -> t
             out.append(Request(v, *duals[v.id]))
         else:
             raise VariableError(
-                f"variable '{v.name()}' (shape {v.shape}) is neither a variable of the problem "
-                "nor a dual variable (con.dual_variables[0]) of one of its constraints."
+                f"variable {quoted_name(v, len(out))} (shape {v.shape}) is neither a variable of "
+                "the problem nor a dual variable (con.dual_variables[0]) of one of its "
+                "constraints: variables must be a subset of problem.variables or a constraint "
+                "dual variable."
             )
     return tuple(out)
 
@@ -174,9 +176,9 @@ def build_retrieval(chain: cp.reductions.Chain, inverse_data: list, n: int, m: i
                     requests: Sequence[Request], gp: bool) -> Retrieval:
     """Read R off ``chain.invert`` by probing (see the module docstring)."""
     specs, offset = [], 0
-    for r in requests:
+    for position, r in enumerate(requests):
         shape = tuple(int(d) for d in r.variable.shape)
-        name = r.variable.name() if r.constraint is None else _dual_name(r)
+        name = leaf_name(r.variable, position) if r.constraint is None else _dual_name(r)
         specs.append(OutputSpec(name, shape, offset, r.constraint is not None,
                                 gp and r.constraint is None))
         offset += specs[-1].size

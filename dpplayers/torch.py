@@ -200,6 +200,7 @@ class CvxpyLayer(torch.nn.Module):
         """One tensor per requested variable (inputs' dtype and device) for parameter
         tensors with optional leading batch axes. ``warm_start=True`` starts from this
         layer's previous warm-started solution (batch size 1 or this call's)."""
+        self.program.layout.check_given(params)  # names a missing (None) value
         args = {**self.solver_args, **(solver_args or {})}
         call = _Call(self.program, args, args.pop("on_failure", self.on_failure),
                      self._previous if warm_start else None)

@@ -34,7 +34,7 @@ def test_wrong_shape_names_parameter(lp):
 def test_inconsistent_batch_sizes(lp):
     prob, A, b, x = lp
     prog = dpplayers.compile(prob, [A, b], [x])
-    with pytest.raises(ParameterError, match="inconsistent batch sizes: parameter 'b' has batch size 3 but 'A' has 2"):
+    with pytest.raises(ParameterError, match="Inconsistent batch sizes: parameter 'b' has batch size 3 but parameter 'A' has 2"):
         prog.solve(np.ones((2, 2, 3)), np.ones((3, 2)))
 
 
@@ -53,7 +53,7 @@ def test_nan_names_parameter_and_batch_element(lp):
     "attrs, value, message",
     [
         ({"nonneg": True}, -np.ones(2), "must be nonnegative"),
-        ({"pos": True}, np.zeros(2), "must be positive"),
+        ({"pos": True}, -np.ones(2), "must be positive"),  # 0 is allowed, as in CVXPY
         ({"nonpos": True}, np.ones(2), "must be nonpositive"),
     ],
 )
