@@ -12,8 +12,9 @@ multiplies cotangents by 1/p (done in :meth:`ParameterLayout.pull_back`).
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cvxpy as cp
 import numpy as np
@@ -26,6 +27,9 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Tolerance (relative to the largest entry) for the symmetric and PSD attribute checks.
 ATTRIBUTE_TOL = 1e-8
+#: Asymmetry (relative to the largest entry) of a symmetric/PSD/NSD value above which the
+#: layer warns (once) that it uses the symmetric part: clearly more than rounding.
+ASYMMETRY_WARN_TOL = 1e-6
 #: How far a value may sit on the wrong side of 0 for a sign attribute: CVXPY's own rule
 #: (a value is accepted where its projection onto the closed orthant moves it at most this).
 SIGN_TOL = cp.settings.GENERAL_PROJECTION_TOL
@@ -86,10 +90,15 @@ class ParameterSpec:
         return (self.nonneg or self.nonpos or self.pos or self.log or self.neg or self.symmetric
                 or self.psd or self.nsd)
 
-    def check_attributes(self, value: FloatArray, batched: bool) -> None:
-        """Raise ParameterError if ``value`` breaks a declared attribute (first bad element)."""
+    def check_attributes(self, value: FloatArray, batched: bool) -> bool:
+        """Raise ParameterError if ``value`` breaks a declared attribute (first bad element).
+
+        A symmetric/PSD/NSD parameter is defined on every square matrix through its
+        symmetric part sym(X) = (X + Xᵀ)/2 (the compiled maps read only that, so gradients
+        are sym of the gradient); PSD/NSD is checked on sym(X). Returns whether X is
+        asymmetric beyond rounding (ASYMMETRY_WARN_TOL), for the caller to warn once."""
         if not self.constrained:
-            return
+            return False
         v = value if batched else value[None]
         where = _element_finder(self.label, batched)
         # CVXPY's rule: pos/neg values may be 0 (only gp=True needs them > 0, for the log)
@@ -111,18 +120,16 @@ class ParameterSpec:
             scale = np.maximum(1.0, np.maximum(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1))))
             d = v - np.swapaxes(v, -1, -2)
             asym = d.max(axis=(-2, -1))  # d is antisymmetric: max |d| = max d
-            if (asym > ATTRIBUTE_TOL * scale).any():
-                k = int(np.argmax(asym > ATTRIBUTE_TOL * scale))
-                raise ParameterError(
-                    f"{where(k)} is declared symmetric but max |X - X^T| = {asym[k]:.3g}; "
-                    "pass a symmetric matrix (e.g. (X + X.T) / 2)."
-                )
-            if self.psd or self.nsd:
-                self._check_definite(v, scale, where)
+            if self.psd or self.nsd:  # on sym(X); a copy only where X is not symmetric
+                rounding = bool((asym <= ATTRIBUTE_TOL * scale).all())
+                self._check_definite(v if rounding else 0.5 * (v + np.swapaxes(v, -1, -2)),
+                                     scale, where)
+            return bool((asym > ASYMMETRY_WARN_TOL * scale).any())
+        return False
 
     def _check_definite(self, v: FloatArray, scale: FloatArray, where) -> None:
         """PSD/NSD up to a relative tolerance: Cholesky of the shifted matrix (symmetric up
-        to ATTRIBUTE_TOL, checked above) exists iff it is positive definite, the cheap
+        to ATTRIBUTE_TOL, symmetrised by the caller otherwise) exists iff it is positive definite, the cheap
         common case; eigenvalues only name the culprit."""
         sign = 1.0 if self.psd else -1.0
         shift = ATTRIBUTE_TOL * 1e2 * scale
@@ -160,6 +167,8 @@ class ParameterLayout:
     """How the user's parameters sit in θ, and conversion of values to and from it."""
 
     specs: tuple[ParameterSpec, ...]
+    #: parameters already warned about asymmetric values (once per layer and parameter)
+    warned: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         """Name each unnamed parameter by its position in the call and its shape."""
@@ -199,7 +208,8 @@ class ParameterLayout:
         if not np.isfinite(theta).all():
             self._raise_not_finite(arrays)
         for spec, (arr, is_batched) in zip(self.specs, arrays):
-            spec.check_attributes(arr, is_batched)
+            if spec.check_attributes(arr, is_batched):
+                self._warn_asymmetric(spec)
         log_rows = self._log_rows
         if not log_rows.size:
             return theta, theta[:-1], batch
@@ -239,6 +249,18 @@ class ParameterLayout:
                 )
             batch, batch_from = shape[0], spec
         return batch
+
+    def _warn_asymmetric(self, spec: ParameterSpec) -> None:
+        """Say once per layer and parameter that an asymmetric value is symmetrised."""
+        if spec.name in self.warned:
+            return
+        self.warned.add(spec.name)
+        kind = "PSD" if spec.psd else "NSD" if spec.nsd else "symmetric"
+        warnings.warn(
+            f"{spec.label} is declared {kind} but its value is not symmetric (beyond "
+            f"rounding); the layer uses its symmetric part (X + X^T)/2, and the gradient "
+            f"with respect to X is the symmetric part of the gradient. (Warned once per layer.)",
+            UserWarning, stacklevel=4)
 
     def check_count(self, count: int) -> None:
         """Raise ParameterError unless ``count`` values were passed (one per parameter)."""

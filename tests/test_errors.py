@@ -175,3 +175,101 @@ def test_mixed_integer_problems_are_refused_by_name(attr):
     unnamed = cp.Problem(cp.Minimize(cp.sum_squares(cp.Variable(3, **{attr: True}) - 1) + p @ w))
     with pytest.raises(DPPError, match=re.escape("shape (3,)")):
         dpplayers.compile(unnamed, [p], [w])
+
+
+# ---------------------------------------------------------------------------- item 14
+
+
+def sdp_layer_problem():
+    """An SDP with a symmetric C and a PSD Q (parameters unset): minimise ⟨C, X⟩ + ‖X‖²_F
+    s.t. X ⪰ Q/4, tr X = 1. Smooth at generic C, Q."""
+    C = cp.Parameter((3, 3), symmetric=True, name="C")
+    Q = cp.Parameter((3, 3), PSD=True, name="Q")
+    X = cp.Variable((3, 3), symmetric=True, name="X")
+    prob = cp.Problem(cp.Minimize(cp.trace(C @ X) + cp.sum_squares(X)),
+                      [X - Q / 4 >> 0, cp.trace(X) == 1])
+    return prob, [C, Q], [X]
+
+
+def sdp_points(seed):
+    rng = np.random.default_rng(seed)
+    C = rng.standard_normal((3, 3))  # not symmetric
+    L = rng.standard_normal((3, 3)) * 0.3
+    Q = L @ L.T + 0.1 * np.eye(3) + 0.05 * np.triu(rng.standard_normal((3, 3)), 1)
+    return C, Q
+
+
+def sym(a):
+    return (a + np.swapaxes(a, -1, -2)) / 2
+
+
+TIGHT = {"eps": 1e-11, "max_iters": 200_000}
+
+
+def test_asymmetric_values_are_symmetrised_with_one_warning():
+    prob, params, variables = sdp_layer_problem()
+    prog = dpplayers.compile(prob, params, variables)
+    for seed in (0, 1):
+        C, Q = sdp_points(seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sol = prog.solve(C, Q, solver_args=TIGHT)
+            prog.solve(C, Q, solver_args=TIGHT)
+        named = [str(w.message) for w in caught if "symmetric part" in str(w.message)]
+        # once per layer and parameter: both C and Q on the first call, nothing after
+        assert len(named) == (2 if seed == 0 else 0), named
+        if seed == 0:
+            assert "parameter 'C'" in named[0] and "parameter 'Q'" in named[1]
+        ref = prog.solve(sym(C), sym(Q), solver_args=TIGHT)
+        np.testing.assert_allclose(sol.values[0], ref.values[0], atol=1e-12)
+        # CVXPY's own solve at the symmetric parts
+        params[0].value, params[1].value = sym(C), sym(Q)
+        prob.solve(solver=cp.CLARABEL)
+        np.testing.assert_allclose(sol.values[0], variables[0].value, atol=1e-6)
+        W = np.arange(9.0).reshape(3, 3)
+        g, g_ref = sol.vjp(W), ref.vjp(W)
+        for a, b in zip(g, g_ref):
+            np.testing.assert_allclose(a, b, atol=1e-10)
+            np.testing.assert_allclose(a, a.T, atol=1e-12)  # sym of the gradient
+        dC = np.arange(9.0).reshape(3, 3) / 9  # jvp: tangent dX ↦ sym(dX)
+        np.testing.assert_allclose(sol.jvp(dC, None)[0], ref.jvp(sym(dC), None)[0], atol=1e-10)
+
+
+def test_psd_check_applies_to_the_symmetric_part():
+    prob, params, variables = sdp_layer_problem()
+    prog = dpplayers.compile(prob, params, variables)
+    C = np.eye(3)
+    skew = np.array([[0.0, 3.0, 0.0], [-3.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog.solve(C, 0.1 * np.eye(3) + skew)  # sym part 0.1 I: PSD, accepted
+        with pytest.raises(ParameterError, match="parameter 'Q' is declared PSD"):
+            prog.solve(C, np.diag([1.0, -1.0, 1.0]) + skew)  # sym part indefinite
+        with pytest.raises(ParameterError, match=r"parameter 'Q' \(batch element 1\) is declared PSD"):
+            prog.solve(C, np.stack([np.eye(3) + skew, -np.eye(3) + skew]))
+
+
+def test_torch_gradcheck_on_unsymmetrised_sdp_inputs():
+    prob, params, variables = sdp_layer_problem()
+    layer = TorchLayer(prob, params, variables, solver_args=TIGHT)
+    for seed in (0, 1):
+        C, Q = (torch.tensor(v, requires_grad=True) for v in sdp_points(seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert torch.autograd.gradcheck(layer, (C, Q), eps=1e-6, atol=1e-5, rtol=1e-4,
+                                            check_forward_ad=True)
+
+
+def test_jax_check_grads_on_unsymmetrised_sdp_inputs():
+    import jax
+    from jax.test_util import check_grads
+
+    jax.config.update("jax_enable_x64", True)
+    prob, params, variables = sdp_layer_problem()
+    layer = JaxLayer(prob, params, variables, solver_args=TIGHT)
+    for seed in (0, 1):
+        C, Q = sdp_points(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check_grads(lambda c, q: layer(c, q)[0], (C, Q), order=1, modes=("fwd", "rev"),
+                        eps=1e-6, atol=1e-5, rtol=1e-4)

@@ -72,7 +72,8 @@ def test_symmetric_and_psd_attributes():
     X = cp.Variable((2, 2))
     prob = cp.Problem(cp.Minimize(cp.trace(S @ X) + cp.trace(Q @ X) + cp.sum_squares(X)))
     prog = dpplayers.compile(prob, [S, Q], [X])
-    with pytest.raises(ParameterError, match="parameter 'S' is declared symmetric"):
+    # issue #17 item 14: an asymmetric value is symmetrised with a warning, not refused
+    with pytest.warns(UserWarning, match="parameter 'S' is declared symmetric but its value is not"):
         prog.solve(np.array([[1.0, 2.0], [0.0, 1.0]]), np.eye(2))
     with pytest.raises(ParameterError, match=r"parameter 'Q' \(batch element 1\) is declared PSD"):
         prog.solve(np.eye(2), np.stack([np.eye(2), -np.eye(2)]))
