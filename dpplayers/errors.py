@@ -1,9 +1,13 @@
-"""Exception types raised by dpplayers.
+"""Exception types raised by dpplayers, and how messages name the user's leaves.
 
 Every error a user can trigger is one of these, so code can catch dpplayers' failures
 without catching unrelated ones. All of them are ``ValueError`` subclasses except
 ``SolverError``, which also subclasses ``diffcp.SolverError`` when diffcp is installed so
 that code written for cvxpylayers keeps catching it.
+
+Messages name a parameter or variable by the name the user gave it, else by its position
+in the list the user passed and its shape: cvxpy's generated names (``param61``) mean
+nothing to the user.
 """
 
 from __future__ import annotations
@@ -50,21 +54,15 @@ def given_name(leaf: object) -> str | None:
     return None if name == f"{prefix}{leaf.id}" else name
 
 
-def position_name(position: int, shape: tuple[int, ...]) -> str:
-    """How messages name an unnamed leaf: its position in the list the user passed
-    (from 0, as the call's arguments) and its shape."""
-    return f"#{position} (shape {tuple(shape)})"
-
-
 def leaf_name(leaf: object, position: int | None = None) -> str:
-    """A leaf as messages name it: the user's name, else its position (where known) and
-    shape, else cvxpy's generated name with its shape (it is what ``str`` of an expression
-    shows)."""
+    """A leaf as messages name it: the user's name, else its position in the list the user
+    passed (from 0, as the call's arguments) and its shape, else cvxpy's generated name
+    with its shape (the name ``str`` of an expression shows)."""
     name = given_name(leaf)
     if name is not None:
         return name
     if position is not None:
-        return position_name(position, leaf.shape)
+        return f"#{position} (shape {tuple(leaf.shape)})"
     return f"{leaf.name()} (unnamed, shape {tuple(leaf.shape)})"
 
 

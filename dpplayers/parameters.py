@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.linalg import lapack
 
-from .errors import ParameterError, given_name, position_name
+from .errors import ParameterError, given_name
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -39,7 +39,7 @@ SIGN_TOL = cp.settings.GENERAL_PROJECTION_TOL
 class ParameterSpec:
     """One user parameter: its name, shape, offset in θ and declared attributes.
 
-    ``name`` is the user's name, or (``named`` False) its position and shape, given by
+    ``name`` is the user's name, or (``named`` False) its position "#i", given by
     :class:`ParameterLayout`: cvxpy's generated names (``param61``) mean nothing to a user.
     """
 
@@ -80,9 +80,14 @@ class ParameterSpec:
         )
 
     @functools.cached_property
+    def display(self) -> str:
+        """The name in lists: "A", or "#1 (shape (3,))" for an unnamed parameter."""
+        return self.name if self.named else f"{self.name} (shape {self.shape})"
+
+    @functools.cached_property
     def label(self) -> str:
         """How messages name this parameter: "parameter 'A'" or "parameter #1 (shape (3,))"."""
-        return f"parameter '{self.name}'" if self.named else f"parameter {self.name}"
+        return f"parameter '{self.name}'" if self.named else f"parameter {self.display}"
 
     @functools.cached_property
     def constrained(self) -> bool:
@@ -172,8 +177,7 @@ class ParameterLayout:
 
     def __post_init__(self) -> None:
         """Name each unnamed parameter by its position in the call and its shape."""
-        named = tuple(s if s.named else replace(s, name=position_name(i, s.shape))
-                      for i, s in enumerate(self.specs))
+        named = tuple(s if s.named else replace(s, name=f"#{i}") for i, s in enumerate(self.specs))
         object.__setattr__(self, "specs", named)
 
     @property
@@ -183,7 +187,8 @@ class ParameterLayout:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.specs)
+        """The parameters as messages list them (see :attr:`ParameterSpec.display`)."""
+        return tuple(s.display for s in self.specs)
 
     def stack(self, values: Sequence[npt.ArrayLike]) -> tuple[FloatArray, FloatArray, int | None]:
         """Validate values and return (θ̃ of shape (p+1, B), raw θ (p, B), batch size or None).

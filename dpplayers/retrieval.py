@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from .errors import VariableError, leaf_name, quoted_name
+from .errors import VariableError, given_name, quoted_name
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -178,7 +178,7 @@ def build_retrieval(chain: cp.reductions.Chain, inverse_data: list, n: int, m: i
     specs, offset = [], 0
     for position, r in enumerate(requests):
         shape = tuple(int(d) for d in r.variable.shape)
-        name = leaf_name(r.variable, position) if r.constraint is None else _dual_name(r)
+        name = (given_name(r.variable) or f"#{position}") if r.constraint is None else _dual_name(r)
         specs.append(OutputSpec(name, shape, offset, r.constraint is not None,
                                 gp and r.constraint is None))
         offset += specs[-1].size
