@@ -43,7 +43,8 @@ class Rule(enum.Enum):
     NOT_DGP = "breaks the DGP log-log curvature rules (parameters aside)"
     GP_PARAMETER = "parameter used where DGP-DPP needs it log-log affine"
     QUAD_FORM_NOT_IN_OBJECTIVE = "quad_form with a parameter matrix: only supported in the objective"
-    MIXED_INTEGER = "integer or boolean variable: mixed-integer problems are not differentiable layers"
+    MIXED_INTEGER = ("integer or boolean variable: mixed-integer problems are not "
+                     "differentiable layers")
 
 
 _GRADIENT_NOTE = (

