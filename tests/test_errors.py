@@ -127,31 +127,36 @@ def their_error(fn):
     raise AssertionError("cvxpylayers raised nothing")
 
 
-def test_same_exception_types_and_key_phrases_as_cvxpylayers():
-    prob, (A, b), (x,) = lp(named=True)
-    theirs = cvxpylayers_torch.CvxpyLayer(prob, [A, b], [x])
-    ours = TorchLayer(prob, [A, b], [x])
+def fault_calls(prob, A, b, x):
+    """fault ↦ (call on a layer class, cvxpylayers' key phrase): build the layer, then call
+    it with the fault's values (as arrays of the layer's framework)."""
     stranger = cp.Variable(3, name="stranger")
     non_dpp = cp.Problem(cp.Minimize(cp.sum_squares(x)), [A @ x <= cp.multiply(b, b)])
-    t = lambda *shape: torch.ones(*shape, dtype=torch.float64)
-    faults = {  # fault: (call on a layer class or instance, cvxpylayers' key phrase)
-        "count": (lambda L: (ours if L is TorchLayer else theirs)(t(2, 3)),
-                  "A tensor must be provided for each CVXPY parameter"),
-        "shape": (lambda L: (ours if L is TorchLayer else theirs)(t(3, 2), t(2)),
-                  "Invalid parameter shape"),
-        "batch": (lambda L: (ours if L is TorchLayer else theirs)(t(2, 2, 3), t(3, 2)),
-                  "Inconsistent batch sizes"),
+    ones = lambda L, *shape: (torch.ones(*shape, dtype=torch.float64)
+                              if "torch" in L.__module__ else np.ones(shape))
+    call = lambda *shapes: lambda L: L(prob, [A, b], [x])(*(ones(L, *s) for s in shapes))
+    return {
+        "count": (call((2, 3)), "A tensor must be provided for each CVXPY parameter"),
+        "shape": (call((3, 2), (2,)), "Invalid parameter shape"),
+        "batch": (call((2, 2, 3), (3, 2)), "Inconsistent batch sizes"),
         "parameters": (lambda L: L(prob, [A], [x]),
                        "The layer's parameters must exactly match problem.parameters"),
         "variables": (lambda L: L(prob, [A, b], [stranger]),
                       "must be a subset of problem.variables or a constraint dual variable"),
         "dpp": (lambda L: L(non_dpp, [A, b], [x]), "Problem must be DPP"),
     }
-    for fault, (call, phrase) in faults.items():
-        reference = their_error(lambda: call(cvxpylayers_torch.CvxpyLayer))
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_same_exception_types_and_key_phrases_as_cvxpylayers(framework):
+    reference_module = pytest.importorskip(f"cvxpylayers.{framework}")
+    ours = TorchLayer if framework == "torch" else JaxLayer
+    prob, (A, b), (x,) = lp(named=True)
+    for fault, (call, phrase) in fault_calls(prob, A, b, x).items():
+        reference = their_error(lambda: call(reference_module.CvxpyLayer))
         assert phrase in str(reference), (fault, reference)
         with pytest.raises(type(reference)) as info:
-            call(TorchLayer)
+            call(ours)
         assert phrase in str(info.value), (fault, info.value)
         assert isinstance(info.value, (DPPError, ParameterError, dpplayers.VariableError)), fault
 
@@ -274,3 +279,31 @@ def test_jax_check_grads_on_unsymmetrised_sdp_inputs():
             warnings.simplefilter("ignore")
             check_grads(lambda c, q: layer(c, q)[0], (C, Q), order=1, modes=("fwd", "rev"),
                         eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["sdp_lambda_max", "sdp_psd_variable", "dual_psd", "qp_optnet"])
+def test_zoo_layers_see_only_the_symmetric_part(name):
+    """Whatever cvxpy does with a symmetric/PSD parameter, the compiled maps must read only
+    sym(X): values and vjp at X equal those at sym(X) (and the vjp is symmetric)."""
+    from helpers import CASES
+
+    case = CASES[name]()
+    prog = dpplayers.compile(case.problem, list(case.parameters), list(case.variables),
+                             solver="CLARABEL")
+    square = [s.symmetric or s.psd or s.nsd for s in prog.layout.specs]
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        values = case.sample(rng)
+        skewed = [v + 0.2 * np.triu(rng.standard_normal(v.shape), 1) if sq else v
+                  for v, sq in zip(values, square)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = prog.solve(*skewed)
+        b = prog.solve(*[sym(v) if sq else v for v, sq in zip(skewed, square)])
+        for va, vb in zip(a.values, b.values):
+            np.testing.assert_allclose(va, vb, atol=1e-12)
+        w = [np.linspace(-1, 1, o.size).reshape(o.shape) for o in prog.retrieval.outputs]
+        for ga, gb, sq in zip(a.vjp(*w), b.vjp(*w), square):
+            np.testing.assert_allclose(ga, gb, atol=1e-9)
+            if sq:
+                np.testing.assert_allclose(ga, ga.T, atol=1e-12)
