@@ -88,6 +88,11 @@ class CompiledProblem:
 
         return solve_compiled(self, values, solver_args, warm_start, on_failure)
 
+    def __getstate__(self) -> dict:
+        """Pickle/copy without what is built on first use (the cached properties): the
+        copy rebuilds it, and its solver backend starts without workspaces."""
+        return {k: v for k, v in self.__dict__.items() if k not in _CACHED_PROPERTIES}
+
     def data(self, theta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """θ̃ (p+1, B) → (P upper data, A data, b, c), each (rows, B); a map that does not
         depend on θ gives one column (shared by the batch), and no P gives (0, 1)."""
@@ -182,6 +187,11 @@ class CompiledProblem:
         return "\n".join(lines)
 
     __str__ = describe
+
+
+#: CompiledProblem's lazily built attributes, left out of its pickles and copies.
+_CACHED_PROPERTIES = frozenset(name for name, attr in vars(CompiledProblem).items()
+                               if isinstance(attr, functools.cached_property))
 
 
 def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = None,

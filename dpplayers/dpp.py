@@ -30,6 +30,7 @@ from cvxpy.expressions.constants.parameter import is_param_affine
 from cvxpy.expressions.expression import Expression
 from cvxpy.utilities.scopes import dpp_scope
 
+from dpplayers.errors import given_name, leaf_name, quoted_name
 from dpplayers.quad_forms import explain_quad_form, lift_parametric_quad_forms
 
 __all__ = ["DPPReport", "Rule", "Violation", "check_dpp"]
@@ -45,6 +46,8 @@ class Rule(enum.Enum):
     NOT_DGP = "breaks the DGP log-log curvature rules (parameters aside)"
     GP_PARAMETER = "parameter used where DGP-DPP needs it log-log affine"
     QUAD_FORM_NOT_IN_OBJECTIVE = "quad_form with a parameter matrix: only supported in the objective"
+    MIXED_INTEGER = ("integer or boolean variable: mixed-integer problems are not "
+                     "differentiable layers")
 
 
 _GRADIENT_NOTE = (
@@ -84,10 +87,19 @@ GP_PARAMETER_HINT = (
     "positive parameter for `{expr}` and pass its value")
 DGP_CONSTRAINT_HINT = (
     "DGP allows only <=, >= and == constraints between log-log expressions; rewrite `{expr}`")
+MIXED_INTEGER_HINT = (
+    "{name} is declared {attr}=True: a mixed-integer problem's solution is piecewise constant "
+    "in the parameters, so it has no useful derivative and dpplayers does not solve it; use a "
+    "continuous variable (a relaxation) or solve the integer problem outside the layer")
 UNDIAGNOSED_HINT = "cvxpy rejects `{expr}` under the {rules} rules ({url})"
 MISSING_PARAMETERS_MSG = "parameters of the problem missing from `parameters` (pass them all)"
 UNKNOWN_PARAMETERS_MSG = "entries of `parameters` that are not parameters of the problem"
 UNKNOWN_VARIABLES_MSG = "requested variables that are not variables or constraint duals of it"
+#: cvxpylayers' wording for the same faults, kept in our messages for code that matches it.
+PARAMETERS_MATCH_MSG = "The layer's parameters must exactly match problem.parameters."
+VARIABLES_SUBSET_MSG = (
+    "Requested variables must be a subset of problem.variables or a constraint dual variable.")
+MUST_BE_DPP_MSG = "Problem must be DPP{gp}: rewrite each expression above as its fix says."
 DCP_URL = "https://www.cvxpy.org/tutorial/dcp/"
 DGP_URL = "https://www.cvxpy.org/tutorial/dgp/"
 _LOCATION_WIDTH = 60
@@ -113,7 +125,8 @@ class DPPReport:
     """cvxpy's DPP verdict on a problem, explained; ``ok`` means it can be compiled.
 
     ``ok`` holds iff there are no violations and no missing or unknown names. Names are
-    cvxpy's ``name()``. ``str(report)`` is a headline plus one numbered block per violation.
+    the user's, else positions in the list passed (or in ``problem.parameters()`` for a
+    missing one) and shapes. ``str(report)`` is a headline plus one numbered block per violation.
     """
 
     ok: bool
@@ -139,6 +152,12 @@ class DPPReport:
                             (self.unknown_variables, UNKNOWN_VARIABLES_MSG)):
             if names:
                 lines += ["", f"{what}: {', '.join(names)}"]
+        if self.missing_parameters or self.unknown_parameters:
+            lines += ["", PARAMETERS_MATCH_MSG]
+        if self.unknown_variables:
+            lines += ["", VARIABLES_SUBSET_MSG]
+        if any(v.rule is not Rule.MIXED_INTEGER for v in self.violations):
+            lines += ["", MUST_BE_DPP_MSG.format(gp=" for geometric programming" * self.gp)]
         return "\n".join(lines)
 
 
@@ -213,7 +232,11 @@ def _log_log_affine(expr: Expression) -> bool:
 
 
 def _names(expr: Expression) -> str:
-    return ", ".join(f"`{name}`" for name in sorted({p.name() for p in expr.parameters()}))
+    """The parameters of ``expr`` for a hint: the user's names, else cvxpy's (which the
+    expression's text shows) marked unnamed, with the shape."""
+    notes = {p.name(): "" if given_name(p) is not None else f" (unnamed, shape {p.shape})"
+             for p in expr.parameters()}
+    return ", ".join(f"`{name}`{note}" for name, note in sorted(notes.items()))
 
 
 def _curvature(expr: Expression, gp: bool) -> str:
@@ -353,7 +376,7 @@ def check_dpp(
         raise TypeError(f"check_dpp expects a cvxpy Problem, got {type(problem).__name__}.")
     context = "dgp" if gp else "dcp"
     lifted = problem if gp else lift_parametric_quad_forms(problem)[0]
-    violations: list[Violation] = []
+    violations = _mixed_integer(problem)
     if not lifted.is_dpp(context):
         n = len(problem.constraints)  # lifted equalities come from the objective: list first
         roots = [(root, "objective") for root in [lifted.objective, *lifted.constraints[n:]]]
@@ -369,15 +392,41 @@ def check_dpp(
     given = problem_params if parameters is None else list(parameters)
     given_ids = {id(p) for p in given}
     known_ids = {id(p) for p in problem_params}
-    missing = tuple(p.name() for p in problem_params if id(p) not in given_ids)
-    unknown = tuple(_name(p) for p in given if id(p) not in known_ids)
+    missing = tuple(_name(p, i, "problem.parameters()") for i, p in enumerate(problem_params)
+                    if id(p) not in given_ids)
+    unknown = tuple(_name(p, i) for i, p in enumerate(given) if id(p) not in known_ids)
     known_vars = {id(v) for v in problem.variables()}
     known_vars |= {id(d) for con in problem.constraints for d in con.dual_variables}
-    unknown_vars = tuple(_name(v) for v in variables or () if id(v) not in known_vars)
+    unknown_vars = tuple(_name(v, i) for i, v in enumerate(variables or ())
+                         if id(v) not in known_vars)
     ok = not violations and not missing and not unknown and not unknown_vars
     return DPPReport(ok, tuple(violations), missing, unknown, unknown_vars, gp)
 
 
-def _name(obj: object) -> str:
-    """A leaf's cvxpy name, or the repr of anything else passed by mistake."""
-    return obj.name() if isinstance(obj, (cp.Parameter, cp.Variable)) else repr(obj)
+def _name(obj: object, position: int, within: str = "") -> str:
+    """A leaf's name for the report (the user's, else its position in the list passed, or
+    in ``within``, and its shape), or the repr of anything else passed by mistake."""
+    if not isinstance(obj, (cp.Parameter, cp.Variable)):
+        return repr(obj)
+    if given_name(obj) is not None or not within:
+        return leaf_name(obj, position)
+    return f"{within}[{position}] (shape {tuple(obj.shape)})"
+
+
+def _mixed_integer(problem: cp.Problem) -> list[Violation]:
+    """One violation per integer or boolean variable: no layer can differentiate them."""
+    found = []
+    for i, var in enumerate(problem.variables()):
+        attr = next((a for a in ("integer", "boolean") if _declared(var.attributes.get(a))), None)
+        if attr is not None:
+            name = (f"variable {quoted_name(var)}" if given_name(var) is not None
+                    else f"variable problem.variables()[{i}] (shape {tuple(var.shape)})")
+            hint = MIXED_INTEGER_HINT.format(name=name, attr=attr)
+            found.append(Violation(str(var), Rule.MIXED_INTEGER, name, hint))
+    return found
+
+
+def _declared(attribute: object) -> bool:
+    """Whether a leaf attribute is set (cvxpy stores True or a list of indices)."""
+    return attribute is not None and attribute is not False and (
+        attribute is True or len(attribute) > 0)

@@ -1,12 +1,18 @@
-"""Exception types raised by dpplayers.
+"""Exception types raised by dpplayers, and how messages name the user's leaves.
 
 Every error a user can trigger is one of these, so code can catch dpplayers' failures
 without catching unrelated ones. All of them are ``ValueError`` subclasses except
 ``SolverError``, which also subclasses ``diffcp.SolverError`` when diffcp is installed so
 that code written for cvxpylayers keeps catching it.
+
+Messages name a parameter or variable by the name the user gave it, else by its position
+in the list the user passed and its shape: cvxpy's generated names (``param61``) mean
+nothing to the user.
 """
 
 from __future__ import annotations
+
+import cvxpy as cp
 
 try:  # diffcp is a test/reference dependency, not a runtime one.
     from diffcp import SolverError as _DiffcpSolverError
@@ -38,3 +44,29 @@ class SolverError(_DiffcpSolverError):
 
 class DerivativeError(ValueError):
     """A derivative was requested that this solution cannot provide."""
+
+
+def given_name(leaf: object) -> str | None:
+    """The name the user gave a cvxpy Parameter or Variable; None for cvxpy's generated
+    one (``param61``, ``var12``), which means nothing to the user."""
+    name = leaf.name()
+    prefix = cp.settings.PARAM_PREFIX if isinstance(leaf, cp.Parameter) else cp.settings.VAR_PREFIX
+    return None if name == f"{prefix}{leaf.id}" else name
+
+
+def leaf_name(leaf: object, position: int | None = None) -> str:
+    """A leaf as messages name it: the user's name, else its position in the list the user
+    passed (from 0, as the call's arguments) and its shape, else cvxpy's generated name
+    with its shape (the name ``str`` of an expression shows)."""
+    name = given_name(leaf)
+    if name is not None:
+        return name
+    if position is not None:
+        return f"#{position} (shape {tuple(leaf.shape)})"
+    return f"{leaf.name()} (unnamed, shape {tuple(leaf.shape)})"
+
+
+def quoted_name(leaf: object, position: int | None = None) -> str:
+    """:func:`leaf_name` with a user's name in quotes: "'x'", or "#0 (shape (3,))"."""
+    name = given_name(leaf)
+    return f"'{name}'" if name is not None else leaf_name(leaf, position)

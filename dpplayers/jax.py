@@ -64,6 +64,7 @@ class CvxpyLayer:
         unbatched ones broadcast). ``on_failure="nan"``: NaN for failed elements, no raise."""
         if on_failure not in ("raise", "nan"):
             raise ValueError(f"on_failure must be 'raise' or 'nan', got {on_failure!r}.")
+        self.program.layout.check_given(params)  # names a missing (None) value
         arrays = [jnp.asarray(p) for p in params]
         batch = self.program.layout.batch_size([a.shape for a in arrays])  # trace-time checks
         dtype = jnp.result_type(*arrays)

@@ -12,25 +12,36 @@ multiplies cotangents by 1/p (done in :meth:`ParameterLayout.pull_back`).
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 from scipy.linalg import lapack
 
-from .errors import ParameterError
+from .errors import ParameterError, given_name
 
 FloatArray = npt.NDArray[np.float64]
 
 #: Tolerance (relative to the largest entry) for the symmetric and PSD attribute checks.
 ATTRIBUTE_TOL = 1e-8
+#: Asymmetry (relative to the largest entry) of a symmetric/PSD/NSD value above which the
+#: layer warns (once) that it uses the symmetric part: clearly more than rounding.
+ASYMMETRY_WARN_TOL = 1e-6
+#: How far a value may sit on the wrong side of 0 for a sign attribute: CVXPY's own rule
+#: (a value is accepted where its projection onto the closed orthant moves it at most this).
+SIGN_TOL = cp.settings.GENERAL_PROJECTION_TOL
 
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """One user parameter: its name, shape, offset in θ and declared attributes."""
+    """One user parameter: its name, shape, offset in θ and declared attributes.
+
+    ``name`` is the user's name, or (``named`` False) its position "#i", given by
+    :class:`ParameterLayout`: cvxpy's generated names (``param61``) mean nothing to a user.
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -43,6 +54,7 @@ class ParameterSpec:
     symmetric: bool = False
     psd: bool = False
     nsd: bool = False
+    named: bool = True
 
     @functools.cached_property
     def size(self) -> int:
@@ -51,8 +63,10 @@ class ParameterSpec:
     @classmethod
     def of(cls, param: cp.Parameter, offset: int, log: bool) -> ParameterSpec:
         attrs = param.attributes
+        name = given_name(param)
         return cls(
-            name=param.name(),
+            name=name or "",
+            named=name is not None,
             shape=tuple(int(d) for d in param.shape),
             offset=offset,
             log=log,
@@ -66,25 +80,42 @@ class ParameterSpec:
         )
 
     @functools.cached_property
+    def display(self) -> str:
+        """The name in lists: "A", or "#1 (shape (3,))" for an unnamed parameter."""
+        return self.name if self.named else f"{self.name} (shape {self.shape})"
+
+    @functools.cached_property
+    def label(self) -> str:
+        """How messages name this parameter: "parameter 'A'" or "parameter #1 (shape (3,))"."""
+        return f"parameter '{self.name}'" if self.named else f"parameter {self.display}"
+
+    @functools.cached_property
     def constrained(self) -> bool:
         """Whether any attribute is declared (values need checking)."""
         return (self.nonneg or self.nonpos or self.pos or self.log or self.neg or self.symmetric
                 or self.psd or self.nsd)
 
-    def check_attributes(self, value: FloatArray, batched: bool) -> None:
-        """Raise ParameterError if ``value`` breaks a declared attribute (first bad element)."""
+    def check_attributes(self, value: FloatArray, batched: bool) -> bool:
+        """Raise ParameterError if ``value`` breaks a declared attribute (first bad element).
+
+        A symmetric/PSD/NSD parameter is defined on every square matrix through its
+        symmetric part sym(X) = (X + Xᵀ)/2 (the compiled maps read only that, so gradients
+        are sym of the gradient); PSD/NSD is checked on sym(X). Returns whether X is
+        asymmetric beyond rounding (ASYMMETRY_WARN_TOL), for the caller to warn once."""
         if not self.constrained:
-            return
+            return False
         v = value if batched else value[None]
-        where = _element_finder(self.name, batched)
+        where = _element_finder(self.label, batched)
+        # CVXPY's rule: pos/neg values may be 0 (only gp=True needs them > 0, for the log)
         sign_rules = (
-            (self.nonneg, np.less, "nonnegative"),
-            (self.nonpos, np.greater, "nonpositive"),
-            (self.pos or self.log, np.less_equal, "positive"),
-            (self.neg, np.greater_equal, "negative"),
+            (self.nonneg, np.less, -SIGN_TOL, "nonnegative"),
+            (self.pos and not self.log, np.less, -SIGN_TOL, "positive"),
+            (self.nonpos, np.greater, SIGN_TOL, "nonpositive"),
+            (self.neg, np.greater, SIGN_TOL, "negative"),
+            (self.log, np.less_equal, 0.0, "positive"),
         )
-        for declared, compare, word in sign_rules:
-            bad = compare(v, 0) if declared else None
+        for declared, compare, bound, word in sign_rules:
+            bad = compare(v, bound) if declared else None
             if bad is not None and bad.any():
                 k = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
                 why = " (gp=True parameters must be positive)" if self.log and word == "positive" else ""
@@ -94,19 +125,17 @@ class ParameterSpec:
             scale = np.maximum(1.0, np.maximum(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1))))
             d = v - np.swapaxes(v, -1, -2)
             asym = d.max(axis=(-2, -1))  # d is antisymmetric: max |d| = max d
-            if (asym > ATTRIBUTE_TOL * scale).any():
-                k = int(np.argmax(asym > ATTRIBUTE_TOL * scale))
-                raise ParameterError(
-                    f"{where(k)} is declared symmetric but max |X - X^T| = {asym[k]:.3g}; "
-                    "pass a symmetric matrix (e.g. (X + X.T) / 2)."
-                )
-            if self.psd or self.nsd:
-                self._check_definite(v, scale, where)
+            if self.psd or self.nsd:  # on sym(X); a copy only where X is not symmetric
+                rounding = bool((asym <= ATTRIBUTE_TOL * scale).all())
+                self._check_definite(v if rounding else 0.5 * (v + np.swapaxes(v, -1, -2)),
+                                     scale, where)
+            return bool((asym > ASYMMETRY_WARN_TOL * scale).any())
+        return False
 
     def _check_definite(self, v: FloatArray, scale: FloatArray, where) -> None:
         """PSD/NSD up to a relative tolerance: Cholesky of the shifted matrix (symmetric up
-        to ATTRIBUTE_TOL, checked above) exists iff it is positive definite, the cheap
-        common case; eigenvalues only name the culprit."""
+        to ATTRIBUTE_TOL, symmetrised by the caller otherwise) exists iff it is positive
+        definite, the cheap common case; eigenvalues only name the culprit."""
         sign = 1.0 if self.psd else -1.0
         shift = ATTRIBUTE_TOL * 1e2 * scale
         if len(v) == 1:  # LAPACK directly: numpy's wrapper costs more than a 50×50 factor
@@ -134,10 +163,8 @@ class ParameterSpec:
             )
 
 
-def _element_finder(name: str, batched: bool):
-    return (lambda k: f"parameter '{name}' (batch element {k})") if batched else (
-        lambda k: f"parameter '{name}'"
-    )
+def _element_finder(label: str, batched: bool):
+    return (lambda k: f"{label} (batch element {k})") if batched else (lambda k: label)
 
 
 @dataclass(frozen=True)
@@ -145,6 +172,13 @@ class ParameterLayout:
     """How the user's parameters sit in θ, and conversion of values to and from it."""
 
     specs: tuple[ParameterSpec, ...]
+    #: parameters already warned about asymmetric values (once per layer and parameter)
+    warned: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Name each unnamed parameter "#i" by its position in the call."""
+        named = tuple(s if s.named else replace(s, name=f"#{i}") for i, s in enumerate(self.specs))
+        object.__setattr__(self, "specs", named)
 
     @property
     def size(self) -> int:
@@ -153,7 +187,8 @@ class ParameterLayout:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.specs)
+        """The parameters as messages list them (see :attr:`ParameterSpec.display`)."""
+        return tuple(s.display for s in self.specs)
 
     def stack(self, values: Sequence[npt.ArrayLike]) -> tuple[FloatArray, FloatArray, int | None]:
         """Validate values and return (θ̃ of shape (p+1, B), raw θ (p, B), batch size or None).
@@ -163,6 +198,7 @@ class ParameterLayout:
         into θ̃, then checked: one finite test on all of θ, then declared attributes (this
         runs on every forward pass, so it avoids a copy and a test per parameter).
         """
+        self.check_given(values)
         batch = self.batch_size([v.shape if isinstance(v, np.ndarray) else np.shape(v)
                                  for v in values])
         nb = 1 if batch is None else batch
@@ -177,7 +213,8 @@ class ParameterLayout:
         if not np.isfinite(theta).all():
             self._raise_not_finite(arrays)
         for spec, (arr, is_batched) in zip(self.specs, arrays):
-            spec.check_attributes(arr, is_batched)
+            if spec.check_attributes(arr, is_batched):
+                self._warn_asymmetric(spec)
         log_rows = self._log_rows
         if not log_rows.size:
             return theta, theta[:-1], batch
@@ -193,36 +230,59 @@ class ParameterLayout:
                 continue
             if is_batched:
                 k = int(np.argwhere(~finite.reshape(len(arr), -1).all(axis=1))[0, 0])
-                raise ParameterError(
-                    f"parameter '{spec.name}' has NaN or Inf entries in batch element {k}."
-                )
-            raise ParameterError(f"parameter '{spec.name}' has NaN or Inf entries.")
+                raise ParameterError(f"{spec.label} has NaN or Inf entries in batch element {k}.")
+            raise ParameterError(f"{spec.label} has NaN or Inf entries.")
 
     def batch_size(self, shapes: Sequence[tuple[int, ...]]) -> int | None:
         """Check the number and shapes of parameter values; return the batch size (None if
         no value is batched). Shapes only, so adapters can call it while tracing."""
-        if len(shapes) != len(self.specs):
-            raise ParameterError(
-                f"expected {len(self.specs)} parameter values ({', '.join(self.names)}), "
-                f"got {len(shapes)}."
-            )
-        batch, batch_from = None, ""
+        self.check_count(len(shapes))
+        batch, batch_from = None, None
         for spec, shape in zip(self.specs, shapes):
             shape = tuple(shape)
             if shape == spec.shape:
                 continue
             if len(shape) != len(spec.shape) + 1 or shape[1:] != spec.shape:
                 raise ParameterError(
-                    f"parameter '{spec.name}' expects shape {spec.shape} "
+                    f"Invalid parameter shape: {spec.label} expects shape {spec.shape} "
                     f"(or (batch, *{spec.shape})), got shape {shape}."
                 )
             if batch is not None and shape[0] != batch:
                 raise ParameterError(
-                    f"inconsistent batch sizes: parameter '{spec.name}' has batch size "
-                    f"{shape[0]} but '{batch_from}' has {batch}."
+                    f"Inconsistent batch sizes: {spec.label} has batch size "
+                    f"{shape[0]} but {batch_from.label} has {batch}."
                 )
-            batch, batch_from = shape[0], spec.name
+            batch, batch_from = shape[0], spec
         return batch
+
+    def _warn_asymmetric(self, spec: ParameterSpec) -> None:
+        """Say once per layer and parameter that an asymmetric value is symmetrised."""
+        if spec.name in self.warned:
+            return
+        self.warned.add(spec.name)
+        kind = "PSD" if spec.psd else "NSD" if spec.nsd else "symmetric"
+        warnings.warn(
+            f"{spec.label} is declared {kind} but its value is not symmetric (beyond "
+            f"rounding); the layer uses its symmetric part (X + X^T)/2, and the gradient "
+            f"with respect to X is the symmetric part of the gradient. (Warned once per layer.)",
+            UserWarning, stacklevel=4)
+
+    def check_count(self, count: int) -> None:
+        """Raise ParameterError unless ``count`` values were passed (one per parameter)."""
+        if count != len(self.specs):
+            raise ParameterError(
+                f"A tensor must be provided for each CVXPY parameter: expected "
+                f"{len(self.specs)} parameter values ({', '.join(self.names)}), got {count}."
+            )
+
+    def check_given(self, values: Sequence[object]) -> None:
+        """Raise ParameterError for a wrong count or a missing (None) value, naming it:
+        before any conversion, which would fail on None without saying which."""
+        self.check_count(len(values))
+        for spec, value in zip(self.specs, values):
+            if value is None:
+                raise ParameterError(f"{spec.label} has no value (None); pass an array of "
+                                     f"shape {spec.shape} (or (batch, *{spec.shape})).")
 
     def log_rows(self) -> npt.NDArray[np.int64]:
         """Rows of θ that hold log(value) (gp=True parameters)."""
@@ -249,7 +309,7 @@ class ParameterLayout:
             batched = batch is not None and arr.shape == (nb, *spec.shape)
             if arr.shape != spec.shape and not batched:
                 raise ParameterError(
-                    f"tangent for parameter '{spec.name}' expects shape "
+                    f"tangent for {spec.label} expects shape "
                     f"{spec.shape if batch is None else (batch, *spec.shape)}, got {arr.shape}."
                 )
             _write_fortran(dtheta[spec.offset : spec.offset + spec.size], arr, batched)

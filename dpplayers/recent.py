@@ -27,6 +27,13 @@ class RecentSolutions:
         self._entries: dict[bytes, Solution] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        """Pickle/copy as an empty cache (solutions are recomputed; a lock cannot pickle)."""
+        return {"maxsize": self.maxsize}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["maxsize"])
+
     def solve(self, prog, values: Sequence[FloatArray], solver_args: dict,
               on_failure: str) -> Solution:
         digest = hashlib.blake2b(repr((sorted(solver_args.items()), on_failure)).encode())

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr, recover_value_for_leaf
 from cvxpy.reductions.solution import Solution
 
-from .errors import VariableError
+from .errors import VariableError, given_name, quoted_name
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -78,8 +78,10 @@ def resolve_requests(problem: cp.Problem, variables: Sequence[cp.Variable]) -> t
             _refuse_complex_dual(out[-1])
         else:
             raise VariableError(
-                f"variable '{v.name()}' (shape {v.shape}) is neither a variable of the problem "
-                "nor a dual variable (con.dual_variables[0]) of one of its constraints."
+                f"variable {quoted_name(v, len(out))} (shape {v.shape}) is neither a variable of "
+                "the problem nor a dual variable (con.dual_variables[0]) of one of its "
+                "constraints: variables must be a subset of problem.variables or a constraint "
+                "dual variable."
             )
     return tuple(out)
 
@@ -209,9 +211,9 @@ def build_retrieval(chain: cp.reductions.Chain, inverse_data: list, n: int, m: i
             exact); the message names the output.
     """
     specs, offset = [], 0
-    for r in requests:
+    for position, r in enumerate(requests):
         shape = tuple(int(d) for d in r.variable.shape)
-        name = r.variable.name() if r.constraint is None else _dual_name(r)
+        name = (given_name(r.variable) or f"#{position}") if r.constraint is None else _dual_name(r)
         specs.append(OutputSpec(name, shape, offset, r.constraint is not None,
                                 gp and r.constraint is None))
         offset += specs[-1].size

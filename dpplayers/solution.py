@@ -70,6 +70,13 @@ class Solution:
     def __post_init__(self) -> None:
         self.stats = [None] * len(self.status)  # one slot per element (threads write slots)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle/copy without the factorisations and projection derivatives (native
+        objects, some not picklable): the copy recomputes them on its first vjp/jvp."""
+        state = {k: v for k, v in self.__dict__.items() if k != "_ok_keys"}
+        state.update(_factor={}, _dprojections={}, _dbatch=None)
+        return state
+
     @property
     def ok(self) -> npt.NDArray[np.bool_]:
         return np.array([s.ok for s in self.status])

@@ -98,6 +98,19 @@ class AbstractConeSolver(abc.ABC):
         self._local = threading.local()
         self._settings_cache: dict[tuple, Mapping[str, Any]] = {}
 
+    #: Attributes left out of pickles and copies (native solver objects, caches).
+    _TRANSIENT: ClassVar[tuple[str, ...]] = ("_local", "_settings_cache")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle/copy without the per-thread workspaces (native solver objects, not
+        picklable) and caches; all are rebuilt on first use."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+        self._settings_cache = {}
+
     def settings_for(self, solver_args: dict[str, Any]) -> Mapping[str, Any]:
         """:meth:`settings`, remembered for the last few argument sets (a training loop
         passes the same ones on every call); read-only, as it is shared."""
@@ -260,11 +273,20 @@ class Clarabel(AbstractConeSolver):
         "MaxIterations": Status.ITERATION_LIMIT, "MaxTime": Status.ITERATION_LIMIT,
     }
 
+    _TRANSIENT: ClassVar[tuple[str, ...]] = (*AbstractConeSolver._TRANSIENT, "_cones")
+
     def __init__(self, cones: ConeDims, n: int = 0) -> None:
         super().__init__(cones, n)
         self._perm = scs_to_clarabel_permutation(cones)
         self._inverse = np.argsort(self._perm)
-        self._cones = (
+        if cones.exp_dual:
+            raise ValueError("Clarabel has no dual exponential cone; use SCS.")
+
+    @functools.cached_property
+    def _cones(self) -> list[Any]:
+        """Clarabel's cone objects (native, not picklable: built on first use)."""
+        cones = self.cones
+        return (
             ([clarabel.ZeroConeT(cones.zero)] if cones.zero else [])
             + ([clarabel.NonnegativeConeT(cones.nonneg)] if cones.nonneg else [])
             + [clarabel.SecondOrderConeT(d) for d in cones.soc]
@@ -272,8 +294,6 @@ class Clarabel(AbstractConeSolver):
             + [clarabel.ExponentialConeT() for _ in range(cones.exp)]
             + [clarabel.PowerConeT(a) for a in cones.power]
         )
-        if cones.exp_dual:
-            raise ValueError("Clarabel has no dual exponential cone; use SCS.")
 
     def settings(self, solver_args: dict[str, Any]) -> dict[str, Any]:
         out = dict(self.DEFAULTS)

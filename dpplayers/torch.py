@@ -190,11 +190,17 @@ class CvxpyLayer(torch.nn.Module):
         self.on_failure = on_failure
         self._previous: Solution | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle/copy (``torch.save``, ``copy.deepcopy``) without the warm-start cache;
+        the program drops its own caches and solver workspaces."""
+        return {**super().__getstate__(), "_previous": None}
+
     def forward(self, *params: torch.Tensor, solver_args: dict[str, Any] | None = None,
                 warm_start: bool = False) -> tuple[torch.Tensor, ...]:
         """One tensor per requested variable (inputs' dtype and device) for parameter
         tensors with optional leading batch axes. ``warm_start=True`` starts from this
         layer's previous warm-started solution (batch size 1 or this call's)."""
+        self.program.layout.check_given(params)  # names a missing (None) value
         args = {**self.solver_args, **(solver_args or {})}
         call = _Call(self.program, args, args.pop("on_failure", self.on_failure),
                      self._previous if warm_start else None)

@@ -296,7 +296,8 @@ def test_requested_variables_and_duals() -> None:
     report = check_dpp(problem, variables=[x, stranger, foreign.dual_variables[0],
                                            total.dual_variables[0]])
     assert not report.ok
-    assert report.unknown_variables == ("stranger", foreign.dual_variables[0].name())
+    # an unnamed one by its position in `variables` and its shape (not cvxpy's var1234)
+    assert report.unknown_variables == ("stranger", "#2 (shape (3,))")
     assert "not variables or constraint duals of it: stranger" in str(report)
 
 

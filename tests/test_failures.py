@@ -34,7 +34,8 @@ def test_wrong_shape_names_parameter(lp):
 def test_inconsistent_batch_sizes(lp):
     prob, A, b, x = lp
     prog = dpplayers.compile(prob, [A, b], [x])
-    with pytest.raises(ParameterError, match="inconsistent batch sizes: parameter 'b' has batch size 3 but 'A' has 2"):
+    with pytest.raises(ParameterError, match="Inconsistent batch sizes: parameter 'b' has batch "
+                       "size 3 but parameter 'A' has 2"):
         prog.solve(np.ones((2, 2, 3)), np.ones((3, 2)))
 
 
@@ -53,7 +54,7 @@ def test_nan_names_parameter_and_batch_element(lp):
     "attrs, value, message",
     [
         ({"nonneg": True}, -np.ones(2), "must be nonnegative"),
-        ({"pos": True}, np.zeros(2), "must be positive"),
+        ({"pos": True}, -np.ones(2), "must be positive"),  # 0 is allowed, as in CVXPY
         ({"nonpos": True}, np.ones(2), "must be nonpositive"),
     ],
 )
@@ -72,7 +73,8 @@ def test_symmetric_and_psd_attributes():
     X = cp.Variable((2, 2))
     prob = cp.Problem(cp.Minimize(cp.trace(S @ X) + cp.trace(Q @ X) + cp.sum_squares(X)))
     prog = dpplayers.compile(prob, [S, Q], [X])
-    with pytest.raises(ParameterError, match="parameter 'S' is declared symmetric"):
+    # issue #17 item 14: an asymmetric value is symmetrised with a warning, not refused
+    with pytest.warns(UserWarning, match="parameter 'S' is declared symmetric but its value"):
         prog.solve(np.array([[1.0, 2.0], [0.0, 1.0]]), np.eye(2))
     with pytest.raises(ParameterError, match=r"parameter 'Q' \(batch element 1\) is declared PSD"):
         prog.solve(np.eye(2), np.stack([np.eye(2), -np.eye(2)]))

@@ -259,9 +259,11 @@ def test_second_derivatives_raise():
 
 @pytest.mark.parametrize("args, match", [
     (((8, 4), (7,)),
-     r"parameter '.*' expects shape \(8,\) \(or \(batch, \*\(8,\)\)\), got shape \(7,\)"),
+     # (issue #17 item 18: unnamed parameters are named by position and shape)
+     r"parameter #1 \(shape \(8,\)\) expects shape \(8,\) \(or \(batch, \*\(8,\)\)\), "
+     r"got shape \(7,\)"),
     (((2, 8, 4), (3, 8)),
-     r"inconsistent batch sizes: parameter '.*' has batch size 3 but '.*' has 2"),
+     r"Inconsistent batch sizes: parameter #1 .* has batch size 3 but parameter #0 .* has 2"),
     (((8, 4),), r"expected 2 parameter values"),
 ])
 def test_shape_errors_at_trace_time(args, match):
@@ -287,7 +289,7 @@ def test_errors_outside_jit_keep_their_type():
         layer(lo, hi)
     with pytest.raises(dpplayers.SolverError, match="batch element 1"):
         jax.grad(lambda lo: jnp.sum(layer(lo, hi)[0]))(lo)
-    with pytest.raises(dpplayers.ParameterError, match="parameter '.*' has NaN or Inf"):
+    with pytest.raises(dpplayers.ParameterError, match=r"parameter #0 \(shape \(2,\)\) has NaN"):
         layer(np.array([np.nan, 0.0]), np.ones(2))
     with pytest.raises(ValueError, match="on_failure must be"):
         layer(lo, hi, on_failure="ignore")

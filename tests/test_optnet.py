@@ -122,12 +122,15 @@ def test_several_quad_forms_affine_argument_and_cones():
     assert abs(fd - analytic) <= 1e-5 * max(1.0, abs(fd))
 
 
-def test_non_symmetric_q_rejected_with_name():
+def test_non_symmetric_q_symmetrised_with_a_warning_naming_it():
+    """Issue #17 item 14 (was: rejected): Q is used through (Q + Qᵀ)/2, with one warning."""
     prob, params, z, _, _ = optnet_problem(3, 1, 2)
     prog = dpplayers.compile(prob, params, [z])
     bad = np.array([[2.0, 1.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
-    with pytest.raises(dpplayers.ParameterError, match="parameter 'Q' is declared symmetric"):
-        prog.solve(bad, np.ones(3), np.ones((1, 3)), np.ones(1), np.ones((2, 3)), np.ones(2))
+    rest = np.ones(3), np.ones((1, 3)), np.ones(1), np.ones((2, 3)), np.ones(2)
+    with pytest.warns(UserWarning, match="parameter 'Q' is declared PSD but its value is not"):
+        got = prog.solve(bad, *rest).values[0]
+    np.testing.assert_allclose(got, prog.solve((bad + bad.T) / 2, *rest).values[0], atol=1e-9)
 
 
 def test_quad_form_in_constraint_is_explained():
