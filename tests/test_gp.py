@@ -88,6 +88,20 @@ def exponent_and_coefficient() -> GPCase:
 
 
 @gp_case
+def gmatmul_exponents() -> GPCase:
+    """gmatmul(A, x)_i = Π_j x_j**A_ij: a matrix of exponent parameters (any sign), with
+    a vector of coefficient parameters on the other side."""
+    A = cp.Parameter((2, 2), name="A")
+    b = cp.Parameter(2, pos=True, name="b")
+    x = cp.Variable(2, pos=True, name="x")
+    cons = [cp.gmatmul(A, x) >= b]
+    prob = cp.Problem(cp.Minimize(cp.sum(x)), cons)
+    return GPCase(prob, [A, b], [x, cons[0]],
+                  [[np.array([[1.0, 2.0], [-0.5, 1.0]]), np.array([2.0, 2.5])],
+                   [np.array([[2.0, 0.5], [0.7, -1.5]]), np.array([1.5, 7.0])]])
+
+
+@gp_case
 def posynomial_prod() -> GPCase:
     """A posynomial objective with a vector of coefficients, prod in a constraint, and a
     monomial equality."""
@@ -272,9 +286,20 @@ def test_batched_mixed_layout_matches_elements():
                 np.testing.assert_allclose(J_b[k], J_1, rtol=1e-8, atol=1e-10)
 
 
-def test_describe_names_exponent_parameter():
-    prog = compiled(exponent_box())
-    assert "c" in prog.describe()
+def test_layout_logs_only_what_cvxpy_logs():
+    """θ holds log(a) and log(b) for coefficients, c itself for an exponent; a parameter
+    used both ways keeps its value and gets a log copy after the user's entries."""
+    box = compiled(exponent_box()).layout
+    assert [(s.name, s.log, s.log_copy) for s in box.specs] == [
+        ("a", True, None), ("b", True, None), ("c", False, None)]
+    assert box.theta_size == box.size == 3
+    both = compiled(exponent_and_coefficient()).layout
+    assert [(s.name, s.log, s.log_copy) for s in both.specs] == [
+        ("a", False, 2), ("c", False, None)]
+    assert both.theta_size == 3
+    theta, raw, _ = both.stack([np.array(1.5), np.array(-0.5)])
+    np.testing.assert_allclose(theta[:, 0], [1.5, -0.5, np.log(1.5), 1.0])
+    np.testing.assert_allclose(raw[:, 0], [1.5, -0.5])
 
 
 # ---------------------------------------------------------------------------- layers
