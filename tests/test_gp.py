@@ -102,6 +102,16 @@ def gmatmul_exponents() -> GPCase:
 
 
 @gp_case
+def symmetric_coefficients() -> GPCase:
+    """A symmetric matrix of coefficients: cvxpy reduces its log twin to a triangle."""
+    S = cp.Parameter((2, 2), symmetric=True, pos=True, name="S")
+    x = cp.Variable(2, pos=True, name="x")
+    prob = cp.Problem(cp.Minimize(cp.sum(S @ x) + cp.sum(x ** -1)))
+    return GPCase(prob, [S], [x], [[np.array([[1.0, 2.0], [2.0, 3.0]])],
+                                   [np.array([[0.5, 0.2], [0.2, 4.0]])]])
+
+
+@gp_case
 def posynomial_prod() -> GPCase:
     """A posynomial objective with a vector of coefficients, prod in a constraint, and a
     monomial equality."""
@@ -189,8 +199,12 @@ def as_arrays(values) -> list[np.ndarray]:
     return [np.asarray(v, dtype=float) for v in values]
 
 
-def directions(values, rng) -> list[np.ndarray]:
-    return [rng.standard_normal(np.shape(v)) for v in values]
+def directions(case: GPCase, values, rng) -> list[np.ndarray]:
+    """Random tangents, symmetric for symmetric parameters (so perturbed values stay
+    valid for both dpplayers and CVXPY)."""
+    dirs = [rng.standard_normal(np.shape(v)) for v in values]
+    return [(d + d.T) / 2 if p.attributes.get("symmetric") else d
+            for p, d in zip(case.parameters, dirs)]
 
 
 def central_difference(solve, values, dirs, eps) -> list[np.ndarray]:
@@ -231,7 +245,7 @@ def test_derivatives_match_finite_differences(name, solver):
     for point in case.points:
         values = as_arrays(point)
         sol = prog.solve(*values, solver_args=TIGHT_ARGS[solver])
-        dirs = directions(values, rng)
+        dirs = directions(case, values, rng)
         jvp = sol.jvp(*dirs)
         fd_ours = central_difference(
             lambda v: reference.solve(*v, solver_args=REFINED).values, values, dirs, 1e-6)
@@ -323,7 +337,7 @@ def test_torch_layer_with_exponent_parameter():
         w = rng.standard_normal(3)
         sum(float(wi) * o for wi, o in zip(w, out)).backward()
         grads = [p.grad.numpy() for p in params]
-        dirs = directions(values, rng)
+        dirs = directions(case, values, rng)
         fd = central_difference(lambda v: cvxpy_outputs(case, v)[:3], values, dirs,
                                 CVXPY_STEP)
         lhs = sum(float(np.sum(g * d)) for g, d in zip(grads, dirs))
@@ -352,7 +366,7 @@ def test_jax_layer_with_exponent_parameter():
             close([np.asarray(o) for o in out], cvxpy_outputs(case, values)[:3], 1e-6, 1e-7,
                   f"jax at {point}")
             grads = jax.grad(loss, argnums=(0, 1, 2))(*values)
-            dirs = directions(values, rng)
+            dirs = directions(case, values, rng)
             fd = central_difference(lambda v: cvxpy_outputs(case, v)[:3], values, dirs,
                                 CVXPY_STEP)
             lhs = sum(float(np.sum(np.asarray(g) * d)) for g, d in zip(grads, dirs))
