@@ -167,9 +167,9 @@ class ParameterLayout:
 
     specs: tuple[ParameterSpec, ...]
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
-        """Number of the user's parameter entries."""
+        """Number of the user's parameter entries (cached: read on every forward pass)."""
         return sum(s.size for s in self.specs)
 
     @functools.cached_property
