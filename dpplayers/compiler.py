@@ -243,9 +243,10 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     pp = data[cp.settings.PARAM_PROB]
     n = int(pp.x.size)
     m = int(pp.A.shape[0] // (n + 1))
-    layout = ParameterLayout(tuple(_specs(params, gp)))
+    entries = [_entries(chain, pp, param) for param in params]
+    layout = ParameterLayout(tuple(_specs(params, entries)))
     in_quad_forms = {p.id for term in quad_forms for p in term.matrix.parameters()}
-    lowering = _lowering_matrix(chain, pp, params, layout, in_quad_forms)
+    lowering = _lowering_matrix(pp, params, entries, layout, in_quad_forms)
 
     T_A = sp.csr_array(sp.csr_array(pp.A) @ lowering)
     A_pattern, C_A = _pattern_map(T_A[: m * n], (m, n), negate=True, upper=False)
@@ -253,7 +254,8 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     C_c = AffineMap(sp.csr_array(sp.csr_array(pp.q)[:n] @ lowering))
     P_pattern, C_P = None, None
     if quad_obj and (pp.P is not None or quad_forms):
-        T_P = sp.csr_array(pp.P) @ lowering if pp.P is not None else sp.csr_array((n * n, layout.size + 1))
+        T_P = (sp.csr_array(pp.P) @ lowering if pp.P is not None
+               else sp.csr_array((n * n, layout.theta_size + 1)))
         T_P = T_P + _quad_form_map(quad_forms, pp, params, layout, n)
         P_pattern, C_P = _pattern_map(sp.csr_array(T_P), (n, n), negate=False, upper=True)
     cones = ConeDims(
@@ -263,8 +265,8 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     )
     retrieval = build_retrieval(chain, inverse_data, n, m, requests, gp)
     if m == 0:
-        A_pattern, C_A, C_b, cones, retrieval, m = _never_binding_row(n, layout.size, cones,
-                                                                     retrieval)
+        A_pattern, C_A, C_b, cones, retrieval, m = _never_binding_row(n, layout.theta_size,
+                                                                     cones, retrieval)
     return CompiledProblem(
         problem=problem, layout=layout, n=n, m=m, cones=cones, A=A_pattern, C_A=C_A, C_b=C_b,
         C_c=C_c, P=P_pattern, C_P=C_P, retrieval=retrieval, solver=solver, gp=gp, mode=mode,
@@ -297,49 +299,90 @@ def _canonicalize(lifted: cp.Problem, gp: bool, quad_obj: bool, canon_backend: s
         raise DPPError(explain_frozen_parameters(lifted.objective.args[0])) from err
 
 
-def _specs(params: Sequence[cp.Parameter], gp: bool) -> list[ParameterSpec]:
+@dataclass(frozen=True)
+class _Entry:
+    """Where one use of a user parameter lands in cvxpy's parameter vector: the first column
+    of the parameter cvxpy reads, and the linear map E from the user's entries (or their
+    logs) to that parameter's entries."""
+
+    col: int
+    E: sp.csr_array
+
+
+def _entries(chain: cp.reductions.Chain, pp, param: cp.Parameter) -> tuple[_Entry | None,
+                                                                           _Entry | None]:
+    """(as itself, through its log): how ``param`` enters cvxpy's cone program; None for a
+    use that does not occur.
+
+    Dgp2Dcp swaps a parameter used as a coefficient or as positive data for a log-space twin
+    (its log enters), but leaves an exponent (``x ** c`` ↦ c·log x) as the parameter
+    itself; a parameter may be used both ways. Outside gp only the first occurs.
+    """
+    twin = None
+    for reduction in chain.reductions:
+        if isinstance(reduction, Dgp2Dcp) and reduction.canon_methods is not None:
+            swapped = _replacement(reduction.canon_methods._parameters, param)
+            twin = swapped if swapped is not param else None
+    return _follow(chain, pp, param), (_follow(chain, pp, twin) if twin is not None else None)
+
+
+def _follow(chain: cp.reductions.Chain, pp, param: cp.Parameter) -> _Entry | None:
+    """Follow ``param`` through CvxAttr2Constr, which swaps a symmetric/diagonal/sparse
+    parameter for its reduced vector (linear, read off ``lower_value``; a symmetric
+    parameter's reduced entries are (Q_ij + Q_ji) / 2, so gradients come out symmetric), to
+    its column in cvxpy's θ. None where cvxpy eliminated it or it is only in lifted
+    quad_forms."""
+    size = int(np.prod(param.shape, dtype=np.int64))
+    current, E = param, sp.identity(size, format="csr")
+    for reduction in chain.reductions:
+        if isinstance(reduction, CvxAttr2Constr):
+            reduced = _replacement(reduction._parameters, current)
+            if reduced is not current:
+                E = _attribute_lowering(current) @ E
+                current = reduced
+    col = pp.param_id_to_col.get(current.id)
+    return None if col is None else _Entry(int(col), sp.csr_array(E))
+
+
+def _specs(params: Sequence[cp.Parameter],
+           entries: Sequence[tuple[_Entry | None, _Entry | None]]) -> list[ParameterSpec]:
+    """Each parameter's rows in θ: its entries in order, logged where it enters only
+    through its log; a parameter that enters both ways gets log copies after them all."""
     specs, offset = [], 0
-    for p in params:
-        specs.append(ParameterSpec.of(p, offset, gp))
+    for param, (linear, log) in zip(params, entries):
+        specs.append(ParameterSpec.of(param, offset, log=log is not None and linear is None))
         offset += specs[-1].size
+    for k, (linear, log) in enumerate(entries):
+        if linear is not None and log is not None:
+            specs[k] = replace(specs[k], log_copy=offset)
+            offset += specs[k].size
     return specs
 
 
-def _lowering_matrix(chain: cp.reductions.Chain, pp, params: Sequence[cp.Parameter],
+def _lowering_matrix(pp, params: Sequence[cp.Parameter],
+                     entries: Sequence[tuple[_Entry | None, _Entry | None]],
                      layout: ParameterLayout, in_quad_forms: set[int]) -> sp.csr_array:
-    """L with θ̃_cvxpy = L θ̃_user: follows each parameter through cvxpy's reductions.
+    """L with θ̃_cvxpy = L θ̃: each use of each parameter, from its rows of θ (the value, or
+    its log: the log itself is applied in ParameterLayout.stack) to cvxpy's columns.
 
-    Dgp2Dcp swaps p for log p (the log itself is applied in ParameterLayout.stack);
-    CvxAttr2Constr swaps a symmetric/diagonal/sparse parameter for its reduced vector,
-    which is linear and read off ``lower_value``. A symmetric parameter's reduced entries
-    are taken as (Q_ij + Q_ji) / 2, so gradients with respect to it come out symmetric.
     A parameter cvxpy's data lacks must be one only lifted quad forms use (``in_quad_forms``,
     ids); any other is refused rather than silently given a zero derivative.
     """
     p_red = int(pp.A.shape[1]) - 1
-    rows, cols, vals = [p_red], [layout.size], [1.0]  # the constant
-    for param, spec in zip(params, layout.specs):
-        current, E = param, sp.identity(spec.size, format="csr")
-        for reduction in chain.reductions:
-            if isinstance(reduction, Dgp2Dcp) and reduction.canon_methods is not None:
-                current = _replacement(reduction.canon_methods._parameters, current)
-            elif isinstance(reduction, CvxAttr2Constr):
-                reduced = _replacement(reduction._parameters, current)
-                if reduced is not current:
-                    E = _attribute_lowering(current) @ E
-                    current = reduced
-        col = pp.param_id_to_col.get(current.id)
-        if col is None:
-            if param.id in in_quad_forms:
-                continue  # only in lifted quad_forms: _quad_form_map places it
+    rows, cols, vals = [p_red], [layout.theta_size], [1.0]  # the constant
+    for param, spec, (linear, log) in zip(params, layout.specs, entries):
+        if linear is None and log is None and param.id not in in_quad_forms:
             raise DPPError(
-                f"parameter `{param.name()}` is not in cvxpy's compiled program (its value "
-                f"would be ignored); rewrite the expression that uses it so the problem is DPP.")
-        coo = sp.coo_array(E)
-        rows.extend(coo.row + col)
-        cols.extend(coo.col + spec.offset)
-        vals.extend(coo.data)
-    return sp.csr_array((vals, (rows, cols)), shape=(p_red + 1, layout.size + 1))
+                f"{spec.label} is not in cvxpy's compiled program (its value would be "
+                "ignored); rewrite the expression that uses it so the problem is DPP.")
+        for entry, first_row in ((linear, spec.offset), (log, spec.log_offset)):
+            if entry is None:
+                continue
+            coo = sp.coo_array(entry.E)
+            rows.extend(coo.row + entry.col)
+            cols.extend(coo.col + first_row)
+            vals.extend(coo.data)
+    return sp.csr_array((vals, (rows, cols)), shape=(p_red + 1, layout.theta_size + 1))
 
 
 def _replacement(mapping: dict, param: cp.Parameter) -> cp.Parameter:
@@ -372,7 +415,7 @@ def _attribute_lowering(param: cp.Parameter) -> sp.csr_array:
 def _quad_form_map(terms: Sequence[ParametricQuadForm], pp, params: Sequence[cp.Parameter],
                    layout: ParameterLayout, n: int) -> sp.csr_array:
     """Rows vec_F(P): weight·(Q + Qᵀ) on each lifted variable's block, Q(θ) affine."""
-    total = sp.csr_array((n * n, layout.size + 1))
+    total = sp.csr_array((n * n, layout.theta_size + 1))
     for term in terms:
         start = pp.var_id_to_col[term.aux.id]
         k = term.aux.size
@@ -392,7 +435,7 @@ def _matrix_map(matrix: cp.Expression, params: Sequence[cp.Parameter],
     """vec_F(Q(θ)) as a (k², p + 1) map of θ̃ = [θ; 1] in the layout's coordinates."""
     base, coefficients = matrix_coefficients(matrix)
     nonzero = np.flatnonzero(base)
-    rows, cols, vals = [nonzero], [np.full(nonzero.size, layout.size)], [base[nonzero]]
+    rows, cols, vals = [nonzero], [np.full(nonzero.size, layout.theta_size)], [base[nonzero]]
     for param in matrix.parameters():
         spec = _spec_for(params, layout, param)
         coo = sp.coo_array(coefficients[param.id])
@@ -400,7 +443,7 @@ def _matrix_map(matrix: cp.Expression, params: Sequence[cp.Parameter],
         cols.append(coo.col + spec.offset)
         vals.append(coo.data)
     return sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                        shape=(base.size, layout.size + 1))
+                        shape=(base.size, layout.theta_size + 1))
 
 
 def _spec_for(params: Sequence[cp.Parameter], layout: ParameterLayout,

@@ -5,8 +5,13 @@ order the user listed them, then a constant 1. The compiler's maps C act on θ̃
 module is the one place where user values become θ̃ (forward) and where cotangents on θ
 become per-parameter arrays (backward).
 
-With ``gp=True`` the cone program is in log space: θ here holds log(p) and the chain rule
-multiplies cotangents by 1/p (done in :meth:`ParameterLayout.pull_back`).
+With ``gp=True`` the cone program is in log space, and cvxpy's Dgp2Dcp enters a
+parameter there through its log where it is a coefficient (a·x ↦ log a + log x) but as
+itself where it is an exponent (x**c ↦ c·log x); one parameter may do both. θ then holds
+log(p) for the first use and p for the second: a parameter used both ways gets a log copy,
+rows after all the user's entries (θ̃ = [θ_user; log copies; 1]). Only the logged entries
+must be positive, and the chain rule divides their cotangents by p (done in
+:meth:`ParameterLayout.pull_back`).
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ class ParameterSpec:
     name: str
     shape: tuple[int, ...]
     offset: int
-    log: bool  # True for gp=True problems: θ holds log(value)
+    log: bool  # θ's rows at offset hold log(value): a gp=True coefficient
+    log_copy: int | None = None  # rows holding log(value) where the rows at offset hold it
+    # as is (a gp=True parameter that is both an exponent and a coefficient)
     nonneg: bool = False
     nonpos: bool = False
     pos: bool = False
@@ -61,7 +68,8 @@ class ParameterSpec:
         return int(np.prod(self.shape, dtype=np.int64))
 
     @classmethod
-    def of(cls, param: cp.Parameter, offset: int, log: bool) -> ParameterSpec:
+    def of(cls, param: cp.Parameter, offset: int, log: bool,
+           log_copy: int | None = None) -> ParameterSpec:
         attrs = param.attributes
         name = given_name(param)
         return cls(
@@ -70,6 +78,7 @@ class ParameterSpec:
             shape=tuple(int(d) for d in param.shape),
             offset=offset,
             log=log,
+            log_copy=log_copy,
             nonneg=bool(attrs.get("nonneg")),
             nonpos=bool(attrs.get("nonpos")),
             pos=bool(attrs.get("pos")),
@@ -90,10 +99,20 @@ class ParameterSpec:
         return f"parameter '{self.name}'" if self.named else f"parameter {self.display}"
 
     @functools.cached_property
+    def logged(self) -> bool:
+        """Whether the cone program reads log(value) (so the value must be positive)."""
+        return self.log or self.log_copy is not None
+
+    @functools.cached_property
+    def log_offset(self) -> int | None:
+        """First row of θ holding log(value), None if the value enters only as itself."""
+        return self.offset if self.log else self.log_copy
+
+    @functools.cached_property
     def constrained(self) -> bool:
         """Whether any attribute is declared (values need checking)."""
-        return (self.nonneg or self.nonpos or self.pos or self.log or self.neg or self.symmetric
-                or self.psd or self.nsd)
+        return (self.nonneg or self.nonpos or self.pos or self.logged or self.neg
+                or self.symmetric or self.psd or self.nsd)
 
     def check_attributes(self, value: FloatArray, batched: bool) -> bool:
         """Raise ParameterError if ``value`` breaks a declared attribute (first bad element).
@@ -109,16 +128,18 @@ class ParameterSpec:
         # CVXPY's rule: pos/neg values may be 0 (only gp=True needs them > 0, for the log)
         sign_rules = (
             (self.nonneg, np.less, -SIGN_TOL, "nonnegative"),
-            (self.pos and not self.log, np.less, -SIGN_TOL, "positive"),
+            (self.pos and not self.logged, np.less, -SIGN_TOL, "positive"),
             (self.nonpos, np.greater, SIGN_TOL, "nonpositive"),
             (self.neg, np.greater, SIGN_TOL, "negative"),
-            (self.log, np.less_equal, 0.0, "positive"),
+            (self.logged, np.less_equal, 0.0, "positive"),
         )
         for declared, compare, bound, word in sign_rules:
             bad = compare(v, bound) if declared else None
             if bad is not None and bad.any():
                 k = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
-                why = " (gp=True parameters must be positive)" if self.log and word == "positive" else ""
+                why = (" (with gp=True it enters the problem through its log, as a coefficient; "
+                       "only an exponent may have any sign)"
+                       if self.logged and word == "positive" else "")
                 raise ParameterError(f"{where(k)} must be {word}{why}, but has entries {v[k][bad[k]][:3]}.")
         if self.symmetric or self.psd or self.nsd:
             # max |entry| as max(max, −min): two reductions and no |v| temporary
@@ -180,10 +201,16 @@ class ParameterLayout:
         named = tuple(s if s.named else replace(s, name=f"#{i}") for i, s in enumerate(self.specs))
         object.__setattr__(self, "specs", named)
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
-        """Number of parameter entries (θ without the constant)."""
+        """Number of the user's parameter entries (cached: read on every forward pass)."""
         return sum(s.size for s in self.specs)
+
+    @functools.cached_property
+    def theta_size(self) -> int:
+        """Number of rows of θ (θ̃ without the constant): the user's entries, then the log
+        copies of gp parameters that enter both as themselves and through their log."""
+        return self.size + sum(s.size for s in self.specs if s.log_copy is not None)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -191,18 +218,20 @@ class ParameterLayout:
         return tuple(s.display for s in self.specs)
 
     def stack(self, values: Sequence[npt.ArrayLike]) -> tuple[FloatArray, FloatArray, int | None]:
-        """Validate values and return (θ̃ of shape (p+1, B), raw θ (p, B), batch size or None).
+        """Validate values and return (θ̃ of shape (q+1, B), raw values (p, B), batch size
+        or None), q = ``theta_size``, p = ``size``.
 
-        Any value may carry one leading batch axis; unbatched values broadcast. The raw θ
-        (before the GP log) is returned for the GP chain rule. Values are written straight
-        into θ̃, then checked: one finite test on all of θ, then declared attributes (this
-        runs on every forward pass, so it avoids a copy and a test per parameter).
+        Any value may carry one leading batch axis; unbatched values broadcast. The raw
+        values (before the GP logs) are returned for the GP chain rule. Values are written
+        straight into θ̃, then checked: one finite test on all of them, then declared
+        attributes (this runs on every forward pass, so it avoids a copy and a test per
+        parameter).
         """
         self.check_given(values)
         batch = self.batch_size([v.shape if isinstance(v, np.ndarray) else np.shape(v)
                                  for v in values])
         nb = 1 if batch is None else batch
-        theta = np.empty((self.size + 1, nb))
+        theta = np.empty((self.theta_size + 1, nb))
         arrays = []
         for spec, value in zip(self.specs, values):
             arr = value if _is_float64(value) else np.asarray(value, dtype=np.float64)
@@ -210,7 +239,7 @@ class ParameterLayout:
             _write_fortran(theta[spec.offset : spec.offset + spec.size], arr, is_batched)
             arrays.append((arr, is_batched))
         theta[-1] = 1.0
-        if not np.isfinite(theta).all():
+        if not np.isfinite(theta[: self.size]).all():
             self._raise_not_finite(arrays)
         for spec, (arr, is_batched) in zip(self.specs, arrays):
             if spec.check_attributes(arr, is_batched):
@@ -218,8 +247,8 @@ class ParameterLayout:
         log_rows = self._log_rows
         if not log_rows.size:
             return theta, theta[:-1], batch
-        raw = theta[:-1].copy()
-        theta[log_rows] = np.log(theta[log_rows])
+        raw = theta[: self.size].copy()
+        theta[log_rows] = np.log(raw[self._log_sources])
         return theta, raw, batch
 
     def _raise_not_finite(self, arrays: list[tuple[FloatArray, bool]]) -> None:
@@ -285,23 +314,50 @@ class ParameterLayout:
                                      f"shape {spec.shape} (or (batch, *{spec.shape})).")
 
     def log_rows(self) -> npt.NDArray[np.int64]:
-        """Rows of θ that hold log(value) (gp=True parameters)."""
+        """Rows of θ that hold log(value) (gp=True coefficients and log copies)."""
         return self._log_rows
 
     @functools.cached_property
     def _log_rows(self) -> npt.NDArray[np.int64]:
+        rows = [np.arange(s.log_offset, s.log_offset + s.size) for s in self.specs if s.logged]
+        return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+
+    @functools.cached_property
+    def _log_sources(self) -> npt.NDArray[np.int64]:
+        """For each of ``_log_rows``, the user's entry whose log it holds (distinct)."""
+        rows = [np.arange(s.offset, s.offset + s.size) for s in self.specs if s.logged]
+        return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+
+    @functools.cached_property
+    def _log_only_rows(self) -> npt.NDArray[np.int64]:
+        """The user's entries that θ holds only as a log (no row holds the value itself)."""
         rows = [np.arange(s.offset, s.offset + s.size) for s in self.specs if s.log]
         return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
+    def to_user(self, g: FloatArray, raw: FloatArray) -> FloatArray:
+        """Cotangents on θ's rows (q, B, ...) → on the user's entries (p, B, ...): a log
+        row's cotangent is divided by the value (d log p = dp / p) and added to its entry's
+        (a parameter used both ways sums both)."""
+        rows = self._log_rows
+        if not rows.size:
+            return g
+        sources = self._log_sources
+        scale = raw[sources].reshape(raw[sources].shape + (1,) * (g.ndim - 2))
+        from_logs = g[rows] / scale
+        out = g[: self.size].copy()
+        out[self._log_only_rows] = 0.0
+        out[sources] += from_logs
+        return out
+
     def stack_tangents(self, tangents: Sequence[npt.ArrayLike | None], batch: int | None,
                        raw: FloatArray) -> FloatArray:
-        """Tangents per parameter → dθ (p, B), applying the GP chain rule d log p = dp / p."""
+        """Tangents per parameter → dθ (q, B), applying the GP chain rule d log p = dp / p."""
         if len(tangents) != len(self.specs):
             raise ParameterError(
                 f"expected {len(self.specs)} tangents ({', '.join(self.names)}), got {len(tangents)}."
             )
         nb = 1 if batch is None else batch
-        dtheta = np.zeros((self.size, nb))
+        dtheta = np.zeros((self.theta_size, nb))
         for spec, t in zip(self.specs, tangents):
             if t is None:
                 continue
@@ -313,18 +369,15 @@ class ParameterLayout:
                     f"{spec.shape if batch is None else (batch, *spec.shape)}, got {arr.shape}."
                 )
             _write_fortran(dtheta[spec.offset : spec.offset + spec.size], arr, batched)
-        rows = self.log_rows()
+        rows = self._log_rows
         if rows.size:
-            dtheta[rows] /= raw[rows]
+            sources = self._log_sources
+            dtheta[rows] = dtheta[sources] / raw[sources]
         return dtheta
 
     def pull_back(self, gtheta: FloatArray, batch: int | None, raw: FloatArray) -> tuple[FloatArray, ...]:
-        """Cotangent on θ (p, B) → one array per parameter (batched iff the call was)."""
-        g = gtheta
-        rows = self.log_rows()
-        if rows.size:
-            g = g.copy()
-            g[rows] /= raw[rows]
+        """Cotangent on θ (q, B) → one array per parameter (batched iff the call was)."""
+        g = self.to_user(gtheta, raw)
         if batch is None:  # column-major order is the order itself
             flat = g[:, 0]
             return tuple(flat[s.offset : s.offset + s.size].reshape(s.shape, order="F")

@@ -309,11 +309,10 @@ class Solution:
         per output entry when there are fewer outputs than parameter entries (reverse),
         with J and one column per parameter entry otherwise (forward)."""
         prog = self.program
-        p, nb, K = prog.layout.size, self.x.shape[1], prog.retrieval.matrix.shape[0]
-        flat = self._reverse_jacobian() if K < p else self._forward_jacobian()  # (K, B, p)
-        rows = prog.layout.log_rows()
-        if rows.size:
-            flat[:, :, rows] /= self._raw_theta[rows].T[None]
+        q, nb, K = prog.layout.theta_size, self.x.shape[1], prog.retrieval.matrix.shape[0]
+        flat = self._reverse_jacobian() if K < q else self._forward_jacobian()  # (K, B, q)
+        if prog.layout.log_rows().size:  # θ's rows → the user's entries (GP logs)
+            flat = prog.layout.to_user(flat.transpose(2, 1, 0), self._raw_theta).transpose(2, 1, 0)
         blocks = []
         for spec, value in zip(prog.retrieval.outputs, self.values):
             vals = value if self.batch is not None else value[None]
@@ -330,14 +329,14 @@ class Solution:
         return tuple(blocks)
 
     def _forward_jacobian(self) -> FloatArray:
-        """(K, B, p): J solves with one column per parameter entry."""
+        """(K, B, q): J solves with one column per row of θ."""
         prog = self.program
-        p, nb = prog.layout.size, self.x.shape[1]
-        dz = self._push_forward(np.tile(np.eye(p), (1, nb)), per_element_columns=p)
-        return np.asarray(prog.retrieval.matrix @ dz).reshape(-1, nb, p)
+        q, nb = prog.layout.theta_size, self.x.shape[1]
+        dz = self._push_forward(np.tile(np.eye(q), (1, nb)), per_element_columns=q)
+        return np.asarray(prog.retrieval.matrix @ dz).reshape(-1, nb, q)
 
     def _reverse_jacobian(self) -> FloatArray:
-        """(K, B, p): Jᵀ solves with one column per output entry."""
+        """(K, B, q): Jᵀ solves with one column per output entry."""
         prog = self.program
         g_z = prog.retrieval.matrix.T.toarray()  # (n+m, K): one column per output entry
         nb, K = self.x.shape[1], g_z.shape[1]

@@ -229,7 +229,8 @@ def test_a_parameter_missing_from_cvxpy_data_is_refused_unless_lifted() -> None:
     layout = ParameterLayout((ParameterSpec.of(p, 0, False),))
     chain = SimpleNamespace(reductions=[])
     pp = SimpleNamespace(A=np.zeros((4, 1)), param_id_to_col={})
-    with pytest.raises(DPPError, match="parameter `p` is not in cvxpy's compiled program"):
-        compiler._lowering_matrix(chain, pp, [p], layout, set())
-    lowering = compiler._lowering_matrix(chain, pp, [p], layout, {p.id})
+    entries = [compiler._entries(chain, pp, p)]
+    with pytest.raises(DPPError, match="parameter 'p' is not in cvxpy's compiled program"):
+        compiler._lowering_matrix(pp, [p], entries, layout, set())
+    lowering = compiler._lowering_matrix(pp, [p], entries, layout, {p.id})
     assert lowering.shape == (1, 3) and lowering.nnz == 1  # only the constant
