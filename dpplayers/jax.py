@@ -37,7 +37,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from .compiler import CompiledProblem
 from .compiler import compile as compile_problem
-from .errors import DerivativeError
+from .errors import DerivativeError, ParameterError
 from .recent import RecentSolutions
 
 
@@ -67,6 +67,11 @@ class CvxpyLayer:
         self.program.layout.check_given(params)  # names a missing (None) value
         arrays = [jnp.asarray(p) for p in params]
         batch = self.program.layout.batch_size([a.shape for a in arrays])  # trace-time checks
+        for spec, a in zip(self.program.layout.specs, arrays):
+            if jnp.iscomplexobj(a):  # a cast to float would drop the imaginary part
+                raise ParameterError(
+                    f"{spec.label} has complex dtype {a.dtype}, but the parameter is real; "
+                    "pass real values (complex parameters are not supported).")
         dtype = jnp.result_type(*arrays)
         dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
         # one leading axis on every parameter (size 1 if unbatched), whatever vmap adds

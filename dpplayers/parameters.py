@@ -234,7 +234,7 @@ class ParameterLayout:
         theta = np.empty((self.theta_size + 1, nb))
         arrays = []
         for spec, value in zip(self.specs, values):
-            arr = value if _is_float64(value) else np.asarray(value, dtype=np.float64)
+            arr = value if _is_float64(value) else _real_array(value, spec.label)
             is_batched = arr.ndim != len(spec.shape)  # batch_size checked the shapes
             _write_fortran(theta[spec.offset : spec.offset + spec.size], arr, is_batched)
             arrays.append((arr, is_batched))
@@ -361,7 +361,7 @@ class ParameterLayout:
         for spec, t in zip(self.specs, tangents):
             if t is None:
                 continue
-            arr = np.asarray(t, dtype=np.float64)
+            arr = _real_array(t, f"the tangent for {spec.label}")
             batched = batch is not None and arr.shape == (nb, *spec.shape)
             if arr.shape != spec.shape and not batched:
                 raise ParameterError(
@@ -394,6 +394,20 @@ class ParameterLayout:
 
 def _is_float64(value: object) -> bool:
     return isinstance(value, np.ndarray) and value.dtype == np.float64
+
+
+def _real_array(value: npt.ArrayLike, what: str) -> FloatArray:
+    """``value`` as float64; a complex value with a nonzero imaginary part is refused by name
+    (numpy's cast would drop it with only a ComplexWarning: a silently wrong answer)."""
+    arr = np.asarray(value)
+    if np.iscomplexobj(arr):
+        if np.any(arr.imag != 0):
+            raise ParameterError(
+                f"{what} has complex entries (e.g. {arr.reshape(-1)[np.flatnonzero(arr.imag)[0]]}), "
+                "but the parameter is real; pass real values (complex parameters are not "
+                "supported: split them into real and imaginary parameters).")
+        arr = arr.real
+    return arr.astype(np.float64, copy=False)
 
 
 def _write_fortran(dest: FloatArray, arr: FloatArray, batched: bool) -> None:

@@ -48,6 +48,8 @@ def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
         return None
     if t.dtype is torch.float64 and t.device.type == "cpu":  # no conversion: skip .to()
         return t.detach().numpy()
+    if t.is_complex():  # left complex: ParameterLayout.stack names it (a cast would drop .imag)
+        return t.detach().cpu().numpy()
     return t.detach().to("cpu", torch.float64).numpy()
 
 

@@ -307,3 +307,32 @@ def test_zoo_layers_see_only_the_symmetric_part(name):
             np.testing.assert_allclose(ga, gb, atol=1e-9)
             if sq:
                 np.testing.assert_allclose(ga, ga.T, atol=1e-12)
+
+
+@pytest.mark.parametrize("how", ["solve", "torch", "jax"])
+def test_complex_values_for_a_real_parameter_are_refused_by_name(how: str) -> None:
+    """numpy's cast would drop the imaginary part with only a ComplexWarning; a purely
+    real complex array is accepted and solves like its real part (CVXPY's answer)."""
+    p = cp.Parameter(2, name="p")
+    x = cp.Variable(2)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - p)), [x >= 0])
+    bad = np.array([1 + 1j, 2 - 1j])
+    if how == "solve":
+        prog = dpplayers.compile(problem, [p], [x])
+        with pytest.raises(dpplayers.ParameterError, match="parameter 'p' has complex entries"):
+            prog.solve(bad)
+        (value,) = prog.solve(np.array([1.0 + 0j, -2.0 + 0j])).values
+    elif how == "torch":
+        layer = TorchLayer(problem, parameters=[p], variables=[x])
+        with pytest.raises(dpplayers.ParameterError, match="parameter 'p' has complex entries"):
+            layer(torch.tensor(bad))
+        (value,) = layer(torch.tensor([1.0 + 0j, -2.0 + 0j]))
+        value = value.numpy()
+    else:
+        layer = JaxLayer(problem, parameters=[p], variables=[x])
+        with pytest.raises(dpplayers.ParameterError, match="parameter 'p' has complex dtype"):
+            layer(bad)
+        (value,) = layer(np.array([1.0, -2.0]))
+    p.value = np.array([1.0, -2.0])
+    problem.solve(solver=cp.CLARABEL)
+    np.testing.assert_allclose(value, x.value, atol=1e-6)
