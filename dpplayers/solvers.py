@@ -97,6 +97,7 @@ class AbstractConeSolver(abc.ABC):
         self.kkt_order = n + cones.size  # of the KKT system the solver factorises
         self._local = threading.local()
         self._settings_cache: dict[tuple, Mapping[str, Any]] = {}
+        self._not_updatable: set[tuple] = set()  # settings whose workspace refused an update
 
     def settings_for(self, solver_args: dict[str, Any]) -> Mapping[str, Any]:
         """:meth:`settings`, remembered for the last few argument sets (a training loop
@@ -123,7 +124,8 @@ class AbstractConeSolver(abc.ABC):
 
     @abc.abstractmethod
     def _update(self, workspace: Any, data: ConeData) -> None:
-        """Replace b and c in a workspace built for the same A and P."""
+        """Replace b and c in a workspace built for the same A and P; raise
+        :class:`UpdateRefused` where the workspace does not allow it."""
 
     @abc.abstractmethod
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
@@ -134,17 +136,27 @@ class AbstractConeSolver(abc.ABC):
               warm: RawSolution | None = None) -> RawSolution:
         """Solve one element; with ``reuse`` keep the workspace and only update b and c."""
         start = time.perf_counter()
-        if not reuse:
+        key = tuple(sorted(settings.items())) if reuse else None
+        if not reuse or key in self._not_updatable:
             workspace = self._setup(data, settings)
         else:
-            key = tuple(sorted(settings.items()))
             cache = self._local.__dict__.setdefault("cache", {})
             workspace = cache.get(key)
             if workspace is None:
                 workspace = cache[key] = self._setup(data, settings)
             else:
-                self._update(workspace, data)
+                try:
+                    self._update(workspace, data)
+                except UpdateRefused:  # remembered: later solves build their own workspace
+                    self._not_updatable.add(key)
+                    del cache[key]
+                    workspace = self._setup(data, settings)
         return self._run(workspace, settings, warm, time.perf_counter() - start)
+
+
+class UpdateRefused(Exception):
+    """A solver workspace that cannot take new b and c (Clarabel with chordal
+    decomposition or presolve active): the caller builds a fresh one instead."""
 
 
 class SCS(AbstractConeSolver):
@@ -300,7 +312,12 @@ class Clarabel(AbstractConeSolver):
 
     def _update(self, workspace: Any, data: ConeData) -> None:
         b = data.b[self._perm] if self._perm is not None else data.b
-        workspace.update(q=data.c, b=b)
+        try:
+            workspace.update(q=data.c, b=b)
+        except Exception as err:  # Clarabel raises a bare Exception
+            if "updates are not allowed" in str(err):  # chordal decomposition or presolve
+                raise UpdateRefused(str(err)) from None
+            raise
 
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
              setup_seconds: float) -> RawSolution:
