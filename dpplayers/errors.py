@@ -38,3 +38,9 @@ class SolverError(_DiffcpSolverError):
 
 class DerivativeError(ValueError):
     """A derivative was requested that this solution cannot provide."""
+
+
+class InaccurateSolutionWarning(RuntimeWarning):
+    """A batch element stopped short of its tolerances (iteration or time limit, reduced
+    accuracy): its point is returned, as CVXPY and cvxpylayers do. ``inaccurate="fail"``
+    on ``solve`` or the layers treats it as a failure instead."""

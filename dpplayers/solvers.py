@@ -12,6 +12,7 @@ system, Clarabel's solver) is kept per settings and thread and only b and c are 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 import functools
 import importlib
@@ -38,15 +39,28 @@ class Status(enum.Enum):
     """Outcome of one solve; each value says what happened and what to try."""
 
     OPTIMAL = "solved"
-    INACCURATE = "solved to reduced accuracy (accepted); tighten tolerances for exact gradients"
+    INACCURATE = "solved to reduced accuracy only; values and gradients are approximate"
     INFEASIBLE = "infeasible: no point satisfies the constraints for these parameter values"
     UNBOUNDED = "unbounded: the objective decreases without limit for these parameter values"
-    ITERATION_LIMIT = "hit the iteration limit; raise max_iters (SCS) / max_iter (Clarabel)"
+    ITERATION_LIMIT = ("hit the iteration limit (or time limit) before reaching the "
+                       "tolerances; the last iterate is approximate")
     FAILED = "numerical failure in the solver; rescale the data or try the other solver"
 
     @property
     def ok(self) -> bool:
-        return self in (Status.OPTIMAL, Status.INACCURATE)
+        """The solver returned a usable point (accurate or not), as CVXPY's
+        SOLUTION_PRESENT: solved, solved inaccurately, or stopped at a limit."""
+        return self in (Status.OPTIMAL, Status.INACCURATE, Status.ITERATION_LIMIT)
+
+    @property
+    def accurate(self) -> bool:
+        """Solved to the requested tolerances."""
+        return self is Status.OPTIMAL
+
+    def usable(self, accept_inaccurate: bool) -> bool:
+        """Whether this element's point is returned (``inaccurate="warn"``: every point
+        the solver returned; ``"fail"``: accurate ones only)."""
+        return self.accurate or (accept_inaccurate and self.ok)
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,7 @@ class RawSolution:
     iterations: int
     seconds: float  # the solve itself
     setup_seconds: float = 0.0  # building the workspace (scaling, KKT factorisation); 0 if reused
+    detail: str = ""  # where it stopped (residuals vs tolerances), for inaccurate statuses
 
 
 class AbstractConeSolver(abc.ABC):
@@ -169,7 +184,7 @@ class SCS(AbstractConeSolver):
     STATUS_MAP: ClassVar[dict[int, Status]] = {
         1: Status.OPTIMAL, 2: Status.INACCURATE, -1: Status.UNBOUNDED, -6: Status.UNBOUNDED,
         -2: Status.INFEASIBLE, -7: Status.INFEASIBLE, -3: Status.FAILED, -4: Status.FAILED,
-        -5: Status.FAILED, 0: Status.ITERATION_LIMIT,
+        -5: Status.FAILED, 0: Status.FAILED,  # 0: "unfinished", never a returned answer
     }
 
     def settings(self, solver_args: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +201,26 @@ class SCS(AbstractConeSolver):
             choice = _scs_linear_solver(self.kkt_order, eps)
             if choice is not None:
                 out["linear_solver"] = choice
+                fallback = _scs_refined_linear_solver(self.kkt_order)
+                if fallback not in (None, choice):
+                    out[FALLBACK] = fallback
         return out
+
+    def solve(self, data: ConeData, settings: dict[str, Any], reuse: bool,
+              warm: RawSolution | None = None) -> RawSolution:
+        """As the base class; where dpplayers picked QDLDL itself and SCS stops short of
+        its tolerances, solve again with a back end that refines its linear solves, so
+        that the faster choice never costs convergence (its iterations and time count)."""
+        raw = super().solve(data, settings, reuse, warm)
+        fallback = settings.get(FALLBACK)
+        if fallback is None or raw.status not in RETRY_STATUSES:
+            return raw
+        retry_settings = {k: v for k, v in settings.items() if k != FALLBACK}
+        retry_settings["linear_solver"] = fallback
+        retry = super().solve(data, retry_settings, reuse, warm)
+        return dataclasses.replace(retry, iterations=raw.iterations + retry.iterations,
+                                   seconds=raw.seconds + retry.seconds,
+                                   setup_seconds=raw.setup_seconds + retry.setup_seconds)
 
     @functools.cached_property
     def _cone_dict(self) -> dict[str, Any]:
@@ -198,6 +232,7 @@ class SCS(AbstractConeSolver):
         problem = {"A": data.A, "b": data.b, "c": data.c}
         if data.P is not None:
             problem["P"] = data.P
+        settings = {k: v for k, v in settings.items() if k != FALLBACK}
         try:
             return scs.SCS(problem, self._cone_dict, **settings)
         except (TypeError, ValueError) as err:
@@ -215,10 +250,23 @@ class SCS(AbstractConeSolver):
             out = workspace.solve(warm_start=False)
         info = out["info"]
         status = self.STATUS_MAP.get(int(info["status_val"]), Status.FAILED)
-        if status is Status.INACCURATE and info["iter"] >= settings.get("max_iters", 100_000):
+        if status is Status.INACCURATE and (info["iter"] >= settings.get("max_iters", 100_000)
+                                            or "time_limit" in str(info["status"])):
             status = Status.ITERATION_LIMIT
+        detail = "" if status is Status.OPTIMAL else self._detail(info, settings)
         return RawSolution(out["x"], out["y"], out["s"], status, str(info["status"]),
-                           int(info["iter"]), time.perf_counter() - start, setup_seconds)
+                           int(info["iter"]), time.perf_counter() - start, setup_seconds, detail)
+
+    @staticmethod
+    def _detail(info: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+        """Where SCS stopped: its residuals against the tolerances, its final step scale
+        and linear solver (a scale far below 1 with a stalled residual points to the
+        linear solves, not to too few iterations)."""
+        return (f"after {info['iter']} iterations: primal residual {info['res_pri']:.1e}, "
+                f"dual residual {info['res_dual']:.1e}, gap {info['gap']:.1e} (tolerances "
+                f"eps_abs {settings.get('eps_abs', 1e-4):.0e}, eps_rel "
+                f"{settings.get('eps_rel', 1e-4):.0e}); scale {info['scale']:.1e}, "
+                f"linear solver {info.get('lin_sys_solver', '?')}")
 
 
 #: SCS factorises a KKT system of order n + m. Up to this order its bundled QDLDL sets up
@@ -227,10 +275,18 @@ class SCS(AbstractConeSolver):
 #: 0.77 ms, 200-variable QP 16 vs 21 ms); Pardiso wins on large sparse systems (2,000-variable
 #: LP, order 5,000: 92 vs 225 ms). QDLDL is also single-threaded, so it does not fight
 #: the batch thread pool. Below QDLDL_MIN_EPS, QDLDL's solves (no iterative refinement)
-#: are not accurate enough for SCS to converge (a 4-variable SOCP at eps 1e-11 ran to
-#: max_iters; Pardiso: 75 iterations), so SCS's default is kept there.
+#: are not accurate enough for SCS to converge, so SCS's default is kept there. Measured on
+#: the 29 problems of tests/helpers.py, 3 samples each: at eps 1e-8 and 1e-9 QDLDL took
+#: the same iteration counts as Pardiso on all 87; at eps 1e-10 it took 2-150 times as many
+#: on 16 of 87 and ran to max_iters (20,000) on 7 (exp and SOC cones), where Pardiso and
+#: dense LAPACK took 50-125. Should QDLDL still stop short, SCS.solve repeats the solve
+#: with the refined back end (see _scs_refined_linear_solver).
 QDLDL_MAX_ORDER = 2000
-QDLDL_MIN_EPS = 1e-10
+QDLDL_MIN_EPS = 1e-9
+#: A private settings key (never passed to SCS): the back end to repeat a solve with when
+#: dpplayers' own QDLDL choice stops short of the tolerances.
+FALLBACK = "_fallback_linear_solver"
+RETRY_STATUSES = (Status.INACCURATE, Status.ITERATION_LIMIT, Status.FAILED)
 
 
 def _scs_linear_solver(kkt_order: int, eps: float) -> Any:
@@ -242,6 +298,26 @@ def _scs_linear_solver(kkt_order: int, eps: float) -> Any:
     if kkt_order <= QDLDL_MAX_ORDER and eps >= QDLDL_MIN_EPS:
         return kinds.QDLDL
     return _scs_auto_linear_solver()
+
+
+@functools.cache
+def _scs_refined_linear_solver(kkt_order: int) -> Any:
+    """A back end whose solves stay accurate where QDLDL's do not: MKL's Pardiso
+    (iterative refinement) where installed, else dense LAPACK for systems up to
+    QDLDL_MAX_ORDER; None where neither is available."""
+    kinds = getattr(scs, "LinearSolver", None)
+    if kinds is None:
+        return None
+    for kind, module, max_order in ((kinds.MKL, "scs._scs_mkl", None),
+                                    (kinds.CPU_DENSE, "scs._scs_dense", QDLDL_MAX_ORDER)):
+        if max_order is not None and kkt_order > max_order:
+            continue
+        try:
+            importlib.import_module(module)
+            return kind
+        except ImportError:
+            continue
+    return None
 
 
 @functools.cache
@@ -328,8 +404,11 @@ class Clarabel(AbstractConeSolver):
         y, s = np.asarray(sol.z), np.asarray(sol.s)
         if self._perm is not None:
             y, s = y[self._inverse], s[self._inverse]
+        detail = "" if status is Status.OPTIMAL else (
+            f"after {sol.iterations} iterations: primal residual {sol.r_prim:.1e}, dual "
+            f"residual {sol.r_dual:.1e} (tol_feas {settings.get('tol_feas', 1e-8):.0e})")
         return RawSolution(np.asarray(sol.x), y, s, status, name, int(sol.iterations),
-                           time.perf_counter() - start, setup_seconds)
+                           time.perf_counter() - start, setup_seconds, detail)
 
 
 SOLVER_CLASSES: dict[str, type[AbstractConeSolver]] = {"SCS": SCS, "CLARABEL": Clarabel}

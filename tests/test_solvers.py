@@ -10,7 +10,7 @@ import pytest
 import dpplayers
 from dpplayers import SolverError, Status
 
-CLARABEL_TIGHT = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
+CLARABEL_TIGHT = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
 
 
 def spd(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -78,3 +78,115 @@ def test_clarabel_with_chordal_decomposition_solves_again_and_in_batches(build):
         for k, values in enumerate(points):
             want, = cvxpy_values(problem, parameters, variables, values)
             np.testing.assert_allclose(sol.values[0][k], want, atol=1e-6)
+
+
+# -- item 15: an iteration limit returns the point with a warning ------------------------
+
+def norm_problem():
+    A = cp.Parameter((5, 5), name="A")
+    x = cp.Variable(5, name="x")
+    problem = cp.Problem(cp.Minimize(cp.norm(A @ x - 1) + cp.norm(x, 1)))
+    return problem, A, x
+
+
+LIMITED = {"SCS": {"max_iters": 60, "eps": 1e-12}, "CLARABEL": {"max_iter": 4}}
+
+
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+def test_iteration_limit_returns_the_point_with_a_warning(solver):
+    problem, A, x = norm_problem()
+    prog = dpplayers.compile(problem, [A], [x], solver=solver)
+    rng = np.random.default_rng(0)
+    As = np.stack([rng.standard_normal((5, 5)) + 3 * np.eye(5) for _ in range(2)])
+    with pytest.warns(dpplayers.InaccurateSolutionWarning,
+                      match=r"batch elements \[0, 1\].*(max_iters|MaxIterations)"):
+        sol = prog.solve(As, solver_args=LIMITED[solver])
+    assert sol.status == (Status.ITERATION_LIMIT,) * 2
+    assert not sol.accurate.any() and sol.ok.all()
+    for k in range(2):  # an early stop, yet near the optimum (cvxpy's own tight solve)
+        want, = cvxpy_values(problem, [A], [x], [As[k]])
+        np.testing.assert_allclose(sol.values[0][k], want, atol=0.2)
+    grad, = sol.vjp(np.ones((2, 5)))  # derivatives at the returned point, as cvxpylayers
+    assert np.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+def test_inaccurate_fail_treats_an_early_stop_as_a_failure(solver):
+    problem, A, x = norm_problem()
+    prog = dpplayers.compile(problem, [A], [x], solver=solver)
+    rng = np.random.default_rng(1)
+    As = np.stack([rng.standard_normal((5, 5)) + 3 * np.eye(5) for _ in range(2)])
+    with pytest.raises(SolverError, match="batch element 0 .*iteration limit"):
+        prog.solve(As, solver_args=LIMITED[solver], inaccurate="fail")
+    with pytest.raises(SolverError, match="iteration limit"):  # in solver_args too
+        prog.solve(As[0], solver_args={**LIMITED[solver], "inaccurate": "fail"})
+    with pytest.warns(RuntimeWarning, match="2 of 2 batch elements failed"):
+        sol = prog.solve(As, solver_args=LIMITED[solver], inaccurate="fail", on_failure="nan")
+    assert sol.status == (Status.ITERATION_LIMIT,) * 2 and not sol.ok.any()
+    assert np.isnan(sol.values[0]).all() and np.isnan(sol.vjp(np.ones((2, 5)))[0]).all()
+    with pytest.raises(ValueError, match="inaccurate must be one of"):
+        prog.solve(As, inaccurate="ignore")
+
+
+def test_an_accurate_solve_does_not_warn():
+    problem, A, x = norm_problem()
+    prog = dpplayers.compile(problem, [A], [x])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = prog.solve(np.eye(5) * 3, solver_args={"eps": 1e-9})
+    assert sol.status == (Status.OPTIMAL,) and sol.accurate.all()
+
+
+def test_infeasible_still_raises_with_inaccurate_warn():
+    b = cp.Parameter(name="b")
+    x = cp.Variable()
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(x), [x >= b, x <= 1]), [b], [x])
+    with pytest.raises(SolverError, match="infeasible"):
+        prog.solve(np.array([0.0, 2.0]), inaccurate="warn")
+
+
+# -- item 11: SCS's linear-system back end never costs convergence ----------------------
+
+def sigmoid_problem():
+    """x = sigmoid(z) (closed form): maximise z·x + entr(x) + entr(1 − x)."""
+    z = cp.Parameter(4, name="z")
+    x = cp.Variable(4, name="x")
+    problem = cp.Problem(cp.Maximize(z @ x + cp.sum(cp.entr(x) + cp.entr(1 - x))))
+    return problem, z, x
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_scs_converges_at_tight_tolerances():
+    """At eps 1e-10 QDLDL's unrefined solves stall SCS (max_iters; MKL or dense LAPACK:
+    ~125 iterations): such tolerances get a refined back end."""
+    problem, z, x = sigmoid_problem()
+    prog = dpplayers.compile(problem, [z], [x])
+    for seed in (0, 1):
+        zs = np.random.default_rng(seed).standard_normal(4)
+        sol = prog.solve(zs, solver_args={"eps": 1e-10, "max_iters": 5000})
+        assert sol.status == (Status.OPTIMAL,) and sol.info[0]["iterations"] < 1000
+        np.testing.assert_allclose(sol.values[0], sigmoid(zs), atol=1e-8)
+
+
+def test_a_stalled_qdldl_solve_is_repeated_with_a_refined_back_end(monkeypatch):
+    """Wherever dpplayers picked QDLDL itself and SCS stops short, the element is solved
+    again with SCS's refined back end; a back end the user names is kept as it is."""
+    from dpplayers import solvers
+
+    monkeypatch.setattr(solvers, "QDLDL_MIN_EPS", 0.0)  # QDLDL even where it stalls
+    problem, z, x = sigmoid_problem()
+    prog = dpplayers.compile(problem, [z], [x])
+    zs = np.random.default_rng(0).standard_normal((2, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = prog.solve(zs, solver_args={"eps": 1e-10, "max_iters": 5000})
+    assert sol.status == (Status.OPTIMAL,) * 2
+    np.testing.assert_allclose(sol.values[0], sigmoid(zs), atol=1e-8)
+    with pytest.warns(dpplayers.InaccurateSolutionWarning,
+                      match=r"primal residual .*tolerances.*linear solver .*qdldl"):
+        sol = prog.solve(zs, solver_args={"eps": 1e-10, "max_iters": 5000,
+                                          "linear_solver": "qdldl"})
+    assert sol.status == (Status.ITERATION_LIMIT,) * 2
