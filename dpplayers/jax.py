@@ -59,11 +59,17 @@ class CvxpyLayer:
         self._recent = RecentSolutions()  # lets the derivative callbacks reuse the forward solve
 
     def __call__(self, *params: jax.typing.ArrayLike, solver_args: dict[str, Any] | None = None,
-                 on_failure: str = "raise") -> tuple[jax.Array, ...]:
+                 on_failure: str = "raise", inaccurate: str | None = None,
+                 ) -> tuple[jax.Array, ...]:
         """The requested variables at ``params`` (each may have a leading batch axis;
-        unbatched ones broadcast). ``on_failure="nan"``: NaN for failed elements, no raise."""
+        unbatched ones broadcast). ``on_failure="nan"``: NaN for failed elements, no raise.
+        ``inaccurate``: "warn" (default; an element stopped at an iteration limit keeps its
+        point, with an ``InaccurateSolutionWarning``) or "fail" (it counts as failed)."""
         if on_failure not in ("raise", "nan"):
             raise ValueError(f"on_failure must be 'raise' or 'nan', got {on_failure!r}.")
+        args = {**self.solver_args, **(solver_args or {})}
+        if inaccurate is not None:
+            args["inaccurate"] = inaccurate  # the core reads it there (and validates it)
         arrays = [jnp.asarray(p) for p in params]
         batch = self.program.layout.batch_size([a.shape for a in arrays])  # trace-time checks
         dtype = jnp.result_type(*arrays)
@@ -71,8 +77,7 @@ class CvxpyLayer:
         # one leading axis on every parameter (size 1 if unbatched), whatever vmap adds
         lead = [(a if a.ndim > len(s.shape) else a[None]).astype(dtype)
                 for a, s in zip(arrays, self.program.layout.specs)]
-        host = _Host(self.program, {**self.solver_args, **(solver_args or {})}, on_failure,
-                     np.dtype(dtype), self._recent)
+        host = _Host(self.program, args, on_failure, np.dtype(dtype), self._recent)
         outputs = _layer(host, *lead)
         return tuple(outputs) if batch is not None else tuple(o[0] for o in outputs)
 

@@ -190,3 +190,30 @@ def test_a_stalled_qdldl_solve_is_repeated_with_a_refined_back_end(monkeypatch):
         sol = prog.solve(zs, solver_args={"eps": 1e-10, "max_iters": 5000,
                                           "linear_solver": "qdldl"})
     assert sol.status == (Status.ITERATION_LIMIT,) * 2
+
+
+def test_layers_warn_on_an_iteration_limit_and_fail_on_request():
+    torch = pytest.importorskip("torch")
+    jnp = pytest.importorskip("jax.numpy")
+    from dpplayers.jax import CvxpyLayer as JaxLayer
+    from dpplayers.torch import CvxpyLayer as TorchLayer
+
+    problem, A, x = norm_problem()
+    A_val = np.random.default_rng(2).standard_normal((5, 5)) + 3 * np.eye(5)
+    limit = LIMITED["SCS"]
+    layer = TorchLayer(problem, [A], [x], solver_args=limit)
+    A_t = torch.tensor(A_val, requires_grad=True)
+    with pytest.warns(dpplayers.InaccurateSolutionWarning, match="max_iters"):
+        (x_t,) = layer(A_t)
+    x_t.sum().backward()
+    assert torch.isfinite(A_t.grad).all()
+    with pytest.raises(SolverError, match="iteration limit"):
+        TorchLayer(problem, [A], [x], solver_args=limit, inaccurate="fail")(A_t)
+    with pytest.raises(SolverError, match="iteration limit"):
+        layer(A_t, solver_args={"inaccurate": "fail"})
+    jax_layer = JaxLayer(problem, [A], [x], solver_args=limit)
+    with pytest.warns(dpplayers.InaccurateSolutionWarning, match="max_iters"):
+        (x_j,) = jax_layer(jnp.asarray(A_val))
+    np.testing.assert_allclose(np.asarray(x_j), x_t.detach().numpy(), atol=1e-6)  # float32
+    with pytest.raises(SolverError, match="iteration limit"):
+        jax_layer(jnp.asarray(A_val), inaccurate="fail")
