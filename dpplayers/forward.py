@@ -23,6 +23,7 @@ from .derivative import newton_refine
 from .errors import InaccurateSolutionWarning, SolverError
 from .linear_solvers import make_linear_solver
 from .solution import DERIVATIVE_OPTIONS, Solution
+from .solver_args import translate
 from .solvers import ConeData, RawSolution
 
 FloatArray = npt.NDArray[np.float64]
@@ -40,14 +41,17 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
                    warm_start: Solution | None, on_failure: str,
                    inaccurate: str = "warn") -> Solution:
     """Forward pass for :meth:`CompiledProblem.solve`."""
+    args = dict(solver_args or {})
+    on_failure = args.pop("on_failure", on_failure)  # a layer's defaults ride in solver_args
+    inaccurate = args.pop("inaccurate", inaccurate)
     if on_failure not in FAILURE_POLICIES:
         raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
-    args = dict(solver_args or {})
-    inaccurate = args.pop("inaccurate", inaccurate)  # a layer's default rides in solver_args
     if inaccurate not in INACCURATE_POLICIES:
         raise ValueError(f"inaccurate must be one of {INACCURATE_POLICIES}, got {inaccurate!r}.")
     accept = inaccurate == "warn"
     theta, raw, batch = prog.layout.stack(values)
+    args = translate(args, prog.mode, prog.backend)  # cvxpylayers' keys
+    backend = prog.backend.for_method(args.pop("solve_method", None))
     derivative_options = {k: args.pop(k) for k in DERIVATIVE_OPTIONS if k in args}
     n_jobs = args.pop("n_jobs", None)
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs < 1):
@@ -55,7 +59,6 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     mode = derivative_options.get("mode", prog.mode)
     if derivative_options:  # validate now, not at backward time (prog.mode already was)
         make_linear_solver(mode, derivative_options)
-    backend = prog.backend
     settings = backend.settings_for(args)
     nb = theta.shape[1]
     data = prog.data(theta)
@@ -77,14 +80,14 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
         results = [_refined(prog, data, k, r, steps) for k, r in enumerate(results)]
     failed = [k for k, r in enumerate(results) if not r.status.usable(accept)]
     if failed and on_failure == "raise":
-        raise SolverError(_failure_message(prog, results, failed, batch))
+        raise SolverError(_failure_message(backend.name, results, failed, batch))
     if failed:
         warnings.warn(f"{len(failed)} of {nb} batch elements failed ({failed[:10]}); their "
                       "values are NaN and their status says why.", RuntimeWarning, stacklevel=3)
     inexact = [k for k, r in enumerate(results) if r.status.ok and not r.status.accurate
                and k not in failed]
     if inexact:
-        warnings.warn(_inaccurate_message(prog, results, inexact, batch),
+        warnings.warn(_inaccurate_message(backend.name, results, inexact, batch),
                       InaccurateSolutionWarning, stacklevel=3)
     x, y, s = (_stack_columns([getattr(r, name) if r.status.usable(accept)
                                else np.full(size, np.nan) for r in results])
@@ -102,7 +105,7 @@ def _where(k: int, batch: int | None) -> str:
     return f"batch element {k}" if batch is not None else "the problem"
 
 
-def _failure_message(prog, results: list[RawSolution], failed: list[int],
+def _failure_message(solver: str, results: list[RawSolution], failed: list[int],
                      batch: int | None) -> str:
     """The SolverError text: the first failed element, its solver status and why."""
     k = failed[0]
@@ -110,12 +113,12 @@ def _failure_message(prog, results: list[RawSolution], failed: list[int],
     detail = f" ({r.detail})" if r.detail else ""
     policy = (" It stopped short of its tolerances and inaccurate='fail' was passed."
               if r.status.ok else "")
-    return (f"{prog.solver} failed on {_where(k, batch)} (of {len(failed)} failed): solver "
+    return (f"{solver} failed on {_where(k, batch)} (of {len(failed)} failed): solver "
             f"status '{r.solver_status}' — {r.status.value}{detail}.{policy} Pass "
             "on_failure='nan' to get NaN for failed elements instead.")
 
 
-def _inaccurate_message(prog, results: list[RawSolution], inexact: list[int],
+def _inaccurate_message(solver: str, results: list[RawSolution], inexact: list[int],
                         batch: int | None) -> str:
     """The InaccurateSolutionWarning text: which elements, their status, where the solver
     stopped, and what helps (more iterations help only while the residuals still fall)."""
@@ -124,11 +127,11 @@ def _inaccurate_message(prog, results: list[RawSolution], inexact: list[int],
     which = (f"batch elements {inexact[:10]}{' ...' if len(inexact) > 10 else ''} (of "
              f"{len(results)})" if batch is not None else "the problem")
     detail = f"; {_where(k, batch)} {r.detail}" if r.detail else ""
-    return (f"{prog.solver} returned inaccurate solutions for {which}: solver status "
+    return (f"{solver} returned inaccurate solutions for {which}: solver status "
             f"'{r.solver_status}' — {r.status.value}{detail}. Values and derivatives are "
             "given at that point. More iterations help only while the residuals still fall; "
             "where they stall, loosen eps, add solver_args={'refine': 2}"
-            f"{_STALL_ADVICE.get(prog.solver, '')} or use the other solver. Pass "
+            f"{_STALL_ADVICE.get(solver, '')} or use the other solver. Pass "
             "inaccurate='fail' to treat this as a failure.")
 
 

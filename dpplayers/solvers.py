@@ -19,6 +19,7 @@ import importlib
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -31,6 +32,7 @@ import scipy.sparse as sp
 import scs
 
 from .cones import ConeDims, scs_to_clarabel_permutation
+from .solver_args import valid_keys_text
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -113,6 +115,33 @@ class AbstractConeSolver(abc.ABC):
         self._local = threading.local()
         self._settings_cache: dict[tuple, Mapping[str, Any]] = {}
         self._not_updatable: set[tuple] = set()  # settings whose workspace refused an update
+        self._warned: set[str] = set()  # solver_args keys already warned about
+        self._others: dict[str, AbstractConeSolver] = {}  # solve_method's other solvers
+
+    def warn_once(self, key: str, message: str) -> None:
+        """Warn about a solver_args key once per compiled problem (one layer)."""
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=5)
+
+    def for_method(self, solve_method: Any) -> AbstractConeSolver:
+        """The solver a call's ``solve_method`` (cvxpylayers' key) names: this one, the
+        other solver on the same canonical program (built once), or, for a solver
+        dpplayers does not have, this one with a warning."""
+        if solve_method is None:
+            return self
+        name = str(solve_method).upper()
+        if name == self.name:
+            return self
+        if name not in SOLVER_CLASSES:
+            self.warn_once("solve_method", f"solve_method={solve_method!r} is not available "
+                                           f"(dpplayers has {sorted(SOLVER_CLASSES)}); solving "
+                                           f"with {self.name}, the compiled solver.")
+            return self
+        if name not in self._others:
+            self._others[name] = make_solver(name, self.cones, self.kkt_order - self.cones.size)
+            self._others[name]._warned = self._warned  # one layer: one set of warnings
+        return self._others[name]
 
     def settings_for(self, solver_args: dict[str, Any]) -> Mapping[str, Any]:
         """:meth:`settings`, remembered for the last few argument sets (a training loop
@@ -194,9 +223,17 @@ class SCS(AbstractConeSolver):
                 out["eps_abs"] = out["eps_rel"] = value
             elif key == "max_iter":
                 out["max_iters"] = value
-            else:
+            elif key == "use_indirect":  # SCS 2's and cvxpy's spelling
+                kinds = getattr(scs, "LinearSolver", None)  # scs < 3.2.8: its own keyword
+                if value:
+                    out.update({"linear_solver": kinds.CPU_INDIRECT} if kinds
+                               else {"use_indirect": True})
+            elif key in SCS_SETTINGS:
                 out[key] = value
-        if not {"linear_solver", "use_indirect", "gpu", "mkl"} & out.keys():  # user's choice
+            else:
+                raise ValueError(f"SCS rejected the setting {key!r} in solver_args: it is not "
+                                 f"an SCS setting; {valid_keys_text(SCS_KEYS)}.")
+        if not {"linear_solver", "use_indirect"} & out.keys():  # the user's choice is kept
             eps = min(float(out.get("eps_abs", 1e-4)), float(out.get("eps_rel", 1e-4)))
             choice = _scs_linear_solver(self.kkt_order, eps)
             if choice is not None:
@@ -268,6 +305,17 @@ class SCS(AbstractConeSolver):
                 f"{settings.get('eps_rel', 1e-4):.0e}); scale {info['scale']:.1e}, "
                 f"linear solver {info.get('lin_sys_solver', '?')}")
 
+
+#: The settings SCS 3.3's Python interface takes (its C extension's keyword list, and
+#: ``linear_solver``); others make SCS raise a bare TypeError, so they are refused first.
+SCS_SETTINGS = frozenset({
+    "verbose", "normalize", "adaptive_scale", "adaptive_diag_scale", "scale", "max_iters",
+    "eps_abs", "eps_rel", "eps_infeas", "alpha", "rho_x", "time_limit_secs",
+    "acceleration_lookback", "acceleration_interval", "acceleration_type_1",
+    "acceleration_regularization", "acceleration_relaxation", "write_data_filename",
+    "log_csv_filename", "linear_solver"})
+#: What SCS.settings accepts: SCS's settings and the spellings it translates.
+SCS_KEYS = (*sorted(SCS_SETTINGS), "eps", "max_iter", "use_indirect")
 
 #: SCS factorises a KKT system of order n + m. Up to this order its bundled QDLDL sets up
 #: and solves faster than MKL's Pardiso, which SCS's "auto" prefers wherever it is
@@ -365,16 +413,22 @@ class Clarabel(AbstractConeSolver):
 
     def settings(self, solver_args: dict[str, Any]) -> dict[str, Any]:
         out = dict(self.DEFAULTS)
-        known = set(dir(clarabel.DefaultSettings()))
+        known = _clarabel_settings()
         for key, value in solver_args.items():
             if key == "eps":
                 out["tol_gap_abs"] = out["tol_gap_rel"] = out["tol_feas"] = value
             elif key in ("max_iters", "max_iter"):
                 out["max_iter"] = int(value)
+            elif key == "time_limit_secs":
+                out["time_limit"] = float(value)
             elif key in known:
                 out[key] = value
+            elif key in SCS_KEYS:  # cvxpylayers code passes SCS's settings routinely
+                self.warn_once(key, f"solver_args key {key!r} is an SCS setting; Clarabel "
+                                    "has no counterpart and ignores it.")
             else:
-                raise ValueError(f"unknown Clarabel setting {key!r} in solver_args.")
+                raise ValueError(f"unknown Clarabel setting {key!r} in solver_args; "
+                                 f"{valid_keys_text(sorted(known) + ['eps', 'max_iters'])}.")
         return out
 
     def _setup(self, data: ConeData, settings: dict[str, Any]) -> Any:
@@ -409,6 +463,13 @@ class Clarabel(AbstractConeSolver):
             f"residual {sol.r_dual:.1e} (tol_feas {settings.get('tol_feas', 1e-8):.0e})")
         return RawSolution(np.asarray(sol.x), y, s, status, name, int(sol.iterations),
                            time.perf_counter() - start, setup_seconds, detail)
+
+
+@functools.cache
+def _clarabel_settings() -> frozenset[str]:
+    defaults = clarabel.DefaultSettings()
+    return frozenset(k for k in dir(defaults)
+                     if not k.startswith("_") and not callable(getattr(defaults, k)))
 
 
 SOLVER_CLASSES: dict[str, type[AbstractConeSolver]] = {"SCS": SCS, "CLARABEL": Clarabel}

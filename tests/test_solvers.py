@@ -217,3 +217,92 @@ def test_layers_warn_on_an_iteration_limit_and_fail_on_request():
     np.testing.assert_allclose(np.asarray(x_j), x_t.detach().numpy(), atol=1e-6)  # float32
     with pytest.raises(SolverError, match="iteration limit"):
         jax_layer(jnp.asarray(A_val), inaccurate="fail")
+
+
+# -- item 17: cvxpylayers' solver_args are accepted, mapped, or ignored with a warning ----
+
+def projection_problem():
+    """x = clip(y, lo, 1): a closed form."""
+    y, lo = cp.Parameter(3, name="y"), cp.Parameter(3, name="lo")
+    x = cp.Variable(3, name="x")
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [x >= lo, x <= 1])
+    return problem, [y, lo], [x]
+
+
+POINTS = [(np.array([2.0, 0.5, -3.0]), -np.ones(3)), (np.array([-0.2, 0.9, 4.0]), np.zeros(3))]
+
+#: solver_args as cvxpylayers' README and examples pass them (diffcp's keywords included)
+CVXPYLAYERS_ARGS = {"solve_method": "SCS", "n_jobs_forward": 1, "n_jobs_backward": 1,
+                    "mode": "lsqr", "acceleration_lookback": 0, "eps": 1e-10,
+                    "max_iters": 10_000, "verbose": False, "normalize": True}
+
+
+def test_cvxpylayers_solver_args_are_accepted_and_mapped():
+    torch = pytest.importorskip("torch")
+    from dpplayers.torch import CvxpyLayer
+
+    problem, parameters, variables = projection_problem()
+    layer = CvxpyLayer(problem, parameters, variables, solver_args=CVXPYLAYERS_ARGS)
+    with pytest.warns(UserWarning, match="'n_jobs_backward'") as record:
+        for y, lo in POINTS:
+            y_t = torch.tensor(y, requires_grad=True)
+            (x_t,) = layer(y_t, torch.tensor(lo))
+            np.testing.assert_allclose(x_t.detach().numpy(), np.clip(y, lo, 1), atol=1e-7)
+            x_t.sum().backward()  # d clip / dy: 1 strictly inside the box, else 0
+            inside = (y > lo) & (y < 1)
+            np.testing.assert_allclose(y_t.grad.numpy(), inside.astype(float), atol=1e-6)
+    assert sum("n_jobs_backward" in str(w.message) for w in record) == 1  # once per layer
+    settings = layer.program.backend.settings_for({"acceleration_lookback": 0, "normalize": True})
+    assert settings["acceleration_lookback"] == 0 and settings["normalize"] is True
+
+
+@pytest.mark.parametrize("n_jobs_forward", [-1, 1, 2])
+def test_n_jobs_forward_is_our_n_jobs(n_jobs_forward):
+    problem, parameters, variables = projection_problem()
+    prog = dpplayers.compile(problem, parameters, variables)
+    ys = np.stack([POINTS[k % 2][0] for k in range(4)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = prog.solve(ys, -np.ones(3), solver_args={"n_jobs_forward": n_jobs_forward,
+                                                        "eps": 1e-9})
+    np.testing.assert_allclose(sol.values[0], np.clip(ys, -1, 1), atol=1e-6)
+
+
+def test_solve_method_names_the_solver_for_the_call():
+    problem, parameters, variables = projection_problem()
+    prog = dpplayers.compile(problem, parameters, variables)  # SCS
+    for y, lo in POINTS:
+        sol = prog.solve(y, lo, solver_args={"solve_method": "Clarabel"})
+        assert sol.info[0]["status"] == "Solved"  # Clarabel's word; SCS says "solved"
+        np.testing.assert_allclose(sol.values[0], np.clip(y, lo, 1), atol=1e-7)
+        np.testing.assert_allclose(sol.jacobian()[0][0], np.diag(((y > lo) & (y < 1)) * 1.0),
+                                   atol=1e-6)
+    assert prog.solve(*POINTS[0], solver_args={"solve_method": "scs"}).info[0]["status"] == "solved"
+    with pytest.warns(UserWarning, match="solve_method='ECOS'.*SCS"):
+        sol = prog.solve(*POINTS[0], solver_args={"solve_method": "ECOS"})
+    np.testing.assert_allclose(sol.values[0], np.clip(POINTS[0][0], -1, 1), atol=1e-6)
+
+
+def test_diffcp_lpgd_mode_warns_and_gives_the_exact_derivative():
+    problem, parameters, variables = projection_problem()
+    prog = dpplayers.compile(problem, parameters, variables)
+    y, lo = POINTS[0]
+    with pytest.warns(UserWarning, match="mode='lpgd'"):
+        sol = prog.solve(y, lo, solver_args={"mode": "lpgd"})
+    np.testing.assert_allclose(sol.vjp(np.ones(3))[0], [0.0, 1.0, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+def test_an_unknown_setting_is_refused_with_the_valid_keys(solver):
+    problem, parameters, variables = projection_problem()
+    prog = dpplayers.compile(problem, parameters, variables, solver=solver)
+    with pytest.raises(ValueError, match=r"'tolerance'.*valid.*'eps'.*'n_jobs_forward'"):
+        prog.solve(*POINTS[0], solver_args={"tolerance": 1e-3})
+
+
+def test_scs_settings_are_ignored_by_clarabel_with_a_warning():
+    problem, parameters, variables = projection_problem()
+    prog = dpplayers.compile(problem, parameters, variables, solver="CLARABEL")
+    with pytest.warns(UserWarning, match="'acceleration_lookback'.*Clarabel"):
+        sol = prog.solve(*POINTS[1], solver_args={"acceleration_lookback": 0, "eps": 1e-9})
+    np.testing.assert_allclose(sol.values[0], np.clip(POINTS[1][0], 0, 1), atol=1e-7)
