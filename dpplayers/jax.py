@@ -39,23 +39,26 @@ from .compiler import CompiledProblem
 from .compiler import compile as compile_problem
 from .errors import DerivativeError
 from .recent import RecentSolutions
+from .solver_args import layer_solver
 
 
 class CvxpyLayer:
     """A differentiable JAX layer for a DPP (``gp=True``: DGP) CVXPY problem; a drop-in for
     ``cvxpylayers.jax.CvxpyLayer``. ``variables`` may hold ``con.dual_variables[0]``;
-    ``solver`` is "SCS" (default) or "CLARABEL"; ``solver_args`` (solver settings and the
-    derivative ``mode``, ``atol``, ``btol``, ``iter_lim``) are defaults a call's own
-    override; ``options`` go to :func:`dpplayers.compile` (``mode``, ``quad_obj``, ...).
+    ``solver`` is "SCS" (default; cvxpylayers' "DIFFCP") or "CLARABEL"; ``verbose`` prints
+    the solver's log; ``solver_args`` (solver settings and the derivative ``mode``,
+    ``atol``, ``btol``, ``iter_lim``; cvxpylayers' keys are translated) are defaults a
+    call's own override; ``options`` go to :func:`dpplayers.compile` (``mode``, ...).
     Raises ``DPPError`` if the problem is not DPP or parameters/variables don't match it.
     """
 
     def __init__(self, problem: cp.Problem, parameters: Sequence[cp.Parameter],
                  variables: Sequence[cp.Variable], gp: bool = False, solver: str | None = None,
-                 solver_args: dict[str, Any] | None = None, **options: Any) -> None:
+                 solver_args: dict[str, Any] | None = None, verbose: bool = False,
+                 **options: Any) -> None:
         self.program: CompiledProblem = compile_problem(
-            problem, parameters, variables, solver=solver or "SCS", gp=gp, **options)
-        self.solver_args = dict(solver_args or {})
+            problem, parameters, variables, solver=layer_solver(solver), gp=gp, **options)
+        self.solver_args = {**({"verbose": True} if verbose else {}), **(solver_args or {})}
         self._recent = RecentSolutions()  # lets the derivative callbacks reuse the forward solve
 
     def __call__(self, *params: jax.typing.ArrayLike, solver_args: dict[str, Any] | None = None,

@@ -57,3 +57,16 @@ def valid_keys_text(solver_keys: tuple[str, ...] | list[str]) -> str:
     """The valid keys, for an error message that refuses an unknown one."""
     return (f"valid keys are the solver's {sorted(solver_keys)}, dpplayers' "
             f"{sorted(OWN_KEYS)} and cvxpylayers' {sorted(CVXPYLAYERS_KEYS)}")
+
+
+#: cvxpylayers 1.2's layer ``solver=`` names with a dpplayers counterpart: its default,
+#: DIFFCP, solves with SCS; CUCLARABEL is Clarabel on a GPU (here: on the CPU).
+CVXPYLAYERS_SOLVERS = {"DIFFCP": "SCS", "CUCLARABEL": "CLARABEL"}
+
+
+def layer_solver(solver: str | None) -> str:
+    """The solver a layer compiles for from its ``solver=`` argument (None: SCS, as
+    cvxpylayers' default diffcp); :func:`dpplayers.compile` refuses names it lacks."""
+    if solver is None:
+        return "SCS"
+    return CVXPYLAYERS_SOLVERS.get(str(solver).upper(), solver)

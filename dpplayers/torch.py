@@ -26,6 +26,7 @@ import torch
 from .compiler import CompiledProblem
 from .compiler import compile as compile_problem
 from .solution import Solution
+from .solver_args import layer_solver
 
 
 @dataclass
@@ -170,7 +171,7 @@ class CvxpyLayer(torch.nn.Module):
     Args:
         problem, parameters, variables: a DPP problem (DGP with ``gp=True``), exactly its
             parameters (in call order), and the variables and/or constraint duals to return.
-        solver: "SCS" (default) or "CLARABEL".
+        solver: "SCS" (default) or "CLARABEL" (cvxpylayers' "DIFFCP" means SCS).
         solver_args: defaults for every call (solver settings, derivative ``mode``,
             ``on_failure``, ``inaccurate``; cvxpylayers' keys such as ``n_jobs_forward`` or
             ``solve_method`` are translated), merged under each call's ``solver_args``.
@@ -190,8 +191,8 @@ class CvxpyLayer(torch.nn.Module):
                  solver_args: dict[str, Any] | None = None, on_failure: str = "raise",
                  inaccurate: str = "warn", verbose: bool = False, **options: Any) -> None:
         super().__init__()
-        self.program = compile_problem(problem, parameters, variables, solver=solver or "SCS",
-                                       gp=gp, **options)
+        self.program = compile_problem(problem, parameters, variables,
+                                       solver=layer_solver(solver), gp=gp, **options)
         self.solver_args = {**({"verbose": True} if verbose else {}), **(solver_args or {})}
         self.on_failure = on_failure
         self.inaccurate = inaccurate

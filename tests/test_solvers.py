@@ -306,3 +306,26 @@ def test_scs_settings_are_ignored_by_clarabel_with_a_warning():
     with pytest.warns(UserWarning, match="'acceleration_lookback'.*Clarabel"):
         sol = prog.solve(*POINTS[1], solver_args={"acceleration_lookback": 0, "eps": 1e-9})
     np.testing.assert_allclose(sol.values[0], np.clip(POINTS[1][0], 0, 1), atol=1e-7)
+
+
+def test_cvxpylayers_solver_names_and_verbose_are_accepted():
+    """cvxpylayers 1.2's layers take solver="DIFFCP" (diffcp: SCS), cvxpy's solver names
+    and verbose=; ours read them as SCS / Clarabel."""
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    import torch
+
+    from dpplayers.jax import CvxpyLayer as JaxLayer
+    from dpplayers.torch import CvxpyLayer as TorchLayer
+
+    problem, parameters, variables = projection_problem()
+    y, lo = POINTS[1]
+    for Layer, to in ((TorchLayer, torch.tensor), (JaxLayer, np.asarray)):
+        for name, used in (("DIFFCP", "SCS"), (cp.CLARABEL, "CLARABEL"), (None, "SCS")):
+            layer = Layer(problem, parameters, variables, solver=name, verbose=False,
+                          solver_args={"eps": 1e-9})
+            assert layer.program.solver == used
+            (x,) = layer(to(y), to(lo))
+            np.testing.assert_allclose(np.asarray(x), np.clip(y, lo, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="solver must be one of.*SCS.*CLARABEL.*MOREAU"):
+        TorchLayer(problem, parameters, variables, solver="MOREAU")
