@@ -238,9 +238,8 @@ class SCS(AbstractConeSolver):
             choice = _scs_linear_solver(self.kkt_order, eps)
             if choice is not None:
                 out["linear_solver"] = choice
-                fallback = _scs_refined_linear_solver(self.kkt_order)
-                if fallback not in (None, choice):
-                    out[FALLBACK] = fallback
+                if choice is not _scs_refined_linear_solver(self.kkt_order):
+                    self._remember_choice(out)
         return out
 
     def solve(self, data: ConeData, settings: dict[str, Any], reuse: bool,
@@ -249,15 +248,34 @@ class SCS(AbstractConeSolver):
         its tolerances, solve again with a back end that refines its linear solves, so
         that the faster choice never costs convergence (its iterations and time count)."""
         raw = super().solve(data, settings, reuse, warm)
-        fallback = settings.get(FALLBACK)
-        if fallback is None or raw.status not in RETRY_STATUSES:
+        if raw.status not in RETRY_STATUSES or not self._chose_linear_solver(settings):
             return raw
-        retry_settings = {k: v for k, v in settings.items() if k != FALLBACK}
-        retry_settings["linear_solver"] = fallback
-        retry = super().solve(data, retry_settings, reuse, warm)
+        fallback = _scs_refined_linear_solver(self.kkt_order)
+        if fallback is None:
+            return raw
+        retry = super().solve(data, {**settings, "linear_solver": fallback}, reuse, warm)
         return dataclasses.replace(retry, iterations=raw.iterations + retry.iterations,
                                    seconds=raw.seconds + retry.seconds,
                                    setup_seconds=raw.setup_seconds + retry.setup_seconds)
+
+    @functools.cached_property
+    def _chosen_here(self) -> set[tuple]:
+        """The settings (as keys) whose linear solver dpplayers chose, not the user."""
+        return set()
+
+    def _remember_choice(self, settings: Mapping[str, Any]) -> None:
+        if len(self._chosen_here) >= 64:  # bounded, as the settings cache is
+            self._chosen_here.clear()
+        try:
+            self._chosen_here.add(_settings_key(settings))
+        except TypeError:  # an unhashable setting: no repeat for these settings
+            pass
+
+    def _chose_linear_solver(self, settings: Mapping[str, Any]) -> bool:
+        try:
+            return _settings_key(settings) in self._chosen_here
+        except TypeError:  # an unhashable setting: never chosen here (nor cached)
+            return False
 
     @functools.cached_property
     def _cone_dict(self) -> dict[str, Any]:
@@ -269,7 +287,6 @@ class SCS(AbstractConeSolver):
         problem = {"A": data.A, "b": data.b, "c": data.c}
         if data.P is not None:
             problem["P"] = data.P
-        settings = {k: v for k, v in settings.items() if k != FALLBACK}
         try:
             return scs.SCS(problem, self._cone_dict, **settings)
         except (TypeError, ValueError) as err:
@@ -331,10 +348,12 @@ SCS_KEYS = (*sorted(SCS_SETTINGS), "eps", "max_iter", "use_indirect")
 #: with the refined back end (see _scs_refined_linear_solver).
 QDLDL_MAX_ORDER = 2000
 QDLDL_MIN_EPS = 1e-9
-#: A private settings key (never passed to SCS): the back end to repeat a solve with when
-#: dpplayers' own QDLDL choice stops short of the tolerances.
-FALLBACK = "_fallback_linear_solver"
+#: Statuses after which a solve with dpplayers' own QDLDL choice is repeated.
 RETRY_STATUSES = (Status.INACCURATE, Status.ITERATION_LIMIT, Status.FAILED)
+
+
+def _settings_key(settings: Mapping[str, Any]) -> tuple:
+    return tuple(sorted(settings.items()))
 
 
 def _scs_linear_solver(kkt_order: int, eps: float) -> Any:
