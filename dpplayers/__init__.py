@@ -14,6 +14,7 @@ from .dpp import Violation as Violation
 from .dpp import check_dpp as check_dpp
 from .errors import DerivativeError as DerivativeError
 from .errors import DPPError as DPPError
+from .errors import InaccurateSolutionWarning as InaccurateSolutionWarning
 from .errors import ParameterError as ParameterError
 from .errors import SolverError as SolverError
 from .errors import VariableError as VariableError
@@ -23,6 +24,7 @@ from .solvers import Status as Status
 __version__ = "0.1.0"
 
 __all__ = [
-    "CompiledProblem", "DPPError", "DPPReport", "DerivativeError", "ParameterError", "Solution",
+    "CompiledProblem", "DPPError", "DPPReport", "DerivativeError", "InaccurateSolutionWarning",
+    "ParameterError", "Solution",
     "SolverError", "Status", "VariableError", "Violation", "check_dpp", "compile",
 ]

@@ -75,18 +75,21 @@ class CompiledProblem:
     backend: AbstractConeSolver = field(repr=False, compare=False)
 
     def solve(self, *values: npt.ArrayLike, solver_args: dict | None = None,
-              warm_start: object | None = None, on_failure: str = "raise"):
+              warm_start: object | None = None, on_failure: str = "raise",
+              inaccurate: str = "warn"):
         """Solve for one set of parameter values or a batch; returns a :class:`Solution`.
 
         Values come in the order of ``parameters``; any of them may carry a leading batch
         axis (unbatched ones broadcast). ``solver_args`` go to the solver (SCS or Clarabel
         settings, ``eps`` for both SCS tolerances, ``mode`` for the derivative). With
         ``on_failure="nan"`` a failed element is NaN-filled and flagged in ``status``
-        instead of raising :class:`SolverError`.
+        instead of raising :class:`SolverError`. An element that stopped short of its
+        tolerances (iteration limit, reduced accuracy) keeps its point with an
+        :class:`InaccurateSolutionWarning`; ``inaccurate="fail"`` makes it a failure.
         """
         from .forward import solve_compiled
 
-        return solve_compiled(self, values, solver_args, warm_start, on_failure)
+        return solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate)
 
     def __getstate__(self) -> dict:
         """Pickle/copy without what is built on first use (the cached properties): the

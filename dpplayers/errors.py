@@ -70,3 +70,9 @@ def quoted_name(leaf: object, position: int | None = None) -> str:
     """:func:`leaf_name` with a user's name in quotes: "'x'", or "#0 (shape (3,))"."""
     name = given_name(leaf)
     return f"'{name}'" if name is not None else leaf_name(leaf, position)
+
+
+class InaccurateSolutionWarning(RuntimeWarning):
+    """A batch element stopped short of its tolerances (iteration or time limit, reduced
+    accuracy): its point is returned, as CVXPY and cvxpylayers do. ``inaccurate="fail"``
+    on ``solve`` or the layers treats it as a failure instead."""

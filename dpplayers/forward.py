@@ -2,7 +2,9 @@
 
 Elements run on a thread pool for batches of MIN_PARALLEL_BATCH or more (SCS and Clarabel
 release the GIL); a failed element raises or, with ``on_failure="nan"``, comes back NaN
-with its status.
+with its status. An element that stopped short of its tolerances (iteration or time limit,
+reduced accuracy) keeps its point and warns, as CVXPY and cvxpylayers do; with
+``inaccurate="fail"`` it counts as failed.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ import numpy.typing as npt
 
 from .compiler import data_column
 from .derivative import newton_refine
-from .errors import SolverError
+from .errors import InaccurateSolutionWarning, SolverError
 from .linear_solvers import make_linear_solver
 from .solution import DERIVATIVE_OPTIONS, Solution
+from .solver_args import translate
 from .solvers import ConeData, RawSolution
 
 FloatArray = npt.NDArray[np.float64]
 FAILURE_POLICIES = ("raise", "nan")
+#: What an inaccurate element (Status.INACCURATE, ITERATION_LIMIT) does: return its point
+#: with an InaccurateSolutionWarning, or count as a failure (then ``on_failure`` decides).
+INACCURATE_POLICIES = ("warn", "fail")
 #: Batches at least this large are solved on a thread pool (``solver_args={"n_jobs": k}``).
 MIN_PARALLEL_BATCH = 4
 #: Default pool size: the machine's cores.
@@ -32,12 +38,20 @@ CPU_COUNT = os.cpu_count() or 1
 
 
 def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | None,
-                   warm_start: Solution | None, on_failure: str) -> Solution:
+                   warm_start: Solution | None, on_failure: str,
+                   inaccurate: str = "warn") -> Solution:
     """Forward pass for :meth:`CompiledProblem.solve`."""
+    args = dict(solver_args or {})
+    on_failure = args.pop("on_failure", on_failure)  # a layer's defaults ride in solver_args
+    inaccurate = args.pop("inaccurate", inaccurate)
     if on_failure not in FAILURE_POLICIES:
         raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
+    if inaccurate not in INACCURATE_POLICIES:
+        raise ValueError(f"inaccurate must be one of {INACCURATE_POLICIES}, got {inaccurate!r}.")
+    accept = inaccurate == "warn"
     theta, raw, batch = prog.layout.stack(values)
-    args = dict(solver_args or {})
+    args = translate(args, prog.mode, prog.backend)  # cvxpylayers' keys
+    backend = prog.backend.for_method(args.pop("solve_method", None))
     derivative_options = {k: args.pop(k) for k in DERIVATIVE_OPTIONS if k in args}
     n_jobs = args.pop("n_jobs", None)
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs < 1):
@@ -45,7 +59,6 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     mode = derivative_options.get("mode", prog.mode)
     if derivative_options:  # validate now, not at backward time (prog.mode already was)
         make_linear_solver(mode, derivative_options)
-    backend = prog.backend
     settings = backend.settings_for(args)
     nb = theta.shape[1]
     data = prog.data(theta)
@@ -65,20 +78,19 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     steps = int(derivative_options.get("refine", 0))
     if steps:
         results = [_refined(prog, data, k, r, steps) for k, r in enumerate(results)]
-    failed = [k for k, r in enumerate(results) if not r.status.ok]
+    failed = [k for k, r in enumerate(results) if not r.status.usable(accept)]
     if failed and on_failure == "raise":
-        k = failed[0]
-        where = f"batch element {k}" if batch is not None else "the problem"
-        raise SolverError(
-            f"{prog.solver} failed on {where} (of {len(failed)} failed): solver status "
-            f"'{results[k].solver_status}' — {results[k].status.value}. "
-            "Pass on_failure='nan' to get NaN for failed elements instead."
-        )
+        raise SolverError(_failure_message(backend.name, results, failed, batch))
     if failed:
         warnings.warn(f"{len(failed)} of {nb} batch elements failed ({failed[:10]}); their "
                       "values are NaN and their status says why.", RuntimeWarning, stacklevel=3)
-    x, y, s = (_stack_columns([getattr(r, name) if r.status.ok else np.full(size, np.nan)
-                               for r in results])
+    inexact = [k for k, r in enumerate(results) if r.status.ok and not r.status.accurate
+               and k not in failed]
+    if inexact:
+        warnings.warn(_inaccurate_message(backend.name, results, inexact, batch),
+                      InaccurateSolutionWarning, stacklevel=3)
+    x, y, s = (_stack_columns([getattr(r, name) if r.status.usable(accept)
+                               else np.full(size, np.nan) for r in results])
                for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
     outputs = prog.retrieval.apply(x, y)
     if batch is None:
@@ -86,7 +98,45 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
                   "setup_seconds": r.setup_seconds} for r in results)
     return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
-                    mode, derivative_options, raw, data)
+                    mode, derivative_options, raw, data, accept)
+
+
+def _where(k: int, batch: int | None) -> str:
+    return f"batch element {k}" if batch is not None else "the problem"
+
+
+def _failure_message(solver: str, results: list[RawSolution], failed: list[int],
+                     batch: int | None) -> str:
+    """The SolverError text: the first failed element, its solver status and why."""
+    k = failed[0]
+    r = results[k]
+    detail = f" ({r.detail})" if r.detail else ""
+    policy = (" It stopped short of its tolerances and inaccurate='fail' was passed."
+              if r.status.ok else "")
+    return (f"{solver} failed on {_where(k, batch)} (of {len(failed)} failed): solver "
+            f"status '{r.solver_status}' — {r.status.value}{detail}.{policy} Pass "
+            "on_failure='nan' to get NaN for failed elements instead.")
+
+
+def _inaccurate_message(solver: str, results: list[RawSolution], inexact: list[int],
+                        batch: int | None) -> str:
+    """The InaccurateSolutionWarning text: which elements, their status, where the solver
+    stopped, and what helps (more iterations help only while the residuals still fall)."""
+    k = inexact[0]
+    r = results[k]
+    which = (f"batch elements {inexact[:10]}{' ...' if len(inexact) > 10 else ''} (of "
+             f"{len(results)})" if batch is not None else "the problem")
+    detail = f"; {_where(k, batch)} {r.detail}" if r.detail else ""
+    return (f"{solver} returned inaccurate solutions for {which}: solver status "
+            f"'{r.solver_status}' — {r.status.value}{detail}. Values and derivatives are "
+            "given at that point. More iterations help only while the residuals still fall; "
+            "where they stall, loosen eps, add solver_args={'refine': 2}"
+            f"{_STALL_ADVICE.get(solver, '')} or use the other solver. Pass "
+            "inaccurate='fail' to treat this as a failure.")
+
+
+#: Solver-specific advice for a stalled solve.
+_STALL_ADVICE = {"SCS": ", pick a linear_solver that refines its solves ('mkl', 'cpu_dense')"}
 
 
 def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolution:
@@ -116,7 +166,7 @@ def _warm_starts(previous: Solution, nb: int, prog) -> list[RawSolution | None]:
     out = []
     for k in range(nb):
         j = k if pb == nb else 0
-        if not previous.status[j].ok:
+        if not previous.ok[j]:  # a NaN-filled failure seeds nothing
             out.append(None)
             continue
         out.append(RawSolution(previous.x[:, j], previous.y[:, j], previous.s[:, j],

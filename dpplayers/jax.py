@@ -39,32 +39,41 @@ from .compiler import CompiledProblem
 from .compiler import compile as compile_problem
 from .errors import DerivativeError, ParameterError
 from .recent import RecentSolutions
+from .solver_args import layer_solver
 
 
 class CvxpyLayer:
     """A differentiable JAX layer for a DPP (``gp=True``: DGP) CVXPY problem; a drop-in for
     ``cvxpylayers.jax.CvxpyLayer``. ``variables`` may hold ``con.dual_variables[0]``;
-    ``solver`` is "SCS" (default) or "CLARABEL"; ``solver_args`` (solver settings and the
-    derivative ``mode``, ``atol``, ``btol``, ``iter_lim``) are defaults a call's own
-    override; ``options`` go to :func:`dpplayers.compile` (``mode``, ``quad_obj``, ...).
+    ``solver`` is "SCS" (default; cvxpylayers' "DIFFCP") or "CLARABEL"; ``verbose`` prints
+    the solver's log; ``solver_args`` (solver settings and the derivative ``mode``,
+    ``atol``, ``btol``, ``iter_lim``; cvxpylayers' keys are translated) are defaults a
+    call's own override; ``options`` go to :func:`dpplayers.compile` (``mode``, ...).
     Raises ``DPPError`` if the problem is not DPP or parameters/variables don't match it.
     """
 
     def __init__(self, problem: cp.Problem, parameters: Sequence[cp.Parameter],
                  variables: Sequence[cp.Variable], gp: bool = False, solver: str | None = None,
-                 solver_args: dict[str, Any] | None = None, **options: Any) -> None:
+                 solver_args: dict[str, Any] | None = None, verbose: bool = False,
+                 **options: Any) -> None:
         self.program: CompiledProblem = compile_problem(
-            problem, parameters, variables, solver=solver or "SCS", gp=gp, **options)
-        self.solver_args = dict(solver_args or {})
+            problem, parameters, variables, solver=layer_solver(solver), gp=gp, **options)
+        self.solver_args = {**({"verbose": True} if verbose else {}), **(solver_args or {})}
         self._recent = RecentSolutions()  # lets the derivative callbacks reuse the forward solve
 
     def __call__(self, *params: jax.typing.ArrayLike, solver_args: dict[str, Any] | None = None,
-                 on_failure: str = "raise") -> tuple[jax.Array, ...]:
+                 on_failure: str = "raise", inaccurate: str | None = None,
+                 ) -> tuple[jax.Array, ...]:
         """The requested variables at ``params`` (each may have a leading batch axis;
-        unbatched ones broadcast). ``on_failure="nan"``: NaN for failed elements, no raise."""
+        unbatched ones broadcast). ``on_failure="nan"``: NaN for failed elements, no raise.
+        ``inaccurate``: "warn" (default; an element stopped at an iteration limit keeps its
+        point, with an ``InaccurateSolutionWarning``) or "fail" (it counts as failed)."""
         if on_failure not in ("raise", "nan"):
             raise ValueError(f"on_failure must be 'raise' or 'nan', got {on_failure!r}.")
         self.program.layout.check_given(params)  # names a missing (None) value
+        args = {**self.solver_args, **(solver_args or {})}
+        if inaccurate is not None:
+            args["inaccurate"] = inaccurate  # the core reads it there (and validates it)
         arrays = [jnp.asarray(p) for p in params]
         batch = self.program.layout.batch_size([a.shape for a in arrays])  # trace-time checks
         for spec, a in zip(self.program.layout.specs, arrays):
@@ -77,8 +86,7 @@ class CvxpyLayer:
         # one leading axis on every parameter (size 1 if unbatched), whatever vmap adds
         lead = [(a if a.ndim > len(s.shape) else a[None]).astype(dtype)
                 for a, s in zip(arrays, self.program.layout.specs)]
-        host = _Host(self.program, {**self.solver_args, **(solver_args or {})}, on_failure,
-                     np.dtype(dtype), self._recent)
+        host = _Host(self.program, args, on_failure, np.dtype(dtype), self._recent)
         outputs = _layer(host, *lead)
         return tuple(outputs) if batch is not None else tuple(o[0] for o in outputs)
 

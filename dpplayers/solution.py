@@ -61,6 +61,7 @@ class Solution:
     derivative_options: dict[str, Any] = field(repr=False)
     _raw_theta: FloatArray = field(repr=False)
     _data: tuple = field(repr=False)  # (P data, A data, b, c), each (rows, B or 1)
+    accept_inaccurate: bool = field(default=True, repr=False)  # inaccurate="warn" (else "fail")
     _factor: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
     _dprojections: dict[int, Any] = field(default_factory=dict, repr=False)
     _dbatch: tuple[BatchedProjectionDerivative, dict[int, int]] | None = field(default=None,
@@ -79,7 +80,14 @@ class Solution:
 
     @property
     def ok(self) -> npt.NDArray[np.bool_]:
-        return np.array([s.ok for s in self.status])
+        """Per element: its values were returned (solved, or under ``inaccurate="warn"``
+        stopped at a usable inaccurate point); False: NaN-filled failure."""
+        return np.array([s.usable(self.accept_inaccurate) for s in self.status])
+
+    @property
+    def accurate(self) -> npt.NDArray[np.bool_]:
+        """Per element: solved to the requested tolerances."""
+        return np.array([s.accurate for s in self.status])
 
     @property
     def degenerate(self) -> npt.NDArray[np.bool_]:
@@ -210,7 +218,7 @@ class Solution:
     @functools.cached_property
     def _ok_keys(self) -> list[int]:
         """The elements that solved."""
-        return [k for k, st in enumerate(self.status) if st.ok]
+        return [k for k, st in enumerate(self.status) if st.usable(self.accept_inaccurate)]
 
     def _apply_d(self, keys: list[int], G: FloatArray) -> FloatArray:
         """DΠ_k G[:, i] for k = keys[i], G (m, len(keys), q): one batched product (from

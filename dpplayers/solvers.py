@@ -12,12 +12,14 @@ system, Clarabel's solver) is kept per settings and thread and only b and c are 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 import functools
 import importlib
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -30,6 +32,7 @@ import scipy.sparse as sp
 import scs
 
 from .cones import ConeDims, scs_to_clarabel_permutation
+from .solver_args import valid_keys_text
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -38,15 +41,28 @@ class Status(enum.Enum):
     """Outcome of one solve; each value says what happened and what to try."""
 
     OPTIMAL = "solved"
-    INACCURATE = "solved to reduced accuracy (accepted); tighten tolerances for exact gradients"
+    INACCURATE = "solved to reduced accuracy only; values and gradients are approximate"
     INFEASIBLE = "infeasible: no point satisfies the constraints for these parameter values"
     UNBOUNDED = "unbounded: the objective decreases without limit for these parameter values"
-    ITERATION_LIMIT = "hit the iteration limit; raise max_iters (SCS) / max_iter (Clarabel)"
+    ITERATION_LIMIT = ("hit the iteration limit (or time limit) before reaching the "
+                       "tolerances; the last iterate is approximate")
     FAILED = "numerical failure in the solver; rescale the data or try the other solver"
 
     @property
     def ok(self) -> bool:
-        return self in (Status.OPTIMAL, Status.INACCURATE)
+        """The solver returned a usable point (accurate or not), as CVXPY's
+        SOLUTION_PRESENT: solved, solved inaccurately, or stopped at a limit."""
+        return self in (Status.OPTIMAL, Status.INACCURATE, Status.ITERATION_LIMIT)
+
+    @property
+    def accurate(self) -> bool:
+        """Solved to the requested tolerances."""
+        return self is Status.OPTIMAL
+
+    def usable(self, accept_inaccurate: bool) -> bool:
+        """Whether this element's point is returned (``inaccurate="warn"``: every point
+        the solver returned; ``"fail"``: accurate ones only)."""
+        return self.accurate or (accept_inaccurate and self.ok)
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,7 @@ class RawSolution:
     iterations: int
     seconds: float  # the solve itself
     setup_seconds: float = 0.0  # building the workspace (scaling, KKT factorisation); 0 if reused
+    detail: str = ""  # where it stopped (residuals vs tolerances), for inaccurate statuses
 
 
 class AbstractConeSolver(abc.ABC):
@@ -97,9 +114,37 @@ class AbstractConeSolver(abc.ABC):
         self.kkt_order = n + cones.size  # of the KKT system the solver factorises
         self._local = threading.local()
         self._settings_cache: dict[tuple, Mapping[str, Any]] = {}
+        self._not_updatable: set[tuple] = set()  # settings whose workspace refused an update
+        self._warned: set[str] = set()  # solver_args keys already warned about
+        self._others: dict[str, AbstractConeSolver] = {}  # solve_method's other solvers
+
+    def warn_once(self, key: str, message: str) -> None:
+        """Warn about a solver_args key once per compiled problem (one layer)."""
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=5)
+
+    def for_method(self, solve_method: Any) -> AbstractConeSolver:
+        """The solver a call's ``solve_method`` (cvxpylayers' key) names: this one, the
+        other solver on the same canonical program (built once), or, for a solver
+        dpplayers does not have, this one with a warning."""
+        if solve_method is None:
+            return self
+        name = str(solve_method).upper()
+        if name == self.name:
+            return self
+        if name not in SOLVER_CLASSES:
+            self.warn_once("solve_method", f"solve_method={solve_method!r} is not available "
+                                           f"(dpplayers has {sorted(SOLVER_CLASSES)}); solving "
+                                           f"with {self.name}, the compiled solver.")
+            return self
+        if name not in self._others:
+            self._others[name] = make_solver(name, self.cones, self.kkt_order - self.cones.size)
+            self._others[name]._warned = self._warned  # one layer: one set of warnings
+        return self._others[name]
 
     #: Attributes left out of pickles and copies (native solver objects, caches).
-    _TRANSIENT: ClassVar[tuple[str, ...]] = ("_local", "_settings_cache")
+    _TRANSIENT: ClassVar[tuple[str, ...]] = ("_local", "_settings_cache", "_chosen_here")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle/copy without the per-thread workspaces (native solver objects, not
@@ -136,7 +181,8 @@ class AbstractConeSolver(abc.ABC):
 
     @abc.abstractmethod
     def _update(self, workspace: Any, data: ConeData) -> None:
-        """Replace b and c in a workspace built for the same A and P."""
+        """Replace b and c in a workspace built for the same A and P; raise
+        :class:`UpdateRefused` where the workspace does not allow it."""
 
     @abc.abstractmethod
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
@@ -147,17 +193,27 @@ class AbstractConeSolver(abc.ABC):
               warm: RawSolution | None = None) -> RawSolution:
         """Solve one element; with ``reuse`` keep the workspace and only update b and c."""
         start = time.perf_counter()
-        if not reuse:
+        key = tuple(sorted(settings.items())) if reuse else None
+        if not reuse or key in self._not_updatable:
             workspace = self._setup(data, settings)
         else:
-            key = tuple(sorted(settings.items()))
             cache = self._local.__dict__.setdefault("cache", {})
             workspace = cache.get(key)
             if workspace is None:
                 workspace = cache[key] = self._setup(data, settings)
             else:
-                self._update(workspace, data)
+                try:
+                    self._update(workspace, data)
+                except UpdateRefused:  # remembered: later solves build their own workspace
+                    self._not_updatable.add(key)
+                    del cache[key]
+                    workspace = self._setup(data, settings)
         return self._run(workspace, settings, warm, time.perf_counter() - start)
+
+
+class UpdateRefused(Exception):
+    """A solver workspace that cannot take new b and c (Clarabel with chordal
+    decomposition or presolve active): the caller builds a fresh one instead."""
 
 
 class SCS(AbstractConeSolver):
@@ -170,7 +226,7 @@ class SCS(AbstractConeSolver):
     STATUS_MAP: ClassVar[dict[int, Status]] = {
         1: Status.OPTIMAL, 2: Status.INACCURATE, -1: Status.UNBOUNDED, -6: Status.UNBOUNDED,
         -2: Status.INFEASIBLE, -7: Status.INFEASIBLE, -3: Status.FAILED, -4: Status.FAILED,
-        -5: Status.FAILED, 0: Status.ITERATION_LIMIT,
+        -5: Status.FAILED, 0: Status.FAILED,  # 0: "unfinished", never a returned answer
     }
 
     def settings(self, solver_args: dict[str, Any]) -> dict[str, Any]:
@@ -180,14 +236,59 @@ class SCS(AbstractConeSolver):
                 out["eps_abs"] = out["eps_rel"] = value
             elif key == "max_iter":
                 out["max_iters"] = value
-            else:
+            elif key == "use_indirect":  # SCS 2's and cvxpy's spelling
+                kinds = getattr(scs, "LinearSolver", None)  # scs < 3.2.8: its own keyword
+                if value:
+                    out.update({"linear_solver": kinds.CPU_INDIRECT} if kinds
+                               else {"use_indirect": True})
+            elif key in SCS_SETTINGS:
                 out[key] = value
-        if not {"linear_solver", "use_indirect", "gpu", "mkl"} & out.keys():  # user's choice
+            else:
+                raise ValueError(f"SCS rejected the setting {key!r} in solver_args: it is not "
+                                 f"an SCS setting; {valid_keys_text(SCS_KEYS)}.")
+        if not {"linear_solver", "use_indirect"} & out.keys():  # the user's choice is kept
             eps = min(float(out.get("eps_abs", 1e-4)), float(out.get("eps_rel", 1e-4)))
             choice = _scs_linear_solver(self.kkt_order, eps)
             if choice is not None:
                 out["linear_solver"] = choice
+                if choice is not _scs_refined_linear_solver(self.kkt_order):
+                    self._remember_choice(out)
         return out
+
+    def solve(self, data: ConeData, settings: dict[str, Any], reuse: bool,
+              warm: RawSolution | None = None) -> RawSolution:
+        """As the base class; where dpplayers picked QDLDL itself and SCS stops short of
+        its tolerances, solve again with a back end that refines its linear solves, so
+        that the faster choice never costs convergence (its iterations and time count)."""
+        raw = super().solve(data, settings, reuse, warm)
+        if raw.status not in RETRY_STATUSES or not self._chose_linear_solver(settings):
+            return raw
+        fallback = _scs_refined_linear_solver(self.kkt_order)
+        if fallback is None:
+            return raw
+        retry = super().solve(data, {**settings, "linear_solver": fallback}, reuse, warm)
+        return dataclasses.replace(retry, iterations=raw.iterations + retry.iterations,
+                                   seconds=raw.seconds + retry.seconds,
+                                   setup_seconds=raw.setup_seconds + retry.setup_seconds)
+
+    @functools.cached_property
+    def _chosen_here(self) -> set[tuple]:
+        """The settings (as keys) whose linear solver dpplayers chose, not the user."""
+        return set()
+
+    def _remember_choice(self, settings: Mapping[str, Any]) -> None:
+        if len(self._chosen_here) >= 64:  # bounded, as the settings cache is
+            self._chosen_here.clear()
+        try:
+            self._chosen_here.add(_settings_key(settings))
+        except TypeError:  # an unhashable setting: no repeat for these settings
+            pass
+
+    def _chose_linear_solver(self, settings: Mapping[str, Any]) -> bool:
+        try:
+            return _settings_key(settings) in self._chosen_here
+        except TypeError:  # an unhashable setting: never chosen here (nor cached)
+            return False
 
     @functools.cached_property
     def _cone_dict(self) -> dict[str, Any]:
@@ -216,11 +317,35 @@ class SCS(AbstractConeSolver):
             out = workspace.solve(warm_start=False)
         info = out["info"]
         status = self.STATUS_MAP.get(int(info["status_val"]), Status.FAILED)
-        if status is Status.INACCURATE and info["iter"] >= settings.get("max_iters", 100_000):
+        if status is Status.INACCURATE and (info["iter"] >= settings.get("max_iters", 100_000)
+                                            or "time_limit" in str(info["status"])):
             status = Status.ITERATION_LIMIT
+        detail = "" if status is Status.OPTIMAL else self._detail(info, settings)
         return RawSolution(out["x"], out["y"], out["s"], status, str(info["status"]),
-                           int(info["iter"]), time.perf_counter() - start, setup_seconds)
+                           int(info["iter"]), time.perf_counter() - start, setup_seconds, detail)
 
+    @staticmethod
+    def _detail(info: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+        """Where SCS stopped: its residuals against the tolerances, its final step scale
+        and its linear-system back end (QDLDL's unrefined solves stall SCS at tight
+        tolerances; more iterations do not help there)."""
+        return (f"after {info['iter']} iterations: primal residual {info['res_pri']:.1e}, "
+                f"dual residual {info['res_dual']:.1e}, gap {info['gap']:.1e} (tolerances "
+                f"eps_abs {settings.get('eps_abs', 1e-4):.0e}, eps_rel "
+                f"{settings.get('eps_rel', 1e-4):.0e}); scale {info['scale']:.1e}, "
+                f"linear solver {info.get('lin_sys_solver', '?')}")
+
+
+#: The settings SCS 3.3's Python interface takes (its C extension's keyword list, and
+#: ``linear_solver``); others make SCS raise a bare TypeError, so they are refused first.
+SCS_SETTINGS = frozenset({
+    "verbose", "normalize", "adaptive_scale", "adaptive_diag_scale", "scale", "max_iters",
+    "eps_abs", "eps_rel", "eps_infeas", "alpha", "rho_x", "time_limit_secs",
+    "acceleration_lookback", "acceleration_interval", "acceleration_type_1",
+    "acceleration_regularization", "acceleration_relaxation", "write_data_filename",
+    "log_csv_filename", "linear_solver"})
+#: What SCS.settings accepts: SCS's settings and the spellings it translates.
+SCS_KEYS = (*sorted(SCS_SETTINGS), "eps", "max_iter", "use_indirect")
 
 #: SCS factorises a KKT system of order n + m. Up to this order its bundled QDLDL sets up
 #: and solves faster than MKL's Pardiso, which SCS's "auto" prefers wherever it is
@@ -228,10 +353,20 @@ class SCS(AbstractConeSolver):
 #: 0.77 ms, 200-variable QP 16 vs 21 ms); Pardiso wins on large sparse systems (2,000-variable
 #: LP, order 5,000: 92 vs 225 ms). QDLDL is also single-threaded, so it does not fight
 #: the batch thread pool. Below QDLDL_MIN_EPS, QDLDL's solves (no iterative refinement)
-#: are not accurate enough for SCS to converge (a 4-variable SOCP at eps 1e-11 ran to
-#: max_iters; Pardiso: 75 iterations), so SCS's default is kept there.
+#: are not accurate enough for SCS to converge, so SCS's default is kept there. Measured on
+#: the 29 problems of tests/helpers.py, 3 samples each: at eps 1e-8 and 1e-9 QDLDL took
+#: the same iteration counts as Pardiso on all 87; at eps 1e-10 it took 2-150 times as many
+#: on 16 of 87 and ran to max_iters (20,000) on 7 (exp and SOC cones), where Pardiso and
+#: dense LAPACK took 50-125. Should QDLDL still stop short, SCS.solve repeats the solve
+#: with the refined back end (see _scs_refined_linear_solver).
 QDLDL_MAX_ORDER = 2000
-QDLDL_MIN_EPS = 1e-10
+QDLDL_MIN_EPS = 1e-9
+#: Statuses after which a solve with dpplayers' own QDLDL choice is repeated.
+RETRY_STATUSES = (Status.INACCURATE, Status.ITERATION_LIMIT, Status.FAILED)
+
+
+def _settings_key(settings: Mapping[str, Any]) -> tuple:
+    return tuple(sorted(settings.items()))
 
 
 def _scs_linear_solver(kkt_order: int, eps: float) -> Any:
@@ -243,6 +378,26 @@ def _scs_linear_solver(kkt_order: int, eps: float) -> Any:
     if kkt_order <= QDLDL_MAX_ORDER and eps >= QDLDL_MIN_EPS:
         return kinds.QDLDL
     return _scs_auto_linear_solver()
+
+
+@functools.cache
+def _scs_refined_linear_solver(kkt_order: int) -> Any:
+    """A back end whose solves stay accurate where QDLDL's do not: MKL's Pardiso
+    (iterative refinement) where installed, else dense LAPACK for systems up to
+    QDLDL_MAX_ORDER; None where neither is available."""
+    kinds = getattr(scs, "LinearSolver", None)
+    if kinds is None:
+        return None
+    for kind, module, max_order in ((kinds.MKL, "scs._scs_mkl", None),
+                                    (kinds.CPU_DENSE, "scs._scs_dense", QDLDL_MAX_ORDER)):
+        if max_order is not None and kkt_order > max_order:
+            continue
+        try:
+            importlib.import_module(module)
+            return kind
+        except ImportError:
+            continue
+    return None
 
 
 @functools.cache
@@ -297,16 +452,22 @@ class Clarabel(AbstractConeSolver):
 
     def settings(self, solver_args: dict[str, Any]) -> dict[str, Any]:
         out = dict(self.DEFAULTS)
-        known = set(dir(clarabel.DefaultSettings()))
+        known = _clarabel_settings()
         for key, value in solver_args.items():
             if key == "eps":
                 out["tol_gap_abs"] = out["tol_gap_rel"] = out["tol_feas"] = value
             elif key in ("max_iters", "max_iter"):
                 out["max_iter"] = int(value)
+            elif key == "time_limit_secs":
+                out["time_limit"] = float(value)
             elif key in known:
                 out[key] = value
+            elif key in SCS_KEYS:  # cvxpylayers code passes SCS's settings routinely
+                self.warn_once(key, f"solver_args key {key!r} is an SCS setting; Clarabel "
+                                    "has no counterpart and ignores it.")
             else:
-                raise ValueError(f"unknown Clarabel setting {key!r} in solver_args.")
+                raise ValueError(f"unknown Clarabel setting {key!r} in solver_args; "
+                                 f"{valid_keys_text(sorted(known) + ['eps', 'max_iters'])}.")
         return out
 
     def _setup(self, data: ConeData, settings: dict[str, Any]) -> Any:
@@ -320,7 +481,12 @@ class Clarabel(AbstractConeSolver):
 
     def _update(self, workspace: Any, data: ConeData) -> None:
         b = data.b[self._perm] if self._perm is not None else data.b
-        workspace.update(q=data.c, b=b)
+        try:
+            workspace.update(q=data.c, b=b)
+        except Exception as err:  # Clarabel raises a bare Exception
+            if "updates are not allowed" in str(err):  # chordal decomposition or presolve
+                raise UpdateRefused(str(err)) from None
+            raise
 
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
              setup_seconds: float) -> RawSolution:
@@ -331,8 +497,18 @@ class Clarabel(AbstractConeSolver):
         y, s = np.asarray(sol.z), np.asarray(sol.s)
         if self._perm is not None:
             y, s = y[self._inverse], s[self._inverse]
+        detail = "" if status is Status.OPTIMAL else (
+            f"after {sol.iterations} iterations: primal residual {sol.r_prim:.1e}, dual "
+            f"residual {sol.r_dual:.1e} (tol_feas {settings.get('tol_feas', 1e-8):.0e})")
         return RawSolution(np.asarray(sol.x), y, s, status, name, int(sol.iterations),
-                           time.perf_counter() - start, setup_seconds)
+                           time.perf_counter() - start, setup_seconds, detail)
+
+
+@functools.cache
+def _clarabel_settings() -> frozenset[str]:
+    defaults = clarabel.DefaultSettings()
+    return frozenset(k for k in dir(defaults)
+                     if not k.startswith("_") and not callable(getattr(defaults, k)))
 
 
 SOLVER_CLASSES: dict[str, type[AbstractConeSolver]] = {"SCS": SCS, "CLARABEL": Clarabel}

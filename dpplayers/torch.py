@@ -26,6 +26,7 @@ import torch
 from .compiler import CompiledProblem
 from .compiler import compile as compile_problem
 from .solution import Solution
+from .solver_args import layer_solver
 
 
 @dataclass
@@ -37,6 +38,7 @@ class _Call:
     on_failure: str
     warm_start: Solution | None = None
     solution: Solution | None = None
+    inaccurate: str = "warn"
 
     def shapes(self, outputs: bool = False) -> list[tuple[int, ...]]:
         specs = self.program.retrieval.outputs if outputs else self.program.layout.specs
@@ -95,7 +97,8 @@ class _Solve(torch.autograd.Function):
     @staticmethod
     def forward(call: _Call, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
         call.solution = call.program.solve(*map(_numpy, params), solver_args=call.solver_args,
-                                           warm_start=call.warm_start, on_failure=call.on_failure)
+                                           warm_start=call.warm_start, on_failure=call.on_failure,
+                                           inaccurate=call.inaccurate)
         return tuple(_tensor(v, params) for v in call.solution.values)
 
     @staticmethod
@@ -170,10 +173,14 @@ class CvxpyLayer(torch.nn.Module):
     Args:
         problem, parameters, variables: a DPP problem (DGP with ``gp=True``), exactly its
             parameters (in call order), and the variables and/or constraint duals to return.
-        solver: "SCS" (default) or "CLARABEL".
+        solver: "SCS" (default) or "CLARABEL" (cvxpylayers' "DIFFCP" means SCS).
         solver_args: defaults for every call (solver settings, derivative ``mode``,
-            ``on_failure``), merged under each call's ``solver_args``.
+            ``on_failure``, ``inaccurate``; cvxpylayers' keys such as ``n_jobs_forward`` or
+            ``solve_method`` are translated), merged under each call's ``solver_args``.
         on_failure: "raise" :class:`dpplayers.SolverError`, or "nan" for failed elements.
+        inaccurate: "warn" (an element stopped at an iteration limit or solved to reduced
+            accuracy keeps its point, with a :class:`dpplayers.InaccurateSolutionWarning`,
+            as in cvxpylayers) or "fail" (it counts as failed; ``on_failure`` decides).
         **options: for :func:`dpplayers.compile` (``mode``, ``canon_backend``, ...).
 
     Raises:
@@ -184,12 +191,13 @@ class CvxpyLayer(torch.nn.Module):
     def __init__(self, problem: cp.Problem, parameters: Sequence[cp.Parameter],
                  variables: Sequence[cp.Variable], *, gp: bool = False, solver: str | None = None,
                  solver_args: dict[str, Any] | None = None, on_failure: str = "raise",
-                 verbose: bool = False, **options: Any) -> None:
+                 inaccurate: str = "warn", verbose: bool = False, **options: Any) -> None:
         super().__init__()
-        self.program = compile_problem(problem, parameters, variables, solver=solver or "SCS",
-                                       gp=gp, **options)
+        self.program = compile_problem(problem, parameters, variables,
+                                       solver=layer_solver(solver), gp=gp, **options)
         self.solver_args = {**({"verbose": True} if verbose else {}), **(solver_args or {})}
         self.on_failure = on_failure
+        self.inaccurate = inaccurate
         self._previous: Solution | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -205,7 +213,8 @@ class CvxpyLayer(torch.nn.Module):
         self.program.layout.check_given(params)  # names a missing (None) value
         args = {**self.solver_args, **(solver_args or {})}
         call = _Call(self.program, args, args.pop("on_failure", self.on_failure),
-                     self._previous if warm_start else None)
+                     self._previous if warm_start else None,
+                     inaccurate=args.pop("inaccurate", self.inaccurate))
         out = _Solve.apply(call, *(torch.as_tensor(p) for p in params))
         if warm_start:
             self._previous = call.solution

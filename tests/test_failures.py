@@ -117,13 +117,16 @@ def test_unbounded_element_named(solver):
 
 
 def test_iteration_limit_named():
+    """An iteration limit warns and returns the point (as CVXPY); inaccurate="fail" raises."""
     A = cp.Parameter((5, 5), name="A")
     x = cp.Variable(5)
     prob = cp.Problem(cp.Minimize(cp.norm(A @ x - 1) + cp.norm(x, 1)))
     prog = dpplayers.compile(prob, [A], [x])
+    A_val = np.random.default_rng(0).standard_normal((5, 5))
+    with pytest.warns(dpplayers.InaccurateSolutionWarning, match="iteration limit"):
+        prog.solve(A_val, solver_args={"max_iters": 2, "eps": 1e-12})
     with pytest.raises(SolverError, match="iteration limit"):
-        prog.solve(np.random.default_rng(0).standard_normal((5, 5)),
-                   solver_args={"max_iters": 2, "eps": 1e-12})
+        prog.solve(A_val, solver_args={"max_iters": 2, "eps": 1e-12}, inaccurate="fail")
 
 
 def test_on_failure_nan_flags_element():

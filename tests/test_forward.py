@@ -177,7 +177,7 @@ def test_solver_settings_are_remembered_per_argument_set():
     assert backend.settings_for({"eps": 1e-6})["eps_abs"] == 1e-6
     with pytest.raises(TypeError):
         first["eps_abs"] = 1.0  # shared between calls: read-only
-    assert backend.settings_for({"eps": 1e-7, "extra": [1]})["extra"] == [1]
+    assert backend.settings_for({"eps": np.array(1e-7)})["eps_abs"] == 1e-7  # unhashable
     sol = prog.solve(np.ones(2), solver_args={"eps": 1e-7})
     np.testing.assert_allclose(sol.values[0], np.ones(2), atol=1e-5)
 

@@ -416,7 +416,8 @@ def test_nan_option_returns_nan_for_failed_elements(where):
 
 
 def test_solver_args_reach_the_core_and_call_overrides_constructor():
-    layer, _ = box_layer(solver="CLARABEL", solver_args={"max_iter": 1})
+    # an iteration limit warns and keeps its point unless inaccurate="fail" (issue #17)
+    layer, _ = box_layer(solver="CLARABEL", solver_args={"max_iter": 1, "inaccurate": "fail"})
     y, lo, hi = torch.tensor([2.0, 0.5, -3.0]), -torch.ones(3), torch.ones(3)
     with pytest.raises(dpplayers.SolverError, match="status"):
         layer(y, lo, hi)
