@@ -201,6 +201,17 @@ def optnet_qp(n: int = 4, m: int = 3, p: int = 1) -> Example:
     return Example(problem, [L, q, G, h, A, b], [z], sample)
 
 
+def logistic_regression(m: int = 6, d: int = 2) -> Example:
+    """The weights of ℓ2-regularised logistic regression on parametric features X (labels
+    fixed), as in cvxpylayers' data-poisoning example (exp cones)."""
+    w, X = cp.Variable(d), cp.Parameter((m, d))
+    labels = np.arange(m) % 2
+    scores = X @ w
+    problem = cp.Problem(cp.Minimize(cp.sum(cp.logistic(scores) - cp.multiply(labels, scores)) / m
+                                     + 0.1 * cp.sum_squares(w)))
+    return Example(problem, [X], [w], lambda rng: [rng.standard_normal((m, d))])
+
+
 # ------------------------------------------------------------- one problem per other cone
 
 
@@ -264,6 +275,7 @@ def psd_projection_plain(n: int = 3) -> Example:
 #: every example a suite runs through both layers; the cone each exercises
 CONES: dict[str, Callable[[], Example]] = {
     "lp": readme_lp, "qp": optnet_qp, "qp_relu": relu, "qp_sparsemax": sparsemax,
-    "soc": ball_projection, "exp_sigmoid": sigmoid, "exp_softmax": softmax, "pow": power_cone,
+    "soc": ball_projection, "exp_sigmoid": sigmoid, "exp_softmax": softmax,
+    "exp_logistic": logistic_regression, "pow": power_cone,
     "psd_plain": psd_projection_plain,
 }
