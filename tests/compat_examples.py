@@ -110,6 +110,62 @@ def box_projection_duals() -> Example:
                    sample, closed_form)
 
 
+def matrix_box_duals() -> Example:
+    """A matrix variable clipped from below by a matrix parameter, returning the (2×3)
+    multiplier: checks that matrices come back in cvxpy's (column-major) layout."""
+    X, Y, L = cp.Variable((2, 3)), cp.Parameter((2, 3)), cp.Parameter((2, 3))
+    floor = X >= L
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(X - Y)), [floor])
+
+    def sample(rng):
+        Y_v = rng.standard_normal((2, 3))
+        gaps = np.array([[0.5, -0.5, 0.4], [-0.6, 0.3, -0.3]]) + rng.uniform(-0.1, 0.1, (2, 3))
+        return [Y_v, Y_v + gaps]  # clipped where the gap is positive
+
+    def closed_form(Y_v, L_v):
+        return [np.maximum(Y_v, L_v), 2 * np.maximum(L_v - Y_v, 0)]
+
+    return Example(problem, [Y, L], [X, floor.dual_variables[0]], sample, closed_form)
+
+
+def ball_projection_dual(n: int = 3) -> Example:
+    """Projection onto the unit ball returning the norm constraint's multiplier,
+    2(‖y‖ − 1) for y outside the ball."""
+    x, y = cp.Variable(n), cp.Parameter(n)
+    inside = cp.norm(x, 2) <= 1
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [inside])
+
+    def sample(rng):
+        v = rng.standard_normal(n)
+        return [v / np.linalg.norm(v) * rng.uniform(1.5, 3.0)]
+
+    def closed_form(y_v):
+        norm = np.linalg.norm(y_v)
+        return [y_v / norm, np.array(2 * (norm - 1))]
+
+    return Example(problem, [y], [x, inside.dual_variables[0]], sample, closed_form)
+
+
+def relu_nonneg_variable(n: int = 5) -> Example:
+    """ReLU written with a ``nonneg=True`` variable instead of a constraint."""
+    x, y = cp.Parameter(n), cp.Variable(n, nonneg=True)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y)))
+
+    def sample(rng):
+        return [rng.choice([-1.0, 1.0], n) * rng.uniform(0.2, 1.5, n)]
+
+    return Example(problem, [x], [y], sample, lambda x_v: [np.maximum(x_v, 0)])
+
+
+def softmax_dual(n: int = 4) -> Example:
+    """Softmax returning the simplex equality's multiplier too (exp cones)."""
+    x, y = cp.Parameter(n), cp.Variable(n)
+    total = cp.sum(y) == 1
+    problem = cp.Problem(cp.Minimize(-x @ y - cp.sum(cp.entr(y))), [total])
+    return Example(problem, [x], [y, total.dual_variables[0]],
+                   lambda rng: [rng.uniform(-1.5, 1.5, n)])
+
+
 def readme_gp() -> Example:
     """The README's log-log convex program; ``c`` is an exponent (``y ** c``)."""
     x, y, z = (cp.Variable(pos=True) for _ in range(3))
@@ -274,7 +330,8 @@ def psd_projection_plain(n: int = 3) -> Example:
 
 #: every example a suite runs through both layers; the cone each exercises
 CONES: dict[str, Callable[[], Example]] = {
-    "lp": readme_lp, "qp": optnet_qp, "qp_relu": relu, "qp_sparsemax": sparsemax,
+    "lp": readme_lp, "qp": optnet_qp, "qp_relu": relu,
+    "qp_relu_nonneg_variable": relu_nonneg_variable, "qp_sparsemax": sparsemax,
     "soc": ball_projection, "exp_sigmoid": sigmoid, "exp_softmax": softmax,
     "exp_logistic": logistic_regression, "pow": power_cone,
     "psd_plain": psd_projection_plain,

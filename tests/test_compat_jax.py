@@ -252,7 +252,9 @@ def test_batched_call_on_curved_cones(name):
 
 @pytest.mark.parametrize("build", [
     ex.readme_duals, pytest.param(ex.box_projection_duals, marks=pytest.mark.slow),
-    ex.psd_projection], ids=["readme_lp", "box_qp", "psd"])
+    ex.matrix_box_duals, pytest.param(ex.ball_projection_dual, marks=pytest.mark.slow),
+    pytest.param(ex.softmax_dual, marks=pytest.mark.slow), ex.psd_projection],
+    ids=["readme_lp", "box_qp", "matrix_qp", "soc", "exp", "psd"])
 def test_dual_variables_as_outputs(build):
     check_parity(build, seed=1)
 

@@ -266,7 +266,9 @@ def test_batched_call_on_curved_cones(name):
 
 
 @pytest.mark.parametrize("build", [ex.readme_duals, ex.box_projection_duals,
-                                   ex.psd_projection], ids=["readme_lp", "box_qp", "psd"])
+                                   ex.matrix_box_duals, ex.ball_projection_dual,
+                                   ex.softmax_dual, ex.psd_projection],
+                         ids=["readme_lp", "box_qp", "matrix_qp", "soc", "exp", "psd"])
 def test_dual_variables_as_outputs(build):
     """``constraint.dual_variables[0]`` among ``variables``: multipliers as CVXPY defines
     them, with the same gradients as cvxpylayers'."""
