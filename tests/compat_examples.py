@@ -268,6 +268,21 @@ def logistic_regression(m: int = 6, d: int = 2) -> Example:
     return Example(problem, [X], [w], lambda rng: [rng.standard_normal((m, d))])
 
 
+def mpc(horizon: int = 4) -> Example:
+    """A box-constrained linear-quadratic controller (cvxpylayers' control examples): the
+    input sequence as a function of the initial state x0 and the dynamics' input matrix B."""
+    A_dyn = np.array([[1.0, 0.1], [0.0, 1.0]])
+    x0, B = cp.Parameter(2), cp.Parameter((2, 1))
+    x, u = cp.Variable((2, horizon + 1)), cp.Variable((1, horizon))
+    dynamics = [x[:, 0] == x0] + [x[:, t + 1] == A_dyn @ x[:, t] + B @ u[:, t]
+                                  for t in range(horizon)]
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x) + 0.1 * cp.sum_squares(u)),
+                         dynamics + [cp.abs(u) <= 1])
+    return Example(problem, [x0, B], [u],
+                   lambda rng: [rng.uniform(0.8, 1.2, 2) * np.array([1.0, -1.0]),
+                                np.array([[0.05], [0.1]]) + rng.uniform(0, 0.05, (2, 1))])
+
+
 # ------------------------------------------------------------- one problem per other cone
 
 
@@ -331,7 +346,7 @@ def psd_projection_plain(n: int = 3) -> Example:
 #: every example a suite runs through both layers; the cone each exercises
 CONES: dict[str, Callable[[], Example]] = {
     "lp": readme_lp, "qp": optnet_qp, "qp_relu": relu,
-    "qp_relu_nonneg_variable": relu_nonneg_variable, "qp_sparsemax": sparsemax,
+    "qp_relu_nonneg_variable": relu_nonneg_variable, "qp_sparsemax": sparsemax, "qp_mpc": mpc,
     "soc": ball_projection, "exp_sigmoid": sigmoid, "exp_softmax": softmax,
     "exp_logistic": logistic_regression, "pow": power_cone,
     "psd_plain": psd_projection_plain,
