@@ -204,7 +204,7 @@ def test_readme_example_at_eps_1e_10():
 # ------------------------------------------------------------------------------ batching
 
 
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 5])  # 5: dpplayers' thread-pool path
 def test_batched_call_matches_per_element(batch):
     """A leading batch axis on every parameter: outputs (and gradients) per element."""
     ours, theirs = build_pair(ex.readme_lp)
@@ -324,6 +324,14 @@ def test_constructor_keywords():
         layer = module.CvxpyLayer(e.problem, parameters=e.parameters, variables=e.variables,
                                   **kwargs)
         close(layer(*tensors(values, False))[0], np.maximum(values[0], 0), 1e-6)
+
+
+def test_call_keywords():
+    """cvxpylayers' call signature: ``layer(*params, solver_args=..., warm_start=False)``."""
+    values = sample(ex.relu, 1)
+    for layer in build_pair(ex.relu):
+        (y,) = layer(*tensors(values, False), solver_args=PARITY, warm_start=False)
+        close(y, np.maximum(values[0], 0), 1e-6)
 
 
 @pytest.mark.parametrize("args", [
