@@ -187,6 +187,24 @@ def test_readme_example_float32_inputs():
     close(outs[0], outs[1], 1e-4)
 
 
+def test_gradient_for_some_parameters_and_no_grad():
+    """Only b requires grad: A gets none, b the same as cvxpylayers'; under no_grad the
+    outputs carry no graph."""
+    values = sample(ex.readme_lp, 5)
+    grads = []
+    for layer in build_pair(ex.readme_lp):
+        A, b = tensors(values[:1], False)[0], tensors(values[1:])[0]
+        (x,) = layer(A, b, solver_args=PARITY)
+        x.sum().backward()
+        assert A.grad is None
+        grads.append(b.grad)
+        with torch.no_grad():
+            (y,) = layer(A, b, solver_args=PARITY)
+        assert not y.requires_grad
+        close(y, x.detach(), 1e-9)
+    close(grads[0], grads[1], 1e-5, 1e-4)
+
+
 @pytest.mark.xfail(strict=True, reason="issue #17 item 11: SCS with QDLDL stalls at eps 1e-10")
 def test_readme_example_at_eps_1e_10():
     """The README's problem at torch.manual_seed(0)'s data: CVXPY's SCS (eps 1e-10) and
