@@ -32,7 +32,7 @@ from .affine_maps import AffineMap, StackedMaps
 from .cones import ConeDims, ProductCone
 from .derivative import kkt_pattern
 from .dpp import check_dpp
-from .errors import DPPError, ParameterError
+from .errors import DPPError, ParameterError, VariableError
 from .kkt_pattern import KKTPattern
 from .parameters import ParameterLayout, ParameterSpec
 from .quad_forms import (
@@ -224,6 +224,8 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    _require_ordered(parameters, "parameters")
+    _require_ordered(variables, "variables")
     params = tuple(problem.parameters() if parameters is None else parameters)
     wanted = tuple(problem.variables() if variables is None else variables)
     report = check_dpp(problem, params, wanted, gp=gp)
@@ -275,6 +277,17 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         C_c=C_c, P=P_pattern, C_P=C_P, retrieval=retrieval, solver=solver, gp=gp, mode=mode,
         compile_seconds=time.perf_counter() - start, backend=make_solver(solver, cones, n),
     )
+
+
+def _require_ordered(items: object, what: str) -> None:
+    """Values bind to ``parameters`` and outputs to ``variables`` by position, so both must
+    be ordered: a set would bind values to the wrong parameter without a word."""
+    if items is not None and not isinstance(items, (list, tuple)):
+        error = ParameterError if what == "parameters" else VariableError
+        raise error(
+            f"The layer's {what} must be provided as a list or tuple (values and outputs are "
+            f"matched to them by position), got a {type(items).__name__}."
+        )
 
 
 def _refuse_complex_parameters(params: Sequence[cp.Parameter]) -> None:

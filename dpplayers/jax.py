@@ -63,11 +63,13 @@ class CvxpyLayer:
 
     def __call__(self, *params: jax.typing.ArrayLike, solver_args: dict[str, Any] | None = None,
                  on_failure: str = "raise", inaccurate: str | None = None,
-                 ) -> tuple[jax.Array, ...]:
+                 warm_start: bool = False) -> tuple[jax.Array, ...]:
         """The requested variables at ``params`` (each may have a leading batch axis;
         unbatched ones broadcast). ``on_failure="nan"``: NaN for failed elements, no raise.
         ``inaccurate``: "warn" (default; an element stopped at an iteration limit keeps its
-        point, with an ``InaccurateSolutionWarning``) or "fail" (it counts as failed)."""
+        point, with an ``InaccurateSolutionWarning``) or "fail" (it counts as failed).
+        ``warm_start`` is accepted for cvxpylayers' call signature; a JAX layer is a pure
+        function and keeps no earlier solution, so every call starts cold."""
         if on_failure not in ("raise", "nan"):
             raise ValueError(f"on_failure must be 'raise' or 'nan', got {on_failure!r}.")
         self.program.layout.check_given(params)  # names a missing (None) value

@@ -9,8 +9,8 @@ checks outputs and gradients against each other and against an oracle independen
 ``jax.test_util.check_grads`` covers dpplayers on every cone in both modes. Errors must have
 the exception type cvxpylayers raises (or a subclass).
 
-Tests marked ``xfail(strict=True)`` fail today because of a dpplayers bug named in the
-reason; they turn red (XPASS) once it is fixed, to have the mark removed.
+Where cvxpylayers itself cannot take a call (power-cone gradients, Clarabel with SCS's
+``eps``), only dpplayers is checked, against the independent oracle.
 """
 
 from __future__ import annotations
@@ -262,8 +262,6 @@ def test_dual_variables_as_outputs(build):
 # ---------------------------------------------------------------------------------- gp=True
 
 
-@pytest.mark.xfail(strict=True, reason="issue #17 item 2: a GP parameter used as an exponent "
-                                       "is log-transformed")
 def test_gp_readme_example():
     check_parity(ex.readme_gp, value_tol=2e-6, grad_tol=1e-4)
 
@@ -298,9 +296,7 @@ def test_documented_solver_args(args):
 
 @pytest.mark.parametrize("kwargs", [
     {"solver": None, "gp": False, "canon_backend": None, "solver_args": {"eps": 1e-9}},
-    pytest.param({"verbose": False, "solver_args": {"eps": 1e-9}}, marks=pytest.mark.xfail(
-        strict=True, reason="dpplayers.jax.CvxpyLayer has no `verbose` argument "
-                            "(passed on to compile(): TypeError)")),
+    {"verbose": False, "solver_args": {"eps": 1e-9}},
 ], ids=["solver_gp_canon_backend_solver_args", "verbose"])
 def test_constructor_keywords(kwargs):
     values = sample(ex.relu, 0)
@@ -311,8 +307,6 @@ def test_constructor_keywords(kwargs):
         close(layer(*arrays(values))[0], np.maximum(values[0], 0), 1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="dpplayers.jax.CvxpyLayer.__call__ has no "
-                                       "`warm_start` argument (TypeError)")
 def test_call_keywords():
     """cvxpylayers' call signature: ``layer(*params, solver_args=..., warm_start=False)``."""
     values = sample(ex.relu, 1)
@@ -322,10 +316,8 @@ def test_call_keywords():
 
 
 @pytest.mark.parametrize("args", [
-    pytest.param({"solve_method": "SCS"}, marks=pytest.mark.xfail(
-        strict=True, reason="issue #17 item 17")),
-    pytest.param({"n_jobs_forward": 1}, marks=pytest.mark.xfail(
-        strict=True, reason="issue #17 item 17")),
+    {"solve_method": "SCS"},
+    {"n_jobs_forward": 1},
     {"mode": "lsqr"},
     {"acceleration_lookback": 0},
 ], ids=lambda a: next(iter(a)) + "=" + str(next(iter(a.values()))))
@@ -349,7 +341,6 @@ def test_cvxpylayers_solver_options(args):
         close(a, b, 1e-5, 1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="issue #17 item 15: max_iters reached raises")
 def test_iteration_limit_returns_inaccurate_point_with_warning():
     ours, theirs = build_pair(ex.ball_projection)
     values = sample(ex.ball_projection, 3)
@@ -415,8 +406,6 @@ def test_error_at_construction(fault):
                       _construct(cvxpylayers_jax, problem, parameters, variables, **kwargs))
 
 
-@pytest.mark.xfail(strict=True, reason="parameters given as a set (unordered) are accepted: "
-                                       "values may bind to the wrong parameter")
 def test_error_parameters_as_a_set():
     x, A, b = cp.Variable(2), cp.Parameter((3, 2)), cp.Parameter(3)
     fit = cp.Problem(cp.Minimize(cp.pnorm(A @ x - b, 1)), [x >= 0])
@@ -483,7 +472,6 @@ def test_check_grads_sdp_symmetric_parameter_symmetrised():
     check_grads_layer(ex.psd_projection, symmetrise=True)
 
 
-@pytest.mark.xfail(strict=True, reason="issue #17 item 14")
 def test_check_grads_sdp_symmetric_parameter_as_given():
     """check_grads steps along random (not symmetric) directions."""
     check_grads_layer(ex.psd_projection)
