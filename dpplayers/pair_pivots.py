@@ -497,7 +497,10 @@ def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArra
 def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
     """Batched LU solve; a singular element gives NaN instead of failing the batch. A
     batch of one goes to LAPACK's gesv directly (numpy's batched solve costs 15–20% more
-    at orders 80–120)."""
+    at orders 80–120). An empty S (every unknown eliminated: equality-only problems)
+    has the empty solution; LAPACK's gesv refuses order 0."""
+    if not S.shape[1]:
+        return np.zeros(rhs.shape)
     if S.shape[0] == 1:
         _, _, z, info = lapack.dgesv(S[0], rhs[0])
         return z[None] if info == 0 else np.full(rhs.shape, np.nan)
