@@ -38,6 +38,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from .conditioning import CONDITION_LIMIT, probe_condition, probes
 from .scratch import scratch
 from .sparse_pattern import concatenated_ranges, set_columns, sorted_runs
 
@@ -495,22 +496,35 @@ def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArra
 
 
 def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
-    """Batched LU solve; a singular element gives NaN instead of failing the batch. A
-    batch of one goes to LAPACK's gesv directly (numpy's batched solve costs 15–20% more
-    at orders 80–120). An empty S (every unknown eliminated: equality-only problems)
-    has the empty solution; LAPACK's gesv refuses order 0."""
-    if not S.shape[1]:
+    """Batched LU solve; a singular or near-singular element (condition estimate above
+    CONDITION_LIMIT, from two probe columns solved in the same call: see
+    :mod:`dpplayers.conditioning`) gives NaN instead of failing the batch or a wrong
+    answer, for the caller to hand to ``Direct``. A batch of one goes to LAPACK's gesv
+    directly (numpy's batched solve costs 15–20% more at orders 80–120). An empty S (every
+    unknown eliminated: equality-only problems) has the empty solution; LAPACK's gesv
+    refuses order 0."""
+    b, r, k = rhs.shape
+    if not r:
         return np.zeros(rhs.shape)
-    if S.shape[0] == 1:
-        _, _, z, info = lapack.dgesv(S[0], rhs[0])
-        return z[None] if info == 0 else np.full(rhs.shape, np.nan)
-    try:
-        return np.linalg.solve(S, rhs)
-    except np.linalg.LinAlgError:
-        out = np.full(rhs.shape, np.nan)
-        for k in range(S.shape[0]):
-            try:
-                out[k] = np.linalg.solve(S[k], rhs[k])
-            except np.linalg.LinAlgError:
-                pass
-        return out
+    both = np.empty((b, r, k + 2))
+    both[..., :k] = rhs
+    both[..., k:] = probes(r)
+    if b == 1:
+        _, _, z, info = lapack.dgesv(S[0], both[0])
+        z = z[None] if info == 0 else np.full(both.shape, np.nan)
+    else:
+        try:
+            z = np.linalg.solve(S, both)
+        except np.linalg.LinAlgError:
+            z = np.full(both.shape, np.nan)
+            for i in range(b):
+                try:
+                    z[i] = np.linalg.solve(S[i], both[i])
+                except np.linalg.LinAlgError:
+                    pass
+    S_norm1 = np.abs(S).sum(axis=1).max(axis=1)
+    near = probe_condition(S_norm1, z[..., k:]) > CONDITION_LIMIT
+    out = z[..., :k]
+    if near.any():
+        out[near] = np.nan
+    return out
