@@ -41,8 +41,7 @@ from .conditioning import (
     TruncatedInverse,
     lu_condition,
     norm1,
-    probe_condition,
-    probes,
+    sparse_lu_condition,
 )
 from .derivative import KKTOperator
 from .elimination import Singletons, anti_diagonal
@@ -260,11 +259,9 @@ class _LU:
     def condition(self) -> float:
         """An estimate of cond₁ of the factorised matrix: LAPACK's gecon on a dense LU (a
         single-precision one is redone in double where the estimate nears 1/eps_single,
-        beyond which it says little), two probe solves on SuperLU's."""
+        beyond which it says little), probes and Hager–Higham's estimator on SuperLU's."""
         if not self.dense:
-            order = self.matrix.shape[0]
-            z = self.factor.solve(np.asfortranarray(probes(order))) if order else probes(0)
-            return probe_condition(norm1(self.matrix), z)
+            return sparse_lu_condition(self.factor, self.matrix)
         cond = lu_condition(self.factor, norm1(self.matrix))
         if self.single and cond > SINGLE_CONDITION_MAX and self.to_double():
             cond = lu_condition(self.factor, norm1(self.matrix))

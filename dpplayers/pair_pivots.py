@@ -38,7 +38,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from .conditioning import CONDITION_LIMIT, probe_condition, probes
+from .conditioning import PROBE_SUSPECT, probe_condition, probes
 from .scratch import scratch
 from .sparse_pattern import concatenated_ranges, set_columns, sorted_runs
 
@@ -496,10 +496,10 @@ def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArra
 
 
 def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
-    """Batched LU solve; a singular or near-singular element (condition estimate above
-    CONDITION_LIMIT, from two probe columns solved in the same call: see
+    """Batched LU solve; a singular or possibly near-singular element (a condition
+    estimate above PROBE_SUSPECT, from two probe columns solved in the same call: see
     :mod:`dpplayers.conditioning`) gives NaN instead of failing the batch or a wrong
-    answer, for the caller to hand to ``Direct``. A batch of one goes to LAPACK's gesv
+    answer, for the caller to hand to ``Direct`` (which decides by gecon). A batch of one goes to LAPACK's gesv
     directly (numpy's batched solve costs 15–20% more at orders 80–120). An empty S (every
     unknown eliminated: equality-only problems) has the empty solution; LAPACK's gesv
     refuses order 0."""
@@ -523,7 +523,7 @@ def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
                 except np.linalg.LinAlgError:
                     pass
     S_norm1 = np.abs(S).sum(axis=1).max(axis=1)
-    near = probe_condition(S_norm1, z[..., k:]) > CONDITION_LIMIT
+    near = probe_condition(S_norm1, z[..., k:]) > PROBE_SUSPECT
     out = z[..., :k]
     if near.any():
         out[near] = np.nan
