@@ -12,9 +12,10 @@ Every route estimates cond₁ of the matrix it factorises and treats J as singul
 exceeds ``CONDITION_LIMIT``: LAPACK's gecon on a dense LU (O(order²) next to the O(order³)
 factorisation); on SuperLU's, two probe solves, then Hager–Higham's estimator
 (``onenormest``) where they exceed ``PROBE_SUSPECT``. The batched solve (numpy keeps no
-LU) solves two probe columns in the same LAPACK call and hands any element whose probe
-estimate exceeds ``PROBE_SUSPECT`` to ``Direct``, whose gecon decides: a probe estimate is
-a lower bound that can fall one to three orders short (seen: cond 2e7 probed below 1e7).
+LU, and at batch 1 gecon would cost as much as the solve) solves a probe column in the
+same LAPACK call and hands any element whose estimate ‖S‖_F ‖S⁻¹g‖₂ / ‖g‖₂ exceeds
+``PROBE_SUSPECT`` to ``Direct``, whose gecon decides: a probe estimate can fall one to
+three orders short of cond (seen: cond 2e7 probed below 1e7 with ‖·‖₁).
 The answer there is the minimum-norm least-squares solution of the full J with singular
 values below σ_max / CONDITION_LIMIT dropped (``TruncatedInverse``: what
 ``numpy.linalg.lstsq(J, r, rcond=1 / CONDITION_LIMIT)`` returns), flagged ``degenerate``.
@@ -44,7 +45,9 @@ FloatArray = npt.NDArray[np.float64]
 #: treated as singular: minimum-norm answer, flagged degenerate (see the module docstring).
 CONDITION_LIMIT = 1e7
 #: A probe estimate above this is not trusted either way: the element goes to a sharper
-#: estimator (gecon, or Hager–Higham's). Probes of well-posed problems stay below ~3e3.
+#: estimator (gecon, or Hager–Higham's). The batched solve's estimate: at most 3.3e2 on
+#: the zoo and the batched benchmarks (qp_nonneg_least_squares, qp50), 6e7 to 9e7 on the
+#: tied-eigenvalue problem at Clarabel tolerance 1e-3, 6e10 and more at its default.
 PROBE_SUSPECT = 1e4
 #: Up to this order the minimum-norm answer comes from a dense SVD of the full J (also the
 #: near-singularity check of the iterative modes); beyond, from LSMR.
@@ -80,6 +83,11 @@ def probes(order: int) -> FloatArray:
     g = rng.choice([-1.0, 1.0], size=(order, 2))
     g.flags.writeable = False
     return g
+
+
+def probe(order: int) -> FloatArray:
+    """The first of :func:`probes` (order,): one column where a second costs too much."""
+    return probes(order)[:, 0]
 
 
 def probe_condition(M_norm1: FloatArray | float, z: FloatArray) -> FloatArray | float:
