@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from .conditioning import PROBE_SUSPECT, probe
 from .scratch import scratch
@@ -509,28 +509,32 @@ def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
     b, r, k = rhs.shape
     if not r:
         return np.zeros(rhs.shape)
-    both = np.empty((b, k + 1, r)).transpose(0, 2, 1)  # column-major: gesv copies no rhs
+    limit = PROBE_SUSPECT**2 * r  # on ‖S‖_F² ‖S⁻¹g‖² (‖g‖² = r)
+    if b == 1:  # BLAS dots: numpy's reductions and matmul cost µs each at this size
+        both = np.empty((k + 1, r)).T  # column-major: gesv copies no right-hand side
+        both[:, :k] = rhs[0]
+        both[:, k] = probe(r)
+        _, _, z, info = lapack.dgesv(S[0], both)
+        flat, inverse = S[0].ravel(), z[:, k]
+        if info != 0 or not blas.ddot(flat, flat) * blas.ddot(inverse, inverse) <= limit:
+            return np.full(rhs.shape, np.nan)
+        return z[None, :, :k]
+    both = np.empty((b, r, k + 1))
     both[..., :k] = rhs
     both[..., k] = probe(r)
-    if b == 1:
-        _, _, z, info = lapack.dgesv(S[0], both[0])
-        z = z[None] if info == 0 else np.full(both.shape, np.nan)
-    else:
-        try:
-            z = np.linalg.solve(S, both)
-        except np.linalg.LinAlgError:
-            z = np.full(both.shape, np.nan)
-            for i in range(b):
-                try:
-                    z[i] = np.linalg.solve(S[i], both[i])
-                except np.linalg.LinAlgError:
-                    pass
+    try:
+        z = np.linalg.solve(S, both)
+    except np.linalg.LinAlgError:
+        z = np.full(both.shape, np.nan)
+        for i in range(b):
+            try:
+                z[i] = np.linalg.solve(S[i], both[i])
+            except np.linalg.LinAlgError:
+                pass
     out = z[..., :k]
-    # squared: ‖S‖_F² ‖S⁻¹g‖² ≤ PROBE_SUSPECT² ‖g‖² (one vecdot each: reductions cost
-    # several µs apiece at batch 1); NaN compares False, so it is suspect too
     flat = S.reshape(b, -1)
     inverse = np.vecdot(z[..., k], z[..., k])
-    suspect = ~(np.vecdot(flat, flat) * inverse <= PROBE_SUSPECT**2 * r)
+    suspect = ~(np.vecdot(flat, flat) * inverse <= limit)  # NaN compares False: suspect
     if suspect.any():
         out[suspect] = np.nan
     return out
