@@ -72,9 +72,17 @@ def _inactive_only():
     return prob, [p], x, lambda rng: [rng.standard_normal(3)]
 
 
+def _fixed_with_inactive_bounds():
+    """min ‖x‖² s.t. x = p, x ≤ p + 1: the pairs take every variable and equality, the
+    rest is the inequality rows alone, all inactive: dropped, S is 0 × 0 per element."""
+    p, x = cp.Parameter(3), cp.Variable(3)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x)), [x == p, x <= p + 1])
+    return prob, [p], x, lambda rng: [rng.standard_normal(3)]
+
+
 EDGE_PROBLEMS = {f.__name__[1:]: f for f in [_equality_only_matrix, _fixed_by_parameter,
                                               _fixed_linear, _box_lp, _soc_only,
-                                              _inactive_only]}
+                                              _inactive_only, _fixed_with_inactive_bounds]}
 
 
 def _cvxpy_solve(prob, params, x, values):
@@ -108,10 +116,12 @@ def _oracle(name: str) -> tuple[list[list[np.ndarray]], list[np.ndarray]]:
     return points, jacobians
 
 
-#: (mode, route): the batched dense solve (the default for these small J), or ``Direct``
-#: for every element (the batched solve's size limit lowered below any J).
-ROUTES = [("direct", "batched"), ("direct", "per_element"), ("dense", ""), ("lsqr", ""),
-          ("lsmr", "")]
+#: (mode, route): the batched dense solve (the default for these small J); the batched
+#: solve of only the elements whose inactive rows it drops (its size limit lowered just
+#: below the order without dropping), ``Direct`` for the others; or ``Direct`` for every
+#: element (the limit below any J).
+ROUTES = [("direct", "batched"), ("direct", "dropping"), ("direct", "per_element"),
+          ("dense", ""), ("lsqr", ""), ("lsmr", "")]
 
 
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"batch{b}")
@@ -120,11 +130,14 @@ ROUTES = [("direct", "batched"), ("direct", "per_element"), ("dense", ""), ("lsq
 def test_every_elimination_route_matches_finite_differences(name, mode, route, batch,
                                                              monkeypatch):
     """vjp, jvp and jacobian() agree with CVXPY finite differences; no crash, no flag."""
-    if route == "per_element":
-        monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX", -1)
     points, jacobians = _oracle(name)
     prob, params, x, _ = EDGE_PROBLEMS[name]()
     prog = dpplayers.compile(prob, params, [x], solver="CLARABEL")
+    if route == "per_element":
+        monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX", -1)
+    if route == "dropping":
+        order = prog.kkt_pattern.pair_pivots.reduced_order
+        monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX", order - 1)
     which = [0] if batch is None else [k % 2 for k in range(batch)]
     values = points[0] if batch is None else [np.stack([points[k][i] for k in which])
                                               for i in range(len(params))]
