@@ -3,9 +3,10 @@
 Where the canonical program's solution is not unique (an auxiliary variable free on a
 segment, e.g. t in ``lambda_sum_largest``'s k·t + tr Z, a tie in an LP), J is singular at
 every solution. An interior-point solver returns a point *near* the segment's centre, where
-J is only nearly singular (cond 1e7 to 1e13, growing as its tolerance tightens): its LU
+J is only nearly singular (cond 1e8 to 1e13, growing as its tolerance tightens): its LU
 succeeds, the residual test passes, and the solve's huge component along the near-null
-direction leaks into the derivative (a few % to 30% off, unflagged). An exact zero pivot
+direction leaks into the derivative (2–5% off there, up to 30% reported; unflagged) — at
+any tolerance, as the component is (inconsistency ~ δ) / (σ_min ~ δ). An exact zero pivot
 does not show it; the condition number does.
 
 Every route estimates cond₁ of the matrix it factorises and treats J as singular where it
@@ -20,13 +21,15 @@ The answer there is the minimum-norm least-squares solution of the full J with s
 values below σ_max / CONDITION_LIMIT dropped (``TruncatedInverse``: what
 ``numpy.linalg.lstsq(J, r, rcond=1 / CONDITION_LIMIT)`` returns), flagged ``degenerate``.
 
-The limit, from the data (cond₁ estimates of the factorised blocks, gecon): every problem of
-the tests' zoo and of ``benchmarks/`` at 1.0 to 3.4e3 (qp200, the largest); the
-``lambda_sum_largest`` problem of issue #17 at Clarabel's solution 2e7 to 6e7 (tolerances
-1e-4), 5e8 to 2e9 (1e-6), 6e10 to 3e11 (default 1e-8), 1e12 to 2e13 (1e-10), and at SCS's
-1e16 to 1e17 (exactly singular to rounding). 1e7 lies three and a half orders above the
-worst well-posed problem and below every degenerate one seen. A well-posed J that badly
-scaled data push beyond it is flagged too (its LU would lose 7 of 16 digits anyway).
+The limit, from the data (gecon's cond₁ estimates of the block ``Direct`` factorises, at
+batch 1 and two to five parameter points each): every problem of the tests' zoo at 1.0 to
+3.0e2 and of ``benchmarks/`` at 14 to 3.4e3 (qp200, the largest; sparse_lp's basis 93);
+the ``lambda_sum_largest`` problem of issue #17 (tests/test_degenerate.py) at Clarabel's
+solution 1.5e8 to 5.5e8 (tolerances 1e-3 and 1e-4), 3.4e9 to 1.5e10 (1e-6), 2.4e11 to
+1.5e12 (default 1e-8), 2.3e12 to 1.9e13 (1e-10), and at SCS's 1.6e16 to inf (singular to
+rounding). 1e6 lies 290 times above the worst well-posed problem and 150 times below the
+least degenerate one seen. A well-posed J that badly scaled data push beyond it is flagged
+too (its LU would lose 6 of 16 digits anyway).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ FloatArray = npt.NDArray[np.float64]
 
 #: A J (or the block of it a route factorises) whose estimated cond₁ exceeds this is
 #: treated as singular: minimum-norm answer, flagged degenerate (see the module docstring).
-CONDITION_LIMIT = 1e7
+CONDITION_LIMIT = 1e6
 #: A probe estimate above this is not trusted either way: the element goes to a sharper
 #: estimator (gecon, or Hager–Higham's). The batched solve's estimate: at most 3.3e2 on
 #: the zoo and the batched benchmarks (qp_nonneg_least_squares, qp50), 6e7 to 9e7 on the

@@ -264,7 +264,7 @@ def test_flagged_answer_is_the_truncated_minimum_norm_least_squares_solution():
 
 
 def test_well_posed_problems_are_far_below_the_condition_limit():
-    """The condition estimates that decide (gecon on Direct's LU) stay three orders below
+    """The condition estimates that decide (gecon on Direct's LU) stay two orders below
     the limit on every problem of the test zoo, at two parameter points."""
     from helpers import CASES
 
@@ -283,4 +283,4 @@ def test_well_posed_problems_are_far_below_the_condition_limit():
             assert not state.singular, name
             lu = getattr(state.lu, "lu", state.lu)
             worst = max(worst, lu.condition() if lu is not None else 1.0)
-    assert worst < CONDITION_LIMIT / 1e3
+    assert worst < CONDITION_LIMIT / 1e2
