@@ -498,27 +498,18 @@ def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArra
 def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
     """Batched LU solve; a singular or possibly near-singular element gives NaN instead of
     failing the batch or a wrong answer, for the caller to hand to ``Direct`` (which
-    decides by gecon). A batch of one goes to LAPACK's gesv directly (numpy's batched
-    solve costs 15–20% more at orders 80–120). An empty S (every unknown eliminated:
-    equality-only problems) has the empty solution; LAPACK's gesv refuses order 0.
+    decides by gecon). An empty S (every unknown eliminated: equality-only problems) has
+    the empty solution; LAPACK's gesv refuses order 0.
 
     Possibly near-singular: ‖S‖_F ‖S⁻¹g‖₂ / ‖g‖₂ above PROBE_SUSPECT, for a fixed probe g
     solved in the same call (:mod:`dpplayers.conditioning`). gecon would cost as much as
-    the solve here, and the LU's pivots do not separate (smallest over largest 3e-4 at
-    cond 2e7, 2e-3 on well-posed problems)."""
+    the solve at small orders, and the LU's pivots do not separate (smallest over largest
+    3e-4 at cond 2e7, 2e-3 on well-posed problems)."""
     b, r, k = rhs.shape
     if not r:
         return np.zeros(rhs.shape)
-    limit = PROBE_SUSPECT**2 * r  # on ‖S‖_F² ‖S⁻¹g‖² (‖g‖² = r)
-    if b == 1:  # BLAS dots: numpy's reductions and matmul cost µs each at this size
-        both = np.empty((k + 1, r)).T  # column-major: gesv copies no right-hand side
-        both[:, :k] = rhs[0]
-        both[:, k] = probe(r)
-        _, _, z, info = lapack.dgesv(S[0], both)
-        flat, inverse = S[0].ravel(), z[:, k]
-        if info != 0 or not blas.ddot(flat, flat) * blas.ddot(inverse, inverse) <= limit:
-            return np.full(rhs.shape, np.nan)
-        return z[None, :, :k]
+    if b == 1 or r >= EACH_MIN_ORDER:
+        return _solve_one_by_one(S, rhs)
     both = np.empty((b, r, k + 1))
     both[..., :k] = rhs
     both[..., k] = probe(r)
@@ -534,7 +525,38 @@ def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
     out = z[..., :k]
     flat = S.reshape(b, -1)
     inverse = np.vecdot(z[..., k], z[..., k])
-    suspect = ~(np.vecdot(flat, flat) * inverse <= limit)  # NaN compares False: suspect
+    # ‖S‖_F² ‖S⁻¹g‖² against PROBE_SUSPECT² ‖g‖² (‖g‖² = r); NaN compares False: suspect
+    suspect = ~(np.vecdot(flat, flat) * inverse <= PROBE_SUSPECT**2 * r)
     if suspect.any():
         out[suspect] = np.nan
     return out
+
+
+def _solve_one_by_one(S: FloatArray, rhs: FloatArray) -> FloatArray:
+    """:func:`_solve_each` by one LAPACK gesv per element (with the probe column, laid
+    out column-major so that gesv copies no right-hand side) and BLAS dots for the
+    estimate: numpy's batched solve costs 15–20% more at batch 1 and orders 80–120, and
+    an extra right-hand side column costs it 10–25% (its reductions and matmul cost µs
+    each at these sizes)."""
+    b, r, k = rhs.shape
+    out = np.empty(rhs.shape)
+    g, limit = probe(r), PROBE_SUSPECT**2 * r
+    for i in range(b):
+        both = np.empty((k + 1, r)).T
+        both[:, :k] = rhs[i]
+        both[:, k] = g
+        _, _, z, info = lapack.dgesv(S[i], both)
+        flat, inverse = S[i].ravel(), z[:, k]
+        if info != 0 or not blas.ddot(flat, flat) * blas.ddot(inverse, inverse) <= limit:
+            out[i] = np.nan  # NaN in the estimate compares False: suspect too
+        else:
+            out[i] = z[:, :k]
+    return out
+
+
+#: From this order of S on, a batch is solved element by element (:func:`_solve_one_by_one`:
+#: with the probe column as fast as numpy's batched solve without it, 272 against 266 µs
+#: at batch 8 and order 73, 1,150 against 1,147 at batch 32); below, numpy's batched solve
+#: with the probe column (per-element Python costs more there: 308 against 255 µs at
+#: batch 32 and order 33).
+EACH_MIN_ORDER = 64
