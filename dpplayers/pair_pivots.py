@@ -533,26 +533,34 @@ def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
 
 
 def _solve_one_by_one(S: FloatArray, rhs: FloatArray) -> FloatArray:
-    """:func:`_solve_each` by one LAPACK gesv per element (with the probe column, laid
-    out column-major so that gesv copies no right-hand side) and BLAS dots for the
-    estimate: numpy's batched solve costs 15–20% more at batch 1 and orders 80–120, and
-    an extra right-hand side column costs it 10–25% (its reductions and matmul cost µs
-    each at these sizes)."""
-    b, r, k = rhs.shape
+    """:func:`_solve_each` by one LAPACK gesv per element (:func:`_solve_one`): numpy's
+    batched solve costs 15–20% more at batch 1 and orders 80–120, and an extra
+    right-hand side column costs it 10–25%."""
+    if rhs.shape[0] == 1:
+        z = _solve_one(S[0], rhs[0])
+        return np.full(rhs.shape, np.nan) if z is None else z[None]
     out = np.empty(rhs.shape)
-    g, limit = probe(r), PROBE_SUSPECT**2 * r
-    for i in range(b):
-        both = np.empty((k + 1, r)).T
-        both[:, :k] = rhs[i]
-        both[:, k] = g
-        _, _, z, info = lapack.dgesv(S[i], both)
-        flat, inverse = S[i].ravel(), z[:, k]
-        if info != 0 or not blas.ddot(flat, flat) * blas.ddot(inverse, inverse) <= limit:
-            out[i] = np.nan  # NaN in the estimate compares False: suspect too
-        else:
-            out[i] = z[:, :k]
+    for i in range(rhs.shape[0]):
+        z = _solve_one(S[i], rhs[i])
+        out[i] = np.nan if z is None else z
     return out
 
+
+def _solve_one(S: FloatArray, rhs: FloatArray) -> FloatArray | None:
+    """S z = rhs (r, k) by gesv with the probe column (laid out column-major, so that gesv
+    copies no right-hand side), or None where S is singular or possibly near-singular
+    (the estimate of :func:`_solve_each` by BLAS dots: numpy's reductions and matmul cost
+    µs each at these sizes)."""
+    r, k = rhs.shape
+    both = np.empty((k + 1, r)).T
+    both[:, :k] = rhs
+    both[:, k] = probe(r)
+    _, _, z, info = lapack.dgesv(S, both)
+    flat, inverse = S.ravel(), z[:, k]
+    # NaN in the estimate compares False: suspect too
+    if info != 0 or not blas.ddot(flat, flat) * blas.ddot(inverse, inverse) <= PROBE_SUSPECT**2 * r:
+        return None
+    return z[:, :k]
 
 #: From this order of S on, a batch is solved element by element (:func:`_solve_one_by_one`:
 #: with the probe column as fast as numpy's batched solve without it, 272 against 266 µs
