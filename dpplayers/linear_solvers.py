@@ -360,9 +360,10 @@ class DenseBatch:
     (and, with ``drop``, each element's inactive inequality rows:
     :mod:`dpplayers.inactive_rows`), then one batched LAPACK call (numpy's gesv loop) on the
     reduced dense systems instead of a factorisation per element. numpy keeps no batched
-    LU, so every solve refactorises; an element whose J is singular or whose solve is not
-    clean is reported with an infinite or large residual (measured on J itself) for Direct
-    to redo."""
+    LU, so every solve refactorises; an element whose J is singular, possibly
+    near-singular (a probe estimate of its condition: :mod:`dpplayers.conditioning`) or
+    whose solve is not clean is reported with an infinite or large residual (measured on J
+    itself) for Direct to redo and, where it is, flag degenerate."""
 
     pattern: KKTPattern
     values: FloatArray  # (b, nnz): each element's J entries (``KKTPattern.entries`` order)

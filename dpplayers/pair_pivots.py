@@ -19,7 +19,10 @@ nearest correlation matrix 120 → 65).
 The pairs are read off J's pattern once per program: p's row and column hold nothing
 outside {p, q}, and the rows and columns of the q's chosen do not meet each other. Nothing
 numerical is assumed: a pivot that is singular for some element gives a non-finite or
-inaccurate solution there, which the caller's residual check hands to ``Direct``.
+inaccurate solution there, which the caller's residual check hands to ``Direct``; so does
+an S whose probe condition estimate is large (:func:`_solve_each`): J is near-singular
+exactly when S is, the pivots [[P, a], [a, 0]] holding data only (det = −a², a the
+auxiliary's coefficient).
 
 Rows of R that an element does not need (its inactive inequalities, eliminated around
 this solve by :mod:`dpplayers.inactive_rows`) can be left out per element (``keep``): each
