@@ -7,18 +7,24 @@ iterations used and whether it converged.
 
 Decision table (what happens when a solve is not clean):
 
-    mode    | J singular or solve inaccurate          | iterative solve stalls
+    mode    | J singular or near-singular             | iterative solve stalls
     --------+-----------------------------------------+--------------------------------
-    direct  | LSMR minimum-norm least squares,        | (n/a)
+    direct  | minimum-norm least squares (truncated   | (n/a)
+            | SVD; LSMR beyond TRUNCATED_MAX_ORDER),  |
             | flagged degenerate                      |
-    dense   | lstsq minimum-norm, flagged degenerate  | (n/a)
-    lsqr    | least squares (istop 2), degenerate     | fall back to direct, flagged
+    dense   | the same                                | (n/a)
+    lsqr    | least squares (istop 2) or cond above   | fall back to direct, flagged
+            | the limit: the same, degenerate         |
     lsmr    | same                                    | same
+
+Near-singular means an estimated condition number above ``CONDITION_LIMIT``
+(:mod:`dpplayers.conditioning`: why, how it is estimated, and the data behind the limit).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +35,14 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .conditioning import (
+    CONDITION_LIMIT,
+    TRUNCATED_MAX_ORDER,
+    TruncatedInverse,
+    lu_condition,
+    norm1,
+    sparse_lu_condition,
+)
 from .derivative import KKTOperator
 from .elimination import Singletons, anti_diagonal
 from .kkt_pattern import KKTPattern
@@ -140,14 +154,16 @@ class Direct(AbstractLinearSolver):
             J_RR = J_RR.toarray() if dense else J_RR
         lu, singular = self._factorise(J_RR, int(np.count_nonzero(core < operator.n)), dense,
                                        filled)
-        return _DirectState(operator, J, peel, J_RR, lu, singular)
+        truncated = TruncatedInverse(J.toarray()) if singular and N <= TRUNCATED_MAX_ORDER else None
+        return _DirectState(operator, J, peel, J_RR, lu, singular, truncated)
 
     def _factorise(self, J_RR: sp.csc_matrix | FloatArray, p: int, dense: bool,
                    filled: dict[str, bool]) -> tuple[_LU | _AntiDiagonalLU | None, bool]:
         """(factor, singular): one LU of B when J_RR = [[0, Bᵀ], [B, 0]] (p × p blocks),
-        else of J_RR, else of J_RR + δI when that is exactly singular. A sparse LU that
-        fills in (``FILL_DENSE``) is remembered in ``filled``, so that the program's later
-        elements factorise that block densely."""
+        else of J_RR, else of J_RR + δI when that is exactly singular; no factor where the
+        LU's condition estimate is above CONDITION_LIMIT (near-singular: the caller answers
+        by minimum norm). A sparse LU that fills in (``FILL_DENSE``) is remembered in
+        ``filled``, so that the program's later elements factorise that block densely."""
         B = anti_diagonal(J_RR, p)
         if B is not None:
             order = B.shape[0]
@@ -157,14 +173,14 @@ class Direct(AbstractLinearSolver):
                 lu = _AntiDiagonalLU(B, dense_B)
                 if _fills(lu.lu, order):
                     filled["basis"] = True
-                return lu, False
+                return (lu, False) if lu.lu.condition() <= CONDITION_LIMIT else (None, True)
             except RuntimeError:  # B singular, so J_RR is: shifted LU below
                 pass
         try:
             lu = _LU(J_RR, dense)
             if _fills(lu, J_RR.shape[0]):
                 filled["core"] = True
-            return lu, False
+            return (lu, False) if lu.condition() <= CONDITION_LIMIT else (None, True)
         except RuntimeError:  # exactly singular
             delta = 1e-9 * max(1.0, float(abs(J_RR).max()))
             eye = np.eye(J_RR.shape[0]) if dense else sp.identity(J_RR.shape[0], format="csc")
@@ -175,6 +191,10 @@ class Direct(AbstractLinearSolver):
                 return None, True
 
     def compute(self, state, rhs, transpose):
+        if state.truncated is not None:
+            z = state.truncated.solve(rhs, transpose)
+            return z, SolveStats(_relative((state.J.T if transpose else state.J) @ z - rhs, rhs),
+                                 0, True, degenerate=True)
         if state.lu is not None:
             J = state.J.T if transpose else state.J
             peel = state.peel.T if transpose else state.peel
@@ -217,6 +237,9 @@ class Direct(AbstractLinearSolver):
 MIXED_MIN_ORDER = 500
 #: ... the relative residual refinement must reach (a double LU's gives ~1e-14 to 1e-13).
 MIXED_TOL = 1e-12
+#: A single-precision LU whose condition estimate is above this is redone in double before
+#: the near-singularity test (float32's estimate is unreliable from about 1/eps_single).
+SINGLE_CONDITION_MAX = 1e5
 
 
 class _LU:
@@ -227,11 +250,22 @@ class _LU:
     def __init__(self, J: sp.csc_matrix | FloatArray, dense: bool) -> None:
         self.dense = dense
         self.single = dense and J.shape[0] >= MIXED_MIN_ORDER
+        self.matrix = J  # kept (sparse or dense) for ``to_double`` and ``condition``
         if dense:
-            self.matrix = J  # kept (sparse or dense) for ``to_double``
             self.factor = self._dense_factor(_dense(J, np.float32 if self.single else np.float64))
         else:
             self.factor = spla.splu(J, permc_spec="COLAMD")
+
+    def condition(self) -> float:
+        """An estimate of cond₁ of the factorised matrix: LAPACK's gecon on a dense LU (a
+        single-precision one is redone in double where the estimate nears 1/eps_single,
+        beyond which it says little), probes and Hager–Higham's estimator on SuperLU's."""
+        if not self.dense:
+            return sparse_lu_condition(self.factor, self.matrix)
+        cond = lu_condition(self.factor, norm1(self.matrix))
+        if self.single and cond > SINGLE_CONDITION_MAX and self.to_double():
+            cond = lu_condition(self.factor, norm1(self.matrix))
+        return cond
 
     @staticmethod
     def _dense_factor(M: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floating], Any]:
@@ -295,7 +329,8 @@ class _DirectState:
     peel: Singletons
     J_RR: sp.csc_matrix | FloatArray  # dense for small systems
     lu: _LU | _AntiDiagonalLU | None
-    singular: bool
+    singular: bool  # exactly or nearly (condition estimate above CONDITION_LIMIT)
+    truncated: TruncatedInverse | None = None  # J's minimum-norm solver where singular
 
     @property
     def core_order(self) -> int:
@@ -325,9 +360,10 @@ class DenseBatch:
     (and, with ``drop``, each element's inactive inequality rows:
     :mod:`dpplayers.inactive_rows`), then one batched LAPACK call (numpy's gesv loop) on the
     reduced dense systems instead of a factorisation per element. numpy keeps no batched
-    LU, so every solve refactorises; an element whose J is singular or whose solve is not
-    clean is reported with an infinite or large residual (measured on J itself) for Direct
-    to redo."""
+    LU, so every solve refactorises; an element whose J is singular, possibly
+    near-singular (a probe estimate of its condition: :mod:`dpplayers.conditioning`) or
+    whose solve is not clean is reported with an infinite or large residual (measured on J
+    itself) for Direct to redo and, where it is, flag degenerate."""
 
     pattern: KKTPattern
     values: FloatArray  # (b, nnz): each element's J entries (``KKTPattern.entries`` order)
@@ -364,27 +400,45 @@ class DenseBatch:
 
 @dataclass(frozen=True)
 class Dense(AbstractLinearSolver):
-    """Dense LU of J (LAPACK) for small problems; lstsq when J is singular."""
+    """Dense LU of J (LAPACK) for small problems; where its condition estimate is above
+    CONDITION_LIMIT, J's truncated minimum-norm solver instead."""
 
     name: ClassVar[str] = "dense"
 
-    def init(self, operator):
+    def init(self, operator: KKTOperator) -> _DenseState:
         J = operator.as_matrix().toarray()
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", sla.LinAlgWarning)  # singular: handled below
             lu = sla.lu_factor(J, check_finite=False)
-        singular = np.abs(np.diag(lu[0])).min(initial=1.0) <= 1e-13 * max(1.0, np.abs(J).max())
-        return operator, J, (None if singular else lu)
+        if lu_condition(lu, norm1(J)) > CONDITION_LIMIT:
+            return _DenseState(operator, J, None, TruncatedInverse(J))
+        return _DenseState(operator, J, lu)
 
     def compute(self, state, rhs, transpose):
-        op, J, lu = state
-        op = op.T if transpose else op
-        if lu is not None:
-            z = sla.lu_solve(lu, rhs, trans=1 if transpose else 0, check_finite=False)
+        op = state.operator.T if transpose else state.operator
+        if state.lu is not None:
+            z = sla.lu_solve(state.lu, rhs, trans=1 if transpose else 0, check_finite=False)
             res = _residual(op, z, rhs)
             if np.all(np.isfinite(z)) and res <= DEGENERACY_TOL:
                 return z, SolveStats(res, 0, True)
-        z = np.linalg.lstsq(J.T if transpose else J, rhs, rcond=None)[0]
+        z = state.minimum_norm().solve(rhs, transpose)
         return z, SolveStats(_residual(op, z, rhs), 0, True, degenerate=True)
+
+
+@dataclass
+class _DenseState:
+    """Dense's factorisation: J, its LU (None where near-singular) and, once needed, its
+    truncated minimum-norm solver."""
+
+    operator: KKTOperator
+    J: FloatArray
+    lu: tuple[FloatArray, npt.NDArray[np.int32]] | None
+    truncated: TruncatedInverse | None = None
+
+    def minimum_norm(self) -> TruncatedInverse:
+        if self.truncated is None:
+            self.truncated = TruncatedInverse(self.J)
+        return self.truncated
 
 
 @dataclass(frozen=True)
@@ -405,10 +459,24 @@ class _Iterative(AbstractLinearSolver):
     def _run(self, lin, b, limit) -> tuple[FloatArray, int, int]:
         """Return (solution, istop, iterations)."""
 
-    def init(self, operator):
-        return operator
+    def init(self, operator: KKTOperator) -> _IterativeState:
+        return _IterativeState(operator)
 
     def compute(self, state, rhs, transpose):
+        z, stats = self._solve(state.operator, rhs, transpose)
+        if stats.fell_back or not (stats.degenerate or state.near_singular()):
+            return z, stats
+        # singular or near-singular J: the minimum-norm answer, as the factorising modes give
+        minimum_norm = state.minimum_norm()
+        if minimum_norm is not None:
+            z = minimum_norm.solve(rhs, transpose)
+            op = state.operator.T if transpose else state.operator
+            stats = SolveStats(_residual(op, z, rhs), stats.iterations, True)
+        return z, dataclasses.replace(stats, degenerate=True)
+
+    def _solve(self, state: KKTOperator, rhs: FloatArray,
+               transpose: bool) -> tuple[FloatArray, SolveStats]:
+        """Every column by the iterative method; Direct where it stalls."""
         op = state.T if transpose else state
         lin = spla.LinearOperator((op.in_size, op.in_size), matvec=op.mv, rmatvec=op.T.mv)
         limit = self.iter_lim or 10 * op.in_size
@@ -425,6 +493,43 @@ class _Iterative(AbstractLinearSolver):
             z, stats = direct.compute(direct.init(state), rhs, transpose)
             return z, SolveStats(stats.residual, iters, stats.converged, True, stats.degenerate)
         return z, SolveStats(_residual(op, z, rhs), iters, True, degenerate=lsq)
+
+
+@dataclass
+class _IterativeState:
+    """The operator, and (up to TRUNCATED_MAX_ORDER, found on the first solve) whether J is
+    near-singular, with its minimum-norm solver: LSQR and LSMR stop with a converged flag
+    on a consistent near-singular system, and their condition estimate (``acond``) grows
+    only with the iterations done, so J is factorised once to check (these modes are the
+    matrix-free reference, not the fast path)."""
+
+    operator: KKTOperator
+    _J: FloatArray | None = None
+    _condition: float | None = None
+    _truncated: TruncatedInverse | None = None
+
+    def _dense(self) -> FloatArray | None:
+        if self._J is None and self.operator.in_size <= TRUNCATED_MAX_ORDER:
+            self._J = self.operator.as_matrix().toarray()
+        return self._J
+
+    def near_singular(self) -> bool:
+        if self._condition is None:
+            J = self._dense()
+            if J is None:
+                self._condition = 0.0  # too large to check: istop alone decides
+            else:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", sla.LinAlgWarning)
+                    self._condition = lu_condition(sla.lu_factor(J, check_finite=False),
+                                                   norm1(J))
+        return self._condition > CONDITION_LIMIT
+
+    def minimum_norm(self) -> TruncatedInverse | None:
+        """J's truncated minimum-norm solver (None beyond TRUNCATED_MAX_ORDER)."""
+        if self._truncated is None and self._dense() is not None:
+            self._truncated = TruncatedInverse(self._J)
+        return self._truncated
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ nearest correlation matrix 120 → 65).
 The pairs are read off J's pattern once per program: p's row and column hold nothing
 outside {p, q}, and the rows and columns of the q's chosen do not meet each other. Nothing
 numerical is assumed: a pivot that is singular for some element gives a non-finite or
-inaccurate solution there, which the caller's residual check hands to ``Direct``.
+inaccurate solution there, which the caller's residual check hands to ``Direct``; so does
+an S whose probe condition estimate is large (:func:`_solve_each`): J is near-singular
+exactly when S is, the pivots [[P, a], [a, 0]] holding data only (det = −a², a the
+auxiliary's coefficient).
 
 Rows of R that an element does not need (its inactive inequalities, eliminated around
 this solve by :mod:`dpplayers.inactive_rows`) can be left out per element (``keep``): each
@@ -36,8 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
+from .conditioning import PROBE_SUSPECT, probe
 from .scratch import scratch
 from .sparse_pattern import concatenated_ranges, set_columns, sorted_runs
 
@@ -495,19 +499,75 @@ def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArra
 
 
 def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
-    """Batched LU solve; a singular element gives NaN instead of failing the batch. A
-    batch of one goes to LAPACK's gesv directly (numpy's batched solve costs 15–20% more
-    at orders 80–120)."""
-    if S.shape[0] == 1:
-        _, _, z, info = lapack.dgesv(S[0], rhs[0])
-        return z[None] if info == 0 else np.full(rhs.shape, np.nan)
+    """Batched LU solve; a singular or possibly near-singular element gives NaN instead of
+    failing the batch or a wrong answer, for the caller to hand to ``Direct`` (which
+    decides by gecon). An empty S (every unknown eliminated: equality-only problems) has
+    the empty solution; LAPACK's gesv refuses order 0.
+
+    Possibly near-singular: ‖S‖_F ‖S⁻¹g‖₂ / ‖g‖₂ above PROBE_SUSPECT, for a fixed probe g
+    solved in the same call (:mod:`dpplayers.conditioning`). gecon would cost as much as
+    the solve at small orders, and the LU's pivots do not separate (smallest over largest
+    3e-4 at cond 2e7, 2e-3 on well-posed problems)."""
+    b, r, k = rhs.shape
+    if not r:
+        return np.zeros(rhs.shape)
+    if b == 1 or r >= EACH_MIN_ORDER:
+        return _solve_one_by_one(S, rhs)
+    both = np.empty((b, r, k + 1))
+    both[..., :k] = rhs
+    both[..., k] = probe(r)
     try:
-        return np.linalg.solve(S, rhs)
+        z = np.linalg.solve(S, both)
     except np.linalg.LinAlgError:
-        out = np.full(rhs.shape, np.nan)
-        for k in range(S.shape[0]):
+        z = np.full(both.shape, np.nan)
+        for i in range(b):
             try:
-                out[k] = np.linalg.solve(S[k], rhs[k])
+                z[i] = np.linalg.solve(S[i], both[i])
             except np.linalg.LinAlgError:
                 pass
-        return out
+    out = z[..., :k]
+    flat = S.reshape(b, -1)
+    inverse = np.vecdot(z[..., k], z[..., k])
+    # ‖S‖_F² ‖S⁻¹g‖² against PROBE_SUSPECT² ‖g‖² (‖g‖² = r); NaN compares False: suspect
+    suspect = ~(np.vecdot(flat, flat) * inverse <= PROBE_SUSPECT**2 * r)
+    if suspect.any():
+        out[suspect] = np.nan
+    return out
+
+
+def _solve_one_by_one(S: FloatArray, rhs: FloatArray) -> FloatArray:
+    """:func:`_solve_each` by one LAPACK gesv per element (:func:`_solve_one`): numpy's
+    batched solve costs 15–20% more at batch 1 and orders 80–120, and an extra
+    right-hand side column costs it 10–25%."""
+    if rhs.shape[0] == 1:
+        z = _solve_one(S[0], rhs[0])
+        return np.full(rhs.shape, np.nan) if z is None else z[None]
+    out = np.empty(rhs.shape)
+    for i in range(rhs.shape[0]):
+        z = _solve_one(S[i], rhs[i])
+        out[i] = np.nan if z is None else z
+    return out
+
+
+def _solve_one(S: FloatArray, rhs: FloatArray) -> FloatArray | None:
+    """S z = rhs (r, k) by gesv with the probe column (laid out column-major, so that gesv
+    copies no right-hand side), or None where S is singular or possibly near-singular
+    (the estimate of :func:`_solve_each` by BLAS dots: numpy's reductions and matmul cost
+    µs each at these sizes)."""
+    r, k = rhs.shape
+    both = np.empty((k + 1, r)).T
+    both[:, :k] = rhs
+    both[:, k] = probe(r)
+    _, _, z, info = lapack.dgesv(S, both)
+    flat, inverse = S.ravel(), z[:, k]
+    # NaN in the estimate compares False: suspect too
+    if info != 0 or not blas.ddot(flat, flat) * blas.ddot(inverse, inverse) <= PROBE_SUSPECT**2 * r:
+        return None
+    return z[:, :k]
+
+#: From this order of S on, a batch is solved element by element (:func:`_solve_one_by_one`:
+#: with the probe column as fast as numpy's batched solve without it, 272 against 266 µs
+#: at batch 8 and order 73, 1,150 against 1,147 at batch 32); below, numpy's batched solve
+#: with the probe column (per-element Python costs more there: 308 against 255 µs at
+#: batch 32 and order 33).
+EACH_MIN_ORDER = 64

@@ -91,7 +91,9 @@ class Solution:
 
     @property
     def degenerate(self) -> npt.NDArray[np.bool_]:
-        """Per element: a derivative solve met a singular J (least-squares answer)."""
+        """Per element: a derivative solve met a singular or near-singular J (condition
+        estimate above ``conditioning.CONDITION_LIMIT``: a non-unique canonical solution)
+        and gave J's minimum-norm least-squares answer."""
         return np.array([bool(s and s.degenerate) for s in self.stats])
 
     @property

@@ -1,0 +1,137 @@
+"""One rule for singular and near-singular J: detect it cheaply, answer by minimum norm.
+
+Where the canonical program's solution is not unique (an auxiliary variable free on a
+segment, e.g. t in ``lambda_sum_largest``'s k·t + tr Z, a tie in an LP), J is singular at
+every solution. An interior-point solver returns a point *near* the segment's centre, where
+J is only nearly singular (cond 1e8 to 1e13, growing as its tolerance tightens): its LU
+succeeds, the residual test passes, and the solve's huge component along the near-null
+direction leaks into the derivative (2–5% off there, up to 30% reported; unflagged) — at
+any tolerance, as the component is (inconsistency ~ δ) / (σ_min ~ δ). An exact zero pivot
+does not show it; the condition number does.
+
+Every route estimates cond₁ of the matrix it factorises and treats J as singular where it
+exceeds ``CONDITION_LIMIT``: LAPACK's gecon on a dense LU (O(order²) next to the O(order³)
+factorisation); on SuperLU's, two probe solves, then Hager–Higham's estimator
+(``onenormest``) where they exceed ``PROBE_SUSPECT``. The batched solve (numpy keeps no
+LU, and at batch 1 gecon would cost as much as the solve) solves a probe column in the
+same LAPACK call and hands any element whose estimate ‖S‖_F ‖S⁻¹g‖₂ / ‖g‖₂ exceeds
+``PROBE_SUSPECT`` to ``Direct``, whose gecon decides: a probe estimate can fall one to
+three orders short of cond (seen: cond 2e7 probed below 1e7 with ‖·‖₁).
+The answer there is the minimum-norm least-squares solution of the full J with singular
+values below σ_max / CONDITION_LIMIT dropped (``TruncatedInverse``: what
+``numpy.linalg.lstsq(J, r, rcond=1 / CONDITION_LIMIT)`` returns), flagged ``degenerate``.
+
+The limit, from the data (gecon's cond₁ estimates of the block ``Direct`` factorises, at
+batch 1 and two to five parameter points each): every problem of the tests' zoo at 1.0 to
+3.0e2 and of ``benchmarks/`` at 14 to 3.4e3 (qp200, the largest; sparse_lp's basis 93);
+the ``lambda_sum_largest`` problem of issue #17 (tests/test_degenerate.py) at Clarabel's
+solution 1.5e8 to 5.5e8 (tolerances 1e-3 and 1e-4), 3.4e9 to 1.5e10 (1e-6), 2.4e11 to
+1.5e12 (default 1e-8), 2.3e12 to 1.9e13 (1e-10), and at SCS's 1.6e16 to inf (singular to
+rounding). 1e6 lies 290 times above the worst well-posed problem and 150 times below the
+least degenerate one seen. A well-posed J that badly scaled data push beyond it is flagged
+too (its LU would lose 6 of 16 digits anyway).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import numpy.typing as npt
+import scipy.linalg as sla
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+FloatArray = npt.NDArray[np.float64]
+
+#: A J (or the block of it a route factorises) whose estimated cond₁ exceeds this is
+#: treated as singular: minimum-norm answer, flagged degenerate (see the module docstring).
+CONDITION_LIMIT = 1e6
+#: A probe estimate above this is not trusted either way: the element goes to a sharper
+#: estimator (gecon, or Hager–Higham's). The batched solve's estimate: at most 3.3e2 on
+#: the zoo and the batched benchmarks (qp_nonneg_least_squares, qp50), 6e7 to 9e7 on the
+#: tied-eigenvalue problem at Clarabel tolerance 1e-3, 6e10 and more at its default.
+PROBE_SUSPECT = 1e4
+#: Up to this order the minimum-norm answer comes from a dense SVD of the full J (also the
+#: near-singularity check of the iterative modes); beyond, from LSMR.
+TRUNCATED_MAX_ORDER = 1500
+
+
+def lu_condition(factor: tuple[npt.NDArray[np.floating], npt.NDArray[np.int32]],
+                 norm1: float) -> float:
+    """cond₁ estimate of a matrix from its ``scipy.linalg.lu_factor`` and its 1-norm
+    (LAPACK gecon; inf where a pivot is zero or not finite)."""
+    lu = factor[0]
+    if not lu.shape[0]:
+        return 1.0
+    gecon = sla.get_lapack_funcs("gecon", (lu,))
+    with np.errstate(all="ignore"):
+        rcond, info = gecon(lu, norm1, norm="1")
+    return float(1.0 / rcond) if info == 0 and rcond > 0 and np.isfinite(rcond) else np.inf
+
+
+def norm1(M: FloatArray) -> float:
+    """‖M‖₁ (the largest column sum), dense or sparse."""
+    if not M.shape[0]:
+        return 0.0
+    return float(np.asarray(abs(M).sum(axis=0)).max())
+
+
+@functools.cache
+def probes(order: int) -> FloatArray:
+    """Two fixed random ±1 columns (order, 2): M⁻¹ of them meets M's smallest singular
+    direction with high probability, so ‖M⁻¹g‖₁ / ‖g‖₁ estimates ‖M⁻¹‖₁ from below within
+    a small factor."""
+    rng = np.random.default_rng(order)
+    g = rng.choice([-1.0, 1.0], size=(order, 2))
+    g.flags.writeable = False
+    return g
+
+
+def probe(order: int) -> FloatArray:
+    """The first of :func:`probes` (order,): one column where a second costs too much."""
+    return probes(order)[:, 0]
+
+
+def probe_condition(M_norm1: FloatArray | float, z: FloatArray) -> FloatArray | float:
+    """cond₁ estimate ‖M‖₁ · max ‖M⁻¹g‖₁ / ‖g‖₁ from the solves z = M⁻¹ probes (..., order, 2)
+    (inf where z is not finite)."""
+    order = z.shape[-2]
+    if not order:
+        return np.zeros(z.shape[:-2]) if z.ndim > 2 else 1.0
+    with np.errstate(all="ignore"):
+        est = M_norm1 * np.abs(z).sum(axis=-2).max(axis=-1) / order
+    return np.where(np.isfinite(est), est, np.inf) if z.ndim > 2 else (
+        float(est) if np.isfinite(est) else np.inf)
+
+
+def sparse_lu_condition(lu: spla.SuperLU, M: sp.spmatrix) -> float:
+    """cond₁ estimate of M from its SuperLU: probes first (two solves), Hager–Higham's
+    estimator of ‖M⁻¹‖₁ (a few solves with M and Mᵀ) where they exceed PROBE_SUSPECT."""
+    order = M.shape[0]
+    if not order:
+        return 1.0
+    M_norm1 = norm1(M)
+    with np.errstate(all="ignore"):
+        cond = probe_condition(M_norm1, lu.solve(np.asfortranarray(probes(order))))
+        if PROBE_SUSPECT < cond < np.inf:
+            inverse = spla.LinearOperator((order, order), matvec=lu.solve, dtype=np.float64,
+                                          rmatvec=lambda g: lu.solve(g, trans="T"))
+            cond = max(cond, M_norm1 * spla.onenormest(inverse))
+    return float(cond) if np.isfinite(cond) else np.inf
+
+
+class TruncatedInverse:
+    """The minimum-norm least-squares solver of J (and Jᵀ) with singular values below
+    σ_max / CONDITION_LIMIT treated as zero: one SVD, reused for every right-hand side."""
+
+    def __init__(self, J: FloatArray) -> None:
+        U, sigma, Vt = np.linalg.svd(J, full_matrices=False)
+        keep = sigma > sigma.max(initial=0.0) / CONDITION_LIMIT
+        self.U, self.inverse, self.Vt = U[:, keep], 1.0 / sigma[keep], Vt[keep]
+
+    def solve(self, rhs: FloatArray, transpose: bool) -> FloatArray:
+        """J⁺ rhs (or (Jᵀ)⁺ rhs) for rhs (N, k)."""
+        if transpose:  # Jᵀ = V Σ Uᵀ
+            return self.U @ (self.inverse[:, None] * (self.Vt @ rhs))
+        return self.Vt.T @ (self.inverse[:, None] * (self.U.T @ rhs))
