@@ -6,7 +6,8 @@ solves the same program; its PSD blocks are upper triangles, so rows of A and b 
 returned y, s) are permuted on the way in and out.
 
 When A and P do not depend on the parameters, a solver workspace (SCS's factorised KKT
-system, Clarabel's solver) is kept per settings and thread and only b and c are updated.
+system, Clarabel's solver) is kept per settings and thread and only b and c are updated;
+for SCS only while that costs no iterations (see SCS._checked_reuse).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class RawSolution:
     seconds: float  # the solve itself
     setup_seconds: float = 0.0  # building the workspace (scaling, KKT factorisation); 0 if reused
     detail: str = ""  # where it stopped (residuals vs tolerances), for inaccurate statuses
+    reused: bool = False  # solved on a workspace kept from an earlier solve (b, c updated)
 
 
 class AbstractConeSolver(abc.ABC):
@@ -114,7 +116,7 @@ class AbstractConeSolver(abc.ABC):
         self.kkt_order = n + cones.size  # of the KKT system the solver factorises
         self._local = threading.local()
         self._settings_cache: dict[tuple, Mapping[str, Any]] = {}
-        self._not_updatable: set[tuple] = set()  # settings whose workspace refused an update
+        self._not_updatable: set[tuple] = set()  # settings never solved on a kept workspace
         self._warned: set[str] = set()  # solver_args keys already warned about
         self._others: dict[str, AbstractConeSolver] = {}  # solve_method's other solvers
 
@@ -144,7 +146,8 @@ class AbstractConeSolver(abc.ABC):
         return self._others[name]
 
     #: Attributes left out of pickles and copies (native solver objects, caches).
-    _TRANSIENT: ClassVar[tuple[str, ...]] = ("_local", "_settings_cache", "_chosen_here")
+    _TRANSIENT: ClassVar[tuple[str, ...]] = ("_local", "_settings_cache", "_chosen_here",
+                                             "_fresh_iterations")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle/copy without the per-thread workspaces (native solver objects, not
@@ -194,6 +197,7 @@ class AbstractConeSolver(abc.ABC):
         """Solve one element; with ``reuse`` keep the workspace and only update b and c."""
         start = time.perf_counter()
         key = tuple(sorted(settings.items())) if reuse else None
+        reused = False
         if not reuse or key in self._not_updatable:
             workspace = self._setup(data, settings)
         else:
@@ -204,11 +208,17 @@ class AbstractConeSolver(abc.ABC):
             else:
                 try:
                     self._update(workspace, data)
+                    reused = True
                 except UpdateRefused:  # remembered: later solves build their own workspace
-                    self._not_updatable.add(key)
-                    del cache[key]
+                    self.stop_reuse(key)
                     workspace = self._setup(data, settings)
-        return self._run(workspace, settings, warm, time.perf_counter() - start)
+        raw = self._run(workspace, settings, warm, time.perf_counter() - start)
+        return dataclasses.replace(raw, reused=True) if reused else raw
+
+    def stop_reuse(self, key: tuple) -> None:
+        """Build a fresh workspace for every later solve with these settings (key)."""
+        self._not_updatable.add(key)
+        self._local.__dict__.get("cache", {}).pop(key, None)
 
 
 class UpdateRefused(Exception):
@@ -261,6 +271,8 @@ class SCS(AbstractConeSolver):
         its tolerances, solve again with a back end that refines its linear solves, so
         that the faster choice never costs convergence (its iterations and time count)."""
         raw = super().solve(data, settings, reuse, warm)
+        if reuse:
+            raw = self._checked_reuse(data, settings, warm, raw)
         if raw.status not in RETRY_STATUSES or not self._chose_linear_solver(settings):
             return raw
         fallback = _scs_refined_linear_solver(self.kkt_order)
@@ -270,6 +282,45 @@ class SCS(AbstractConeSolver):
         return dataclasses.replace(retry, iterations=raw.iterations + retry.iterations,
                                    seconds=raw.seconds + retry.seconds,
                                    setup_seconds=raw.setup_seconds + retry.setup_seconds)
+
+    def _checked_reuse(self, data: ConeData, settings: dict[str, Any],
+                       warm: RawSolution | None, raw: RawSolution) -> RawSolution:
+        """Keep reusing workspaces with these settings only while it does not cost
+        convergence. SCS 3's workspace carries its adapted scale (with the KKT system
+        factorised at it) and its Anderson memory from one solve to the next, and its
+        Python interface cannot reset either. Where the problems' best scale is stable
+        that halves the iterations; where it varies from one parameter value to the next
+        (LPs) the scale drifts and solves take 2-4 times as many. So the iterations of
+        fresh solves are recorded, and once a reused solve takes clearly more, these
+        settings get a fresh workspace per solve from then on; a reused solve that stopped
+        short is repeated on a fresh one (its iterations and time count)."""
+        try:
+            key = _settings_key(settings)
+        except TypeError:  # unhashable settings are never reused (the cache needs a key)
+            return raw
+        if not raw.reused:
+            count, total = self._fresh_iterations.get(key, (0, 0))
+            if len(self._fresh_iterations) >= 64 and not count:  # bounded, as caches are
+                self._fresh_iterations.clear()
+            self._fresh_iterations[key] = (count + 1, total + raw.iterations)
+            return raw
+        count, total = self._fresh_iterations.get(key, (0, 0))
+        bound = REUSE_ITERATION_FACTOR * total / max(count, 1) + REUSE_ITERATION_MARGIN
+        stopped_short = raw.status in RETRY_STATUSES
+        if not stopped_short and (not count or raw.iterations <= bound):
+            return raw
+        self.stop_reuse(key)
+        if not stopped_short:
+            return raw
+        retry = super().solve(data, settings, True, warm)
+        return dataclasses.replace(retry, iterations=raw.iterations + retry.iterations,
+                                   seconds=raw.seconds + retry.seconds,
+                                   setup_seconds=raw.setup_seconds + retry.setup_seconds)
+
+    @functools.cached_property
+    def _fresh_iterations(self) -> dict[tuple, tuple[int, int]]:
+        """Per settings (as keys): how many fresh-workspace solves, and their iterations."""
+        return {}
 
     @functools.cached_property
     def _chosen_here(self) -> set[tuple]:
@@ -361,6 +412,16 @@ SCS_KEYS = (*sorted(SCS_SETTINGS), "eps", "max_iter", "use_indirect")
 #: with the refined back end (see _scs_refined_linear_solver).
 QDLDL_MAX_ORDER = 2000
 QDLDL_MIN_EPS = 1e-9
+#: A reused SCS workspace is kept while its solves take at most this many times the mean
+#: iterations of fresh solves with the same settings, plus the margin (two of SCS's
+#: convergence checks, one every 25 iterations). Measured, 8 parameter values each: on the
+#: benchmarks' constant-matrix workloads reused solves took 0.4-0.6 times the fresh
+#: iterations (sigmoid 50-75 vs 125-150, ncm 50 vs 100-125, sparse_lp 75-100 vs 175); on
+#: random LPs with 120 variables and 300 rows (inequalities, equalities, duplicated or
+#: badly scaled rows), 1.1-4.5 times. A family where reuse is neutral may lose it to one
+#: unlucky draw; that costs a factorisation per solve, never iterations.
+REUSE_ITERATION_FACTOR = 1.0
+REUSE_ITERATION_MARGIN = 50
 #: Statuses after which a solve with dpplayers' own QDLDL choice is repeated.
 RETRY_STATUSES = (Status.INACCURATE, Status.ITERATION_LIMIT, Status.FAILED)
 

@@ -1,0 +1,125 @@
+"""SCS workspaces kept across solves (A and P constant, only b and c updated) must not cost
+convergence (issue #17 item 11).
+
+SCS 3's workspace carries its adapted step scale (and Anderson memory) from one solve to
+the next. On a medium random LP the scale drifts and reused solves took 2-4 times the
+iterations of fresh ones; on problems whose best scale is stable (the benchmarks' nearest
+correlation matrix) the carried scale halves them. The first must not happen, the second
+must be kept. Oracles: CVXPY's own fresh SCS solves at the same tolerances (iteration
+counts and values), CVXPY's Clarabel solve for the SDP's values.
+"""
+
+import warnings
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+import dpplayers
+from dpplayers import Status
+
+N_VARIABLES, N_ROWS, N_POINTS = 120, 300, 8
+EPS = 1e-8  # dpplayers' SCS default (eps_abs = eps_rel)
+CLARABEL_TIGHT = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
+
+
+def medium_lp(seed: int, scaled_rows: bool):
+    """minimise cᵀx s.t. Ax <= b, -10 <= x <= 10 with A constant (random, rows optionally
+    scaled over 3.5 decades); parameter values keep a known point strictly feasible."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((N_ROWS, N_VARIABLES))
+    if scaled_rows:
+        A *= np.exp(rng.uniform(-4, 4, size=(N_ROWS, 1)))
+    x = cp.Variable(N_VARIABLES, name="x")
+    c, b = cp.Parameter(N_VARIABLES, name="c"), cp.Parameter(N_ROWS, name="b")
+    problem = cp.Problem(cp.Minimize(c @ x), [A @ x <= b, x >= -10, x <= 10])
+
+    def values(point_rng: np.random.Generator) -> list[np.ndarray]:
+        x0 = point_rng.uniform(-1, 1, N_VARIABLES)
+        slack = point_rng.uniform(0.1, 1, N_ROWS)
+        if scaled_rows:
+            slack *= np.abs(A).sum(axis=1) / N_VARIABLES
+        return [point_rng.standard_normal(N_VARIABLES), A @ x0 + slack]
+
+    points = [values(np.random.default_rng((seed, k))) for k in range(N_POINTS)]
+    return problem, [c, b], x, points
+
+
+def cvxpy_scs(problem, parameters, values) -> tuple[int, np.ndarray]:
+    """CVXPY's own fresh SCS solve at dpplayers' default tolerances: its iterations and x."""
+    for p, v in zip(parameters, values):
+        p.value = v
+    problem.solve(solver=cp.SCS, eps_abs=EPS, eps_rel=EPS, max_iters=100_000)
+    assert problem.status == cp.OPTIMAL
+    return problem.solver_stats.num_iters, np.asarray(problem.variables()[0].value, float)
+
+
+def assert_values(prog_x: np.ndarray, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(prog_x, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("seed, scaled_rows", [(0, False), (2, False), (0, True)])
+def test_repeated_single_solves_take_no_more_iterations_than_fresh_ones(seed, scaled_rows):
+    problem, parameters, x, points = medium_lp(seed, scaled_rows)
+    prog = dpplayers.compile(problem, parameters=parameters, variables=[x])
+    iterations, reference = [], []
+    for values in points:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no inaccurate solve, no iteration limit
+            sol = prog.solve(*values)
+        assert sol.status[0] is Status.OPTIMAL
+        iterations.append(sol.info[0]["iterations"])
+        cvxpy_iterations, cvxpy_x = cvxpy_scs(problem, parameters, values)
+        reference.append(cvxpy_iterations)
+        assert_values(sol.values[0], cvxpy_x)
+    # Before the fix the reused workspace took 2.1-2.4 times CVXPY's iterations in all.
+    assert sum(iterations) <= 1.5 * sum(reference), (iterations, reference)
+
+
+def test_batch_in_one_thread_takes_no_more_iterations_than_fresh_solves():
+    problem, parameters, x, points = medium_lp(0, False)
+    prog = dpplayers.compile(problem, parameters=parameters, variables=[x])
+    batch = [np.stack(column) for column in zip(*points)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = prog.solve(*batch, solver_args={"n_jobs": 1})  # one workspace for the batch
+    iterations = [info["iterations"] for info in sol.info]
+    reference = [cvxpy_scs(problem, parameters, values) for values in points]
+    assert sum(iterations) <= 1.5 * sum(r[0] for r in reference), (iterations, reference)
+    for k, (_, cvxpy_x) in enumerate(reference):
+        assert_values(sol.values[0][k], cvxpy_x)
+
+
+def test_reused_solve_that_stops_short_is_repeated_on_a_fresh_workspace():
+    """With an iteration limit every fresh solve meets, a reused solve must not stop at it."""
+    problem, parameters, x, points = medium_lp(0, False)
+    reference = [cvxpy_scs(problem, parameters, values) for values in points]
+    limit = int(1.25 * max(r[0] for r in reference))
+    prog = dpplayers.compile(problem, parameters=parameters, variables=[x])
+    for values, (_, cvxpy_x) in zip(points, reference):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            sol = prog.solve(*values, solver_args={"max_iters": limit,
+                                                   "linear_solver": "qdldl"})
+        assert sol.status[0] is Status.OPTIMAL
+        assert_values(sol.values[0], cvxpy_x)
+
+
+def test_reuse_is_kept_where_the_carried_scale_helps():
+    """Nearest correlation matrix (the benchmarks' ncm): every solve after the first runs
+    on the kept workspace and takes fewer iterations than the first, fresh one."""
+    rng = np.random.default_rng(5)
+    X = cp.Variable((10, 10), symmetric=True)
+    C = cp.Parameter((10, 10), name="C")
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.diag(X) == 1])
+    prog = dpplayers.compile(problem, parameters=[C], variables=[X])
+    iterations = []
+    for _ in range(6):
+        N = rng.standard_normal((10, 10))
+        value = 0.3 * (N + N.T) + np.eye(10)
+        sol = prog.solve(value)
+        iterations.append(sol.info[0]["iterations"])
+        C.value = value
+        problem.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
+        np.testing.assert_allclose(sol.values[0], X.value, atol=2e-5)
+    assert max(iterations[1:]) < iterations[0], iterations
