@@ -8,8 +8,10 @@ strongly convex regulariser ``½‖x − p‖²`` on a *free* target parameter p
 unique and differentiable at generic samples.
 
 ``cases()`` enumerates every (family, seed) pair: a stable list of :class:`ZooCase`, each with
-a batch mode (``none``: unbatched, ``one``: a leading batch axis of 1, ``mixed``: a batch of 2
-where free parameters are batched and the others broadcast) cycled over the seeds.
+a batch mode (``none``: unbatched, ``one``: a leading batch axis of 1, ``mixed`` / ``many``: a
+batch of 2 / 5 where free parameters are batched and the others broadcast) and a derivative
+mode (direct, dense, lsqr, lsmr), both cycled over the seeds; every third seed compiles with
+the parameter values already set to the first point (as users often do: nothing may freeze).
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ import numpy as np
 Sampler = Callable[[np.random.Generator], list]
 Draw = Callable[[np.random.Generator], object]
 
-#: Seeds per family in the full run; seed 0 of each family is the CI sample.
+#: Seeds per family in the full run (seeds 0, 2 or 1, 3 of each family are the CI sample).
 SEEDS_PER_FAMILY = 6
-BATCH_MODES = ("none", "one", "mixed")
+#: none: unbatched; one: a batch axis of 1; mixed: 2 elements, many: 5 (thread pool), with
+#: free parameters batched and the others broadcast.
+BATCH_MODES = ("none", "one", "mixed", "many")
+#: Derivative mode per seed (solver_args={"mode": ...}); "direct" is the default.
+DERIVATIVE_MODES = ("direct", "lsqr", "direct", "dense", "direct", "lsmr")
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class Built:
     sample: Sampler
     free: tuple[int, ...]  # parameters drawn independently of the others (safe to batch alone)
     mutate: Callable[[list], list] | None = None  # spoils the inputs (refusal families)
+    value_scale: float = 1.0  # values below this are compared absolutely (scaled families)
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class Family:
     unique: bool  # unique optimum (else only the objective is compared)
     flip: bool  # may be rewritten as Maximize(−f)
     refuse: bool  # dpplayers must refuse this case with one of its errors
+    partial: bool  # a batch of 3 whose middle element is infeasible, on_failure="nan"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,8 @@ class ZooCase:
     family: Family
     seed: int
     batch: str
+    mode: str  # derivative mode of the solves that are differentiated
+    preset: bool  # parameter values set (to the first point) before compiling
     ci: bool  # in the representative sample that runs by default
 
     def build(self) -> Built:
@@ -74,12 +84,12 @@ FAMILIES: dict[str, Family] = {}
 
 
 def family(name: str, group: str = "atoms", gp: bool = False, smooth: bool = True,
-           unique: bool = True, flip: bool = True, refuse: bool = False):
+           unique: bool = True, flip: bool = True, refuse: bool = False, partial: bool = False):
     """Register a builder ``rng -> Built`` under a family name."""
 
     def register(builder):
         FAMILIES[name] = Family(name, group, builder, gp, smooth, unique, flip and not gp,
-                                refuse)
+                                refuse, partial)
         return builder
 
     return register
@@ -91,8 +101,10 @@ def cases() -> list[ZooCase]:
     for f_index, fam in enumerate(FAMILIES.values()):
         for seed in range(SEEDS_PER_FAMILY):
             batch = BATCH_MODES[(f_index + seed) % len(BATCH_MODES)]
-            ci = seed == f_index % 2  # alternate Minimize / Maximize-flipped samples
-            out.append(ZooCase(f"{fam.name}-{seed}", fam, seed, batch, ci))
+            ci = seed in (f_index % 2, f_index % 2 + 2)  # (Minimize or flipped) and preset
+            out.append(ZooCase(f"{fam.name}-{seed}", fam, seed, batch,
+                               DERIVATIVE_MODES[seed % len(DERIVATIVE_MODES)],
+                               seed % 3 == 2, ci))
     return out
 
 
@@ -102,7 +114,7 @@ def _as_maximize(built: Built) -> Built:
         return built
     flipped = cp.Problem(cp.Maximize(-prob.objective.args[0]), prob.constraints)
     return Built(flipped, built.parameters, built.outputs, built.sample, built.free,
-                 built.mutate)
+                 built.mutate, built.value_scale)
 
 
 # ------------------------------------------------------------------ small building blocks
@@ -620,14 +632,20 @@ def _con_none(rng):
     return independent([p, c], [normal(n), normal(n)], [x], prob)
 
 
+@family("con_eq_fixed", group="constraints")
+def _con_eq_fixed(rng):
+    """x == p: every unknown fixed by an equality (eliminated entirely)."""
+    n = int(rng.integers(1, 5))
+    x = cp.Variable(n, name="x")
+    p = cp.Parameter(n, name="p")
+    obj = cp.sum_squares(x) if rng.integers(2) else cp.sum_squares(x) + cp.sum(x)
+    return independent([p], [normal(n)], [x], cp.Problem(cp.Minimize(obj), [x == p]))
+
+
 @family("con_eq_only", group="constraints")
 def _con_eq_only(rng):
     n = int(rng.integers(2, 5))
     x = cp.Variable(n, name="x")
-    if rng.integers(3) == 0:  # x == p: every unknown fixed
-        p = cp.Parameter(n, name="p")
-        prob = cp.Problem(cp.Minimize(cp.sum_squares(x)), [x == p])
-        return independent([p], [normal(n)], [x], prob)
     m = int(rng.integers(1, n))
     A, b, p = cp.Parameter((m, n), name="A"), cp.Parameter(m, name="b"), cp.Parameter(n, name="p")
     prob = cp.Problem(cp.Minimize(reg(x, p)), [A @ x == b])
@@ -1050,7 +1068,7 @@ def _spoil(kind: str) -> Callable[[list], list]:
         elif kind == "nan":
             out[0] = np.full(np.shape(out[0]), np.nan)
         elif kind == "shape":
-            out[0] = np.zeros((*np.shape(out[0]), 2))
+            out[0] = np.zeros(np.shape(out[0])[-1] + 1)  # one entry too many (not a batch)
         else:  # one value too few
             out = out[:-1]
         return out
@@ -1085,3 +1103,73 @@ def _lp_medium(rng):
         return [A @ x0 + r.uniform(0.1, 1.0, m), -A.T @ lam]
 
     return Built(prob, (b, c), (x,), sample, ())
+
+
+@family("batch_partial_failure", group="batch", partial=True, flip=False)
+def _batch_partial_failure(rng):
+    """Batch element 1 infeasible: with on_failure="nan" it comes back NaN and the others
+    keep exact values and derivatives."""
+    n = int(rng.integers(2, 5))
+    x = cp.Variable(n, name="x")
+    p, s = cp.Parameter(n, name="p"), cp.Parameter(name="s")
+    term = [0, cp.norm(x, 1), cp.sum(cp.exp(0.5 * x)), cp.norm(x, 2)][int(rng.integers(4))]
+    prob = cp.Problem(cp.Minimize(reg(x, p) + term), [x >= -1, cp.sum(x) <= s])
+
+    def spoil(inputs: list) -> list:
+        s_values = np.array(inputs[1], dtype=float)
+        s_values[1] = -n - 1.0  # below the least sum(x) can be
+        return [inputs[0], s_values]
+
+    return Built(prob, (p, s), (x,), lambda r: [2 * r.standard_normal(n), np.array(r.uniform(0, 1))],
+                 (0, 1), spoil)
+
+
+@family("refuse_foreign_output", group="refusals", refuse=True, smooth=False, flip=False)
+def _refuse_foreign_output(rng):
+    x, p, obj = _qp(int(rng.integers(2, 4)))
+    other = cp.Variable(x.shape, name="not_in_problem")
+    outputs = [x, other] if rng.integers(2) else [other]
+    return independent([p], [normal(x.shape)], outputs, cp.Problem(cp.Minimize(obj)))
+
+
+# ------------------------------------------------------------------ scaling, outputs, duals' sides
+
+
+@family("scaled_data", group="constraints")
+def _scaled_data(rng):
+    """Data of scale 1e-3 or 1e3: thresholds inside the derivative must be relative."""
+    scale = float(rng.choice([1e-3, 1e3]))
+    n, m = int(rng.integers(2, 5)), int(rng.integers(1, 4))
+    x = cp.Variable(n, name="x")
+    p, G, h = cp.Parameter(n, name="p"), cp.Parameter((m, n), name="G"), cp.Parameter(m)
+    prob = cp.Problem(cp.Minimize(reg(x, p) + 0.1 * scale * cp.norm(x, 1)), [G @ x <= h])
+    built = independent([p, G, h], [normal(n, 2 * scale), normal((m, n)),
+                                    uniform(m, 0.1 * scale, scale)], [x], prob)
+    return Built(built.problem, built.parameters, built.outputs, built.sample, built.free,
+                 value_scale=scale)
+
+
+@family("outputs_subset", group="attributes")
+def _outputs_subset(rng):
+    """Some variables only, one twice, or in another order than the problem's."""
+    n = int(rng.integers(2, 4))
+    x, y = cp.Variable(n, name="x"), cp.Variable((2, n), name="y")
+    p, Q = cp.Parameter(n, name="p"), cp.Parameter((2, n), name="Q")
+    con = cp.sum(y, axis=0) == x
+    prob = cp.Problem(cp.Minimize(reg(x, p) + reg(y, Q)), [con])
+    outputs = [[y], [y, x, y], [con.dual_variables[0], x], [x, x]][int(rng.integers(4))]
+    return independent([p, Q], [normal(n), normal((2, n))], outputs, prob)
+
+
+@family("dual_sides", group="duals")
+def _dual_sides(rng):
+    """Duals of ≥, ≤ written either way round, with parameters on both sides."""
+    n = int(rng.integers(2, 4))
+    x = cp.Variable(n, name="x")
+    p, lo, hi = cp.Parameter(n, name="p"), cp.Parameter(n, name="lo"), cp.Parameter(n, name="hi")
+    a = cp.Parameter(n, name="a")
+    cons = [lo <= x, hi >= x, x - lo >= -1, a @ x == 0.1 * a[0]]
+    prob = cp.Problem(cp.Minimize(reg(x, p)), cons)
+    return independent([p, lo, hi, a], [normal(n, 2), uniform(n, -1, -0.3), uniform(n, 0.3, 1),
+                                        uniform(n, 0.5, 1.5)],
+                       [x, *[c.dual_variables[0] for c in cons]], prob)

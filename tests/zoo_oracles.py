@@ -41,9 +41,12 @@ REFERENCE_ARGS = {cp.CLARABEL: {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol
                                 "max_iter": 400},
                   cp.SCS: {"eps": 1e-10, "max_iters": 200_000}}
 VALUE_TOL = 1e-4  # relative to max(1, |reference|∞): wrong classes are off by far more
+#: batch element 0 vs the same point solved alone (a degenerate SDP's solves differ by 2e-6)
+CONSISTENCY_TOL = 1e-5
 FD_STEP = 1e-5
 FD_TOL = 1e-3  # jvp vs central differences, relative to max(1, |fd|∞)
-DOT_TOL = 1e-7  # ⟨w, Ju⟩ vs ⟨Jᵀw, u⟩ and jacobian vs jvp, relative
+DOT_TOL = 1e-7  # ⟨w, Ju⟩ vs ⟨Jᵀw, u⟩ and jacobian vs jvp, relative (factorised modes)
+ITERATIVE_TOL = 1e-5  # the same for lsqr / lsmr (seen: 5e-8 relative on a 60-variable LP)
 
 #: Outcome kinds from worst to best; a case's outcome is its worst finding.
 KINDS = ("wrong_value", "wrong_derivative", "crash", "refused", "inconclusive", "degenerate",
@@ -60,6 +63,7 @@ class Outcome:
     kind: str
     detail: str
     seconds: float
+    others: tuple[str, ...] = ()  # the case's other findings (e.g. the other solver's)
 
     @property
     def passed(self) -> bool:
@@ -81,8 +85,8 @@ def guarded(stage: str, fn, *args, **kwargs):
             warnings.simplefilter("ignore")
             return fn(*args, **kwargs)
     except DPP_ERRORS as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise Finding("refused", f"{stage}: {type(exc).__name__}: {first[:200]}") from exc
+        text = " / ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise Finding("refused", f"{stage}: {type(exc).__name__}: {text[:240]}") from exc
     except Exception as exc:  # noqa: BLE001 - anything else is a crash, by definition
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         where = f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"
@@ -103,18 +107,19 @@ class Call:
 
 
 def make_calls(case: ZooCase, built: Built, points: list) -> list[Call]:
-    """Two parameter points as two calls (none / one) or one batch of two (mixed)."""
+    """Parameter points as one call each (none / one) or as one batch (mixed: 2, many: 5)."""
     if case.batch == "none":
         return [Call(list(pt), [list(pt)], False) for pt in points]
     if case.batch == "one":
         return [Call([v[None] for v in pt], [list(pt)], True) for pt in points]
-    first, second = points
+    first = points[0]
     count = len(built.parameters)
     # free parameters batched (but leave one broadcast where there are several parameters)
-    batched = [i for i in built.free][: max(1, count - 1)] if built.free else list(range(count))
-    elem2 = [second[i] if i in batched else first[i] for i in range(count)]
-    inputs = [np.stack([first[i], elem2[i]]) if i in batched else first[i] for i in range(count)]
-    return [Call(inputs, [list(first), elem2], True)]
+    batched = list(built.free)[: max(1, count - 1)] if built.free else list(range(count))
+    elements = [[pt[i] if i in batched else first[i] for i in range(count)] for pt in points]
+    inputs = [np.stack([e[i] for e in elements]) if i in batched else first[i]
+              for i in range(count)]
+    return [Call(inputs, elements, True)]
 
 
 def direction(param: cp.Parameter, rng: np.random.Generator) -> np.ndarray:
@@ -158,6 +163,8 @@ def reference(built: Built, values: list, gp: bool) -> tuple[list, float] | None
     for p, v in zip(built.parameters, values):
         p.value = v
     for solver, args in REFERENCE_ARGS.items():
+        if built.value_scale < 1:  # the solvers' tolerances are absolute: tighten them
+            args = {k: (1e-12 if k.startswith(("tol", "eps")) else v) for k, v in args.items()}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -188,11 +195,12 @@ def objective_at(built: Built, params: list, outs: list) -> float | None:
     return float(built.problem.objective.value)
 
 
-def close(got, want, tol: float) -> bool:
+def close(got, want, tol: float, floor: float = 1.0) -> bool:
+    """|got − want|∞ ≤ tol · max(floor, |want|∞), shapes equal, got finite."""
     got, want = np.asarray(got), np.asarray(want)
     if got.shape != want.shape or not np.all(np.isfinite(got)):
         return False
-    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+    scale = max(floor, float(np.max(np.abs(want), initial=0.0)))
     return float(np.max(np.abs(got - want), initial=0.0)) <= tol * scale
 
 
@@ -277,6 +285,7 @@ def check_derivatives(case: ZooCase, built: Built, sols: dict, progs: dict, call
                       rng: np.random.Generator) -> None:
     """Raise the worst derivative finding for this call (or return if all agree)."""
     us = tangents_like(call, built, rng)
+    tol = ITERATIVE_TOL if case.mode in ("lsqr", "lsmr") else DOT_TOL
     complex_case = any(p.is_complex() for p in built.parameters) or any(
         np.iscomplexobj(v) for v in next(iter(sols.values())).values)
     jvps = {}
@@ -288,16 +297,18 @@ def check_derivatives(case: ZooCase, built: Built, sols: dict, progs: dict, call
             continue
         vjp = guarded(f"vjp[{solver}]", sol.vjp, *ws)
         lhs, rhs = inner(ws, jvp), inner(vjp, us)
-        if not abs(lhs - rhs) <= DOT_TOL * max(1.0, abs(lhs), abs(rhs)):
-            flag(sol, f"[{solver}] dot-product identity: <w, jvp u> = {lhs:.6g}, "
-                      f"<vjp w, u> = {rhs:.6g}")
+        if not abs(lhs - rhs) <= tol * max(1.0, abs(lhs), abs(rhs)):
+            flag(sol, f"[{solver}] dot-product identity: <w, jvp u> = {lhs:.10g}, "
+                      f"<vjp w, u> = {rhs:.10g}")
         if sum(p.size for p in built.parameters) <= 64:
             jac = guarded(f"jacobian[{solver}]", sol.jacobian)
             Ju = jacobian_times(jac, us, call, built)
             for i, (a, b) in enumerate(zip(Ju, jvp)):
-                if not close(a, b, 1e-6):
+                if not close(a, b, 10 * tol):
                     flag(sol, f"[{solver}] jacobian()·u differs from jvp(u) on output {i}: "
                               f"{np.max(np.abs(np.asarray(a) - np.asarray(b))):.3g}")
+        if call.batched:
+            check_single_element(solver, sol, progs[solver], call, us, jvp, case.mode)
     if not case.family.smooth:
         return
     fds = {}
@@ -323,6 +334,24 @@ def check_derivatives(case: ZooCase, built: Built, sols: dict, progs: dict, call
                 flag(sols[solver], f"[{solver}] jvp vs finite differences on output {i} "
                                    f"({built.outputs[i].name()}): max error {err:.3g}, "
                                    f"|fd|∞ {float(np.max(np.abs(b))):.3g}")
+
+
+def check_single_element(solver: str, sol, prog, call: Call, us: list, jvp: list,
+                         mode: str) -> None:
+    """Batch element 0 solved alone (unbatched, after the batch: scratch reused across batch
+    sizes) gives the batch's values and jvp."""
+    alone = guarded(f"solve[{solver}] unbatched", prog.solve, *call.elements[0],
+                    solver_args={**SOLVE_ARGS[solver], "mode": mode})
+    for i, (a, b) in enumerate(zip(alone.values, sol.values)):
+        if not close(a, np.asarray(b)[0], CONSISTENCY_TOL):
+            raise Finding("wrong_value", f"[{solver}] output {i}: batch element 0 (off by "
+                          f"{np.max(np.abs(a - np.asarray(b)[0])):.3g}) "
+                          f"{fmt(np.asarray(b)[0])} but alone {fmt(a)}")
+    u0 = [u[0] if np.ndim(u) == np.ndim(v) + 1 else u for u, v in zip(us, call.elements[0])]
+    for i, (a, b) in enumerate(zip(guarded(f"jvp[{solver}] unbatched", alone.jvp, *u0), jvp)):
+        if not close(a, np.asarray(b)[0], 10 * CONSISTENCY_TOL):
+            flag(alone, f"[{solver}] jvp output {i}: batch element 0 {fmt(np.asarray(b)[0])} "
+                        f"but alone {fmt(a)}")
 
 
 def agreed(fds: dict, tol: float = FD_TOL) -> list | None:
@@ -351,22 +380,27 @@ def run_case(case: ZooCase) -> Outcome:
     findings = judge(case)
     worst = min(findings, key=lambda f: KINDS.index(f.kind)) if findings else None
     kind, detail = (worst.kind, worst.detail) if worst else ("correct", "")
+    others = tuple(f"{f.kind}: {f.detail}" for f in findings if f is not worst)
     return Outcome(case.id, case.family.name, case.family.group, case.batch, kind, detail,
-                   time.perf_counter() - start)
+                   time.perf_counter() - start, others)
 
 
 def judge(case: ZooCase) -> list[Finding]:
     """Every finding on this case (empty: correct)."""
     built = case.build()
     rng = np.random.default_rng(zlib.crc32(case.id.encode()) + 1)
-    points = [built.sample(rng), built.sample(rng)]
+    if case.family.partial:
+        return judge_partial_failure(case, built, rng)
+    points = [built.sample(rng) for _ in range(5 if case.batch == "many" else 2)]
     calls = make_calls(case, built, points)
     gp = case.family.gp
     if case.family.refuse:
         return judge_refusal(case, built, calls)
     findings: list[Finding] = []
     progs = {}
-    for solver in SOLVERS:  # compile with the parameter values unset
+    for p, v in zip(built.parameters, points[0]):  # set (to the first point) or unset
+        p.value = v if case.preset else None
+    for solver in SOLVERS:  # compile as a layer is built
         try:
             progs[solver] = guarded(f"compile[{solver}]", dpplayers.compile, built.problem,
                                     list(built.parameters), list(built.outputs),
@@ -380,9 +414,10 @@ def judge(case: ZooCase) -> list[Finding]:
     first_sols = {}
     for solver, prog in progs.items():
         try:
-            for c, call in enumerate(calls):
-                sol = solve_checked(solver, prog, call, refs[c])
-                compare_values(case, built, solver, sol, call, refs[c])
+            sol = None
+            for c, call in enumerate(calls):  # the second call warm-started from the first
+                sol = solve_checked(solver, prog, call, refs[c], case.mode, sol)
+                compare_values(case, built, solver, sol, call, refs[c], where=f"call {c}, ")
                 if c == 0:
                     first_sols[solver] = sol
         except Finding as f:
@@ -416,11 +451,77 @@ def judge_refusal(case: ZooCase, built: Built, calls: list[Call]) -> list[Findin
     return findings
 
 
-def solve_checked(solver: str, prog, call: Call, refs: list):
+PARTIAL_BATCH, FAILED = 3, 1
+
+
+def judge_partial_failure(case: ZooCase, built: Built, rng: np.random.Generator) -> list:
+    """A batch with one infeasible element under on_failure="nan": that element NaN and
+    flagged, the others exact in values and derivatives."""
+    points = [built.sample(rng) for _ in range(PARTIAL_BATCH)]
+    inputs = built.mutate([np.stack(vals) for vals in zip(*points)])
+    call = Call(inputs, [[v[b] for v in inputs] for b in range(PARTIAL_BATCH)], True)
+    ok = [b for b in range(PARTIAL_BATCH) if b != FAILED]
+    refs = [reference(built, call.elements[b], case.family.gp) for b in ok]
+    clear_parameters(built)
+    us = [np.stack([direction(p, rng) for _ in range(PARTIAL_BATCH)]) for p in built.parameters]
+    findings, progs, jvps, sols = [], {}, {}, {}
+    for solver in SOLVERS:
+        try:
+            prog = guarded(f"compile[{solver}]", dpplayers.compile, built.problem,
+                           list(built.parameters), list(built.outputs), solver=solver)
+            sol = guarded(f"solve[{solver}]", prog.solve, *inputs, on_failure="nan",
+                          solver_args={**SOLVE_ARGS[solver], "mode": case.mode})
+            if sol.status[FAILED].ok or not all(sol.status[b].ok for b in ok):
+                raise Finding("wrong_value", f"[{solver}] statuses {sol.status}: element "
+                                             f"{FAILED} alone is infeasible")
+            if not all(np.all(np.isnan(v[FAILED])) for v in sol.values):
+                raise Finding("wrong_value", f"[{solver}] the failed element is not NaN")
+            compare_values(case, built, solver, sol, Call(inputs, [call.elements[b] for b in ok],
+                                                          True), refs, rows=ok)
+            jvps[solver] = guarded(f"jvp[{solver}]", sol.jvp, *us)
+            ws = [rng.standard_normal(v.shape) for v in sol.values]
+            vjp = guarded(f"vjp[{solver}]", sol.vjp, *ws)
+            lhs = inner([w[ok] for w in ws], [j[ok] for j in jvps[solver]])
+            rhs = inner([g[ok] for g in vjp], [u[ok] for u in us])
+            tol = ITERATIVE_TOL if case.mode in ("lsqr", "lsmr") else DOT_TOL
+            if not abs(lhs - rhs) <= tol * max(1.0, abs(lhs), abs(rhs)):
+                flag(sol, f"[{solver}] dot-product identity over the solved elements: "
+                          f"{lhs:.10g} vs {rhs:.10g}")
+            progs[solver], sols[solver] = prog, sol
+        except Finding as f:
+            findings.append(f)
+    fds = {}
+    for solver, prog in progs.items():
+        args = {**SOLVE_ARGS[solver]}
+        try:
+            hi = guarded("fd", prog.solve, *[v + FD_STEP * u for v, u in zip(inputs, us)],
+                         solver_args=args, on_failure="nan").values
+            lo = guarded("fd", prog.solve, *[v - FD_STEP * u for v, u in zip(inputs, us)],
+                         solver_args=args, on_failure="nan").values
+        except Finding as f:
+            findings.append(f)
+            continue
+        fds[solver] = [((h - lo_) / (2 * FD_STEP))[ok] for h, lo_ in zip(hi, lo)]
+    fd = agreed(fds) if len(fds) == len(SOLVERS) else None
+    for solver, jvp in jvps.items():
+        try:
+            for i, (a, b) in enumerate(zip(jvp, fd or [])):
+                if not close(a[ok], b, FD_TOL):
+                    flag(sols[solver], f"[{solver}] jvp vs finite differences on the solved "
+                                       f"elements, output {i}")
+        except Finding as f:
+            findings.append(f)
+    if fd is None and jvps:
+        findings.append(Finding("inconclusive", "finite differences through SCS and Clarabel "
+                                                "disagree"))
+    return findings
+
+
+def solve_checked(solver: str, prog, call: Call, refs: list, mode: str, warm=None):
     """prog.solve; a claim of infeasible/unbounded where CVXPY solved it is a wrong answer."""
     try:
-        return guarded(f"solve[{solver}]", prog.solve, *call.inputs,
-                       solver_args=SOLVE_ARGS[solver])
+        return guarded(f"solve[{solver}]", prog.solve, *call.inputs, warm_start=warm,
+                       solver_args={**SOLVE_ARGS[solver], "mode": mode})
     except Finding as f:
         text = f.detail.lower()
         if (f.kind == "refused" and all(r is not None for r in refs)
@@ -429,21 +530,24 @@ def solve_checked(solver: str, prog, call: Call, refs: list):
         raise
 
 
-def compare_values(case: ZooCase, built: Built, solver: str, sol, call: Call, refs: list) -> None:
+def compare_values(case: ZooCase, built: Built, solver: str, sol, call: Call, refs: list,
+                   rows: list[int] | None = None, where: str = "") -> None:
+    """Each element's outputs (rows: their batch indices) against CVXPY's."""
     for b, ref in enumerate(refs):
         if ref is None:
             continue
-        outs = element(sol.values, b, call.batched)
+        outs = element(sol.values, rows[b] if rows else b, call.batched)
         if case.family.unique:
             for i, (got, want) in enumerate(zip(outs, ref[0])):
-                if want is not None and not close(got, want, VALUE_TOL):
-                    raise Finding("wrong_value", f"[{solver}] point {b}, output {i} "
+                if want is not None and not close(got, want, VALUE_TOL, built.value_scale):
+                    raise Finding("wrong_value", f"[{solver}] {where}element {b}, output {i} "
                                   f"({built.outputs[i].name()}): got {fmt(got)}, "
                                   f"CVXPY {fmt(want)}")
         objective = objective_at(built, call.elements[b], outs)
         clear_parameters(built)
         if objective is not None and not close(objective, ref[1], VALUE_TOL):
-            raise Finding("wrong_value", f"[{solver}] point {b}: objective {objective:.6g} "
+            raise Finding("wrong_value", f"[{solver}] {where}element {b}: objective "
+                          f"{objective:.6g} "
                           f"at the returned point, CVXPY {ref[1]:.6g}")
 
 
