@@ -1173,3 +1173,58 @@ def _dual_sides(rng):
     return independent([p, lo, hi, a], [normal(n, 2), uniform(n, -1, -0.3), uniform(n, 0.3, 1),
                                         uniform(n, 0.5, 1.5)],
                        [x, *[c.dual_variables[0] for c in cons]], prob)
+
+
+@family("param_expressions", group="attributes")
+def _param_expressions(rng):
+    """Affine expressions of parameters: transpose, slices, reversal, stacking, sums."""
+    n = int(rng.integers(2, 4))
+    x = cp.Variable(n, name="x")
+    p, q = cp.Parameter(n, name="p"), cp.Parameter(n, name="q")
+    A = cp.Parameter((n, n), name="A")
+    kind = int(rng.integers(4))
+    target = [2 * p + 1 - q, p[::-1] + cp.sum(q), A.T @ p,
+              cp.hstack([p[:1], q[1:]]) + A[0, :]][kind]
+    obj = reg(x, target) + cp.norm(x - q, 1) + 0.1 * cp.sum(A @ x)
+    prob = cp.Problem(cp.Minimize(obj), [cp.sum(x) <= cp.sum(p) + 3])
+    return independent([p, q, A], [normal(n), normal(n), normal((n, n))], [x], prob)
+
+
+@family("shape_edges", group="attributes")
+def _shape_edges(rng):
+    """Size-1 and column/row shapes: (1,), (1, 1), (n, 1), (1, n)."""
+    n = int(rng.integers(2, 4))
+    shape = [(1,), (1, 1), (n, 1), (1, n)][int(rng.integers(4))]
+    x = cp.Variable(shape, name="x")
+    p = cp.Parameter(shape, name="p")
+    a = cp.Parameter(shape, nonneg=True, name="a")
+    prob = cp.Problem(cp.Minimize(reg(x, p) + cp.sum(cp.multiply(a, cp.abs(x)))), [x <= 1])
+    return independent([p, a], [normal(shape, 2), uniform(shape, 0.1, 0.5)], [x], prob)
+
+
+@family("dual_psd_general", group="duals")
+def _dual_psd_general(rng):
+    """X >> 0 on a general (not declared symmetric) variable, and an LMI in a vector."""
+    n = int(rng.integers(2, 4))
+    X = cp.Variable((n, n), name="X")
+    C = cp.Parameter((n, n), name="C")
+    psd = X + X.T >> 0
+    lmi_x = cp.Variable(n, name="y")
+    lmi = cp.diag(lmi_x) + np.ones((n, n)) >> 0
+    obj = cp.sum_squares(X - C) + cp.sum_squares(lmi_x + cp.diag(C))
+    prob = cp.Problem(cp.Minimize(obj), [psd, lmi])
+    return independent([C], [normal((n, n), 1.5)], [X, lmi_x, psd.dual_variables[0],
+                                                   lmi.dual_variables[0]], prob)
+
+
+@family("empty_batch", group="refusals", refuse=True, smooth=False, flip=False)
+def _empty_batch(rng):
+    """A batch of 0 elements: refused by name, or answered with empty outputs."""
+    x, p, obj = _qp(int(rng.integers(2, 4)))
+    u = cp.Parameter(pos=True, name="u")
+    built = independent([p, u], [normal(x.shape), uniform((), 0.5, 1)], [x],
+                        cp.Problem(cp.Minimize(obj + cp.norm(x, 1)), [x <= u]))
+    def empty(values: list) -> list:
+        return [np.zeros((0, *p.shape)) for p in built.parameters]
+
+    return Built(built.problem, built.parameters, built.outputs, built.sample, built.free, empty)
