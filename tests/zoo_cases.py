@@ -98,10 +98,11 @@ def family(name: str, group: str = "atoms", gp: bool = False, smooth: bool = Tru
 def cases() -> list[ZooCase]:
     """Every generated case, in a stable order (family registration order, then seed)."""
     out = []
-    for f_index, fam in enumerate(FAMILIES.values()):
+    for fam in FAMILIES.values():
+        offset = zlib.crc32(fam.name.encode())  # per family, independent of the order
         for seed in range(SEEDS_PER_FAMILY):
-            batch = BATCH_MODES[(f_index + seed) % len(BATCH_MODES)]
-            ci = seed in (f_index % 2, f_index % 2 + 2)  # (Minimize or flipped) and preset
+            batch = BATCH_MODES[(offset + seed) % len(BATCH_MODES)]
+            ci = seed in (offset % 2, offset % 2 + 2)  # (Minimize or flipped) and preset
             out.append(ZooCase(f"{fam.name}-{seed}", fam, seed, batch,
                                DERIVATIVE_MODES[seed % len(DERIVATIVE_MODES)],
                                seed % 3 == 2, ci))
@@ -384,17 +385,38 @@ def _quad_form_const(rng):
 
 @family("quad_form_param")
 def _quad_form_param(rng):
+    """The OptNet form: ½ quad_form(x, P) + qᵀx with a PSD parameter P, constrained."""
+    n = int(rng.integers(2, 4))
+    x = cp.Variable(n, name="x")
+    P, q = cp.Parameter((n, n), PSD=True, name="P"), cp.Parameter(n, name="q")
+    G, h = cp.Parameter((2, n), name="G"), cp.Parameter(2, name="h")
+    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, P) + q @ x), [G @ x <= h])
+    return independent([P, q, G, h], [lambda r: spd(r, n), normal(n), normal((2, n)),
+                                      uniform(2, 0.1, 1)], [x], prob)
+
+
+@family("quad_form_param_unconstrained")
+def _quad_form_param_unconstrained(rng):
+    n = int(rng.integers(2, 4))
+    x = cp.Variable(n, name="x")
+    P, q = cp.Parameter((n, n), PSD=True, name="P"), cp.Parameter(n, name="q")
+    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, P) + q @ x))
+    return independent([P, q], [lambda r: spd(r, n), normal(n)], [x], prob)
+
+
+@family("quad_form_param_sums")
+def _quad_form_param_sums(rng):
+    """Sums and multiples of PSD parameters, several parametric quad forms (issue #17, 13)."""
     n = int(rng.integers(2, 4))
     x = cp.Variable(n, name="x")
     P1 = cp.Parameter((n, n), PSD=True, name="P1")
     P2 = cp.Parameter((n, n), PSD=True, name="P2")
     q = cp.Parameter(n, name="q")
-    kind = int(rng.integers(4))
-    quad = [cp.quad_form(x, P1), cp.quad_form(x, P1 + P2), cp.quad_form(x, 2 * P1),
+    kind = int(rng.integers(3))
+    quad = [cp.quad_form(x, P1 + P2), cp.quad_form(x, 2 * P1),
             cp.quad_form(x, P1) + 0.5 * cp.quad_form(x, P2)][kind]
-    cons = [] if rng.integers(2) else [cp.sum(x) <= 1]
-    prob = cp.Problem(cp.Minimize(0.5 * quad + q @ x), cons)
-    params = [P1, P2, q] if kind in (1, 3) else [P1, q]
+    prob = cp.Problem(cp.Minimize(0.5 * quad + q @ x), [cp.sum(x) <= 1])
+    params = [P1, q] if kind == 1 else [P1, P2, q]
     return independent(params, [lambda r: spd(r, n)] * (len(params) - 1) + [normal(n)],
                        [x], prob)
 
@@ -1120,7 +1142,8 @@ def _batch_partial_failure(rng):
         s_values[1] = -n - 1.0  # below the least sum(x) can be
         return [inputs[0], s_values]
 
-    return Built(prob, (p, s), (x,), lambda r: [2 * r.standard_normal(n), np.array(r.uniform(0, 1))],
+    return Built(prob, (p, s), (x,),
+                 lambda r: [2 * r.standard_normal(n), np.array(r.uniform(0, 1))],
                  (0, 1), spoil)
 
 
@@ -1228,3 +1251,18 @@ def _empty_batch(rng):
         return [np.zeros((0, *p.shape)) for p in built.parameters]
 
     return Built(built.problem, built.parameters, built.outputs, built.sample, built.free, empty)
+
+
+@family("medium_mixed", group="constraints")
+def _medium_mixed(rng):
+    """30 variables, every cone at once: larger KKT systems than the small families."""
+    n, m = 30, 20
+    x = cp.Variable(n, name="x")
+    p, G, h = cp.Parameter(n, name="p"), cp.Parameter((m, n), name="G"), cp.Parameter(m, name="h")
+    C = cp.Parameter((4, 4), symmetric=True, name="C")
+    r = cp.Parameter(pos=True, name="r")
+    obj = (reg(x, p) + cp.sum(cp.exp(x / 5)) + cp.lambda_max(C + cp.diag(x[:4]))
+           + cp.pnorm(x[4:10], 3) + cp.norm(x[10:], 1) / 10)
+    prob = cp.Problem(cp.Minimize(obj), [G @ x <= h, cp.norm(x, 2) <= r])
+    return independent([p, G, h, C, r], [normal(n, 2), normal((m, n)), uniform(m, 0.1, 1),
+                                         lambda r_: sym(r_, 4), uniform((), 2, 4)], [x], prob)
