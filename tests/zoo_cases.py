@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
+from helpers import sym  # a random symmetric matrix
 
 Sampler = Callable[[np.random.Generator], list]
 Draw = Callable[[np.random.Generator], object]
@@ -133,11 +134,6 @@ def normal(shape, scale: float = 1.0) -> Draw:
 
 def uniform(shape, lo: float, hi: float) -> Draw:
     return lambda rng: rng.uniform(lo, hi, shape)
-
-
-def sym(rng: np.random.Generator, n: int) -> np.ndarray:
-    a = rng.standard_normal((n, n))
-    return (a + a.T) / 2
 
 
 def spd(rng: np.random.Generator, n: int, shift: float = 1.0) -> np.ndarray:
