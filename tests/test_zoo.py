@@ -117,6 +117,12 @@ KNOWN_FAILING: dict[str, str] = {
     "empty_batch-3": "empty-batch (new)",
     "empty_batch-4": "empty-batch (new)",
     "empty_batch-5": "empty-batch (new)",
+    "refuse_duplicate_parameter-0": "duplicate-parameter (new)",
+    "refuse_duplicate_parameter-1": "duplicate-parameter (new)",
+    "refuse_duplicate_parameter-2": "duplicate-parameter (new)",
+    "refuse_duplicate_parameter-3": "duplicate-parameter (new)",
+    "refuse_duplicate_parameter-4": "duplicate-parameter (new)",
+    "refuse_duplicate_parameter-5": "duplicate-parameter (new)",
 }
 
 CASES = cases()

@@ -1262,3 +1262,14 @@ def _medium_mixed(rng):
     prob = cp.Problem(cp.Minimize(obj), [G @ x <= h, cp.norm(x, 2) <= r])
     return independent([p, G, h, C, r], [normal(n, 2), normal((m, n)), uniform(m, 0.1, 1),
                                          lambda r_: sym(r_, 4), uniform((), 2, 4)], [x], prob)
+
+
+@family("refuse_duplicate_parameter", group="refusals", refuse=True, smooth=False, flip=False)
+def _refuse_duplicate_parameter(rng):
+    """The same parameter listed twice, given two different values: no exact meaning (today
+    the two values are silently added)."""
+    x, p, obj = _qp(int(rng.integers(2, 4)))
+    u = cp.Parameter(pos=True, name="u")
+    params = [p, u, p] if rng.integers(2) else [p, p, u]
+    draws = [normal(x.shape) if q is p else uniform((), 0.5, 1) for q in params]
+    return independent(params, draws, [x], cp.Problem(cp.Minimize(obj), [x <= u]))
