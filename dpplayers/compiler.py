@@ -32,7 +32,7 @@ from .affine_maps import AffineMap, StackedMaps
 from .cones import ConeDims, ProductCone
 from .derivative import kkt_pattern
 from .dpp import check_dpp
-from .errors import DPPError, ParameterError, VariableError
+from .errors import DPPError, ParameterError, VariableError, quoted_name
 from .kkt_pattern import KKTPattern
 from .parameters import ParameterLayout, ParameterSpec
 from .quad_forms import (
@@ -228,6 +228,8 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     _require_ordered(variables, "variables")
     params = tuple(problem.parameters() if parameters is None else parameters)
     wanted = tuple(problem.variables() if variables is None else variables)
+    _refuse_repeats(params, "parameters")
+    _refuse_repeats(wanted, "variables")
     report = check_dpp(problem, params, wanted, gp=gp)
     if not report.ok:
         raise DPPError(report)
@@ -288,6 +290,22 @@ def _require_ordered(items: object, what: str) -> None:
             f"The layer's {what} must be provided as a list or tuple (values and outputs are "
             f"matched to them by position), got a {type(items).__name__}."
         )
+
+
+def _refuse_repeats(items: Sequence[object], what: str) -> None:
+    """A parameter listed twice would take two values whose effects add up (a silently
+    wrong answer); a variable listed twice is a mistake of the same kind: both refused."""
+    seen: dict[int, int] = {}
+    for k, item in enumerate(items):
+        if not isinstance(item, (cp.Parameter, cp.Variable)):  # refused later, by type
+            continue
+        first = seen.setdefault(item.id, k)
+        if first != k:
+            error = ParameterError if what == "parameters" else VariableError
+            raise error(
+                f"{quoted_name(item, k)} is listed twice in `{what}` (positions {first} and "
+                f"{k}); list each once (values and outputs are matched to {what} by position)."
+            )
 
 
 def _refuse_complex_parameters(params: Sequence[cp.Parameter]) -> None:

@@ -281,6 +281,11 @@ class ParameterLayout:
                     f"Inconsistent batch sizes: {spec.label} has batch size "
                     f"{shape[0]} but {batch_from.label} has {batch}."
                 )
+            if shape[0] == 0:
+                raise ParameterError(
+                    f"{spec.label} has batch size 0 (shape {shape}): there is nothing to "
+                    "solve; pass at least one batch element or leave out the batch axis."
+                )
             batch, batch_from = shape[0], spec
         return batch
 

@@ -336,3 +336,23 @@ def test_complex_values_for_a_real_parameter_are_refused_by_name(how: str) -> No
     p.value = np.array([1.0, -2.0])
     problem.solve(solver=cp.CLARABEL)
     np.testing.assert_allclose(value, x.value, atol=1e-6)
+
+
+def test_a_parameter_or_variable_listed_twice_is_refused_by_name() -> None:
+    """[p, p] took two values and added their effects (y = (0, 2, 4) for (1, 2, 3) and
+    (-1, 0, 1)): refused, as is a repeated output."""
+    p, y = cp.Parameter(3, name="p"), cp.Variable(3, name="y")
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(y - p)), [y <= 5])
+    with pytest.raises(ParameterError, match=r"'p' is listed twice in `parameters` \(positions 0 and 1\)"):
+        dpplayers.compile(problem, [p, p], [y])
+    with pytest.raises(dpplayers.VariableError, match=r"'y' is listed twice in `variables`"):
+        dpplayers.compile(problem, [p], [y, y])
+    with pytest.raises(ParameterError, match="listed twice"):
+        TorchLayer(problem, parameters=[p, p], variables=[y])
+
+
+def test_an_empty_batch_is_refused_by_name() -> None:
+    p, y = cp.Parameter(2, name="p"), cp.Variable(2)
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(cp.sum_squares(y - p)), [y >= 0]), [p], [y])
+    with pytest.raises(ParameterError, match=r"parameter 'p' has batch size 0"):
+        prog.solve(np.zeros((0, 2)))

@@ -3,9 +3,9 @@
 Cases come from ``zoo_cases`` (seeded, stable ids ``<family>-<seed>``), judgements from
 ``zoo_oracles`` (CVXPY's solve, finite differences through two solvers, the dot-product
 identity, ``jacobian()``). Two seeds of every family (0 and 2, or 1 and 3, alternately) run
-by default; the rest are ``slow`` (``RUN_SLOW=1``). ``KNOWN_FAILING`` lists the cases failing
-on the code this zoo was built against, with a one-word class each; they are
-``xfail(strict=True)`` so a fix shows up as an unexpected pass: empty the set as fixes land.
+by default; the rest are ``slow`` (``RUN_SLOW=1``). ``KNOWN_FAILING`` lists cases failing
+today (none), with a one-word class each; they are ``xfail(strict=True)`` so a fix shows up
+as an unexpected pass.
 A case depends only on its id (family name and seed), not on the order of the families.
 
 Summary table (per family: correct / refused / crash / wrong value / wrong derivative):
@@ -29,101 +29,10 @@ import pytest
 from zoo_cases import cases
 from zoo_oracles import KINDS, Outcome, run_case
 
-#: case id -> failure class (issue #17 item) on main at 6a3eeed, from
-#: `python tests/test_zoo.py --summary --all --failures`; delete entries as fixes land.
-KNOWN_FAILING: dict[str, str] = {
-    "quad_form_const-0": "frozen-parameter (#3)",
-    "quad_form_const-2": "frozen-parameter (#3)",
-    "quad_form_const-4": "frozen-parameter (#3)",
-    "quad_form_param_unconstrained-0": "no-constraints (#8)",
-    "quad_form_param_unconstrained-1": "no-constraints (#8)",
-    "quad_form_param_unconstrained-2": "no-constraints (#8)",
-    "quad_form_param_unconstrained-3": "no-constraints (#8)",
-    "quad_form_param_unconstrained-4": "no-constraints (#8)",
-    "quad_form_param_unconstrained-5": "no-constraints (#8)",
-    "lambda_sum_largest-0": "degenerate-unflagged (#5)",
-    "lambda_sum_largest-2": "degenerate-unflagged (#5)",
-    "lambda_sum_largest-4": "degenerate-unflagged (#5)",
-    "log_det-0": "chordal (#9)",
-    "log_det-1": "chordal (#9)",
-    "log_det-2": "chordal (#9)",
-    "log_det-3": "chordal (#9)",
-    "log_det-4": "chordal (#9)",
-    "log_det-5": "chordal (#9)",
-    "matrix_frac-0": "frozen-parameter (#3)",
-    "matrix_frac-1": "frozen-parameter (#3)",
-    "matrix_frac-2": "frozen-parameter (#3)",
-    "tr_inv-4": "chordal (#9)",
-    "con_eq_fixed-0": "empty-elimination (#7)",
-    "con_eq_fixed-2": "empty-elimination (#7)",
-    "con_eq_fixed-4": "empty-elimination (#7)",
-    "var_nonpos-0": "attribute-projection (#1)",
-    "var_nonpos-1": "attribute-projection (#1)",
-    "var_nonpos-2": "attribute-projection (#1)",
-    "var_nonpos-3": "attribute-projection (#1)",
-    "var_nonpos-4": "attribute-projection (#1)",
-    "var_nonpos-5": "attribute-projection (#1)",
-    "var_neg-0": "attribute-projection (#1)",
-    "var_neg-1": "attribute-projection (#1)",
-    "var_neg-2": "attribute-projection (#1)",
-    "var_neg-3": "attribute-projection (#1)",
-    "var_neg-4": "attribute-projection (#1)",
-    "var_neg-5": "attribute-projection (#1)",
-    "var_bounds-0": "attribute-projection (#1)",
-    "var_bounds-1": "attribute-projection (#1)",
-    "var_bounds-2": "attribute-projection (#1)",
-    "var_bounds-3": "attribute-projection (#1)",
-    "var_bounds-4": "attribute-projection (#1)",
-    "var_bounds-5": "attribute-projection (#1)",
-    "var_diag-0": "diag-variable (#10)",
-    "var_diag-1": "diag-variable (#10)",
-    "var_diag-2": "diag-variable (#10)",
-    "var_diag-3": "diag-variable (#10)",
-    "var_diag-4": "diag-variable (#10)",
-    "var_diag-5": "diag-variable (#10)",
-    "var_complex-0": "complex (#4)",
-    "var_complex-1": "complex (#4)",
-    "var_complex-2": "complex (#4)",
-    "var_complex-3": "complex (#4)",
-    "var_complex-4": "complex (#4)",
-    "var_complex-5": "complex (#4)",
-    "var_hermitian-0": "chordal (#9)",
-    "var_hermitian-1": "chordal (#9)",
-    "var_hermitian-2": "chordal (#9)",
-    "var_hermitian-3": "chordal (#9)",
-    "var_hermitian-4": "chordal (#9)",
-    "var_hermitian-5": "chordal (#9)",
-    "param_complex-0": "complex (#4)",
-    "param_complex-1": "complex (#4)",
-    "param_complex-2": "complex (#4)",
-    "param_complex-3": "complex (#4)",
-    "param_complex-4": "complex (#4)",
-    "param_complex-5": "complex (#4)",
-    "gp_exponent_param-0": "gp-exponent (#2)",
-    "gp_exponent_param-1": "gp-exponent (#2)",
-    "gp_exponent_param-2": "gp-exponent (#2)",
-    "gp_exponent_param-3": "gp-exponent (#2)",
-    "gp_exponent_param-4": "gp-exponent (#2)",
-    "gp_exponent_param-5": "gp-exponent (#2)",
-    "refuse_integer-0": "mixed-integer (#12)",
-    "refuse_integer-1": "mixed-integer (#12)",
-    "refuse_integer-2": "mixed-integer (#12)",
-    "refuse_integer-3": "mixed-integer (#12)",
-    "refuse_integer-4": "mixed-integer (#12)",
-    "refuse_integer-5": "mixed-integer (#12)",
-    "empty_batch-0": "empty-batch (new)",
-    "empty_batch-1": "empty-batch (new)",
-    "empty_batch-2": "empty-batch (new)",
-    "empty_batch-3": "empty-batch (new)",
-    "empty_batch-4": "empty-batch (new)",
-    "empty_batch-5": "empty-batch (new)",
-    "refuse_duplicate_parameter-0": "duplicate-parameter (new)",
-    "refuse_duplicate_parameter-1": "duplicate-parameter (new)",
-    "refuse_duplicate_parameter-2": "duplicate-parameter (new)",
-    "refuse_duplicate_parameter-3": "duplicate-parameter (new)",
-    "refuse_duplicate_parameter-4": "duplicate-parameter (new)",
-    "refuse_duplicate_parameter-5": "duplicate-parameter (new)",
-}
+#: case id -> failure class of cases that fail today, each marked xfail(strict=True) so a fix
+#: shows up as an unexpected pass. Empty: every issue #17 class found by the zoo (items 1-18,
+#: the duplicate parameter and the empty batch) is fixed; add an entry only with an open issue.
+KNOWN_FAILING: dict[str, str] = {}
 
 CASES = cases()
 
