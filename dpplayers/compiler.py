@@ -228,8 +228,7 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
     _require_ordered(variables, "variables")
     params = tuple(problem.parameters() if parameters is None else parameters)
     wanted = tuple(problem.variables() if variables is None else variables)
-    _refuse_repeats(params, "parameters")
-    _refuse_repeats(wanted, "variables")
+    _refuse_repeated_parameters(params)
     report = check_dpp(problem, params, wanted, gp=gp)
     if not report.ok:
         raise DPPError(report)
@@ -292,19 +291,18 @@ def _require_ordered(items: object, what: str) -> None:
         )
 
 
-def _refuse_repeats(items: Sequence[object], what: str) -> None:
+def _refuse_repeated_parameters(params: Sequence[object]) -> None:
     """A parameter listed twice would take two values whose effects add up (a silently
-    wrong answer); a variable listed twice is a mistake of the same kind: both refused."""
+    wrong answer). (A variable requested twice is fine: each output is returned.)"""
     seen: dict[int, int] = {}
-    for k, item in enumerate(items):
-        if not isinstance(item, (cp.Parameter, cp.Variable)):  # refused later, by type
+    for k, param in enumerate(params):
+        if not isinstance(param, cp.Parameter):  # refused later, by type
             continue
-        first = seen.setdefault(item.id, k)
+        first = seen.setdefault(param.id, k)
         if first != k:
-            error = ParameterError if what == "parameters" else VariableError
-            raise error(
-                f"{quoted_name(item, k)} is listed twice in `{what}` (positions {first} and "
-                f"{k}); list each once (values and outputs are matched to {what} by position)."
+            raise ParameterError(
+                f"{quoted_name(param, k)} is listed twice in `parameters` (positions {first} "
+                f"and {k}); list each once (values are matched to parameters by position)."
             )
 
 

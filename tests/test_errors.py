@@ -338,15 +338,16 @@ def test_complex_values_for_a_real_parameter_are_refused_by_name(how: str) -> No
     np.testing.assert_allclose(value, x.value, atol=1e-6)
 
 
-def test_a_parameter_or_variable_listed_twice_is_refused_by_name() -> None:
+def test_a_parameter_listed_twice_is_refused_by_name() -> None:
     """[p, p] took two values and added their effects (y = (0, 2, 4) for (1, 2, 3) and
-    (-1, 0, 1)): refused, as is a repeated output."""
+    (-1, 0, 1)): refused. A variable requested twice stays allowed (each output returned)."""
     p, y = cp.Parameter(3, name="p"), cp.Variable(3, name="y")
     problem = cp.Problem(cp.Minimize(cp.sum_squares(y - p)), [y <= 5])
     with pytest.raises(ParameterError, match=r"'p' is listed twice in `parameters` \(positions 0 and 1\)"):
         dpplayers.compile(problem, [p, p], [y])
-    with pytest.raises(dpplayers.VariableError, match=r"'y' is listed twice in `variables`"):
-        dpplayers.compile(problem, [p], [y, y])
+    first, second = dpplayers.compile(problem, [p], [y, y]).solve(np.array([1.0, 6.0, -2.0])).values
+    np.testing.assert_allclose(first, [1.0, 5.0, -2.0], atol=1e-6)
+    np.testing.assert_array_equal(first, second)
     with pytest.raises(ParameterError, match="listed twice"):
         TorchLayer(problem, parameters=[p, p], variables=[y])
 
