@@ -70,19 +70,20 @@ def lu_condition(factor: tuple[npt.NDArray[np.floating], npt.NDArray[np.int32]],
     return float(1.0 / rcond) if info == 0 and rcond > 0 and np.isfinite(rcond) else np.inf
 
 
-def norm1(M: FloatArray) -> float:
-    """‖M‖₁ (the largest column sum), dense or sparse (CSC/CSR summed straight off their
-    arrays: ``abs(M).sum(axis=0)`` builds two sparse matrices, ~40 µs per call)."""
+def norm1(M: FloatArray, transpose: bool = False) -> float:
+    """‖M‖₁ (the largest column sum), or ‖Mᵀ‖₁ = ‖M‖∞ with ``transpose``, dense or sparse.
+    CSC/CSR are summed straight off their arrays (``abs(M).sum(axis=0)`` builds two sparse
+    matrices, and ``M.T`` another: ~20 µs each at order 900)."""
     if not M.shape[0]:
         return 0.0
-    if sp.issparse(M) and M.format == "csc" and M.nnz:
-        starts = M.indptr[:-1]
-        filled = starts < M.indptr[1:]  # reduceat reads one entry for an empty column
-        return float(np.add.reduceat(np.abs(M.data), starts[filled]).max())
-    if sp.issparse(M) and M.format == "csr":
-        return float(np.bincount(M.indices, weights=np.abs(M.data),
-                                 minlength=M.shape[1]).max(initial=0.0))
-    return float(np.asarray(abs(M).sum(axis=0)).max())
+    if sp.issparse(M) and M.format in ("csc", "csr"):
+        compressed_axis_sums = (M.format == "csc") != transpose  # column sums of CSC
+        if compressed_axis_sums:
+            starts = M.indptr[:-1]
+            filled = starts < M.indptr[1:]  # reduceat reads one entry for an empty slice
+            return float(np.add.reduceat(np.abs(M.data), starts[filled]).max(initial=0.0))
+        return float(np.bincount(M.indices, weights=np.abs(M.data)).max(initial=0.0))
+    return float(np.asarray(abs(M).sum(axis=1 if transpose else 0)).max())
 
 
 @functools.cache

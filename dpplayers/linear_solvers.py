@@ -32,15 +32,18 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 import scipy.linalg as sla
+from scipy.linalg import blas
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .conditioning import (
     CONDITION_LIMIT,
+    PROBE_SUSPECT,
     TRUNCATED_MAX_ORDER,
     TruncatedInverse,
     lu_condition,
     norm1,
+    probe,
     sparse_lu_condition,
 )
 from .derivative import KKTOperator
@@ -173,6 +176,7 @@ class Direct(AbstractLinearSolver):
                 lu = _AntiDiagonalLU(B, dense_B)
                 if _fills(lu.lu, order):
                     filled["basis"] = True
+                lu.lu.checked = True  # here, by its own estimate (B's, not J_RR's)
                 return (lu, False) if lu.lu.condition() <= CONDITION_LIMIT else (None, True)
             except RuntimeError:  # B singular, so J_RR is: shifted LU below
                 pass
@@ -180,17 +184,23 @@ class Direct(AbstractLinearSolver):
             lu = _LU(J_RR, dense)
             if _fills(lu, J_RR.shape[0]):
                 filled["core"] = True
+            if not lu.dense:  # checked on its first solve, with the probe in the same call
+                return lu, False
             return (lu, False) if lu.condition() <= CONDITION_LIMIT else (None, True)
         except RuntimeError:  # exactly singular
             delta = 1e-9 * max(1.0, float(abs(J_RR).max()))
             eye = np.eye(J_RR.shape[0]) if dense else sp.identity(J_RR.shape[0], format="csc")
             shifted = J_RR + delta * eye if dense else sp.csc_matrix(J_RR + delta * eye)
             try:
-                return _LU(shifted, dense), True
+                lu = _LU(shifted, dense)
+                lu.checked = True  # singular, and known to be: refinement on the shift
+                return lu, True
             except RuntimeError:
                 return None, True
 
     def compute(self, state, rhs, transpose):
+        if state.lu is not None and state.lu.near_singular:  # found on its first solve
+            state = self._near_singular(state)
         if state.truncated is not None:
             z = state.truncated.solve(rhs, transpose)
             return z, SolveStats(_relative((state.J.T if transpose else state.J) @ z - rhs, rhs),
@@ -200,6 +210,8 @@ class Direct(AbstractLinearSolver):
             peel = state.peel.T if transpose else state.peel
             z, r_core = peel.reduce(J, rhs)
             z_core, steps = self._refined_solve(state, r_core, transpose)
+            if state.lu.near_singular:
+                return self.compute(state, rhs, transpose)
             z = peel.complete(J, z, z_core, rhs)
             res = _relative(J @ z - rhs, rhs)
             if np.all(np.isfinite(z)) and res <= DEGENERACY_TOL:
@@ -208,6 +220,16 @@ class Direct(AbstractLinearSolver):
         z, iters = _min_norm(op, rhs)
         return z, SolveStats(_residual(op, z, rhs), iters, True, degenerate=True)
 
+    def _near_singular(self, state: _DirectState) -> _DirectState:
+        """The state of a core whose first solve found it near-singular: no factor, J's
+        truncated minimum-norm solver (kept on the state for later solves)."""
+        if state.minimum_norm is None:
+            N = state.J.shape[0]
+            truncated = TruncatedInverse(state.J.toarray()) if N <= TRUNCATED_MAX_ORDER else None
+            state.minimum_norm = dataclasses.replace(state, lu=None, singular=True,
+                                                     truncated=truncated)
+        return state.minimum_norm
+
     def _refined_solve(self, state: _DirectState, rhs: FloatArray,
                        transpose: bool) -> tuple[FloatArray, int]:
         """Solve with J_RR's LU plus iterative refinement (converges on the shifted LU of a
@@ -215,6 +237,8 @@ class Direct(AbstractLinearSolver):
         single-precision LU to double precision's residual, else that LU is redone)."""
         J = state.J_RR.T if transpose else state.J_RR
         z = state.lu.solve(rhs, transpose)
+        if state.lu.near_singular:  # the first solve's condition check says so
+            return z, 0
         res, steps = _relative(J @ z - rhs, rhs), 0
         while steps < self.refinement_steps and res > 1e-13 and np.all(np.isfinite(z)):
             z = z + state.lu.solve(rhs - J @ z, transpose)
@@ -251,6 +275,11 @@ class _LU:
         self.dense = dense
         self.single = dense and J.shape[0] >= MIXED_MIN_ORDER
         self.matrix = J  # kept (sparse or dense) for ``to_double`` and ``condition``
+        #: A sparse LU's condition is estimated on its first solve (a probe column in the
+        #: same SuperLU call: a separate one costs ~30 µs at order 900); dense ones by
+        #: gecon when factorised (``Direct._factorise``).
+        self.checked = dense
+        self.near_singular = False
         if dense:
             self.factor = self._dense_factor(_dense(J, np.float32 if self.single else np.float64))
         else:
@@ -291,8 +320,23 @@ class _LU:
                 z = sla.lu_solve(self.factor, rhs.astype(np.float32), trans, check_finite=False)
                 return z.astype(np.float64)
             return sla.lu_solve(self.factor, rhs, trans, check_finite=False)
-        # SuperLU solves column-major blocks fastest
-        return self.factor.solve(np.asfortranarray(rhs), trans="T" if transpose else "N")
+        trans = "T" if transpose else "N"
+        if self.checked or not rhs.shape[0]:  # SuperLU solves column-major blocks fastest
+            return self.factor.solve(np.asfortranarray(rhs), trans=trans)
+        k = rhs.shape[1]
+        both = np.empty((rhs.shape[0], k + 1), order="F")
+        both[:, :k] = rhs
+        both[:, k] = probe(rhs.shape[0])
+        z = self.factor.solve(both, trans=trans)
+        self.checked = True
+        # cond₁ of what was solved with, ‖M‖₁ ‖M⁻¹g‖₁ / ‖g‖₁ (‖g‖₁ = order: g is ±1)
+        with np.errstate(all="ignore"):
+            cond = norm1(self.matrix, transpose) * blas.dasum(z[:, k]) / rhs.shape[0]
+        cond = cond if np.isfinite(cond) else np.inf
+        if PROBE_SUSPECT < cond:  # not trusted either way: the sharper estimate decides
+            cond = sparse_lu_condition(self.factor, self.matrix)
+        self.near_singular = cond > CONDITION_LIMIT
+        return z[:, :k]
 
 
 def _dense(J: sp.csc_matrix | FloatArray, dtype: type) -> npt.NDArray[np.floating]:
@@ -307,6 +351,9 @@ class _AntiDiagonalLU:
     twice B's fill with any of SuperLU's column orderings (sparse_lp: 1.1M to 1.35M against
     0.61M, 80 ms against 40 ms)."""
 
+    #: checked when factorised (``Direct._factorise``), never on a solve
+    near_singular: ClassVar[bool] = False
+
     def __init__(self, B: sp.csc_matrix | FloatArray, dense: bool) -> None:
         self.p = B.shape[0]
         self.lu = _LU(B, dense)
@@ -319,10 +366,11 @@ class _AntiDiagonalLU:
         return np.concatenate([self.lu.solve(rhs[p:], False), self.lu.solve(rhs[:p], True)])
 
 
-@dataclass(frozen=True)
+@dataclass
 class _DirectState:
     """Direct's factorisation: J, its singleton elimination and the factorised core
-    J_RR = J[core][:, core]."""
+    J_RR = J[core][:, core]; ``minimum_norm`` the state that replaces it where a sparse
+    core's first solve finds it near-singular (:meth:`Direct._near_singular`)."""
 
     operator: KKTOperator
     J: sp.csc_matrix
@@ -331,6 +379,7 @@ class _DirectState:
     lu: _LU | _AntiDiagonalLU | None
     singular: bool  # exactly or nearly (condition estimate above CONDITION_LIMIT)
     truncated: TruncatedInverse | None = None  # J's minimum-norm solver where singular
+    minimum_norm: _DirectState | None = None
 
     @property
     def core_order(self) -> int:
