@@ -351,3 +351,29 @@ CONES: dict[str, Callable[[], Example]] = {
     "exp_logistic": logistic_regression, "pow": power_cone,
     "psd_plain": psd_projection_plain,
 }
+
+
+# ------------------------------------------------------------------ construction faults
+
+
+def construct(module, problem, parameters, variables, **kwargs):
+    """A thunk building ``module``'s CvxpyLayer (for comparing the errors both raise)."""
+    return lambda: module.CvxpyLayer(problem, parameters=parameters, variables=variables,
+                                     **kwargs)
+
+
+def construction_faults():
+    """(name, problem, parameters, variables, kwargs) that cvxpylayers refuses to build."""
+    x, A, b = cp.Variable(2), cp.Parameter((3, 2)), cp.Parameter(3)
+    fit = cp.Problem(cp.Minimize(cp.pnorm(A @ x - b, 1)), [x >= 0])
+    c, y = cp.Parameter(pos=True), cp.Variable()
+    not_dpp = cp.Problem(cp.Minimize(c * c * y), [y >= 1])
+    dcp_only = cp.Problem(cp.Minimize(cp.square(y - c)))
+    return [
+        ("missing_parameter", fit, [A], [x], {}),
+        ("extra_parameter", fit, [A, b, cp.Parameter()], [x], {}),
+        ("foreign_parameter", fit, [A, cp.Parameter(3)], [x], {}),
+        ("foreign_variable", fit, [A, b], [cp.Variable(2)], {}),
+        ("not_dpp", not_dpp, [c], [y], {}),
+        ("gp_on_non_dgp", dcp_only, [c], [y], {"gp": True}),
+    ]

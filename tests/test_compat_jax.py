@@ -377,40 +377,18 @@ def test_error_inconsistent_batch_sizes():
     assert_same_error(lambda: ours(A, b), lambda: theirs(A, b))
 
 
-def _construct(module, problem, parameters, variables, **kwargs):
-    return lambda: module.CvxpyLayer(problem, parameters=parameters, variables=variables,
-                                     **kwargs)
-
-
-def construction_faults():
-    """(name, problem, parameters, variables, kwargs) that cvxpylayers refuses to build."""
-    x, A, b = cp.Variable(2), cp.Parameter((3, 2)), cp.Parameter(3)
-    fit = cp.Problem(cp.Minimize(cp.pnorm(A @ x - b, 1)), [x >= 0])
-    c, y = cp.Parameter(pos=True), cp.Variable()
-    not_dpp = cp.Problem(cp.Minimize(c * c * y), [y >= 1])
-    dcp_only = cp.Problem(cp.Minimize(cp.square(y - c)))
-    return [
-        ("missing_parameter", fit, [A], [x], {}),
-        ("extra_parameter", fit, [A, b, cp.Parameter()], [x], {}),
-        ("foreign_parameter", fit, [A, cp.Parameter(3)], [x], {}),
-        ("foreign_variable", fit, [A, b], [cp.Variable(2)], {}),
-        ("not_dpp", not_dpp, [c], [y], {}),
-        ("gp_on_non_dgp", dcp_only, [c], [y], {"gp": True}),
-    ]
-
-
-@pytest.mark.parametrize("fault", construction_faults(), ids=lambda f: f[0])
+@pytest.mark.parametrize("fault", ex.construction_faults(), ids=lambda f: f[0])
 def test_error_at_construction(fault):
     _, problem, parameters, variables, kwargs = fault
-    assert_same_error(_construct(dpplayers_jax, problem, parameters, variables, **kwargs),
-                      _construct(cvxpylayers_jax, problem, parameters, variables, **kwargs))
+    assert_same_error(ex.construct(dpplayers_jax, problem, parameters, variables, **kwargs),
+                      ex.construct(cvxpylayers_jax, problem, parameters, variables, **kwargs))
 
 
 def test_error_parameters_as_a_set():
     x, A, b = cp.Variable(2), cp.Parameter((3, 2)), cp.Parameter(3)
     fit = cp.Problem(cp.Minimize(cp.pnorm(A @ x - b, 1)), [x >= 0])
-    assert_same_error(_construct(dpplayers_jax, fit, {A, b}, [x]),
-                      _construct(cvxpylayers_jax, fit, {A, b}, [x]))
+    assert_same_error(ex.construct(dpplayers_jax, fit, {A, b}, [x]),
+                      ex.construct(cvxpylayers_jax, fit, {A, b}, [x]))
 
 
 def test_error_solver_failure_is_a_diffcp_solver_error():
