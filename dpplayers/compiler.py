@@ -308,12 +308,12 @@ def _refuse_repeated_parameters(params: Sequence[object]) -> None:
 
 def _refuse_complex_parameters(params: Sequence[cp.Parameter]) -> None:
     """Parameters are real arrays here: a complex one's imaginary part would be dropped."""
-    for p in params:
+    for k, p in enumerate(params):
         if p.is_complex():
             raise ParameterError(
-                f"parameter '{p.name()}' (shape {p.shape}) is complex: dpplayers does not "
-                "support complex parameters; write it as two real parameters, "
-                f"{p.name()}_re + 1j * {p.name()}_im, and pass their values."
+                f"parameter {quoted_name(p, k)} is complex: dpplayers does not support "
+                "complex parameters; write it as two real parameters, "
+                "p_re + 1j * p_im, and pass their values."
             )
 
 

@@ -39,6 +39,7 @@ import functools
 import numpy as np
 import numpy.typing as npt
 import scipy.linalg as sla
+from scipy.linalg import blas
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
@@ -87,47 +88,43 @@ def norm1(M: FloatArray, transpose: bool = False) -> float:
 
 
 @functools.cache
-def probes(order: int) -> FloatArray:
-    """Two fixed random ±1 columns (order, 2): M⁻¹ of them meets M's smallest singular
-    direction with high probability, so ‖M⁻¹g‖₁ / ‖g‖₁ estimates ‖M⁻¹‖₁ from below within
-    a small factor."""
-    rng = np.random.default_rng(order)
-    g = rng.choice([-1.0, 1.0], size=(order, 2))
+def probe(order: int) -> FloatArray:
+    """A fixed random ±1 column g (order,): M⁻¹g meets M's smallest singular direction with
+    high probability, so ‖M⁻¹g‖₁ / ‖g‖₁ estimates ‖M⁻¹‖₁ from below within a small factor
+    (the 100-fold margin between PROBE_SUSPECT and CONDITION_LIMIT covers it)."""
+    g = np.random.default_rng(order).choice([-1.0, 1.0], size=order)
     g.flags.writeable = False
     return g
 
 
-def probe(order: int) -> FloatArray:
-    """The first of :func:`probes` (order,): one column where a second costs too much."""
-    return probes(order)[:, 0]
-
-
-def probe_condition(M_norm1: FloatArray | float, z: FloatArray) -> FloatArray | float:
-    """cond₁ estimate ‖M‖₁ · max ‖M⁻¹g‖₁ / ‖g‖₁ from the solves z = M⁻¹ probes (..., order, 2)
-    (inf where z is not finite)."""
-    order = z.shape[-2]
-    if not order:
-        return np.zeros(z.shape[:-2]) if z.ndim > 2 else 1.0
+def probe_estimate(M_norm1: float, z: FloatArray) -> float:
+    """cond₁ estimate ‖M‖₁ ‖M⁻¹g‖₁ / ‖g‖₁ from z = M⁻¹ :func:`probe` (‖g‖₁ is the order;
+    inf where z is not finite)."""
+    if not z.size:
+        return 1.0
     with np.errstate(all="ignore"):
-        est = M_norm1 * np.abs(z).sum(axis=-2).max(axis=-1) / order
-    return np.where(np.isfinite(est), est, np.inf) if z.ndim > 2 else (
-        float(est) if np.isfinite(est) else np.inf)
+        est = M_norm1 * blas.dasum(z) / z.size
+    return float(est) if np.isfinite(est) else np.inf
 
 
-def sparse_lu_condition(lu: spla.SuperLU, M: sp.spmatrix) -> float:
-    """cond₁ estimate of M from its SuperLU: a probe first (one solve), Hager–Higham's
-    estimator of ‖M⁻¹‖₁ (a few solves with M and Mᵀ) where they exceed PROBE_SUSPECT."""
+def sparse_lu_condition(lu: spla.SuperLU, M: sp.spmatrix, transpose: bool = False,
+                        probed: FloatArray | None = None) -> float:
+    """cond₁ estimate of M (Mᵀ with ``transpose``) from its SuperLU: a probe solve first
+    (``probed``: its solution, where the caller already has it), then Hager–Higham's
+    estimator of ‖M⁻¹‖₁ (a few solves with M and Mᵀ) where that exceeds PROBE_SUSPECT."""
     order = M.shape[0]
     if not order:
         return 1.0
-    M_norm1 = norm1(M)
-    with np.errstate(all="ignore"):
-        # one probe column: a second costs ~15 µs a solve at order 900, and the 100-fold
-        # margin between PROBE_SUSPECT and CONDITION_LIMIT covers its underestimate
-        cond = probe_condition(M_norm1, lu.solve(probes(order)[:, :1].copy(order="F")))
-        if PROBE_SUSPECT < cond < np.inf:
-            inverse = spla.LinearOperator((order, order), matvec=lu.solve, dtype=np.float64,
-                                          rmatvec=lambda g: lu.solve(g, trans="T"))
+    M_norm1 = norm1(M, transpose)
+    trans, back = ("T", "N") if transpose else ("N", "T")
+    if probed is None:
+        probed = lu.solve(probe(order)[:, None].copy(order="F"), trans=trans)[:, 0]
+    cond = probe_estimate(M_norm1, probed)
+    if PROBE_SUSPECT < cond < np.inf:
+        inverse = spla.LinearOperator((order, order), dtype=np.float64,
+                                      matvec=lambda g: lu.solve(g, trans=trans),
+                                      rmatvec=lambda g: lu.solve(g, trans=back))
+        with np.errstate(all="ignore"):
             cond = max(cond, M_norm1 * spla.onenormest(inverse))
     return float(cond) if np.isfinite(cond) else np.inf
 

@@ -32,13 +32,11 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 import scipy.linalg as sla
-from scipy.linalg import blas
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .conditioning import (
     CONDITION_LIMIT,
-    PROBE_SUSPECT,
     TRUNCATED_MAX_ORDER,
     TruncatedInverse,
     lu_condition,
@@ -329,12 +327,7 @@ class _LU:
         both[:, k] = probe(rhs.shape[0])
         z = self.factor.solve(both, trans=trans)
         self.checked = True
-        # cond₁ of what was solved with, ‖M‖₁ ‖M⁻¹g‖₁ / ‖g‖₁ (‖g‖₁ = order: g is ±1)
-        with np.errstate(all="ignore"):
-            cond = norm1(self.matrix, transpose) * blas.dasum(z[:, k]) / rhs.shape[0]
-        cond = cond if np.isfinite(cond) else np.inf
-        if PROBE_SUSPECT < cond:  # not trusted either way: the sharper estimate decides
-            cond = sparse_lu_condition(self.factor, self.matrix)
+        cond = sparse_lu_condition(self.factor, self.matrix, transpose, probed=z[:, k])
         self.near_singular = cond > CONDITION_LIMIT
         return z[:, :k]
 

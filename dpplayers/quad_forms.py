@@ -45,6 +45,8 @@ from cvxpy.expressions.expression import Expression
 from cvxpy.expressions.leaf import Leaf
 from cvxpy.utilities.scopes import dpp_scope
 
+from .errors import leaf_name
+
 __all__ = [
     "ParametricQuadForm", "explain_frozen_parameters", "explain_quad_form",
     "lift_parametric_quad_forms", "matrix_coefficients", "quad_form_matrix",
@@ -150,7 +152,7 @@ def explain_frozen_parameters(objective: Expression) -> str:
     culprits = [e for e in _subexpressions(objective)
                 if isinstance(e, QuadForm) and e.args[0].parameters()]
     expr = culprits[0] if culprits else objective
-    names = ", ".join(f"`{p.name()}`" for p in expr.parameters())
+    names = ", ".join(f"`{leaf_name(p)}`" for p in expr.parameters())
     hint = FROZEN_QUAD_FORM_HINT.format(arg=expr.args[0]) if culprits else FROZEN_HINT
     return FROZEN_PARAMETERS_MSG.format(names=names, expr=expr, hint=hint)
 

@@ -196,7 +196,7 @@ class AbstractConeSolver(abc.ABC):
               warm: RawSolution | None = None) -> RawSolution:
         """Solve one element; with ``reuse`` keep the workspace and only update b and c."""
         start = time.perf_counter()
-        key = tuple(sorted(settings.items())) if reuse else None
+        key = _settings_key(settings) if reuse else None
         reused = False
         if not reuse or key in self._not_updatable:
             workspace = self._setup(data, settings)
@@ -278,10 +278,8 @@ class SCS(AbstractConeSolver):
         fallback = _scs_refined_linear_solver(self.kkt_order)
         if fallback is None:
             return raw
-        retry = super().solve(data, {**settings, "linear_solver": fallback}, reuse, warm)
-        return dataclasses.replace(retry, iterations=raw.iterations + retry.iterations,
-                                   seconds=raw.seconds + retry.seconds,
-                                   setup_seconds=raw.setup_seconds + retry.setup_seconds)
+        return _after(raw, super().solve(data, {**settings, "linear_solver": fallback}, reuse,
+                                         warm))
 
     def _checked_reuse(self, data: ConeData, settings: dict[str, Any],
                        warm: RawSolution | None, raw: RawSolution) -> RawSolution:
@@ -312,10 +310,7 @@ class SCS(AbstractConeSolver):
         self.stop_reuse(key)
         if not stopped_short:
             return raw
-        retry = super().solve(data, settings, True, warm)
-        return dataclasses.replace(retry, iterations=raw.iterations + retry.iterations,
-                                   seconds=raw.seconds + retry.seconds,
-                                   setup_seconds=raw.setup_seconds + retry.setup_seconds)
+        return _after(raw, super().solve(data, settings, True, warm))
 
     @functools.cached_property
     def _fresh_iterations(self) -> dict[tuple, tuple[int, int]]:
@@ -427,7 +422,15 @@ RETRY_STATUSES = (Status.INACCURATE, Status.ITERATION_LIMIT, Status.FAILED)
 
 
 def _settings_key(settings: Mapping[str, Any]) -> tuple:
+    """Settings as a hashable key (TypeError where a value is unhashable)."""
     return tuple(sorted(settings.items()))
+
+
+def _after(first: RawSolution, retry: RawSolution) -> RawSolution:
+    """``retry``'s answer, charged with both solves' iterations and time."""
+    return dataclasses.replace(retry, iterations=first.iterations + retry.iterations,
+                               seconds=first.seconds + retry.seconds,
+                               setup_seconds=first.setup_seconds + retry.setup_seconds)
 
 
 def _scs_linear_solver(kkt_order: int, eps: float) -> Any:
