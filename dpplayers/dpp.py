@@ -30,8 +30,8 @@ from cvxpy.expressions.constants.parameter import is_param_affine
 from cvxpy.expressions.expression import Expression
 from cvxpy.utilities.scopes import dpp_scope
 
-from dpplayers.errors import given_name, leaf_name, quoted_name
-from dpplayers.quad_forms import explain_quad_form, lift_parametric_quad_forms
+from .errors import given_name, leaf_name, quoted_name
+from .quad_forms import explain_quad_form, lift_parametric_quad_forms
 
 __all__ = ["DPPReport", "Rule", "Violation", "check_dpp"]
 
