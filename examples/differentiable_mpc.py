@@ -24,7 +24,6 @@ import os
 
 import cvxpy as cp
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from dpplayers.torch import CvxpyLayer
