@@ -9,7 +9,7 @@ figure is the median over rounds. cvxpylayers cannot take ``quad_form(z, Q)`` wi
 Q, so its OptNet layer uses ``sum_squares(L @ z)`` with a factor L of Q (the same QP).
 
     python benchmarks/gallery.py                  # every case, 9 rounds (a few minutes)
-    python benchmarks/gallery.py --rounds 3 mpc   # some cases
+    python benchmarks/gallery.py --rounds 3 mpc   # some cases (the JAX case runs with all)
 """
 
 from __future__ import annotations
@@ -181,10 +181,12 @@ CASES: dict[str, Callable[[np.random.Generator], Case]] = {
 }
 
 
-def fwd_bwd(layer: Callable, values: list[torch.Tensor], weights: torch.Tensor) -> float:
-    """Seconds for one forward and one backward of a random linear functional."""
-    for v in values:
-        v.grad = None
+def fwd_bwd(layer: Callable, values: list[torch.Tensor], weights: torch.Tensor,
+            round_: int) -> float:
+    """Seconds for one forward and one backward of a random linear functional, at the values
+    scaled by 1 + 10⁻³·round_ (fresh inputs each round, as in training; scaling keeps them
+    feasible)."""
+    values = [(v.detach() * (1 + 1e-3 * round_)).requires_grad_() for v in values]
     start = time.perf_counter()
     (out,) = layer(*values, solver_args=ARGS)
     (out * weights).sum().backward()
@@ -208,17 +210,52 @@ def run(name: str, rounds: int) -> tuple[str, int, float, float]:
     times: dict[str, list[float]] = {"ours": [], "theirs": []}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(rounds + 1):  # the first round warms both up and is dropped
-            times["ours"].append(fwd_bwd(ours, case.values, weights))
-            times["theirs"].append(fwd_bwd(theirs, values, weights))
+        for k in range(rounds + 1):  # the first round warms both up and is dropped
+            times["ours"].append(fwd_bwd(ours, case.values, weights, k))
+            times["theirs"].append(fwd_bwd(theirs, values, weights, k))
     return (case.example, case.batch, statistics.median(times["ours"][1:]),
             statistics.median(times["theirs"][1:]))
+
+
+def run_jax(rounds: int) -> tuple[float, float]:
+    """The TV layer of ``jax_gallery.py`` in JAX: dpplayers' gradient under ``jax.jit``
+    against cvxpylayers' (eager: its JAX layer cannot be traced by ``jax.jit``), in seconds."""
+    import cvxpylayers.jax
+    import jax
+    import jax.numpy as jnp
+
+    import dpplayers.jax
+
+    jax.config.update("jax_enable_x64", True)
+    case = tv(np.random.default_rng(0))
+    y0, w0 = (jnp.asarray(v.detach().numpy()) for v in case.values)
+    weights = jnp.asarray(np.random.default_rng(1).standard_normal(y0.shape))
+
+    def gradient(layer: Callable) -> Callable:
+        def loss(y: jax.Array, w: jax.Array) -> jax.Array:
+            return jnp.sum(layer(y, w, solver_args=ARGS)[0] * weights)
+        return jax.grad(loss, argnums=(0, 1))
+
+    ours = jax.jit(gradient(dpplayers.jax.CvxpyLayer(case.problem, case.parameters,
+                                                      case.variables)))
+    theirs = gradient(cvxpylayers.jax.CvxpyLayer(case.problem, parameters=case.parameters,
+                                                 variables=case.variables))
+    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range(rounds + 1):
+            for name, fn in (("ours", ours), ("theirs", theirs)):
+                start = time.perf_counter()
+                jax.block_until_ready(fn(y0 * (1 + 1e-3 * k), w0 * (1 + 1e-3 * k)))
+                times[name].append(time.perf_counter() - start)
+    return statistics.median(times["ours"][1:]), statistics.median(times["theirs"][1:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", nargs="*", help=f"some of {', '.join(CASES)} (default: all)")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--no-jax", action="store_true", help="skip the JAX case")
     options = parser.parse_args()
     unknown = set(options.cases) - set(CASES)
     if unknown:
@@ -230,6 +267,10 @@ def main() -> None:
         example, batch, ours, theirs = run(name, options.rounds)
         print(f"| {name} | `{example}` | {batch} | {1e3 * ours:.1f} | {1e3 * theirs:.1f} | "
               f"{theirs / ours:.1f}× |", flush=True)
+    if not options.no_jax and not options.cases:
+        ours, theirs = run_jax(options.rounds)
+        print(f"| tv (JAX: ours jitted, theirs eager) | `jax_gallery.py` | 32 | {1e3 * ours:.1f} | "
+              f"{1e3 * theirs:.1f} | {theirs / ours:.1f}× |", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
 # solver's optimality conditions) must equal the closed forms. This notebook checks that to
 # 1e-6 on a batch and plots the five operations on a line through input space.
 #
+# Speed: forward + backward is 7.6× (sparsemax) and 13.6× (softmax) faster with dpplayers than
+# with cvxpylayers at a batch of 64 (SCS at 1e-8, medians; measured by `benchmarks/gallery.py`,
+# figures in `benchmarks/README.md`).
+#
 # Run as a script: `python examples/argmin_operations.py` (`QUICK=1` for a smaller batch).
 
 # %%

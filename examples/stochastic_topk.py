@@ -13,6 +13,10 @@
 # that may look at k = 3 of them learns the logits θ of which to pick by gradient descent
 # through the relaxed samples. At the end the hard top-3 of θ must be the 3 informative inputs.
 #
+# Speed: forward + backward of the relaxed top-k layer is 3.8× faster with dpplayers than with
+# cvxpylayers at a batch of 16 (SCS at 1e-8, medians; measured by `benchmarks/gallery.py`,
+# figures in `benchmarks/README.md`).
+#
 # Run as a script: `python examples/stochastic_topk.py` (`QUICK=1` for fewer steps).
 
 # %%

@@ -15,6 +15,10 @@
 # is the digit of largest z* in each cell. For comparison, a two-layer perceptron gets the
 # same data.
 #
+# Speed: forward + backward of the Sudoku layer is 6.9× faster with dpplayers than with
+# cvxpylayers at a batch of 32 (SCS at 1e-8, medians; measured by `benchmarks/gallery.py`,
+# figures in `benchmarks/README.md`).
+#
 # Run as a script: `python examples/sudoku.py` (`QUICK=1` for a short training run).
 
 # %%

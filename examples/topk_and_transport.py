@@ -17,6 +17,10 @@
 # and LML closed forms (with the threshold found by bisection) and Sinkhorn iterations
 # unrolled under autograd.
 #
+# Speed: forward + backward is 9.7× (LML, batch of 32) and 3.1× (entropic OT, one problem)
+# faster with dpplayers than with cvxpylayers (SCS at 1e-8, medians; measured by
+# `benchmarks/gallery.py`, figures in `benchmarks/README.md`).
+#
 # Run as a script: `python examples/topk_and_transport.py` (`QUICK=1` for smaller batches).
 
 # %%
