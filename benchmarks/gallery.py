@@ -49,6 +49,7 @@ def t(a: np.ndarray) -> torch.Tensor:
 
 
 def sparsemax(rng: np.random.Generator) -> Case:
+    """Sparsemax: the projection onto the simplex."""
     x, y = cp.Parameter(5), cp.Variable(5)
     problem = cp.Problem(cp.Minimize(cp.sum_squares(y - x)), [cp.sum(y) == 1, y >= 0])
     return Case("argmin_operations.py", 64, problem, [x], [y],
@@ -56,6 +57,7 @@ def sparsemax(rng: np.random.Generator) -> Case:
 
 
 def softmax(rng: np.random.Generator) -> Case:
+    """Softmax: the negative-entropy problem on the simplex."""
     x, y = cp.Parameter(5), cp.Variable(5)
     problem = cp.Problem(cp.Minimize(-x @ y - cp.sum(cp.entr(y))), [cp.sum(y) == 1])
     return Case("argmin_operations.py", 64, problem, [x], [y],
@@ -63,6 +65,7 @@ def softmax(rng: np.random.Generator) -> Case:
 
 
 def optnet_box(rng: np.random.Generator) -> Case:
+    """The OptNet QP with a box, Q and q parameters (cvxpylayers: a factor of Q)."""
     k = 4
     M = rng.standard_normal((k, k))
     Q_value = M @ M.T + 0.5 * np.eye(k)
@@ -76,6 +79,7 @@ def optnet_box(rng: np.random.Generator) -> Case:
 
 
 def tv(rng: np.random.Generator) -> Case:
+    """TV denoising with per-difference weights."""
     N = 40
     y, w, x = cp.Parameter(N), cp.Parameter(N - 1, nonneg=True), cp.Variable(N)
     problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(x - y) + w @ cp.abs(cp.diff(x))))
@@ -85,6 +89,7 @@ def tv(rng: np.random.Generator) -> Case:
 
 
 def mpc(rng: np.random.Generator) -> Case:
+    """The constrained MPC of the double integrator, x₀ and θ parameters."""
     T, dt = 10, 0.2
     x0, theta = cp.Parameter(2), cp.Parameter()
     x, u = cp.Variable((2, T + 1)), cp.Variable(T)
@@ -96,6 +101,7 @@ def mpc(rng: np.random.Generator) -> Case:
 
 
 def lml(rng: np.random.Generator) -> Case:
+    """The limited multi-label projection (k = 2)."""
     x, y = cp.Parameter(6), cp.Variable(6)
     problem = cp.Problem(cp.Minimize(-x @ y - cp.sum(cp.entr(y) + cp.entr(1 - y))),
                          [cp.sum(y) == 2])
@@ -104,6 +110,7 @@ def lml(rng: np.random.Generator) -> Case:
 
 
 def transport(rng: np.random.Generator) -> Case:
+    """Entropic optimal transport, 4 × 5, γ = 2."""
     M, r, c = cp.Parameter((4, 5)), cp.Parameter(4, nonneg=True), cp.Parameter(5, nonneg=True)
     P = cp.Variable((4, 5))
     problem = cp.Problem(cp.Minimize(cp.sum(cp.multiply(M, P)) - cp.sum(cp.entr(P)) / 2),
@@ -113,6 +120,7 @@ def transport(rng: np.random.Generator) -> Case:
 
 
 def logistic(rng: np.random.Generator) -> Case:
+    """Regularised logistic regression, λ the parameter."""
     X, y = rng.standard_normal((25, 15)), np.sign(rng.standard_normal(25))
     lam, theta = cp.Parameter(nonneg=True), cp.Variable(15)
     margins = cp.multiply(y, X @ theta)
@@ -122,6 +130,7 @@ def logistic(rng: np.random.Generator) -> Case:
 
 
 def svm(rng: np.random.Generator) -> Case:
+    """The soft-margin SVM, C the parameter."""
     X, y = rng.standard_normal((25, 15)), np.sign(rng.standard_normal(25))
     C, theta = cp.Parameter(nonneg=True), cp.Variable(15)
     margins = cp.multiply(y, X @ theta)
@@ -131,6 +140,7 @@ def svm(rng: np.random.Generator) -> Case:
 
 
 def shortest_path(rng: np.random.Generator) -> Case:
+    """The quadratically smoothed shortest path on a 4×4 grid."""
     side = 4
     nodes = {(i, j): side * i + j for i in range(side) for j in range(side)}
     edges = [(nodes[i, j], nodes[i + di, j + dj]) for (i, j) in nodes
@@ -148,6 +158,7 @@ def shortest_path(rng: np.random.Generator) -> Case:
 
 
 def ellipsoid(rng: np.random.Generator) -> Case:
+    """Projections of a circle's points onto an ellipse."""
     M, d, z, y = cp.Parameter((2, 2)), cp.Parameter(2), cp.Parameter(2), cp.Variable(2)
     problem = cp.Problem(cp.Minimize(cp.sum_squares(y - z)),
                          [0.5 * cp.sum_squares(M @ y - d) <= 1])
@@ -158,6 +169,7 @@ def ellipsoid(rng: np.random.Generator) -> Case:
 
 
 def relaxed_topk(rng: np.random.Generator) -> Case:
+    """The relaxed top-3 of 12 Gumbel-perturbed utilities."""
     U, x = cp.Parameter(12), cp.Variable(12)
     problem = cp.Problem(cp.Maximize(U @ x - 0.25 * cp.sum_squares(x)),
                          [x >= 0, x <= 1, cp.sum(x) == 3])
@@ -165,6 +177,7 @@ def relaxed_topk(rng: np.random.Generator) -> Case:
 
 
 def sudoku(rng: np.random.Generator) -> Case:
+    """The Sudoku QP with learned equality constraints."""
     A, b, p, z = cp.Parameter((40, 64)), cp.Parameter(40), cp.Parameter(64), cp.Variable(64)
     problem = cp.Problem(cp.Minimize(0.05 * cp.sum_squares(z) - p @ z), [A @ z == b, z >= 0])
     A_value = rng.random((40, 64))
