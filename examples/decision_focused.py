@@ -12,8 +12,9 @@
 #
 # (quadratic smoothing, Wilder et al. 2019), and evaluation uses exact shortest paths. The
 # costs depend on the features through a 6th-degree polynomial, so the linear model is
-# misspecified: its least-squares fit ranks paths poorly, and decision-focused training
-# reduces the regret (true cost of the chosen path over the best path's, minus one).
+# misspecified: the fit that predicts costs best in least squares is not the one that picks
+# the best paths, and decision-focused training reduces the regret (true cost of the chosen
+# path over the best path's, minus one).
 #
 # Speed: forward + backward of the smoothed shortest-path layer is 1.4× faster with dpplayers
 # than with cvxpylayers at a batch of 32 (SCS at 1e-8, medians; measured by
