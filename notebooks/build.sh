@@ -19,7 +19,7 @@ for script in "${scripts[@]}"; do
 import sys, nbclient, nbformat
 path = sys.argv[1]
 nb = nbformat.read(path, as_version=4)
-nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
+nbclient.NotebookClient(nb, kernel_name="python3", timeout=600, record_timing=False,
                         resources={"metadata": {"path": "notebooks"}}).execute()
 nbformat.write(nb, path)
 PY
