@@ -3,7 +3,7 @@
 SCS factorises a KKT system of order n + m once per set-up. Its default ("auto") is MKL
 Pardiso wherever MKL is installed, else the bundled QDLDL. This times set-up and solve of
 bare SCS (same settings as the benchmarks: eps 1e-8) with each back end available here, at
-batch 1, and prints which one dpplayers' rule (``dpplayers.solvers.QDLDL_MAX_ORDER``) picks.
+batch 1, and prints which one dpplayers' rule (``dpplayers._solve.backends.QDLDL_MAX_ORDER``) picks.
 
     python benchmarks/scs_linear_solver.py [--repeats 15]
 """

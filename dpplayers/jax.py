@@ -35,11 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from .compiler import CompiledProblem
-from .compiler import compile as compile_problem
+from ._program import CompiledProblem
+from ._program import compile as compile_problem
+from ._recent import RecentSolutions
+from ._solve.solver_args import layer_solver
 from .errors import DerivativeError, ParameterError
-from .recent import RecentSolutions
-from .solver_args import layer_solver
 
 
 class CvxpyLayer:

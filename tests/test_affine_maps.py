@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dpplayers.affine_maps import AffineMap, StackedMaps
+from dpplayers._compile.affine_maps import AffineMap, StackedMaps
 
 
 def _maps(rng, p, single):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import dpplayers
-import dpplayers.solution as solution_module
+import dpplayers._solution as solution_module
 
 MODES = ["direct", "dense", "lsqr", "lsmr"]
 BATCHES = [None, 1, 2, 5]
@@ -241,8 +241,8 @@ def test_flagged_answer_is_the_truncated_minimum_norm_least_squares_solution():
     """At Clarabel's solution, every route's answer to J z = r and Jᵀ z = r (r random, so
     inconsistent) is numpy's lstsq with singular values below σ_max / CONDITION_LIMIT
     dropped; the batched solve refuses the element (infinite residual) for Direct."""
-    from dpplayers.conditioning import CONDITION_LIMIT
-    from dpplayers.linear_solvers import LSMR, LSQR, Dense, Direct
+    from dpplayers._derivative.conditioning import CONDITION_LIMIT
+    from dpplayers._derivative.linear_solvers import LSMR, LSQR, Dense, Direct
 
     prob, p, w = _tied_problem()
     prog = dpplayers.compile(prob, [p], [w], solver="CLARABEL")
@@ -268,8 +268,8 @@ def test_well_posed_problems_are_far_below_the_condition_limit():
     the limit on every problem of the test zoo, at two parameter points."""
     from helpers import CASES
 
-    from dpplayers.conditioning import CONDITION_LIMIT
-    from dpplayers.linear_solvers import Direct
+    from dpplayers._derivative.conditioning import CONDITION_LIMIT
+    from dpplayers._derivative.linear_solvers import Direct
 
     worst = 0.0
     for name, build in CASES.items():
@@ -291,7 +291,7 @@ def test_well_posed_problems_are_far_below_the_condition_limit():
 def test_batched_solve_refuses_a_near_singular_element_only(order, batch):
     """The batched solve's probe flags an element of cond 1e9 (NaN: handed to Direct)
     and solves the well-conditioned others exactly."""
-    from dpplayers.pair_pivots import _solve_each
+    from dpplayers._derivative.pair_pivots import _solve_each
 
     rng = np.random.default_rng(order)
     S = np.empty((batch, order, order))

@@ -9,8 +9,8 @@ import scipy.sparse as sp
 from helpers import CASES, names
 
 import dpplayers
-import dpplayers.solution as solution_module
-from dpplayers.inactive_rows import InactiveRows
+import dpplayers._solution as solution_module
+from dpplayers._derivative.inactive_rows import InactiveRows
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 #: Finite differences need solutions accurate far beyond the step: Newton-polish them.
@@ -357,7 +357,7 @@ def test_diagonal_pivots_of_a_projection_match_finite_differences_and_dense():
 def test_a_singular_element_of_a_dense_batch_reports_an_infinite_residual():
     """An element whose pair pivots are singular (zeroed couplings: det = 0) comes back
     with an infinite residual, for Direct to redo; the others are solved to rounding."""
-    from dpplayers.pair_pivots import PQ, QP
+    from dpplayers._derivative.pair_pivots import PQ, QP
 
     prog, sample = socp_projection()
     rng = np.random.default_rng(6)

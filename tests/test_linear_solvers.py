@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 import dpplayers
-from dpplayers import linear_solvers
+from dpplayers._derivative import linear_solvers
 from dpplayers.cones import ConeDims
-from dpplayers.derivative import kkt_operator
-from dpplayers.linear_solvers import Direct, _AntiDiagonalLU
+from dpplayers._derivative.kkt import kkt_operator
+from dpplayers._derivative.linear_solvers import Direct, _AntiDiagonalLU
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 REFINED = {**TIGHT, "refine": 3}  # Newton-polished: finite differences need exact vertices

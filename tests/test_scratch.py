@@ -1,4 +1,4 @@
-"""Per-thread scratch arrays (dpplayers.scratch) and the batched solve that reuses them."""
+"""Per-thread scratch arrays (dpplayers._derivative.scratch) and the batched solve that reuses them."""
 
 import threading
 
@@ -7,8 +7,8 @@ import pytest
 from helpers import CASES
 
 import dpplayers
-from dpplayers import scratch as scratch_module
-from dpplayers.scratch import scratch
+from dpplayers._derivative import scratch as scratch_module
+from dpplayers._derivative.scratch import scratch
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 

@@ -2,7 +2,7 @@
 
 Where the 1×1 block of D is 0 (an inequality with y_i = 0 at the solution), column n + i
 of J = [[P, Aᵀ D], [A, D − I]] is −e_{n+i}: z_{n+i} appears in its own row alone, a trail
-unknown of J and a lead one of Jᵀ (:mod:`dpplayers.elimination` peels the same pairs for
+unknown of J and a lead one of Jᵀ (:mod:`dpplayers._derivative.elimination` peels the same pairs for
 ``Direct``, one element at a time). Which rows are inactive differs between the elements of
 a batch, so each element's J is compacted to its other rows and columns (``PairPivots``
 with ``keep``) and the dropped unknowns are recovered from their rows by gathers:

@@ -17,10 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from .cones import ProductCone
+from .._sparse import CSCPattern, concatenated_ranges, set_columns, sorted_runs
+from ..cones import ProductCone
 from .inactive_rows import InactiveRows
 from .pair_pivots import PairPivots, as_indices
-from .sparse_pattern import CSCPattern, concatenated_ranges, set_columns, sorted_runs
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.linalg import lapack
 
-from .errors import ParameterError, given_name
+from ..errors import ParameterError, given_name
 
 FloatArray = npt.NDArray[np.float64]
 

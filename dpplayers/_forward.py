@@ -18,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from .compiler import data_column
-from .derivative import newton_refine
+from ._compile.affine_maps import data_column
+from ._derivative.linear_solvers import make_linear_solver
+from ._derivative.refine import newton_refine
+from ._solution import DERIVATIVE_OPTIONS, Solution
+from ._solve.backends import ConeData, RawSolution
+from ._solve.solver_args import translate
 from .errors import InaccurateSolutionWarning, SolverError
-from .linear_solvers import make_linear_solver
-from .solution import DERIVATIVE_OPTIONS, Solution
-from .solver_args import translate
-from .solvers import ConeData, RawSolution
 
 FloatArray = npt.NDArray[np.float64]
 FAILURE_POLICIES = ("raise", "nan")

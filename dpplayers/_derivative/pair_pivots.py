@@ -25,7 +25,7 @@ exactly when S is, the pivots [[P, a], [a, 0]] holding data only (det = −a², 
 auxiliary's coefficient).
 
 Rows of R that an element does not need (its inactive inequalities, eliminated around
-this solve by :mod:`dpplayers.inactive_rows`) can be left out per element (``keep``): each
+this solve by :mod:`dpplayers._derivative.inactive_rows`) can be left out per element (``keep``): each
 element's blocks are compacted to its own rows, padded with an identity to the batch's
 largest order.
 """
@@ -41,9 +41,9 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack
 
+from .._sparse import concatenated_ranges, set_columns, sorted_runs
 from .conditioning import PROBE_SUSPECT, probe
 from .scratch import scratch
-from .sparse_pattern import concatenated_ranges, set_columns, sorted_runs
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -204,7 +204,7 @@ class PairPivots:
         buffer filled by one gather, then viewed as the blocks. With ``keep`` (b, r), only
         each element's kept rest indices, in order, padded to the largest such count with
         an identity (see :meth:`solve`). With ``reuse``, the buffer is this thread's
-        :func:`~dpplayers.scratch.scratch` array: the blocks last until the next such call."""
+        :func:`~dpplayers._derivative.scratch.scratch` array: the blocks last until the next such call."""
         if transpose:
             return self.transposed.blocks(values, False, keep, reuse)
         b, r, e = values.shape[0], self.rest.size, self.q.size
@@ -287,7 +287,7 @@ class PairPivots:
 
         With ``keep`` (b, r), each element solves only its kept rest indices and the
         pairs, as if the dropped rows and columns were not in J (zero in z and in the
-        residual): the caller has eliminated them (:mod:`dpplayers.inactive_rows`)."""
+        residual): the caller has eliminated them (:mod:`dpplayers._derivative.inactive_rows`)."""
         r, e = self.rest.size, self.p.size
         with np.errstate(all="ignore"):
             B = self.blocks(values, transpose, keep, reuse=True)
@@ -505,7 +505,7 @@ def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
     the empty solution; LAPACK's gesv refuses order 0.
 
     Possibly near-singular: ‖S‖_F ‖S⁻¹g‖₂ / ‖g‖₂ above PROBE_SUSPECT, for a fixed probe g
-    solved in the same call (:mod:`dpplayers.conditioning`). gecon would cost as much as
+    solved in the same call (:mod:`dpplayers._derivative.conditioning`). gecon would cost as much as
     the solve at small orders, and the LU's pivots do not separate (smallest over largest
     3e-4 at cond 2e7, 2e-3 on well-posed problems)."""
     b, r, k = rhs.shape

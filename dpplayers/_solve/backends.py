@@ -32,7 +32,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 import scs
 
-from .cones import ConeDims, scs_to_clarabel_permutation
+from ..cones import ConeDims, scs_to_clarabel_permutation
 from .solver_args import valid_keys_text
 
 FloatArray = npt.NDArray[np.float64]

@@ -29,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from .cones import ConeDims, ProductCone, ProjectionDerivative
-from .kkt_pattern import KKTPattern
+from ..cones import ConeDims, ProductCone, ProjectionDerivative
+from .pattern import KKTPattern
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -91,7 +91,7 @@ class KKTOperator:
 
     def as_matrix(self) -> sp.csc_matrix:
         """The sparse matrix of J (or Jᵀ), for the direct and dense modes (assembled on
-        the program's fixed pattern, see :mod:`dpplayers.kkt_pattern`)."""
+        the program's fixed pattern, see :mod:`dpplayers._derivative.pattern`)."""
         J = self.pattern.assemble(self.P_upper_data, self.A.data, self.D.block_values())
         return J.T.tocsc() if self.transposed else J
 
@@ -171,46 +171,3 @@ def _scatter(index, values: FloatArray, size: int) -> FloatArray:
     k = index.size
     S = sp.csr_matrix((np.ones(k), (index, np.arange(k))), shape=(size, k))
     return np.asarray(S @ values)
-
-
-def kkt_residual(P_full: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray, c: FloatArray,
-                 x: FloatArray, v: FloatArray, cone: ProductCone) -> FloatArray:
-    """F(x, v) = [P x + Aᵀ Π_K*(v) + c ; A x + Π_K*(v) − v − b]; zero exactly at a solution.
-
-    ``cone`` is the dual cone K*."""
-    y = cone.project(v)
-    Px = P_full @ x if P_full is not None else 0.0
-    return np.concatenate([Px + A.T @ y + c, A @ x + y - v - b])
-
-
-def newton_refine(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, b: FloatArray,
-                  c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray, cones: ConeDims,
-                  steps: int, pattern: KKTPattern | None = None,
-                  cone: ProductCone | None = None) -> tuple[FloatArray, FloatArray, FloatArray, float]:
-    """Polish a solver's answer with Newton steps on F(x, v) = 0 (J is its Jacobian).
-
-    Interior-point and splitting solvers stop at ~1e-7…1e-9 on exponential and power
-    cones; a few Newton steps drive the KKT residual to rounding level wherever J is
-    nonsingular, which makes values and derivatives consistent to many more digits. A
-    step that does not reduce the residual is rejected. Returns (x, y, s, ‖F‖∞).
-    """
-    from .linear_solvers import Direct
-
-    n = x.size
-    K = cone if cone is not None else ProductCone.from_dims(cones, dual=True)
-    pattern = pattern if pattern is not None else kkt_pattern(P_upper, A, K)
-    P = pattern.full_P(P_upper.data) if P_upper is not None else None
-    xv = np.concatenate([x, y - s])
-    res = kkt_residual(P, A, b, c, xv[:n], xv[n:], K)
-    for _ in range(steps):
-        op = kkt_operator(P_upper, A, K.project(xv[n:]), K.project(xv[n:]) - xv[n:], cones,
-                          pattern, K)
-        direct = Direct()
-        step = direct.compute(direct.init(op), res[:, None], transpose=False)[0][:, 0]
-        trial = xv - step
-        new = kkt_residual(P, A, b, c, trial[:n], trial[n:], K)
-        if not np.all(np.isfinite(new)) or np.abs(new).max() >= np.abs(res).max():
-            break
-        xv, res = trial, new
-    yv = K.project(xv[n:])
-    return xv[:n], yv, yv - xv[n:], float(np.abs(res).max(initial=0.0))

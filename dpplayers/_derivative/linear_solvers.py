@@ -18,7 +18,7 @@ Decision table (what happens when a solve is not clean):
     lsmr    | same                                    | same
 
 Near-singular means an estimated condition number above ``CONDITION_LIMIT``
-(:mod:`dpplayers.conditioning`: why, how it is estimated, and the data behind the limit).
+(:mod:`dpplayers._derivative.conditioning`: why, how it is estimated, and the data behind the limit).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from .conditioning import (
     probe,
     sparse_lu_condition,
 )
-from .derivative import KKTOperator
 from .elimination import Singletons, anti_diagonal
-from .kkt_pattern import KKTPattern
+from .kkt import KKTOperator
+from .pattern import KKTPattern
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -123,7 +123,7 @@ class Direct(AbstractLinearSolver):
     """Sparse LU of J (SuperLU), computed once and reused for J and Jᵀ solves.
 
     J's singleton pairs (inactive inequalities, bounds, fixed variables) are first peeled
-    off exactly (:mod:`dpplayers.elimination`), so only the core J_RR is factorised; a core
+    off exactly (:mod:`dpplayers._derivative.elimination`), so only the core J_RR is factorised; a core
     [[0, Bᵀ], [B, 0]] (an LP at a non-degenerate vertex) is solved with one LU of B.
 
     J is exactly singular whenever the canonical program has a non-unique part (cvxpy's
@@ -380,7 +380,7 @@ class _DirectState:
         return int(self.J_RR.shape[0])
 
 
-#: In ``direct`` mode, J whose order after pair elimination (:mod:`dpplayers.pair_pivots`) is
+#: In ``direct`` mode, J whose order after pair elimination (:mod:`dpplayers._derivative.pair_pivots`) is
 #: at most this are solved by :class:`DenseBatch`, a batch's together (qp50, batch 32: one
 #: call of 1.5 ms against ~0.3 ms of Python per element around 0.03 ms LAPACK
 #: factorisations; batch 1: vjp 0.38 → 0.26 ms).
@@ -400,10 +400,10 @@ BATCH_RESIDUAL_TOL = 1e-10
 class DenseBatch:
     """The J of several elements solved together: their 2×2 pair pivots eliminated exactly
     (and, with ``drop``, each element's inactive inequality rows:
-    :mod:`dpplayers.inactive_rows`), then one batched LAPACK call (numpy's gesv loop) on the
+    :mod:`dpplayers._derivative.inactive_rows`), then one batched LAPACK call (numpy's gesv loop) on the
     reduced dense systems instead of a factorisation per element. numpy keeps no batched
     LU, so every solve refactorises; an element whose J is singular, possibly
-    near-singular (a probe estimate of its condition: :mod:`dpplayers.conditioning`) or
+    near-singular (a probe estimate of its condition: :mod:`dpplayers._derivative.conditioning`) or
     whose solve is not clean is reported with an infinite or large residual (measured on J
     itself) for Direct to redo and, where it is, flag degenerate."""
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .solution import Solution
+from ._solution import Solution
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from .derivative import KKTOperator
+from .kkt import KKTOperator
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]

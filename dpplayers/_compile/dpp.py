@@ -1,7 +1,7 @@
 """Decide whether a problem is DPP and explain each violation.
 
 The verdict is cvxpy's (``is_dpp``), taken on the problem after
-:func:`dpplayers.quad_forms.lift_parametric_quad_forms`, so ``quad_form(z, Q)`` with a
+:func:`dpplayers._compile.quad_forms.lift_parametric_quad_forms`, so ``quad_form(z, Q)`` with a
 parameter-affine PSD ``Q`` (``Q``, ``Q1 + Q2``, ``2 * Q``; NSD under ``Maximize``) is accepted
 as a term of the objective, and ``quad_form(x - p, M)`` with a constant ``M`` anywhere in the
 objective is accepted with its argument lifted (cvxpy's conic-QP path would otherwise
@@ -30,7 +30,7 @@ from cvxpy.expressions.constants.parameter import is_param_affine
 from cvxpy.expressions.expression import Expression
 from cvxpy.utilities.scopes import dpp_scope
 
-from .errors import given_name, leaf_name, quoted_name
+from ..errors import given_name, leaf_name, quoted_name
 from .quad_forms import explain_quad_form, lift_parametric_quad_forms
 
 __all__ = ["DPPReport", "Rule", "Violation", "check_dpp"]

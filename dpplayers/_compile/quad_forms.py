@@ -16,7 +16,7 @@ weight is positive (NSD when it is negative): a parameter declared ``PSD=True`` 
 by ``cp.psd_wrap``, i.e. ``quad_form(..., assume_PSD=True)``), sums and positive multiples of
 such parameters (``Q1 + Q2``, ``2 * Q``), or an ``NSD=True`` parameter under ``Maximize``;
 and whose argument is an affine expression of variables. Anything else stays in place and
-:func:`dpplayers.dpp.check_dpp` explains why it is not DPP.
+:func:`dpplayers._compile.dpp.check_dpp` explains why it is not DPP.
 
 A quadratic form with a constant matrix and a parameter-dependent argument
 (``quad_form(x - p, M)``, and ``matrix_frac(x - p, M)``, which cvxpy builds as one) is
@@ -45,7 +45,7 @@ from cvxpy.expressions.expression import Expression
 from cvxpy.expressions.leaf import Leaf
 from cvxpy.utilities.scopes import dpp_scope
 
-from .errors import leaf_name
+from ..errors import leaf_name
 
 __all__ = [
     "ParametricQuadForm", "explain_frozen_parameters", "explain_quad_form",

@@ -8,7 +8,7 @@ pair pivots, and if need be each element's inactive inequality rows, are elimina
 direct mode) are solved by batched LAPACK calls for the whole batch (a single element
 included), which refactorise on every call; any other element's J (larger, or singular)
 is factorised once and reused by every later vjp, jvp and ``jacobian`` call. The forward
-pass that builds a Solution is :mod:`dpplayers.forward`.
+pass that builds a Solution is :mod:`dpplayers._forward`.
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .compiler import data_columns
-from .cones import BatchedProjectionDerivative
-from .derivative import data_adjoint, data_rhs, kkt_operator
-from .errors import DerivativeError
-from .linear_solvers import (
+from ._compile.affine_maps import data_columns
+from ._derivative.kkt import data_adjoint, data_rhs, kkt_operator
+from ._derivative.linear_solvers import (
     BATCH_DENSE_MAX,
     BATCH_RESIDUAL_TOL,
     DenseBatch,
     SolveStats,
     make_linear_solver,
 )
-from .solvers import Status
+from ._solve.backends import Status
+from .cones import BatchedProjectionDerivative
+from .errors import DerivativeError
 
 FloatArray = npt.NDArray[np.float64]
 DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim", "refine")

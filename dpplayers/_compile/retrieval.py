@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr, recover_value_for_leaf
 from cvxpy.reductions.solution import Solution
 
-from .errors import VariableError, given_name, quoted_name
+from ..errors import VariableError, given_name, quoted_name
 
 FloatArray = npt.NDArray[np.float64]
 

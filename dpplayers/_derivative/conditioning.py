@@ -42,9 +42,9 @@ import math
 import numpy as np
 import numpy.typing as npt
 import scipy.linalg as sla
-from scipy.linalg import blas
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.linalg import blas
 
 FloatArray = npt.NDArray[np.float64]
 
