@@ -195,8 +195,7 @@ class Solution:
             at = slice(i, i + step)
             P_data = data_columns(self._data[0], keys[at]) if prog.P is not None else None
             values = pattern.entries(P_data, data_columns(self._data[1], keys[at]), D_values[:, at])
-            yield places[at], DenseBatch.assemble(pattern, values.T,
-                                                  None if drop is None else drop[at], keys[at])
+            yield places[at], DenseBatch(pattern, values.T, None if drop is None else drop[at])
 
     def _d_projection(self, k: int):
         """DΠ_K*(v) at element k's solution alone (for its own factorisation)."""

@@ -110,8 +110,8 @@ def test_lp_reduces_to_its_basis(solver):
     state = solver.init(op)
     assert state.peel.lead_rows.size == n - m  # du_j = r / a on the bound rows
     assert state.peel.trail_rows.size == (n - m) + m  # dv of the bounds, and inactive rows
-    before = op.in_size - op.decoupled_rows().size  # the old factorised order (2n)
-    assert before == 2 * n and state.core_order == 2 * m
+    before = op.in_size - int(np.sum(op.scalar_blocks() == 0.0))  # the old factorised order (2n)
+    assert before == 2 * n and state.J_RR.shape[0] == 2 * m
     assert isinstance(state.lu, _AntiDiagonalLU)
 
 
@@ -123,7 +123,7 @@ def test_qp_peels_bounds_and_the_fixed_variable():
     state = Direct(dense_limit=0).init(op)
     # one pair per variable on a bound and one for x[0] == p; the rest of the core is P's
     assert state.peel.lead_rows.size == at_bound + 1
-    assert state.core_order == op.in_size - op.decoupled_rows().size - 2 * (at_bound + 1)
+    assert state.J_RR.shape[0] == op.in_size - int(np.sum(op.scalar_blocks() == 0.0)) - 2 * (at_bound + 1)
     assert not isinstance(state.lu, _AntiDiagonalLU)  # P ≠ 0: a general core
 
 
@@ -145,7 +145,7 @@ def test_two_singleton_rows_on_one_column(solver):
     J = op.as_matrix().toarray()
     assert np.linalg.matrix_rank(J) == J.shape[0] - 1
     state = solver.init(op)
-    assert state.peel.lead_rows.size == 1 and state.core_order < J.shape[0] - 2
+    assert state.peel.lead_rows.size == 1 and state.J_RR.shape[0] < J.shape[0] - 2
     rng = np.random.default_rng(3)
     for transpose in (False, True):
         M = J.T if transpose else J
@@ -203,7 +203,7 @@ def test_everything_peeled(solver):
     """Every variable on a bound or fixed: the core is empty and the pivots are the solve."""
     op, _, _ = operator_of(*all_fixed())
     state = solver.init(op)
-    assert state.core_order == 0
+    assert state.J_RR.shape[0] == 0
     J = op.as_matrix().toarray()
     rhs = np.random.default_rng(4).standard_normal((J.shape[0], 2))
     for transpose in (False, True):

@@ -58,8 +58,6 @@ class KKTOperator:
     def in_size(self) -> int:
         return self.n + self.m
 
-    out_size = in_size
-
     def mv(self, z: FloatArray) -> FloatArray:
         """J z (or Jᵀ z); z may be (n+m,) or (n+m, r)."""
         n = self.n
@@ -83,11 +81,6 @@ class KKTOperator:
             if idx.shape[1] == 1:
                 d[idx[:, 0]] = block.as_matrices()[:, 0, 0]
         return d
-
-    def decoupled_rows(self) -> npt.NDArray[np.intp]:
-        """Rows n + i of J whose block of D is the 1×1 zero (an inactive inequality):
-        there dv_i = A_i du − r_i, decoupled from the rest of the system."""
-        return self.n + np.flatnonzero(self.scalar_blocks() == 0.0)
 
     def as_matrix(self) -> sp.csc_matrix:
         """The sparse matrix of J (or Jᵀ), for the direct and dense modes (assembled on

@@ -374,11 +374,6 @@ class _DirectState:
     truncated: TruncatedInverse | None = None  # J's minimum-norm solver where singular
     minimum_norm: _DirectState | None = None
 
-    @property
-    def core_order(self) -> int:
-        """The order of the factorised block (n + m less the peeled pairs)."""
-        return int(self.J_RR.shape[0])
-
 
 #: In ``direct`` mode, J whose order after pair elimination (:mod:`dpplayers._derivative.pair_pivots`) is
 #: at most this are solved by :class:`DenseBatch`, a batch's together (qp50, batch 32: one
@@ -410,13 +405,6 @@ class DenseBatch:
     pattern: KKTPattern
     values: FloatArray  # (b, nnz): each element's J entries (``KKTPattern.entries`` order)
     drop: npt.NDArray[np.bool_] | None = None  # (b, N): the J indices each element drops
-    keys: list[int] | None = None  # which elements of the caller's batch these are
-
-    @classmethod
-    def assemble(cls, pattern: KKTPattern, values: FloatArray,
-                 drop: npt.NDArray[np.bool_] | None = None,
-                 keys: list[int] | None = None) -> DenseBatch:
-        return cls(pattern, values, drop, keys)
 
     @staticmethod
     def chunk(pattern: KKTPattern, order: int | None = None) -> int:

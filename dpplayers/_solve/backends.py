@@ -108,7 +108,6 @@ class AbstractConeSolver(abc.ABC):
     """A conic solver behind one interface: set up a workspace, update b/c, run."""
 
     name: ClassVar[str]
-    SUPPORTS_WARM_START: ClassVar[bool]
     DEFAULTS: ClassVar[dict[str, Any]]
 
     def __init__(self, cones: ConeDims, n: int = 0) -> None:
@@ -230,7 +229,6 @@ class SCS(AbstractConeSolver):
     """SCS 3 (splitting conic solver): first-order, warm-startable."""
 
     name = "SCS"
-    SUPPORTS_WARM_START = True
     DEFAULTS: ClassVar[dict[str, Any]] = {"verbose": False, "eps_abs": 1e-8, "eps_rel": 1e-8,
                                           "max_iters": 100_000}
     STATUS_MAP: ClassVar[dict[int, Status]] = {
@@ -483,7 +481,6 @@ class Clarabel(AbstractConeSolver):
     """Clarabel (interior point): accurate; cannot be warm-started (seeds are ignored)."""
 
     name = "CLARABEL"
-    SUPPORTS_WARM_START = False
     DEFAULTS: ClassVar[dict[str, Any]] = {"verbose": False, "presolve_enable": False}
     STATUS_MAP: ClassVar[dict[str, Status]] = {
         "Solved": Status.OPTIMAL, "AlmostSolved": Status.INACCURATE,
