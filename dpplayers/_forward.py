@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from ._compile.affine_maps import data_column
 from ._derivative.linear_solvers import make_linear_solver
 from ._derivative.refine import newton_refine
 from ._solution import DERIVATIVE_OPTIONS, Solution
 from ._solve.backends import ConeData, RawSolution
 from ._solve.solver_args import translate
+from ._sparse import data_column
 from .errors import InaccurateSolutionWarning, SolverError
 
 FloatArray = npt.NDArray[np.float64]

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from ._compile.affine_maps import AffineMap, StackedMaps, data_column
+from ._compile.affine_maps import AffineMap, StackedMaps
 from ._compile.canonical import canonicalize
 from ._compile.parameters import ParameterLayout
 from ._compile.retrieval import Retrieval
@@ -28,7 +28,7 @@ from ._derivative.pattern import KKTPattern
 from ._forward import solve_compiled
 from ._solution import Solution
 from ._solve.backends import AbstractConeSolver, make_solver
-from ._sparse import CSCPattern
+from ._sparse import CSCPattern, data_column
 from .cones import ConeDims, ProductCone
 
 FloatArray = npt.NDArray[np.float64]

@@ -3,35 +3,24 @@
 ``jvp`` pushes parameter tangents forward: dθ ↦ d(data) = C dθ ↦ dF ↦ [du; dv] = −J⁻¹ dF
 ↦ (dx, dy) ↦ R (dx, dy). ``vjp`` runs the transposed chain Rᵀ → J⁻ᵀ → (∂data)ᵀ → Cᵀ. The
 C maps, R and the data adjoint act on the whole batch at once. The solves with J are
-lazy (on the first derivative request): small J (order ≤ BATCH_DENSE_MAX once their 2×2
-pair pivots, and if need be each element's inactive inequality rows, are eliminated;
-direct mode) are solved by batched LAPACK calls for the whole batch (a single element
-included), which refactorise on every call; any other element's J (larger, or singular)
-is factorised once and reused by every later vjp, jvp and ``jacobian`` call. The forward
-pass that builds a Solution is :mod:`dpplayers._forward`.
+lazy (on the first derivative request) and batched as :mod:`dpplayers._derivative.batch`
+decides. The forward pass that builds a Solution is :mod:`dpplayers._forward`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ._compile.affine_maps import data_columns
-from ._derivative.kkt import data_adjoint, data_rhs, kkt_operator
-from ._derivative.linear_solvers import (
-    BATCH_DENSE_MAX,
-    BATCH_RESIDUAL_TOL,
-    DenseBatch,
-    SolveStats,
-    make_linear_solver,
-)
+from ._derivative.batch import BatchDerivative
+from ._derivative.kkt import data_adjoint, data_rhs
+from ._derivative.linear_solvers import SolveStats
 from ._solve.backends import Status
-from .cones import BatchedProjectionDerivative
 from .errors import DerivativeError
 
 FloatArray = npt.NDArray[np.float64]
@@ -62,10 +51,6 @@ class Solution:
     _raw_theta: FloatArray = field(repr=False)
     _data: tuple = field(repr=False)  # (P data, A data, b, c), each (rows, B or 1)
     accept_inaccurate: bool = field(default=True, repr=False)  # inaccurate="warn" (else "fail")
-    _factor: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
-    _dprojections: dict[int, Any] = field(default_factory=dict, repr=False)
-    _dbatch: tuple[BatchedProjectionDerivative, dict[int, int]] | None = field(default=None,
-                                                                               repr=False)
     stats: list[SolveStats | None] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,9 +59,7 @@ class Solution:
     def __getstate__(self) -> dict[str, Any]:
         """Pickle/copy without the factorisations and projection derivatives (native
         objects, some not picklable): the copy recomputes them on its first vjp/jvp."""
-        state = {k: v for k, v in self.__dict__.items() if k != "_ok_keys"}
-        state.update(_factor={}, _dprojections={}, _dbatch=None)
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in ("_ok_keys", "_derivative")}
 
     @property
     def ok(self) -> npt.NDArray[np.bool_]:
@@ -108,130 +91,22 @@ class Solution:
 
     # -- the derivative ----------------------------------------------------------------
 
-    def _element(self, k: int):
-        if k not in self._factor:
-            prog = self.program
-            P, A = prog.element_matrices(self._data, k)
-            op = kkt_operator(P, A, self.y[:, k], self.s[:, k], prog.cones, prog.kkt_pattern,
-                              prog.dual_cone, self._d_projection(k))
-            solver = make_linear_solver(self.mode, self.derivative_options)
-            self._factor[k] = (solver, solver.init(op), op)
-        return self._factor[k]
-
-    def _solve(self, k: int, rhs: FloatArray, transpose: bool) -> FloatArray:
-        solver, state, _ = self._element(k)
-        z, stats = solver.compute(state, rhs, transpose)
-        self._record(k, stats)
-        return z
-
-    def _record(self, k: int, stats: SolveStats) -> None:
-        """Keep element k's worst solve statistics."""
-        old = self.stats[k]
-        if old is None:
-            self.stats[k] = stats
-        elif stats.residual >= old.residual or stats.degenerate or stats.fell_back:
-            self.stats[k] = SolveStats(
-                max(stats.residual, old.residual), stats.iterations, stats.converged,
-                stats.fell_back or old.fell_back, stats.degenerate or old.degenerate)
-
-    def _solve_many(self, keys: list[int], rhs: FloatArray, transpose: bool) -> FloatArray:
-        """Element keys[i]'s system for right-hand sides rhs[i] (len(keys), n+m, q): small J
-        in :class:`DenseBatch` calls (per-element Python around a factorisation costs
-        several times a small LU), any element it does not solve cleanly (and every element
-        of a larger J, or one already factorised) by its own factorisation."""
-        out = np.empty_like(rhs)
-        todo = [i for i, k in enumerate(keys) if k not in self._factor]
-        done = []
-        if self.mode == "direct" and todo:
-            for where, batch in self._dense_batches([keys[i] for i in todo]):
-                rows = [todo[j] for j in where]
-                z, residual = batch.solve(rhs if len(rows) == len(keys) else rhs[rows],
-                                          transpose)
-                for j, i in enumerate(rows):
-                    if residual[j] <= BATCH_RESIDUAL_TOL:
-                        out[i] = z[j]
-                        done.append(i)
-                        self._record(keys[i], SolveStats(float(residual[j]), 0, True))
-        if len(done) < len(keys):
-            for i in sorted(set(range(len(keys))).difference(done)):
-                out[i] = self._solve(keys[i], rhs[i], transpose)
-        return out
-
-    @property
-    def _batched_dense(self) -> bool:
-        """Whether :meth:`_dense_batches` can take any element (see there)."""
-        pattern = self.program.kkt_pattern
-        return self.mode == "direct" and (pattern.pair_pivots.reduced_order <= BATCH_DENSE_MAX
-                                          or pattern.inactive_rows is not None)
-
-    def _dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
-        """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
-        (larger temporaries are handed back to the OS when freed and page-faulted in again
-        on every call), each with its elements' places in ``keys``: all of them when J's
-        order after pair elimination is at most BATCH_DENSE_MAX, else those whose inactive
-        inequality rows bring it there."""
-        if not self._batched_dense:
-            return
-        prog = self.program
-        pattern = prog.kkt_pattern
-        order = pattern.pair_pivots.reduced_order
-        inactive = pattern.inactive_rows
-        places = list(range(len(keys)))
-        D, place = self._d_batch()
-        D_values = D.block_values()
-        where = [place[k] for k in keys]
-        if where != list(range(D.count)):
-            D_values = D_values[:, where]
-        drop = None
-        if order > BATCH_DENSE_MAX:
-            drop = inactive.dropped(D_values)
-            orders = order - drop[:, pattern.pair_pivots.rest].sum(axis=1)
-            taken = np.flatnonzero(orders <= BATCH_DENSE_MAX)
-            keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
-            places = taken.tolist()
-            order = int(orders[taken].max(initial=0))
-        step = DenseBatch.chunk(pattern, order)
-        for i in range(0, len(keys), step):
-            at = slice(i, i + step)
-            P_data = data_columns(self._data[0], keys[at]) if prog.P is not None else None
-            values = pattern.entries(P_data, data_columns(self._data[1], keys[at]), D_values[:, at])
-            yield places[at], DenseBatch(pattern, values.T, None if drop is None else drop[at])
-
-    def _d_projection(self, k: int):
-        """DΠ_K*(v) at element k's solution alone (for its own factorisation)."""
-        if k not in self._dprojections:
-            D, place = self._d_batch()
-            self._dprojections[k] = D.element(place[k])
-        return self._dprojections[k]
-
-    def _d_batch(self) -> tuple[BatchedProjectionDerivative, dict[int, int]]:
-        """DΠ_K*(v) at every solved element's solution as one batched operator (computed
-        once, one call per cone group), and each element's place in it."""
-        if self._dbatch is None:
-            ok = self._ok_keys
-            every = len(ok) == self.y.shape[1]
-            y = self.y if every else self.y[:, ok]  # y = Π_K*(y − s) up to solver accuracy:
-            s = self.s if every else self.s[:, ok]  # a root seed
-            D = self.program.dual_cone.dproject_batch(y - s, near=y)
-            self._dbatch = (D, {k: i for i, k in enumerate(ok)})
-        return self._dbatch
+    @functools.cached_property
+    def _derivative(self) -> BatchDerivative:
+        """J at every solved element and its solves (built on the first derivative call)."""
+        return BatchDerivative(self.program, self._data, self.y, self.s, self._ok_keys,
+                               self.mode, self.derivative_options, self.stats)
 
     @functools.cached_property
     def _ok_keys(self) -> list[int]:
         """The elements that solved."""
         return [k for k, st in enumerate(self.status) if st.usable(self.accept_inaccurate)]
 
+    def _solve_many(self, keys: list[int], rhs: FloatArray, transpose: bool) -> FloatArray:
+        return self._derivative.solve(keys, rhs, transpose)
+
     def _apply_d(self, keys: list[int], G: FloatArray) -> FloatArray:
-        """DΠ_k G[:, i] for k = keys[i], G (m, len(keys), q): one batched product (from
-        DΠ's block values where the batched dense solve needs them anyway)."""
-        D, place = self._d_batch()
-        where = [place[k] for k in keys]
-        by_values = self._batched_dense
-        if where == list(range(D.count)):
-            return D.mv(G, by_values)
-        full = np.zeros((G.shape[0], D.count, G.shape[2]))
-        full[:, where] = G
-        return D.mv(full, by_values)[:, where]
+        return self._derivative.apply_projection(keys, G)
 
     def vjp(self, *cotangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
         """Cotangents on the requested variables ↦ cotangents on the parameters."""

@@ -1,5 +1,6 @@
-"""A fixed CSC sparsity pattern whose data changes per call (A, P and J of a program), and
-the index arithmetic that pairs entries of such patterns."""
+"""A fixed CSC sparsity pattern whose data changes per call (A, P and J of a program), the
+index arithmetic that pairs entries of such patterns, and the columns of batch data arrays
+(rows, B or 1: a map that ignores θ has one column, shared by the batch)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,16 @@ def set_columns(target: FloatArray, at: npt.NDArray[np.intp], values: FloatArray
         target.reshape(-1)[at] = values.reshape(-1)
     else:
         target[:, at] = values
+
+
+def data_column(arr: FloatArray, k: int) -> FloatArray:
+    """Element k's column of a data array (a map that ignores θ has one, shared)."""
+    return arr[:, k if arr.shape[1] > 1 else 0]
+
+
+def data_columns(arr: FloatArray, keys: list[int]) -> FloatArray:
+    """The given elements' columns of a data array (the shared one repeated; a single
+    element's without a copy)."""
+    if arr.shape[1] == 1 and len(keys) == 1:
+        return arr
+    return arr[:, keys] if arr.shape[1] > 1 else np.repeat(arr, len(keys), 1)

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dpplayers._compile.dpp import DPPReport, Rule, Violation, check_dpp
-from dpplayers.errors import DPPError
 from dpplayers._compile.quad_forms import lift_parametric_quad_forms
+from dpplayers.errors import DPPError
 
 
 def _dcp_leaves() -> dict[str, cp.Leaf]:

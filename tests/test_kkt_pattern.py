@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dpplayers.cones import ConeDims, ProductCone
 from dpplayers._derivative.kkt import kkt_operator, kkt_pattern
 from dpplayers._derivative.pattern import DENSE_BLOCK
+from dpplayers.cones import ConeDims, ProductCone
 
 
 @pytest.mark.parametrize("density", [0.05, 0.6])

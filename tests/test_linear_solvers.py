@@ -10,9 +10,9 @@ import scipy.sparse as sp
 
 import dpplayers
 from dpplayers._derivative import linear_solvers
-from dpplayers.cones import ConeDims
 from dpplayers._derivative.kkt import kkt_operator
 from dpplayers._derivative.linear_solvers import Direct, _AntiDiagonalLU
+from dpplayers.cones import ConeDims
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 REFINED = {**TIGHT, "refine": 3}  # Newton-polished: finite differences need exact vertices
@@ -169,7 +169,7 @@ def test_duplicate_fixings_through_cvxpy():
         prog = dpplayers.compile(prob, [q, p], [x], solver="CLARABEL", mode=mode)
         sol = prog.solve(*values, solver_args=REFINED)
         grads[mode] = sol.vjp(np.arange(1.0, n + 1))
-        state = sol._element(0)[1]
+        state = sol._derivative.element(0)[1]
         if mode == "direct":
             assert state.peel.lead_rows.size >= 1 + 2  # x0 (once), x2 and x4 at 0
     for a, b in zip(grads["direct"], grads["dense"]):
@@ -195,7 +195,7 @@ def _fd_check(prob, params, x, values, seed=0, eps=1e-5):
 @pytest.mark.parametrize("name", list(CASES))
 def test_vjp_matches_finite_differences(name):
     sol = _fd_check(*CASES[name]())
-    assert sol._element(0)[1].peel.lead_rows.size > 0  # the elimination was exercised
+    assert sol._derivative.element(0)[1].peel.lead_rows.size > 0  # the elimination was exercised
 
 
 @pytest.mark.parametrize("solver", SOLVERS, ids=["dense", "superlu"])

@@ -18,8 +18,8 @@ import pytest
 
 import dpplayers
 from dpplayers._compile import canonical as compiler
-from dpplayers.errors import DPPError
 from dpplayers._compile.parameters import ParameterLayout, ParameterSpec
+from dpplayers.errors import DPPError
 
 N = 3
 CLARABEL_TIGHT = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "refine": 3}

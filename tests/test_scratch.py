@@ -61,7 +61,7 @@ def test_results_do_not_alias_the_scratch_arrays(every_array_reused):
     second.jvp(*d2)
     for got, want in zip((*grads, *tangents), kept):
         np.testing.assert_array_equal(got, want)
-    assert not first._factor and not second._factor  # both went through the batched solve
+    assert not first._derivative.factors and not second._derivative.factors  # both went through the batched solve
 
 
 def test_vjps_in_two_threads_match_serial_ones(every_array_reused):

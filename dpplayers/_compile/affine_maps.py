@@ -148,16 +148,3 @@ def _one_per_row(matrix: sp.csr_array) -> tuple[npt.NDArray[np.intp], FloatArray
     rows = np.flatnonzero(counts)
     cols[rows], coefficients[rows, 0] = matrix.indices, matrix.data
     return cols, coefficients
-
-
-def data_column(arr: FloatArray, k: int) -> FloatArray:
-    """Element k's column of a data array (a map that ignores θ has one, shared)."""
-    return arr[:, k if arr.shape[1] > 1 else 0]
-
-
-def data_columns(arr: FloatArray, keys: list[int]) -> FloatArray:
-    """The given elements' columns of a data array (the shared one repeated; a single
-    element's without a copy)."""
-    if arr.shape[1] == 1 and len(keys) == 1:
-        return arr
-    return arr[:, keys] if arr.shape[1] > 1 else np.repeat(arr, len(keys), 1)

@@ -46,7 +46,6 @@ from .conditioning import (
 )
 from .elimination import Singletons, anti_diagonal
 from .kkt import KKTOperator
-from .pattern import KKTPattern
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -373,59 +372,6 @@ class _DirectState:
     singular: bool  # exactly or nearly (condition estimate above CONDITION_LIMIT)
     truncated: TruncatedInverse | None = None  # J's minimum-norm solver where singular
     minimum_norm: _DirectState | None = None
-
-
-#: In ``direct`` mode, J whose order after pair elimination (:mod:`dpplayers._derivative.pair_pivots`) is
-#: at most this are solved by :class:`DenseBatch`, a batch's together (qp50, batch 32: one
-#: call of 1.5 ms against ~0.3 ms of Python per element around 0.03 ms LAPACK
-#: factorisations; batch 1: vjp 0.38 → 0.26 ms).
-BATCH_DENSE_MAX = 200
-#: ... in chunks of about this many bytes of blocks, and of at least BATCH_DENSE_MIN elements
-#: (measured at batch 32: qp50, 1 MB chunks 4.2–4.7 ms, the whole batch at once 5.6–8.8 ms,
-#: as large temporaries are page-faulted in again on every call; lasso, 0.6 MB per element,
-#: chunks of 2 elements 17.5 ms, of 8 12.9–13.6 ms).
-BATCH_DENSE_BYTES = 1 << 20
-BATCH_DENSE_MIN = 8
-#: A batched solve whose relative residual is above this goes to ``Direct`` (refinement,
-#: singular-J handling) for that element.
-BATCH_RESIDUAL_TOL = 1e-10
-
-
-@dataclass(frozen=True)
-class DenseBatch:
-    """The J of several elements solved together: their 2×2 pair pivots eliminated exactly
-    (and, with ``drop``, each element's inactive inequality rows:
-    :mod:`dpplayers._derivative.inactive_rows`), then one batched LAPACK call (numpy's gesv loop) on the
-    reduced dense systems instead of a factorisation per element. numpy keeps no batched
-    LU, so every solve refactorises; an element whose J is singular, possibly
-    near-singular (a probe estimate of its condition: :mod:`dpplayers._derivative.conditioning`) or
-    whose solve is not clean is reported with an infinite or large residual (measured on J
-    itself) for Direct to redo and, where it is, flag degenerate."""
-
-    pattern: KKTPattern
-    values: FloatArray  # (b, nnz): each element's J entries (``KKTPattern.entries`` order)
-    drop: npt.NDArray[np.bool_] | None = None  # (b, N): the J indices each element drops
-
-    @staticmethod
-    def chunk(pattern: KKTPattern, order: int | None = None) -> int:
-        """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks), for
-        reduced systems of the given order (default: without dropped rows)."""
-        per_element = 8 * (pattern.pair_pivots.buffer_size(order) + pattern.indices.size)
-        return max(BATCH_DENSE_MIN, BATCH_DENSE_BYTES // per_element)
-
-    def solve(self, rhs: FloatArray, transpose: bool) -> tuple[FloatArray, FloatArray]:
-        """rhs (b, N, q) ↦ (z, relative residual per element; inf where J is singular)."""
-        pivots = self.pattern.pair_pivots
-        if self.drop is None:
-            z, res_sq = pivots.solve(self.values, rhs, transpose)
-        else:
-            z, res_sq = self.pattern.inactive_rows.solve(pivots, self.values, rhs, transpose,
-                                                         self.drop)
-        # squared norms by column (np.linalg.norm costs several calls each); a non-finite z
-        # makes its residual non-finite too (every entry of z meets an equation)
-        ratio = res_sq / np.maximum(np.vecdot(rhs, rhs, axis=1), 1e-300)
-        residual = np.sqrt(ratio.max(axis=1, initial=0.0))
-        return z, np.where(residual <= np.inf, residual, np.inf)  # NaN → inf
 
 
 @dataclass(frozen=True)
