@@ -5,7 +5,7 @@ the data's tangents and its adjoint), ``pattern`` (J's fixed sparsity, built onc
 program), ``elimination``, ``pair_pivots`` and ``inactive_rows`` (exact elimination of
 J's singleton rows, 2×2 pivots and inactive rows), ``linear_solvers`` (the derivative
 modes per element: direct LU, dense, LSQR, LSMR), ``batch`` (a solved batch's J: the
-batching policy and each element's kept factorisation), ``conditioning`` (the one rule for near-singular
-J), ``scratch`` (per-thread buffers) and ``refine`` (Newton polishing with J). Imports
-only the toolkit (``errors``, ``_sparse``, ``cones``).
+batching policy and each element's kept factorisation), ``conditioning`` (the one rule
+for near-singular J), ``scratch`` (per-thread buffers) and ``refine`` (Newton polishing
+with J). Imports only the toolkit (``errors``, ``_sparse``, ``cones``).
 """
