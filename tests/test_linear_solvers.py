@@ -261,7 +261,7 @@ def test_single_precision_lu_is_redone_in_double_when_refinement_stalls(log_cond
     U, _ = np.linalg.qr(rng.standard_normal((30, 30)))
     V, _ = np.linalg.qr(rng.standard_normal((30, 30)))
     M = U @ np.diag(np.logspace(0, -log_cond, 30)) @ V.T
-    state = SimpleNamespace(J_RR=M, lu=linear_solvers._LU(M, dense=True), singular=False)
+    state = SimpleNamespace(J_RR=M, lu=linear_solvers.DenseLU(M), singular=False)
     rhs = rng.standard_normal((30, 2))
     for transpose in (False, True):
         A = M.T if transpose else M

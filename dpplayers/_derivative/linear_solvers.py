@@ -105,7 +105,7 @@ def _min_norm(op: KKTOperator, rhs: FloatArray) -> tuple[FloatArray, int]:
 FILL_DENSE = 0.3
 
 
-def _fills(lu: _LU, order: int) -> bool:
+def _fills(lu: DenseLU | SparseLU, order: int) -> bool:
     """Whether a sparse LU filled in enough that a dense one would have been faster."""
     return not lu.dense and order <= DENSE_MAX_ORDER and lu.factor.nnz >= FILL_DENSE * order * order
 
@@ -119,17 +119,19 @@ DENSE_MAX_ORDER = 1500
 
 @dataclass(frozen=True)
 class Direct(AbstractLinearSolver):
-    """Sparse LU of J (SuperLU), computed once and reused for J and Jᵀ solves.
+    """LU of J (LAPACK's for small or full J, SuperLU's otherwise), computed once and
+    reused for J and Jᵀ solves.
 
     J's singleton pairs (inactive inequalities, bounds, fixed variables) are first peeled
-    off exactly (:mod:`dpplayers._derivative.elimination`), so only the core J_RR is factorised; a core
+    off exactly (:mod:`.elimination`), so only the core J_RR is factorised; a core
     [[0, Bᵀ], [B, 0]] (an LP at a non-degenerate vertex) is solved with one LU of B.
 
-    J is exactly singular whenever the canonical program has a non-unique part (cvxpy's
-    auxiliary variables with slack on both sides, e.g. t in ‖x‖ ≤ t ≤ 2 when the norm
-    bound is inactive). Then J_RR + δI is factorised instead and iterative refinement
-    converges to a solution of the consistent system J z = r (flagged degenerate); if it
-    does not, LSMR gives the minimum-norm least-squares answer.
+    J is singular whenever the canonical program has a non-unique part (cvxpy's auxiliary
+    variables with slack on both sides, e.g. t in ‖x‖ ≤ t ≤ 2 when the norm bound is
+    inactive), and nearly so at an interior-point solver's answer there. Where the LU of
+    the core is singular or near-singular (:class:`DenseLU`'s rule), or a solve is not
+    clean, the answer is J's minimum-norm least-squares solution: a truncated SVD up to
+    TRUNCATED_MAX_ORDER, LSMR beyond (flagged degenerate).
     """
 
     name: ClassVar[str] = "direct"
@@ -158,42 +160,32 @@ class Direct(AbstractLinearSolver):
         return _DirectState(operator, J, peel, J_RR, lu, singular, truncated)
 
     def _factorise(self, J_RR: sp.csc_matrix | FloatArray, p: int, dense: bool,
-                   filled: dict[str, bool]) -> tuple[_LU | _AntiDiagonalLU | None, bool]:
+                   filled: dict[str, bool]) -> tuple[DenseLU | SparseLU | _AntiDiagonalLU | None,
+                                                     bool]:
         """(factor, singular): one LU of B when J_RR = [[0, Bᵀ], [B, 0]] (p × p blocks),
-        else of J_RR, else of J_RR + δI when that is exactly singular; no factor where the
-        LU's condition estimate is above CONDITION_LIMIT (near-singular: the caller answers
-        by minimum norm). A sparse LU that fills in (``FILL_DENSE``) is remembered in
-        ``filled``, so that the program's later elements factorise that block densely."""
+        else of J_RR; no factor where it is singular or near-singular (:class:`DenseLU`'s
+        rule: the caller answers by minimum norm). A sparse LU that fills in (``FILL_DENSE``)
+        is remembered in ``filled``, so that the program's later elements factorise that
+        block densely."""
         B = anti_diagonal(J_RR, p)
-        if B is not None:
-            order = B.shape[0]
-            dense_B = order <= self.dense_limit or (order <= DENSE_MAX_ORDER
-                                                    and filled.get("basis", False))
-            try:
+        try:
+            if B is not None:  # B singular: so is J_RR
+                order = B.shape[0]
+                dense_B = order <= self.dense_limit or (order <= DENSE_MAX_ORDER
+                                                        and filled.get("basis", False))
                 lu = _AntiDiagonalLU(B, dense_B)
                 if _fills(lu.lu, order):
                     filled["basis"] = True
                 lu.lu.checked = True  # here, by its own estimate (B's, not J_RR's)
                 return (lu, False) if lu.lu.condition() <= CONDITION_LIMIT else (None, True)
-            except RuntimeError:  # B singular, so J_RR is: shifted LU below
-                pass
-        try:
-            lu = _LU(J_RR, dense)
-            if _fills(lu, J_RR.shape[0]):
-                filled["core"] = True
-            if not lu.dense:  # checked on its first solve, with the probe in the same call
-                return lu, False
-            return (lu, False) if lu.condition() <= CONDITION_LIMIT else (None, True)
+            lu = _lu(J_RR, dense)
         except RuntimeError:  # exactly singular
-            delta = 1e-9 * max(1.0, float(abs(J_RR).max()))
-            eye = np.eye(J_RR.shape[0]) if dense else sp.identity(J_RR.shape[0], format="csc")
-            shifted = J_RR + delta * eye if dense else sp.csc_matrix(J_RR + delta * eye)
-            try:
-                lu = _LU(shifted, dense)
-                lu.checked = True  # singular, and known to be: refinement on the shift
-                return lu, True
-            except RuntimeError:
-                return None, True
+            return None, True
+        if _fills(lu, J_RR.shape[0]):
+            filled["core"] = True
+        if not lu.dense:  # checked on its first solve, with the probe in the same call
+            return lu, False
+        return (lu, False) if lu.condition() <= CONDITION_LIMIT else (None, True)
 
     def compute(self, state, rhs, transpose):
         if state.lu is not None and state.lu.near_singular:  # found on its first solve
@@ -229,9 +221,9 @@ class Direct(AbstractLinearSolver):
 
     def _refined_solve(self, state: _DirectState, rhs: FloatArray,
                        transpose: bool) -> tuple[FloatArray, int]:
-        """Solve with J_RR's LU plus iterative refinement (converges on the shifted LU of a
-        singular but consistent system, polishes the last digits otherwise, and carries a
-        single-precision LU to double precision's residual, else that LU is redone)."""
+        """Solve with J_RR's LU plus iterative refinement (polishes the last digits, and
+        carries a single-precision LU to double precision's residual, else that LU is
+        redone)."""
         J = state.J_RR.T if transpose else state.J_RR
         z = state.lu.solve(rhs, transpose)
         if state.lu.near_singular:  # the first solve's condition check says so
@@ -241,7 +233,7 @@ class Direct(AbstractLinearSolver):
             z = z + state.lu.solve(rhs - J @ z, transpose)
             new = _relative(J @ z - rhs, rhs)
             steps += 1
-            if new > 0.5 * res and not state.singular:
+            if new > 0.5 * res:
                 break
             res = new
         if not res <= MIXED_TOL and state.lu.to_double():
@@ -263,60 +255,81 @@ MIXED_TOL = 1e-12
 SINGLE_CONDITION_MAX = 1e5
 
 
-class _LU:
-    """An LU factorisation with ``solve(rhs, transpose)``: LAPACK's dense one for small
-    systems (scipy.sparse's per-call overhead exceeds the work), SuperLU otherwise. Large
-    dense ones start in single precision (``MIXED_MIN_ORDER``); ``to_double`` redoes one."""
+class DenseLU:
+    """LAPACK's LU of a dense matrix (getrf), in single precision from ``MIXED_MIN_ORDER``
+    on (``to_double`` redoes it), with ``solve(rhs, transpose)``.
 
-    def __init__(self, J: sp.csc_matrix | FloatArray, dense: bool) -> None:
-        self.dense = dense
-        self.single = dense and J.shape[0] >= MIXED_MIN_ORDER
-        self.matrix = J  # kept (sparse or dense) for ``to_double`` and ``condition``
-        #: A sparse LU's condition is estimated on its first solve (a probe column in the
-        #: same SuperLU call: a separate one costs ~30 µs at order 900); dense ones by
-        #: gecon when factorised (``Direct._factorise``).
-        self.checked = dense
-        self.near_singular = False
-        if dense:
-            self.factor = self._dense_factor(_dense(J, np.float32 if self.single else np.float64))
-        else:
-            self.factor = spla.splu(J, permc_spec="COLAMD")
+    The one rule for a singular matrix, shared by every dense factorisation here: an
+    exactly zero or non-finite pivot raises ``RuntimeError`` (as SuperLU does), and
+    :meth:`condition` (gecon's cond₁ estimate) above ``CONDITION_LIMIT`` means
+    near-singular; either way the caller answers by J's minimum-norm least-squares solve,
+    flagged degenerate (:mod:`.conditioning`)."""
 
-    def condition(self) -> float:
-        """An estimate of cond₁ of the factorised matrix: LAPACK's gecon on a dense LU (a
-        single-precision one is redone in double where the estimate nears 1/eps_single,
-        beyond which it says little), probes and Hager–Higham's estimator on SuperLU's."""
-        if not self.dense:
-            return sparse_lu_condition(self.factor, self.matrix)
-        cond = lu_condition(self.factor, norm1(self.matrix))
-        if self.single and cond > SINGLE_CONDITION_MAX and self.to_double():
-            cond = lu_condition(self.factor, norm1(self.matrix))
-        return cond
+    dense = True
+    #: checked by the caller through :meth:`condition` when factorised, never on a solve
+    near_singular = False
 
-    @staticmethod
-    def _dense_factor(M: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floating], Any]:
+    def __init__(self, M: sp.csc_matrix | FloatArray, single: bool | None = None) -> None:
+        self.matrix = M  # kept for ``to_double`` and ``condition``
+        self.single = M.shape[0] >= MIXED_MIN_ORDER if single is None else single
+        self.factor = self._factorise(np.float32 if self.single else np.float64)
+
+    def _factorise(self, dtype: type) -> tuple[npt.NDArray[np.floating], Any]:
         with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", sla.LinAlgWarning)  # singular: handled below
-            factor = sla.lu_factor(M, check_finite=False)
+            warnings.simplefilter("ignore", sla.LinAlgWarning)  # singular: raised below
+            factor = sla.lu_factor(_dense(self.matrix, dtype), check_finite=False)
         pivots = np.abs(np.diag(factor[0]))
         if not np.all(np.isfinite(pivots)) or pivots.min(initial=1.0) == 0.0:
             raise RuntimeError("Factor is exactly singular")
         return factor
 
+    def condition(self) -> float:
+        """gecon's cond₁ estimate (a single-precision LU is redone in double where the
+        estimate nears 1/eps_single, beyond which it says little)."""
+        cond = lu_condition(self.factor, norm1(self.matrix))
+        if self.single and cond > SINGLE_CONDITION_MAX and self.to_double():
+            cond = lu_condition(self.factor, norm1(self.matrix))
+        return cond
+
     def to_double(self) -> bool:
         """Refactorise a single-precision LU in double; False if it already was double."""
         if not self.single:
             return False
-        self.factor, self.single = self._dense_factor(_dense(self.matrix, np.float64)), False
+        self.factor, self.single = self._factorise(np.float64), False
         return True
 
     def solve(self, rhs: FloatArray, transpose: bool) -> FloatArray:
-        if self.dense:
-            trans = 1 if transpose else 0
-            if self.single:
-                z = sla.lu_solve(self.factor, rhs.astype(np.float32), trans, check_finite=False)
-                return z.astype(np.float64)
-            return sla.lu_solve(self.factor, rhs, trans, check_finite=False)
+        trans = 1 if transpose else 0
+        if self.single:
+            z = sla.lu_solve(self.factor, rhs.astype(np.float32), trans, check_finite=False)
+            return z.astype(np.float64)
+        return sla.lu_solve(self.factor, rhs, trans, check_finite=False)
+
+
+class SparseLU:
+    """SuperLU's LU (COLAMD ordering) with ``solve(rhs, transpose)``; an exactly singular
+    matrix raises ``RuntimeError``. Its condition is estimated on the first solve, with a
+    probe column in the same SuperLU call (a separate solve costs ~30 µs at order 900):
+    ``near_singular`` is set there (the caller then answers by minimum norm, as for
+    :class:`DenseLU`)."""
+
+    dense = False
+    single = False
+
+    def __init__(self, M: sp.csc_matrix) -> None:
+        self.matrix = M
+        self.factor = spla.splu(M, permc_spec="COLAMD")
+        self.checked = False
+        self.near_singular = False
+
+    def condition(self) -> float:
+        """Probes, then Hager–Higham's estimator (:func:`sparse_lu_condition`)."""
+        return sparse_lu_condition(self.factor, self.matrix)
+
+    def to_double(self) -> bool:
+        return False
+
+    def solve(self, rhs: FloatArray, transpose: bool) -> FloatArray:
         trans = "T" if transpose else "N"
         if self.checked or not rhs.shape[0]:  # SuperLU solves column-major blocks fastest
             return self.factor.solve(np.asfortranarray(rhs), trans=trans)
@@ -329,6 +342,10 @@ class _LU:
         cond = sparse_lu_condition(self.factor, self.matrix, transpose, probed=z[:, k])
         self.near_singular = cond > CONDITION_LIMIT
         return z[:, :k]
+
+
+def _lu(M: sp.csc_matrix | FloatArray, dense: bool) -> DenseLU | SparseLU:
+    return DenseLU(M) if dense else SparseLU(M)
 
 
 def _dense(J: sp.csc_matrix | FloatArray, dtype: type) -> npt.NDArray[np.floating]:
@@ -348,7 +365,7 @@ class _AntiDiagonalLU:
 
     def __init__(self, B: sp.csc_matrix | FloatArray, dense: bool) -> None:
         self.p = B.shape[0]
-        self.lu = _LU(B, dense)
+        self.lu = _lu(B, dense)
 
     def to_double(self) -> bool:
         return self.lu.to_double()
@@ -368,7 +385,7 @@ class _DirectState:
     J: sp.csc_matrix
     peel: Singletons
     J_RR: sp.csc_matrix | FloatArray  # dense for small systems
-    lu: _LU | _AntiDiagonalLU | None
+    lu: DenseLU | SparseLU | _AntiDiagonalLU | None
     singular: bool  # exactly or nearly (condition estimate above CONDITION_LIMIT)
     truncated: TruncatedInverse | None = None  # J's minimum-norm solver where singular
     minimum_norm: _DirectState | None = None
@@ -383,22 +400,27 @@ class Dense(AbstractLinearSolver):
 
     def init(self, operator: KKTOperator) -> _DenseState:
         J = operator.as_matrix().toarray()
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", sla.LinAlgWarning)  # singular: handled below
-            lu = sla.lu_factor(J, check_finite=False)
-        if lu_condition(lu, norm1(J)) > CONDITION_LIMIT:
-            return _DenseState(operator, J, None, TruncatedInverse(J))
-        return _DenseState(operator, J, lu)
+        lu = _condition_checked(J)
+        return _DenseState(operator, J, lu, None if lu is not None else TruncatedInverse(J))
 
     def compute(self, state, rhs, transpose):
         op = state.operator.T if transpose else state.operator
         if state.lu is not None:
-            z = sla.lu_solve(state.lu, rhs, trans=1 if transpose else 0, check_finite=False)
+            z = state.lu.solve(rhs, transpose)
             res = _residual(op, z, rhs)
             if np.all(np.isfinite(z)) and res <= DEGENERACY_TOL:
                 return z, SolveStats(res, 0, True)
         z = state.minimum_norm().solve(rhs, transpose)
         return z, SolveStats(_residual(op, z, rhs), 0, True, degenerate=True)
+
+
+def _condition_checked(J: FloatArray) -> DenseLU | None:
+    """J's double-precision :class:`DenseLU`, or None where it is singular or near-singular."""
+    try:
+        lu = DenseLU(J, single=False)
+    except RuntimeError:
+        return None
+    return lu if lu.condition() <= CONDITION_LIMIT else None
 
 
 @dataclass
@@ -408,7 +430,7 @@ class _DenseState:
 
     operator: KKTOperator
     J: FloatArray
-    lu: tuple[FloatArray, npt.NDArray[np.int32]] | None
+    lu: DenseLU | None
     truncated: TruncatedInverse | None = None
 
     def minimum_norm(self) -> TruncatedInverse:
@@ -495,10 +517,7 @@ class _IterativeState:
             if J is None:
                 self._condition = 0.0  # too large to check: istop alone decides
             else:
-                with np.errstate(all="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", sla.LinAlgWarning)
-                    self._condition = lu_condition(sla.lu_factor(J, check_finite=False),
-                                                   norm1(J))
+                self._condition = 0.0 if _condition_checked(J) is not None else np.inf
         return self._condition > CONDITION_LIMIT
 
     def minimum_norm(self) -> TruncatedInverse | None:
