@@ -127,7 +127,7 @@ class Solution:
             dtheta = np.repeat(dtheta, nb, axis=1)
         dz = self._push_forward(dtheta, per_element_columns=1)
         values = [v if self.batch is not None else v[None] for v in self.values]
-        out = prog.retrieval.unflatten_tangent(np.asarray(prog.retrieval.matrix @ dz), values)
+        out = prog.retrieval.unflatten_tangent(prog.retrieval.forward(dz), values)
         return out if self.batch is not None else tuple(o[0] for o in out)
 
     def _push_forward(self, dtheta: FloatArray, per_element_columns: int) -> FloatArray:
@@ -217,7 +217,7 @@ class Solution:
         prog = self.program
         q, nb = prog.layout.theta_size, self.x.shape[1]
         dz = self._push_forward(np.tile(np.eye(q), (1, nb)), per_element_columns=q)
-        return np.asarray(prog.retrieval.matrix @ dz).reshape(-1, nb, q)
+        return prog.retrieval.forward(dz).reshape(-1, nb, q)
 
     def _reverse_jacobian(self) -> FloatArray:
         """(K, B, q): Jᵀ solves with one column per output entry."""

@@ -46,13 +46,64 @@ class AffineMap:
 
 
 @dataclass(frozen=True)
-class StackedMaps:
-    """Several affine maps evaluated together: those that depend on θ as one sparse product
-    (one dispatch instead of one per map), the constant ones precomputed as one column.
-    Where each datum copies at most one parameter entry (and each entry enters at most one
-    datum), the product (and the transpose's) is a gather."""
+class Gather:
+    """y = scale ⊙ x[source]: a linear map whose every row holds at most one entry (a row
+    with none reads entry 0 times 0); several times cheaper per call than a sparse
+    product at these sizes. ``scale`` None: every coefficient is 1."""
 
-    varying: sp.csr_array | None  # the θ-dependent maps' rows, stacked
+    source: npt.NDArray[np.intp]
+    scale: FloatArray | None  # (rows, 1)
+    shape: tuple[int, int]
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        picked = x.take(self.source, 0)
+        return picked if self.scale is None else picked * self.scale
+
+
+@dataclass(frozen=True)
+class Product:
+    """y = M x by a sparse product: the general linear map."""
+
+    matrix: sp.csr_array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        return np.asarray(self.matrix @ x)
+
+
+LinearMap = Gather | Product
+
+
+def linear_map(matrix: sp.spmatrix | sp.sparray) -> LinearMap:
+    """The cheapest strategy for x ↦ M x, picked once when a map is built: a
+    :class:`Gather` where every row of M holds at most one entry (cvxpy's usual maps copy
+    each datum from one parameter entry, scaled), else a :class:`Product`."""
+    M = sp.csr_array(matrix)
+    M.sum_duplicates()
+    counts = np.diff(M.indptr)
+    if np.any(counts > 1):
+        return Product(M)
+    source = np.zeros(M.shape[0], np.intp)
+    scale = np.zeros((M.shape[0], 1))
+    rows = np.flatnonzero(counts)
+    source[rows], scale[rows, 0] = M.indices, M.data
+    unit = rows.size == M.shape[0] and np.all(scale == 1.0)
+    return Gather(source, None if unit else scale, M.shape)
+
+
+@dataclass(frozen=True)
+class StackedMaps:
+    """Several affine maps evaluated together: those that depend on θ as one linear map
+    (one dispatch instead of one per map) plus their constant column, the constant ones
+    precomputed as one column. The linear part and its transpose are :func:`linear_map`
+    strategies, picked when built."""
+
+    forward: LinearMap | None  # dθ ↦ the θ-dependent maps' rows, stacked
+    backward: LinearMap | None  # its transpose
+    constant: FloatArray | None  # (rows, 1): their constant column
     parts: tuple[tuple[int, int] | FloatArray, ...]  # per map: (start, stop) rows or its constant
     _p: int  # parameter entries (θ without the constant)
 
@@ -72,79 +123,30 @@ class StackedMaps:
                 rows.append(cmap.matrix)
                 parts.append((start, start + cmap.matrix.shape[0]))
                 start += cmap.matrix.shape[0]
-        return cls(sp.csr_array(sp.vstack(rows, format="csr")) if rows else None, tuple(parts), p)
+        if not rows:
+            return cls(None, None, None, tuple(parts), p)
+        varying = sp.csr_array(sp.vstack(rows, format="csr"))
+        linear = sp.csr_array(varying[:, :-1])
+        return cls(linear_map(linear), linear_map(linear.T), varying[:, [-1]].toarray(),
+                   tuple(parts), p)
 
     def __call__(self, theta: FloatArray) -> tuple[FloatArray, ...]:
         """θ̃ = [θ; 1] (p+1, B) → each map's data (rows, B), or its constant column."""
-        values = None
-        if self.varying is not None:
-            if self._single_sources is not None:  # a gather: cheaper than a sparse product
-                cols, coefficients, constant = self._single_sources
-                values = theta.take(cols, 0) * coefficients + constant
-            else:
-                values = self.varying @ theta
+        values = self.forward(theta[:-1]) + self.constant if self.forward is not None else None
         return tuple(values[p[0]:p[1]] if isinstance(p, tuple) else p for p in self.parts)
-
-    @functools.cached_property
-    def _single_sources(self) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray] | None:
-        """Where each datum copies at most one parameter entry, scaled, plus a constant
-        (cvxpy's usual maps): that entry, the scale (rows, 1) and the constant (rows, 1).
-        None otherwise."""
-        single = _one_per_row(self._linear) if self._linear is not None else None
-        if single is None:
-            return None
-        return (*single, self.varying[:, [-1]].toarray())
 
     def linear(self, dtheta: FloatArray) -> tuple[FloatArray, ...]:
         """The linear parts: dθ (p, B) → each map's d data (rows, B), by one product or
         gather (zero for a constant map)."""
-        d = None
-        if self._single_sources is not None:
-            cols, coefficients, _ = self._single_sources
-            d = dtheta.take(cols, 0) * coefficients
-        elif self._linear is not None:
-            d = np.asarray(self._linear @ dtheta)
+        d = self.forward(dtheta) if self.forward is not None else None
         return tuple(d[p[0]:p[1]] if isinstance(p, tuple)
                      else np.zeros((p.shape[0], dtheta.shape[1])) for p in self.parts)
-
-    @functools.cached_property
-    def _linear(self) -> sp.csr_array | None:
-        return sp.csr_array(self.varying[:, :-1]) if self.varying is not None else None
 
     def transpose(self, cotangents: Sequence[FloatArray | None]) -> FloatArray:
         """Cotangents on each map's data (rows, B) → on θ (p, B), by one product or gather
         (a constant map's cotangent contributes nothing)."""
-        g = [c for c, p in zip(cotangents, self.parts) if isinstance(p, tuple)]
-        if self._linear_t is None:
+        if self.backward is None:
             width = next(c.shape[1] for c in cotangents if c is not None)
             return np.zeros((self._p, width))
-        stacked = np.concatenate(g) if len(g) > 1 else g[0]
-        if self._single_entries is not None:
-            rows, coefficients = self._single_entries
-            return stacked.take(rows, 0) * coefficients
-        return np.asarray(self._linear_t @ stacked)
-
-    @functools.cached_property
-    def _linear_t(self) -> sp.csr_array | None:
-        return sp.csr_array(self._linear.T) if self._linear is not None else None
-
-    @functools.cached_property
-    def _single_entries(self) -> tuple[npt.NDArray[np.intp], FloatArray] | None:
-        """Where every parameter entry enters at most one datum (cvxpy's usual maps: each
-        entry of F, q, ... is copied into one datum, scaled), its datum's row and the
-        coefficient (p, 1): the transpose is then a gather, several times cheaper than
-        a sparse product. None otherwise."""
-        return _one_per_row(self._linear_t) if self._linear_t is not None else None
-
-
-def _one_per_row(matrix: sp.csr_array) -> tuple[npt.NDArray[np.intp], FloatArray] | None:
-    """(column, coefficient (rows, 1)) of each row's one entry (column 0 and coefficient 0
-    where it has none), or None if a row has more than one."""
-    counts = np.diff(matrix.indptr)
-    if np.any(counts > 1):
-        return None
-    cols = np.zeros(matrix.shape[0], np.intp)
-    coefficients = np.zeros((matrix.shape[0], 1))
-    rows = np.flatnonzero(counts)
-    cols[rows], coefficients[rows, 0] = matrix.indices, matrix.data
-    return cols, coefficients
+        g = [c for c, p in zip(cotangents, self.parts) if isinstance(p, tuple)]
+        return self.backward(np.concatenate(g) if len(g) > 1 else g[0])

@@ -337,7 +337,7 @@ def _never_binding_row(n: int, p: int, cones: ConeDims, retrieval: Retrieval):
     C_b = AffineMap(sp.csr_array(([1.0], ([0], [p])), shape=(1, p + 1)))
     R = retrieval.matrix
     R = sp.csr_array(sp.hstack([R, sp.csr_array((R.shape[0], 1))], format="csr"))
-    return A, C_A, C_b, replace(cones, nonneg=1), Retrieval(R, retrieval.outputs), 1
+    return A, C_A, C_b, replace(cones, nonneg=1), Retrieval.of(R, retrieval.outputs), 1
 
 
 def _pattern_map(T: sp.csr_array, shape: tuple[int, int], negate: bool,

@@ -32,6 +32,7 @@ from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr, recover_value_for_l
 from cvxpy.reductions.solution import Solution
 
 from ..errors import VariableError, given_name, quoted_name
+from .affine_maps import Gather, LinearMap, linear_map
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -109,19 +110,26 @@ def _refuse_complex_dual(r: Request) -> None:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """R as a sparse matrix on z = [x; y], plus how its rows split into outputs."""
+    """R as a sparse matrix on z = [x; y], how its rows split into outputs, and R and Rᵀ as
+    :func:`~.affine_maps.linear_map` strategies (a gather where every row of R picks one
+    entry of z, the usual variable), picked when built (:meth:`of`)."""
 
     matrix: sp.csr_array  # (K, n + m)
     outputs: tuple[OutputSpec, ...]
+    forward: LinearMap  # z ↦ R z
+    backward: LinearMap  # g ↦ Rᵀ g
+
+    @classmethod
+    def of(cls, matrix: sp.csr_array, outputs: tuple[OutputSpec, ...]) -> Retrieval:
+        matrix = sp.csr_array(matrix)
+        return cls(matrix, outputs, linear_map(matrix), linear_map(matrix.T))
 
     def apply(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, ...]:
         """z = [x; y] (n+m, B) → one array per output, shaped (B, *shape)."""
-        pick = self._selection
-        if pick is not None and self.last_column < x.shape[0]:
-            flat = x[pick]  # primal variables only: no need to build z
+        if isinstance(self.forward, Gather) and self.last_column < x.shape[0]:
+            flat = self.forward(x)  # primal variables only: no need to build z
         else:
-            z = np.concatenate((x, y))
-            flat = z[pick] if pick is not None else np.asarray(self.matrix @ z)
+            flat = self.forward(np.concatenate((x, y)))
         out = []
         for spec in self.outputs:
             block = flat[spec.offset : spec.offset + spec.size]
@@ -136,43 +144,19 @@ class Retrieval:
         reads y."""
         return int(self.matrix.indices.max(initial=-1))
 
-    @functools.cached_property
-    def _selection(self) -> npt.NDArray[np.intp] | None:
-        """The entries of z that R picks when every row of R is one 1 (the usual variable),
-        else None: a gather is several times cheaper than a sparse product per call."""
-        R = self.matrix
-        if R.nnz != R.shape[0] or np.any(np.diff(R.indptr) != 1) or np.any(R.data != 1.0):
-            return None
-        return R.indices.astype(np.intp)
-
     def transpose(self, cotangents: Sequence[FloatArray | None], values: Sequence[FloatArray],
                   batch: int) -> FloatArray:
         """Rᵀ g: cotangents per output (B, *shape), None for zero, → a cotangent on
-        z = [x; y] (n+m, B), the exp chain rule applied. Where every row of R picks a
-        distinct entry of z, each output's block goes straight to its entries (several
-        times cheaper than a sparse product at batch 1); else through R's rows and the
-        product with Rᵀ, transposed once."""
-        pick = self._selection
-        direct = pick is not None and self._distinct_picks
-        g = np.zeros((self.matrix.shape[1] if direct else self.matrix.shape[0], batch))
+        z = [x; y] (n+m, B), the exp chain rule applied."""
+        g = np.zeros((self.matrix.shape[0], batch))
         for spec, ct, val in zip(self.outputs, cotangents, values):
             if ct is None:
                 continue
-            rows = slice(spec.offset, spec.offset + spec.size)
             block = _flatten(ct, spec.size)
             if spec.exp:
                 block = block * _flatten(val, spec.size)
-            g[pick[rows] if direct else rows] = block
-        return g if direct else np.asarray(self._matrix_t @ g)
-
-    @functools.cached_property
-    def _distinct_picks(self) -> bool:
-        pick = self._selection
-        return pick is not None and np.unique(pick).size == pick.size
-
-    @functools.cached_property
-    def _matrix_t(self) -> sp.csr_array:
-        return sp.csr_array(self.matrix.T)
+            g[spec.offset : spec.offset + spec.size] = block
+        return self.backward(g)
 
     def unflatten_tangent(self, dflat: FloatArray, values: Sequence[FloatArray]) -> tuple[FloatArray, ...]:
         """Tangent on R's rows (K, B) → one tangent per output (B, *shape)."""
@@ -236,7 +220,7 @@ def build_retrieval(chain: cp.reductions.Chain, inverse_data: list, n: int, m: i
     if bad.size:
         R = _probe_columns(probe, total, offset, R, bad)
         _refuse_nonlinear(_mismatched_rows(R, probe, check), specs)
-    return Retrieval(R.tocsr(), specs)
+    return Retrieval.of(R.tocsr(), specs)
 
 
 def _check_probe(total: int) -> FloatArray:
