@@ -18,9 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from ._derivative.linear_solvers import make_linear_solver
 from ._derivative.refine import newton_refine
-from ._solution import DERIVATIVE_OPTIONS, Solution
+from ._solution import DERIVATIVE_OPTIONS, Solution, make_strategy
 from ._solve.backends import ConeData, RawSolution
 from ._solve.solver_args import translate
 from ._sparse import data_column
@@ -58,7 +57,7 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
         raise ValueError(f"n_jobs must be a positive integer, got {n_jobs!r}.")
     mode = derivative_options.get("mode", prog.mode)
     if derivative_options:  # validate now, not at backward time (prog.mode already was)
-        make_linear_solver(mode, derivative_options)
+        make_strategy(mode, derivative_options)
     settings = backend.settings_for(args)
     nb = theta.shape[1]
     data = prog.data(theta)

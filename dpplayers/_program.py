@@ -34,7 +34,7 @@ from .cones import ConeDims, ProductCone
 FloatArray = npt.NDArray[np.float64]
 
 #: Derivative modes accepted by ``compile(mode=...)`` and ``solver_args={"mode": ...}``.
-MODES = ("direct", "lsqr", "lsmr", "dense")
+MODES = ("direct", "lsqr", "lsmr", "dense", "embedding")
 SOLVERS = ("SCS", "CLARABEL")
 
 
@@ -197,7 +197,8 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         solver: "SCS" or "CLARABEL".
         gp: compile a log-log convex (DGP) problem in log space.
         quad_obj: keep a quadratic objective as P (default) or reformulate it with cones.
-        mode: default derivative mode ("direct", "lsqr", "lsmr", "dense").
+        mode: default derivative mode ("direct", "lsqr", "lsmr", "dense", or "embedding":
+            the self-dual embedding's operator by LSQR, a slow reference).
         canon_backend: cvxpy's canonicalisation backend (default: cvxpy's choice).
 
     Raises:

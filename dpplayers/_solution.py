@@ -4,7 +4,9 @@
 ↦ (dx, dy) ↦ R (dx, dy). ``vjp`` runs the transposed chain Rᵀ → J⁻ᵀ → (∂data)ᵀ → Cᵀ. The
 C maps, R and the data adjoint act on the whole batch at once. The solves with J are
 lazy (on the first derivative request) and batched as :mod:`dpplayers._derivative.batch`
-decides. The forward pass that builds a Solution is :mod:`dpplayers._forward`.
+decides. In ``mode="embedding"`` the middle link is the self-dual embedding's M solved by
+LSQR, element by element (:mod:`dpplayers._derivative.embedding`). The forward pass that
+builds a Solution is :mod:`dpplayers._forward`.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ import numpy as np
 import numpy.typing as npt
 
 from ._derivative.batch import BatchDerivative
+from ._derivative.embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from ._derivative.kkt import data_adjoint, data_rhs
-from ._derivative.linear_solvers import SolveStats
+from ._derivative.linear_solvers import AbstractLinearSolver, SolveStats, make_linear_solver
 from ._solve.backends import Status
 from .errors import DerivativeError
 
 FloatArray = npt.NDArray[np.float64]
 DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim", "refine")
+
+
+def make_strategy(mode: str, options: dict[str, Any]) -> AbstractLinearSolver | EmbeddingLSQR:
+    """The derivative mode's strategy: a solver for J, or the embedding's LSQR chain
+    (:mod:`dpplayers._derivative.embedding`); raises ValueError on a bad mode or option."""
+    if mode == EmbeddingLSQR.name:
+        return EmbeddingLSQR.from_options(options)
+    return make_linear_solver(mode, options)
 
 
 @dataclass
@@ -59,7 +70,8 @@ class Solution:
     def __getstate__(self) -> dict[str, Any]:
         """Pickle/copy without the factorisations and projection derivatives (native
         objects, some not picklable): the copy recomputes them on its first vjp/jvp."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("_ok_keys", "_derivative")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_ok_keys", "_derivative", "_embeddings")}
 
     @property
     def ok(self) -> npt.NDArray[np.bool_]:
@@ -81,7 +93,8 @@ class Solution:
 
     @property
     def fell_back(self) -> npt.NDArray[np.bool_]:
-        """Per element: an iterative derivative solve stalled and Direct answered."""
+        """Per element: an iterative derivative solve stalled and Direct answered (in
+        ``"embedding"`` mode: the dense minimum-norm solve of M)."""
         return np.array([bool(s and s.fell_back) for s in self.stats])
 
     @property
@@ -139,6 +152,16 @@ class Solution:
         ok = self._ok_keys
         if not ok:
             return out
+        if self.mode == EmbeddingLSQR.name:
+            cols = (np.array(ok)[:, None] * r + np.arange(r)).reshape(-1, r)
+            for k, at in zip(ok, cols):
+                strategy, op = self._embedding(k)
+                dxy, stats = strategy.tangent(op, prog.data_patterns,
+                                              None if dP is None else dP[:, at], dA[:, at],
+                                              db[:, at], dc[:, at])
+                self._derivative.record(k, stats)
+                out[:, at] = dxy
+            return out
         # every element's columns in one data_rhs: x and y repeated per column
         P_rows, P_cols, A_rows, A_cols = prog.data_patterns
         X, Y = np.repeat(self.x, r, axis=1), np.repeat(self.y, r, axis=1)
@@ -159,6 +182,8 @@ class Solution:
         Where R reads no entry of y (only primal variables requested), G is zero on y and
         so is DΠ of it: no product."""
         prog, n = self.program, self.program.n
+        if self.mode == EmbeddingLSQR.name:
+            return self._embedding_adjoints(G)
         y_zero = prog.retrieval.last_column < n
         N, nb, q = G.shape
         ok = self._ok_keys
@@ -179,6 +204,38 @@ class Solution:
         y = self.y if q == 1 else np.repeat(self.y, q, axis=1)  # columns of r are NaN
         return data_adjoint(x, y, r, *prog.data_patterns, has_P=prog.P is not None,
                             P_off=prog.P_off_diagonal)
+
+    def _embedding(self, k: int) -> tuple[EmbeddingLSQR, EmbeddingOperator]:
+        """Element k's embedding operator M and its LSQR chain (``mode="embedding"``)."""
+        if k not in self._embeddings:
+            prog = self.program
+            P, A, b, c = prog.element_data(self._data, k)
+            op = embedding_operator(P, A, b, c, self.x[:, k], self.y[:, k],
+                                    self._derivative.projection(k))
+            self._embeddings[k] = (EmbeddingLSQR.from_options(self.derivative_options), op)
+        return self._embeddings[k]
+
+    @functools.cached_property
+    def _embeddings(self) -> dict[int, tuple[EmbeddingLSQR, EmbeddingOperator]]:
+        """Each element's embedding operator, built on first use (``mode="embedding"``)."""
+        return {}
+
+    def _embedding_adjoints(self, G: FloatArray) -> tuple[FloatArray | None, ...]:
+        """:meth:`_adjoints` through Mᵀ, element by element (the reference mode)."""
+        prog = self.program
+        _, nb, q = G.shape
+        rows = [prog.P.indices.size if prog.P is not None else 0, prog.A.indices.size,
+                prog.m, prog.n]
+        out = [np.full((size, nb, q), np.nan) for size in rows]
+        for k in self._ok_keys:
+            strategy, op = self._embedding(k)
+            grads, stats = strategy.cotangent(op, prog.data_patterns, G[:, k])
+            self._derivative.record(k, stats)
+            for o, g in zip(out, grads):
+                if g is not None:
+                    o[:, k] = g
+        out = [o.reshape(o.shape[0], nb * q) for o in out]
+        return (out[0] if prog.P is not None else None, *out[1:])
 
     def _pull_to_theta(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
                        gc: FloatArray) -> FloatArray:

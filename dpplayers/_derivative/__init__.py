@@ -7,5 +7,6 @@ J's singleton rows, 2×2 pivots and inactive rows), ``linear_solvers`` (the deri
 modes per element: direct LU, dense, LSQR, LSMR), ``batch`` (a solved batch's J: the
 batching policy and each element's kept factorisation), ``conditioning`` (the one rule
 for near-singular J), ``scratch`` (per-thread buffers) and ``refine`` (Newton polishing
-with J). Imports only the toolkit (``errors``, ``_sparse``, ``cones``).
+with J); beside them ``embedding``, the reference mode: the self-dual embedding's
+operator M by LSQR. Imports only the toolkit (``errors``, ``_sparse``, ``cones``).
 """

@@ -110,10 +110,10 @@ class BatchDerivative:
     def _solve_one(self, k: int, rhs: FloatArray, transpose: bool) -> FloatArray:
         solver, state, _ = self.element(k)
         z, stats = solver.compute(state, rhs, transpose)
-        self._record(k, stats)
+        self.record(k, stats)
         return z
 
-    def _record(self, k: int, stats: SolveStats) -> None:
+    def record(self, k: int, stats: SolveStats) -> None:
         """Keep element k's worst solve statistics."""
         old = self.stats[k]
         if old is None:
@@ -140,7 +140,7 @@ class BatchDerivative:
                     if residual[j] <= BATCH_RESIDUAL_TOL:
                         out[i] = z[j]
                         done.append(i)
-                        self._record(keys[i], SolveStats(float(residual[j]), 0, True))
+                        self.record(keys[i], SolveStats(float(residual[j]), 0, True))
         if len(done) < len(keys):
             for i in sorted(set(range(len(keys))).difference(done)):
                 out[i] = self._solve_one(keys[i], rhs[i], transpose)

@@ -550,7 +550,9 @@ class LSMR(_Iterative):
 
 
 def make_linear_solver(mode: str, options: dict[str, Any]) -> AbstractLinearSolver:
-    """The strategy for a mode name, with LSQR/LSMR tolerances from ``options``."""
+    """The strategy for a mode name, with LSQR/LSMR tolerances from ``options``
+    (``"embedding"``, a chain on another operator, is dispatched before this, by
+    ``dpplayers._solution.make_strategy``; it is named in the error for the user)."""
     if mode == "direct":
         return Direct()
     if mode == "dense":
@@ -560,5 +562,6 @@ def make_linear_solver(mode: str, options: dict[str, Any]) -> AbstractLinearSolv
         return LSQR(**kwargs)
     if mode == "lsmr":
         return LSMR(**kwargs)
-    raise ValueError(f"derivative mode must be one of 'direct', 'lsqr', 'lsmr', 'dense'; got {mode!r}.")
+    raise ValueError("derivative mode must be one of 'direct', 'lsqr', 'lsmr', 'dense', "
+                     f"'embedding'; got {mode!r}.")
 
