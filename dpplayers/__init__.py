@@ -20,11 +20,14 @@ from .errors import SolverError as SolverError
 from .errors import VariableError as VariableError
 from .solution import Solution as Solution
 from .solvers import Status as Status
+from . import sensitivity as sensitivity  # noqa: E402  (after compiler: it builds on it)
+from .sensitivity import influence as influence
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CompiledProblem", "DPPError", "DPPReport", "DerivativeError", "InaccurateSolutionWarning",
     "ParameterError", "Solution",
-    "SolverError", "Status", "VariableError", "Violation", "check_dpp", "compile",
+    "SolverError", "Status", "VariableError", "Violation", "check_dpp", "compile", "influence",
+    "sensitivity",
 ]

@@ -354,6 +354,12 @@ class Solution:
         g = self._pull_to_theta(*self._adjoints(G))  # (p, B·K)
         return g.reshape(-1, nb, K).transpose(2, 1, 0)
 
+    def sensitivity(self, of: Any = None, wrt: Any = None) -> Any:
+        """Labelled Jacobian blocks d(of)/d(wrt): see :func:`dpplayers.sensitivity.sensitivity`."""
+        from .sensitivity import sensitivity
+
+        return sensitivity(self, of=of, wrt=wrt)
+
     def _check_outputs(self, cts: Sequence, what: str) -> list[FloatArray | None]:
         outs = self.program.retrieval.outputs
         if len(cts) != len(outs):
