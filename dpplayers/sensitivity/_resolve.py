@@ -2,9 +2,9 @@
 
 A :class:`~dpplayers.CompiledProblem` keeps its parameters and outputs by position and name
 (``prog.layout.specs``, ``prog.retrieval.outputs``), not the cvxpy objects themselves. A
-named leaf is found by its name; an unnamed one by its place when the program was compiled
-with the default lists (``problem.parameters()``, ``problem.variables()``). Anything else is
-refused by name with the list of what the program does hold.
+named leaf is found by its name; an unnamed one by its shape where that is unambiguous
+(every parameter is compiled; a variable only if every variable was requested). Anything
+else is refused by name with the list of what the program does hold.
 """
 
 from __future__ import annotations
@@ -53,21 +53,16 @@ def parameter_position(prog: Any, param: cp.Parameter | str, what: str = "wrt") 
                              f"is not a parameter of the program (its parameters: "
                              f"{parameter_names(prog)}).")
     name = given_name(param)
-    hits = [i for i, s in enumerate(specs) if s.named and s.name == name]
-    if name is not None and len(hits) == 1:
+    if name is not None:
+        hits = [i for i, s in enumerate(specs) if s.named and s.name == name]
+    else:  # all parameters are compiled: the one unnamed spec of its shape is it
+        hits = [i for i, s in enumerate(specs) if not s.named and s.shape == _shape(param)]
+    if len(hits) == 1:
         return hits[0]
-    if _default_order(own, specs):
-        return next(i for i, p in enumerate(own) if p.id == param.id)
+    why = "its name is not unique" if name else "unnamed, and another unnamed parameter has its shape"
     raise ParameterError(f"{what}: cannot tell which compiled parameter {quoted_name(param)} is "
-                         "(unnamed, and the program was compiled with its own parameter order): "
-                         "give it a unique name, cp.Parameter(..., name='w'), or pass the name.")
-
-
-def _default_order(own: Sequence[Any], specs: Sequence[Any]) -> bool:
-    """Whether the compiled order is ``problem.parameters()``' (the compile default)."""
-    return len(own) == len(specs) and all(
-        _shape(p) == s.shape and (not s.named or given_name(p) == s.name)
-        for p, s in zip(own, specs))
+                         f"({why}): give it a unique name, cp.Parameter(..., name='w'), or pass "
+                         "the name.")
 
 
 def output_position(prog: Any, item: cp.Variable | str) -> int:
@@ -115,14 +110,18 @@ def _dual_hits(outs: Sequence[Any], constraint: Any, var: cp.Variable) -> list[i
 
 
 def _primal_hits(prog: Any, outs: Sequence[Any], var: cp.Variable) -> list[int]:
+    """A named variable by its name; an unnamed one by shape, only where every variable
+    of the problem was requested (else an unrequested one of the same shape could be it)."""
     name = given_name(var)
     if name is not None:
         return [i for i, o in enumerate(outs) if not o.dual and o.name == name]
     own = prog.problem.variables()
-    if any(v.id == var.id for v in own) and len(outs) == len(own) and all(
-            not o.dual and o.shape == _shape(v) for o, v in zip(outs, own)):
-        return [next(i for i, v in enumerate(own) if v.id == var.id)]
-    return []
+    if all(v.id != var.id for v in own) or sum(not o.dual for o in outs) != len(own):
+        return []
+    same = [v for v in own if given_name(v) is None and _shape(v) == _shape(var)]
+    hits = [i for i, o in enumerate(outs)
+            if not o.dual and o.name.startswith("#") and o.shape == _shape(var)]
+    return hits if len(same) == 1 else []
 
 
 def parameter_values(prog: Any, values: Mapping | Sequence | None) -> list[FloatArray]:

@@ -4,8 +4,9 @@ For a random direction d in the parameters (scaled to each parameter's size, kee
 and PSD attributes for small steps) the prediction x(θ + h d) − x(θ) ≈ h Jd (one jvp) is
 compared with tight re-solves at θ ± h d, all steps in one batch. The one-sided error
 falls like h (curvature), the central one like h², until the solver's own error δ takes
-over: δ is estimated from the second difference ‖x(θ+hd) − 2x(θ) + x(θ−hd)‖/2 at the
-smallest step, and ``noise_floor`` is δ/(h‖Jd‖), the relative error re-solves cannot beat.
+over: δ is estimated from the second differences x(θ+hd) − 2x(θ) + x(θ−hd) at the two
+smallest steps with their h² curvature cancelled, and ``noise_floor`` is δ/(h‖Jd‖), the
+relative error re-solves cannot beat at step h.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ._resolve import parameter_position, parameter_values
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_STEPS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
-DEFAULT_SOLVER_ARGS = {"eps": 1e-10}
+#: Tight tolerances and Newton polishing: the noise floor is the solver's error over h.
+DEFAULT_SOLVER_ARGS = {"eps": 1e-10, "refine": 2}
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,9 @@ class Validation:
     predicted: FloatArray  # h Jd, (S, K)
     actual: FloatArray  # x(θ + h d) − x(θ), (S, K)
     central: FloatArray  # (x(θ + h d) − x(θ − h d)) / 2, (S, K)
-    relative_error: FloatArray  # ‖actual − predicted‖ / ‖predicted‖, (S,)
-    central_error: FloatArray  # ‖central − predicted‖ / ‖predicted‖, (S,)
+    absolute_error: FloatArray  # ‖actual − predicted‖, (S,)
+    relative_error: FloatArray  # ‖actual − predicted‖ / max(‖predicted‖, ‖actual‖), (S,)
+    central_error: FloatArray  # ‖central − predicted‖ / max(‖predicted‖, ‖central‖), (S,)
     correlation: FloatArray  # of predicted and actual entries, (S,)
     noise_floor: FloatArray  # δ / (h ‖Jd‖), (S,)
     active_set_changed: npt.NDArray[np.bool_]  # at θ + h d or θ − h d, (S,)
@@ -55,7 +58,7 @@ class Validation:
         return pd.DataFrame({
             "step": self.steps, "predicted_norm": np.linalg.norm(self.predicted, axis=1),
             "actual_norm": np.linalg.norm(self.actual, axis=1),
-            "relative_error": self.relative_error, "central_error": self.central_error,
+            "absolute_error": self.absolute_error, "relative_error": self.relative_error, "central_error": self.central_error,
             "correlation": self.correlation, "noise_floor": self.noise_floor,
             "active_set_changed": self.active_set_changed})
 
@@ -80,7 +83,7 @@ def validate(model: Any, values: Mapping | Sequence | None = None, *, of: Any = 
         of: outputs to compare (default all); wrt: parameters to perturb (default all).
         steps: relative step sizes h (each parameter's direction has its value's norm).
         seed: for the random direction.
-        solver_args: for every solve (default tight, ``{"eps": 1e-10}``).
+        solver_args: for every solve (default ``{"eps": 1e-10, "refine": 2}``).
     """
     prog = model if isinstance(model, compiler.CompiledProblem) else compiler.compile(
         model, solver=solver) if isinstance(model, cp.Problem) else _refuse(model)
@@ -132,13 +135,31 @@ def _compare(h: FloatArray, t: FloatArray, x0: FloatArray, plus: FloatArray,
              minus: FloatArray, flags: npt.NDArray[np.bool_]) -> Validation:
     predicted = h[:, None] * t[None, :]
     actual, central = plus - x0, (plus - minus) / 2
-    scale = np.maximum(np.linalg.norm(predicted, axis=1), np.finfo(float).tiny)
-    rel = np.linalg.norm(actual - predicted, axis=1) / scale
-    cen = np.linalg.norm(central - predicted, axis=1) / scale
+    norm_p = np.linalg.norm(predicted, axis=1)
+    err = np.linalg.norm(actual - predicted, axis=1)
+    rel = err / _scale(norm_p, np.linalg.norm(actual, axis=1))
+    cen = np.linalg.norm(central - predicted, axis=1) / _scale(norm_p,
+                                                               np.linalg.norm(central, axis=1))
     corr = np.array([_correlation(p, a) for p, a in zip(predicted, actual)])
-    smallest = int(np.argmin(h))
-    delta = np.linalg.norm(plus[smallest] - 2 * x0 + minus[smallest]) / 2
-    return Validation(h, t, predicted, actual, central, rel, cen, corr, delta / scale, flags)
+    delta = _noise(h, plus - 2 * x0 + minus)
+    return Validation(h, t, predicted, actual, central, err, rel, cen, corr,
+                      delta / _scale(norm_p, norm_p), flags)
+
+
+def _noise(h: FloatArray, second: FloatArray) -> float:
+    """The re-solves' error δ from second differences D(h) = x(θ+hd) − 2x(θ) + x(θ−hd)
+    = c h² + noise: at the two smallest steps h₁ < h₂ the curvature cancels in
+    (D(h₁) h₂² − D(h₂) h₁²) / (h₂² − h₁²); with one step, D(h)/2 bounds it."""
+    order = np.argsort(h)
+    if h.size < 2:
+        return float(np.linalg.norm(second[order[0]]) / 2)
+    (h1, h2), (d1, d2) = h[order[:2]], second[order[:2]]
+    return float(np.linalg.norm((d1 * h2**2 - d2 * h1**2) / (h2**2 - h1**2)) / 2)
+
+
+def _scale(a: FloatArray, b: FloatArray) -> FloatArray:
+    """The larger of two norms (a change that is zero on both sides has error 0 / tiny)."""
+    return np.maximum(np.maximum(a, b), np.finfo(float).tiny)
 
 
 def _correlation(a: FloatArray, b: FloatArray) -> float:
