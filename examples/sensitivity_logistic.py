@@ -56,7 +56,7 @@ problem = cp.Problem(cp.Minimize(w @ cp.logistic(-u) + lam / 2 * cp.sum_squares(
 prog = dpplayers.compile(problem, parameters=[w, X], variables=[beta, b], solver="SCS")
 values = {w: np.ones(N), X: X_data}
 inf = dpplayers.influence(prog, weights=w, coefficients=[beta, b], values=values, exact=True)
-print("fit:", dict(zip(inf.labels, inf.coefficients.round(4))))
+print("fit:", {k: round(float(v), 4) for k, v in zip(inf.labels, inf.coefficients)})
 inf.summary().sort_values("cooks_d", ascending=False).head()
 
 # %% [markdown]
@@ -82,8 +82,9 @@ margins = cp.multiply(y_data[keep], X_data[keep] @ beta_ref + b_ref)
 cp.Problem(cp.Minimize(cp.sum(cp.logistic(-margins)) + lam / 2 * cp.sum_squares(beta_ref))
            ).solve(solver="CLARABEL")
 refit = inf.coefficients + inf.exact_change[top]
-print("refit without point", top, refit.round(5), "CVXPY:", np.r_[beta_ref.value, b_ref.value].round(5))
-assert np.allclose(refit, np.r_[beta_ref.value, b_ref.value], atol=1e-5)
+reference = np.r_[beta_ref.value, b_ref.value]
+print("refit without point", top, refit.round(5), "CVXPY:", reference.round(5))
+assert np.allclose(refit, reference, atol=1e-5)
 
 # %% [markdown]
 # **Data sensitivity.** `data_sensitivity` gives ∂(β, b)/∂xᵢ for every point. The boundary
@@ -105,8 +106,10 @@ i, h = top, 1e-5
 moved = [X_data.copy(), X_data.copy()]
 moved[0][i, 0] += h
 moved[1][i, 0] -= h
-fd = [np.r_[s.values[0], s.values[1]] for s in (prog.solve(np.ones(N), m, solver_args={"eps": 1e-10})
-                                                for m in moved)]
+fd = []
+for m in moved:
+    s = prog.solve(np.ones(N), m, solver_args={"eps": 1e-10})
+    fd.append(np.r_[s.values[0], s.values[1]])
 assert np.allclose((fd[0] - fd[1]) / (2 * h), arrows_theta[i, 0], atol=1e-4)
 
 # %%
@@ -115,7 +118,8 @@ def boundary(ax, theta, offset, **style):
     ax.plot(xs, -(theta[0] * xs + offset) / theta[1], **style)
 
 
-size = 20 + 400 * np.linalg.norm(inf.derivative, axis=1) / np.linalg.norm(inf.derivative, axis=1).max()
+strength = np.linalg.norm(inf.derivative, axis=1)
+size = 20 + 400 * strength / strength.max()
 fig, ax = plt.subplots(figsize=(6.5, 5.5))
 ax.scatter(*X_data.T, s=size, c=np.where(y_data > 0, "tab:orange", "tab:blue"), alpha=0.6,
            edgecolors="k", linewidths=0.5)

@@ -7,8 +7,6 @@ Every program is compiled with parameter values unset and checked at two paramet
 
 from __future__ import annotations
 
-import warnings
-
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ pd = pytest.importorskip("pandas")
 sm = pytest.importorskip("statsmodels.api")
 linear_model = pytest.importorskip("sklearn.linear_model")
 svm = pytest.importorskip("sklearn.svm")
-from statsmodels.stats.outliers_influence import OLSInfluence  # noqa: E402
+from statsmodels.stats.outliers_influence import OLSInfluence
 
 SEEDS = (0, 1)
 
@@ -242,7 +240,7 @@ def test_labelled_blocks_match_cvxpy_central_differences(seed):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_reverse_forward_and_jacobian_routes_agree(seed, monkeypatch):
-    problem, params, x, con = _qp()
+    problem, params, x, _con = _qp()
     prog = dpplayers.compile(problem, parameters=list(params), variables=[x])
     values = _qp_values(seed)
     sol = prog.solve(*[np.stack([v, v * 1.1]) for v in values], solver_args={"eps": 1e-10})
@@ -264,7 +262,7 @@ def test_reverse_forward_and_jacobian_routes_agree(seed, monkeypatch):
 
 
 def test_frame_top_and_plots():
-    problem, params, x, con = _qp()
+    problem, params, x, _con = _qp()
     prog = dpplayers.compile(problem, parameters=list(params), variables=[x])
     sens = prog.solve(*_qp_values(0)).sensitivity(of=x, wrt=["q", "h"])
     frame = sens.to_frame()
@@ -291,7 +289,7 @@ def test_missing_plotting_extra_is_named(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(_optional.importlib, "import_module", refuse)
-    problem, params, x, con = _qp()
+    problem, params, _x, _con = _qp()
     sens = dpplayers.compile(problem, parameters=list(params)).solve(*_qp_values(0)).sensitivity()
     with pytest.raises(ImportError, match=r"dpplayers\[sensitivity\]"):
         sens.tornado()
@@ -305,7 +303,7 @@ def _logistic_ridge_oracle(Z, iterations=50):
     the implicit function theorem on the gradient g = −Σ σ(−mᵢ) zᵢ + 2β (mᵢ = zᵢβ):
     H dβ = −∂g/∂Z[i, k], H = Σ σ'(mᵢ) zᵢzᵢᵀ + 2I, ∂g/∂Z[i, k] = −σ(−mᵢ) eₖ + σ'(mᵢ) βₖ zᵢ."""
     n, d = Z.shape
-    sigma = lambda t: 1 / (1 + np.exp(-t))  # noqa: E731
+    sigma = lambda t: 1 / (1 + np.exp(-t))
     beta = np.zeros(d)
     for _ in range(iterations):
         m = Z @ beta
@@ -355,7 +353,7 @@ def _lp():
 
 
 def _qp_case():
-    problem, (q, G, h), x, con = _qp()
+    problem, (q, G, h), _x, _con = _qp()
     return problem, lambda rng: dict(zip((q, G, h), _qp_values(int(rng.integers(100)))))
 
 
@@ -446,7 +444,7 @@ def test_lasso_path_matches_sklearn_with_tangents_and_knots(seed):
 
 
 def test_wrt_not_a_parameter_of_the_program():
-    problem, params, x, con = _qp()
+    problem, params, x, _con = _qp()
     sol = dpplayers.compile(problem, parameters=list(params), variables=[x]).solve(*_qp_values(0))
     stranger = cp.Parameter(2, name="stranger")
     with pytest.raises(ParameterError, match="'stranger'.*not a parameter of the program.*q, G, h"):
@@ -483,7 +481,7 @@ def test_weights_that_do_not_enter_the_problem():
 
 
 def test_missing_values_are_named():
-    problem, w, y, X, beta = _ols(4, 2)
+    problem, w, _y, X, beta = _ols(4, 2)
     with pytest.raises(ParameterError, match="no value for parameter.*y"):
         influence(problem, weights=w, coefficients=[beta], values={w: np.ones(4),
                                                                    X: np.ones((4, 2))})

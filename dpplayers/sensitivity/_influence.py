@@ -122,7 +122,8 @@ def influence(model: Any, weights: cp.Parameter | str, coefficients: Sequence[An
         model: a ``cp.Problem`` (compiled here with ``solver``, returning ``coefficients``)
             or a :class:`~dpplayers.CompiledProblem` that returns them.
         weights: the per-sample weight parameter (shape (N,)).
-        coefficients: the fitted variables (cvxpy Variables or output names).
+        coefficients: the fitted variables (cvxpy Variables; output names too with a
+            CompiledProblem).
         values: parameter values (sequence in the program's order, a mapping keyed by
             Parameter or name), default each parameter's ``.value``.
         exact: also refit without each point (one batched solve of N problems).
@@ -155,24 +156,31 @@ def influence(model: Any, weights: cp.Parameter | str, coefficients: Sequence[An
     D = _stack_rows(sens, 0, n_points)  # (N, p)
     w = vals[w_at]
     predicted = -D * w[:, None]
-    exact_change = flags = loo = None
-    if exact:
-        loo, exact_change = _refits(prog, sol, vals, w_at, coefs, theta, args, 0.0)
-        if flag:
-            flags = changed(sol, _refits(prog, sol, vals, w_at, coefs, theta, args,
-                                         FLAG_WEIGHT)[0])
+    loo, exact_change, flags = (_exact(prog, sol, vals, w_at, coefs, theta, args, flag)
+                                if exact else (None, None, None))
+    change = exact_change if exact_change is not None else predicted
     X = _value(prog, features, vals)
-    lev = cooks = None
+    lev = None
     if X is not None and y_at is not None:
         lev = _leverage(X, _stack_rows(sens, 1, n_points), sens, intercept, prog, coefs)
     if X is not None and response is not None:
-        delta = exact_change if exact_change is not None else predicted
-        cooks = _cooks(X, _value(prog, response, vals), delta, theta, sens, intercept, prog, coefs)
+        cooks = _cooks(X, _value(prog, response, vals), change, theta, sens, intercept, prog,
+                       coefs)
     else:
-        cooks = _jackknife_distance(exact_change if exact_change is not None else predicted)
+        cooks = _jackknife_distance(change)
     labels = tuple(label(sens.outputs[a], i) for a in range(len(coefs))
                    for i in np.ndindex(sens.output_shapes[a]))
     return Influence(labels, theta, w, D, predicted, exact_change, flags, lev, cooks, sol, loo)
+
+
+def _exact(prog: Any, sol: Any, vals: list[FloatArray], w_at: int, coefs: list[int],
+           theta: FloatArray, args: dict, flag: bool) -> tuple[Any, FloatArray, Any]:
+    """The batched refits, their changes, and (``flag``) the active-set flags."""
+    loo, change = _refits(prog, sol, vals, w_at, coefs, theta, args, 0.0)
+    if not flag:
+        return loo, change, None
+    near, _ = _refits(prog, sol, vals, w_at, coefs, theta, args, FLAG_WEIGHT)
+    return loo, change, changed(sol, near)
 
 
 def _as_list(items: Any) -> list[Any]:

@@ -140,9 +140,9 @@ def sensitivity(sol: Any, of: Any = None, wrt: Any = None) -> Sensitivity:
             objective depends on and apply the chain rule).
     """
     prog = sol.program
-    outs = [_output(prog, o) for o in _listed(of, len(prog.retrieval.outputs))]
+    outs = [output_index(prog, o) for o in as_list(of, len(prog.retrieval.outputs))]
     params = [p if isinstance(p, int) else parameter_position(prog, p)
-              for p in _listed(wrt, len(prog.layout.specs))]
+              for p in as_list(wrt, len(prog.layout.specs))]
     blocks, method = _blocks(sol, outs, params)
     ospecs, pspecs = prog.retrieval.outputs, prog.layout.specs
     return Sensitivity(
@@ -153,13 +153,15 @@ def sensitivity(sol: Any, of: Any = None, wrt: Any = None) -> Sensitivity:
         blocks=blocks, batch=sol.batch, method=method)
 
 
-def _listed(items: Any, count: int) -> list[Any]:
+def as_list(items: Any, count: int) -> list[Any]:
+    """One item or a list of them as a list; None: every position 0 … count − 1."""
     if items is None:
         return list(range(count))
     return list(items) if isinstance(items, (list, tuple)) else [items]
 
 
-def _output(prog: Any, item: Any) -> int:
+def output_index(prog: Any, item: Any) -> int:
+    """An output's position: an int as is, else resolved (the objective is refused)."""
     if isinstance(item, int):
         return item
     if isinstance(item, str) and item in OBJECTIVE_NAMES and all(

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from .. import compiler
 from ._active import regimes
-from ._labelled import _listed, _output, label
+from ._labelled import as_list, label, output_index
 from ._optional import require
 from ._resolve import parameter_position, parameter_values
 
@@ -106,7 +106,7 @@ def path(model: Any, parameter: cp.Parameter | str, grid: Sequence[float],
     tangents: list[Any] = [None] * len(vals)
     tangents[at] = np.ones(spec.shape)
     dx = sol.jvp(*tangents)
-    outs = [_output(prog, o) for o in _listed(of, len(prog.retrieval.outputs))]
+    outs = [output_index(prog, o) for o in as_list(of, len(prog.retrieval.outputs))]
     codes = regimes(sol)
     return Path(spec.name, lam, tuple(prog.retrieval.outputs[i].name for i in outs),
                 tuple(prog.retrieval.outputs[i].shape for i in outs),

@@ -59,7 +59,8 @@ def parameter_position(prog: Any, param: cp.Parameter | str, what: str = "wrt") 
         hits = [i for i, s in enumerate(specs) if not s.named and s.shape == _shape(param)]
     if len(hits) == 1:
         return hits[0]
-    why = "its name is not unique" if name else "unnamed, and another unnamed parameter has its shape"
+    why = ("its name is not unique" if name
+           else "unnamed, and another unnamed parameter has its shape")
     raise ParameterError(f"{what}: cannot tell which compiled parameter {quoted_name(param)} is "
                          f"({why}): give it a unique name, cp.Parameter(..., name='w'), or pass "
                          "the name.")

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from .. import compiler
 from ._active import changed
-from ._labelled import _listed, _output
+from ._labelled import as_list, output_index
 from ._optional import require
 from ._resolve import parameter_position, parameter_values
 
@@ -58,7 +58,8 @@ class Validation:
         return pd.DataFrame({
             "step": self.steps, "predicted_norm": np.linalg.norm(self.predicted, axis=1),
             "actual_norm": np.linalg.norm(self.actual, axis=1),
-            "absolute_error": self.absolute_error, "relative_error": self.relative_error, "central_error": self.central_error,
+            "absolute_error": self.absolute_error, "relative_error": self.relative_error,
+            "central_error": self.central_error,
             "correlation": self.correlation, "noise_floor": self.noise_floor,
             "active_set_changed": self.active_set_changed})
 
@@ -88,9 +89,9 @@ def validate(model: Any, values: Mapping | Sequence | None = None, *, of: Any = 
     prog = model if isinstance(model, compiler.CompiledProblem) else compiler.compile(
         model, solver=solver) if isinstance(model, cp.Problem) else _refuse(model)
     vals = parameter_values(prog, values)
-    outs = [_output(prog, o) for o in _listed(of, len(prog.retrieval.outputs))]
+    outs = [output_index(prog, o) for o in as_list(of, len(prog.retrieval.outputs))]
     params = [p if isinstance(p, int) else parameter_position(prog, p)
-              for p in _listed(wrt, len(prog.layout.specs))]
+              for p in as_list(wrt, len(prog.layout.specs))]
     args = dict(DEFAULT_SOLVER_ARGS if solver_args is None else solver_args)
     rng = np.random.default_rng(seed)
     directions = {j: _direction(prog.layout.specs[j], vals[j], rng) for j in params}
