@@ -65,7 +65,7 @@ assert np.array_equal(lasso_result.changes, (support[1:] != support[:-1]).any(ax
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 4.5))
-lasso_result.plot(ax=ax, tangent_length=0.004)
+lasso_result.plot(ax=ax, tangents=True)
 ax.set_xscale("log")
 ax.set_title("lasso path: coefficients, exact tangents (short segments), knots (dotted)")
 

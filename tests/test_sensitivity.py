@@ -503,3 +503,25 @@ def test_unnamed_leaves_resolve_by_shape_or_are_refused():
     sol = dpplayers.compile(twin, parameters=[c, a]).solve(np.zeros(2), np.ones(2))
     with pytest.raises(ParameterError, match="cannot tell which compiled parameter"):
         sol.sensitivity(of=x, wrt=[a])
+
+
+def test_influence_validation_and_path_plots():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    n = 8
+    problem, w, y, X, beta = _ols(n, 2)
+    rng = np.random.default_rng(5)
+    values = {w: np.ones(n), y: rng.normal(size=n), X: rng.normal(size=(n, 2))}
+    inf = influence(problem, weights=w, coefficients=[beta], values=values, exact=True)
+    assert len(inf.plot().collections) >= 1
+    with pytest.raises(ValueError, match="exact=True"):
+        influence(problem, weights=w, coefficients=[beta], values=values).plot()
+    prog = dpplayers.compile(problem, parameters=[w, y, X], variables=[beta])
+    assert validate(prog, values, wrt=[y]).plot().get_xlabel() == "first-order prediction"
+    lam = cp.Parameter(nonneg=True, name="lam")
+    x = cp.Variable(2, name="x")
+    box = cp.Problem(cp.Minimize(cp.sum_squares(x - np.array([1.0, -2.0])) + lam * cp.norm1(x)))
+    result = path(box, lam, np.linspace(0.5, 5.0, 6))
+    np.testing.assert_allclose(result.values[0][:, 0], np.maximum(1 - result.grid / 2, 0),
+                               atol=1e-7)  # soft thresholding
+    assert len(result.plot(tangents=True).lines) > 2

@@ -61,19 +61,21 @@ class Path:
                                  float(self.tangents[i][k][e])))
         return pd.DataFrame(rows, columns=[self.parameter, "output", "value", "tangent"])
 
-    def plot(self, output: int = 0, ax: Any = None, tangent_length: float = 0.0) -> Any:
+    def plot(self, output: int = 0, ax: Any = None, tangents: bool = False) -> Any:
         """Each entry of one output along the grid; dotted lines at active-set changes and,
-        with ``tangent_length`` > 0, short tangent segments at every grid point."""
+        with ``tangents``, the tangent at every grid point as a short segment (±40% of the
+        local grid spacing, so it reads on linear and log axes alike)."""
         plt = require("matplotlib.pyplot")
         ax = ax if ax is not None else plt.subplots()[1]
         vals = self.values[output].reshape(len(self.grid), -1)
         tans = self.tangents[output].reshape(len(self.grid), -1)
         ax.plot(self.grid, vals)
-        if tangent_length > 0:
-            step = tangent_length * (self.grid.max() - self.grid.min())
+        if tangents and len(self.grid) > 1:
+            gaps = np.abs(np.diff(self.grid))
+            half = 0.4 * np.minimum(np.r_[gaps[0], gaps], np.r_[gaps, gaps[-1]])
             for k, g in enumerate(self.grid):
-                xs = np.array([g - step, g + step])
-                ax.plot(xs, vals[k][None, :] + np.outer(xs - g, tans[k]), "k-", linewidth=0.5)
+                xs = np.array([g - half[k], g + half[k]])
+                ax.plot(xs, vals[k][None, :] + np.outer(xs - g, tans[k]), "k-", linewidth=0.6)
         for lo, hi in self.breakpoints:
             ax.axvline((lo + hi) / 2, color="grey", linestyle=":", linewidth=0.8)
         ax.set_xlabel(self.parameter)
