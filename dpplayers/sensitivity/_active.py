@@ -11,7 +11,7 @@ dual, power); zero-cone rows (equalities) have no regime.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -21,10 +21,14 @@ import numpy.typing as npt
 ACTIVE_TOL = 1e-6
 INACTIVE, ACTIVE, WEAK = 0, 1, 2
 
+
+if TYPE_CHECKING:
+    from ..solution import Solution
+
 IntArray = npt.NDArray[np.int8]
 
 
-def regimes(sol: Any) -> IntArray:
+def regimes(sol: Solution) -> IntArray:
     """Per element, the regime of every non-negative row and cone block: (B, r) codes."""
     cones = sol.program.cones
     y, s = np.asarray(sol.y), np.asarray(sol.s)  # (m, B)
@@ -59,12 +63,12 @@ def _codes(y_zero: npt.NDArray[np.bool_], s_zero: npt.NDArray[np.bool_]) -> IntA
     return out
 
 
-def changed(base: Any, others: Any) -> npt.NDArray[np.bool_]:
+def changed(base: Solution, others: Solution) -> npt.NDArray[np.bool_]:
     """Per element of ``others``: whether any regime differs from ``base``'s (element 0)."""
     r0 = regimes(base)[0]
     return (regimes(others) != r0[None, :]).any(axis=1)
 
 
-def weak(sol: Any) -> npt.NDArray[np.bool_]:
+def weak(sol: Solution) -> npt.NDArray[np.bool_]:
     """Per element: whether some row is weakly active (y and s both zero)."""
     return (regimes(sol) == WEAK).any(axis=1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cvxpy as cp
 import numpy as np
@@ -12,10 +12,13 @@ import numpy.typing as npt
 from ..errors import ParameterError
 from ._labelled import sensitivity
 
+if TYPE_CHECKING:
+    from ..solution import Solution
+
 FloatArray = npt.NDArray[np.float64]
 
 
-def data_sensitivity(sol: Any, features: cp.Parameter | str,
+def data_sensitivity(sol: Solution, features: cp.Parameter | str,
                      coefficients: Sequence[Any] | Any) -> FloatArray:
     """∂θ*/∂xᵢ for every training point: shape (N, d, p), entry [i, k, j] = ∂θⱼ/∂X[i, k].
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cvxpy as cp
 import numpy as np
@@ -28,9 +28,13 @@ import numpy.typing as npt
 from .. import compiler
 from ..errors import ParameterError, quoted_name
 from ._active import changed
-from ._labelled import label, sensitivity
+from ._labelled import Sensitivity, label, sensitivity
 from ._optional import require
 from ._resolve import output_position, parameter_position, parameter_values
+
+if TYPE_CHECKING:
+    from ..compiler import CompiledProblem
+    from ..solution import Solution
 
 FloatArray = npt.NDArray[np.float64]
 #: Default solver for a problem compiled here. A zero weight leaves the removed point's
@@ -112,7 +116,7 @@ class Influence:
         return predicted_vs_actual(self.predicted_change, self.exact_change, flags, ax=ax)
 
 
-def influence(model: Any, weights: cp.Parameter | str, coefficients: Sequence[Any] | Any,
+def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, coefficients: Sequence[Any] | Any,
               values: Mapping | Sequence | None = None, *, exact: bool = False, flag: bool = True,
               features: Any = None, response: Any = None, intercept: Any = None,
               solver: str = DEFAULT_SOLVER, solver_args: dict | None = None) -> Influence:
@@ -173,7 +177,7 @@ def influence(model: Any, weights: cp.Parameter | str, coefficients: Sequence[An
     return Influence(labels, theta, w, D, predicted, exact_change, flags, lev, cooks, sol, loo)
 
 
-def _exact(prog: Any, sol: Any, vals: list[FloatArray], w_at: int, coefs: list[int],
+def _exact(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: int, coefs: list[int],
            theta: FloatArray, args: dict, flag: bool) -> tuple[Any, FloatArray, Any]:
     """The batched refits, their changes, and (``flag``) the active-set flags."""
     loo, change = _refits(prog, sol, vals, w_at, coefs, theta, args, 0.0)
@@ -197,7 +201,7 @@ def _compiled(model: Any, coefficients: Any, solver: str) -> Any:
     return model
 
 
-def _weights_position(prog: Any, weights: Any) -> int:
+def _weights_position(prog: CompiledProblem, weights: Any) -> int:
     if isinstance(weights, cp.Parameter) and all(
             p.id != weights.id for p in prog.problem.parameters()):
         raise ParameterError(f"weights: parameter {quoted_name(weights)} (shape "
@@ -210,12 +214,12 @@ def _weights_position(prog: Any, weights: Any) -> int:
     return at
 
 
-def _stack_rows(sens: Any, b: int, n_points: int) -> FloatArray:
+def _stack_rows(sens: Sensitivity, b: int, n_points: int) -> FloatArray:
     """d θ / d (vector parameter b) as (N, p): one row per sample."""
     return np.concatenate([blk[b].reshape(-1, n_points).T for blk in sens.blocks], axis=1)
 
 
-def _refits(prog: Any, sol: Any, vals: list[FloatArray], w_at: int, coefs: list[int],
+def _refits(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: int, coefs: list[int],
             theta: FloatArray, args: dict, keep: float) -> tuple[Any, FloatArray]:
     """All N leave-one-out fits as one batch: weight i scaled by ``keep`` (0: removed) in
     element i, warm-started from the full fit."""
@@ -229,7 +233,7 @@ def _refits(prog: Any, sol: Any, vals: list[FloatArray], w_at: int, coefs: list[
     return loo, fitted - theta[None, :]
 
 
-def _value(prog: Any, item: Any, vals: list[FloatArray]) -> FloatArray | None:
+def _value(prog: CompiledProblem, item: Any, vals: list[FloatArray]) -> FloatArray | None:
     if item is None:
         return None
     if isinstance(item, (cp.Parameter, str)):
@@ -237,7 +241,7 @@ def _value(prog: Any, item: Any, vals: list[FloatArray]) -> FloatArray | None:
     return np.asarray(item, dtype=np.float64)
 
 
-def _prediction_rows(X: FloatArray, sens: Any, intercept: Any, prog: Any,
+def _prediction_rows(X: FloatArray, sens: Sensitivity, intercept: Any, prog: CompiledProblem,
                      coefs: list[int]) -> tuple[int, int | None]:
     """Where θ₀ (X's coefficients) and the intercept sit in the flattened θ."""
     if int(np.prod(sens.output_shapes[0])) != X.shape[1]:
@@ -249,7 +253,7 @@ def _prediction_rows(X: FloatArray, sens: Any, intercept: Any, prog: Any,
     return X.shape[1], sum(int(np.prod(s)) for s in sens.output_shapes[:at])
 
 
-def _leverage(X: FloatArray, dtheta_dy: FloatArray, sens: Any, intercept: Any, prog: Any,
+def _leverage(X: FloatArray, dtheta_dy: FloatArray, sens: Sensitivity, intercept: Any, prog: CompiledProblem,
               coefs: list[int]) -> FloatArray:
     """hᵢ = ∂ŷᵢ/∂yᵢ = xᵢᵀ ∂θ₀/∂yᵢ (+ ∂b/∂yᵢ)."""
     d, b = _prediction_rows(X, sens, intercept, prog, coefs)
@@ -257,8 +261,8 @@ def _leverage(X: FloatArray, dtheta_dy: FloatArray, sens: Any, intercept: Any, p
     return h + dtheta_dy[:, b] if b is not None else h
 
 
-def _cooks(X: FloatArray, y: FloatArray, delta: FloatArray, theta: FloatArray, sens: Any,
-           intercept: Any, prog: Any, coefs: list[int]) -> FloatArray:
+def _cooks(X: FloatArray, y: FloatArray, delta: FloatArray, theta: FloatArray, sens: Sensitivity,
+           intercept: Any, prog: CompiledProblem, coefs: list[int]) -> FloatArray:
     """‖X Δθ₀ (+ Δb)‖² / (p s²), s² the residual variance of the full fit."""
     d, b = _prediction_rows(X, sens, intercept, prog, coefs)
     shift = delta[:, :d] @ X.T + (delta[:, b][:, None] if b is not None else 0.0)  # (N, N)

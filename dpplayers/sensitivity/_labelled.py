@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,10 @@ import numpy.typing as npt
 from ..errors import DerivativeError
 from ._optional import require
 from ._resolve import output_position, parameter_position
+
+if TYPE_CHECKING:
+    from ..compiler import CompiledProblem
+    from ..solution import Solution
 
 FloatArray = npt.NDArray[np.float64]
 #: Use ``Solution.jacobian()`` (one multi-column solve for every output and parameter) when
@@ -118,7 +122,7 @@ def label(name: str, index: tuple) -> str:
     return name if not index else f"{name}[{', '.join(str(i) for i in index)}]"
 
 
-def sensitivity(sol: Any, of: Any = None, wrt: Any = None) -> Sensitivity:
+def sensitivity(sol: Solution, of: Any = None, wrt: Any = None) -> Sensitivity:
     """Labelled blocks d(of)/d(wrt) of a solved program.
 
     Args:
@@ -160,7 +164,7 @@ def as_list(items: Any, count: int) -> list[Any]:
     return list(items) if isinstance(items, (list, tuple)) else [items]
 
 
-def output_index(prog: Any, item: Any) -> int:
+def output_index(prog: CompiledProblem, item: Any) -> int:
     """An output's position: an int as is, else resolved (the objective is refused)."""
     if isinstance(item, int):
         return item
@@ -173,7 +177,7 @@ def output_index(prog: Any, item: Any) -> int:
     return output_position(prog, item)
 
 
-def _blocks(sol: Any, outs: Sequence[int], params: Sequence[int]
+def _blocks(sol: Solution, outs: Sequence[int], params: Sequence[int]
             ) -> tuple[tuple[tuple[FloatArray, ...], ...], str]:
     """blocks[a][b] = d outs[a] / d params[b], computed by the cheapest route."""
     prog = sol.program
@@ -188,11 +192,11 @@ def _blocks(sol: Any, outs: Sequence[int], params: Sequence[int]
     return _forward(sol, outs, params), "forward"
 
 
-def _lead(sol: Any) -> tuple[int, ...]:
+def _lead(sol: Solution) -> tuple[int, ...]:
     return () if sol.batch is None else (sol.batch,)
 
 
-def _reverse(sol: Any, outs: Sequence[int], params: Sequence[int]
+def _reverse(sol: Solution, outs: Sequence[int], params: Sequence[int]
              ) -> tuple[tuple[FloatArray, ...], ...]:
     """One vjp per output entry (a unit cotangent on every batch element at once)."""
     prog, lead = sol.program, _lead(sol)
@@ -216,7 +220,7 @@ def _reverse(sol: Any, outs: Sequence[int], params: Sequence[int]
     return tuple(result)
 
 
-def _forward(sol: Any, outs: Sequence[int], params: Sequence[int]
+def _forward(sol: Solution, outs: Sequence[int], params: Sequence[int]
              ) -> tuple[tuple[FloatArray, ...], ...]:
     """One jvp per parameter entry (an unbatched tangent broadcasts to every element)."""
     prog, lead = sol.program, _lead(sol)

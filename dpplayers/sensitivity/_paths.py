@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cvxpy as cp
 import numpy as np
@@ -22,6 +22,9 @@ from ._active import regimes
 from ._labelled import as_list, label, output_index
 from ._optional import require
 from ._resolve import parameter_position, parameter_values
+
+if TYPE_CHECKING:
+    from ..compiler import CompiledProblem
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -83,7 +86,7 @@ class Path:
         return ax
 
 
-def path(model: Any, parameter: cp.Parameter | str, grid: Sequence[float],
+def path(model: cp.Problem | CompiledProblem, parameter: cp.Parameter | str, grid: Sequence[float],
          values: Mapping | Sequence | None = None, *, of: Any = None, solver: str = "CLARABEL",
          solver_args: dict | None = None) -> Path:
     """Solve along ``grid`` for ``parameter`` (one batch) with exact tangents.
@@ -116,7 +119,7 @@ def path(model: Any, parameter: cp.Parameter | str, grid: Sequence[float],
                 (codes[1:] != codes[:-1]).any(axis=1), sol)
 
 
-def _values_except(prog: Any, values: Any, at: int) -> list[Any]:
+def _values_except(prog: CompiledProblem, values: Any, at: int) -> list[Any]:
     """Values for every parameter; the swept one may be missing (it is set per point)."""
     if isinstance(values, Mapping) or values is None:
         given = dict(values or {})
@@ -131,5 +134,5 @@ def _values_except(prog: Any, values: Any, at: int) -> list[Any]:
     return list(parameter_values(prog, values))
 
 
-def _is(prog: Any, key: Any, at: int) -> bool:
+def _is(prog: CompiledProblem, key: Any, at: int) -> bool:
     return parameter_position(prog, key, "values") == at

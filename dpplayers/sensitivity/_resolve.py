@@ -10,13 +10,16 @@ else is refused by name with the list of what the program does hold.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import ParameterError, VariableError, given_name, quoted_name
+
+if TYPE_CHECKING:
+    from ..compiler import CompiledProblem
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -25,12 +28,12 @@ def _shape(leaf: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in leaf.shape)
 
 
-def parameter_names(prog: Any) -> str:
+def parameter_names(prog: CompiledProblem) -> str:
     """The program's parameters as messages list them."""
     return ", ".join(prog.layout.names)
 
 
-def parameter_position(prog: Any, param: cp.Parameter | str, what: str = "wrt") -> int:
+def parameter_position(prog: CompiledProblem, param: cp.Parameter | str, what: str = "wrt") -> int:
     """The position of ``param`` (a cvxpy Parameter or a parameter's name) in ``prog``.
 
     Raises:
@@ -66,7 +69,7 @@ def parameter_position(prog: Any, param: cp.Parameter | str, what: str = "wrt") 
                          "the name.")
 
 
-def output_position(prog: Any, item: cp.Variable | str) -> int:
+def output_position(prog: CompiledProblem, item: cp.Variable | str) -> int:
     """The position of a requested variable or dual variable (or its name) among ``prog``'s
     outputs.
 
@@ -110,7 +113,7 @@ def _dual_hits(outs: Sequence[Any], constraint: Any, var: cp.Variable) -> list[i
             if o.dual and text in o.name and o.shape == _shape(var)]
 
 
-def _primal_hits(prog: Any, outs: Sequence[Any], var: cp.Variable) -> list[int]:
+def _primal_hits(prog: CompiledProblem, outs: Sequence[Any], var: cp.Variable) -> list[int]:
     """A named variable by its name; an unnamed one by shape, only where every variable
     of the problem was requested (else an unrequested one of the same shape could be it)."""
     name = given_name(var)
@@ -125,7 +128,7 @@ def _primal_hits(prog: Any, outs: Sequence[Any], var: cp.Variable) -> list[int]:
     return hits if len(same) == 1 else []
 
 
-def parameter_values(prog: Any, values: Mapping | Sequence | None) -> list[FloatArray]:
+def parameter_values(prog: CompiledProblem, values: Mapping | Sequence | None) -> list[FloatArray]:
     """Values for every parameter of ``prog`` in its order: from a sequence in that order,
     a mapping keyed by Parameter or name, or (None) each parameter's ``.value``."""
     specs = prog.layout.specs
@@ -148,5 +151,5 @@ def parameter_values(prog: Any, values: Mapping | Sequence | None) -> list[Float
     return [np.asarray(v, dtype=np.float64) for v in out]
 
 
-def _positions(prog: Any) -> list[tuple[int, cp.Parameter]]:
+def _positions(prog: CompiledProblem) -> list[tuple[int, cp.Parameter]]:
     return [(parameter_position(prog, p, "values"), p) for p in prog.problem.parameters()]

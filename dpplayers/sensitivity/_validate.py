@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cvxpy as cp
 import numpy as np
@@ -24,6 +24,10 @@ from ._active import changed
 from ._labelled import as_list, output_index
 from ._optional import require
 from ._resolve import parameter_position, parameter_values
+
+if TYPE_CHECKING:
+    from ..compiler import CompiledProblem
+    from ..parameters import ParameterSpec
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_STEPS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -72,7 +76,7 @@ class Validation:
         return predicted_vs_actual(self.predicted * scale, self.actual * scale, flags, ax=ax)
 
 
-def validate(model: Any, values: Mapping | Sequence | None = None, *, of: Any = None,
+def validate(model: cp.Problem | CompiledProblem, values: Mapping | Sequence | None = None, *, of: Any = None,
              wrt: Any = None, steps: Sequence[float] = DEFAULT_STEPS, seed: int = 0,
              solver: str = "CLARABEL", solver_args: dict | None = None) -> Validation:
     """Compare first-order predictions with re-solves along a random direction.
@@ -113,7 +117,7 @@ def _refuse(model: Any) -> Any:
     raise TypeError(f"model must be a CompiledProblem or a cp.Problem, got {type(model).__name__}.")
 
 
-def _direction(spec: Any, value: FloatArray, rng: np.random.Generator) -> FloatArray:
+def _direction(spec: ParameterSpec, value: FloatArray, rng: np.random.Generator) -> FloatArray:
     """A random direction with ‖d‖ = ‖value‖ (1 for a zero value) that small steps keep
     inside the parameter's attributes: relative for sign-constrained entries, symmetric
     for symmetric/PSD/NSD matrices."""
