@@ -535,3 +535,15 @@ def test_influence_validation_and_path_plots():
     np.testing.assert_allclose(result.values[0][:, 0], np.maximum(1 - result.grid / 2, 0),
                                atol=1e-7)  # soft thresholding
     assert len(result.plot(tangents=True).lines) > 2
+
+
+def test_twin_constraints_need_a_position():
+    h, x = cp.Parameter(2, name="h"), cp.Variable(2, name="x")
+    first, second = x <= h, x <= h  # the same text: their duals share a name
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x) - cp.sum(x)), [first, second])
+    prog = dpplayers.compile(problem, variables=[x, first.dual_variables[0],
+                                                 second.dual_variables[0]])
+    sol = prog.solve(np.zeros(2))
+    with pytest.raises(VariableError, match=r"cannot tell which requested output .*x <= h"):
+        sol.sensitivity(of=first.dual_variables[0])
+    assert sol.sensitivity(of=2, wrt=h).blocks[0][0].shape == (2, 2)

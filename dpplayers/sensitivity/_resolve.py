@@ -94,6 +94,9 @@ def output_position(prog: CompiledProblem, item: cp.Variable | str) -> int:
         return hits[0]
     what = (f"the dual variable of ({constraint})" if constraint is not None
             else f"variable {quoted_name(item)} (shape {_shape(item)})")
+    if hits:
+        raise VariableError(f"of: cannot tell which requested output {what} is (requested: "
+                            f"{listed}); pass the output's name or its position.")
     raise VariableError(f"of: {what} was not requested at compile time (requested: {listed}); "
                         "pass it in compile(..., variables=[...]).")
 
