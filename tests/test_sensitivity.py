@@ -280,7 +280,7 @@ def test_frame_top_and_plots():
 
 def test_xarray_export():
     pytest.importorskip("xarray")
-    problem, params, x, con = _qp()
+    problem, params, x, _con = _qp()
     prog = dpplayers.compile(problem, parameters=list(params), variables=[x])
     sens = prog.solve(*_qp_values(1)).sensitivity(of=x, wrt="G")
     data = sens.to_xarray()["dx/dG"]
