@@ -20,11 +20,13 @@ from .errors import InaccurateSolutionWarning as InaccurateSolutionWarning
 from .errors import ParameterError as ParameterError
 from .errors import SolverError as SolverError
 from .errors import VariableError as VariableError
+from .sensitivity import influence as influence
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CompiledProblem", "DPPError", "DPPReport", "DerivativeError", "InaccurateSolutionWarning",
     "ParameterError", "Solution",
-    "SolverError", "Status", "VariableError", "Violation", "check_dpp", "compile",
+    "SolverError", "Status", "VariableError", "Violation", "check_dpp", "compile", "influence",
+    "sensitivity",
 ]

@@ -23,6 +23,8 @@ from ._derivative.batch import BatchDerivative
 from ._derivative.embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from ._derivative.kkt import data_adjoint, data_rhs
 from ._derivative.linear_solvers import AbstractLinearSolver, SolveStats, make_linear_solver
+from ._labels.blocks import Sensitivity
+from ._labels.blocks import sensitivity as labelled_sensitivity
 from ._solve.backends import Status
 from .errors import DerivativeError
 
@@ -284,6 +286,10 @@ class Solution:
         G = np.broadcast_to(g_z[:, None, :], (g_z.shape[0], nb, K))  # the same for each
         g = self._pull_to_theta(*self._adjoints(G))  # (p, B·K)
         return g.reshape(-1, nb, K).transpose(2, 1, 0)
+
+    def sensitivity(self, of: Any = None, wrt: Any = None) -> Sensitivity:
+        """Labelled Jacobian blocks d(of)/d(wrt): see :func:`dpplayers.sensitivity.sensitivity`."""
+        return labelled_sensitivity(self, of=of, wrt=wrt)
 
     def _check_outputs(self, cts: Sequence, what: str) -> list[FloatArray | None]:
         outs = self.program.retrieval.outputs

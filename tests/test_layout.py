@@ -1,10 +1,11 @@
 """The package's import rules (README's module map): the pipeline reads in one direction.
 
 toolkit (``errors``, ``_sparse``, ``cones/``) ← the stages (``_compile/``, ``_solve/``,
-``_derivative/``, which never import each other) ← ``_solution`` ← ``_forward`` ←
-``_program`` ← ``__init__`` and the adapters (``torch``, ``jax``), which alone import their
-frameworks. No cycles, and no import of dpplayers inside a function (where one would hide a
-cycle).
+``_derivative/``, which never import each other) and ``_labels/`` ← ``_solution`` ←
+``_forward`` ← ``_program`` ← ``sensitivity/``, ``__init__`` and the adapters (``torch``,
+``jax``), which alone import their frameworks. No cycles, and no import of dpplayers inside
+a function (where one would hide a cycle); imports under ``if TYPE_CHECKING:`` (annotations
+only, never run) are not counted.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ STAGES = ("_compile", "_solve", "_derivative")
 ALLOWED: dict[str, tuple[str, ...]] = {
     **{part: TOOLKIT for part in TOOLKIT},
     **{stage: (*TOOLKIT, stage) for stage in STAGES},
-    "_solution": (*TOOLKIT, *STAGES),
+    "_solution": (*TOOLKIT, *STAGES, "_labels"),
     "_forward": (*TOOLKIT, *STAGES, "_solution"),
     "_program": (*TOOLKIT, *STAGES, "_solution", "_forward"),
+    "_labels": (*TOOLKIT, "_labels"),
     "_recent": ("_solution",),
-    "__init__": (*TOOLKIT, *STAGES, "_solution", "_program"),
+    "sensitivity": (*TOOLKIT, *STAGES, "_labels", "_solution", "_program", "sensitivity"),
+    "__init__": (*TOOLKIT, *STAGES, "_solution", "_program", "sensitivity"),
     "torch": (*TOOLKIT, *STAGES, "_solution", "_program", "_recent"),
     "jax": (*TOOLKIT, *STAGES, "_solution", "_program", "_recent"),
 }
@@ -57,8 +60,13 @@ def imports(path: Path) -> list[tuple[str, bool]]:
     in_functions = {id(node) for fn in ast.walk(tree)
                     if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
                     for node in ast.walk(fn)}
+    typing_only = {id(node) for block in ast.walk(tree)  # ``if TYPE_CHECKING:``: never run
+                   if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+                   for node in ast.walk(block)}
     found = []
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         inside = id(node) in in_functions
         if isinstance(node, ast.Import):
             found += [(alias.name, inside) for alias in node.names]
@@ -118,7 +126,9 @@ def test_the_public_api_is_re_exported_explicitly():
     import dpplayers
 
     for name in dpplayers.__all__:
-        assert getattr(dpplayers, name).__module__.startswith("dpplayers"), name
+        value = getattr(dpplayers, name)
+        assert getattr(value, "__module__", getattr(value, "__name__", "")).startswith(
+            "dpplayers"), name
     assert not [name for name in dir(dpplayers) if not name.startswith("_")
                 and name not in dpplayers.__all__
                 and name not in ("torch", "jax", "errors", "cones")], (
