@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
+from ._derivative.batch import make_strategy
 from ._derivative.refine import newton_refine
-from ._solution import DERIVATIVE_OPTIONS, Solution, make_strategy
+from ._solution import DERIVATIVE_OPTIONS, Solution
 from ._solve.backends import ConeData, RawSolution
 from ._solve.solver_args import translate
 from ._sparse import data_column

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._derivative.batch import BatchDerivative
-from ._derivative.embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
-from ._derivative.kkt import data_adjoint, data_rhs
-from ._derivative.linear_solvers import AbstractLinearSolver, SolveStats, make_linear_solver
+from ._derivative.batch import BatchDerivative, EmbeddingBatch
+from ._derivative.embedding import EmbeddingLSQR
+from ._derivative.linear_solvers import SolveStats
 from ._labels.blocks import Sensitivity
 from ._labels.blocks import sensitivity as labelled_sensitivity
 from ._solve.backends import Status
@@ -30,14 +29,6 @@ from .errors import DerivativeError
 
 FloatArray = npt.NDArray[np.float64]
 DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim", "refine")
-
-
-def make_strategy(mode: str, options: dict[str, Any]) -> AbstractLinearSolver | EmbeddingLSQR:
-    """The derivative mode's strategy: a solver for J, or the embedding's LSQR chain
-    (:mod:`dpplayers._derivative.embedding`); raises ValueError on a bad mode or option."""
-    if mode == EmbeddingLSQR.name:
-        return EmbeddingLSQR.from_options(options)
-    return make_linear_solver(mode, options)
 
 
 @dataclass
@@ -73,7 +64,7 @@ class Solution:
         """Pickle/copy without the factorisations and projection derivatives (native
         objects, some not picklable): the copy recomputes them on its first vjp/jvp."""
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("_ok_keys", "_derivative", "_embeddings")}
+                if k not in ("_ok_keys", "_derivative", "_chain")}
 
     @property
     def ok(self) -> npt.NDArray[np.bool_]:
@@ -109,140 +100,41 @@ class Solution:
     @functools.cached_property
     def _derivative(self) -> BatchDerivative:
         """J at every solved element and its solves (built on the first derivative call)."""
-        return BatchDerivative(self.program, self._data, self.y, self.s, self._ok_keys,
-                               self.mode, self.derivative_options, self.stats)
+        return BatchDerivative(self.program, self._data, self.x, self.y, self.s,
+                               self._ok_keys, self.mode, self.derivative_options, self.stats)
 
     @functools.cached_property
     def _ok_keys(self) -> list[int]:
         """The elements that solved."""
         return [k for k, st in enumerate(self.status) if st.usable(self.accept_inaccurate)]
 
-    def _solve_many(self, keys: list[int], rhs: FloatArray, transpose: bool) -> FloatArray:
-        return self._derivative.solve(keys, rhs, transpose)
-
-    def _apply_d(self, keys: list[int], G: FloatArray) -> FloatArray:
-        return self._derivative.apply_projection(keys, G)
+    @functools.cached_property
+    def _chain(self) -> tuple[Any, ...]:
+        """The stages from the user's parameters to the requested outputs, each with
+        ``forward`` (tangents) and ``backward`` (cotangents): θ's layout, the maps C, the
+        solution map's derivative (through J, or the embedding's M), R."""
+        middle = (EmbeddingBatch(self._derivative) if self.mode == EmbeddingLSQR.name
+                  else self._derivative)
+        values = tuple(v if self.batch is not None else v[None] for v in self.values)
+        prog, nb = self.program, self.x.shape[1]
+        return (_ParameterStage(prog.layout, self.batch, self._raw_theta, nb),
+                _DataStage(prog), middle, _OutputStage(prog.retrieval, values, self.batch, nb))
 
     def vjp(self, *cotangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
-        """Cotangents on the requested variables ↦ cotangents on the parameters."""
-        prog = self.program
-        nb = self.x.shape[1]
-        cts = self._check_outputs(cotangents, "cotangent")
-        values = [v if self.batch is not None else v[None] for v in self.values]
-        g_z = prog.retrieval.transpose(cts, values, nb)  # (n+m, B)
-        g_theta = self._pull_to_theta(*self._adjoints(g_z[:, :, None]))
-        return prog.layout.pull_back(g_theta, self.batch, self._raw_theta)
+        """Cotangents on the requested variables ↦ cotangents on the parameters: the chain
+        backwards, Rᵀ → (J⁻¹)ᵀ → Cᵀ."""
+        g: Any = self._check_outputs(cotangents, "cotangent")
+        for stage in reversed(self._chain):
+            g = stage.backward(g)
+        return g
 
     def jvp(self, *tangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
-        """Tangents on the parameters ↦ tangents on the requested variables."""
-        prog = self.program
-        dtheta = prog.layout.stack_tangents(tangents, self.batch, self._raw_theta)
-        nb = self.x.shape[1]
-        if dtheta.shape[1] != nb:
-            dtheta = np.repeat(dtheta, nb, axis=1)
-        dz = self._push_forward(dtheta, per_element_columns=1)
-        values = [v if self.batch is not None else v[None] for v in self.values]
-        out = prog.retrieval.unflatten_tangent(prog.retrieval.forward(dz), values)
-        return out if self.batch is not None else tuple(o[0] for o in out)
-
-    def _push_forward(self, dtheta: FloatArray, per_element_columns: int) -> FloatArray:
-        """dθ (p, B·r) ↦ [dx; dy] (n+m, B·r), r columns per element (one solve each)."""
-        prog = self.program
-        n, r, nb = prog.n, per_element_columns, self.x.shape[1]
-        dP, dA, db, dc = prog.data_linear(dtheta)
-        out = np.full((prog.n + prog.m, dtheta.shape[1]), np.nan)
-        ok = self._ok_keys
-        if not ok:
-            return out
-        if self.mode == EmbeddingLSQR.name:
-            cols = (np.array(ok)[:, None] * r + np.arange(r)).reshape(-1, r)
-            for k, at in zip(ok, cols):
-                strategy, op = self._embedding(k)
-                dxy, stats = strategy.tangent(op, prog.data_patterns,
-                                              None if dP is None else dP[:, at], dA[:, at],
-                                              db[:, at], dc[:, at])
-                self._derivative.record(k, stats)
-                out[:, at] = dxy
-            return out
-        # every element's columns in one data_rhs: x and y repeated per column
-        P_rows, P_cols, A_rows, A_cols = prog.data_patterns
-        X, Y = np.repeat(self.x, r, axis=1), np.repeat(self.y, r, axis=1)
-        F = data_rhs(X, Y, dP, P_rows, P_cols, dA, A_rows, A_cols, db, dc,
-                     P_off=prog.P_off_diagonal)
-        F = F.reshape(F.shape[0], nb, r)
-        rhs = (F if len(ok) == nb else F[:, ok]).transpose(1, 0, 2)
-        duv = self._solve_many(ok, rhs, transpose=False).transpose(1, 0, 2)  # (n+m, b, r)
-        cols = (np.array(ok)[:, None] * r + np.arange(r)).ravel()
-        out[:n, cols] = -duv[:n].reshape(n, -1)
-        out[n:, cols] = -self._apply_d(ok, duv[n:]).reshape(prog.m, -1)
-        return out
-
-    def _adjoints(self, G: FloatArray) -> tuple[FloatArray | None, ...]:
-        """Cotangents on z = [x; y] through Rᵀ, G (n+m, B, q) (q columns per element; a
-        broadcast view will do) ↦ cotangents on the data (P upper, A, b, c) through Jᵀ, each
-        (rows, B·q), element k's columns k·q … (k+1)·q − 1; NaN for a failed element.
-        Where R reads no entry of y (only primal variables requested), G is zero on y and
-        so is DΠ of it: no product."""
-        prog, n = self.program, self.program.n
-        if self.mode == EmbeddingLSQR.name:
-            return self._embedding_adjoints(G)
-        y_zero = prog.retrieval.last_column < n
-        N, nb, q = G.shape
-        ok = self._ok_keys
-        every = len(ok) == nb
-        rhs = np.empty((len(ok), N, q))
-        if ok:
-            G_ok = G if every else G[:, ok]
-            rhs[:, :n] = G_ok[:n].transpose(1, 0, 2)
-            rhs[:, n:] = 0.0 if y_zero else self._apply_d(ok, G_ok[n:]).transpose(1, 0, 2)
-        solved = self._solve_many(ok, rhs, transpose=True).transpose(1, 0, 2)  # (n+m, b, q)
-        if every:
-            r = -solved.reshape(N, nb * q)
-        else:
-            r = np.full((N, nb, q), np.nan)
-            r[:, ok] = -solved
-            r = r.reshape(N, nb * q)
-        x = self.x if q == 1 else np.repeat(self.x, q, axis=1)  # a failed element's
-        y = self.y if q == 1 else np.repeat(self.y, q, axis=1)  # columns of r are NaN
-        return data_adjoint(x, y, r, *prog.data_patterns, has_P=prog.P is not None,
-                            P_off=prog.P_off_diagonal)
-
-    def _embedding(self, k: int) -> tuple[EmbeddingLSQR, EmbeddingOperator]:
-        """Element k's embedding operator M and its LSQR chain (``mode="embedding"``)."""
-        if k not in self._embeddings:
-            prog = self.program
-            P, A, b, c = prog.element_data(self._data, k)
-            op = embedding_operator(P, A, b, c, self.x[:, k], self.y[:, k],
-                                    self._derivative.projection(k))
-            self._embeddings[k] = (EmbeddingLSQR.from_options(self.derivative_options), op)
-        return self._embeddings[k]
-
-    @functools.cached_property
-    def _embeddings(self) -> dict[int, tuple[EmbeddingLSQR, EmbeddingOperator]]:
-        """Each element's embedding operator, built on first use (``mode="embedding"``)."""
-        return {}
-
-    def _embedding_adjoints(self, G: FloatArray) -> tuple[FloatArray | None, ...]:
-        """:meth:`_adjoints` through Mᵀ, element by element (the reference mode)."""
-        prog = self.program
-        _, nb, q = G.shape
-        rows = [prog.P.indices.size if prog.P is not None else 0, prog.A.indices.size,
-                prog.m, prog.n]
-        out = [np.full((size, nb, q), np.nan) for size in rows]
-        for k in self._ok_keys:
-            strategy, op = self._embedding(k)
-            grads, stats = strategy.cotangent(op, prog.data_patterns, G[:, k])
-            self._derivative.record(k, stats)
-            for o, g in zip(out, grads):
-                if g is not None:
-                    o[:, k] = g
-        out = [o.reshape(o.shape[0], nb * q) for o in out]
-        return (out[0] if prog.P is not None else None, *out[1:])
-
-    def _pull_to_theta(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
-                       gc: FloatArray) -> FloatArray:
-        """Cotangents on the data ↦ on θ: the transposed maps Cᵀ (one stacked product)."""
-        return self.program.data_transpose(gP, gA, gb, gc)
+        """Tangents on the parameters ↦ tangents on the requested variables: the chain
+        forwards, C → J⁻¹ → R."""
+        t: Any = tangents
+        for stage in self._chain:
+            t = stage.forward(t)
+        return t
 
     def jacobian(self) -> tuple[tuple[FloatArray, ...], ...]:
         """Full blocks d(variable)/d(parameter): ``jac[i][j]`` has shape
@@ -275,7 +167,8 @@ class Solution:
         """(K, B, q): J solves with one column per row of θ."""
         prog = self.program
         q, nb = prog.layout.theta_size, self.x.shape[1]
-        dz = self._push_forward(np.tile(np.eye(q), (1, nb)), per_element_columns=q)
+        _, data, middle, _ = self._chain
+        dz = middle.forward(data.forward(np.tile(np.eye(q), (1, nb))))  # q columns each
         return prog.retrieval.forward(dz).reshape(-1, nb, q)
 
     def _reverse_jacobian(self) -> FloatArray:
@@ -284,7 +177,8 @@ class Solution:
         g_z = prog.retrieval.matrix.T.toarray()  # (n+m, K): one column per output entry
         nb, K = self.x.shape[1], g_z.shape[1]
         G = np.broadcast_to(g_z[:, None, :], (g_z.shape[0], nb, K))  # the same for each
-        g = self._pull_to_theta(*self._adjoints(G))  # (p, B·K)
+        _, data, middle, _ = self._chain
+        g = data.backward(middle.backward(G))  # (q, B·K)
         return g.reshape(-1, nb, K).transpose(2, 1, 0)
 
     def sensitivity(self, of: Any = None, wrt: Any = None) -> Sensitivity:
@@ -308,3 +202,51 @@ class Solution:
                 raise DerivativeError(f"{what} for '{spec.name}' expects shape {want}, got {arr.shape}.")
             result.append(arr if self.batch is not None else arr[None])
         return result
+
+
+@dataclass(slots=True)
+class _ParameterStage:
+    """The user's parameter values ↔ θ (GP logs, symmetric parts, broadcasting)."""
+
+    layout: Any
+    batch: int | None
+    raw_theta: FloatArray
+    count: int  # B
+
+    def forward(self, tangents: Sequence[npt.ArrayLike | None]) -> FloatArray:
+        dtheta = self.layout.stack_tangents(tangents, self.batch, self.raw_theta)
+        return dtheta if dtheta.shape[1] == self.count else np.repeat(dtheta, self.count, 1)
+
+    def backward(self, g_theta: FloatArray) -> tuple[FloatArray, ...]:
+        return self.layout.pull_back(g_theta, self.batch, self.raw_theta)
+
+
+@dataclass(slots=True)
+class _DataStage:
+    """θ ↔ the cone program's data (P upper, A, b, c): the maps C and Cᵀ."""
+
+    program: Any
+
+    def forward(self, dtheta: FloatArray) -> tuple[FloatArray | None, ...]:
+        return self.program.data_linear(dtheta)
+
+    def backward(self, g: tuple[FloatArray | None, ...]) -> FloatArray:
+        return self.program.data_transpose(*g)
+
+
+@dataclass(slots=True)
+class _OutputStage:
+    """[x; y] ↔ the requested variables and duals: R and Rᵀ (with exp for GP)."""
+
+    retrieval: Any
+    values: tuple[FloatArray, ...]  # each (B, *shape)
+    batch: int | None
+    count: int  # B
+
+    def forward(self, dz: FloatArray) -> tuple[FloatArray, ...]:
+        out = self.retrieval.unflatten_tangent(self.retrieval.forward(dz), self.values)
+        return out if self.batch is not None else tuple(o[0] for o in out)
+
+    def backward(self, cotangents: Sequence[FloatArray | None]) -> FloatArray:
+        g = self.retrieval.transpose(cotangents, self.values, self.count)
+        return g[:, :, None]  # (n+m, B, 1): one column per element

@@ -208,9 +208,10 @@ def test_matches_diffcp(name, quad_obj, batch):
     nb, n = sol.x.shape[1], prog.n
     rng = np.random.default_rng(7)
     dtheta = rng.standard_normal((prog.layout.theta_size, nb))
-    ours_t = sol._push_forward(dtheta, per_element_columns=1)  # [dx; dy] per element
+    _, data_stage, middle, _ = sol._chain  # the embedding's stage: data ↔ [dx; dy]
+    ours_t = middle.forward(data_stage.forward(dtheta))  # [dx; dy] per element
     G = rng.standard_normal((n + prog.m, nb, 1))
-    _, gA, gb, gc = sol._adjoints(G)
+    _, gA, gb, gc = middle.backward(G)
     _, dA, db, dc = prog.data_linear(dtheta)
     rows, cols = prog.A.rows, prog.A.cols
     for k in range(nb):

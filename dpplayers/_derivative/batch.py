@@ -20,7 +20,8 @@ import numpy.typing as npt
 
 from .._sparse import data_columns
 from ..cones import BatchedProjectionDerivative, ProjectionDerivative
-from .kkt import KKTOperator, kkt_operator
+from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
+from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
 from .linear_solvers import AbstractLinearSolver, SolveStats, make_linear_solver
 from .pattern import KKTPattern
 
@@ -87,14 +88,70 @@ class BatchDerivative:
     ``data`` is the batch's (P data, A data, b, c); ``stats`` the caller's per-element list
     of :class:`SolveStats` (None until solved), updated in place."""
 
-    def __init__(self, program: Any, data: tuple, y: FloatArray, s: FloatArray,
-                 keys: list[int], mode: str, options: dict[str, Any],
+    def __init__(self, program: Any, data: tuple, x: FloatArray, y: FloatArray,
+                 s: FloatArray, keys: list[int], mode: str, options: dict[str, Any],
                  stats: list[SolveStats | None]) -> None:
-        self.program, self.data, self.y, self.s = program, data, y, s
+        self.program, self.data, self.x, self.y, self.s = program, data, x, y, s
         self.keys, self.mode, self.options, self.stats = keys, mode, options, stats
         self.factors: dict[int, tuple[AbstractLinearSolver, Any, KKTOperator]] = {}
         self._projections: dict[int, ProjectionDerivative] = {}
         self._batch: tuple[BatchedProjectionDerivative, dict[int, int]] | None = None
+
+    # -- the chain's middle stage: data tangents ↔ (dx, dy) through J ----------------------
+
+    def forward(self, data_tangents: tuple[FloatArray | None, ...]) -> FloatArray:
+        """(dP, dA, db, dc), each (rows, B·r) with r columns per element ↦ [dx; dy]
+        (n+m, B·r): dF from the data, [du; dv] = −J⁻¹ dF, dx = du, dy = DΠ dv (NaN for
+        a failed element)."""
+        prog = self.program
+        dP, dA, db, dc = data_tangents
+        n, nb = prog.n, self.x.shape[1]
+        r = dA.shape[1] // nb
+        out = np.full((n + prog.m, dA.shape[1]), np.nan)
+        ok = self.keys
+        if not ok:
+            return out
+        # every element's columns in one data_rhs: x and y repeated per column
+        P_rows, P_cols, A_rows, A_cols = prog.data_patterns
+        X, Y = np.repeat(self.x, r, axis=1), np.repeat(self.y, r, axis=1)
+        F = data_rhs(X, Y, dP, P_rows, P_cols, dA, A_rows, A_cols, db, dc,
+                     P_off=prog.P_off_diagonal)
+        F = F.reshape(F.shape[0], nb, r)
+        rhs = (F if len(ok) == nb else F[:, ok]).transpose(1, 0, 2)
+        duv = self.solve(ok, rhs, transpose=False).transpose(1, 0, 2)  # (n+m, b, r)
+        cols = (np.array(ok)[:, None] * r + np.arange(r)).ravel()
+        out[:n, cols] = -duv[:n].reshape(n, -1)
+        out[n:, cols] = -self.apply_projection(ok, duv[n:]).reshape(prog.m, -1)
+        return out
+
+    def backward(self, G: FloatArray) -> tuple[FloatArray | None, ...]:
+        """Cotangents on [x; y], G (n+m, B, q) (q columns per element; a broadcast view
+        will do) ↦ cotangents on the data (P upper, A, b, c) through Jᵀ, each (rows, B·q),
+        element k's columns k·q … (k+1)·q − 1; NaN for a failed element. Where R reads no
+        entry of y (only primal variables requested), G is zero on y and so is DΠ of it:
+        no product."""
+        prog = self.program
+        n = prog.n
+        y_zero = prog.retrieval.last_column < n
+        N, nb, q = G.shape
+        ok = self.keys
+        every = len(ok) == nb
+        rhs = np.empty((len(ok), N, q))
+        if ok:
+            G_ok = G if every else G[:, ok]
+            rhs[:, :n] = G_ok[:n].transpose(1, 0, 2)
+            rhs[:, n:] = 0.0 if y_zero else self.apply_projection(ok, G_ok[n:]).transpose(1, 0, 2)
+        solved = self.solve(ok, rhs, transpose=True).transpose(1, 0, 2)  # (n+m, b, q)
+        if every:
+            r = -solved.reshape(N, nb * q)
+        else:
+            r = np.full((N, nb, q), np.nan)
+            r[:, ok] = -solved
+            r = r.reshape(N, nb * q)
+        x = self.x if q == 1 else np.repeat(self.x, q, axis=1)  # a failed element's
+        y = self.y if q == 1 else np.repeat(self.y, q, axis=1)  # columns of r are NaN
+        return data_adjoint(x, y, r, *prog.data_patterns, has_P=prog.P is not None,
+                            P_off=prog.P_off_diagonal)
 
     def element(self, k: int) -> tuple[AbstractLinearSolver, Any, KKTOperator]:
         """Element k's strategy, its factorisation (built on first use) and J."""
@@ -218,3 +275,62 @@ class BatchDerivative:
         return D.mv(full, by_values)[:, where]
 
 
+class EmbeddingBatch:
+    """``mode="embedding"``: the chain's middle stage through the self-dual embedding's M,
+    solved by LSQR element by element (the reference mode, :mod:`.embedding`); DΠ and the
+    per-element statistics come from the :class:`BatchDerivative` it wraps."""
+
+    def __init__(self, kkt: BatchDerivative) -> None:
+        self.kkt = kkt
+        self.strategy = EmbeddingLSQR.from_options(kkt.options)
+        self.operators: dict[int, EmbeddingOperator] = {}
+
+    def operator(self, k: int) -> EmbeddingOperator:
+        """Element k's M, built on first use."""
+        if k not in self.operators:
+            kkt = self.kkt
+            P, A, b, c = kkt.program.element_data(kkt.data, k)
+            self.operators[k] = embedding_operator(P, A, b, c, kkt.x[:, k], kkt.y[:, k],
+                                                   kkt.projection(k))
+        return self.operators[k]
+
+    def forward(self, data_tangents: tuple[FloatArray | None, ...]) -> FloatArray:
+        """As :meth:`BatchDerivative.forward`, through M."""
+        kkt, prog = self.kkt, self.kkt.program
+        dP, dA, db, dc = data_tangents
+        nb = kkt.x.shape[1]
+        r = dA.shape[1] // nb
+        out = np.full((prog.n + prog.m, dA.shape[1]), np.nan)
+        for k in kkt.keys:
+            at = slice(k * r, (k + 1) * r)
+            dxy, stats = self.strategy.tangent(self.operator(k), prog.data_patterns,
+                                               None if dP is None else dP[:, at], dA[:, at],
+                                               db[:, at], dc[:, at])
+            kkt.record(k, stats)
+            out[:, at] = dxy
+        return out
+
+    def backward(self, G: FloatArray) -> tuple[FloatArray | None, ...]:
+        """As :meth:`BatchDerivative.backward`, through Mᵀ."""
+        kkt, prog = self.kkt, self.kkt.program
+        _, nb, q = G.shape
+        rows = [prog.P.indices.size if prog.P is not None else 0, prog.A.indices.size,
+                prog.m, prog.n]
+        out = [np.full((size, nb, q), np.nan) for size in rows]
+        for k in kkt.keys:
+            grads, stats = self.strategy.cotangent(self.operator(k), prog.data_patterns,
+                                                   G[:, k])
+            kkt.record(k, stats)
+            for o, g in zip(out, grads):
+                if g is not None:
+                    o[:, k] = g
+        out = [o.reshape(o.shape[0], nb * q) for o in out]
+        return (out[0] if prog.P is not None else None, *out[1:])
+
+
+def make_strategy(mode: str, options: dict[str, Any]) -> AbstractLinearSolver | EmbeddingLSQR:
+    """The derivative mode's strategy: a solver for J, or the embedding's LSQR chain;
+    raises ValueError on a bad mode or option (the forward pass checks them early)."""
+    if mode == EmbeddingLSQR.name:
+        return EmbeddingLSQR.from_options(options)
+    return make_linear_solver(mode, options)

@@ -552,7 +552,7 @@ class LSMR(_Iterative):
 def make_linear_solver(mode: str, options: dict[str, Any]) -> AbstractLinearSolver:
     """The strategy for a mode name, with LSQR/LSMR tolerances from ``options``
     (``"embedding"``, a chain on another operator, is dispatched before this, by
-    ``dpplayers._solution.make_strategy``; it is named in the error for the user)."""
+    ``batch.make_strategy``; it is named in the error for the user)."""
     if mode == "direct":
         return Direct()
     if mode == "dense":
