@@ -46,7 +46,7 @@ def main() -> None:
     print("|---|---|" + "---|" * len(kinds) + "---|")
     for name, workload in WORKLOADS.items():
         form = workload.formulations()["native"]
-        prog = dpplayers.compile(form.problem, list(form.parameters), [form.output])
+        prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], gp=form.gp)
         settings = prog.backend.settings({"eps_abs": 1e-8, "eps_rel": 1e-8, "max_iters": 100_000})
         picked = settings.pop("linear_solver")
         theta = prog.layout.stack([v[0] for v in workload.values(1)["native"]])[0]
