@@ -89,3 +89,28 @@ def test_a_box_lasso_batch_drops_its_inactive_rows_in_one_batched_solve():
             assert not sol._derivative.factors  # nobody needed Direct
     for got, want in zip(answers["direct"], answers["dense"]):
         assert relative_gap(got, want) < 1e-8
+
+
+def test_a_large_core_eliminates_its_pair_pivots_before_the_lu():
+    """The projection onto the 20 × 20 spectraplex (cvxpy's sum_squares(X − C) auxiliaries
+    beside a PSD block): J's order is 1,221, too large for the batched solve, so each
+    element's Direct factorises the Schur complement of its 2×2 pair pivots (order 421)
+    instead of J; vjp and jvp equal the dense mode's (one LU of the whole J), at batch 2."""
+    k = 20
+    X, C = cp.Variable((k, k), symmetric=True), cp.Parameter((k, k))
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.trace(X) == 1])
+    rng = np.random.default_rng(9)
+    N = rng.standard_normal((2, k, k)) / np.sqrt(k)
+    values = 0.5 * (N + N.transpose(0, 2, 1))
+    cotangent, tangent = rng.standard_normal((2, 2, k, k))
+    answers = {}
+    for mode in ("direct", "dense"):
+        prog = dpplayers.compile(problem, [C], [X], mode=mode)
+        sol = prog.solve(values, solver_args={"eps": 1e-10})
+        answers[mode] = (*sol.vjp(cotangent), *sol.jvp(tangent))
+        if mode == "direct":
+            state = sol._derivative.element(1)[1]
+            assert state.pairs is not None and state.J_RR.shape[0] < state.J.shape[0] / 2
+            assert not sol.degenerate.any()
+    for got, want in zip(answers["direct"], answers["dense"]):
+        assert relative_gap(got, want) < 1e-8

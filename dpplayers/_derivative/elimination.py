@@ -132,3 +132,80 @@ def anti_diagonal(J_RR: sp.csc_matrix | FloatArray,
     same = (np.array_equal(T.indptr, Bt.indptr) and np.array_equal(T.indices, Bt.indices)
             and np.array_equal(T.data, Bt.data))
     return B if same else None
+
+
+@dataclass(frozen=True)
+class PairElimination:
+    """The 2×2 pair pivots of :mod:`.pair_pivots` (cvxpy's ``sum_squares`` auxiliaries:
+    p's row and column hold nothing outside {p, q}) eliminated exactly inside ``Direct``'s
+    core, so that its LU is of the Schur complement S = J_RR − J_Rq diag(P / det) J_qR
+    instead of the core (a 20 × 20 spectraplex projection: order 1,221 → 411).
+
+    Index arrays are positions within the core; for each pair, over (q, p), the pivot
+    [[c, a2], [a, P]] = [[J_qq, J_qp], [J_pq, J_pp]] and det = P c − a a2. Solving with Jᵀ
+    uses the same S transposed (the same index set eliminated)."""
+
+    rest: Index  # the core positions S is of
+    q: Index
+    p: Index
+    J_Rq: sp.csc_matrix  # (rest, q)
+    J_qR: sp.csr_matrix  # (q, rest)
+    P: FloatArray
+    a: FloatArray
+    a2: FloatArray
+    c: FloatArray
+    det: FloatArray
+
+    @classmethod
+    def of(cls, J_core: sp.csc_matrix, core: Index, p: Index, q: Index,
+           ) -> tuple[PairElimination, sp.csc_matrix] | None:
+        """The elimination of the pairs (J indices p, q) that lie in the core, and S; None
+        where there are none, a pivot is singular (det = 0), or S would hold more entries
+        than the core (the products J_Rq J_qR fill in: F x − g with a dense F)."""
+        where = np.full(int(max(core.max(initial=-1), p.max(initial=-1),
+                                q.max(initial=-1))) + 1, -1)
+        where[core] = np.arange(core.size)
+        inside = (where[p] >= 0) & (where[q] >= 0)
+        if not inside.any():
+            return None
+        qc, pc = where[q[inside]], where[p[inside]]
+        rest = np.setdiff1d(np.arange(core.size), np.concatenate([qc, pc]), assume_unique=True)
+        J = J_core.tocsr()
+        P, a = _entries(J, pc, pc), _entries(J, pc, qc)
+        a2, c = _entries(J, qc, pc), _entries(J, qc, qc)
+        det = P * c - a * a2
+        if not np.all(np.isfinite(det)) or np.any(det == 0.0):
+            return None
+        J_RR = J_core[rest][:, rest]
+        J_Rq = sp.csc_matrix(J_core[rest][:, qc])
+        J_qR = sp.csr_matrix(J[qc][:, rest])
+        update = J_Rq @ sp.diags(P / det) @ J_qR
+        if update.nnz > J_RR.nnz + J_Rq.nnz + J_qR.nnz:
+            return None
+        S = sp.csc_matrix(J_RR - update)
+        S.eliminate_zeros()
+        return cls(rest, qc, pc, J_Rq, J_qR, P, a, a2, c, det), S
+
+    def reduce(self, rhs: FloatArray, transpose: bool) -> FloatArray:
+        """The core's right-hand side (core, k) ↦ S's: r_R − J_Rq z_q⁰ (J_qRᵀ for Jᵀ), z_q⁰
+        the pivots' answer with z_R = 0."""
+        r_q, r_p = rhs[self.q], rhs[self.p]
+        a, a2 = (self.a2, self.a) if transpose else (self.a, self.a2)
+        z_q = (self.P[:, None] * r_q - a2[:, None] * r_p) / self.det[:, None]
+        return rhs[self.rest] - ((self.J_qR.T if transpose else self.J_Rq) @ z_q)
+
+    def complete(self, rhs: FloatArray, z_R: FloatArray, transpose: bool) -> FloatArray:
+        """The core's solution from S's z_R: each pair's z_q, z_p from its 2×2 pivot."""
+        a, a2 = (self.a2, self.a) if transpose else (self.a, self.a2)
+        u = rhs[self.q] - ((self.J_Rq.T if transpose else self.J_qR) @ z_R)
+        r_p = rhs[self.p]
+        z = np.empty((rhs.shape[0], z_R.shape[1]))
+        z[self.rest] = z_R
+        z[self.q] = (self.P[:, None] * u - a2[:, None] * r_p) / self.det[:, None]
+        z[self.p] = (self.c[:, None] * r_p - a[:, None] * u) / self.det[:, None]
+        return z
+
+
+def _entries(J: sp.csr_matrix, rows: Index, cols: Index) -> FloatArray:
+    """J[rows[i], cols[i]] for each i (zero where not stored)."""
+    return np.asarray(J[rows, cols]).ravel()

@@ -44,7 +44,7 @@ from .conditioning import (
     probe,
     sparse_lu_condition,
 )
-from .elimination import Singletons, anti_diagonal
+from .elimination import PairElimination, Singletons, anti_diagonal
 from .kkt import KKTOperator
 
 FloatArray = npt.NDArray[np.float64]
@@ -145,19 +145,30 @@ class Direct(AbstractLinearSolver):
         peel = Singletons.of(operator)
         core, N = peel.core, J.shape[0]
         filled = operator.pattern.filled  # what earlier elements' factorisations showed
-        dense = (core.size <= self.dense_limit and N <= 4 * self.dense_limit) or (
+        pairs = None
+        if core.size > self.dense_limit:  # a large core: its 2×2 pair pivots go first
+            pivots = operator.pattern.pair_pivots
+            J_core = sp.csc_matrix(J[core][:, core]) if core.size < N else J
+            found = PairElimination.of(J_core, core, pivots.p, pivots.q) if pivots.p.size else None
+            if found is not None:
+                pairs, S = found
+        order = pairs.rest.size if pairs is not None else core.size
+        dense = (order <= self.dense_limit and N <= 4 * self.dense_limit) or (
             N <= DENSE_MAX_ORDER and J.nnz >= DENSE_FRACTION * N * N) or (
-            core.size <= DENSE_MAX_ORDER and filled.get("core", False))
-        if dense and N <= DENSE_MAX_ORDER:  # slicing a small dense J beats sparse indexing
+            order <= DENSE_MAX_ORDER and filled.get("core", False))
+        if pairs is not None:
+            J_RR = S.toarray() if dense else S
+        elif dense and N <= DENSE_MAX_ORDER:  # slicing a small dense J beats sparse indexing
             J_RR = J.toarray()[np.ix_(core, core)]
         else:
             J_RR = sp.csc_matrix(J[core][:, core]) if core.size < N else J.copy()
             J_RR.eliminate_zeros()  # D − I = 0 on active rows: stored zeros steer the ordering
             J_RR = J_RR.toarray() if dense else J_RR
-        lu, singular = self._factorise(J_RR, int(np.count_nonzero(core < operator.n)), dense,
+        kept = core if pairs is None else core[pairs.rest]
+        lu, singular = self._factorise(J_RR, int(np.count_nonzero(kept < operator.n)), dense,
                                        filled)
         truncated = TruncatedInverse(J.toarray()) if singular and N <= TRUNCATED_MAX_ORDER else None
-        return _DirectState(operator, J, peel, J_RR, lu, singular, truncated)
+        return _DirectState(operator, J, peel, J_RR, lu, singular, truncated, pairs=pairs)
 
     def _factorise(self, J_RR: sp.csc_matrix | FloatArray, p: int, dense: bool,
                    filled: dict[str, bool]) -> tuple[DenseLU | SparseLU | _AntiDiagonalLU | None,
@@ -198,9 +209,12 @@ class Direct(AbstractLinearSolver):
             J = state.J.T if transpose else state.J
             peel = state.peel.T if transpose else state.peel
             z, r_core = peel.reduce(J, rhs)
-            z_core, steps = self._refined_solve(state, r_core, transpose)
+            pairs = state.pairs
+            r_S = r_core if pairs is None else pairs.reduce(r_core, transpose)
+            z_S, steps = self._refined_solve(state, r_S, transpose)
             if state.lu.near_singular:
                 return self.compute(state, rhs, transpose)
+            z_core = z_S if pairs is None else pairs.complete(r_core, z_S, transpose)
             z = peel.complete(J, z, z_core, rhs)
             res = _relative(J @ z - rhs, rhs)
             if np.all(np.isfinite(z)) and res <= DEGENERACY_TOL:
@@ -378,7 +392,8 @@ class _AntiDiagonalLU:
 @dataclass
 class _DirectState:
     """Direct's factorisation: J, its singleton elimination and the factorised core
-    J_RR = J[core][:, core]; ``minimum_norm`` the state that replaces it where a sparse
+    J_RR = J[core][:, core] (or, with ``pairs``, its Schur complement after the 2×2 pair
+    pivots); ``minimum_norm`` the state that replaces it where a sparse
     core's first solve finds it near-singular (:meth:`Direct._near_singular`)."""
 
     operator: KKTOperator
@@ -389,6 +404,7 @@ class _DirectState:
     singular: bool  # exactly or nearly (condition estimate above CONDITION_LIMIT)
     truncated: TruncatedInverse | None = None  # J's minimum-norm solver where singular
     minimum_norm: _DirectState | None = None
+    pairs: PairElimination | None = None  # J_RR is then the core's Schur complement S
 
 
 @dataclass(frozen=True)
