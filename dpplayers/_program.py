@@ -20,16 +20,14 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from ._compile.affine_maps import AffineMap, StackedMaps
-from ._compile.canonical import canonicalize
-from ._compile.parameters import ParameterLayout
-from ._compile.retrieval import Retrieval
+from ._compile.canonical import CanonicalProgram, canonicalize
 from ._derivative.kkt import kkt_pattern
 from ._derivative.pattern import KKTPattern
 from ._forward import solve_compiled
 from ._solution import Solution
 from ._solve.backends import AbstractConeSolver, make_solver
-from ._sparse import CSCPattern, data_column
-from .cones import ConeDims, ProductCone
+from ._sparse import data_column
+from .cones import ProductCone
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -39,21 +37,11 @@ SOLVERS = ("SCS", "CLARABEL")
 
 
 @dataclass(frozen=True)
-class CompiledProblem:
-    """A compiled problem: maps C_P, C_A, C_b, C_c, the cones K and the retrieval R."""
+class CompiledProblem(CanonicalProgram):
+    """A compiled problem: stage 1's maps C_P, C_A, C_b, C_c, cones K and retrieval R
+    (:class:`~._compile.canonical.CanonicalProgram`), bound to its solver backend."""
 
     problem: cp.Problem = field(repr=False)
-    layout: ParameterLayout
-    n: int
-    m: int
-    cones: ConeDims
-    A: CSCPattern
-    C_A: AffineMap
-    C_b: AffineMap
-    C_c: AffineMap
-    P: CSCPattern | None
-    C_P: AffineMap | None
-    retrieval: Retrieval
     solver: str
     gp: bool
     mode: str

@@ -74,7 +74,7 @@ import scipy.sparse.linalg as spla
 
 from ..cones import ProductCone, ProjectionDerivative
 from .conditioning import TRUNCATED_MAX_ORDER
-from .kkt import data_adjoint, data_rhs
+from .kkt import KKTOperator, data_adjoint, data_rhs
 from .linear_solvers import SolveStats
 
 FloatArray = npt.NDArray[np.float64]
@@ -112,13 +112,8 @@ class EmbeddingOperator:
         u, v, w = z[:n], z[n:n + m], float(z[n + m])
         return cls(full_symmetric(P_upper), A, b, c, u, cone.project(v), w, cone.dproject(v))
 
-    @property
-    def n(self) -> int:
-        return int(self.A.shape[1])
-
-    @property
-    def m(self) -> int:
-        return int(self.A.shape[0])
+    n = KKTOperator.n
+    m = KKTOperator.m
 
     @property
     def in_size(self) -> int:

@@ -46,13 +46,8 @@ class KKTOperator:
     P_upper_data: FloatArray | None = None
     transposed: bool = False
 
-    @property
-    def n(self) -> int:
-        return int(self.A.shape[1])
-
-    @property
-    def m(self) -> int:
-        return int(self.A.shape[0])
+    n = property(lambda self: int(self.A.shape[1]), doc="variables")
+    m = property(lambda self: int(self.A.shape[0]), doc="constraint rows")
 
     @property
     def in_size(self) -> int:
