@@ -10,7 +10,9 @@ Clarabel, :mod:`._solve.backends`) and returns a :class:`~._solution.Solution`, 
 from __future__ import annotations
 
 import functools
+import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
@@ -19,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from ._cache import Uncacheable, cached, fingerprint
 from ._compile.affine_maps import AffineMap, StackedMaps
 from ._compile.canonical import CanonicalProgram, canonicalize
 from ._derivative.kkt import kkt_pattern
@@ -173,7 +176,8 @@ _CACHED_PROPERTIES = frozenset(name for name, attr in vars(CompiledProblem).item
 def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = None,
             variables: Sequence[cp.Variable] | None = None, solver: str = "SCS",
             gp: bool = False, quad_obj: bool = True, mode: str = "direct",
-            canon_backend: str | None = None) -> CompiledProblem:
+            canon_backend: str | None = None,
+            cache: bool | str | os.PathLike[str] = False) -> CompiledProblem:
     """Compile ``problem`` into a :class:`CompiledProblem`; done once, solved many times.
 
     Args:
@@ -188,6 +192,11 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         mode: default derivative mode ("direct", "lsqr", "lsmr", "dense", or "embedding":
             the self-dual embedding's operator by LSQR, a slow reference).
         canon_backend: cvxpy's canonicalisation backend (default: cvxpy's choice).
+        cache: keep the compiled program on disk and load it when the same problem (same
+            structure and constants, any parameter values) is compiled again with the same
+            request and options, in any process: ``True`` for ``$DPPLAYERS_CACHE`` or
+            ``~/.cache/dpplayers``, or a directory. Entries from other versions or damaged
+            ones are rebuilt (:mod:`dpplayers._cache`). Point it only at a trusted directory.
 
     Raises:
         DPPError: the problem is not DPP, or parameters/variables don't match it.
@@ -198,9 +207,33 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    canonical = canonicalize(problem, parameters, variables, gp, quad_obj, canon_backend)
-    return CompiledProblem(
-        problem=problem, **{f.name: getattr(canonical, f.name) for f in fields(canonical)},
-        solver=solver, gp=gp, mode=mode, compile_seconds=time.perf_counter() - start,
-        backend=make_solver(solver, canonical.cones, canonical.n),
-    )
+    def build() -> CompiledProblem:
+        canonical = canonicalize(problem, parameters, variables, gp, quad_obj, canon_backend)
+        return CompiledProblem(
+            problem=problem, **{f.name: getattr(canonical, f.name) for f in fields(canonical)},
+            solver=solver, gp=gp, mode=mode, compile_seconds=time.perf_counter() - start,
+            backend=make_solver(solver, canonical.cones, canonical.n),
+        )
+
+    if cache is False or cache is None:
+        return build()
+    options = {"solver": solver, "gp": gp, "quad_obj": quad_obj, "mode": mode,
+               "canon_backend": canon_backend}
+    try:
+        key = fingerprint(problem, parameters, variables, options)
+    except Uncacheable as why:
+        prog = build()  # a request that does not match the problem raises here, unwarned
+        warnings.warn(f"compile(cache=...): this problem cannot be cached ({why}); compiled "
+                      "without the cache.", RuntimeWarning, stacklevel=2)
+        return prog
+    built: list[CompiledProblem] = []
+
+    def state() -> dict:
+        built.append(build())
+        return {k: v for k, v in built[0].__getstate__().items() if k != "problem"}
+
+    loaded, hit = cached(cache, key, state)
+    if not hit:
+        return built[0]
+    # bound to this process's problem (its Parameter and Variable objects)
+    return CompiledProblem(problem=problem, **loaded)
