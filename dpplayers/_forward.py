@@ -30,8 +30,10 @@ from .errors import InaccurateSolutionWarning, SolverError
 
 FloatArray = npt.NDArray[np.float64]
 FAILURE_POLICIES = ("raise", "nan")
-#: Solves a call's elements elsewhere: (call, θ̃ (p+1, B), warm starts) ↦ one answer each.
-ElementRunner: TypeAlias = Callable[["SolveCall", FloatArray, list], list[RawSolution]]
+#: Solves a call's elements elsewhere: (call, θ̃ (q+1, B), raw values (p, B), warm starts,
+#: batch size or None) ↦ one answer per element.
+ElementRunner: TypeAlias = Callable[["SolveCall", FloatArray, FloatArray, list, "int | None"],
+                                    list[RawSolution]]
 #: What an inaccurate element (Status.INACCURATE, ITERATION_LIMIT) does: return its point
 #: with an InaccurateSolutionWarning, or count as a failure (then ``on_failure`` decides).
 INACCURATE_POLICIES = ("warn", "fail")
@@ -89,7 +91,7 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
                    inaccurate: str = "warn", run: ElementRunner | None = None) -> Solution:
     """Forward pass for :meth:`CompiledProblem.solve`.
 
-    ``run(call, θ̃, warm)`` solves the elements elsewhere (:mod:`dpplayers._distributed`);
+    ``run(call, θ̃, raw, warm, batch)`` solves the elements elsewhere (:mod:`dpplayers._distributed`);
     by default they are solved here by :func:`solve_elements`."""
     call = parse_call(prog, solver_args, on_failure, inaccurate)
     theta, raw, batch = prog.layout.stack(values)
@@ -99,7 +101,7 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     if run is None:
         results = solve_elements(prog, call, data, warm)
     else:
-        results = run(call, theta, warm)
+        results = run(call, theta, raw, warm, batch)
     return finish(prog, call, results, raw, data, batch)
 
 

@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
@@ -26,7 +27,10 @@ from ._compile.affine_maps import AffineMap, StackedMaps
 from ._compile.canonical import CanonicalProgram, canonicalize
 from ._derivative.kkt import kkt_pattern
 from ._derivative.pattern import KKTPattern
-from ._forward import solve_compiled
+from ._distributed import ShippedProgram, check_executor
+from ._distributed import derive as distributed_derive
+from ._distributed import solve as distributed_solve
+from ._forward import SolveCall, solve_compiled
 from ._solution import Solution
 from ._solve.backends import AbstractConeSolver, make_solver
 from ._sparse import data_column
@@ -53,7 +57,8 @@ class CompiledProblem(CanonicalProgram):
 
     def solve(self, *values: npt.ArrayLike, solver_args: dict | None = None,
               warm_start: object | None = None, on_failure: str = "raise",
-              inaccurate: str = "warn") -> Solution:
+              inaccurate: str = "warn", executor: Any = None,
+              chunksize: int | None = None) -> Solution:
         """Solve for one set of parameter values or a batch; returns a :class:`Solution`.
 
         Values come in the order of ``parameters``; any of them may carry a leading batch
@@ -63,9 +68,79 @@ class CompiledProblem(CanonicalProgram):
         instead of raising :class:`SolverError`. An element that stopped short of its
         tolerances (iteration limit, reduced accuracy) keeps its point with an
         :class:`InaccurateSolutionWarning`; ``inaccurate="fail"`` makes it a failure.
-        """
 
-        return solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate)
+        ``executor`` (any ``concurrent.futures.Executor``, or a ``dask.distributed.Client``)
+        solves the batch there in chunks of ``chunksize`` elements (default
+        ceil(B / (4 · workers))), the program shipped once per worker; ``None``: here, on
+        a thread pool. Results, statuses, warnings and errors are the same either way
+        (:mod:`dpplayers._distributed`).
+        """
+        return self._solve(values, solver_args, warm_start, on_failure, inaccurate, executor,
+                           chunksize, None)[0]
+
+    def solve_and_vjp(self, *values: npt.ArrayLike, cotangents: Sequence[npt.ArrayLike | None],
+                      executor: Any = None, chunksize: int | None = None,
+                      **options: Any) -> tuple[Solution, tuple[FloatArray, ...]]:
+        """Solve and pull ``cotangents`` (one per requested variable, batched like the
+        values) back in one call: ``(solution, solution.vjp(*cotangents))``.
+
+        With an ``executor`` each chunk is differentiated on its worker right after its
+        solve, so the factorisations never travel. ``options``: as for :meth:`solve`."""
+        return self._solve(values, options.pop("solver_args", None),
+                           options.pop("warm_start", None), options.pop("on_failure", "raise"),
+                           options.pop("inaccurate", "warn"), executor, chunksize,
+                           ("vjp", tuple(cotangents)), **options)
+
+    def solve_and_jvp(self, *values: npt.ArrayLike, tangents: Sequence[npt.ArrayLike | None],
+                      executor: Any = None, chunksize: int | None = None,
+                      **options: Any) -> tuple[Solution, tuple[FloatArray, ...]]:
+        """Solve and push ``tangents`` (one per parameter) forward in one call:
+        ``(solution, solution.jvp(*tangents))``; see :meth:`solve_and_vjp`."""
+        return self._solve(values, options.pop("solver_args", None),
+                           options.pop("warm_start", None), options.pop("on_failure", "raise"),
+                           options.pop("inaccurate", "warn"), executor, chunksize,
+                           ("jvp", tuple(tangents)), **options)
+
+    def _solve(self, values: Sequence[npt.ArrayLike], solver_args: dict | None,
+               warm_start: object | None, on_failure: str, inaccurate: str, executor: Any,
+               chunksize: int | None, derivative: tuple[str, tuple] | None,
+               **unknown: Any) -> tuple[Solution, tuple[FloatArray, ...] | None]:
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}.")
+        if executor is None:
+            sol = solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate)
+            if derivative is None:
+                return sol, None
+            kind, arrays = derivative
+            return sol, getattr(sol, kind)(*arrays)
+        check_executor(executor)
+        product: list = []
+
+        def run(call: SolveCall, theta: FloatArray, raw: FloatArray, warm: list,
+                batch: int | None) -> list:
+            results, joined, stats = distributed_solve(
+                self, executor, chunksize, solver_args, inaccurate, derivative, call, theta,
+                raw, warm, batch)
+            product.append((joined, stats))
+            return results
+
+        sol = solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
+        joined, stats = product[0]
+        for k, st in enumerate(stats):
+            if st is not None:
+                sol.stats[k] = st
+        return sol, joined
+
+    def derive(self, sol: Solution, kind: str, arrays: Sequence, executor: Any,
+               chunksize: int | None) -> Any:
+        """``sol.vjp``/``jvp``/``jacobian`` on ``executor`` (:func:`dpplayers._distributed.derive`)."""
+        check_executor(executor)
+        return distributed_derive(sol, kind, arrays, executor, chunksize)
+
+    @functools.cached_property
+    def shipped(self) -> ShippedProgram:
+        """This program as it travels to workers: fingerprint and pickled state, built once."""
+        return ShippedProgram.of(self)
 
     def __getstate__(self) -> dict:
         """Pickle/copy without what is built on first use (the cached properties): the
