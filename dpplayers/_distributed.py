@@ -63,9 +63,9 @@ MISSING = "dpplayers: program missing"
 CHUNKS_PER_WORKER = 4
 #: How many fresh pools replace a broken ProcessPoolExecutor within one call.
 MAX_POOL_RESTARTS = 3
-#: Test hook: a worker process that finds this variable set and the file it names absent
-#: creates the file and dies (``os._exit``) at the start of its chunk: a worker lost
-#: mid-call, once.
+#: Test hook: a worker whose environment names a file in this variable, and which removes
+#: that file (one worker can), dies (``os._exit``) at the start of its chunk: a worker lost
+#: mid-call, once per file created.
 CRASH_ONCE_ENV = "DPPLAYERS_TEST_CRASH_ONCE"
 
 
@@ -116,10 +116,9 @@ def _crash_once() -> None:
     marker = os.environ.get(CRASH_ONCE_ENV)
     if marker:
         try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
+            os.remove(marker)
+        except FileNotFoundError:
             return
-        os.close(fd)
         os._exit(70)
 
 
@@ -129,7 +128,8 @@ def solve_chunk(ref: ProgramRef, solver_args: dict | None, inaccurate: str, thet
     """Worker: solve a chunk of θ̃'s columns; with ``derivative = ("vjp", cotangents)`` or
     ``("jvp", tangents)`` (chunk-batched), differentiate it right away. Returns (answers,
     derivative product or None, per-element SolveStats) or :data:`MISSING`."""
-    _crash_once()
+    if isinstance(ref, ShippedProgram):  # a worker process (never the caller's own)
+        _crash_once()
     prog = ref.load()
     if prog is None:
         return MISSING
@@ -147,7 +147,8 @@ def derive_chunk(ref: ProgramRef, state: dict[str, Any], kind: str, arrays: tupl
     """Worker: a chunk of a Solution rebuilt from (data, x, y, s, status), then its
     ``vjp``/``jvp`` (of ``arrays``) or ``jacobian``. Returns (product, SolveStats) or
     :data:`MISSING`."""
-    _crash_once()
+    if isinstance(ref, ShippedProgram):  # a worker process (never the caller's own)
+        _crash_once()
     prog = ref.load()
     if prog is None:
         return MISSING

@@ -30,7 +30,7 @@ from ._derivative.pattern import KKTPattern
 from ._distributed import ShippedProgram, check_executor
 from ._distributed import derive as distributed_derive
 from ._distributed import solve as distributed_solve
-from ._forward import SolveCall, solve_compiled
+from ._forward import ElementRunner, SolveCall, solve_compiled
 from ._solution import Solution
 from ._solve.backends import AbstractConeSolver, make_solver
 from ._sparse import data_column
@@ -75,46 +75,43 @@ class CompiledProblem(CanonicalProgram):
         a thread pool. Results, statuses, warnings and errors are the same either way
         (:mod:`dpplayers._distributed`).
         """
-        return self._solve(values, solver_args, warm_start, on_failure, inaccurate, executor,
-                           chunksize, None)[0]
+        run, _ = self._runner(executor, chunksize, solver_args, inaccurate, None)
+        return solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
 
     def solve_and_vjp(self, *values: npt.ArrayLike, cotangents: Sequence[npt.ArrayLike | None],
-                      executor: Any = None, chunksize: int | None = None,
-                      **options: Any) -> tuple[Solution, tuple[FloatArray, ...]]:
+                      solver_args: dict | None = None, warm_start: object | None = None,
+                      on_failure: str = "raise", inaccurate: str = "warn", executor: Any = None,
+                      chunksize: int | None = None) -> tuple[Solution, tuple[FloatArray, ...]]:
         """Solve and pull ``cotangents`` (one per requested variable, batched like the
         values) back in one call: ``(solution, solution.vjp(*cotangents))``.
 
         With an ``executor`` each chunk is differentiated on its worker right after its
-        solve, so the factorisations never travel. ``options``: as for :meth:`solve`."""
-        return self._solve(values, options.pop("solver_args", None),
-                           options.pop("warm_start", None), options.pop("on_failure", "raise"),
-                           options.pop("inaccurate", "warn"), executor, chunksize,
-                           ("vjp", tuple(cotangents)), **options)
+        solve, so factorisations never travel; other arguments as for :meth:`solve`."""
+        derivative = ("vjp", tuple(cotangents))
+        run, product = self._runner(executor, chunksize, solver_args, inaccurate, derivative)
+        sol = solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
+        return sol, self._product(sol, derivative, product)
 
     def solve_and_jvp(self, *values: npt.ArrayLike, tangents: Sequence[npt.ArrayLike | None],
-                      executor: Any = None, chunksize: int | None = None,
-                      **options: Any) -> tuple[Solution, tuple[FloatArray, ...]]:
+                      solver_args: dict | None = None, warm_start: object | None = None,
+                      on_failure: str = "raise", inaccurate: str = "warn", executor: Any = None,
+                      chunksize: int | None = None) -> tuple[Solution, tuple[FloatArray, ...]]:
         """Solve and push ``tangents`` (one per parameter) forward in one call:
         ``(solution, solution.jvp(*tangents))``; see :meth:`solve_and_vjp`."""
-        return self._solve(values, options.pop("solver_args", None),
-                           options.pop("warm_start", None), options.pop("on_failure", "raise"),
-                           options.pop("inaccurate", "warn"), executor, chunksize,
-                           ("jvp", tuple(tangents)), **options)
+        derivative = ("jvp", tuple(tangents))
+        run, product = self._runner(executor, chunksize, solver_args, inaccurate, derivative)
+        sol = solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
+        return sol, self._product(sol, derivative, product)
 
-    def _solve(self, values: Sequence[npt.ArrayLike], solver_args: dict | None,
-               warm_start: object | None, on_failure: str, inaccurate: str, executor: Any,
-               chunksize: int | None, derivative: tuple[str, tuple] | None,
-               **unknown: Any) -> tuple[Solution, tuple[FloatArray, ...] | None]:
-        if unknown:
-            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}.")
-        if executor is None:
-            sol = solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate)
-            if derivative is None:
-                return sol, None
-            kind, arrays = derivative
-            return sol, getattr(sol, kind)(*arrays)
-        check_executor(executor)
+    def _runner(self, executor: Any, chunksize: int | None, solver_args: dict | None,
+                inaccurate: str, derivative: tuple[str, tuple] | None
+                ) -> tuple[ElementRunner | None, list]:
+        """The forward pass's hook solving on ``executor`` (None: here) and the list that
+        receives the derivative product and solve statistics computed with it."""
         product: list = []
+        if executor is None:
+            return None, product
+        check_executor(executor)
 
         def run(call: SolveCall, theta: FloatArray, raw: FloatArray, warm: list,
                 batch: int | None) -> list:
@@ -124,12 +121,19 @@ class CompiledProblem(CanonicalProgram):
             product.append((joined, stats))
             return results
 
-        sol = solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
+        return run, product
+
+    @staticmethod
+    def _product(sol: Solution, derivative: tuple[str, tuple], product: list) -> tuple:
+        """The product computed on the workers (their statistics kept), else here."""
+        if not product:
+            kind, arrays = derivative
+            return getattr(sol, kind)(*arrays)
         joined, stats = product[0]
         for k, st in enumerate(stats):
             if st is not None:
                 sol.stats[k] = st
-        return sol, joined
+        return joined
 
     def derive(self, sol: Solution, kind: str, arrays: Sequence, executor: Any,
                chunksize: int | None) -> Any:
