@@ -49,7 +49,7 @@ import numpy.typing as npt
 from ._forward import SolveCall, finish, parse_call, solve_elements
 from ._solution import Solution
 from ._solve.backends import RawSolution
-from .errors import DerivativeError
+from .errors import DerivativeError, ParameterError
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -171,8 +171,7 @@ class Runner:
     def workers(self) -> int:
         """How many chunks can run at once."""
         if self.client is not None:
-            info = self.client.scheduler_info()
-            return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+            return max(1, sum(self.client.nthreads().values()))
         return max(1, getattr(self.executor, "_max_workers", None) or os.cpu_count() or 1)
 
     def chunks(self, nb: int, chunksize: int | None) -> list[slice]:
@@ -287,18 +286,22 @@ def _columns(array: FloatArray, at: slice, nb: int) -> FloatArray:
 
 def _batched(arrays: Sequence[npt.ArrayLike | None], shapes: Sequence[tuple[int, ...]],
              batch: int | None, what: str, names: Sequence[str]) -> list[FloatArray | None]:
-    """Per-output or per-parameter arrays with a leading batch axis where batched; an
-    unbatched call's arrays gain one (batch 1). Unbatched (broadcast) ones are kept."""
+    """Per-output cotangents or per-parameter tangents, checked here (before any chunk
+    leaves) and given a leading batch axis where batched; an unbatched call's gain one
+    (batch 1). A tangent may also come unbatched in a batched call: it broadcasts."""
+    error = DerivativeError if what == "cotangent" else ParameterError
     if len(arrays) != len(shapes):
-        raise DerivativeError(f"expected {len(shapes)} {what}s ({', '.join(names)}), got "
-                              f"{len(arrays)}.")
+        raise error(f"expected {len(shapes)} {what}s ({', '.join(names)}), got {len(arrays)}.")
     out: list[FloatArray | None] = []
-    for a, shape in zip(arrays, shapes):
+    for a, shape, name in zip(arrays, shapes, names):
         if a is None:
             out.append(None)
             continue
-        arr = np.asarray(a, dtype=np.float64)
-        out.append(arr[None] if batch is None and arr.shape == shape else arr)
+        arr = np.asarray(a)  # its dtype is checked where it is used, as in process
+        want = shape if batch is None else (batch, *shape)
+        if arr.shape != want and not (what == "tangent" and arr.shape == shape):
+            raise error(f"{what} for '{name}' expects shape {want}, got {arr.shape}.")
+        out.append(arr[None] if batch is None else arr)
     return out
 
 
@@ -381,6 +384,7 @@ def derive(sol: Solution, kind: str, arrays: Sequence, executor: Any,
     answers = runner.map(derive_chunk, tasks)
     for at, (_, stats) in zip(chunks, answers):
         for k, st in zip(range(at.start, at.stop), stats):
-            if st is not None:
-                sol._derivative.record(k, st)
+            old = sol.stats[k]
+            if st is not None and (old is None or st.residual >= old.residual):
+                sol.stats[k] = st  # each element's worst solve, as in process
     return _join([a[0] for a in answers], batch)

@@ -218,3 +218,16 @@ def test_bad_arguments() -> None:
         PROG.solve(*VALUES, executor="cluster")
     with ThreadPoolExecutor(1) as ex, pytest.raises(ValueError, match="chunksize must be"):
         PROG.solve(*VALUES, executor=ex, chunksize=0)
+
+
+def test_wrong_shapes_are_refused_before_anything_is_sent(serial: dict[str, object]) -> None:
+    sol = serial["sol"]
+    bad = (np.ones((B, 4)), None)
+    with pytest.raises(dpplayers.DerivativeError) as here:
+        sol.vjp(*bad)
+    with ThreadPoolExecutor(1) as ex:
+        with pytest.raises(dpplayers.DerivativeError, match=r"expects shape \(12, 3\)") as there:
+            sol.vjp(*bad, executor=ex)
+        assert str(there.value) == str(here.value)
+        with pytest.raises(dpplayers.ParameterError, match="tangent for 'b' expects shape"):
+            sol.jvp(None, np.ones(3), None, executor=ex)
