@@ -57,6 +57,9 @@ FloatArray = npt.NDArray[np.float64]
 PROGRAMS: dict[str, Any] = {}
 #: Worker side: how many times each program was unpickled in this process (tests read it).
 LOADS: collections.Counter[str] = collections.Counter()
+#: Caller side: how many times each program's payload was sent (per scatter on Dask, per
+#: chunk that carried it on other pools), for tests and for users who want to check.
+SHIPMENTS: collections.Counter[str] = collections.Counter()
 #: A worker's answer for a chunk whose program it does not hold (sent without it).
 MISSING = "dpplayers: program missing"
 #: Chunks per worker in the default chunk size (some slack for uneven elements).
@@ -197,6 +200,7 @@ class Runner:
         held = _SCATTERED.setdefault(client, {})
         if shipped.key not in held:
             held[shipped.key] = client.scatter(shipped, broadcast=True, hash=False)
+            SHIPMENTS[shipped.key] += 1
         futures = [client.submit(fn, held[shipped.key], *t, pure=False) for t in tasks]
         return client.gather(futures)
 
@@ -211,6 +215,7 @@ class Runner:
         try:
             while len(results) < len(tasks):
                 todo = [i for i in range(len(tasks)) if i not in results]
+                SHIPMENTS[shipped.key] += len(with_program.intersection(todo))
                 futures: dict[Future, int] = {
                     executor.submit(fn, shipped if i in with_program else bare, *tasks[i]): i
                     for i in todo}

@@ -165,6 +165,10 @@ def test_program_travels_once_per_worker(cluster_client: object, pool: ProcessPo
     assert len(loads) == 2 and all(held == {key: 1} for held in loads.values())
     for _ in range(3):
         PROG.solve(*VALUES, solver_args=ARGS, on_failure="nan", executor=pool, chunksize=1)
+    sent = _distributed.SHIPMENTS[key]
+    PROG.solve(*VALUES, solver_args=ARGS, on_failure="nan", executor=pool, chunksize=1)
+    PROG.solve(*VALUES, solver_args=ARGS, on_failure="nan", executor=cluster_client)
+    assert _distributed.SHIPMENTS[key] == sent  # no payload once the workers hold it
     seen = {}
     for _ in range(20):  # ask the pool's processes what they hold
         pid, held = pool.submit(_loads_here).result()
