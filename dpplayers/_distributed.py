@@ -198,7 +198,8 @@ class Runner:
         client = self.client
         shipped = _shipped(self.prog)
         held = _SCATTERED.setdefault(client, {})
-        if shipped.key not in held:
+        scattered = held.get(shipped.key)
+        if scattered is None or scattered.status != "finished":  # new, or lost (a restart)
             held[shipped.key] = client.scatter(shipped, broadcast=True, hash=False)
             SHIPMENTS[shipped.key] += 1
         futures = [client.submit(fn, held[shipped.key], *t, pure=False) for t in tasks]

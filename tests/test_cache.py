@@ -53,6 +53,31 @@ def test_key_ignores_values_and_ids_but_not_structure() -> None:
     assert key(two, params, None) != key(problem, params, None)  # two leaves, not one
 
 
+def test_atom_and_objective_data_enter_the_key() -> None:
+    x, p = cp.Variable((2, 3)), cp.Parameter((2, 3))
+    def k(expr: cp.Expression, sense: type = cp.Minimize) -> str:
+        return key(cp.Problem(sense(expr), [cp.sum(cp.abs(x)) <= 1]), [p], None)
+    pairs = [(cp.norm(cp.vec(x - p, order="F"), 1), cp.norm(cp.vec(x - p, order="F"), 2)),
+             (cp.sum(cp.sum(x - p, axis=0)), cp.sum(cp.sum(x - p, axis=1))),
+             (cp.sum(x[0, 0:2] - p[0, 0:2]), cp.sum(x[0, 1:3] - p[0, 1:3])),
+             (cp.sum(cp.power(cp.vec(x - p, order="F"), 2)), cp.sum(cp.power(cp.vec(x - p, order="F"), 4)))]
+    for a, b in pairs:
+        assert k(a) != k(b)
+    assert k(cp.sum(x - p)) != k(cp.sum(x - p), cp.Maximize)
+
+
+def test_an_uncacheable_problem_compiles_with_a_warning(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> str:
+        raise _cache.Uncacheable("cannot describe Thing exactly")
+
+    monkeypatch.setattr(_program, "fingerprint", refuse)
+    with pytest.warns(RuntimeWarning, match="cannot be cached .*Thing"):
+        prog = dpplayers.compile(*lasso(), cache=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    np.testing.assert_allclose(_solve(prog), _solve(dpplayers.compile(*lasso())), atol=1e-12)
+
+
 def _solve(prog: dpplayers.CompiledProblem) -> np.ndarray:
     rng = np.random.default_rng(3)
     sol = prog.solve(rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5)),
