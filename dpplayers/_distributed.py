@@ -210,12 +210,15 @@ class Runner:
         bare = shipped.without_payload()
         executor, owned = self.executor, None
         results: dict[int, Any] = {}
-        with_program = set() if shipped.key in _PRIMED.get(executor, ()) else set(
-            range(min(self.workers, len(tasks))))
+        with_program: set[int] = set()
+        fresh = shipped.key not in _PRIMED.get(executor, ())  # its workers lack the program
         restarts = 0
         try:
             while len(results) < len(tasks):
                 todo = [i for i in range(len(tasks)) if i not in results]
+                if fresh:  # the payload rides with one chunk per worker (a guess)
+                    with_program.update(todo[: self.workers])
+                    fresh = False
                 SHIPMENTS[shipped.key] += len(with_program.intersection(todo))
                 futures: dict[Future, int] = {
                     executor.submit(fn, shipped if i in with_program else bare, *tasks[i]): i
@@ -241,7 +244,7 @@ class Runner:
                     if owned is not None:
                         owned.shutdown(wait=False, cancel_futures=True)
                     executor = owned = _fresh_pool(executor)
-                    with_program = set(range(min(self.workers, len(tasks))))
+                    fresh = True
             if owned is None:
                 _PRIMED.setdefault(executor, set()).add(shipped.key)
         finally:
