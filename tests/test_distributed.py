@@ -259,3 +259,26 @@ def test_sensitivity_path_and_influence_take_an_executor(pool: ProcessPoolExecut
     np.testing.assert_allclose(remote.values[0], local.values[0], atol=1e-8)
     np.testing.assert_allclose(remote.tangents[0], local.tangents[0], atol=1e-6)
     np.testing.assert_array_equal(remote.changes, local.changes)
+
+
+def test_gp_and_embedding_mode_on_workers(pool: ProcessPoolExecutor) -> None:
+    """The worker-side chunk Solution is an ordinary one: GP logs and mode="embedding"
+    come through. The GP's A is constant (θ enters b and c through logs), so SCS keeps
+    its workspace and the last digits depend on each worker's history (README)."""
+    rng = np.random.default_rng(2)
+    x, y = cp.Variable(pos=True, name="x"), cp.Variable(pos=True, name="y")
+    a, b = cp.Parameter(pos=True, name="a"), cp.Parameter(pos=True, name="b")
+    gp = dpplayers.compile(cp.Problem(cp.Minimize(a * x + b / (x * y)), [y <= 2.0 * a]),
+                           [a, b], [x, y], gp=True)
+    av, bv = rng.uniform(0.5, 2, 7), rng.uniform(0.5, 2, 7)
+    here, there = gp.solve(av, bv), gp.solve(av, bv, executor=pool, chunksize=2)
+    np.testing.assert_allclose(there.values, here.values, rtol=1e-7)
+    np.testing.assert_allclose(there.jacobian(executor=pool), here.jacobian(), rtol=1e-6)
+    A, c = cp.Parameter((3, 2), name="A"), cp.Parameter(3, name="c")
+    z = cp.Variable(2, name="z")
+    emb = dpplayers.compile(cp.Problem(cp.Minimize(cp.sum_squares(A @ z - c)), [z >= -1]),
+                            [A, c], [z], mode="embedding")
+    Av, cv = rng.standard_normal((5, 3, 2)), rng.standard_normal((5, 3))
+    here, there = emb.solve(Av, cv), emb.solve(Av, cv, executor=pool)
+    close(there.vjp(np.ones((5, 2)), executor=pool), here.vjp(np.ones((5, 2))))
+    assert not there.fell_back.any()
