@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +50,9 @@ from ._forward import SolveCall, finish, parse_call, solve_elements
 from ._solution import Solution
 from ._solve.backends import RawSolution
 from .errors import DerivativeError, ParameterError
+
+if TYPE_CHECKING:  # annotations only: _program imports this module
+    from ._program import CompiledProblem
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -82,7 +85,7 @@ class ShippedProgram:
     payload: bytes | None
 
     @classmethod
-    def of(cls, prog: Any) -> ShippedProgram:
+    def of(cls, prog: CompiledProblem) -> ShippedProgram:
         payload = pickle.dumps(dataclasses.replace(prog, problem=None),
                                protocol=pickle.HIGHEST_PROTOCOL)
         return cls(hashlib.sha256(payload).hexdigest(), payload)
@@ -90,7 +93,7 @@ class ShippedProgram:
     def without_payload(self) -> ShippedProgram:
         return ShippedProgram(self.key, None)
 
-    def load(self) -> Any:
+    def load(self) -> CompiledProblem | None:
         """The program, unpickled on this worker's first chunk only; None if absent."""
         prog = PROGRAMS.get(self.key)
         if prog is None and self.payload is not None:
@@ -103,9 +106,9 @@ class ShippedProgram:
 class LocalProgram:
     """The program itself, for threads of this process (nothing is pickled)."""
 
-    program: Any
+    program: CompiledProblem
 
-    def load(self) -> Any:
+    def load(self) -> CompiledProblem:
         return self.program
 
 
@@ -165,7 +168,7 @@ def derive_chunk(ref: ProgramRef, state: dict[str, Any], kind: str, arrays: tupl
 class Runner:
     """Runs chunk tasks on one executor, shipping the program as the executor needs."""
 
-    def __init__(self, executor: Any, prog: Any) -> None:
+    def __init__(self, executor: Any, prog: CompiledProblem) -> None:
         self.client = _dask_client(executor)
         self.executor = executor
         self.prog = prog
@@ -259,7 +262,7 @@ _SCATTERED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDict
 _PRIMED: weakref.WeakKeyDictionary[Executor, set[str]] = weakref.WeakKeyDictionary()
 
 
-def _shipped(prog: Any) -> ShippedProgram:
+def _shipped(prog: CompiledProblem) -> ShippedProgram:
     return prog.shipped
 
 
@@ -329,7 +332,7 @@ def _join(parts: list[tuple], batch: int | None) -> tuple:
     return joined if batch is not None else joined[0]
 
 
-def solve(prog: Any, executor: Any, chunksize: int | None, solver_args: dict | None,
+def solve(prog: CompiledProblem, executor: Any, chunksize: int | None, solver_args: dict | None,
           inaccurate: str, derivative: tuple[str, Sequence] | None,
           call: SolveCall, theta: FloatArray, raw: FloatArray,
           warm: list[RawSolution | None], batch: int | None) -> tuple[list[RawSolution],
