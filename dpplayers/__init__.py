@@ -20,9 +20,9 @@ from .errors import InaccurateSolutionWarning as InaccurateSolutionWarning
 from .errors import ParameterError as ParameterError
 from .errors import SolverError as SolverError
 from .errors import VariableError as VariableError
+from ._version import __version__ as __version__
 from .sensitivity import influence as influence
 
-__version__ = "0.1.0"
 
 __all__ = [
     "CompiledProblem", "DPPError", "DPPReport", "DerivativeError", "InaccurateSolutionWarning",

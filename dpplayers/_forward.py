@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -21,13 +23,17 @@ import numpy.typing as npt
 from ._derivative.batch import make_strategy
 from ._derivative.refine import newton_refine
 from ._solution import DERIVATIVE_OPTIONS, Solution
-from ._solve.backends import ConeData, RawSolution
+from ._solve.backends import AbstractConeSolver, ConeData, RawSolution
 from ._solve.solver_args import translate
 from ._sparse import data_column
 from .errors import InaccurateSolutionWarning, SolverError
 
 FloatArray = npt.NDArray[np.float64]
 FAILURE_POLICIES = ("raise", "nan")
+#: Solves a call's elements elsewhere: (call, θ̃ (q+1, B), raw values (p, B), warm starts,
+#: batch size or None) ↦ one answer per element.
+ElementRunner: TypeAlias = Callable[["SolveCall", FloatArray, FloatArray, list, "int | None"],
+                                    list[RawSolution]]
 #: What an inaccurate element (Status.INACCURATE, ITERATION_LIMIT) does: return its point
 #: with an InaccurateSolutionWarning, or count as a failure (then ``on_failure`` decides).
 INACCURATE_POLICIES = ("warn", "fail")
@@ -37,10 +43,28 @@ MIN_PARALLEL_BATCH = 4
 CPU_COUNT = os.cpu_count() or 1
 
 
-def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | None,
-                   warm_start: Solution | None, on_failure: str,
-                   inaccurate: str = "warn") -> Solution:
-    """Forward pass for :meth:`CompiledProblem.solve`."""
+@dataclass(frozen=True)
+class SolveCall:
+    """One call's settings, parsed once from ``solver_args`` and the policies."""
+
+    backend: AbstractConeSolver
+    settings: Any
+    derivative_options: dict[str, Any]
+    mode: str
+    on_failure: str
+    accept: bool  # inaccurate="warn": an inaccurate element's point is usable
+    n_jobs: int | None
+    reuse: bool  # A and P do not depend on θ: a solver workspace may be kept
+
+    @property
+    def refine(self) -> int:
+        """Newton steps after the solver (``solver_args={"refine": k}``)."""
+        return int(self.derivative_options.get("refine", 0))
+
+
+def parse_call(prog, solver_args: dict | None, on_failure: str,
+               inaccurate: str = "warn") -> SolveCall:
+    """Check and split ``solver_args`` and the policies (raises ValueError on bad ones)."""
     args = dict(solver_args or {})
     on_failure = args.pop("on_failure", on_failure)  # a layer's defaults ride in solver_args
     inaccurate = args.pop("inaccurate", inaccurate)
@@ -48,8 +72,6 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
         raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
     if inaccurate not in INACCURATE_POLICIES:
         raise ValueError(f"inaccurate must be one of {INACCURATE_POLICIES}, got {inaccurate!r}.")
-    accept = inaccurate == "warn"
-    theta, raw, batch = prog.layout.stack(values)
     args = translate(args, prog.mode, prog.backend)  # cvxpylayers' keys
     backend = prog.backend.for_method(args.pop("solve_method", None))
     derivative_options = {k: args.pop(k) for k in DERIVATIVE_OPTIONS if k in args}
@@ -59,36 +81,71 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     mode = derivative_options.get("mode", prog.mode)
     if derivative_options:  # validate now, not at backward time (prog.mode already was)
         make_strategy(mode, derivative_options)
-    settings = backend.settings_for(args)
+    reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
+    return SolveCall(backend, backend.settings_for(args), derivative_options, mode, on_failure,
+                     inaccurate == "warn", n_jobs, reuse)
+
+
+def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | None,
+                   warm_start: Solution | None, on_failure: str,
+                   inaccurate: str = "warn", run: ElementRunner | None = None) -> Solution:
+    """Forward pass for :meth:`CompiledProblem.solve`.
+
+    ``run(call, θ̃, raw, warm, batch)`` solves the elements elsewhere (:mod:`dpplayers._distributed`);
+    by default they are solved here by :func:`solve_elements`."""
+    call = parse_call(prog, solver_args, on_failure, inaccurate)
+    theta, raw, batch = prog.layout.stack(values)
     nb = theta.shape[1]
     data = prog.data(theta)
-    reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
     warm = _warm_starts(warm_start, nb, prog) if warm_start is not None else [None] * nb
+    if run is None:
+        results = solve_elements(prog, call, data, warm)
+    else:
+        results = run(call, theta, raw, warm, batch)
+    return finish(prog, call, results, raw, data, batch)
+
+
+def solve_elements(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution | None],
+                   n_jobs: int | None = None) -> list[RawSolution]:
+    """Solve (and with ``refine``, polish) each element of the data (P, A, b, c), on the
+    thread pool for batches of MIN_PARALLEL_BATCH or more."""
+    backend, settings, reuse = call.backend, call.settings, call.reuse
+    nb = len(warm)
+
     def solve_element(k: int) -> RawSolution:
         matrices = functools.partial(prog.element_matrices, data, k)
         return backend.solve(ConeData(matrices, data_column(data[2], k), data_column(data[3], k)),
                              settings, reuse, warm[k])
 
-    n_jobs = n_jobs if n_jobs is not None else CPU_COUNT
+    n_jobs = n_jobs or call.n_jobs or CPU_COUNT
     workers = min(n_jobs, nb)
     if workers > 1 and nb >= MIN_PARALLEL_BATCH:
         results = list(_executor(workers).map(solve_element, range(nb)))
     else:
         results = [solve_element(k) for k in range(nb)]
-    steps = int(derivative_options.get("refine", 0))
+    steps = call.refine
     if steps:
         results = [_refined(prog, data, k, r, steps) for k, r in enumerate(results)]
+    return results
+
+
+def finish(prog, call: SolveCall, results: list[RawSolution], raw: FloatArray, data: tuple,
+           batch: int | None, quiet: bool = False) -> Solution:
+    """The elements' answers → a :class:`Solution`, applying the failure and inaccuracy
+    policies (raise or NaN, warn) with elements named by their place in the batch;
+    ``quiet``: NaN-fill failures silently (a chunk solved on a worker: its caller decides)."""
+    accept, nb = call.accept, len(results)
     failed = [k for k, r in enumerate(results) if not r.status.usable(accept)]
-    if failed and on_failure == "raise":
-        raise SolverError(_failure_message(backend.name, results, failed, batch))
-    if failed:
+    if failed and call.on_failure == "raise" and not quiet:
+        raise SolverError(_failure_message(call.backend.name, results, failed, batch))
+    if failed and not quiet:
         warnings.warn(f"{len(failed)} of {nb} batch elements failed ({failed[:10]}); their "
-                      "values are NaN and their status says why.", RuntimeWarning, stacklevel=3)
+                      "values are NaN and their status says why.", RuntimeWarning, stacklevel=4)
     inexact = [k for k, r in enumerate(results) if r.status.ok and not r.status.accurate
                and k not in failed]
-    if inexact:
-        warnings.warn(_inaccurate_message(backend.name, results, inexact, batch),
-                      InaccurateSolutionWarning, stacklevel=3)
+    if inexact and not quiet:
+        warnings.warn(_inaccurate_message(call.backend.name, results, inexact, batch),
+                      InaccurateSolutionWarning, stacklevel=4)
     x, y, s = (_stack_columns([getattr(r, name) if r.status.usable(accept)
                                else np.full(size, np.nan) for r in results])
                for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
@@ -98,7 +155,7 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
     info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
                   "setup_seconds": r.setup_seconds} for r in results)
     return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
-                    mode, derivative_options, raw, data, accept)
+                    call.mode, call.derivative_options, raw, data, accept)
 
 
 def _where(k: int, batch: int | None) -> str:

@@ -10,20 +10,27 @@ Clarabel, :mod:`._solve.backends`) and returns a :class:`~._solution.Solution`, 
 from __future__ import annotations
 
 import functools
+import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from ._cache import Uncacheable, cached, fingerprint
 from ._compile.affine_maps import AffineMap, StackedMaps
 from ._compile.canonical import CanonicalProgram, canonicalize
 from ._derivative.kkt import kkt_pattern
 from ._derivative.pattern import KKTPattern
-from ._forward import solve_compiled
+from ._distributed import ShippedProgram, check_executor
+from ._distributed import derive as distributed_derive
+from ._distributed import solve as distributed_solve
+from ._forward import ElementRunner, SolveCall, solve_compiled
 from ._solution import Solution
 from ._solve.backends import AbstractConeSolver, make_solver
 from ._sparse import data_column
@@ -50,7 +57,8 @@ class CompiledProblem(CanonicalProgram):
 
     def solve(self, *values: npt.ArrayLike, solver_args: dict | None = None,
               warm_start: object | None = None, on_failure: str = "raise",
-              inaccurate: str = "warn") -> Solution:
+              inaccurate: str = "warn", executor: Any = None,
+              chunksize: int | None = None) -> Solution:
         """Solve for one set of parameter values or a batch; returns a :class:`Solution`.
 
         Values come in the order of ``parameters``; any of them may carry a leading batch
@@ -60,9 +68,83 @@ class CompiledProblem(CanonicalProgram):
         instead of raising :class:`SolverError`. An element that stopped short of its
         tolerances (iteration limit, reduced accuracy) keeps its point with an
         :class:`InaccurateSolutionWarning`; ``inaccurate="fail"`` makes it a failure.
-        """
 
-        return solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate)
+        ``executor`` (any ``concurrent.futures.Executor``, or a ``dask.distributed.Client``)
+        solves the batch there in chunks of ``chunksize`` elements (default
+        ceil(B / (4 · workers))), the program shipped once per worker; ``None``: here, on
+        a thread pool. Results, statuses, warnings and errors are the same either way
+        (:mod:`dpplayers._distributed`).
+        """
+        run, _ = self._runner(executor, chunksize, solver_args, inaccurate, None)
+        return solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
+
+    def solve_and_vjp(self, *values: npt.ArrayLike, cotangents: Sequence[npt.ArrayLike | None],
+                      solver_args: dict | None = None, warm_start: object | None = None,
+                      on_failure: str = "raise", inaccurate: str = "warn", executor: Any = None,
+                      chunksize: int | None = None) -> tuple[Solution, tuple[FloatArray, ...]]:
+        """Solve and pull ``cotangents`` (one per requested variable, batched like the
+        values) back in one call: ``(solution, solution.vjp(*cotangents))``.
+
+        With an ``executor`` each chunk is differentiated on its worker right after its
+        solve, so factorisations never travel; other arguments as for :meth:`solve`."""
+        derivative = ("vjp", tuple(cotangents))
+        run, product = self._runner(executor, chunksize, solver_args, inaccurate, derivative)
+        sol = solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
+        return sol, self._product(sol, derivative, product)
+
+    def solve_and_jvp(self, *values: npt.ArrayLike, tangents: Sequence[npt.ArrayLike | None],
+                      solver_args: dict | None = None, warm_start: object | None = None,
+                      on_failure: str = "raise", inaccurate: str = "warn", executor: Any = None,
+                      chunksize: int | None = None) -> tuple[Solution, tuple[FloatArray, ...]]:
+        """Solve and push ``tangents`` (one per parameter) forward in one call:
+        ``(solution, solution.jvp(*tangents))``; see :meth:`solve_and_vjp`."""
+        derivative = ("jvp", tuple(tangents))
+        run, product = self._runner(executor, chunksize, solver_args, inaccurate, derivative)
+        sol = solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
+        return sol, self._product(sol, derivative, product)
+
+    def _runner(self, executor: Any, chunksize: int | None, solver_args: dict | None,
+                inaccurate: str, derivative: tuple[str, tuple] | None
+                ) -> tuple[ElementRunner | None, list]:
+        """The forward pass's hook solving on ``executor`` (None: here) and the list that
+        receives the derivative product and solve statistics computed with it."""
+        product: list = []
+        if executor is None:
+            return None, product
+        check_executor(executor)
+
+        def run(call: SolveCall, theta: FloatArray, raw: FloatArray, warm: list,
+                batch: int | None) -> list:
+            results, joined, stats = distributed_solve(
+                self, executor, chunksize, solver_args, inaccurate, derivative, call, theta,
+                raw, warm, batch)
+            product.append((joined, stats))
+            return results
+
+        return run, product
+
+    @staticmethod
+    def _product(sol: Solution, derivative: tuple[str, tuple], product: list) -> tuple:
+        """The product computed on the workers (their statistics kept), else here."""
+        if not product:
+            kind, arrays = derivative
+            return getattr(sol, kind)(*arrays)
+        joined, stats = product[0]
+        for k, st in enumerate(stats):
+            if st is not None:
+                sol.stats[k] = st
+        return joined
+
+    def derive(self, sol: Solution, kind: str, arrays: Sequence, executor: Any,
+               chunksize: int | None) -> Any:
+        """``sol.vjp``/``jvp``/``jacobian`` on ``executor`` (:func:`dpplayers._distributed.derive`)."""
+        check_executor(executor)
+        return distributed_derive(sol, kind, arrays, executor, chunksize)
+
+    @functools.cached_property
+    def shipped(self) -> ShippedProgram:
+        """This program as it travels to workers: fingerprint and pickled state, built once."""
+        return ShippedProgram.of(self)
 
     def __getstate__(self) -> dict:
         """Pickle/copy without what is built on first use (the cached properties): the
@@ -173,7 +255,8 @@ _CACHED_PROPERTIES = frozenset(name for name, attr in vars(CompiledProblem).item
 def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = None,
             variables: Sequence[cp.Variable] | None = None, solver: str = "SCS",
             gp: bool = False, quad_obj: bool = True, mode: str = "direct",
-            canon_backend: str | None = None) -> CompiledProblem:
+            canon_backend: str | None = None,
+            cache: bool | str | os.PathLike[str] = False) -> CompiledProblem:
     """Compile ``problem`` into a :class:`CompiledProblem`; done once, solved many times.
 
     Args:
@@ -188,6 +271,11 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         mode: default derivative mode ("direct", "lsqr", "lsmr", "dense", or "embedding":
             the self-dual embedding's operator by LSQR, a slow reference).
         canon_backend: cvxpy's canonicalisation backend (default: cvxpy's choice).
+        cache: keep the compiled program on disk and load it when the same problem (same
+            structure and constants, any parameter values) is compiled again with the same
+            request and options, in any process: ``True`` for ``$DPPLAYERS_CACHE`` or
+            ``~/.cache/dpplayers``, or a directory. Entries from other versions or damaged
+            ones are rebuilt (:mod:`dpplayers._cache`). Point it only at a trusted directory.
 
     Raises:
         DPPError: the problem is not DPP, or parameters/variables don't match it.
@@ -198,9 +286,33 @@ def compile(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None = Non
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    canonical = canonicalize(problem, parameters, variables, gp, quad_obj, canon_backend)
-    return CompiledProblem(
-        problem=problem, **{f.name: getattr(canonical, f.name) for f in fields(canonical)},
-        solver=solver, gp=gp, mode=mode, compile_seconds=time.perf_counter() - start,
-        backend=make_solver(solver, canonical.cones, canonical.n),
-    )
+    def build() -> CompiledProblem:
+        canonical = canonicalize(problem, parameters, variables, gp, quad_obj, canon_backend)
+        return CompiledProblem(
+            problem=problem, **{f.name: getattr(canonical, f.name) for f in fields(canonical)},
+            solver=solver, gp=gp, mode=mode, compile_seconds=time.perf_counter() - start,
+            backend=make_solver(solver, canonical.cones, canonical.n),
+        )
+
+    if cache is False or cache is None:
+        return build()
+    options = {"solver": solver, "gp": gp, "quad_obj": quad_obj, "mode": mode,
+               "canon_backend": canon_backend}
+    try:
+        key = fingerprint(problem, parameters, variables, options)
+    except Uncacheable as why:
+        prog = build()  # a request that does not match the problem raises here, unwarned
+        warnings.warn(f"compile(cache=...): this problem cannot be cached ({why}); compiled "
+                      "without the cache.", RuntimeWarning, stacklevel=2)
+        return prog
+    built: list[CompiledProblem] = []
+
+    def state() -> dict:
+        built.append(build())
+        return {k: v for k, v in built[0].__getstate__().items() if k != "problem"}
+
+    loaded, hit = cached(cache, key, state)
+    if not hit:
+        return built[0]
+    # bound to this process's problem (its Parameter and Variable objects)
+    return CompiledProblem(problem=problem, **loaded)

@@ -120,29 +120,41 @@ class Solution:
         return (_ParameterStage(prog.layout, self.batch, self._raw_theta, nb),
                 _DataStage(prog), middle, _OutputStage(prog.retrieval, values, self.batch, nb))
 
-    def vjp(self, *cotangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
+    def vjp(self, *cotangents: npt.ArrayLike | None, executor: Any = None,
+            chunksize: int | None = None) -> tuple[FloatArray, ...]:
         """Cotangents on the requested variables ↦ cotangents on the parameters: the chain
-        backwards, Rᵀ → (J⁻¹)ᵀ → Cᵀ."""
+        backwards, Rᵀ → (J⁻¹)ᵀ → Cᵀ. ``executor`` (a ``concurrent.futures.Executor`` or
+        ``dask.distributed.Client``): in chunks there, each chunk's J rebuilt from (data,
+        x, y, s) on a worker (``CompiledProblem.derive``)."""
+        if executor is not None:
+            return self.program.derive(self, "vjp", cotangents, executor, chunksize)
         g: Any = self._check_outputs(cotangents, "cotangent")
         for stage in reversed(self._chain):
             g = stage.backward(g)
         return g
 
-    def jvp(self, *tangents: npt.ArrayLike | None) -> tuple[FloatArray, ...]:
+    def jvp(self, *tangents: npt.ArrayLike | None, executor: Any = None,
+            chunksize: int | None = None) -> tuple[FloatArray, ...]:
         """Tangents on the parameters ↦ tangents on the requested variables: the chain
-        forwards, C → J⁻¹ → R."""
+        forwards, C → J⁻¹ → R (``executor``: as in :meth:`vjp`)."""
+        if executor is not None:
+            return self.program.derive(self, "jvp", tangents, executor, chunksize)
         t: Any = tangents
         for stage in self._chain:
             t = stage.forward(t)
         return t
 
-    def jacobian(self) -> tuple[tuple[FloatArray, ...], ...]:
+    def jacobian(self, executor: Any = None,
+                 chunksize: int | None = None) -> tuple[tuple[FloatArray, ...], ...]:
         """Full blocks d(variable)/d(parameter): ``jac[i][j]`` has shape
         ([B,] *variable_i.shape, *parameter_j.shape).
 
         One factorisation per element and one multi-column solve: with Jᵀ and one column
         per output entry when there are fewer outputs than parameter entries (reverse),
-        with J and one column per parameter entry otherwise (forward)."""
+        with J and one column per parameter entry otherwise (forward). ``executor``: as in
+        :meth:`vjp`."""
+        if executor is not None:
+            return self.program.derive(self, "jacobian", (), executor, chunksize)
         prog = self.program
         q, nb, K = prog.layout.theta_size, self.x.shape[1], prog.retrieval.matrix.shape[0]
         flat = self._reverse_jacobian() if K < q else self._forward_jacobian()  # (K, B, q)

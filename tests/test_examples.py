@@ -27,3 +27,12 @@ def test_optnet_example_and_notebook_agree_with_finite_differences(capsys):
     fd = float(out.split("finite differences")[1].split()[0])
     assert abs(analytic - fd) <= 1e-5 * max(1.0, abs(fd))
     assert "dL/dQ is symmetric: True" in out
+
+
+@pytest.mark.slow
+def test_distributed_sweep_runs(monkeypatch, capsys):
+    """The scenario sweep on a LocalCluster (~12 s: the cluster's start) checks itself."""
+    pytest.importorskip("distributed")
+    monkeypatch.setenv("QUICK", "1")
+    runpy.run_path(str(ROOT / "examples" / "distributed_sweep.py"), run_name="__main__")
+    assert "checked against the local solve and CVXPY" in capsys.readouterr().out

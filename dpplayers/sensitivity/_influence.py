@@ -118,7 +118,8 @@ class Influence:
 def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, coefficients: Sequence[Any] | Any,
               values: Mapping | Sequence | None = None, *, exact: bool = False, flag: bool = True,
               features: Any = None, response: Any = None, intercept: Any = None,
-              solver: str = DEFAULT_SOLVER, solver_args: dict | None = None) -> Influence:
+              solver: str = DEFAULT_SOLVER, solver_args: dict | None = None,
+              executor: Any = None, chunksize: int | None = None) -> Influence:
     """Influence of each training point on the fitted coefficients.
 
     Args:
@@ -139,6 +140,8 @@ def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, 
         intercept: a scalar coefficient added to the prediction (one of ``coefficients``).
         solver: for a ``cp.Problem`` (default SCS, see ``DEFAULT_SOLVER``).
         solver_args: for every solve (default tight: ``{"eps": 1e-10}``).
+        executor, chunksize: run the ``exact`` refits (the batches of N) on an executor or
+            Dask client, in chunks (see :meth:`~dpplayers.CompiledProblem.solve`).
 
     Raises:
         ParameterError: ``weights`` is not a parameter of the problem or not a vector.
@@ -159,7 +162,8 @@ def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, 
     D = _stack_rows(sens, 0, n_points)  # (N, p)
     w = vals[w_at]
     predicted = -D * w[:, None]
-    loo, exact_change, flags = (_exact(prog, sol, vals, w_at, coefs, theta, args, flag)
+    run = {"executor": executor, "chunksize": chunksize}
+    loo, exact_change, flags = (_exact(prog, sol, vals, w_at, coefs, theta, args, flag, run)
                                 if exact else (None, None, None))
     change = exact_change if exact_change is not None else predicted
     X = _value(prog, features, vals)
@@ -177,12 +181,14 @@ def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, 
 
 
 def _exact(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: int, coefs: list[int],
-           theta: FloatArray, args: dict, flag: bool) -> tuple[Any, FloatArray, Any]:
-    """The batched refits, their changes, and (``flag``) the active-set flags."""
-    loo, change = _refits(prog, sol, vals, w_at, coefs, theta, args, 0.0)
+           theta: FloatArray, args: dict, flag: bool,
+           run: dict[str, Any]) -> tuple[Any, FloatArray, Any]:
+    """The batched refits, their changes, and (``flag``) the active-set flags; ``run``:
+    where to solve them (``executor``, ``chunksize``)."""
+    loo, change = _refits(prog, sol, vals, w_at, coefs, theta, args, 0.0, run)
     if not flag:
         return loo, change, None
-    near, _ = _refits(prog, sol, vals, w_at, coefs, theta, args, FLAG_WEIGHT)
+    near, _ = _refits(prog, sol, vals, w_at, coefs, theta, args, FLAG_WEIGHT, run)
     return loo, change, changed(sol, near)
 
 
@@ -219,7 +225,8 @@ def _stack_rows(sens: Sensitivity, b: int, n_points: int) -> FloatArray:
 
 
 def _refits(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: int, coefs: list[int],
-            theta: FloatArray, args: dict, keep: float) -> tuple[Any, FloatArray]:
+            theta: FloatArray, args: dict, keep: float,
+            run: dict[str, Any]) -> tuple[Any, FloatArray]:
     """All N leave-one-out fits as one batch: weight i scaled by ``keep`` (0: removed) in
     element i, warm-started from the full fit."""
     w = vals[w_at]
@@ -227,7 +234,7 @@ def _refits(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: 
     np.fill_diagonal(W, keep * w)
     batch = list(vals)
     batch[w_at] = W
-    loo = prog.solve(*batch, solver_args=args, warm_start=sol, on_failure="nan")
+    loo = prog.solve(*batch, solver_args=args, warm_start=sol, on_failure="nan", **run)
     fitted = np.concatenate([loo.values[i].reshape(w.shape[0], -1) for i in coefs], axis=1)
     return loo, fitted - theta[None, :]
 

@@ -88,7 +88,8 @@ class Path:
 
 def path(model: cp.Problem | CompiledProblem, parameter: cp.Parameter | str, grid: Sequence[float],
          values: Mapping | Sequence | None = None, *, of: Any = None, solver: str = "CLARABEL",
-         solver_args: dict | None = None) -> Path:
+         solver_args: dict | None = None, executor: Any = None,
+         chunksize: int | None = None) -> Path:
     """Solve along ``grid`` for ``parameter`` (one batch) with exact tangents.
 
     Args:
@@ -98,6 +99,8 @@ def path(model: cp.Problem | CompiledProblem, parameter: cp.Parameter | str, gri
         values: the other parameters' values (the swept one's is ignored).
         of: outputs to report (default all requested).
         solver_args: for the batched solve (default ``{"eps": 1e-10}``).
+        executor, chunksize: solve the grid and take its tangents on an executor or Dask
+            client, in chunks (see :meth:`~dpplayers.CompiledProblem.solve`).
     """
     prog = model if isinstance(model, CompiledProblem) else compile(
         model, solver=solver)
@@ -107,10 +110,10 @@ def path(model: cp.Problem | CompiledProblem, parameter: cp.Parameter | str, gri
     lam = np.asarray(grid, dtype=np.float64).ravel()
     vals[at] = lam.reshape(-1, *([1] * len(spec.shape))) * np.ones((1, *spec.shape))
     args = dict({"eps": 1e-10} if solver_args is None else solver_args)
-    sol = prog.solve(*vals, solver_args=args, on_failure="nan")
     tangents: list[Any] = [None] * len(vals)
     tangents[at] = np.ones(spec.shape)
-    dx = sol.jvp(*tangents)
+    sol, dx = prog.solve_and_jvp(*vals, tangents=tangents, solver_args=args, on_failure="nan",
+                                 executor=executor, chunksize=chunksize)
     outs = [output_index(prog, o) for o in as_list(of, len(prog.retrieval.outputs))]
     codes = regimes(sol)
     return Path(spec.name, lam, tuple(prog.retrieval.outputs[i].name for i in outs),
