@@ -14,15 +14,14 @@ from ._program import CompiledProblem as CompiledProblem
 from ._program import compile as compile
 from ._solution import Solution as Solution
 from ._solve.backends import Status as Status
+from ._version import __version__ as __version__
 from .errors import DerivativeError as DerivativeError
 from .errors import DPPError as DPPError
 from .errors import InaccurateSolutionWarning as InaccurateSolutionWarning
 from .errors import ParameterError as ParameterError
 from .errors import SolverError as SolverError
 from .errors import VariableError as VariableError
-from ._version import __version__ as __version__
 from .sensitivity import influence as influence
-
 
 __all__ = [
     "CompiledProblem", "DPPError", "DPPReport", "DerivativeError", "InaccurateSolutionWarning",
