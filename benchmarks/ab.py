@@ -60,7 +60,7 @@ def compare(libraries: tuple, workload: str, batch: int, rounds: int) -> dict[st
     key = "native" if "native" in forms else next(iter(forms))
     form = forms[key]
     values = w.values(batch)[key]
-    programs = [lib.compile(form.problem, list(form.parameters), [form.output])
+    programs = [lib.compile(form.problem, list(form.parameters), [form.output], gp=form.gp)
                 for lib in libraries]
     cotangent = None
     times = {lib.__name__: ([], []) for lib in libraries}

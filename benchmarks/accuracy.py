@@ -77,7 +77,7 @@ def _dot(a: list[Array], b: list[Array]) -> float:
 def reference(form: Formulation, probe: Probe) -> Reference:
     """Solve tightly, differentiate exactly, and take the central finite difference."""
     prog = dpplayers.compile(form.problem, list(form.parameters), [form.output],
-                             solver="CLARABEL")
+                             solver="CLARABEL", gp=form.gp)
 
     def objective(t: float) -> float:
         vals = [v + t * d for v, d in zip(probe.values, probe.direction)]

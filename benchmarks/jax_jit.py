@@ -1,4 +1,4 @@
-"""Jitted forward+grad of dpplayers.jax against cvxpylayers.jax (issue #5's figure).
+"""Forward+grad of dpplayers.jax, jitted and eager, against cvxpylayers.jax (issues #5, #21).
 
 cvxpylayers.jax cannot run under ``jax.jit`` (its solve converts tracers to NumPy), so its
 column is its eager ``value_and_grad``. Same solver (SCS) and tolerance for both; medians
@@ -49,7 +49,8 @@ def main() -> None:
     from cvxpylayers.jax import CvxpyLayer as Peer
 
     rng = np.random.default_rng(0)
-    print(f"{'problem':<36}{'B':>4}{'dpplayers jit':>16}{'cvxpylayers':>14}{'ratio':>8}")
+    print(f"{'problem':<36}{'B':>4}{'dpplayers jit':>16}{'eager':>11}{'cvxpylayers':>14}"
+          f"{'jit/cvxl':>10}{'eager/cvxl':>12}")
     for name, prob, params, var in problems():
         ours = CvxpyLayer(prob, params, [var], solver_args=ARGS)
         peer = Peer(prob, parameters=params, variables=[var])
@@ -66,8 +67,10 @@ def main() -> None:
 
             argnums = tuple(range(len(params)))
             t_ours = median_ms(jax.jit(jax.value_and_grad(loss_ours, argnums)), draws)
+            t_eager = median_ms(jax.value_and_grad(loss_ours, argnums), draws)
             t_peer = median_ms(jax.value_and_grad(loss_peer, argnums), draws)
-            print(f"{name:<36}{batch:>4}{t_ours:>13.1f} ms{t_peer:>11.1f} ms{t_ours / t_peer:>8.2f}")
+            print(f"{name:<36}{batch:>4}{t_ours:>13.1f} ms{t_eager:>8.1f} ms{t_peer:>11.1f} ms"
+                  f"{t_ours / t_peer:>10.2f}{t_eager / t_peer:>12.2f}")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def jacobian_cost(w: Workload, batch: int) -> float:
     """Parameter entries × problem-data entries × batch: the work of a forward-mode Jacobian."""
     if w.name not in _DATA_SIZES:
         form = w.formulations()["native"]
-        prog = dpplayers.compile(form.problem, list(form.parameters), [form.output])
+        prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], gp=form.gp)
         p_nnz = prog.P.indices.size if prog.P is not None else 0
         _DATA_SIZES[w.name] = p_nnz + prog.A.indices.size + prog.m + prog.n
     form = w.formulations()["native"]
@@ -126,7 +126,7 @@ def jacobian_unsupported(w: Workload, batch: int) -> str | None:
 
 
 def _dpplayers_numpy(form: Formulation, cfg: Config, solver: str = "SCS") -> Compiled:
-    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], solver=solver)
+    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], gp=form.gp, solver=solver)
     args = cfg.scs_args if solver == "SCS" else {"eps": cfg.eps}
     return Compiled(
         prepare=lambda values, cot: (values, cot),
@@ -154,7 +154,7 @@ def _bare_scs(form: Formulation, cfg: Config) -> Compiled:
     b and c are updated, as a layer would keep it."""
     import scs
 
-    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], solver="SCS")
+    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], gp=form.gp, solver="SCS")
     settings = prog.backend.settings(cfg.scs_args)  # exactly what dpplayers hands SCS
     k = prog.cones
     cones = {"z": k.zero, "l": k.nonneg, "q": list(k.soc), "s": list(k.psd), "ep": k.exp,
@@ -232,14 +232,16 @@ def _torch_compiled(solve: Callable[[Any], Any]) -> Compiled:
 def _dpplayers_torch(form: Formulation, cfg: Config) -> Compiled:
     from dpplayers.torch import CvxpyLayer
 
-    layer = CvxpyLayer(form.problem, parameters=list(form.parameters), variables=[form.output])
+    layer = CvxpyLayer(form.problem, parameters=list(form.parameters), variables=[form.output],
+                       gp=form.gp)
     return _torch_layer(layer, cfg.scs_args)
 
 
 def _cvxpylayers_torch(form: Formulation, cfg: Config, mode: str | None = None) -> Compiled:
     from cvxpylayers.torch import CvxpyLayer
 
-    layer = CvxpyLayer(form.problem, parameters=list(form.parameters), variables=[form.output])
+    layer = CvxpyLayer(form.problem, parameters=list(form.parameters), variables=[form.output],
+                       gp=form.gp)
 
     def quiet(*params, solver_args):
         with warnings.catch_warnings():  # diffcp warns on every "Solved/Inaccurate"
@@ -262,7 +264,8 @@ def _dpplayers_jax(form: Formulation, cfg: Config) -> Compiled:
     jax.config.update("jax_enable_x64", True)
     from dpplayers.jax import CvxpyLayer
 
-    layer = CvxpyLayer(form.problem, parameters=list(form.parameters), variables=[form.output])
+    layer = CvxpyLayer(form.problem, parameters=list(form.parameters), variables=[form.output],
+                       gp=form.gp)
     args = cfg.scs_args
 
     def f(*params):

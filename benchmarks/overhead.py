@@ -32,7 +32,7 @@ ARGS = {"eps_abs": 1e-8, "eps_rel": 1e-8, "max_iters": 100_000}
 def measure(name: str, calls: int) -> tuple[float, float]:
     """(dpplayers forward, bare SCS) medians in ms over ``calls`` alternated calls."""
     form = WORKLOADS[name].formulations()["native"]
-    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output])
+    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], gp=form.gp)
     draws = [[v[0] for v in WORKLOADS[name].values(1, d)["native"]] for d in range(7)]
     settings = prog.backend.settings(ARGS)
     cones = prog.backend._cone_dict

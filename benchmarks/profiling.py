@@ -72,7 +72,7 @@ def _case(name: str, batch: int, repeats: int):
     """Profiles of ``prog.solve`` and of ``sol.vjp`` on fresh draws: (fwd, fwd s, bwd, bwd s)."""
     w = WORKLOADS[name]
     form = w.formulations()["native"]
-    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output])
+    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], gp=form.gp)
     args = {"eps": 1e-8, "n_jobs": 1}
     draws = [w.values(batch, d)["native"] for d in range(repeats + 1)]
     cot = np.random.default_rng(0).standard_normal((batch, *form.output.shape))

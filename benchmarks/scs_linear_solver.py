@@ -3,7 +3,7 @@
 SCS factorises a KKT system of order n + m once per set-up. Its default ("auto") is MKL
 Pardiso wherever MKL is installed, else the bundled QDLDL. This times set-up and solve of
 bare SCS (same settings as the benchmarks: eps 1e-8) with each back end available here, at
-batch 1, and prints which one dpplayers' rule (``dpplayers.solvers.QDLDL_MAX_ORDER``) picks.
+batch 1, and prints which one dpplayers' rule (``dpplayers._solve.backends.QDLDL_MAX_ORDER``) picks.
 
     python benchmarks/scs_linear_solver.py [--repeats 15]
 """
@@ -46,7 +46,7 @@ def main() -> None:
     print("|---|---|" + "---|" * len(kinds) + "---|")
     for name, workload in WORKLOADS.items():
         form = workload.formulations()["native"]
-        prog = dpplayers.compile(form.problem, list(form.parameters), [form.output])
+        prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], gp=form.gp)
         settings = prog.backend.settings({"eps_abs": 1e-8, "eps_rel": 1e-8, "max_iters": 100_000})
         picked = settings.pop("linear_solver")
         theta = prog.layout.stack([v[0] for v in workload.values(1)["native"]])[0]

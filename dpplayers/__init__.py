@@ -7,24 +7,25 @@
 Framework layers live in ``dpplayers.torch`` and ``dpplayers.jax``.
 """
 
-from .compiler import CompiledProblem as CompiledProblem
-from .compiler import compile as compile
-from .dpp import DPPReport as DPPReport
-from .dpp import Violation as Violation
-from .dpp import check_dpp as check_dpp
+from ._compile.dpp import DPPReport as DPPReport
+from ._compile.dpp import Violation as Violation
+from ._compile.dpp import check_dpp as check_dpp
+from ._program import CompiledProblem as CompiledProblem
+from ._program import compile as compile
+from ._solution import Solution as Solution
+from ._solve.backends import Status as Status
+from ._version import __version__ as __version__
 from .errors import DerivativeError as DerivativeError
 from .errors import DPPError as DPPError
 from .errors import InaccurateSolutionWarning as InaccurateSolutionWarning
 from .errors import ParameterError as ParameterError
 from .errors import SolverError as SolverError
 from .errors import VariableError as VariableError
-from .solution import Solution as Solution
-from .solvers import Status as Status
-
-__version__ = "0.1.0"
+from .sensitivity import influence as influence
 
 __all__ = [
     "CompiledProblem", "DPPError", "DPPReport", "DerivativeError", "InaccurateSolutionWarning",
     "ParameterError", "Solution",
-    "SolverError", "Status", "VariableError", "Violation", "check_dpp", "compile",
+    "SolverError", "Status", "VariableError", "Violation", "check_dpp", "compile", "influence",
+    "sensitivity",
 ]

@@ -24,6 +24,7 @@ pass ``on_failure="nan"`` to get NaN values and derivatives for failed elements 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -35,11 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from .compiler import CompiledProblem
-from .compiler import compile as compile_problem
+from ._program import CompiledProblem
+from ._program import compile as compile_problem
+from ._recent import RecentSolutions
+from ._solve.solver_args import layer_solver
 from .errors import DerivativeError, ParameterError
-from .recent import RecentSolutions
-from .solver_args import layer_solver
 
 
 class CvxpyLayer:
@@ -60,6 +61,13 @@ class CvxpyLayer:
             problem, parameters, variables, solver=layer_solver(solver), gp=gp, **options)
         self.solver_args = {**({"verbose": True} if verbose else {}), **(solver_args or {})}
         self._recent = RecentSolutions()  # lets the derivative callbacks reuse the forward solve
+        #: one _Host per call configuration: the same callbacks every call, so that eager
+        #: JAX finds its compiled dispatches cached instead of compiling them anew
+        self._hosts: dict[str, _Host] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle/copy without the per-configuration callbacks (rebuilt on the next call)."""
+        return {**self.__dict__, "_hosts": {}}
 
     def __call__(self, *params: jax.typing.ArrayLike, solver_args: dict[str, Any] | None = None,
                  on_failure: str = "raise", inaccurate: str | None = None,
@@ -88,14 +96,28 @@ class CvxpyLayer:
         # one leading axis on every parameter (size 1 if unbatched), whatever vmap adds
         lead = [(a if a.ndim > len(s.shape) else a[None]).astype(dtype)
                 for a, s in zip(arrays, self.program.layout.specs)]
-        host = _Host(self.program, args, on_failure, np.dtype(dtype), self._recent)
-        outputs = _layer(host, *lead)
+        key = repr((sorted(args.items(), key=lambda kv: kv[0]), on_failure, str(dtype)))
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(self.program, args, on_failure, np.dtype(dtype),
+                                            self._recent)
+        outputs = host.layer(*lead)
         return tuple(outputs) if batch is not None else tuple(o[0] for o in outputs)
 
 
-def _layer(host: _Host, *params: jax.Array) -> tuple[jax.Array, ...]:
-    """θ ↦ outputs as a custom_jvp function; ``params[j]`` is (L_j, *shape_j), L_j ∈ {1, L}."""
+def _layer(host: _Host) -> Callable[..., tuple[jax.Array, ...]]:
+    """θ ↦ outputs as a custom_jvp function (built once per host, so its callbacks are the
+    same objects every call); ``params[j]`` is (L_j, *shape_j), L_j ∈ {1, L}."""
     sizes = [o.size for o in host.program.retrieval.outputs]
+    callbacks: dict[tuple[str, tuple[int, ...]], Callable] = {}
+
+    def on_host(name: str, active: tuple[int, ...], struct: list) -> Callable:
+        if (name, active) not in callbacks:
+            fn = partial(getattr(host, name), active)
+            callbacks[name, active] = lambda struct, theta, v: _call_host(fn, struct,
+                                                                         (*theta, v))[0]
+        call = callbacks[name, active]
+        return lambda theta: (lambda _, v: call(struct, theta, v))
 
     @jax.custom_jvp
     def layer(*theta):
@@ -112,17 +134,14 @@ def _layer(host: _Host, *params: jax.Array) -> tuple[jax.Array, ...]:
                                                  (L, tangents[j][0].size)) for j in active], 1)
         b = jnp.pad(flat, ((0, 0), (0, max(0, sum(sizes) - flat.shape[1]))))
         struct, theta = [jax.ShapeDtypeStruct(b.shape, b.dtype)], _first_order(*primals)
-
-        def on_host(fn):
-            return lambda _, v: _call_host(partial(fn, active), struct, (*theta, v))[0]
-
         # a linear map and its transpose (module docstring); the identity is never evaluated
-        x = jax.lax.custom_linear_solve(lambda v: v, b, solve=on_host(host.jvp),
-                                        transpose_solve=on_host(host.vjp), symmetric=True)
+        x = jax.lax.custom_linear_solve(
+            lambda v: v, b, solve=on_host("jvp", active, struct)(theta),
+            transpose_solve=on_host("vjp", active, struct)(theta), symmetric=True)
         ends = np.cumsum([0, *sizes])
         return outs, tuple(x[:, a:e].reshape(o.shape) for a, e, o in zip(ends, ends[1:], outs))
 
-    return layer(*params)
+    return layer
 
 
 @jax.custom_jvp
@@ -144,7 +163,7 @@ def _call_host(fn: Callable, structs: list, args: Sequence) -> tuple[jax.Array, 
     return tuple(jnp.asarray(r) for r in fn(*(np.asarray(a) for a in args)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Host:
     """The core on the host: solve, jvp and vjp for values with any leading axes."""
 
@@ -153,6 +172,11 @@ class _Host:
     on_failure: str
     dtype: np.dtype
     recent: RecentSolutions
+
+    @functools.cached_property
+    def layer(self) -> Callable[..., tuple[jax.Array, ...]]:
+        """This configuration's custom_jvp function (:func:`_layer`)."""
+        return _layer(self)
 
     def _solve(self, values: Sequence[np.ndarray]):
         """Values (*lead_j, *shape_j): the leads broadcast to ``lead``, the core's batch."""

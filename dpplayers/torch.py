@@ -23,10 +23,10 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from .compiler import CompiledProblem
-from .compiler import compile as compile_problem
-from .solution import Solution
-from .solver_args import layer_solver
+from ._program import CompiledProblem
+from ._program import compile as compile_problem
+from ._solution import Solution
+from ._solve.solver_args import layer_solver
 
 
 @dataclass

@@ -674,7 +674,7 @@ def test_seeded_derivative_equals_unseeded():
     np.testing.assert_allclose(seeded, plain, rtol=1e-9, atol=1e-11)
 
 
-def test_dproject_many_equals_one_column_at_a_time():
+def test_batched_dproject_splits_into_the_per_column_operators():
     """The batched DΠ (each group's cones of all columns in one call) splits back into
     exactly the per-column operators, with and without a root seed."""
     rng = np.random.default_rng(12)
@@ -683,14 +683,14 @@ def test_dproject_many_equals_one_column_at_a_time():
         V = rng.standard_normal((K.size, 4))
         near = np.stack([K.project(V[:, j]) for j in range(4)], axis=1)
         for seed in (None, near):
-            many = K.dproject_many(V, seed)
-            assert len(many) == 4
-            for j, D in enumerate(many):
+            batch = K.dproject_batch(V, seed)
+            assert batch.count == 4
+            for j, D in enumerate(batch.element(k) for k in range(4)):
                 one = K.dproject(V[:, j], None if seed is None else seed[:, j])
                 np.testing.assert_allclose(D.as_matrix().toarray(), one.as_matrix().toarray(),
                                            atol=1e-12)
     with pytest.raises(ValueError, match="shape"):
-        K.dproject_many(V[:-1])
+        K.dproject_batch(V[:-1])
 
 
 def test_batched_dproject_products_and_block_values_are_per_column():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import dpplayers
-import dpplayers.solution as solution_module
+import dpplayers._derivative.batch as batch_module
 
 MODES = ["direct", "dense", "lsqr", "lsmr"]
 BATCHES = [None, 1, 2, 5]
@@ -134,10 +134,10 @@ def test_every_elimination_route_matches_finite_differences(name, mode, route, b
     prob, params, x, _ = EDGE_PROBLEMS[name]()
     prog = dpplayers.compile(prob, params, [x], solver="CLARABEL")
     if route == "per_element":
-        monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX", -1)
+        monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", -1)
     if route == "dropping":
         order = prog.kkt_pattern.pair_pivots.reduced_order
-        monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX", order - 1)
+        monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", order - 1)
     which = [0] if batch is None else [k % 2 for k in range(batch)]
     values = points[0] if batch is None else [np.stack([points[k][i] for k in which])
                                               for i in range(len(params))]
@@ -241,18 +241,18 @@ def test_flagged_answer_is_the_truncated_minimum_norm_least_squares_solution():
     """At Clarabel's solution, every route's answer to J z = r and Jᵀ z = r (r random, so
     inconsistent) is numpy's lstsq with singular values below σ_max / CONDITION_LIMIT
     dropped; the batched solve refuses the element (infinite residual) for Direct."""
-    from dpplayers.conditioning import CONDITION_LIMIT
-    from dpplayers.linear_solvers import LSMR, LSQR, Dense, Direct
+    from dpplayers._derivative.conditioning import CONDITION_LIMIT
+    from dpplayers._derivative.linear_solvers import LSMR, LSQR, Dense, Direct
 
     prob, p, w = _tied_problem()
     prog = dpplayers.compile(prob, [p], [w], solver="CLARABEL")
     sol = prog.solve(TIED_POINTS[1])
-    op = sol._element(0)[2]
+    op = sol._derivative.element(0)[2]
     J = op.as_matrix().toarray()
     sigma = np.linalg.svd(J, compute_uv=False)
     assert 1e9 < sigma[0] / sigma[-1] and sigma[-2] / sigma[0] > 1e-3  # one tiny singular value
     rhs = np.random.default_rng(4).standard_normal((J.shape[0], 2))
-    (_, batch), = sol._dense_batches([0])
+    (_, batch), = sol._derivative.dense_batches([0])
     for transpose in (False, True):
         M = J.T if transpose else J
         ref = np.linalg.lstsq(M, rhs, rcond=1 / CONDITION_LIMIT)[0]
@@ -268,8 +268,8 @@ def test_well_posed_problems_are_far_below_the_condition_limit():
     the limit on every problem of the test zoo, at two parameter points."""
     from helpers import CASES
 
-    from dpplayers.conditioning import CONDITION_LIMIT
-    from dpplayers.linear_solvers import Direct
+    from dpplayers._derivative.conditioning import CONDITION_LIMIT
+    from dpplayers._derivative.linear_solvers import Direct
 
     worst = 0.0
     for name, build in CASES.items():
@@ -279,7 +279,7 @@ def test_well_posed_problems_are_far_below_the_condition_limit():
         rng = np.random.default_rng(0)
         for _ in range(2):
             sol = prog.solve(*case.sample(rng))
-            state = Direct().init(sol._element(0)[2])
+            state = Direct().init(sol._derivative.element(0)[2])
             assert not state.singular, name
             lu = getattr(state.lu, "lu", state.lu)
             worst = max(worst, lu.condition() if lu is not None else 1.0)
@@ -291,7 +291,7 @@ def test_well_posed_problems_are_far_below_the_condition_limit():
 def test_batched_solve_refuses_a_near_singular_element_only(order, batch):
     """The batched solve's probe flags an element of cond 1e9 (NaN: handed to Direct)
     and solves the well-conditioned others exactly."""
-    from dpplayers.pair_pivots import _solve_each
+    from dpplayers._derivative.pair_pivots import _solve_each
 
     rng = np.random.default_rng(order)
     S = np.empty((batch, order, order))

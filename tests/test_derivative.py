@@ -9,8 +9,8 @@ import scipy.sparse as sp
 from helpers import CASES, names
 
 import dpplayers
-import dpplayers.solution as solution_module
-from dpplayers.inactive_rows import InactiveRows
+import dpplayers._derivative.batch as batch_module
+from dpplayers._derivative.inactive_rows import InactiveRows
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 #: Finite differences need solutions accurate far beyond the step: Newton-polish them.
@@ -80,8 +80,8 @@ def test_vjp_applies_dpi_to_y_only_where_an_output_reads_y(name, reads_y, monkey
     _, prog = compiled(name)
     assert (prog.retrieval.last_column >= prog.n) == reads_y
     calls = []
-    original = solution_module.Solution._apply_d
-    monkeypatch.setattr(solution_module.Solution, "_apply_d",
+    original = batch_module.BatchDerivative.apply_projection
+    monkeypatch.setattr(batch_module.BatchDerivative, "apply_projection",
                         lambda self, *a: calls.append(1) or original(self, *a))
     check_vjp_against_fd(name, "direct")
     assert bool(calls) == reads_y
@@ -212,7 +212,7 @@ def test_batched_dense_solve_matches_element_by_element(name, pairs):
     w = rng.standard_normal(sol.values[0].shape)
     dirs = [np.stack([direction(p, rng) for _ in range(5)]) for p in case.parameters]
     grads, tangents, jac = sol.vjp(w), sol.jvp(*dirs), sol.jacobian()
-    assert not sol._factor  # the batched path answered: no per-element factorisation
+    assert not sol._derivative.factors  # the batched path answered: no per-element factorisation
     assert_matches_dense_per_element(prog, samples, w, dirs, grads, tangents, jac)
 
 
@@ -225,7 +225,7 @@ def test_batched_dense_solve_drops_inactive_rows(name, monkeypatch):
     case, prog = (compiled(name) if name in CASES else _ridge_box())
     pattern = prog.kkt_pattern
     assert pattern.inactive_rows is not None
-    monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX", pattern.pair_pivots.reduced_order - 1)
+    monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", pattern.pair_pivots.reduced_order - 1)
     rng = np.random.default_rng(4)
     samples = [case.sample(rng) for _ in range(5)]
     batch = [np.stack(v) for v in zip(*samples)]
@@ -237,7 +237,7 @@ def test_batched_dense_solve_drops_inactive_rows(name, monkeypatch):
     w = rng.standard_normal(sol.values[0].shape)
     dirs = [np.stack([direction(p, rng) for _ in range(5)]) for p in case.parameters]
     grads, tangents, jac = sol.vjp(w), sol.jvp(*dirs), sol.jacobian()
-    assert not sol._factor and calls and min(calls) > 0  # batched, with rows dropped
+    assert not sol._derivative.factors and calls and min(calls) > 0  # batched, with rows dropped
     assert_matches_dense_per_element(prog, samples, w, dirs, grads, tangents, jac)
 
 
@@ -246,12 +246,12 @@ def test_dropping_inactive_rows_is_exact_for_any_right_hand_side(transpose, monk
     """The eliminated unknowns of the dropped rows, for right-hand sides that are not zero
     there (vjp's never are: DΠ zeroes them), against a dense solve with each element's J."""
     case, prog = _ridge_box()
-    monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX",
+    monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX",
                         prog.kkt_pattern.pair_pivots.reduced_order - 1)
     rng = np.random.default_rng(5)
     sol = prog.solve(*[np.stack(v) for v in zip(*[case.sample(rng) for _ in range(4)])],
                      solver_args=TIGHT)
-    (_, batch), = sol._dense_batches(list(range(4)))
+    (_, batch), = sol._derivative.dense_batches(list(range(4)))
     assert batch.drop is not None and batch.drop.sum(axis=1).min() > 0
     pattern, N = prog.kkt_pattern, prog.n + prog.m
     rhs = rng.standard_normal((4, N, 2))
@@ -282,12 +282,12 @@ def test_elements_whose_active_rows_stay_too_many_go_to_direct(monkeypatch):
     case, prog = compiled("qp_box_projection")
     order = prog.kkt_pattern.pair_pivots.reduced_order  # x, and the 2n bound rows
     n = case.parameters[0].shape[0]
-    monkeypatch.setattr(solution_module, "BATCH_DENSE_MAX", order - n - 1)
+    monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", order - n - 1)
     ys = np.stack([np.full(n, 0.1), np.full(n, 3.0)])  # all bounds inactive / half active
     sol = prog.solve(ys, solver_args=TIGHT)
     w = np.random.default_rng(0).standard_normal((2, n))
     g, = sol.vjp(w)
-    assert set(sol._factor) == {1}
+    assert set(sol._derivative.factors) == {1}
     np.testing.assert_allclose(g[0], w[0], atol=1e-9)  # x = y inside the box
     np.testing.assert_allclose(g[1], 0.0, atol=1e-9)  # x = 1 on the bound
 
@@ -304,7 +304,7 @@ def test_batched_dense_solve_hands_singular_elements_to_direct():
     g, = sol.vjp(np.array([[1.0, -1.0, 0.5]] * 3))
     assert np.all(np.isfinite(g))
     assert list(sol.degenerate) == [False, True, False]
-    assert set(sol._factor) == {1}  # only the degenerate element was factorised alone
+    assert set(sol._derivative.factors) == {1}  # only the degenerate element was factorised alone
 
 
 
@@ -351,22 +351,22 @@ def test_diagonal_pivots_of_a_projection_match_finite_differences_and_dense():
     dense = prog.solve(*batch, solver_args={"mode": "dense"})
     for g, h in zip(direct.vjp(W), dense.vjp(W)):
         np.testing.assert_allclose(g, h, rtol=1e-8, atol=1e-10)
-    assert not direct._factor and not sol._factor  # no element went to Direct
+    assert not direct._derivative.factors and not sol._derivative.factors  # no element went to Direct
 
 
 def test_a_singular_element_of_a_dense_batch_reports_an_infinite_residual():
     """An element whose pair pivots are singular (zeroed couplings: det = 0) comes back
     with an infinite residual, for Direct to redo; the others are solved to rounding."""
-    from dpplayers.pair_pivots import PQ, QP
+    from dpplayers._derivative.pair_pivots import PQ, QP
 
     prog, sample = socp_projection()
     rng = np.random.default_rng(6)
     sol = prog.solve(*[np.stack(v) for v in zip(*[sample(rng) for _ in range(3)])])
-    (_, batch), = sol._dense_batches([0, 1, 2])
+    (_, batch), = sol._derivative.dense_batches([0, 1, 2])
     kind = prog.kkt_pattern.pair_pivots.kind
     values = batch.values.copy()
     values[1, (kind == PQ) | (kind == QP)] = 0.0
-    broken = type(batch).assemble(batch.pattern, values, batch.drop, batch.keys)
+    broken = type(batch)(batch.pattern, values, batch.drop)
     rhs = rng.standard_normal((3, prog.n + prog.m, 2))
     for transpose in (False, True):
         _, residual = broken.solve(rhs, transpose)

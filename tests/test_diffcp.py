@@ -5,8 +5,8 @@ import pytest
 from helpers import CASES
 
 import dpplayers
-from dpplayers.derivative import data_adjoint, kkt_operator
-from dpplayers.linear_solvers import Direct
+from dpplayers._derivative.kkt import data_adjoint, kkt_operator
+from dpplayers._derivative.linear_solvers import Direct
 
 diffcp = pytest.importorskip("diffcp")
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dpplayers.dpp import DPPReport, Rule, Violation, check_dpp
+from dpplayers._compile.dpp import DPPReport, Rule, Violation, check_dpp
+from dpplayers._compile.quad_forms import lift_parametric_quad_forms
 from dpplayers.errors import DPPError
-from dpplayers.quad_forms import lift_parametric_quad_forms
 
 
 def _dcp_leaves() -> dict[str, cp.Leaf]:

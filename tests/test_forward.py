@@ -129,7 +129,7 @@ def test_thread_pool_gives_the_same_batch():
 
 
 def test_recent_solutions_reuses_identical_calls():
-    from dpplayers.recent import RecentSolutions
+    from dpplayers._recent import RecentSolutions
 
     case = CASES["qp_box_projection"]()
     prog = dpplayers.compile(case.problem, case.parameters, case.variables)
@@ -145,7 +145,7 @@ def test_recent_solutions_reuses_identical_calls():
 def test_scs_linear_solver_follows_the_kkt_order_unless_the_user_names_one():
     import scs
 
-    from dpplayers.solvers import QDLDL_MAX_ORDER, SCS, _scs_auto_linear_solver
+    from dpplayers._solve.backends import QDLDL_MAX_ORDER, SCS, _scs_auto_linear_solver
 
     small = SCS(dpplayers.cones.ConeDims(nonneg=10), n=5)
     large = SCS(dpplayers.cones.ConeDims(zero=QDLDL_MAX_ORDER), n=1)

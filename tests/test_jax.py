@@ -334,3 +334,19 @@ def test_parity_with_cvxpylayers(name):
     got = jax.jit(jax.grad(loss(layer), argnums=argnums))(*values)
     for a, b in zip(got, jax.grad(loss(ref_call), argnums=argnums)(*values)):
         close(a, b, 1e-5)
+
+
+def test_eager_calls_of_one_configuration_share_their_callbacks():
+    """Each call configuration gets one host and one custom_jvp function, reused by every
+    later call (eager JAX then finds its dispatches compiled), and its own for new settings;
+    the values do not depend on it."""
+    x, y = cp.Variable(3), cp.Parameter(3)
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [x >= 0]), [y], [x])
+    grad = jax.grad(lambda v: jnp.sum(layer(v)[0] ** 2))
+    first = grad(jnp.array([1.0, -2.0, 0.5]))
+    second = grad(jnp.array([-1.0, 2.0, 3.0]))
+    assert len(layer._hosts) == 1
+    np.testing.assert_allclose(first, [2.0, 0.0, 1.0], atol=1e-6)  # 2 max(y, 0)
+    np.testing.assert_allclose(second, [0.0, 4.0, 6.0], atol=1e-6)
+    layer(jnp.ones(3), solver_args={"eps": 1e-10})
+    assert len(layer._hosts) == 2

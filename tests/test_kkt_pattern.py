@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from dpplayers._derivative.kkt import kkt_operator, kkt_pattern
+from dpplayers._derivative.pattern import DENSE_BLOCK
 from dpplayers.cones import ConeDims, ProductCone
-from dpplayers.derivative import kkt_operator, kkt_pattern
-from dpplayers.kkt_pattern import DENSE_BLOCK
 
 
 @pytest.mark.parametrize("density", [0.05, 0.6])
@@ -46,7 +46,7 @@ def test_assembled_J_equals_the_operator(density):
 def test_set_columns_writes_every_layout(rows):
     """One row is written flat, several through the 2-D index; a strided one-row target
     (where a flat view would be a copy) still receives its values."""
-    from dpplayers.sparse_pattern import set_columns
+    from dpplayers._sparse import set_columns
 
     rng = np.random.default_rng(0)
     at = rng.permutation(40)[:15]

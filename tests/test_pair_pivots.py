@@ -1,9 +1,9 @@
-"""The exact 2×2 pair elimination behind the batched dense solve (dpplayers.pair_pivots)."""
+"""The exact 2×2 pair elimination behind the batched dense solve (dpplayers._derivative.pair_pivots)."""
 
 import numpy as np
 import scipy.sparse as sp
 
-from dpplayers.pair_pivots import PairPivots
+from dpplayers._derivative.pair_pivots import PairPivots
 
 
 def planted(rng, r=7, e=4, b=3):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import dpplayers
-from dpplayers import compiler
+from dpplayers._compile import canonical as compiler
+from dpplayers._compile.parameters import ParameterLayout, ParameterSpec
 from dpplayers.errors import DPPError
-from dpplayers.parameters import ParameterLayout, ParameterSpec
 
 N = 3
 CLARABEL_TIGHT = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "refine": 3}

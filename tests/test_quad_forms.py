@@ -8,7 +8,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from dpplayers.quad_forms import (
+from dpplayers._compile.quad_forms import (
     ParametricQuadForm,
     explain_quad_form,
     lift_parametric_quad_forms,

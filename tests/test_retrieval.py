@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import dpplayers
-import dpplayers.retrieval as retrieval_module
+import dpplayers._compile.retrieval as retrieval_module
 from dpplayers.errors import ParameterError, VariableError
 
 SOLVERS = ("SCS", "CLARABEL")

@@ -1,4 +1,4 @@
-"""Per-thread scratch arrays (dpplayers.scratch) and the batched solve that reuses them."""
+"""Per-thread scratch arrays (dpplayers._derivative.scratch) and the batched solve that reuses them."""
 
 import threading
 
@@ -7,8 +7,8 @@ import pytest
 from helpers import CASES
 
 import dpplayers
-from dpplayers import scratch as scratch_module
-from dpplayers.scratch import scratch
+from dpplayers._derivative import scratch as scratch_module
+from dpplayers._derivative.scratch import scratch
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 
@@ -61,7 +61,7 @@ def test_results_do_not_alias_the_scratch_arrays(every_array_reused):
     second.jvp(*d2)
     for got, want in zip((*grads, *tangents), kept):
         np.testing.assert_array_equal(got, want)
-    assert not first._factor and not second._factor  # both went through the batched solve
+    assert not first._derivative.factors and not second._derivative.factors  # both went through the batched solve
 
 
 def test_vjps_in_two_threads_match_serial_ones(every_array_reused):

@@ -174,7 +174,7 @@ def test_scs_converges_at_tight_tolerances():
 def test_a_stalled_qdldl_solve_is_repeated_with_a_refined_back_end(monkeypatch):
     """Wherever dpplayers picked QDLDL itself and SCS stops short, the element is solved
     again with SCS's refined back end; a back end the user names is kept as it is."""
-    from dpplayers import solvers
+    from dpplayers._solve import backends as solvers
 
     monkeypatch.setattr(solvers, "QDLDL_MIN_EPS", 0.0)  # QDLDL even where it stalls
     problem, z, x = sigmoid_problem()

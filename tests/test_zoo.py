@@ -66,22 +66,22 @@ def test_zoo_oracles_catch_a_planted_error(plant, monkeypatch):
     a correct case into a wrong one."""
     import dataclasses
 
-    import dpplayers.compiler
-    import dpplayers.solution
+    import dpplayers._program
+    import dpplayers._solution
 
     case = next(c for c in CASES if c.id == "sum_squares-0")
     assert run_case(case).kind == "correct"
     if plant == "value":
-        solve = dpplayers.compiler.CompiledProblem.solve
+        solve = dpplayers._program.CompiledProblem.solve
 
         def off(self, *a, **k):
             sol = solve(self, *a, **k)
             return dataclasses.replace(sol, values=tuple(1.01 * v for v in sol.values))
 
-        monkeypatch.setattr(dpplayers.compiler.CompiledProblem, "solve", off)
+        monkeypatch.setattr(dpplayers._program.CompiledProblem, "solve", off)
     else:
-        method = getattr(dpplayers.solution.Solution, plant)
-        monkeypatch.setattr(dpplayers.solution.Solution, plant,
+        method = getattr(dpplayers._solution.Solution, plant)
+        monkeypatch.setattr(dpplayers._solution.Solution, plant,
                             lambda self, *a: tuple(1.01 * g for g in method(self, *a)))
     outcome = run_case(case)
     assert outcome.kind == ("wrong_value" if plant == "value" else "wrong_derivative"), outcome

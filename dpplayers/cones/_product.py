@@ -86,11 +86,6 @@ class ProductCone:
                        for cone, idx in self.groups)
         return ProjectionDerivative(self.size, blocks)
 
-    def dproject_many(self, V: Array, near: Array | None = None) -> list[ProjectionDerivative]:
-        """`dproject` at each column of V (size, b), one operator per column."""
-        D = self.dproject_batch(V, near)
-        return [D.element(j) for j in range(V.shape[1])]
-
     def dproject_batch(self, V: Array, near: Array | None = None) -> BatchedProjectionDerivative:
         """`dproject` at every column of V (size, b) as one batched operator: every group's
         cones of all columns in one vectorised call (the exponential and power cones' root

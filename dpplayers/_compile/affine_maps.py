@@ -1,0 +1,152 @@
+"""Affine maps θ̃ = [θ; 1] ↦ cone-program data (C_P, C_A, C_b, C_c), one sparse matrix each."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from .parameters import ParameterLayout
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class AffineMap:
+    """A map θ̃ = [θ; 1] ↦ data, as a sparse matrix (:class:`StackedMaps` applies the linear
+    parts of several at once, and their transposes)."""
+
+    matrix: sp.csr_array  # (rows, p + 1)
+
+    def __call__(self, theta: FloatArray) -> FloatArray:
+        """θ̃ (p+1, B) → data (rows, B)."""
+        return np.asarray(self.matrix @ theta)
+
+
+    @property
+    def nnz(self) -> int:
+        return int(self.matrix.nnz)
+
+    @functools.cached_property
+    def is_constant(self) -> bool:
+        """True when the data does not depend on θ."""
+        return self.matrix[:, :-1].nnz == 0
+
+    def entering(self, layout: ParameterLayout) -> tuple[str, ...]:
+        """Names of parameters with at least one nonzero coefficient in this map."""
+        cols = np.unique(self.matrix.tocoo().col)
+        return tuple(
+            s.name for s in layout.specs
+            if np.any((cols >= s.offset) & (cols < s.offset + s.size))
+        )
+
+
+@dataclass(frozen=True)
+class Gather:
+    """y = scale ⊙ x[source]: a linear map whose every row holds at most one entry (a row
+    with none reads entry 0 times 0); several times cheaper per call than a sparse
+    product at these sizes. ``scale`` None: every coefficient is 1."""
+
+    source: npt.NDArray[np.intp]
+    scale: FloatArray | None  # (rows, 1)
+    shape: tuple[int, int]
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        picked = x.take(self.source, 0)
+        return picked if self.scale is None else picked * self.scale
+
+
+@dataclass(frozen=True)
+class Product:
+    """y = M x by a sparse product: the general linear map."""
+
+    matrix: sp.csr_array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        return np.asarray(self.matrix @ x)
+
+
+LinearMap = Gather | Product
+
+
+def linear_map(matrix: sp.spmatrix | sp.sparray) -> LinearMap:
+    """The cheapest strategy for x ↦ M x, picked once when a map is built: a
+    :class:`Gather` where every row of M holds at most one entry (cvxpy's usual maps copy
+    each datum from one parameter entry, scaled), else a :class:`Product`."""
+    M = sp.csr_array(matrix)
+    M.sum_duplicates()
+    counts = np.diff(M.indptr)
+    if np.any(counts > 1):
+        return Product(M)
+    source = np.zeros(M.shape[0], np.intp)
+    scale = np.zeros((M.shape[0], 1))
+    rows = np.flatnonzero(counts)
+    source[rows], scale[rows, 0] = M.indices, M.data
+    unit = rows.size == M.shape[0] and np.all(scale == 1.0)
+    return Gather(source, None if unit else scale, M.shape)
+
+
+@dataclass(frozen=True)
+class StackedMaps:
+    """Several affine maps evaluated together: those that depend on θ as one linear map
+    (one dispatch instead of one per map) plus their constant column, the constant ones
+    precomputed as one column. The linear part and its transpose are :func:`linear_map`
+    strategies, picked when built."""
+
+    forward: LinearMap | None  # dθ ↦ the θ-dependent maps' rows, stacked
+    backward: LinearMap | None  # its transpose
+    constant: FloatArray | None  # (rows, 1): their constant column
+    parts: tuple[tuple[int, int] | FloatArray, ...]  # per map: (start, stop) rows or its constant
+    _p: int  # parameter entries (θ without the constant)
+
+    @classmethod
+    def build(cls, maps: Sequence[AffineMap | None]) -> StackedMaps:
+        parts: list[tuple[int, int] | FloatArray] = []
+        rows: list[sp.csr_array] = []
+        start, p = 0, 0
+        for cmap in maps:
+            if cmap is not None:
+                p = cmap.matrix.shape[1] - 1
+            if cmap is None:
+                parts.append(np.zeros((0, 1)))
+            elif cmap.is_constant:
+                parts.append(cmap.matrix[:, [-1]].toarray())
+            else:
+                rows.append(cmap.matrix)
+                parts.append((start, start + cmap.matrix.shape[0]))
+                start += cmap.matrix.shape[0]
+        if not rows:
+            return cls(None, None, None, tuple(parts), p)
+        varying = sp.csr_array(sp.vstack(rows, format="csr"))
+        linear = sp.csr_array(varying[:, :-1])
+        return cls(linear_map(linear), linear_map(linear.T), varying[:, [-1]].toarray(),
+                   tuple(parts), p)
+
+    def __call__(self, theta: FloatArray) -> tuple[FloatArray, ...]:
+        """θ̃ = [θ; 1] (p+1, B) → each map's data (rows, B), or its constant column."""
+        values = self.forward(theta[:-1]) + self.constant if self.forward is not None else None
+        return tuple(values[p[0]:p[1]] if isinstance(p, tuple) else p for p in self.parts)
+
+    def linear(self, dtheta: FloatArray) -> tuple[FloatArray, ...]:
+        """The linear parts: dθ (p, B) → each map's d data (rows, B), by one product or
+        gather (zero for a constant map)."""
+        d = self.forward(dtheta) if self.forward is not None else None
+        return tuple(d[p[0]:p[1]] if isinstance(p, tuple)
+                     else np.zeros((p.shape[0], dtheta.shape[1])) for p in self.parts)
+
+    def transpose(self, cotangents: Sequence[FloatArray | None]) -> FloatArray:
+        """Cotangents on each map's data (rows, B) → on θ (p, B), by one product or gather
+        (a constant map's cotangent contributes nothing)."""
+        if self.backward is None:
+            width = next(c.shape[1] for c in cotangents if c is not None)
+            return np.zeros((self._p, width))
+        g = [c for c, p in zip(cotangents, self.parts) if isinstance(p, tuple)]
+        return self.backward(np.concatenate(g) if len(g) > 1 else g[0])

@@ -1,0 +1,336 @@
+"""The derivative of a solved batch: J for every element, and how they are solved together.
+
+DΠ_K*(v) is computed at every solved element at once (one call per cone group). In
+``direct`` mode, small J (order ≤ BATCH_DENSE_MAX once their 2×2 pair pivots, and if need
+be each element's inactive inequality rows, are eliminated: :mod:`.pair_pivots`,
+:mod:`.inactive_rows`) are solved by batched LAPACK calls (:class:`DenseBatch`), which
+refactorise on every call; any other element's J (larger, singular, or not solved cleanly
+there) is factorised once by its mode's strategy (:mod:`.linear_solvers`) and reused by
+every later solve. Each element's worst solve statistics are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._sparse import data_columns
+from ..cones import BatchedProjectionDerivative, ProjectionDerivative
+from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
+from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
+from .linear_solvers import AbstractLinearSolver, SolveStats, make_linear_solver
+from .pattern import KKTPattern
+
+FloatArray = npt.NDArray[np.float64]
+
+
+#: In ``direct`` mode, J whose order after pair elimination (:mod:`dpplayers._derivative.pair_pivots`) is
+#: at most this are solved by :class:`DenseBatch`, a batch's together (qp50, batch 32: one
+#: call of 1.5 ms against ~0.3 ms of Python per element around 0.03 ms LAPACK
+#: factorisations; batch 1: vjp 0.38 → 0.26 ms).
+BATCH_DENSE_MAX = 200
+#: ... in chunks of about this many bytes of blocks, and of at least BATCH_DENSE_MIN elements
+#: (measured at batch 32: qp50, 1 MB chunks 4.2–4.7 ms, the whole batch at once 5.6–8.8 ms,
+#: as large temporaries are page-faulted in again on every call; lasso, 0.6 MB per element,
+#: chunks of 2 elements 17.5 ms, of 8 12.9–13.6 ms).
+BATCH_DENSE_BYTES = 1 << 20
+BATCH_DENSE_MIN = 8
+#: A batched solve whose relative residual is above this goes to ``Direct`` (refinement,
+#: singular-J handling) for that element.
+BATCH_RESIDUAL_TOL = 1e-10
+
+
+@dataclass(frozen=True)
+class DenseBatch:
+    """The J of several elements solved together: their 2×2 pair pivots eliminated exactly
+    (and, with ``drop``, each element's inactive inequality rows:
+    :mod:`dpplayers._derivative.inactive_rows`), then one batched LAPACK call (numpy's gesv loop) on the
+    reduced dense systems instead of a factorisation per element. numpy keeps no batched
+    LU, so every solve refactorises; an element whose J is singular, possibly
+    near-singular (a probe estimate of its condition: :mod:`dpplayers._derivative.conditioning`) or
+    whose solve is not clean is reported with an infinite or large residual (measured on J
+    itself) for Direct to redo and, where it is, flag degenerate."""
+
+    pattern: KKTPattern
+    values: FloatArray  # (b, nnz): each element's J entries (``KKTPattern.entries`` order)
+    drop: npt.NDArray[np.bool_] | None = None  # (b, N): the J indices each element drops
+
+    @staticmethod
+    def chunk(pattern: KKTPattern, order: int | None = None) -> int:
+        """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks), for
+        reduced systems of the given order (default: without dropped rows)."""
+        per_element = 8 * (pattern.pair_pivots.buffer_size(order) + pattern.indices.size)
+        return max(BATCH_DENSE_MIN, BATCH_DENSE_BYTES // per_element)
+
+    def solve(self, rhs: FloatArray, transpose: bool) -> tuple[FloatArray, FloatArray]:
+        """rhs (b, N, q) ↦ (z, relative residual per element; inf where J is singular)."""
+        pivots = self.pattern.pair_pivots
+        if self.drop is None:
+            z, res_sq = pivots.solve(self.values, rhs, transpose)
+        else:
+            z, res_sq = self.pattern.inactive_rows.solve(pivots, self.values, rhs, transpose,
+                                                         self.drop)
+        # squared norms by column (np.linalg.norm costs several calls each); a non-finite z
+        # makes its residual non-finite too (every entry of z meets an equation)
+        ratio = res_sq / np.maximum(np.vecdot(rhs, rhs, axis=1), 1e-300)
+        residual = np.sqrt(ratio.max(axis=1, initial=0.0))
+        return z, np.where(residual <= np.inf, residual, np.inf)  # NaN → inf
+
+
+class BatchDerivative:
+    """J at each solved element of a batch (``keys``: their places in it) and its solves.
+
+    ``program`` gives the cones, J's pattern and the data patterns (a ``CompiledProblem``);
+    ``data`` is the batch's (P data, A data, b, c); ``stats`` the caller's per-element list
+    of :class:`SolveStats` (None until solved), updated in place."""
+
+    def __init__(self, program: Any, data: tuple, x: FloatArray, y: FloatArray,
+                 s: FloatArray, keys: list[int], mode: str, options: dict[str, Any],
+                 stats: list[SolveStats | None]) -> None:
+        self.program, self.data, self.x, self.y, self.s = program, data, x, y, s
+        self.keys, self.mode, self.options, self.stats = keys, mode, options, stats
+        self.factors: dict[int, tuple[AbstractLinearSolver, Any, KKTOperator]] = {}
+        self._projections: dict[int, ProjectionDerivative] = {}
+        self._batch: tuple[BatchedProjectionDerivative, dict[int, int]] | None = None
+
+    # -- the chain's middle stage: data tangents ↔ (dx, dy) through J ----------------------
+
+    def forward(self, data_tangents: tuple[FloatArray | None, ...]) -> FloatArray:
+        """(dP, dA, db, dc), each (rows, B·r) with r columns per element ↦ [dx; dy]
+        (n+m, B·r): dF from the data, [du; dv] = −J⁻¹ dF, dx = du, dy = DΠ dv (NaN for
+        a failed element)."""
+        prog = self.program
+        dP, dA, db, dc = data_tangents
+        n, nb = prog.n, self.x.shape[1]
+        r = dA.shape[1] // nb
+        out = np.full((n + prog.m, dA.shape[1]), np.nan)
+        ok = self.keys
+        if not ok:
+            return out
+        # every element's columns in one data_rhs: x and y repeated per column
+        P_rows, P_cols, A_rows, A_cols = prog.data_patterns
+        X, Y = np.repeat(self.x, r, axis=1), np.repeat(self.y, r, axis=1)
+        F = data_rhs(X, Y, dP, P_rows, P_cols, dA, A_rows, A_cols, db, dc,
+                     P_off=prog.P_off_diagonal)
+        F = F.reshape(F.shape[0], nb, r)
+        rhs = (F if len(ok) == nb else F[:, ok]).transpose(1, 0, 2)
+        duv = self.solve(ok, rhs, transpose=False).transpose(1, 0, 2)  # (n+m, b, r)
+        cols = (np.array(ok)[:, None] * r + np.arange(r)).ravel()
+        out[:n, cols] = -duv[:n].reshape(n, -1)
+        out[n:, cols] = -self.apply_projection(ok, duv[n:]).reshape(prog.m, -1)
+        return out
+
+    def backward(self, G: FloatArray) -> tuple[FloatArray | None, ...]:
+        """Cotangents on [x; y], G (n+m, B, q) (q columns per element; a broadcast view
+        will do) ↦ cotangents on the data (P upper, A, b, c) through Jᵀ, each (rows, B·q),
+        element k's columns k·q … (k+1)·q − 1; NaN for a failed element. Where R reads no
+        entry of y (only primal variables requested), G is zero on y and so is DΠ of it:
+        no product."""
+        prog = self.program
+        n = prog.n
+        y_zero = prog.retrieval.last_column < n
+        N, nb, q = G.shape
+        ok = self.keys
+        every = len(ok) == nb
+        rhs = np.empty((len(ok), N, q))
+        if ok:
+            G_ok = G if every else G[:, ok]
+            rhs[:, :n] = G_ok[:n].transpose(1, 0, 2)
+            rhs[:, n:] = 0.0 if y_zero else self.apply_projection(ok, G_ok[n:]).transpose(1, 0, 2)
+        solved = self.solve(ok, rhs, transpose=True).transpose(1, 0, 2)  # (n+m, b, q)
+        if every:
+            r = -solved.reshape(N, nb * q)
+        else:
+            r = np.full((N, nb, q), np.nan)
+            r[:, ok] = -solved
+            r = r.reshape(N, nb * q)
+        x = self.x if q == 1 else np.repeat(self.x, q, axis=1)  # a failed element's
+        y = self.y if q == 1 else np.repeat(self.y, q, axis=1)  # columns of r are NaN
+        return data_adjoint(x, y, r, *prog.data_patterns, has_P=prog.P is not None,
+                            P_off=prog.P_off_diagonal)
+
+    def element(self, k: int) -> tuple[AbstractLinearSolver, Any, KKTOperator]:
+        """Element k's strategy, its factorisation (built on first use) and J."""
+        if k not in self.factors:
+            prog = self.program
+            P, A = prog.element_matrices(self.data, k)
+            op = kkt_operator(P, A, self.y[:, k], self.s[:, k], prog.cones, prog.kkt_pattern,
+                              prog.dual_cone, self.projection(k))
+            solver = make_linear_solver(self.mode, self.options)
+            self.factors[k] = (solver, solver.init(op), op)
+        return self.factors[k]
+
+    def _solve_one(self, k: int, rhs: FloatArray, transpose: bool) -> FloatArray:
+        solver, state, _ = self.element(k)
+        z, stats = solver.compute(state, rhs, transpose)
+        self.record(k, stats)
+        return z
+
+    def record(self, k: int, stats: SolveStats) -> None:
+        """Keep element k's worst solve statistics."""
+        old = self.stats[k]
+        if old is None:
+            self.stats[k] = stats
+        elif stats.residual >= old.residual or stats.degenerate or stats.fell_back:
+            self.stats[k] = SolveStats(
+                max(stats.residual, old.residual), stats.iterations, stats.converged,
+                stats.fell_back or old.fell_back, stats.degenerate or old.degenerate)
+
+    def solve(self, keys: list[int], rhs: FloatArray, transpose: bool) -> FloatArray:
+        """Element keys[i]'s system for right-hand sides rhs[i] (len(keys), n+m, q): small J
+        in :class:`DenseBatch` calls (per-element Python around a factorisation costs
+        several times a small LU), any element it does not solve cleanly (and every element
+        of a larger J, or one already factorised) by its own factorisation."""
+        out = np.empty_like(rhs)
+        todo = [i for i, k in enumerate(keys) if k not in self.factors]
+        done = []
+        if self.mode == "direct" and todo:
+            for where, batch in self.dense_batches([keys[i] for i in todo]):
+                rows = [todo[j] for j in where]
+                z, residual = batch.solve(rhs if len(rows) == len(keys) else rhs[rows],
+                                          transpose)
+                for j, i in enumerate(rows):
+                    if residual[j] <= BATCH_RESIDUAL_TOL:
+                        out[i] = z[j]
+                        done.append(i)
+                        self.record(keys[i], SolveStats(float(residual[j]), 0, True))
+        if len(done) < len(keys):
+            for i in sorted(set(range(len(keys))).difference(done)):
+                out[i] = self._solve_one(keys[i], rhs[i], transpose)
+        return out
+
+    @property
+    def batched_dense(self) -> bool:
+        """Whether :meth:`dense_batches` can take any element (see there)."""
+        pattern = self.program.kkt_pattern
+        return self.mode == "direct" and (pattern.pair_pivots.reduced_order <= BATCH_DENSE_MAX
+                                          or pattern.inactive_rows is not None)
+
+    def dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
+        """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
+        (larger temporaries are handed back to the OS when freed and page-faulted in again
+        on every call), each with its elements' places in ``keys``: all of them when J's
+        order after pair elimination is at most BATCH_DENSE_MAX, else those whose inactive
+        inequality rows bring it there."""
+        if not self.batched_dense:
+            return
+        prog = self.program
+        pattern = prog.kkt_pattern
+        order = pattern.pair_pivots.reduced_order
+        inactive = pattern.inactive_rows
+        places = list(range(len(keys)))
+        D, place = self.projections()
+        D_values = D.block_values()
+        where = [place[k] for k in keys]
+        if where != list(range(D.count)):
+            D_values = D_values[:, where]
+        drop = None
+        if order > BATCH_DENSE_MAX:
+            drop = inactive.dropped(D_values)
+            orders = order - drop[:, pattern.pair_pivots.rest].sum(axis=1)
+            taken = np.flatnonzero(orders <= BATCH_DENSE_MAX)
+            keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
+            places = taken.tolist()
+            order = int(orders[taken].max(initial=0))
+        step = DenseBatch.chunk(pattern, order)
+        for i in range(0, len(keys), step):
+            at = slice(i, i + step)
+            P_data = data_columns(self.data[0], keys[at]) if prog.P is not None else None
+            values = pattern.entries(P_data, data_columns(self.data[1], keys[at]), D_values[:, at])
+            yield places[at], DenseBatch(pattern, values.T, None if drop is None else drop[at])
+
+    def projection(self, k: int) -> ProjectionDerivative:
+        """DΠ_K*(v) at element k's solution alone (for its own factorisation)."""
+        if k not in self._projections:
+            D, place = self.projections()
+            self._projections[k] = D.element(place[k])
+        return self._projections[k]
+
+    def projections(self) -> tuple[BatchedProjectionDerivative, dict[int, int]]:
+        """DΠ_K*(v) at every solved element's solution as one batched operator (computed
+        once, one call per cone group), and each element's place in it."""
+        if self._batch is None:
+            ok = self.keys
+            every = len(ok) == self.y.shape[1]
+            y = self.y if every else self.y[:, ok]  # y = Π_K*(y − s) up to solver accuracy:
+            s = self.s if every else self.s[:, ok]  # a root seed
+            D = self.program.dual_cone.dproject_batch(y - s, near=y)
+            self._batch = (D, {k: i for i, k in enumerate(ok)})
+        return self._batch
+
+    def apply_projection(self, keys: list[int], G: FloatArray) -> FloatArray:
+        """DΠ_k G[:, i] for k = keys[i], G (m, len(keys), q): one batched product (from
+        DΠ's block values where the batched dense solve needs them anyway)."""
+        D, place = self.projections()
+        where = [place[k] for k in keys]
+        by_values = self.batched_dense
+        if where == list(range(D.count)):
+            return D.mv(G, by_values)
+        full = np.zeros((G.shape[0], D.count, G.shape[2]))
+        full[:, where] = G
+        return D.mv(full, by_values)[:, where]
+
+
+class EmbeddingBatch:
+    """``mode="embedding"``: the chain's middle stage through the self-dual embedding's M,
+    solved by LSQR element by element (the reference mode, :mod:`.embedding`); DΠ and the
+    per-element statistics come from the :class:`BatchDerivative` it wraps."""
+
+    def __init__(self, kkt: BatchDerivative) -> None:
+        self.kkt = kkt
+        self.strategy = EmbeddingLSQR.from_options(kkt.options)
+        self.operators: dict[int, EmbeddingOperator] = {}
+
+    def operator(self, k: int) -> EmbeddingOperator:
+        """Element k's M, built on first use."""
+        if k not in self.operators:
+            kkt = self.kkt
+            P, A, b, c = kkt.program.element_data(kkt.data, k)
+            self.operators[k] = embedding_operator(P, A, b, c, kkt.x[:, k], kkt.y[:, k],
+                                                   kkt.projection(k))
+        return self.operators[k]
+
+    def forward(self, data_tangents: tuple[FloatArray | None, ...]) -> FloatArray:
+        """As :meth:`BatchDerivative.forward`, through M."""
+        kkt, prog = self.kkt, self.kkt.program
+        dP, dA, db, dc = data_tangents
+        nb = kkt.x.shape[1]
+        r = dA.shape[1] // nb
+        out = np.full((prog.n + prog.m, dA.shape[1]), np.nan)
+        for k in kkt.keys:
+            at = slice(k * r, (k + 1) * r)
+            dxy, stats = self.strategy.tangent(self.operator(k), prog.data_patterns,
+                                               None if dP is None else dP[:, at], dA[:, at],
+                                               db[:, at], dc[:, at])
+            kkt.record(k, stats)
+            out[:, at] = dxy
+        return out
+
+    def backward(self, G: FloatArray) -> tuple[FloatArray | None, ...]:
+        """As :meth:`BatchDerivative.backward`, through Mᵀ."""
+        kkt, prog = self.kkt, self.kkt.program
+        _, nb, q = G.shape
+        rows = [prog.P.indices.size if prog.P is not None else 0, prog.A.indices.size,
+                prog.m, prog.n]
+        out = [np.full((size, nb, q), np.nan) for size in rows]
+        for k in kkt.keys:
+            grads, stats = self.strategy.cotangent(self.operator(k), prog.data_patterns,
+                                                   G[:, k])
+            kkt.record(k, stats)
+            for o, g in zip(out, grads):
+                if g is not None:
+                    o[:, k] = g
+        out = [o.reshape(o.shape[0], nb * q) for o in out]
+        return (out[0] if prog.P is not None else None, *out[1:])
+
+
+def make_strategy(mode: str, options: dict[str, Any]) -> AbstractLinearSolver | EmbeddingLSQR:
+    """The derivative mode's strategy: a solver for J, or the embedding's LSQR chain;
+    raises ValueError on a bad mode or option (the forward pass checks them early)."""
+    if mode == EmbeddingLSQR.name:
+        return EmbeddingLSQR.from_options(options)
+    return make_linear_solver(mode, options)

@@ -1,0 +1,211 @@
+"""Exact elimination of J's singleton pairs before a factorisation (used by ``Direct``).
+
+A row of J with one nonzero J[ρ, κ] fixes z_κ = r_ρ / J[ρ, κ] before anything else is known
+(a *lead* pair); a column with one nonzero J[ρ, κ] leaves z_κ in equation ρ alone, which
+gives it once everything else is known (a *trail* pair). With the rows ordered (lead, core,
+trail) and the columns likewise, J is block lower triangular with diagonal pivot blocks
+around the core J_RR, so det J = ±det J_RR · ∏ pivots: only J_RR is factorised, it is
+singular exactly when J is, and the solution is exact. For Jᵀ the roles swap.
+
+In J = [[P, Aᵀ D], [A, D − I]] the 1×1 blocks of D give them without looking at J:
+
+- an inactive inequality (D_ii = 0): column n+i of J is −e_{n+i}, a trail pair;
+- a bound or a fixed variable: a dual row i with D_ii = 1 (zero cone, or an active
+  inequality) whose row of A is a·e_jᵀ. Row n+i of J is a·e_jᵀ (lead: du_j = r_{n+i} / a)
+  and column n+i is a·e_j (trail: dv_i from row j, once the rest is known).
+
+Left in, the bound pairs cost SuperLU dearly: on a 2,000-variable standard-form LP
+(benchmark ``sparse_lp``) J without its inactive rows has order 4,000 and fills to 2.7M
+(~360 ms); peeled, what is left is the basis alone (see :func:`anti_diagonal`). Several such
+rows on one column (x ≥ 0 and x ≤ 0 both active) make J singular: one is peeled, the others
+stay in the core, which is then singular too, and the caller's singular-J path applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from .kkt import KKTOperator
+
+Index = npt.NDArray[np.intp]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Singletons:
+    """J's peeled lead pairs (row singletons), trail pairs (column singletons) and its core
+    (the rows and columns left: the same indices, so J_RR = J[core][:, core])."""
+
+    lead_rows: Index
+    lead_cols: Index
+    lead_pivots: FloatArray
+    trail_rows: Index
+    trail_cols: Index
+    trail_pivots: FloatArray
+    core: Index  # ascending
+
+    @classmethod
+    def of(cls, op: KKTOperator) -> Singletons:
+        """The pairs of J (or Jᵀ, for a transposed operator), read off D's 1×1 blocks and
+        the rows of A with index operations (no loop over rows)."""
+        n, m = op.n, op.m
+        d = op.scalar_blocks()
+        rows, cols, a = _single_entries(op.A, d == 1.0)
+        rows = n + rows
+        inactive = n + np.flatnonzero(d == 0.0)
+        free = np.ones(n + m, bool)
+        free[rows] = free[cols] = free[inactive] = False
+        peel = cls(rows, cols, a, np.concatenate([cols, inactive]),
+                   np.concatenate([rows, inactive]),
+                   np.concatenate([a, -np.ones(inactive.size)]), np.flatnonzero(free))
+        return peel.T if op.transposed else peel
+
+    @property
+    def T(self) -> Singletons:
+        """The same elimination for Jᵀ: J's column singletons are Jᵀ's row singletons."""
+        return Singletons(self.trail_cols, self.trail_rows, self.trail_pivots, self.lead_cols,
+                          self.lead_rows, self.lead_pivots, self.core)
+
+    def reduce(self, J: sp.spmatrix, rhs: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """For J z = r (rhs (N, k)): z with its lead unknowns set (zero elsewhere), and the
+        core's right-hand side r_R − J[R, lead] z_lead."""
+        z = np.zeros(rhs.shape)
+        z[self.lead_cols] = rhs[self.lead_rows] / self.lead_pivots[:, None]
+        r_core = rhs[self.core]
+        if self.lead_rows.size:
+            r_core = r_core - (J @ z)[self.core]
+        return z, r_core
+
+    def complete(self, J: sp.spmatrix, z: FloatArray, z_core: FloatArray,
+                 rhs: FloatArray) -> FloatArray:
+        """Fill in the core's solution, then the trail unknowns from their rows."""
+        z[self.core] = z_core
+        if self.trail_rows.size:  # z is still zero on the trail columns
+            z[self.trail_cols] = ((rhs[self.trail_rows] - (J @ z)[self.trail_rows])
+                                  / self.trail_pivots[:, None])
+        return z
+
+
+def _single_entries(A: sp.csc_matrix,
+                    among: npt.NDArray[np.bool_]) -> tuple[Index, Index, FloatArray]:
+    """(row, column, value) of the rows of A flagged in ``among`` that hold one nonzero, at
+    most one row per column (the others are left alone)."""
+    if among.any():
+        among = among & (np.bincount(A.indices, minlength=A.shape[0]) == 1)
+    if not among.any():
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
+    lone = np.flatnonzero(among[A.indices])  # positions in A, by column
+    lone = lone[A.data[lone] != 0.0]
+    cols = np.searchsorted(A.indptr, lone, side="right") - 1
+    first = np.ones(lone.size, bool)
+    first[1:] = cols[1:] != cols[:-1]
+    lone, cols = lone[first], cols[first]
+    return A.indices[lone].astype(np.intp), cols, A.data[lone]
+
+
+def anti_diagonal(J_RR: sp.csc_matrix | FloatArray,
+                  p: int) -> sp.csc_matrix | FloatArray | None:
+    """B when J_RR = [[0, Bᵀ], [B, 0]] with p × p blocks, else None (J_RR sparse or dense).
+
+    This is the core of an LP at a non-degenerate vertex once its bounds are peeled: P = 0
+    on the basic variables, D − I = 0 on the active rows, and B the basis. It is a symmetric
+    permutation of blockdiag(B, Bᵀ), so one LU of B solves it."""
+    if 2 * p != J_RR.shape[0] or p == 0:
+        return None
+    if isinstance(J_RR, np.ndarray):
+        B = J_RR[p:, :p]
+        zero = not (J_RR[:p, :p].any() or J_RR[p:, p:].any())
+        return B if zero and np.array_equal(J_RR[:p, p:], B.T) else None
+    entry_cols = np.repeat(np.arange(2 * p), np.diff(J_RR.indptr))
+    if np.any((J_RR.indices < p) == (entry_cols < p)):  # an entry in a diagonal block
+        return None
+    k = J_RR.indptr[p]
+    B = sp.csc_matrix((J_RR.data[:k], J_RR.indices[:k] - p, J_RR.indptr[: p + 1]), shape=(p, p))
+    T = sp.csc_matrix((J_RR.data[k:], J_RR.indices[k:], J_RR.indptr[p:] - k), shape=(p, p))
+    T.sort_indices()
+    Bt = B.T.tocsc()
+    Bt.sort_indices()
+    same = (np.array_equal(T.indptr, Bt.indptr) and np.array_equal(T.indices, Bt.indices)
+            and np.array_equal(T.data, Bt.data))
+    return B if same else None
+
+
+@dataclass(frozen=True)
+class PairElimination:
+    """The 2×2 pair pivots of :mod:`.pair_pivots` (cvxpy's ``sum_squares`` auxiliaries:
+    p's row and column hold nothing outside {p, q}) eliminated exactly inside ``Direct``'s
+    core, so that its LU is of the Schur complement S = J_RR − J_Rq diag(P / det) J_qR
+    instead of the core (a 20 × 20 spectraplex projection: order 1,221 → 411).
+
+    Index arrays are positions within the core; for each pair, over (q, p), the pivot
+    [[c, a2], [a, P]] = [[J_qq, J_qp], [J_pq, J_pp]] and det = P c − a a2. Solving with Jᵀ
+    uses the same S transposed (the same index set eliminated)."""
+
+    rest: Index  # the core positions S is of
+    q: Index
+    p: Index
+    J_Rq: sp.csc_matrix  # (rest, q)
+    J_qR: sp.csr_matrix  # (q, rest)
+    P: FloatArray
+    a: FloatArray
+    a2: FloatArray
+    c: FloatArray
+    det: FloatArray
+
+    @classmethod
+    def of(cls, J_core: sp.csc_matrix, core: Index, p: Index, q: Index,
+           ) -> tuple[PairElimination, sp.csc_matrix] | None:
+        """The elimination of the pairs (J indices p, q) that lie in the core, and S; None
+        where there are none, a pivot is singular (det = 0), or S would hold more entries
+        than the core (the products J_Rq J_qR fill in: F x − g with a dense F)."""
+        where = np.full(int(max(core.max(initial=-1), p.max(initial=-1),
+                                q.max(initial=-1))) + 1, -1)
+        where[core] = np.arange(core.size)
+        inside = (where[p] >= 0) & (where[q] >= 0)
+        if not inside.any():
+            return None
+        qc, pc = where[q[inside]], where[p[inside]]
+        rest = np.setdiff1d(np.arange(core.size), np.concatenate([qc, pc]), assume_unique=True)
+        J = J_core.tocsr()
+        P, a = _entries(J, pc, pc), _entries(J, pc, qc)
+        a2, c = _entries(J, qc, pc), _entries(J, qc, qc)
+        det = P * c - a * a2
+        if not np.all(np.isfinite(det)) or np.any(det == 0.0):
+            return None
+        J_RR = J_core[rest][:, rest]
+        J_Rq = sp.csc_matrix(J_core[rest][:, qc])
+        J_qR = sp.csr_matrix(J[qc][:, rest])
+        update = J_Rq @ sp.diags(P / det) @ J_qR
+        if update.nnz > J_RR.nnz + J_Rq.nnz + J_qR.nnz:
+            return None
+        S = sp.csc_matrix(J_RR - update)
+        S.eliminate_zeros()
+        return cls(rest, qc, pc, J_Rq, J_qR, P, a, a2, c, det), S
+
+    def reduce(self, rhs: FloatArray, transpose: bool) -> FloatArray:
+        """The core's right-hand side (core, k) ↦ S's: r_R − J_Rq z_q⁰ (J_qRᵀ for Jᵀ), z_q⁰
+        the pivots' answer with z_R = 0."""
+        r_q, r_p = rhs[self.q], rhs[self.p]
+        a, a2 = (self.a2, self.a) if transpose else (self.a, self.a2)
+        z_q = (self.P[:, None] * r_q - a2[:, None] * r_p) / self.det[:, None]
+        return rhs[self.rest] - ((self.J_qR.T if transpose else self.J_Rq) @ z_q)
+
+    def complete(self, rhs: FloatArray, z_R: FloatArray, transpose: bool) -> FloatArray:
+        """The core's solution from S's z_R: each pair's z_q, z_p from its 2×2 pivot."""
+        a, a2 = (self.a2, self.a) if transpose else (self.a, self.a2)
+        u = rhs[self.q] - ((self.J_Rq.T if transpose else self.J_qR) @ z_R)
+        r_p = rhs[self.p]
+        z = np.empty((rhs.shape[0], z_R.shape[1]))
+        z[self.rest] = z_R
+        z[self.q] = (self.P[:, None] * u - a2[:, None] * r_p) / self.det[:, None]
+        z[self.p] = (self.c[:, None] * r_p - a[:, None] * u) / self.det[:, None]
+        return z
+
+
+def _entries(J: sp.csr_matrix, rows: Index, cols: Index) -> FloatArray:
+    """J[rows[i], cols[i]] for each i (zero where not stored)."""
+    return np.asarray(J[rows, cols]).ravel()

@@ -1,0 +1,161 @@
+"""The derivative of the cone-program solution map at a solution, as a linear operator.
+
+At a solution (x, y, s) of ``min ½xᵀPx + cᵀx s.t. Ax + s = b, s ∈ K`` write v = y − s, so
+that y = Π_K*(v) and s = Π_K*(v) − v (Moreau). The KKT conditions become
+
+    F(u, v) = [ P u + Aᵀ Π_K*(v) + c ;  A u + Π_K*(v) − v − b ] = 0,
+
+and by the implicit function theorem, with D = DΠ_K*(v),
+
+    J [du; dv] = −dF,     J = [[P, Aᵀ D], [A, D − I]],
+    dF = [dP x + dAᵀ y + dc ; dA x − db],
+    dx = du,  dy = D dv,  ds = D dv − dv.
+
+This is the residual route of DESIGN.md: for P = 0 it agrees with the derivative of the
+homogeneous self-dual embedding (Agrawal et al. 2019) wherever the map is differentiable,
+and it is exact in P because P enters J and dF as itself. J is square (n + m); it is
+never formed for the matrix-free modes. At degenerate points J is singular and the
+solve returns the least-squares / minimum-norm answer, flagged ``degenerate``.
+
+The adjoint runs the same chain with Jᵀ (:meth:`KKTOperator.T`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from ..cones import ConeDims, ProductCone, ProjectionDerivative
+from .pattern import KKTPattern
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class KKTOperator:
+    """J = [[P, Aᵀ D], [A, D − I]] (or its transpose) as a linear operator."""
+
+    P: sp.csc_matrix | None  # full symmetric
+    A: sp.csc_matrix  # data in the pattern's order
+    D: ProjectionDerivative  # of Π_K* at v
+    pattern: KKTPattern
+    P_upper_data: FloatArray | None = None
+    transposed: bool = False
+
+    n = property(lambda self: int(self.A.shape[1]), doc="variables")
+    m = property(lambda self: int(self.A.shape[0]), doc="constraint rows")
+
+    @property
+    def in_size(self) -> int:
+        return self.n + self.m
+
+    def mv(self, z: FloatArray) -> FloatArray:
+        """J z (or Jᵀ z); z may be (n+m,) or (n+m, r)."""
+        n = self.n
+        u, w = z[:n], z[n:]
+        Pu = self.P @ u if self.P is not None else np.zeros_like(u)
+        if not self.transposed:
+            Dw = self.D.mv(w)
+            return np.concatenate([Pu + self.A.T @ Dw, self.A @ u + Dw - w])
+        # Jᵀ = [[P, Aᵀ], [D A, D − I]]  (P, D symmetric)
+        return np.concatenate([Pu + self.A.T @ w, self.D.mv(self.A @ u + w) - w])
+
+    @property
+    def T(self) -> KKTOperator:
+        return dataclasses.replace(self, transposed=not self.transposed)
+
+    def scalar_blocks(self) -> FloatArray:
+        """D_ii where D's block at row i is 1×1 (zero, free and nonnegative cones), NaN
+        inside larger blocks."""
+        d = np.full(self.m, np.nan)
+        for block, idx in self.D.blocks:
+            if idx.shape[1] == 1:
+                d[idx[:, 0]] = block.as_matrices()[:, 0, 0]
+        return d
+
+    def as_matrix(self) -> sp.csc_matrix:
+        """The sparse matrix of J (or Jᵀ), for the direct and dense modes (assembled on
+        the program's fixed pattern, see :mod:`dpplayers._derivative.pattern`)."""
+        J = self.pattern.assemble(self.P_upper_data, self.A.data, self.D.block_values())
+        return J.T.tocsc() if self.transposed else J
+
+
+def kkt_pattern(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, cone: ProductCone) -> KKTPattern:
+    """J's pattern for problems shaped like (P, A) — built once per compiled problem."""
+    A_cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+    P_rows = P_cols = None
+    if P_upper is not None:
+        P_rows = P_upper.indices.astype(np.intp)
+        P_cols = np.repeat(np.arange(P_upper.shape[1]), np.diff(P_upper.indptr))
+    return KKTPattern.build(A.shape[1], A.shape[0], A.indices.astype(np.intp), A_cols, P_rows,
+                            P_cols, cone)
+
+
+def kkt_operator(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, y: FloatArray,
+                 s: FloatArray, cones: ConeDims, pattern: KKTPattern | None = None,
+                 cone: ProductCone | None = None,
+                 D: ProjectionDerivative | None = None) -> KKTOperator:
+    """Build J at a solution from the solver's y and s (P given as its upper triangle).
+
+    Pass the program's cached ``pattern`` and dual ``cone`` to skip rebuilding them, and
+    ``D`` if DΠ_K*(y − s) is already known."""
+    cone = cone if cone is not None else ProductCone.from_dims(cones, dual=True)
+    pattern = pattern if pattern is not None else kkt_pattern(P_upper, A, cone)
+    P_data = P_upper.data if P_upper is not None else None
+    if D is None:  # y = Π_K*(y − s) up to solver accuracy: a root seed
+        D = cone.dproject(y - s, near=y)
+    return KKTOperator(pattern.full_P(P_data) if P_data is not None else None, A, D, pattern, P_data)
+
+
+def data_rhs(x: FloatArray, y: FloatArray, dP: FloatArray | None, P_rows, P_cols,
+             dA: FloatArray, A_rows, A_cols, db: FloatArray, dc: FloatArray,
+             P_off: npt.NDArray[np.intp] | None = None) -> FloatArray:
+    """dF = [dP x + dAᵀ y + dc ; dA x − db] for pattern-valued dP (upper) and dA, (n+m, r).
+
+    x (n,) and y (m,) are one solution; or (n, r) and (m, r), one per column (the columns
+    of several elements at once). ``P_off``: P's off-diagonal entries, where the caller
+    keeps them (else found here)."""
+    x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
+    n, m = x.shape[0], y.shape[0]
+    top = dc + _scatter(A_cols, dA * y.take(A_rows, 0), n)
+    if dP is not None:
+        off = np.flatnonzero(P_rows != P_cols) if P_off is None else P_off
+        top = top + _scatter(P_rows, dP * x.take(P_cols, 0), n)
+        if off.size:
+            top = top + _scatter(P_cols.take(off), dP[off] * x.take(P_rows.take(off), 0), n)
+    bottom = _scatter(A_rows, dA * x.take(A_cols, 0), m) - db
+    return np.concatenate([top, bottom])
+
+
+def data_adjoint(x: FloatArray, y: FloatArray, r: FloatArray, P_rows, P_cols, A_rows,
+                 A_cols, has_P: bool, P_off: npt.NDArray[np.intp] | None = None,
+                 ) -> tuple[FloatArray | None, FloatArray, FloatArray, FloatArray]:
+    """Adjoint of :func:`data_rhs`: r (n+m, q) ↦ cotangents (dP, dA, db, dc) on the patterns.
+
+    x (n,) and y (m,) are one solution; or (n, q) and (m, q), one per column of r (the
+    columns of several elements at once). ``P_off``: P's off-diagonal entries, where the
+    caller keeps them (else found here)."""
+    x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
+    n = x.shape[0]
+    r1, r2 = r[:n], r[n:]
+    # ``take`` along axis 0: a fancy index on a 2-D array costs about twice as much
+    gA = y.take(A_rows, 0) * r1.take(A_cols, 0) + r2.take(A_rows, 0) * x.take(A_cols, 0)
+    gP = None
+    if has_P:
+        gP = r1.take(P_rows, 0) * x.take(P_cols, 0)
+        off = np.flatnonzero(P_rows != P_cols) if P_off is None else P_off
+        if off.size:  # none where P is diagonal (sum_squares' auxiliaries)
+            gP[off] += r1.take(P_cols.take(off), 0) * x.take(P_rows.take(off), 0)
+    return gP, gA, -r2, r1
+
+
+def _scatter(index, values: FloatArray, size: int) -> FloatArray:
+    """Sum rows of ``values`` (k, r) into ``size`` rows by ``index`` (one sparse product;
+    ``np.add.at`` is an unbuffered Python-speed loop)."""
+    k = index.size
+    S = sp.csr_matrix((np.ones(k), (index, np.arange(k))), shape=(size, k))
+    return np.asarray(S @ values)

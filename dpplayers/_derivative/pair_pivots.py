@@ -1,0 +1,573 @@
+"""Exact elimination of J's independent 2×2 pivots, for the batched dense solve.
+
+cvxpy writes ``sum_squares(F x − g)`` as an auxiliary u = F x − g with ‖u‖² in P, so u_j
+has one diagonal entry in P and one entry in A, in an equality row i. In J the pair
+(p, q) = (u_j, n + i) then meets the rest R of J only through row q and column q:
+
+    rows/cols (R, q, p):   [[J_RR, J_Rq, 0], [J_qR, c, a'], [0, a, P]]
+
+Eliminating the 2×2 pivot [[P, a], [a', c]] is exact and changes J_RR by a rank-one term,
+S = J_RR − J_Rq (P / det) J_qR with det = P c − a a'. With every such pair removed, the
+dense LU is of order n + m − 2·pairs (SOC projection 183 → 83, nearest correlation
+matrix 320 → 120), which is what the batched solve costs.
+
+Some of R's unknowns are then pivots of S by themselves: cvxpy's x in ‖x − y‖² meets the
+other x's nowhere (its diagonal in S comes from its u pair alone). The dense solve divides
+S's leading run of such indices out before the LU (``diagonal``; SOC projection 83 → 33,
+nearest correlation matrix 120 → 65).
+
+The pairs are read off J's pattern once per program: p's row and column hold nothing
+outside {p, q}, and the rows and columns of the q's chosen do not meet each other. Nothing
+numerical is assumed: a pivot that is singular for some element gives a non-finite or
+inaccurate solution there, which the caller's residual check hands to ``Direct``; so does
+an S whose probe condition estimate is large (:func:`_solve_each`): J is near-singular
+exactly when S is, the pivots [[P, a], [a, 0]] holding data only (det = −a², a the
+auxiliary's coefficient).
+
+Rows of R that an element does not need (its inactive inequalities, eliminated around
+this solve by :mod:`dpplayers._derivative.inactive_rows`) can be left out per element (``keep``): each
+element's blocks are compacted to its own rows, padded with an identity to the batch's
+largest order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from scipy.linalg import blas, lapack
+
+from .._sparse import concatenated_ranges, set_columns, sorted_runs
+from .conditioning import PROBE_SUSPECT, probe
+from .scratch import scratch
+
+Index = npt.NDArray[np.intp]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(eq=False)  # not frozen: built on every solve, and a frozen __init__ costs 4× as much
+class ReducedBlocks:
+    """J_RR, J_RQ, J_QR and the pivot entries of one matrix or a batch (leading axis b)."""
+
+    RR: FloatArray  # (b, r, r)
+    RQ: FloatArray  # (b, |rq_rows|, e): J_RQ's rows that hold anything
+    QR: FloatArray  # (b, e, |qr_cols|): J_QR's columns that hold anything
+    P: FloatArray  # (b, e, 1): the (p, p) entries (a trailing axis for right-hand sides)
+    a: FloatArray  # (b, e, 1): (p, q)
+    a2: FloatArray  # (b, e, 1): (q, p)
+    c: FloatArray  # (b, e, 1): (q, q)
+    rq_rows: Index | slice  # where those rows and columns are in R: the only part of S
+    qr_cols: Index | slice  # the pivots change (a slice when contiguous)
+    terms: SchurTerms | None = None  # S's update product by product, where cheaper
+    diagonal: int = 0  # S's leading diagonal pivots (see ``PairPivots.diagonal``)
+
+    def schur(self, w: FloatArray, out: FloatArray) -> FloatArray:
+        """S = J_RR − J_RQ diag(w) J_QR with w = P / det per pair (b, e), written into
+        ``out`` (shaped as J_RR, C-contiguous)."""
+        b = out.shape[0]
+        out[...] = self.RR
+        if not self.P.shape[-2]:
+            return out
+        if self.terms is not None:  # few products (J_RQ and J_QR nearly diagonal): each alone
+            t = self.terms
+            # S's order is r less each element's dropped rows (``keep``): flattened per call
+            out.reshape(b, -1)[:, t.target_i * out.shape[2] + t.target_k] -= self._products(w)
+            return out
+        rows, cols = self.rq_rows, self.qr_cols
+        # basic slicing where the extents are contiguous (cvxpy's auxiliaries meet the first
+        # variables): fancy indexing costs more than the product here
+        at = (rows, cols) if isinstance(rows, slice) and isinstance(cols, slice) else (
+            as_indices(rows)[:, None], as_indices(cols)[None, :])
+        out[(..., *at)] -= (self.RQ * w[..., None, :]) @ self.QR
+        return out
+
+    def diagonal_update(self, w: FloatArray) -> FloatArray | None:
+        """Where the update J_RQ diag(w) J_QR lands on S's leading diagonal pivots alone
+        (cvxpy's u = x − y pairs: each meets its own x), its sums there (b, diagonal):
+        S is then J_RR less these on the diagonal, and J_RR need not be copied. Else
+        None."""
+        t = self.terms
+        if t is None or not t.on_diagonal or t.reach > self.diagonal or not self.P.shape[-2]:
+            return None
+        if t.target_i.size == self.diagonal:  # each pivot once, in order
+            return self._products(w)
+        out = np.zeros((w.shape[0], self.diagonal))
+        set_columns(out, t.target_i, self._products(w))
+        return out
+
+    def _products(self, w: FloatArray) -> FloatArray:
+        """The update's sums per target of ``terms`` (b, targets)."""
+        t, b = self.terms, w.shape[0]
+        # flat gathers: fancy indexing with two index arrays costs about twice as much
+        products = (self.RQ.reshape(b, -1).take(t.ij, 1) * w.take(t.j, 1)
+                    * self.QR.reshape(b, -1).take(t.jk, 1))
+        return products if t.starts is None else np.add.reduceat(products, t.starts, axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class SchurTerms:
+    """S's update as single products RQ[i, j] QR[j, k] (indices into the stored blocks),
+    sorted by where they land in S, (target_i, target_k); ``starts`` marks each target's
+    first product when targets repeat (a symmetric variable: u_ij and u_ji both meet X_ij),
+    for one ``np.add.reduceat``."""
+
+    j: Index
+    ij: Index  # where RQ[i, j] and QR[j, k] are in their blocks, flattened
+    jk: Index
+    target_i: Index  # where each sum lands in S
+    target_k: Index
+    starts: Index | None
+    on_diagonal: bool = False  # every target is on S's diagonal, ...
+    reach: int = 0  # ... the last at reach − 1
+
+    @classmethod
+    def of(cls, i: Index, j: Index, k: Index, rows: Index, cols: Index, e: int) -> SchurTerms:
+        """Products (i, j, k) of RQ (|rows| × e) and QR (e × |cols|) whose targets in S are
+        (rows[i], cols[k])."""
+        order, first = sorted_runs(i * cols.size + k)
+        i, j, k = i[order], j[order], k[order]
+        starts = None if first.size == i.size else first
+        target_i, target_k = rows[i[first]], cols[k[first]]
+        return cls(j, i * e + j, j * cols.size + k, target_i, target_k, starts,
+                   bool(np.array_equal(target_i, target_k)), int(target_i.max(initial=-1)) + 1)
+
+
+@dataclass(frozen=True, eq=False)
+class PairPivots:
+    """The pairs (p, q) of one pattern, the rest R, and where each J entry goes."""
+
+    size: int
+    p: Index
+    q: Index
+    rest: Index
+    slot: Index  # where each J entry goes in one flat buffer holding the blocks, in turn
+    tail: Index  # ... the same less r·r for entries outside J_RR (they follow it)
+    tail_size: int  # the buffer's length less r·r: J_RQ, J_QR and the pivots
+    rq_rows: Index | slice  # see ReducedBlocks
+    qr_cols: Index | slice
+    kind: npt.NDArray[np.int8]  # each J entry's block (RR, RQ, QR or a pivot's), ...
+    local_row: Index  # ... and its row and column within that block
+    local_col: Index
+    diagonal: int = 0  # S's first ``diagonal`` rows and columns meet each other only on
+    # the diagonal: the dense solve eliminates them by division (:func:`_solve_reduced`)
+    transposed: PairPivots | None = None  # the same pairs laid out for Jᵀ (J's entries)
+
+    @property
+    def reduced_order(self) -> int:
+        """The order of S, what the dense LU factorises."""
+        return int(self.rest.size)
+
+    @classmethod
+    def of(cls, size: int, rows: npt.ArrayLike, cols: npt.ArrayLike,
+           may_be_p: npt.NDArray[np.bool_], may_be_q: npt.NDArray[np.bool_],
+           may_be_diagonal: npt.NDArray[np.bool_] | None = None) -> PairPivots:
+        """Find the pairs of a pattern of order ``size`` whose entries are at (rows, cols),
+        each position once and in the order values will come in, with p and q among the
+        indices allowed by the masks; and S's leading diagonal pivots among the indices
+        ``may_be_diagonal`` allows (none without it)."""
+        rows, cols = np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
+        p, q = _independent_pairs(size, rows, cols, may_be_p, may_be_q)
+        rest = np.setdiff1d(np.arange(size), np.concatenate([p, q]), assume_unique=True)
+        allowed = None if may_be_diagonal is None else may_be_diagonal[rest]
+        # Jᵀ's entries are J's with rows and columns swapped: the same pairs (the choice is
+        # symmetric), its blocks written straight from J's values
+        transposed = cls._laid_out(size, cols, rows, p, q, rest, allowed)
+        return dataclasses.replace(cls._laid_out(size, rows, cols, p, q, rest, allowed),
+                                   transposed=transposed)
+
+    @classmethod
+    def _laid_out(cls, size: int, rows: Index, cols: Index, p: Index, q: Index, rest: Index,
+                  allowed: npt.NDArray[np.bool_] | None) -> PairPivots:
+        """Where the entries (rows, cols) go in the blocks buffer, for the given pairs."""
+        kind, lr, lc = _classify(size, rows, cols, p, q, rest)
+        rq_rows, qr_cols = np.unique(lr[kind == RQ]), np.unique(lc[kind == QR])
+        tail, tail_size = _tail_slots(kind, lr, lc, rq_rows, qr_cols, q.size)
+        r = rest.size
+        slot = np.where(kind == RR, lr * r + lc, r * r + tail)
+        diagonal = 0 if allowed is None else _leading_diagonal(r, q.size, kind, lr, lc, allowed)
+        return cls(size, p, q, rest, slot, tail, tail_size, _span(rq_rows), _span(qr_cols),
+                   kind, lr, lc, diagonal)
+
+    def buffer_size(self, r: int | None = None) -> int:
+        """The length of one element's blocks buffer for S of order r (default: all of R)."""
+        r = self.rest.size if r is None else r
+        return r * r + self.tail_size
+
+    def blocks(self, values: FloatArray, transpose: bool,
+               keep: npt.NDArray[np.bool_] | None = None,
+               reuse: bool = False) -> ReducedBlocks:
+        """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the entries' order: one
+        buffer filled by one gather, then viewed as the blocks. With ``keep`` (b, r), only
+        each element's kept rest indices, in order, padded to the largest such count with
+        an identity (see :meth:`solve`). With ``reuse``, the buffer is this thread's
+        :func:`~dpplayers._derivative.scratch.scratch` array: the blocks last until the next such call."""
+        if transpose:
+            return self.transposed.blocks(values, False, keep, reuse)
+        b, r, e = values.shape[0], self.rest.size, self.q.size
+        zeros = _zeroed_scratch if reuse else np.zeros
+        if keep is None:
+            buffer = zeros((b, self.buffer_size()))
+            set_columns(buffer, self.slot, values)
+        else:
+            r = int(keep.sum(axis=1).max(initial=0))
+            slot = self._compact_slots(keep, r)
+            buffer = zeros((b, self.buffer_size(r) + 1))  # + 1: where dropped go
+            buffer.ravel()[slot + buffer.shape[1] * np.arange(b)[:, None]] = values
+            buffer = buffer[:, :-1]
+        n_rows, n_cols = self._block_sizes
+        rq = r * r  # where each block starts
+        qr, pairs = rq + n_rows * e, rq + n_rows * e + e * n_cols
+        P, a, a2, c = buffer[:, pairs:].reshape(b, 4, e, 1).transpose(1, 0, 2, 3)
+        RR = buffer[:, :rq].reshape(b, r, r)
+        if keep is not None:  # the padding: identity rows and columns
+            pad = np.arange(r)[None, :] >= keep.sum(axis=1)[:, None]
+            RR[:, np.arange(r), np.arange(r)] += pad
+        blocks = ReducedBlocks(RR, buffer[:, rq:qr].reshape(b, n_rows, e),
+                               buffer[:, qr:pairs].reshape(b, e, n_cols),
+                               P, a, a2, c, self.rq_rows, self.qr_cols, self.schur_terms,
+                               self.diagonal)
+        return blocks
+
+    @functools.cached_property
+    def _block_sizes(self) -> tuple[int, int]:
+        """How many rows of J_RQ and columns of J_QR are stored."""
+        return as_indices(self.rq_rows).size, as_indices(self.qr_cols).size
+
+    @functools.cached_property
+    def schur_terms(self) -> SchurTerms | None:
+        """The products J_RQ[i, j] J_QR[j, k] of S's update when there are few: cvxpy's
+        u = x − y pairs have one entry each (SOC projection: 50 products against 125,000
+        multiply-adds of the dense update). None when the dense product is cheaper, as
+        where u = F x − g with a dense F."""
+        rq, qr = self.kind == RQ, self.kind == QR
+        rows, cols = as_indices(self.rq_rows), as_indices(self.qr_cols)
+        i, j = np.searchsorted(rows, self.local_row[rq]), self.local_col[rq]
+        j2, k = self.local_row[qr], np.searchsorted(cols, self.local_col[qr])
+        per_pair = np.bincount(j, minlength=self.q.size) * np.bincount(j2, minlength=self.q.size)
+        if per_pair.sum() > SCHUR_TERMS_MAX * self.q.size:
+            return None
+        # every (RQ entry, QR entry) of the same pair
+        by_j = np.argsort(j2, kind="stable")
+        starts = np.searchsorted(j2[by_j], np.arange(self.q.size + 1))
+        reps = starts[j + 1] - starts[j]
+        first = concatenated_ranges(starts[j], reps)
+        return SchurTerms.of(np.repeat(i, reps), np.repeat(j, reps), k[by_j[first]], rows,
+                             cols, self.q.size)
+
+    def _compact_slots(self, keep: npt.NDArray[np.bool_], r: int) -> Index:
+        """Each element's slot for each J entry (b, nnz) in the compacted buffer (blocks of
+        order r); entries in a dropped row or column go to the last slot. The rows of J_RQ
+        and columns of J_QR must be kept and keep their places (the caller checks), so only
+        J_RR's entries move per element."""
+        lr, lc = self.local_row, self.local_col
+        slot = np.broadcast_to(r * r + self.tail, (keep.shape[0], lr.size)).copy()
+        rr = self._rr_entries
+        loc = np.cumsum(keep, axis=1) - 1
+        rows, cols = lr[rr], lc[rr]
+        # np.take: numpy's fancy indexing along axis 1 costs several times as much
+        ok = np.take(keep, rows, axis=1) & np.take(keep, cols, axis=1)
+        slot[:, rr] = np.where(ok, np.take(loc, rows, axis=1) * r + np.take(loc, cols, axis=1),
+                               self.buffer_size(r))
+        return slot
+
+    @functools.cached_property
+    def _rr_entries(self) -> Index:
+        return np.flatnonzero(self.kind == RR)
+
+    def solve(self, values: FloatArray, rhs: FloatArray, transpose: bool,
+              keep: npt.NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
+        """J z = rhs (or Jᵀ z = rhs) for every element: values (b, nnz), rhs (b, size, k).
+        Returns z and the squared norm of the residual J z − rhs per element and column
+        (b, k), computed from the same blocks (they hold every entry of J). An element
+        whose S or pivot is singular comes back NaN.
+
+        With ``keep`` (b, r), each element solves only its kept rest indices and the
+        pairs, as if the dropped rows and columns were not in J (zero in z and in the
+        residual): the caller has eliminated them (:mod:`dpplayers._derivative.inactive_rows`)."""
+        r, e = self.rest.size, self.p.size
+        with np.errstate(all="ignore"):
+            B = self.blocks(values, transpose, keep, reuse=True)
+            ordered = rhs.take(self._order, 1) if e else rhs  # (rest, p, q): one gather
+            r_R = ordered[:, :r]
+            if keep is not None:
+                at = _compaction(keep, B.RR.shape[1])
+                r_R = np.take_along_axis(np.concatenate([r_R, np.zeros_like(r_R[:, :1])], 1),
+                                         at[..., None], axis=1)
+            z_R, z_p, z_q, res_sq = _solve_blocks(B, r_R, ordered[:, r : r + e],
+                                                  ordered[:, r + e :])
+        if keep is not None:
+            z_R = _expand(z_R, at, r)
+        if not e:
+            return z_R, res_sq
+        return np.concatenate([z_R, z_p, z_q], 1).take(self._unpermute, 1), res_sq
+
+    @functools.cached_property
+    def _order(self) -> Index:
+        """J's indices in (rest, p, q) order."""
+        return np.concatenate([self.rest, self.p, self.q])
+
+    @functools.cached_property
+    def _unpermute(self) -> Index:
+        """Where each index of J is in (rest, p, q) order: one gather puts the blocks'
+        unknowns back."""
+        back = np.empty(self.size, np.intp)
+        back[self._order] = np.arange(self.size)
+        return back
+
+
+def _zeroed_scratch(shape: tuple[int, int]) -> FloatArray:
+    """The blocks buffer in this thread's scratch array, zeroed."""
+    buffer = scratch("pair blocks", shape)
+    buffer.fill(0.0)
+    return buffer
+
+
+def _compaction(keep: npt.NDArray[np.bool_], r: int) -> Index:
+    """(b, r): each element's kept indices in order, padded with the index one past the end."""
+    at = np.argsort(~keep, axis=1, kind="stable")[:, :r]
+    at[np.arange(r)[None, :] >= keep.sum(axis=1)[:, None]] = keep.shape[1]
+    return at
+
+
+def _expand(compact: FloatArray, at: Index, r: int) -> FloatArray:
+    """The inverse of the compaction: (b, r', k) back to (b, r, k), zero where dropped."""
+    out = np.zeros((compact.shape[0], r + 1, compact.shape[2]))
+    np.put_along_axis(out, at[..., None], compact, axis=1)
+    return out[:, :r]
+
+
+def _classify(size: int, rows: Index, cols: Index, p: Index, q: Index,
+              rest: Index) -> tuple[npt.NDArray[np.int8], Index, Index]:
+    """Each entry's (rows, cols) block kind (RR, RQ, QR or one of the pivots' P, a, a', c)
+    and its row and column within that block."""
+    role = np.zeros(size, np.int8)  # 0: R, 1: q, 2: p
+    role[q], role[p] = 1, 2
+    local = np.empty(size, np.intp)
+    local[rest] = np.arange(rest.size)
+    local[q] = local[p] = np.arange(q.size)
+    kind = _KINDS[role[rows], role[cols]]
+    if (kind < 0).any():  # cannot happen for pairs chosen by _independent_pairs
+        raise AssertionError("a pair pivot meets the rest of J outside its q row/column")
+    return kind, local[rows], local[cols]
+
+
+def _tail_slots(kind: npt.NDArray[np.int8], lr: Index, lc: Index, rq_rows: Index,
+                qr_cols: Index, e: int) -> tuple[Index, int]:
+    """Where each entry outside J_RR goes in the flat buffer after J_RR (r × r, first):
+    J_RQ on its rows that hold anything (|rq_rows| × e), J_QR on its such columns
+    (e × |qr_cols|), then the pivots' P, a, a', c (e each); and that part's length. Only
+    J_RR depends on r (the rows dropped per element are never among these)."""
+    i = np.searchsorted(rq_rows, lr)  # an RQ entry's row among rq_rows
+    k = np.searchsorted(qr_cols, lc)  # a QR entry's column among qr_cols
+    pivots = rq_rows.size * e + e * qr_cols.size  # the pivots' four vectors follow the blocks
+    tail = np.select(
+        [kind == RQ, kind == QR, kind == PP, kind == PQ, kind == QP, kind == QQ],
+        [i * e + lc, rq_rows.size * e + lr * qr_cols.size + k, pivots + lr, pivots + e + lr,
+         pivots + 2 * e + lr, pivots + 3 * e + lr], default=-1)
+    return tail, pivots + 4 * e
+
+
+def _span(idx: Index) -> Index | slice:
+    """A contiguous run of indices as a slice (basic indexing), else the indices."""
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def as_indices(idx: Index | slice) -> Index:
+    return np.arange(idx.start, idx.stop) if isinstance(idx, slice) else idx
+
+
+def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
+                  r_q: FloatArray) -> tuple[FloatArray, ...]:
+    """(z_R, z_p, z_q) with M z = r for M given by its blocks (each r_* (b, ·, k)), by a
+    batched LU of the Schur complement S; and ‖M z − r‖² per element and column (b, k),
+    from the same blocks."""
+    if not r_p.shape[1]:  # nothing to eliminate: M = J_RR
+        z_R = _solve_reduced(B.RR, r_R, B.diagonal)
+        res = B.RR @ z_R - r_R
+        return z_R, r_p, r_q, np.vecdot(res, res, axis=1)
+    P, a, a2, c = B.P, B.a, B.a2, B.c
+    det = P * c - a * a2
+    rows, cols = B.rq_rows, B.qr_cols  # where J_RQ's rows and J_QR's columns are in R
+    rhs_S = r_R.copy()
+    rhs_S[:, rows] -= B.RQ @ ((P * r_q - a2 * r_p) / det)
+    w = (P / det)[..., 0]
+    shift = B.diagonal_update(w)
+    if shift is not None:
+        z_R = _solve_reduced(B.RR, rhs_S, B.diagonal, shift)
+    else:
+        z_R = _solve_reduced(B.schur(w, out=scratch("schur", B.RR.shape)), rhs_S, B.diagonal)
+    QR_z = B.QR @ z_R[:, cols]
+    u = r_q - QR_z
+    z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
+    # the residual's rows (R, q, p) in one array, for one sum of squares
+    b, r, k = r_R.shape
+    e = r_p.shape[1]
+    res = np.empty((b, r + 2 * e, k))
+    res_R = res[:, :r]
+    res_R[...] = B.RR @ z_R - r_R
+    res_R[:, rows] += B.RQ @ z_q
+    res[:, r : r + e] = c * z_q + a2 * z_p - u  # row q: J_qR z_R + c z_q + a' z_p − r_q
+    res[:, r + e :] = P * z_p + a * z_q - r_p
+    return z_R, z_p, z_q, np.vecdot(res, res, axis=1)
+
+
+def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int,
+                   shift: FloatArray | None = None) -> FloatArray:
+    """S z = rhs (batched) where S's first k rows and columns meet each other only on the
+    diagonal d: z_C from the Schur complement S_CC − S_CI d⁻¹ S_IC of order r − k, then
+    z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a non-finite z, as a singular S does.
+    With ``shift`` (b, k), S is the given matrix less ``shift`` on that diagonal."""
+    if not k:
+        return _solve_each(S, rhs)
+    d = np.diagonal(S[:, :k, :k], axis1=1, axis2=2)
+    d = (d if shift is None else d - shift)[..., None]
+    S_IC, r_I, S_CI = S[:, :k, k:] / d, rhs[:, :k] / d, S[:, k:, :k]
+    z_C = _solve_each(S[:, k:, k:] - S_CI @ S_IC, rhs[:, k:] - S_CI @ r_I)
+    return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)
+
+
+def _leading_diagonal(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index, lc: Index,
+                      allowed: npt.NDArray[np.bool_]) -> int:
+    """How many leading indices of R are diagonal pivots of S = J_RR − J_RQ W J_QR: each
+    allowed with a diagonal entry in S's pattern, and no two of them meeting off the
+    diagonal (cvxpy's x of ‖x − y‖², whose diagonal comes from its u pair alone: SOC
+    projection 50 of 83). Fewer than DIAGONAL_MIN are not worth the extra products."""
+    ones = lambda rows, cols, shape: sp.csr_array((np.ones(rows.size), (rows, cols)), shape=shape)
+    rr, rq, qr = kind == RR, kind == RQ, kind == QR
+    S = ones(lr[rr], lc[rr], (r, r)) + ones(lr[rq], lc[rq], (r, e)) @ ones(lr[qr], lc[qr], (e, r))
+    S = S.tocoo()
+    on = S.row == S.col
+    bad = ~allowed
+    bad[np.setdiff1d(np.arange(r), S.row[on])] = True  # no diagonal entry
+    k = int(np.argmax(bad)) if bad.any() else r
+    off = ~on
+    k = min(k, int(np.maximum(S.row[off], S.col[off]).min(initial=r)))
+    return k if k >= DIAGONAL_MIN else 0
+
+
+RR, RQ, QR, PP, PQ, QP, QQ = range(7)
+#: Fewer leading diagonal pivots of S than this are left to the LU.
+DIAGONAL_MIN = 16
+#: S's update is summed product by product (``PairPivots.schur_terms``) when it has at most
+#: this many products per pair, else by one dense product.
+SCHUR_TERMS_MAX = 4
+#: _KINDS[role of row, role of column] with roles 0: R, 1: q, 2: p (−1: not allowed).
+_KINDS = np.array([[RR, RQ, -1], [QR, QQ, QP], [-1, PQ, PP]], dtype=np.int8)
+
+
+def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArray[np.bool_],
+                       may_be_q: npt.NDArray[np.bool_]) -> tuple[Index, Index]:
+    """Pairs (p, q): p's column and row hold entries only at p and q, with (q, p) and
+    (p, q) both stored; no q is another pair's p or q, and no chosen q's row or column
+    meets another chosen q (so the 2×2 pivots decouple)."""
+    off = rows != cols
+    r_off, c_off = rows[off], cols[off]
+    col_count = np.bincount(c_off, minlength=size)
+    row_count = np.bincount(r_off, minlength=size)
+    partner_in_col = np.full(size, -1)
+    partner_in_col[c_off] = r_off  # the one off-diagonal row of column p (where count is 1)
+    partner_in_row = np.full(size, -1)
+    partner_in_row[r_off] = c_off
+    candidates = np.flatnonzero((col_count == 1) & (row_count == 1)
+                                & (partner_in_col == partner_in_row) & may_be_p)
+    candidates = candidates[may_be_q[partner_in_col[candidates]]]
+    if candidates.size == 0:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    # the q's neighbours (row and column pattern), to keep the chosen q's apart
+    neighbours = sp.csr_array((np.ones(r_off.size, bool), (r_off, c_off)), shape=(size, size))
+    neighbours = (neighbours + neighbours.T).tocsr()
+    taken = np.zeros(size, bool)  # a chosen p or q
+    chosen_q = np.zeros(size, bool)
+    ps, qs = [], []
+    for p in candidates:
+        q = int(partner_in_col[p])
+        if taken[p] or taken[q]:
+            continue
+        near = neighbours.indices[neighbours.indptr[q] : neighbours.indptr[q + 1]]
+        if chosen_q[near].any():
+            continue
+        taken[p] = taken[q] = chosen_q[q] = True
+        ps.append(p)
+        qs.append(q)
+    return np.array(ps, np.intp), np.array(qs, np.intp)
+
+
+def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
+    """Batched LU solve; a singular or possibly near-singular element gives NaN instead of
+    failing the batch or a wrong answer, for the caller to hand to ``Direct`` (which
+    decides by gecon). An empty S (every unknown eliminated: equality-only problems) has
+    the empty solution; LAPACK's gesv refuses order 0.
+
+    Possibly near-singular: ‖S‖_F ‖S⁻¹g‖₂ / ‖g‖₂ above PROBE_SUSPECT, for a fixed probe g
+    solved in the same call (:mod:`dpplayers._derivative.conditioning`). gecon would cost as much as
+    the solve at small orders, and the LU's pivots do not separate (smallest over largest
+    3e-4 at cond 2e7, 2e-3 on well-posed problems)."""
+    b, r, k = rhs.shape
+    if not r:
+        return np.zeros(rhs.shape)
+    if b == 1 or r >= EACH_MIN_ORDER:
+        return _solve_one_by_one(S, rhs)
+    both = np.empty((b, r, k + 1))
+    both[..., :k] = rhs
+    both[..., k] = probe(r)
+    try:
+        z = np.linalg.solve(S, both)
+    except np.linalg.LinAlgError:
+        z = np.full(both.shape, np.nan)
+        for i in range(b):
+            try:
+                z[i] = np.linalg.solve(S[i], both[i])
+            except np.linalg.LinAlgError:
+                pass
+    out = z[..., :k]
+    flat = S.reshape(b, -1)
+    inverse = np.vecdot(z[..., k], z[..., k])
+    # ‖S‖_F² ‖S⁻¹g‖² against PROBE_SUSPECT² ‖g‖² (‖g‖² = r); NaN compares False: suspect
+    suspect = ~(np.vecdot(flat, flat) * inverse <= PROBE_SUSPECT**2 * r)
+    if suspect.any():
+        out[suspect] = np.nan
+    return out
+
+
+def _solve_one_by_one(S: FloatArray, rhs: FloatArray) -> FloatArray:
+    """:func:`_solve_each` by one LAPACK gesv per element (:func:`_solve_one`): numpy's
+    batched solve costs 15–20% more at batch 1 and orders 80–120, and an extra
+    right-hand side column costs it 10–25%."""
+    if rhs.shape[0] == 1:
+        z = _solve_one(S[0], rhs[0])
+        return np.full(rhs.shape, np.nan) if z is None else z[None]
+    out = np.empty(rhs.shape)
+    for i in range(rhs.shape[0]):
+        z = _solve_one(S[i], rhs[i])
+        out[i] = np.nan if z is None else z
+    return out
+
+
+def _solve_one(S: FloatArray, rhs: FloatArray) -> FloatArray | None:
+    """S z = rhs (r, k) by gesv, or None where S is singular or possibly near-singular: the
+    estimate of :func:`_solve_each` with U⁻¹g for S⁻¹g, by one triangular solve with the
+    LU's U (S = PLU with L unit lower triangular, |l_ij| ≤ 1: a near-null direction of S
+    is one of U, within ‖L‖ ≤ r; a second right-hand side in gesv costs twice as much:
+    11 against 6 µs at order 171) and BLAS dots (numpy's reductions cost µs each here)."""
+    lu, _, z, info = lapack.dgesv(S, rhs)
+    if info != 0:
+        return None
+    flat, inverse = S.ravel(), blas.dtrsv(lu, probe(S.shape[0]))
+    # NaN in the estimate compares False: suspect too
+    if not blas.ddot(flat, flat) * blas.ddot(inverse, inverse) <= PROBE_SUSPECT**2 * S.shape[0]:
+        return None
+    return z
+
+
+#: From this order of S on, a batch is solved element by element (:func:`_solve_one_by_one`:
+#: with the probe column as fast as numpy's batched solve without it, 272 against 266 µs
+#: at batch 8 and order 73, 1,150 against 1,147 at batch 32); below, numpy's batched solve
+#: with the probe column (per-element Python costs more there: 308 against 255 µs at
+#: batch 32 and order 33).
+EACH_MIN_ORDER = 64

@@ -1,0 +1,116 @@
+"""Every fast path of the derivative is reached by a real problem, with no constant lowered,
+and is exact there (issue #18 item 4): the answers equal the dense mode's, one LU of the
+whole J per element.
+
+Which problems reach which route (counted over the zoo and ``benchmarks/``, 2026-12-06):
+the batched dense solve with 2×2 pair pivots, diagonal pivots and Schur terms — most of the
+zoo (and ``tests/test_derivative.py``); inactive-row compaction, per-thread scratch reuse and
+the per-element gesv of a batch — a lasso with a box (below; the zoo's ``lp_medium``); the LP
+basis's LU, SuperLU, the fill memory and the single-precision LU — a standard-form LP whose
+basis fills in (below; ``benchmarks``' sparse_lp); the truncated minimum-norm answer — the
+zoo's degenerate families and ``tests/test_degenerate.py``.
+"""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+
+import dpplayers
+from dpplayers._derivative.linear_solvers import DenseLU, SparseLU
+
+
+def relative_gap(got, want) -> float:
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1.0))
+
+
+def test_an_lp_basis_that_fills_in_goes_dense_in_single_precision():
+    """A standard-form LP (1,000 variables, 500 rows, 1% random A plus a ±3 diagonal on a
+    basis): the first element's basis of order 500 gets SuperLU, fills in, and the next
+    element's gets LAPACK's LU in single precision, refined to double; both derivatives
+    equal the dense mode's."""
+    n, m = 1000, 500
+    rng = np.random.default_rng(6)
+    basis = rng.permutation(n)[:m]
+    A = (sp.random_array((m, n), density=0.01, format="csc", rng=rng,
+                         data_sampler=rng.standard_normal)
+         + sp.csc_array((3.0 * rng.choice([-1.0, 1.0], m), (np.arange(m), basis)),
+                        shape=(m, n))).tocsc()
+    x, c, b = cp.Variable(n), cp.Parameter(n), cp.Parameter(m)
+    problem = cp.Problem(cp.Minimize(c @ x), [A @ x == b, x >= 0])
+    x0 = np.zeros((2, n))
+    x0[:, basis] = rng.uniform(0.5, 1.5, (2, m))
+    slack = rng.uniform(0.1, 1.0, (2, n))
+    slack[:, basis] = 0.0
+    values = [(A.T @ rng.standard_normal((m, 2))).T + slack, (A @ x0.T).T]
+    cotangent = rng.standard_normal((2, n))
+    tangents = [rng.standard_normal((2, n)), rng.standard_normal((2, m))]
+    answers = {}
+    for mode in ("direct", "dense"):
+        prog = dpplayers.compile(problem, [c, b], [x], mode=mode)
+        sol = prog.solve(*values, solver_args={"eps": 1e-9})
+        answers[mode] = (sol.vjp(cotangent), sol.jvp(*tangents))
+        if mode == "direct":
+            first, second = (sol._derivative.element(k)[1].lu.lu for k in (0, 1))
+            assert isinstance(first, SparseLU) and prog.kkt_pattern.filled["basis"]
+            assert isinstance(second, DenseLU) and second.single
+            assert not sol.degenerate.any()
+    (g, t), (g_ref, t_ref) = answers["direct"], answers["dense"]
+    for got, want in zip((*g, *t), (*g_ref, *t_ref)):
+        assert relative_gap(got, want) < 1e-8
+
+
+def test_a_box_lasso_batch_drops_its_inactive_rows_in_one_batched_solve():
+    """Lasso with a box (F 100 × 50, batch 4): J's order after pair elimination is 300,
+    above the batched solve's limit; each element's inactive rows bring it below, so the
+    batch is solved together (compacted blocks in per-thread scratch arrays, one gesv per
+    element at this order) and no element is factorised alone. Equal to the dense mode."""
+    rng = np.random.default_rng(2)
+    F, g, lam = cp.Parameter((100, 50)), cp.Parameter(100), cp.Parameter(nonneg=True)
+    x = cp.Variable(50)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(F @ x - g) + lam * cp.norm1(x)),
+                         [x >= -1, x <= 1])
+    Fv = rng.standard_normal((4, 100, 50)) / 10
+    sparse = rng.standard_normal((4, 50)) * (rng.uniform(size=(4, 50)) < 0.3) * 2
+    values = [Fv, np.einsum("bij,bj->bi", Fv, sparse) + 0.1 * rng.standard_normal((4, 100)),
+              np.full(4, 0.1)]
+    cotangent = rng.standard_normal((4, 50))
+    answers = {}
+    for mode in ("direct", "dense"):
+        prog = dpplayers.compile(problem, [F, g, lam], [x], mode=mode)
+        sol = prog.solve(*values, solver_args={"eps": 1e-9})
+        answers[mode] = sol.vjp(cotangent)
+        if mode == "direct":
+            assert prog.kkt_pattern.pair_pivots.reduced_order > 200
+            batches = list(sol._derivative.dense_batches(list(range(4))))
+            assert [places for places, _ in batches] == [[0, 1, 2, 3]]
+            assert batches[0][1].drop is not None  # inactive rows dropped per element
+            assert not sol._derivative.factors  # nobody needed Direct
+    for got, want in zip(answers["direct"], answers["dense"]):
+        assert relative_gap(got, want) < 1e-8
+
+
+def test_a_large_core_eliminates_its_pair_pivots_before_the_lu():
+    """The projection onto the 20 × 20 spectraplex (cvxpy's sum_squares(X − C) auxiliaries
+    beside a PSD block): J's order is 1,221, too large for the batched solve, so each
+    element's Direct factorises the Schur complement of its 2×2 pair pivots (order 421)
+    instead of J; vjp and jvp equal the dense mode's (one LU of the whole J), at batch 2."""
+    k = 20
+    X, C = cp.Variable((k, k), symmetric=True), cp.Parameter((k, k))
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.trace(X) == 1])
+    rng = np.random.default_rng(9)
+    N = rng.standard_normal((2, k, k)) / np.sqrt(k)
+    values = 0.5 * (N + N.transpose(0, 2, 1))
+    cotangent, tangent = rng.standard_normal((2, 2, k, k))
+    answers = {}
+    for mode in ("direct", "dense"):
+        prog = dpplayers.compile(problem, [C], [X], mode=mode)
+        sol = prog.solve(values, solver_args={"eps": 1e-10})
+        answers[mode] = (*sol.vjp(cotangent), *sol.jvp(tangent))
+        if mode == "direct":
+            state = sol._derivative.element(1)[1]
+            assert state.pairs is not None and state.J_RR.shape[0] < state.J.shape[0] / 2
+            assert not sol.degenerate.any()
+    for got, want in zip(answers["direct"], answers["dense"]):
+        assert relative_gap(got, want) < 1e-8
