@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dpplayers
 from dpplayers._compile.dpp import DPPReport, Rule, Violation, check_dpp
 from dpplayers._compile.quad_forms import lift_parametric_quad_forms
 from dpplayers.errors import DPPError
@@ -401,3 +402,22 @@ def test_random_problems_follow_cvxpy_verdict(build, maximize: bool) -> None:
         assert violation.location == "objective" or violation.location.startswith(
             "constraint 1: ")
         assert violation.hint
+
+
+def test_unnamed_leaves_are_called_by_their_place_in_the_users_lists():
+    """cvxpy's generated names (param61, var4) mean nothing to the user: a report names an
+    unnamed leaf by its place in the list passed (or among the problem's variables)."""
+    import re
+
+    M, c, z = cp.Parameter((2, 2)), cp.Parameter(2), cp.Parameter(2)
+    y, w = cp.Variable(2), cp.Variable(2)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(y - z) + cp.sum(w)),
+                      [cp.sum_squares(M @ (y - c)) <= 1, w >= 0])
+    with pytest.raises(DPPError) as err:
+        dpplayers.compile(prob, parameters=[z, M, c], variables=[w, y])
+    text = str(err.value)
+    assert "parameters[1] @ (variables[1] + -parameters[2])" in text
+    assert not re.search(r"\b(param|var)\d+\b", text), text
+    report = dpplayers.check_dpp(prob)  # default lists: problem.parameters(), .variables()
+    order = [p.id for p in prob.parameters()]
+    assert f"parameters[{order.index(M.id)}] @" in report.violations[0].expression

@@ -15,6 +15,7 @@ sub-expression that breaks the composition rules, which is then named, classifie
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -110,7 +111,9 @@ _PRODUCT_ATOMS = (MulExpression, DivExpression, kron, conv, convolve)
 class Violation:
     """One offending sub-expression: what it is, which rule, where, and how to fix it.
 
-    ``expression`` is cvxpy's ``str`` of the smallest offending sub-expression;
+    ``expression`` is cvxpy's ``str`` of the smallest offending sub-expression, with each
+    unnamed leaf called by its place in the lists the user passed (``parameters[1]``,
+    ``variables[0]``, or ``problem.variables()[2]``) instead of cvxpy's ``param61``;
     ``location`` is ``"objective"`` or ``"constraint i: <constraint, truncated>"``.
     """
 
@@ -233,7 +236,8 @@ def _log_log_affine(expr: Expression) -> bool:
 
 def _names(expr: Expression) -> str:
     """The parameters of ``expr`` for a hint: the user's names, else cvxpy's (which the
-    expression's text shows) marked unnamed, with the shape."""
+    report then replaces by their places, :func:`_readable`) marked unnamed, with the
+    shape."""
     notes = {p.name(): "" if given_name(p) is not None else f" (unnamed, shape {p.shape})"
              for p in expr.parameters()}
     return ", ".join(f"`{name}`{note}" for name, note in sorted(notes.items()))
@@ -400,7 +404,33 @@ def check_dpp(
     unknown_vars = tuple(_name(v, i) for i, v in enumerate(variables or ())
                          if id(v) not in known_vars)
     ok = not violations and not missing and not unknown and not unknown_vars
+    labels = _generated_names(problem, given, variables)
+    violations = [Violation(_readable(v.expression, labels), v.rule,
+                            _readable(v.location, labels), _readable(v.hint, labels))
+                  for v in violations]
     return DPPReport(ok, tuple(violations), missing, unknown, unknown_vars, gp)
+
+
+def _generated_names(problem: cp.Problem, parameters: Sequence[object],
+                     variables: Sequence[object] | None) -> dict[str, str]:
+    """cvxpy's generated name of each unnamed leaf (what ``str`` of an expression shows) ↦
+    its place in the lists the user passed, or among the problem's variables."""
+    labels: dict[str, str] = {}
+    places = [("problem.variables()", problem.variables()), ("variables", variables or ()),
+              ("parameters", parameters)]
+    for within, leaves in places:  # later lists win: the user's own over the problem's
+        for k, leaf in enumerate(leaves):
+            if isinstance(leaf, (cp.Parameter, cp.Variable)) and given_name(leaf) is None:
+                labels[leaf.name()] = f"{within}[{k}]"
+    return labels
+
+
+def _readable(text: str, labels: dict[str, str]) -> str:
+    """``text`` with each generated leaf name replaced by its label (whole words only)."""
+    if not labels:
+        return text
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, labels)) + r")\b")
+    return pattern.sub(lambda m: labels[m.group(1)], text)
 
 
 def _name(obj: object, position: int, within: str = "") -> str:
