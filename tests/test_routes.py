@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import dpplayers
+from dpplayers._derivative.elimination import Singletons
 from dpplayers._derivative.linear_solvers import DenseLU, SparseLU
 
 
@@ -112,5 +113,39 @@ def test_a_large_core_eliminates_its_pair_pivots_before_the_lu():
             state = sol._derivative.element(1)[1]
             assert state.pairs is not None and state.J_RR.shape[0] < state.J.shape[0] / 2
             assert not sol.degenerate.any()
+    for got, want in zip(answers["direct"], answers["dense"]):
+        assert relative_gap(got, want) < 1e-8
+
+
+def test_a_free_auxiliary_is_left_out_of_the_lu_without_changing_the_outputs():
+    """A constrained MPC with |u| ≤ 1 written with abs (cvxpy's t with |u| ≤ t ≤ 1 is free
+    on [|u|, 1] wherever |u| < 1, so J is singular): Direct leaves such t out of its core
+    (z_t = 0) instead of taking J's minimum-norm solve; the requested outputs equal the
+    dense mode's minimum-norm answer, and they are not flagged degenerate, since they are
+    unique."""
+    T, dt = 10, 0.2
+    x0, theta = cp.Parameter(2), cp.Parameter()
+    x, u = cp.Variable((2, T + 1)), cp.Variable(T)
+    constraints = [x[:, 0] == x0, cp.abs(u) <= 1, x[0, 1:] == x[0, :-1] + dt * x[1, :-1],
+                   x[1, 1:] == theta * x[1, :-1] + dt * u]
+    cost = cp.sum_squares(x[0]) + 0.1 * cp.sum_squares(x[1]) + 0.1 * cp.sum_squares(u)
+    problem = cp.Problem(cp.Minimize(cost), constraints)
+    rng = np.random.default_rng(3)
+    values = [3 * rng.standard_normal((3, 2)), np.array([0.9, 0.8, 1.0])]
+    cotangent, tangents = rng.standard_normal((3, T)), [rng.standard_normal((3, 2)),
+                                                        rng.standard_normal(3)]
+    answers = {}
+    for mode in ("direct", "dense"):
+        prog = dpplayers.compile(problem, [x0, theta], [u], mode=mode)
+        sol = prog.solve(*values, solver_args={"eps": 1e-10})
+        answers[mode] = (*sol.vjp(cotangent), *sol.jvp(*tangents))
+        if mode == "direct":
+            assert not sol.degenerate.any()
+            _, state, op = sol._derivative.element(0)
+            assert state.lu is not None and state.truncated is None  # no minimum-norm solve
+            free = np.setdiff1d(Singletons.of(op).core, state.peel.core)  # left out of the LU
+            assert free.size and (free < prog.n).all() and sol._derivative.unread[free].all()
+        else:
+            assert sol.degenerate.all()  # the whole J is singular
     for got, want in zip(answers["direct"], answers["dense"]):
         assert relative_gap(got, want) < 1e-8

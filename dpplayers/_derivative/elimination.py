@@ -23,12 +23,14 @@ stay in the core, which is then singular too, and the caller's singular-J path a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from .._sparse import CSCPattern, concatenated_ranges
 from .kkt import KKTOperator
 
 Index = npt.NDArray[np.intp]
@@ -88,6 +90,52 @@ class Singletons:
             z[self.trail_cols] = ((rhs[self.trail_rows] - (J @ z)[self.trail_rows])
                                   / self.trail_pivots[:, None])
         return z
+
+
+@dataclass(frozen=True)
+class Auxiliaries:
+    """The program's variables that may turn free (:func:`free_auxiliaries`): unread by R,
+    no entry in P, and their rows of A (from J's fixed pattern, found once per program)."""
+
+    candidates: Index  # the variables
+    rows: Index  # the rows of A each meets, candidate after candidate ...
+    owner: Index  # ... and which candidate each row is of
+    empty: npt.NDArray[np.bool_]  # per candidate: it meets no row at all
+
+    @classmethod
+    def of(cls, A: CSCPattern, P: CSCPattern | None,
+           unread: npt.NDArray[np.bool_]) -> Auxiliaries:
+        candidates = np.flatnonzero(unread)
+        if P is not None:
+            in_P = np.zeros(unread.size, bool)
+            in_P[P.indices] = True
+            in_P[np.flatnonzero(np.diff(P.indptr))] = True
+            candidates = candidates[~in_P[candidates]]
+        starts, counts = A.indptr[candidates], np.diff(A.indptr)[candidates]
+        rows = A.indices[concatenated_ranges(starts, counts)].astype(np.intp)
+        return cls(candidates, rows, np.repeat(np.arange(candidates.size), counts), counts == 0)
+
+
+def free_auxiliaries(op: KKTOperator, peel: Singletons, aux: Auxiliaries) -> Singletons:
+    """``peel`` with its core less the candidate variables that meet only inactive rows
+    (they then stay 0 in z: :meth:`Singletons.reduce` starts from zeros).
+
+    A variable t with no entry in P whose rows of A all have D = 0 has a zero row (AᵀD) and,
+    once the inactive rows are peeled, a zero column in the core: it is free in the
+    canonical solution (an interior-point solver returns the middle of its interval) and J
+    is singular. But nothing the user asked for depends on it: the rest of the core does
+    not meet it, the inactive rows' dv it meets give dy = DΠ dv = 0, and R does not read
+    it. So the system without it gives the requested derivative exactly, where the
+    minimum-norm solve of the whole J would cost an SVD per element. (For Jᵀ the same t:
+    its row and column swap.)"""
+    if not aux.candidates.size:
+        return peel
+    active = ~(op.scalar_blocks()[aux.rows] == 0.0)  # NaN (a larger cone block): active
+    free = ~aux.empty
+    free[aux.owner[active]] = False
+    if not free.any():
+        return peel
+    return dataclasses.replace(peel, core=np.setdiff1d(peel.core, aux.candidates[free]))
 
 
 def _single_entries(A: sp.csc_matrix,

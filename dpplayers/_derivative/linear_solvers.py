@@ -44,7 +44,13 @@ from .conditioning import (
     probe,
     sparse_lu_condition,
 )
-from .elimination import PairElimination, Singletons, anti_diagonal
+from .elimination import (
+    Auxiliaries,
+    PairElimination,
+    Singletons,
+    anti_diagonal,
+    free_auxiliaries,
+)
 from .kkt import KKTOperator
 
 FloatArray = npt.NDArray[np.float64]
@@ -139,10 +145,17 @@ class Direct(AbstractLinearSolver):
     #: Cores (and B blocks) up to this order use LAPACK's dense LU (measured: 0.03 ms
     #: against SuperLU's 0.25 ms at order 85; SuperLU wins from about 300 on).
     dense_limit: int = 200
+    #: The program's variables no requested output reads (cvxpy's auxiliaries). One that
+    #: meets only inactive rows (t of ``abs(u) <= 1`` with |u| < 1, free on [|u|, 1]) is
+    #: set to 0 and left out of the LU, so that J's singularity there costs no
+    #: minimum-norm solve; the outputs do not depend on it (:func:`free_auxiliaries`).
+    auxiliaries: Auxiliaries | None = dataclasses.field(default=None, compare=False)
 
     def init(self, operator: KKTOperator) -> _DirectState:
         J = operator.as_matrix()
         peel = Singletons.of(operator)
+        if self.auxiliaries is not None:
+            peel = free_auxiliaries(operator, peel, self.auxiliaries)
         core, N = peel.core, J.shape[0]
         filled = operator.pattern.filled  # what earlier elements' factorisations showed
         pairs = None
