@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from ._cache import Uncacheable, cached, fingerprint
 from ._compile.affine_maps import AffineMap, StackedMaps
 from ._compile.canonical import CanonicalProgram, canonicalize
+from ._derivative.elimination import Auxiliaries
 from ._derivative.kkt import kkt_pattern
 from ._derivative.pattern import KKTPattern
 from ._distributed import ShippedProgram, check_executor
@@ -202,6 +203,16 @@ class CompiledProblem(CanonicalProgram):
         """The entries of P's upper-triangle pattern off its diagonal."""
         P_rows, P_cols = self.data_patterns[:2]
         return np.flatnonzero(P_rows != P_cols)
+
+    @functools.cached_property
+    def auxiliaries(self) -> Auxiliaries:
+        """The variables no requested output reads that may turn free at a solution (no
+        entry in P), with their rows of A: Direct leaves such a one out of its LU where it
+        meets only inactive rows (:func:`~._derivative.elimination.free_auxiliaries`)."""
+        read = np.zeros(self.n, bool)
+        columns = self.retrieval.matrix.indices
+        read[columns[columns < self.n]] = True
+        return Auxiliaries.of(self.A, self.P, ~read)
 
     @functools.cached_property
     def kkt_pattern(self) -> KKTPattern:

@@ -147,16 +147,30 @@ class Retrieval:
     def transpose(self, cotangents: Sequence[FloatArray | None], values: Sequence[FloatArray],
                   batch: int) -> FloatArray:
         """Rᵀ g: cotangents per output (B, *shape), None for zero, → a cotangent on
-        z = [x; y] (n+m, B), the exp chain rule applied."""
-        g = np.zeros((self.matrix.shape[0], batch))
+        z = [x; y] (n+m, B), the exp chain rule applied. Where R picks distinct entries of
+        z with coefficient 1 (the usual variables), each output's block is written straight
+        to its entries (no (K, B) array to gather from: a third of the cost at batch 1)."""
+        scatter = self._scatter
+        g = np.zeros((self.matrix.shape[1] if scatter is not None else self.matrix.shape[0],
+                      batch))
         for spec, ct, val in zip(self.outputs, cotangents, values):
             if ct is None:
                 continue
+            rows = slice(spec.offset, spec.offset + spec.size)
             block = _flatten(ct, spec.size)
             if spec.exp:
                 block = block * _flatten(val, spec.size)
-            g[spec.offset : spec.offset + spec.size] = block
-        return self.backward(g)
+            g[scatter[rows] if scatter is not None else rows] = block
+        return g if scatter is not None else self.backward(g)
+
+    @functools.cached_property
+    def _scatter(self) -> npt.NDArray[np.intp] | None:
+        """The entries of z that R's rows pick, where each row picks a distinct one with
+        coefficient 1; else None."""
+        forward = self.forward
+        if not isinstance(forward, Gather) or forward.scale is not None:
+            return None
+        return forward.source if np.unique(forward.source).size == forward.source.size else None
 
     def unflatten_tangent(self, dflat: FloatArray, values: Sequence[FloatArray]) -> tuple[FloatArray, ...]:
         """Tangent on R's rows (K, B) → one tangent per output (B, *shape)."""

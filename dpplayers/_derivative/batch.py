@@ -22,7 +22,6 @@ import numpy.typing as npt
 
 from .._sparse import data_columns
 from ..cones import BatchedProjectionDerivative, ProjectionDerivative
-from .elimination import Auxiliaries
 from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
 from .linear_solvers import AbstractLinearSolver, Direct, SolveStats, make_linear_solver
@@ -163,25 +162,17 @@ class BatchDerivative:
             P, A = prog.element_matrices(self.data, k)
             op = kkt_operator(P, A, self.y[:, k], self.s[:, k], prog.cones, prog.kkt_pattern,
                               prog.dual_cone, self.projection(k))
-            solver = make_linear_solver(self.mode, self.options)
-            if isinstance(solver, Direct):
-                solver = dataclasses.replace(solver, auxiliaries=self.auxiliaries)
+            solver = self._strategy
             self.factors[k] = (solver, solver.init(op), op)
         return self.factors[k]
 
     @functools.cached_property
-    def unread(self) -> npt.NDArray[np.bool_]:
-        """Per variable of the cone program: no requested output reads it (R's columns)."""
-        prog = self.program
-        read = np.zeros(prog.n, bool)
-        columns = prog.retrieval.matrix.indices
-        read[columns[columns < prog.n]] = True
-        return ~read
-
-    @functools.cached_property
-    def auxiliaries(self) -> Auxiliaries:
-        """The unread variables that may turn free, with their rows of A."""
-        return Auxiliaries.of(self.program.A, self.program.P, self.unread)
+    def _strategy(self) -> AbstractLinearSolver:
+        """The mode's solver for every element; Direct learns the program's auxiliaries."""
+        solver = make_linear_solver(self.mode, self.options)
+        if isinstance(solver, Direct):
+            solver = dataclasses.replace(solver, auxiliaries=self.program.auxiliaries)
+        return solver
 
     def _solve_one(self, k: int, rhs: FloatArray, transpose: bool) -> FloatArray:
         solver, state, _ = self.element(k)

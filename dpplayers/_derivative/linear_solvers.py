@@ -145,17 +145,31 @@ class Direct(AbstractLinearSolver):
     #: Cores (and B blocks) up to this order use LAPACK's dense LU (measured: 0.03 ms
     #: against SuperLU's 0.25 ms at order 85; SuperLU wins from about 300 on).
     dense_limit: int = 200
-    #: The program's variables no requested output reads (cvxpy's auxiliaries). One that
-    #: meets only inactive rows (t of ``abs(u) <= 1`` with |u| < 1, free on [|u|, 1]) is
-    #: set to 0 and left out of the LU, so that J's singularity there costs no
-    #: minimum-norm solve; the outputs do not depend on it (:func:`free_auxiliaries`).
+    #: The program's variables no requested output reads (cvxpy's auxiliaries). Where the
+    #: core is singular, one that meets only inactive rows (t of ``abs(u) <= 1`` with
+    #: |u| < 1, free on [|u|, 1]) is set to 0 and left out of the LU, so that J's
+    #: singularity there costs no minimum-norm solve; the outputs do not depend on it
+    #: (:func:`free_auxiliaries`). Nonsingular cores never look.
     auxiliaries: Auxiliaries | None = dataclasses.field(default=None, compare=False)
 
     def init(self, operator: KKTOperator) -> _DirectState:
         J = operator.as_matrix()
         peel = Singletons.of(operator)
-        if self.auxiliaries is not None:
-            peel = free_auxiliaries(operator, peel, self.auxiliaries)
+        state = self._factor_core(operator, J, peel)
+        if state.singular and self.auxiliaries is not None:  # a free auxiliary, perhaps
+            reduced = free_auxiliaries(operator, peel, self.auxiliaries)
+            if reduced is not peel:
+                without = self._factor_core(operator, J, reduced)
+                if not without.singular:
+                    return without
+        if state.singular and J.shape[0] <= TRUNCATED_MAX_ORDER:
+            state.truncated = TruncatedInverse(J.toarray())
+        return state
+
+    def _factor_core(self, operator: KKTOperator, J: sp.csc_matrix,
+                     peel: Singletons) -> _DirectState:
+        """The state for J with ``peel``'s pairs eliminated and its core factorised (its
+        Schur complement after the 2×2 pair pivots, for a large core)."""
         core, N = peel.core, J.shape[0]
         filled = operator.pattern.filled  # what earlier elements' factorisations showed
         pairs = None
@@ -180,8 +194,7 @@ class Direct(AbstractLinearSolver):
         kept = core if pairs is None else core[pairs.rest]
         lu, singular = self._factorise(J_RR, int(np.count_nonzero(kept < operator.n)), dense,
                                        filled)
-        truncated = TruncatedInverse(J.toarray()) if singular and N <= TRUNCATED_MAX_ORDER else None
-        return _DirectState(operator, J, peel, J_RR, lu, singular, truncated, pairs=pairs)
+        return _DirectState(operator, J, peel, J_RR, lu, singular, pairs=pairs)
 
     def _factorise(self, J_RR: sp.csc_matrix | FloatArray, p: int, dense: bool,
                    filled: dict[str, bool]) -> tuple[DenseLU | SparseLU | _AntiDiagonalLU | None,
