@@ -10,7 +10,7 @@ constants get different keys. An unknown kind of atom data makes the problem unc
 (compiled as usual), never a guess.
 
 A file holds two pickles: a header (magic, format version, the dpplayers/cvxpy/numpy/scipy
-versions, the fingerprint, the payload's SHA-256) and the payload (the program's state
+versions and a hash of dpplayers' source, the fingerprint, the payload's SHA-256) and the payload (the program's state
 without its ``cp.Problem``). A header that does not match — another version, another key,
 a damaged payload — means the entry is rebuilt and overwritten, never used. Files are
 written to a temporary name and renamed, so a reader never sees half a file. Only point
@@ -20,6 +20,7 @@ the cache at a directory you trust: loading an entry unpickles it.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import io
 import os
@@ -56,9 +57,20 @@ def cache_dir(cache: bool | str | os.PathLike[str]) -> Path:
     return Path(cache).expanduser()
 
 
+@functools.cache
+def source_digest() -> str:
+    """A hash of dpplayers' own source files: a program pickled by other code (a checkout
+    between releases: the version number alone does not change) is never loaded."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\x00" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def versions() -> dict[str, str]:
     """The versions an entry is valid for (a pickle from another may not even load)."""
-    return {"format": str(FORMAT_VERSION), "dpplayers": __version__,
+    return {"format": str(FORMAT_VERSION), "dpplayers": __version__, "source": source_digest(),
             "cvxpy": cp.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
             "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
 

@@ -147,12 +147,17 @@ def test_loaded_program_is_bound_to_this_problem(tmp_path: Path,
     np.testing.assert_allclose(sol.values[0], variables[0].value, atol=1e-6)
 
 
-def test_stale_version_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("stale", [{"cvxpy": "0.0.1"}, {"source": "0" * 64}],
+                         ids=["cvxpy", "dpplayers-source"])
+def test_stale_version_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  stale: dict[str, str]) -> None:
+    """Another cvxpy, or dpplayers' own source changed without a version bump (a program
+    pickled by other code): rebuilt, never used."""
     path = _entry(tmp_path)
     with open(path, "rb") as f:
         header = pickle.load(f)
         payload = f.read()
-    header["versions"] = {**header["versions"], "cvxpy": "0.0.1"}
+    header["versions"] = {**header["versions"], **stale}
     with open(path, "wb") as f:
         pickle.dump(header, f)
         f.write(payload)
