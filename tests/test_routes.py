@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import dpplayers
+from benchmarks.gallery import mpc as gallery_mpc
 from dpplayers._derivative.elimination import Singletons
 from dpplayers._derivative.linear_solvers import DenseLU, SparseLU
 
@@ -123,13 +124,9 @@ def test_a_free_auxiliary_is_left_out_of_the_lu_without_changing_the_outputs():
     (z_t = 0) instead of taking J's minimum-norm solve; the requested outputs equal the
     dense mode's minimum-norm answer, and they are not flagged degenerate, since they are
     unique."""
-    T, dt = 10, 0.2
-    x0, theta = cp.Parameter(2), cp.Parameter()
-    x, u = cp.Variable((2, T + 1)), cp.Variable(T)
-    constraints = [x[:, 0] == x0, cp.abs(u) <= 1, x[0, 1:] == x[0, :-1] + dt * x[1, :-1],
-                   x[1, 1:] == theta * x[1, :-1] + dt * u]
-    cost = cp.sum_squares(x[0]) + 0.1 * cp.sum_squares(x[1]) + 0.1 * cp.sum_squares(u)
-    problem = cp.Problem(cp.Minimize(cost), constraints)
+    case = gallery_mpc(np.random.default_rng(0))  # the gallery's MPC layer (T = 10)
+    problem, (x0, theta), (u,) = case.problem, case.parameters, case.variables
+    T = u.shape[0]
     rng = np.random.default_rng(3)
     values = [3 * rng.standard_normal((3, 2)), np.array([0.9, 0.8, 1.0])]
     cotangent, tangents = rng.standard_normal((3, T)), [rng.standard_normal((3, 2)),
