@@ -217,8 +217,7 @@ class BatchDerivative:
     def batched_dense(self) -> bool:
         """Whether :meth:`dense_batches` can take any element (see there)."""
         pattern = self.program.kkt_pattern
-        return self.mode == "direct" and (pattern.pair_pivots.reduced_order <= BATCH_DENSE_MAX
-                                          or pattern.inactive_rows is not None)
+        return self.mode == "direct" and pattern.smallest_batched_order <= BATCH_DENSE_MAX
 
     def dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
         """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES

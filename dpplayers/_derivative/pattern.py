@@ -218,6 +218,15 @@ class KKTPattern:
         return InactiveRows.of(self.n + self.m, self.entry_rows, self.entry_cols, rows,
                                self.scalar_d[keep])
 
+    @functools.cached_property
+    def smallest_batched_order(self) -> int:
+        """The order S would have with every droppable inequality row inactive: where even
+        that is above the batched solve's limit, no element can go there."""
+        inactive = self.inactive_rows
+        droppable = 0 if inactive is None else int(np.isin(inactive.rows,
+                                                           self.pair_pivots.rest).sum())
+        return self.pair_pivots.reduced_order - droppable
+
     def entries(self, P_upper_data: FloatArray | None, A_data: FloatArray,
                 D_values: FloatArray) -> FloatArray:
         """J's entries in ``entry_rows``/``entry_cols`` order for one element, or (nnz, b)
