@@ -5,18 +5,19 @@ venv's python as that kernel), with ``QUICK=1`` in its environment and notebooks
 directory, like Jupyter opened on it. A cell that raises fails the test, and every gallery
 notebook ends in ``assert`` cells that state what it shows. The checkout under test is put first
 on the kernel's ``PYTHONPATH``, so the kernel imports this dpplayers whatever the venv points at.
-Notebooks added later are picked up by the glob; one paired with an ``examples/`` script (the
-jupytext header says so) must match that script cell for cell.
+Notebooks added later are picked up by the glob; each is generated from an ``examples/``
+script (its one source) and must match it cell for cell. The runner is a required test
+dependency (the ``notebooks`` extra), never skipped.
 """
 
 import os
 from pathlib import Path
 
+import ipykernel  # noqa: F401  (the kernel nbclient starts; imported so its absence fails)
+import jupytext
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -45,10 +46,8 @@ def test_notebook_runs(path: Path) -> None:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_matches_its_script(path: Path) -> None:
-    jupytext = pytest.importorskip("jupytext")
     script = ROOT / "examples" / f"{path.stem}.py"
-    if not script.exists():
-        pytest.skip(f"{path.name} has no examples/ script")
+    assert script.exists(), f"{path.name} has no examples/{path.stem}.py to be generated from"
     ours = [(c.cell_type, c.source) for c in nbformat.read(path, as_version=4).cells]
     theirs = [(c.cell_type, c.source) for c in jupytext.read(script).cells]
     assert ours == theirs, f"regenerate {path.name} from {script.name}: bash notebooks/build.sh"
