@@ -11,7 +11,6 @@ builds a Solution is :mod:`dpplayers._forward`.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._cached import cached
 from ._derivative.batch import BatchDerivative, EmbeddingBatch
 from ._derivative.embedding import EmbeddingLSQR
 from ._derivative.linear_solvers import SolveStats
@@ -97,18 +97,18 @@ class Solution:
 
     # -- the derivative ----------------------------------------------------------------
 
-    @functools.cached_property
+    @cached
     def _derivative(self) -> BatchDerivative:
         """J at every solved element and its solves (built on the first derivative call)."""
         return BatchDerivative(self.program, self._data, self.x, self.y, self.s,
                                self._ok_keys, self.mode, self.derivative_options, self.stats)
 
-    @functools.cached_property
+    @cached
     def _ok_keys(self) -> list[int]:
         """The elements that solved."""
         return [k for k, st in enumerate(self.status) if st.usable(self.accept_inaccurate)]
 
-    @functools.cached_property
+    @cached
     def _chain(self) -> tuple[Any, ...]:
         """The stages from the user's parameters to the requested outputs, each with
         ``forward`` (tangents) and ``backward`` (cotangents): θ's layout, the maps C, the

@@ -12,7 +12,6 @@ every later solve. Each element's worst solve statistics are kept.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._cached import cached
 from .._sparse import data_columns
 from ..cones import BatchedProjectionDerivative, ProjectionDerivative
 from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
@@ -166,7 +166,7 @@ class BatchDerivative:
             self.factors[k] = (solver, solver.init(op), op)
         return self.factors[k]
 
-    @functools.cached_property
+    @cached
     def _strategy(self) -> AbstractLinearSolver:
         """The mode's solver for every element; Direct learns the program's auxiliaries."""
         solver = make_linear_solver(self.mode, self.options)

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from .._cached import cached
 from ._layout import SQRT2, Array, Index, lower_triangle, smat, svec, svec_places
 
 
@@ -93,7 +94,7 @@ class SOCBlocks(AbstractBlockOperator):
         """The blocks written out from their closed form (not ``mv`` on an identity); kept."""
         return self._matrices
 
-    @functools.cached_property
+    @cached
     def _matrices(self) -> Array:
         k, d = self.xbar.shape
         out = np.empty((k, d + 1, d + 1))
@@ -123,7 +124,7 @@ class PSDBlocks(AbstractBlockOperator):
         """The blocks (k, d, d) in svec coordinates; kept."""
         return self._matrices
 
-    @functools.cached_property
+    @cached
     def _matrices(self) -> Array:
         # W diag(b) W^T: W's columns are the svec of the orthonormal basis (v_i v_j^T + v_j v_i^T)
         # / sqrt(2), i > j, and v_i v_i^T of symmetric matrices; b the matching entries of B.
@@ -247,7 +248,7 @@ class BatchedProjectionDerivative:
         order of ``ProjectionDerivative.blocks``, each row-major. Computed once."""
         return self._block_values
 
-    @functools.cached_property
+    @cached
     def _block_values(self) -> Array:
         parts = [op.as_matrices().reshape(self.count, -1) for op, _ in self.blocks]
         return np.concatenate(parts, axis=1).T if parts else np.zeros((0, self.count))
