@@ -115,7 +115,7 @@ class Solution:
         solution map's derivative (through J, or the embedding's M), R."""
         middle = (EmbeddingBatch(self._derivative) if self.mode == EmbeddingLSQR.name
                   else self._derivative)
-        values = tuple(v if self.batch is not None else v[None] for v in self.values)
+        values = self.values if self.batch is not None else tuple([v[None] for v in self.values])
         prog, nb = self.program, self.x.shape[1]
         return (_ParameterStage(prog.layout, self.batch, self._raw_theta, nb),
                 _DataStage(prog), middle, _OutputStage(prog.retrieval, values, self.batch, nb))

@@ -12,12 +12,14 @@ every later solve. Each element's worst solve statistics are kept.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.linalg import blas
 
 from .._cached import cached
 from .._sparse import data_columns
@@ -78,6 +80,10 @@ class DenseBatch:
                                                          self.drop)
         # squared norms by column (np.linalg.norm costs several calls each); a non-finite z
         # makes its residual non-finite too (every entry of z meets an equation)
+        if res_sq.size == 1:  # one element, one column (a batch-1 vjp): one BLAS dot, floats
+            flat = rhs.reshape(-1)
+            ratio_1 = float(res_sq[0, 0]) / max(float(blas.ddot(flat, flat)), 1e-300)
+            return z, np.array([math.sqrt(ratio_1) if ratio_1 <= math.inf else math.inf])
         ratio = res_sq / np.maximum(np.vecdot(rhs, rhs, axis=1), 1e-300)
         residual = np.sqrt(ratio.max(axis=1, initial=0.0))
         return z, np.where(residual <= np.inf, residual, np.inf)  # NaN → inf
@@ -245,7 +251,8 @@ class BatchDerivative:
             keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
             places = taken.tolist()
             order = int(orders[taken].max(initial=0))
-        step = DenseBatch.chunk(pattern, order)
+        # a chunk holds at least BATCH_DENSE_MIN elements: a smaller batch is one chunk
+        step = max(len(keys), 1) if len(keys) <= BATCH_DENSE_MIN else DenseBatch.chunk(pattern, order)
         for i in range(0, len(keys), step):
             at = slice(i, i + step)
             P_data = data_columns(self.data[0], keys[at]) if prog.P is not None else None
