@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
+import scipy.sparse as sp
 from helpers import sym  # a random symmetric matrix
 
 Sampler = Callable[[np.random.Generator], list]
@@ -1262,6 +1263,44 @@ def _medium_mixed(rng):
     prob = cp.Problem(cp.Minimize(obj), [G @ x <= h, cp.norm(x, 2) <= r])
     return independent([p, G, h, C, r], [normal(n, 2), normal((m, n)), uniform(m, 0.1, 1),
                                          lambda r_: sym(r_, 4), uniform((), 2, 4)], [x], prob)
+
+
+@family("soc_projection_large", group="constraints")
+def _soc_projection_large(rng):
+    """Projection onto a second-order cone of dimension 18-30: cvxpy's sum_squares gives J
+    a 2×2 pair per entry and S ≥ 16 leading diagonal pivots (the batched solve's diagonal
+    elimination, ``pair_pivots.DIAGONAL_MIN``), and AᵀD of a cone block of order ≥ 6 as a
+    dense product (``pattern.DENSE_BLOCK``)."""
+    n = int(rng.integers(18, 31))
+    x = cp.Variable(n, name="x")
+    y = cp.Parameter(n, name="y")
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.norm(x[1:], 2) <= x[0]])
+    return independent([y], [normal(n, 1.0)], [x], prob)
+
+
+@family("lp_filled_basis", group="constraints", flip=False)
+def _lp_filled_basis(rng):
+    """A standard-form LP (1,000 variables, 500 rows, 1% random A plus a ±3 entry per row on
+    a basis) at a non-degenerate vertex: its basis of order 500 fills SuperLU's factors, so
+    the program's later factorisations are dense and in single precision, refined to double
+    (``linear_solvers.FILL_DENSE``, ``MIXED_MIN_ORDER``)."""
+    n, m = 1000, 500
+    basis = rng.permutation(n)[:m]
+    A = (sp.random_array((m, n), density=0.01, format="csc", rng=rng,
+                         data_sampler=rng.standard_normal)
+         + sp.csc_array((3.0 * rng.choice([-1.0, 1.0], m), (np.arange(m), basis)),
+                        shape=(m, n))).tocsc()
+    x, c, b = cp.Variable(n, name="x"), cp.Parameter(n, name="c"), cp.Parameter(m, name="b")
+    prob = cp.Problem(cp.Minimize(c @ x), [A @ x == b, x >= 0])
+
+    def sample(r):
+        x0 = np.zeros(n)
+        x0[basis] = r.uniform(0.5, 1.5, m)
+        slack = r.uniform(0.1, 1.0, n)
+        slack[basis] = 0.0
+        return [A.T @ r.standard_normal(m) + slack, A @ x0]
+
+    return Built(prob, (c, b), (x,), sample, ())
 
 
 @family("refuse_duplicate_parameter", group="refusals", refuse=True, smooth=False, flip=False)
