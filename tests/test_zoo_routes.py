@@ -1,0 +1,83 @@
+"""Every route of the derivative is reached by a case of the generated zoo, and that case is
+judged correct by the zoo's oracles (CVXPY's solve, finite differences through two solvers):
+"every fast path is covered by the zoo" as a checked property, not a count made once. Each
+route's entry point is wrapped while one zoo case runs; a route that a change of threshold
+or structure stops reaching fails here, as does a wrong answer on it.
+
+The cases were found by wrapping the same entry points over the whole zoo (2026-12-06);
+``tests/test_routes.py`` checks the same routes on larger problems against the dense mode.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from zoo_cases import cases
+from zoo_oracles import run_case
+
+from dpplayers._derivative import batch, elimination, linear_solvers, pair_pivots, scratch
+
+CASES = {c.id: c for c in cases()}
+
+
+def _wrap(monkeypatch, hits: Counter, owner, name: str, route: str,
+          when: Callable[..., bool] = lambda *a, **k: True) -> None:
+    """Count a call of ``owner.name`` as reaching ``route`` where ``when(args, result)``."""
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def counted(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if when(args, out):
+            hits[route] += 1
+        return out
+
+    monkeypatch.setattr(owner, name, counted)
+
+
+def _instrument(monkeypatch) -> Counter:
+    hits: Counter = Counter()
+    w = functools.partial(_wrap, monkeypatch, hits)
+    w(batch.DenseBatch, "solve", "batched dense solve", lambda a, o: a[0].drop is None)
+    w(batch.DenseBatch, "solve", "inactive rows compacted", lambda a, o: a[0].drop is not None)
+    w(pair_pivots, "_solve_reduced", "diagonal pivots", lambda a, o: a[2] > 0)
+    w(pair_pivots, "_solve_each", "numpy's batched gesv",
+      lambda a, o: a[1].shape[0] > 1 and 0 < a[1].shape[1] < pair_pivots.EACH_MIN_ORDER)
+    w(pair_pivots, "_solve_one", "gesv per element")
+    w(pair_pivots, "scratch", "scratch buffers", lambda a, o: np.prod(a[1]) >= scratch.SCRATCH_MIN)
+    w(linear_solvers._AntiDiagonalLU, "__init__", "LP basis LU")
+    w(linear_solvers.SparseLU, "__init__", "SuperLU")
+    w(linear_solvers.DenseLU, "__init__", "single-precision LU", lambda a, o: a[0].single)
+    w(elimination.PairElimination, "of", "pair elimination in Direct", lambda a, o: o is not None)
+    w(linear_solvers, "free_auxiliaries", "free auxiliaries left out", lambda a, o: o is not a[1])
+    w(linear_solvers.TruncatedInverse, "__init__", "minimum-norm answer")
+    return hits
+
+
+#: route -> a zoo case (a CI-sample seed where one reaches it) that reaches it
+ROUTE_CASES = {
+    "batched dense solve": "abs-0",
+    "numpy's batched gesv": "abs-0",
+    "gesv per element": "abs-2",
+    "inactive rows compacted": "lp_medium-0",
+    "scratch buffers": "lp_medium-2",
+    "diagonal pivots": "soc_projection_large-0",
+    "LP basis LU": "lp_medium-0",
+    "SuperLU": "medium_mixed-0",
+    "pair elimination in Direct": "medium_mixed-0",
+    "single-precision LU": "lp_filled_basis-0",
+    "free auxiliaries left out": "maximize_quad_form-0",
+    "minimum-norm answer": "con_redundant-0",
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTE_CASES))
+def test_a_zoo_case_reaches_the_route_and_is_correct(route, monkeypatch):
+    hits = _instrument(monkeypatch)
+    outcome = run_case(CASES[ROUTE_CASES[route]])
+    assert outcome.passed, f"{outcome.kind}: {outcome.detail}"
+    assert hits[route] > 0, f"{ROUTE_CASES[route]} no longer reaches {route!r}: {dict(hits)}"
