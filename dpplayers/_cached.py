@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
-class cached(Generic[T]):  # noqa: N801 (used as a decorator, like functools.cached_property)
+class cached(Generic[T]):  # lower case: used as a decorator, like functools.cached_property
     """A non-data descriptor: the first access computes ``func(obj)`` and stores it in the
     instance's ``__dict__``, where later accesses find it without calling here."""
 
