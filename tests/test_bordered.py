@@ -41,6 +41,8 @@ def test_solves_match_scipy(seed):
         want = spla.spsolve(matrix, r)
         np.testing.assert_allclose(z, want, rtol=1e-9, atol=1e-11)
         assert np.abs(matrix @ z - r).max() <= 1e-10 * np.abs(r).max()
+        np.testing.assert_allclose(factor.solve(r[:, 0], trans=trans), z[:, 0], rtol=1e-12,
+                                   atol=1e-14)  # one right-hand side as a vector
 
 
 def test_refusals():
