@@ -51,8 +51,10 @@ IntArray = npt.NDArray[np.intp]
 #: A refit is exact when its KKT residual is below TOL · (1 + max(‖b‖∞, ‖c‖∞)).
 TOL = 1e-9
 MAX_ITERATIONS = 30
-#: Refits iterated together (memory: G holds |L| columns of order n + m per refit).
+#: Refits iterated together, at most (fewer where G, |L| columns of order n + m per refit,
+#: would pass CHUNK_BYTES).
 CHUNK = 200
+CHUNK_BYTES = 200 * 2**20
 
 
 @dataclass(frozen=True)
@@ -128,14 +130,17 @@ def chord_refits(prog: CompiledProblem, sol: Solution, w_offset: int, weights: F
             return factor.solve(rhs, "N")
         return solver.compute(state, rhs, False)[0]
 
+    widest = max(L.size for L in blocks.local)
+    chunk = max(1, min(chunk, CHUNK_BYTES // (8 * (n + m) * max(widest, 1))))
     X, V = np.empty((n, N)), np.empty((m, N))
     exact, its, res = np.zeros(N, bool), np.zeros(N, np.int64), np.full(N, np.inf)
     for start in range(0, N, chunk):
         pts = np.arange(start, min(start + chunk, N))
         data = _ChunkData(pts, blocks, c[:, None] + dc[:, pts],
                           None if dP is None else dP[:, pts], P_rows, P_cols, Pf, A, b, c, n)
-        Z, done, k = _iterate(data, z0, J0, solve, factor, cone, tol * scale, max_iterations)
-        ok, r_final, Z = _certify(data, Z, cone, tol * scale)
+        Z, Y, done, k = _iterate(data, z0, J0, solve, factor, cone, tol * scale,
+                                 max_iterations)
+        ok, r_final, Z = _certify(data, Z, Y, cone, tol * scale)
         X[:, pts], V[:, pts], its[pts] = Z[:n], Z[n:], k
         exact[pts], res[pts] = done & ok, r_final
     Y = _project(cone, V)
@@ -188,9 +193,9 @@ class _ChunkData:
 
 def _iterate(data: _ChunkData, z0: FloatArray, J0: sp.csr_matrix, solve: Callable,
              factor: BorderedFactor | None, cone: ProductCone, tol: float, max_iterations: int
-             ) -> tuple[FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
-    """The chord iterations of one chunk (see the module); returns (Z, converged,
-    iterations). Rows R: the refit's residual with yᴸ = 0; rows L: the full fit's local
+             ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """The chord iterations of one chunk (see the module); returns (Z, Π(v) at Z,
+    converged, iterations). Rows R: the refit's residual with yᴸ = 0; rows L: the full fit's local
     problem (its own cost) with the current coefficients."""
     n, B = data.n, data.points.size
     local = [data.blocks.local[i] for i in data.points]
@@ -200,6 +205,7 @@ def _iterate(data: _ChunkData, z0: FloatArray, J0: sp.csr_matrix, solve: Callabl
         columns = _BlockColumns.solved(local, solve, z0.size)
     J_LL_inv = [_inverse(J0[L][:, L].toarray()) for L in local]
     Z = np.repeat(z0[:, None], B, axis=1)
+    Y_final = np.repeat(_project(cone, z0[n:, None]), B, axis=1)  # Π(v) at each final z
     converged, iterations = np.zeros(B, bool), np.zeros(B, np.int64)
     # a refit whose blocks are singular (J₀[R, R] or the local problem's) is left to the solver
     active = np.array([j for j in range(B) if J_LL_inv[j] is not None
@@ -208,7 +214,10 @@ def _iterate(data: _ChunkData, z0: FloatArray, J0: sp.csr_matrix, solve: Callabl
         if active.size == 0:
             break
         Zk = Z[:, active]
-        R, R_full = data.residuals(Zk, _project(cone, Zk[n:]), active, rows)
+        # every refit starts at the full fit: one projection serves them all
+        Y = Y_final[:, active] if k == 0 else _project(cone, Zk[n:])
+        Y_final[:, active] = Y
+        R, R_full = data.residuals(Zk, Y, active, rows)
         R_L = [R_full[local[j], a] for a, j in enumerate(active)]
         for a, j in enumerate(active):
             R[local[j], a] = 0.0
@@ -229,7 +238,7 @@ def _iterate(data: _ChunkData, z0: FloatArray, J0: sp.csr_matrix, solve: Callabl
             L = local[j]
             step[L, a] = J_LL_inv[j] @ (R_L[a] - coupling[L, a])
         Z[:, active] = Zk - step
-    return Z, converged, iterations
+    return Z, Y_final, converged, iterations
 
 
 def _whole_bordered(state: object, order: int) -> BorderedFactor | None:
@@ -321,20 +330,38 @@ class _BlockColumns:
             step[self.local[j], a] = 0.0
 
 
-def _certify(data: _ChunkData, Z: FloatArray, cone: ProductCone, tol: float
+def _certify(data: _ChunkData, Z: FloatArray, Y: FloatArray, cone: ProductCone, tol: float
              ) -> tuple[npt.NDArray[np.bool_], FloatArray, FloatArray]:
-    """Complete each refit with vᴸ = −sᴸ (so yᴸ = Π(vᴸ) = 0, sᴸ from the local problem)
-    and measure its own KKT residual; returns (exact, residual, completed Z)."""
+    """Complete each refit with vᴸ = −sᴸ (so yᴸ = Π(vᴸ) = 0, sᴸ = Π(vᴸ) − vᴸ from the
+    local problem) and measure its own KKT residual; returns (exact, residual, completed
+    Z). Y = Π(v) at Z: only each point's own cones are projected again."""
     n = data.n
-    Z = Z.copy()
+    Z, Y = Z.copy(), Y.copy()
     V = Z[n:]
-    Y = _project(cone, V)
     for a, i in enumerate(data.points):
         r = data.blocks.rows[i]
         V[r, a] = -(Y[r, a] - V[r, a])
-    R = data.residual(Z, _project(cone, V))
+    _project_own_cones(cone, V, Y, [data.blocks.rows[i] for i in data.points])
+    R = data.residual(Z, Y)
     size = np.abs(R).max(axis=0)
     return size <= tol, size, Z
+
+
+def _project_own_cones(cone: ProductCone, V: FloatArray, Y: FloatArray,
+                       rows: list[IntArray]) -> None:
+    """Y[rows[a], a] ← Π_K*(V[rows[a], a]) for each column a (rows: whole cones)."""
+    for kind, idx in cone.groups:
+        first = idx[:, 0]
+        blocks, columns = [], []
+        for a, r in enumerate(rows):
+            hit = np.flatnonzero(np.isin(first, r))
+            blocks.append(hit)
+            columns.append(np.full(hit.size, a))
+        block, column = np.concatenate(blocks), np.concatenate(columns)
+        if block.size == 0:
+            continue
+        at = idx[block]  # (count, d) rows
+        Y[at, column[:, None]] = kind.project(V[at, column[:, None]])
 
 
 def _inverse(M: FloatArray) -> FloatArray | None:
