@@ -132,7 +132,7 @@ def chord_refits(prog: CompiledProblem, sol: Solution, w_offset: int, weights: F
 
     widest = max(L.size for L in blocks.local)
     chunk = max(1, min(chunk, CHUNK_BYTES // (8 * (n + m) * max(widest, 1))))
-    X, V = np.empty((n, N)), np.empty((m, N))
+    X, V, Ys = np.empty((n, N)), np.empty((m, N)), np.empty((m, N))
     exact, its, res = np.zeros(N, bool), np.zeros(N, np.int64), np.full(N, np.inf)
     for start in range(0, N, chunk):
         pts = np.arange(start, min(start + chunk, N))
@@ -140,11 +140,10 @@ def chord_refits(prog: CompiledProblem, sol: Solution, w_offset: int, weights: F
                           None if dP is None else dP[:, pts], P_rows, P_cols, Pf, A, b, c, n)
         Z, Y, done, k = _iterate(data, z0, J0, solve, factor, cone, tol * scale,
                                  max_iterations)
-        ok, r_final, Z = _certify(data, Z, Y, cone, tol * scale)
-        X[:, pts], V[:, pts], its[pts] = Z[:n], Z[n:], k
+        ok, r_final, Z, Y = _certify(data, Z, Y, cone, tol * scale)
+        X[:, pts], V[:, pts], Ys[:, pts], its[pts] = Z[:n], Z[n:], Y, k
         exact[pts], res[pts] = done & ok, r_final
-    Y = _project(cone, V)
-    return ChordRefits(X, Y, Y - V, exact, its, res / scale)
+    return ChordRefits(X, Ys, Ys - V, exact, its, res / scale)
 
 
 @dataclass(frozen=True)
@@ -331,10 +330,10 @@ class _BlockColumns:
 
 
 def _certify(data: _ChunkData, Z: FloatArray, Y: FloatArray, cone: ProductCone, tol: float
-             ) -> tuple[npt.NDArray[np.bool_], FloatArray, FloatArray]:
+             ) -> tuple[npt.NDArray[np.bool_], FloatArray, FloatArray, FloatArray]:
     """Complete each refit with vᴸ = −sᴸ (so yᴸ = Π(vᴸ) = 0, sᴸ = Π(vᴸ) − vᴸ from the
     local problem) and measure its own KKT residual; returns (exact, residual, completed
-    Z). Y = Π(v) at Z: only each point's own cones are projected again."""
+    Z, its Π(v)). Y = Π(v) at Z: only each point's own cones are projected again."""
     n = data.n
     Z, Y = Z.copy(), Y.copy()
     V = Z[n:]
@@ -344,7 +343,7 @@ def _certify(data: _ChunkData, Z: FloatArray, Y: FloatArray, cone: ProductCone, 
     _project_own_cones(cone, V, Y, [data.blocks.rows[i] for i in data.points])
     R = data.residual(Z, Y)
     size = np.abs(R).max(axis=0)
-    return size <= tol, size, Z
+    return size <= tol, size, Z, Y
 
 
 def _project_own_cones(cone: ProductCone, V: FloatArray, Y: FloatArray,
