@@ -77,7 +77,7 @@ def test_unconverged_refits_are_solved_not_returned(monkeypatch):
 
 def test_refit_solve_agrees_and_bad_refit_is_named():
     n = 30
-    problem, w, beta, X, y = _logistic(n, 3, 5)
+    problem, w, beta, _, _ = _logistic(n, 3, 5)
     prog = dpplayers.compile(problem, parameters=[w], variables=[beta])
     values = [np.ones(n)]
     chord = influence(prog, weights=w, coefficients=[beta], values=values, exact=True, flag=False)

@@ -7,9 +7,11 @@ multiplying a parameter-free loss term (introduce residual or margin variables,
 - the infinitesimal influence of point i on the coefficients θ is ∂θ*/∂wᵢ, read off one
   factorisation at the full fit (the rows of d θ / d w);
 - the leave-one-out change it predicts is θ₍₋ᵢ₎ − θ ≈ −∂θ*/∂wᵢ · wᵢ (first order);
-- the exact leave-one-out change re-solves all N problems with wᵢ = 0 as one batch,
-  warm-started from the full fit, and flags the points whose removal changes the active
-  set (where the first-order prediction cannot be trusted).
+- the exact leave-one-out change solves all N problems with wᵢ = 0: by chord iterations
+  from the full fit's factorisation, each refit certified by its own KKT residual
+  (:mod:`._loo`), the others by one batched conic solve warm-started from the full fit; and
+  it flags the points whose removal changes the active set (where the first-order
+  prediction cannot be trusted).
 
 Summary columns follow the regression-diagnostics convention: ``dfb_<coef>`` is θ − θ₍₋ᵢ₎
 (the full fit minus the fit without point i), the negative of the change.

@@ -42,8 +42,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._program import CompiledProblem
-    from ..cones import ProductCone
     from .._solution import Solution
+    from ..cones import ProductCone
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
