@@ -199,10 +199,13 @@ def _iterate(data: _ChunkData, z0: FloatArray, J0: sp.csr_matrix, solve: Callabl
     n, B = data.n, data.points.size
     local = [data.blocks.local[i] for i in data.points]
     rows = [data.blocks.rows[i] for i in data.points]
-    columns = _BlockColumns.build(local, J0, factor) if factor is not None else None
+    layout = _Layout.of(local, z0.size)
+    J0_coo = J0.tocoo()
+    J_LL_inv = layout.unpad(_inverses(layout.diagonal_blocks(J0_coo)))
+    columns = (_BlockColumns.build(layout, J0_coo, J_LL_inv, factor)
+               if factor is not None else None)
     if columns is None:
         columns = _BlockColumns.solved(local, solve, z0.size)
-    J_LL_inv = [_inverse(J0[L][:, L].toarray()) for L in local]
     Z = np.repeat(z0[:, None], B, axis=1)
     Y_final = np.repeat(_project(cone, z0[n:, None]), B, axis=1)  # Π(v) at each final z
     converged, iterations = np.zeros(B, bool), np.zeros(B, np.int64)
@@ -279,36 +282,29 @@ class _BlockColumns:
         return cls(local, H_inv, G=G, offsets=offsets)
 
     @classmethod
-    def build(cls, local: list[IntArray], J0: sp.csr_matrix,
+    def build(cls, layout: _Layout, J0: sp.coo_matrix, Q: list[FloatArray | None],
               factor: BorderedFactor) -> _BlockColumns | None:
+        """From the bordered factor, where every L_i meets only itself and the border (Q:
+        the blocks' inverses J₀[L, L]⁻¹); else None."""
         border = factor.dense
-        allowed = np.zeros(J0.shape[0], bool)
-        allowed[border] = True
-        J0c = sp.csc_matrix(J0)
-        for L in local:
-            allowed[L] = True
-            rows_ok = allowed[J0.indices[np.concatenate(
-                [np.arange(J0.indptr[r], J0.indptr[r + 1]) for r in L])]].all()
-            cols_ok = allowed[J0c.indices[np.concatenate(
-                [np.arange(J0c.indptr[c], J0c.indptr[c + 1]) for c in L])]].all()
-            allowed[L] = False
-            allowed[border] = True
-            if not (rows_ok and cols_ok):
-                return None
+        is_border = np.zeros(J0.shape[0], bool)
+        is_border[border] = True
+        owner, r, c = layout.owner, J0.row, J0.col
+        inside = (owner[c] == owner[r]) | (is_border[c] & (owner[r] >= 0)) | (
+            is_border[r] & (owner[c] >= 0))
+        if np.any(((owner[r] >= 0) | (owner[c] >= 0)) & ~inside) or any(q is None for q in Q):
+            return None
         W_hat = np.zeros((J0.shape[0], border.size))
         W_hat[factor.rest] = factor.W
         W_hat[border] = -np.eye(border.size)
-        J_border = sp.csr_matrix(J0[border])
-        Q, T, H_inv = [], [], []
-        for L in local:
-            Qi = _inverse(J0[L][:, L].toarray())
-            if Qi is None:  # not a diagonal block we can invert: solve for G instead
-                return None
-            Ti = sla.lu_solve(factor.S, J_border[:, L].toarray() @ Qi, check_finite=False)
-            Q.append(Qi)
-            T.append(Ti)
-            H_inv.append(_inverse(Qi + W_hat[L] @ Ti))
-        return cls(local, H_inv, Q=Q, T=T, W_hat=W_hat)
+        B, size, k = len(layout.local), layout.width, border.size
+        Q_pad = layout.pad(Q)
+        C = layout.border_blocks(J0, border)  # (B, k, s): J₀[border, L]
+        CQ = (C @ Q_pad).transpose(1, 0, 2).reshape(k, B * size)
+        T = sla.lu_solve(factor.S, CQ, check_finite=False).reshape(k, B, size).transpose(1, 0, 2)
+        H = Q_pad + layout.gather_rows(W_hat) @ T
+        return cls(layout.local, layout.unpad(_inverses(H)), Q=[q for q in Q],
+                   T=[T[j][:, :layout.local[j].size] for j in range(B)], W_hat=W_hat)
 
     def delete(self, step: FloatArray, active: IntArray) -> None:
         """step (columns ``active``) ← J₀[R, R]⁻¹ applied to the right-hand side whose J₀⁻¹
@@ -327,6 +323,74 @@ class _BlockColumns:
         step += self.W_hat @ U
         for a, j in enumerate(active):
             step[self.local[j], a] = 0.0
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A chunk's blocks L_j (disjoint) padded to one width s: positions, owners, and the
+    batched gathers of J₀'s blocks (padding: identity on the diagonal, zeros elsewhere)."""
+
+    local: list[IntArray]
+    owner: IntArray  # per z position: the chunk's refit whose block holds it, or −1
+    position: IntArray  # per z position: its place in that block
+    width: int
+
+    @classmethod
+    def of(cls, local: list[IntArray], order: int) -> _Layout:
+        owner, position = np.full(order, -1), np.zeros(order, np.intp)
+        for j, L in enumerate(local):
+            owner[L], position[L] = j, np.arange(L.size)
+        return cls(local, owner, position, max((L.size for L in local), default=0))
+
+    def pad(self, blocks: list[FloatArray]) -> FloatArray:
+        out = np.zeros((len(self.local), self.width, self.width))
+        out[:, np.arange(self.width), np.arange(self.width)] = 1.0
+        for j, blk in enumerate(blocks):
+            out[j, : blk.shape[0], : blk.shape[1]] = blk
+        return out
+
+    def unpad(self, blocks: list[FloatArray | None]) -> list[FloatArray | None]:
+        return [None if blk is None else blk[: L.size, : L.size]
+                for blk, L in zip(blocks, self.local)]
+
+    def diagonal_blocks(self, J: sp.coo_matrix) -> FloatArray:
+        """(B, s, s): J[L_j, L_j]."""
+        out = self.pad([np.zeros((L.size, L.size)) for L in self.local])  # identity padding
+        o = self.owner
+        keep = (o[J.row] >= 0) & (o[J.row] == o[J.col])
+        out[o[J.row[keep]], self.position[J.row[keep]], self.position[J.col[keep]]] = J.data[keep]
+        return out
+
+    def border_blocks(self, J: sp.coo_matrix, border: IntArray) -> FloatArray:
+        """(B, k, s): J[border, L_j]."""
+        place = np.full(J.shape[0], -1)
+        place[border] = np.arange(border.size)
+        out = np.zeros((len(self.local), border.size, self.width))
+        keep = (place[J.row] >= 0) & (self.owner[J.col] >= 0)
+        out[self.owner[J.col[keep]], place[J.row[keep]], self.position[J.col[keep]]] = J.data[keep]
+        return out
+
+    def gather_rows(self, M: FloatArray) -> FloatArray:
+        """(B, s, cols): M[L_j] (zero rows for padding)."""
+        out = np.zeros((len(self.local), self.width, M.shape[1]))
+        for j, L in enumerate(self.local):
+            out[j, : L.size] = M[L]
+        return out
+
+
+def _inverses(blocks: FloatArray) -> list[FloatArray | None]:
+    """Each (s, s) block's inverse, or None where it is singular or nearly (condition
+    above 1e12), all at once."""
+    if blocks.shape[0] == 0:
+        return []
+    with np.errstate(all="ignore"):
+        finite = np.all(np.isfinite(blocks), axis=(1, 2))
+        cond = np.full(blocks.shape[0], np.inf)
+        cond[finite] = np.linalg.cond(blocks[finite])
+    ok = cond <= 1e12
+    safe = np.where(ok[:, None, None], blocks, np.eye(blocks.shape[1]))
+    inv = np.linalg.inv(safe)
+    return [inv[j] if ok[j] else None for j in range(blocks.shape[0])]
 
 
 def _certify(data: _ChunkData, Z: FloatArray, Y: FloatArray, cone: ProductCone, tol: float
