@@ -103,11 +103,13 @@ def chord_refits(prog: CompiledProblem, sol: Solution, w_offset: int, weights: F
     N = weights.size
     n, m = prog.n, prog.m
     P_upper, A, b, c = prog.element_data(sol._data, 0)
-    dtheta = np.zeros((prog.layout.theta_size, N))
-    dtheta[w_offset + np.arange(N), np.arange(N)] = -weights
-    dP, dA, db, dc = prog.data_linear(dtheta)
-    if np.any(dA) or np.any(db):
-        return None
+    w_rows = slice(w_offset, w_offset + N)
+    if prog.C_A.matrix[:, w_rows].nnz or prog.C_b.matrix[:, w_rows].nnz:
+        return None  # the weights enter the constraints
+    # refit i's data minus the full fit's: −wᵢ times wᵢ's column of each map (sparse)
+    dc = np.asarray((prog.C_c.matrix[:, w_rows] @ sp.diags(-weights)).toarray())
+    dP = (None if prog.C_P is None
+          else np.asarray((prog.C_P.matrix[:, w_rows] @ sp.diags(-weights)).toarray()))
     cone = prog.dual_cone
     blocks = _local_blocks(prog, A, P_upper, dP, c, dc, N)
     if blocks is None:
