@@ -243,8 +243,9 @@ def _stack_rows(sens: Sensitivity, b: int, n_points: int) -> FloatArray:
 def _refits(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: int, coefs: list[int],
             theta: FloatArray, args: dict, keep: float,
             run: dict[str, Any], chord: bool = False) -> tuple[Any, FloatArray]:
-    """All N leave-one-out fits as one batch: weight i scaled by ``keep`` (0: removed) in
-    element i, warm-started from the full fit."""
+    """All N leave-one-out fits (weight i scaled by ``keep``, 0: removed): with ``chord``
+    and keep = 0, by chord iterations where they apply (:func:`_with_fallback`), else as one
+    batched conic solve warm-started from the full fit."""
     w = vals[w_at]
     if keep == 0.0 and chord and not prog.gp and sol.batch is None and sol.mode == "direct":
         fits = chord_refits(prog, sol, prog.layout.specs[w_at].offset, w)
