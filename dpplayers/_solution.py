@@ -22,6 +22,7 @@ from ._cached import cached
 from ._derivative.batch import BatchDerivative, EmbeddingBatch
 from ._derivative.embedding import EmbeddingLSQR
 from ._derivative.linear_solvers import SolveStats
+from ._derivative.objective import canonical_value, data_cotangents
 from ._labels.blocks import Sensitivity
 from ._labels.blocks import sensitivity as labelled_sensitivity
 from ._solve.backends import Status
@@ -192,6 +193,43 @@ class Solution:
         _, data, middle, _ = self._chain
         g = data.backward(middle.backward(G))  # (q, B·K)
         return g.reshape(-1, nb, K).transpose(2, 1, 0)
+
+    @property
+    def objective(self) -> FloatArray | float:
+        """The problem's optimal value, as CVXPY's ``problem.value`` (per element, (B,),
+        when batched; NaN for a failed element)."""
+        value = self._user_objective(self._canonical_objective())
+        return value if self.batch is not None else float(value[0])
+
+    def objective_gradient(self) -> tuple[FloatArray, ...]:
+        """d(optimal value)/d(parameter), one array per parameter ([B,] *shape): exact, by
+        the envelope theorem (the Lagrangian's derivative at the solution,
+        :mod:`dpplayers._derivative.objective`); no factorisation is needed."""
+        prog = self.program
+        canonical = self._canonical_objective()
+        g = prog.data_transpose(*data_cotangents(self.x, self.y, prog.P is not None,
+                                                 prog.data_patterns))
+        g = g + prog.C_d.matrix[:, :-1].toarray().T  # the constant d(θ)'s own map
+        scale = prog.sense * (self._user_objective(canonical) if prog.gp else 1.0)
+        return prog.layout.pull_back(g * scale, self.batch, self._raw_theta)
+
+    def _canonical_objective(self) -> FloatArray:
+        """cᵀx + ½xᵀPx + d(θ) per element (B,)."""
+        prog = self.program
+        if getattr(prog, "C_d", None) is None:
+            raise DerivativeError(
+                "the optimal objective cannot be evaluated for this program: it was compiled "
+                "(or pickled) by a dpplayers version that did not keep the objective's constant "
+                "term; compile the problem again.")
+        P_data, _, _, c = self._data
+        value = canonical_value(self.x, P_data if prog.P is not None else None, c,
+                                prog.data_patterns)
+        return value + prog.C_d(prog.layout.restack(self._raw_theta))[0]
+
+    def _user_objective(self, canonical: FloatArray) -> FloatArray:
+        """The canonical value as the problem states it (sign of Maximize; exp with gp)."""
+        value = self.program.sense * canonical
+        return np.exp(value) if self.program.gp else value
 
     def sensitivity(self, of: Any = None, wrt: Any = None) -> Sensitivity:
         """Labelled Jacobian blocks d(of)/d(wrt): see :func:`dpplayers.sensitivity.sensitivity`."""

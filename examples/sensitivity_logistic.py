@@ -20,7 +20,8 @@
 #
 # - the **infinitesimal influence** ∂θ/∂wᵢ (one factorisation at the fit),
 # - the **leave-one-out change** it predicts, −wᵢ ∂θ/∂wᵢ,
-# - the **exact** leave-one-out change (`exact=True`: all N refits as one batched solve),
+# - the **exact** leave-one-out change (`exact=True`: all N refits together, by chord
+#   iterations from the full fit's factorisation, each certified by its own KKT residual),
 #
 # and `data_sensitivity` gives ∂θ/∂xᵢ, how moving a point moves the fit.
 # `QUICK=1` runs a smaller problem (CI).

@@ -59,6 +59,10 @@ class CanonicalProgram:
     P: CSCPattern | None
     C_P: AffineMap | None
     retrieval: Retrieval
+    #: The objective's constant d(θ) (one row): the canonical optimal value is
+    #: cᵀx + ½xᵀPx + d, and the problem's is ``sense`` times it (exp of that with gp=True).
+    C_d: AffineMap
+    sense: float  # −1 for Maximize (cvxpy minimises the negative), else 1
 
 
 def canonicalize(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None,
@@ -100,6 +104,7 @@ def canonicalize(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None,
     A_pattern, C_A = _pattern_map(T_A[: m * n], (m, n), negate=True, upper=False)
     C_b = AffineMap(sp.csr_array(T_A[m * n : m * (n + 1)]))
     C_c = AffineMap(sp.csr_array(sp.csr_array(pp.q)[:n] @ lowering))
+    C_d = AffineMap(sp.csr_array(sp.csr_array(pp.q)[n : n + 1] @ lowering))
     P_pattern, C_P = None, None
     if quad_obj and (pp.P is not None or quad_forms):
         T_P = (sp.csr_array(pp.P) @ lowering if pp.P is not None
@@ -116,7 +121,9 @@ def canonicalize(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None,
         A_pattern, C_A, C_b, cones, retrieval, m = _never_binding_row(n, layout.theta_size,
                                                                      cones, retrieval)
     return CanonicalProgram(layout=layout, n=n, m=m, cones=cones, A=A_pattern, C_A=C_A,
-                            C_b=C_b, C_c=C_c, P=P_pattern, C_P=C_P, retrieval=retrieval)
+                            C_b=C_b, C_c=C_c, P=P_pattern, C_P=C_P, retrieval=retrieval,
+                            C_d=C_d, sense=-1.0 if isinstance(problem.objective, cp.Maximize)
+                            else 1.0)
 
 
 def _require_ordered(items: object, what: str) -> None:

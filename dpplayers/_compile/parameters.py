@@ -251,6 +251,15 @@ class ParameterLayout:
         theta[log_rows] = np.log(raw[self._log_sources])
         return theta, raw, batch
 
+    def restack(self, raw: FloatArray) -> FloatArray:
+        """Raw values (p, B) → θ̃ (q+1, B) as :meth:`stack` builds it (GP logs included)."""
+        theta = np.empty((self.theta_size + 1, raw.shape[1]))
+        theta[: self.size] = raw[: self.size]
+        theta[-1] = 1.0
+        if self._log_rows.size:
+            theta[self._log_rows] = np.log(raw[self._log_sources])
+        return theta
+
     def _raise_not_finite(self, arrays: list[tuple[FloatArray, bool]]) -> None:
         """Name the first parameter (and batch element) with a NaN or Inf entry."""
         for spec, (arr, is_batched) in zip(self.specs, arrays):

@@ -35,6 +35,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .bordered import BorderedFactor
 from .conditioning import (
     CONDITION_LIMIT,
     TRUNCATED_MAX_ORDER,
@@ -358,7 +359,7 @@ class SparseLU:
 
     def __init__(self, M: sp.csc_matrix) -> None:
         self.matrix = M
-        self.factor = spla.splu(M, permc_spec="COLAMD")
+        self.factor = BorderedFactor.of(M) or spla.splu(M, permc_spec="COLAMD")
         self.checked = False
         self.near_singular = False
 

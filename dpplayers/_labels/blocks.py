@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 
@@ -124,32 +125,46 @@ def sensitivity(sol: Solution, of: Any = None, wrt: Any = None) -> Sensitivity:
 
     Args:
         sol: a :class:`~dpplayers.Solution`.
-        of: requested variables or constraint duals (cvxpy objects or output names), one or a
-            list; default all the outputs requested at compile time.
+        of: requested variables or constraint duals (cvxpy objects or output names), or the
+            optimal value (``"objective"``, ``"value"`` or the problem's ``cp.Minimize`` /
+            ``cp.Maximize`` object), one or a list; default all the outputs requested at
+            compile time.
         wrt: parameters (cvxpy Parameters or names), one or a list; default all.
 
     Returns:
         A :class:`Sensitivity`. Fewer output entries than parameter entries: one vjp row per
         output entry; else one jvp column per parameter entry; one ``jacobian()`` call when
         it needs at most ``JACOBIAN_SLACK`` times the columns. Every route reuses the
-        solution's factorisation.
+        solution's factorisation. The objective's block (output ``"objective"``, shape ())
+        is :meth:`~dpplayers.Solution.objective_gradient` (the envelope theorem: no solve).
 
     Raises:
         VariableError: an ``of`` that was not requested at compile time.
         ParameterError: a ``wrt`` that is not a parameter of the program.
-        DerivativeError: ``of="objective"`` (not supported: request the variables the
-            objective depends on and apply the chain rule).
+        DerivativeError: ``of="objective"`` on a program whose optimal value cannot be
+            evaluated (compiled by a version that did not keep the objective's constant).
     """
     prog = sol.program
-    outs = [output_index(prog, o) for o in as_list(of, len(prog.retrieval.outputs))]
+    items = as_list(of, len(prog.retrieval.outputs))
+    objective = [is_objective(prog, o) for o in items]
+    outs = [output_index(prog, o) for o, obj in zip(items, objective) if not obj]
     params = [p if isinstance(p, int) else parameter_position(prog, p)
               for p in as_list(wrt, len(prog.layout.specs))]
-    blocks, method = _blocks(sol, outs, params)
+    blocks, method = _blocks(sol, outs, params) if outs else ((), "objective")
+    if any(objective):
+        grad = sol.objective_gradient()
+        obj_block = tuple(grad[j] for j in params)
+        merged, rest = [], iter(blocks)
+        for obj in objective:
+            merged.append(obj_block if obj else next(rest))
+        blocks = tuple(merged)
     ospecs, pspecs = prog.retrieval.outputs, prog.layout.specs
+    names = iter(ospecs[i].name for i in outs)
+    shapes = iter(ospecs[i].shape for i in outs)
     return Sensitivity(
-        outputs=tuple(ospecs[i].name for i in outs),
+        outputs=tuple(OBJECTIVE_NAMES[0] if obj else next(names) for obj in objective),
         parameters=tuple(pspecs[j].name for j in params),
-        output_shapes=tuple(ospecs[i].shape for i in outs),
+        output_shapes=tuple(() if obj else next(shapes) for obj in objective),
         parameter_shapes=tuple(pspecs[j].shape for j in params),
         blocks=blocks, batch=sol.batch, method=method)
 
@@ -161,16 +176,28 @@ def as_list(items: Any, count: int) -> list[Any]:
     return list(items) if isinstance(items, (list, tuple)) else [items]
 
 
+def is_objective(prog: CompiledProblem, item: Any) -> bool:
+    """Whether ``item`` asks for the optimal value: "objective"/"value" (unless an output
+    has that name) or the problem's own objective object."""
+    if isinstance(item, cp.problems.objective.Objective):
+        if item is not prog.problem.objective:
+            raise DerivativeError(
+                "of: a cp.Minimize/cp.Maximize that is not this program's objective; pass "
+                "the compiled problem's own (problem.objective) or of='objective'.")
+        return True
+    return isinstance(item, str) and item in OBJECTIVE_NAMES and all(
+        o.name != item for o in prog.retrieval.outputs)
+
+
 def output_index(prog: CompiledProblem, item: Any) -> int:
-    """An output's position: an int as is, else resolved (the objective is refused)."""
+    """An output's position: an int as is, else resolved. The objective is not an output
+    (``sensitivity`` takes it; validate and path compare outputs only)."""
     if isinstance(item, int):
         return item
-    if isinstance(item, str) and item in OBJECTIVE_NAMES and all(
-            o.name != item for o in prog.retrieval.outputs):
+    if is_objective(prog, item):
         raise DerivativeError(
-            "of='objective': the optimal value's derivative is not offered (it needs the "
-            "objective's expression differentiated at the solution, which the Solution does "
-            "not hold); request the variables it depends on and apply the chain rule.")
+            "of='objective': the optimal value is offered by sensitivity() and "
+            "Solution.objective_gradient(), not here; pass variables or duals.")
     return output_position(prog, item)
 
 

@@ -7,9 +7,11 @@ multiplying a parameter-free loss term (introduce residual or margin variables,
 - the infinitesimal influence of point i on the coefficients θ is ∂θ*/∂wᵢ, read off one
   factorisation at the full fit (the rows of d θ / d w);
 - the leave-one-out change it predicts is θ₍₋ᵢ₎ − θ ≈ −∂θ*/∂wᵢ · wᵢ (first order);
-- the exact leave-one-out change re-solves all N problems with wᵢ = 0 as one batch,
-  warm-started from the full fit, and flags the points whose removal changes the active
-  set (where the first-order prediction cannot be trusted).
+- the exact leave-one-out change solves all N problems with wᵢ = 0: by chord iterations
+  from the full fit's factorisation, each refit certified by its own KKT residual
+  (:mod:`._loo`), the others by one batched conic solve warm-started from the full fit; and
+  it flags the points whose removal changes the active set (where the first-order
+  prediction cannot be trusted).
 
 Summary columns follow the regression-diagnostics convention: ``dfb_<coef>`` is θ − θ₍₋ᵢ₎
 (the full fit minus the fit without point i), the negative of the change.
@@ -32,6 +34,7 @@ from .._labels.resolve import output_position, parameter_position, parameter_val
 from .._program import CompiledProblem, compile
 from ..errors import ParameterError, quoted_name
 from ._active import changed
+from ._loo import ChordRefits, LeaveOneOutFits, chord_refits
 
 if TYPE_CHECKING:
     from .._program import CompiledProblem
@@ -48,6 +51,7 @@ DEFAULT_SOLVER_ARGS = {"eps": 1e-10}
 #: wᵢ = 0 point i's own cone rows lose their multipliers in every case (a change that says
 #: nothing), while a change on the way from wᵢ to this small weight is a real one.
 FLAG_WEIGHT = 1e-3
+REFITS = ("chord", "solve")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class Influence:
         cooks_distance: ‖X (θ₍₋ᵢ₎ − θ)‖² / (p s²) with s² = ‖y − ŷ‖²/(N − p) where features
             and response were given (Cook's distance for least squares); else
             Δθᵢᵀ V⁻¹ Δθᵢ / p with V the jackknife covariance of θ.
-        solution, loo_solution: the full fit and the batched refits (or None).
+        solution, loo_solution: the full fit and the refits (a :class:`LeaveOneOutFits` from
+            chord refits, else the batched Solution; None without ``exact``).
     """
 
     labels: tuple[str, ...]
@@ -119,7 +124,8 @@ def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, 
               values: Mapping | Sequence | None = None, *, exact: bool = False, flag: bool = True,
               features: Any = None, response: Any = None, intercept: Any = None,
               solver: str = DEFAULT_SOLVER, solver_args: dict | None = None,
-              executor: Any = None, chunksize: int | None = None) -> Influence:
+              executor: Any = None, chunksize: int | None = None,
+              refit: str = "chord") -> Influence:
     """Influence of each training point on the fitted coefficients.
 
     Args:
@@ -130,7 +136,7 @@ def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, 
             CompiledProblem).
         values: parameter values (sequence in the program's order, a mapping keyed by
             Parameter or name), default each parameter's ``.value``.
-        exact: also refit without each point (one batched solve of N problems).
+        exact: also refit without each point, exactly (see ``refit``).
         flag: with ``exact``, also flag the points whose removal changes the active set
             (a second batch of N, with wᵢ scaled by ``FLAG_WEIGHT``).
         features, response: the data matrix X (N, d) and response y (N,) of a model whose
@@ -142,11 +148,19 @@ def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, 
         solver_args: for every solve (default tight: ``{"eps": 1e-10}``).
         executor, chunksize: run the ``exact`` refits (the batches of N) on an executor or
             Dask client, in chunks (see :meth:`~dpplayers.CompiledProblem.solve`).
+        refit: how ``exact`` refits: ``"chord"`` (default) runs chord iterations on every
+            refit's KKT residual from the full fit's factorisation, all N together
+            (:mod:`dpplayers.sensitivity._loo`), returns a refit only where its own KKT
+            residual is below 1e-9 relative, and solves the others (and every refit of a
+            program it does not apply to) as ``"solve"`` does: one batched conic solve of
+            the N problems, warm-started from the full fit.
 
     Raises:
         ParameterError: ``weights`` is not a parameter of the problem or not a vector.
         VariableError: a coefficient the compiled program does not return.
     """
+    if refit not in REFITS:
+        raise ValueError(f"refit must be one of {REFITS}, got {refit!r}.")
     prog = _compiled(model, coefficients, solver)
     coefs = [output_position(prog, c) for c in _as_list(coefficients)]
     w_at = _weights_position(prog, weights)
@@ -163,7 +177,8 @@ def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, 
     w = vals[w_at]
     predicted = -D * w[:, None]
     run = {"executor": executor, "chunksize": chunksize}
-    loo, exact_change, flags = (_exact(prog, sol, vals, w_at, coefs, theta, args, flag, run)
+    loo, exact_change, flags = (_exact(prog, sol, vals, w_at, coefs, theta, args, flag, run,
+                                       refit == "chord")
                                 if exact else (None, None, None))
     change = exact_change if exact_change is not None else predicted
     X = _value(prog, features, vals)
@@ -182,10 +197,11 @@ def influence(model: cp.Problem | CompiledProblem, weights: cp.Parameter | str, 
 
 def _exact(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: int, coefs: list[int],
            theta: FloatArray, args: dict, flag: bool,
-           run: dict[str, Any]) -> tuple[Any, FloatArray, Any]:
-    """The batched refits, their changes, and (``flag``) the active-set flags; ``run``:
-    where to solve them (``executor``, ``chunksize``)."""
-    loo, change = _refits(prog, sol, vals, w_at, coefs, theta, args, 0.0, run)
+           run: dict[str, Any], chord: bool) -> tuple[Any, FloatArray, Any]:
+    """The refits, their changes, and (``flag``) the active-set flags; ``run``: where to
+    solve them (``executor``, ``chunksize``); ``chord``: refit by chord iterations where
+    they apply and certify."""
+    loo, change = _refits(prog, sol, vals, w_at, coefs, theta, args, 0.0, run, chord)
     if not flag:
         return loo, change, None
     near, _ = _refits(prog, sol, vals, w_at, coefs, theta, args, FLAG_WEIGHT, run)
@@ -226,16 +242,51 @@ def _stack_rows(sens: Sensitivity, b: int, n_points: int) -> FloatArray:
 
 def _refits(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: int, coefs: list[int],
             theta: FloatArray, args: dict, keep: float,
-            run: dict[str, Any]) -> tuple[Any, FloatArray]:
-    """All N leave-one-out fits as one batch: weight i scaled by ``keep`` (0: removed) in
-    element i, warm-started from the full fit."""
+            run: dict[str, Any], chord: bool = False) -> tuple[Any, FloatArray]:
+    """All N leave-one-out fits (weight i scaled by ``keep``, 0: removed): with ``chord``
+    and keep = 0, by chord iterations where they apply (:func:`_with_fallback`), else as one
+    batched conic solve warm-started from the full fit."""
     w = vals[w_at]
-    W = np.repeat(w[None, :], w.shape[0], axis=0)
-    np.fill_diagonal(W, keep * w)
+    if keep == 0.0 and chord and not prog.gp and sol.batch is None and sol.mode == "direct":
+        fits = chord_refits(prog, sol, prog.layout.specs[w_at].offset, w)
+        if fits is not None:
+            return _with_fallback(prog, sol, vals, w_at, coefs, theta, args, run, fits)
+    loo = _solve_refits(prog, sol, vals, w_at, np.arange(w.size), keep, args, run)
+    fitted = np.concatenate([loo.values[i].reshape(w.shape[0], -1) for i in coefs], axis=1)
+    return loo, fitted - theta[None, :]
+
+
+def _solve_refits(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: int,
+                  points: npt.NDArray[np.intp], keep: float, args: dict,
+                  run: dict[str, Any]) -> Solution:
+    """The refits of ``points`` as one batched conic solve (weight i scaled by ``keep`` in
+    element i), warm-started from the full fit."""
+    w = vals[w_at]
+    W = np.repeat(w[None, :], points.size, axis=0)
+    W[np.arange(points.size), points] = keep * w[points]
     batch = list(vals)
     batch[w_at] = W
-    loo = prog.solve(*batch, solver_args=args, warm_start=sol, on_failure="nan", **run)
-    fitted = np.concatenate([loo.values[i].reshape(w.shape[0], -1) for i in coefs], axis=1)
+    return prog.solve(*batch, solver_args=args, warm_start=sol, on_failure="nan", **run)
+
+
+def _with_fallback(prog: CompiledProblem, sol: Solution, vals: list[FloatArray], w_at: int,
+                   coefs: list[int], theta: FloatArray, args: dict, run: dict[str, Any],
+                   fits: ChordRefits) -> tuple[LeaveOneOutFits, FloatArray]:
+    """Chord refits where certified exact, the conic batch solve for the others."""
+    values = [np.array(v) for v in prog.retrieval.apply(fits.x, fits.y)]
+    info = [{"method": "chord", "iterations": int(k), "residual": float(r)}
+            for k, r in zip(fits.iterations, fits.residual)]
+    rest = np.flatnonzero(~fits.exact)
+    solved = None
+    if rest.size:
+        solved = _solve_refits(prog, sol, vals, w_at, rest, 0.0, args, run)
+        for v, new in zip(values, solved.values):
+            v[rest] = new
+        for a, i in enumerate(rest):
+            info[i] = {"method": "solve", **solved.info[a]}
+    n_points = fits.x.shape[1]
+    fitted = np.concatenate([values[i].reshape(n_points, -1) for i in coefs], axis=1)
+    loo = LeaveOneOutFits(tuple(values), tuple(info), n_points, fits, solved)
     return loo, fitted - theta[None, :]
 
 
