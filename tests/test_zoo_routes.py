@@ -19,7 +19,14 @@ import pytest
 from zoo_cases import cases
 from zoo_oracles import run_case
 
-from dpplayers._derivative import batch, elimination, linear_solvers, pair_pivots, scratch
+from dpplayers._derivative import (
+    batch,
+    bordered,
+    elimination,
+    linear_solvers,
+    pair_pivots,
+    scratch,
+)
 
 CASES = {c.id: c for c in cases()}
 
@@ -55,6 +62,7 @@ def _instrument(monkeypatch) -> Counter:
     w(elimination.PairElimination, "of", "pair elimination in Direct", lambda a, o: o is not None)
     w(linear_solvers, "free_auxiliaries", "free auxiliaries left out", lambda a, o: o is not a[1])
     w(linear_solvers.TruncatedInverse, "__init__", "minimum-norm answer")
+    w(bordered.BorderedFactor, "__init__", "bordered LU")
     return hits
 
 
@@ -72,6 +80,7 @@ ROUTE_CASES = {
     "single-precision LU": "lp_filled_basis-0",
     "free auxiliaries left out": "maximize_quad_form-0",
     "minimum-norm answer": "con_redundant-0",
+    "bordered LU": "logistic_fit-0",
 }
 
 

@@ -1303,6 +1303,22 @@ def _lp_filled_basis(rng):
     return Built(prob, (c, b), (x,), sample, ())
 
 
+@family("logistic_fit", group="constraints", flip=False)
+def _logistic_fit(rng):
+    """An L2-regularised logistic regression on 300 points with per-point weights (exponential
+    cones; J of order ~3,000 whose coefficient rows and columns meet every point: the
+    bordered LU, ``_derivative/bordered.py``)."""
+    n, d = 300, int(rng.integers(5, 11))
+    X = rng.standard_normal((n, d))
+    labels = np.where(X @ rng.standard_normal(d) + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+    w = cp.Parameter(n, nonneg=True, name="w")
+    mu = cp.Parameter(d, name="mu")
+    beta = cp.Variable(d, name="beta")
+    loss = w @ cp.logistic(-cp.multiply(labels, X @ beta))
+    prob = cp.Problem(cp.Minimize(loss + 0.5 * cp.sum_squares(beta - mu)))
+    return independent([w, mu], [uniform(n, 0.5, 2.0), normal(d, 0.5)], [beta], prob)
+
+
 @family("refuse_duplicate_parameter", group="refusals", refuse=True, smooth=False, flip=False)
 def _refuse_duplicate_parameter(rng):
     """The same parameter listed twice, given two different values: no exact meaning (today
