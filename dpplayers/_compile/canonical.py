@@ -32,6 +32,7 @@ from ..errors import DPPError, ParameterError, VariableError, quoted_name
 from .affine_maps import AffineMap
 from .dpp import check_dpp
 from .parameters import ParameterLayout, ParameterSpec
+from .products import product_rows, split_parameter_products
 from .quad_forms import (
     ParametricQuadForm,
     explain_frozen_parameters,
@@ -84,6 +85,9 @@ def canonicalize(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None,
             "quad_form(x, Q) with a parameter Q needs quad_obj=True (the solver takes P(θ) "
             "directly); with quad_obj=False write it as sum_squares(L @ x) with a factor L."
         )
+    # P @ x with a large parameter P: cvxpy's tensor for it is the bottleneck; the rows
+    # u - P x = 0 are appended below instead (DGP's log-space chain is left alone)
+    lifted, products = (lifted, ()) if gp else split_parameter_products(lifted, params)
     # a fresh Problem: cvxpy caches its chain on the object, and a cached DGP chain
     # re-reads parameter values (log of None) on the second compile
     lifted = cp.Problem(lifted.objective, lifted.constraints)
@@ -93,25 +97,48 @@ def canonicalize(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None,
     m = int(pp.A.shape[0] // (n + 1))
     entries = [_entries(chain, pp, param) for param in params]
     layout = ParameterLayout(tuple(_specs(params, entries)))
-    in_quad_forms = {p.id for term in quad_forms for p in term.matrix.parameters()}
-    lowering = _lowering_matrix(pp, params, entries, layout, in_quad_forms)
+    elsewhere = {p.id for term in quad_forms for p in term.matrix.parameters()}
+    elsewhere |= {split.matrix.id for split in products}
+    lowering = _lowering_matrix(pp, params, entries, layout, elsewhere)
 
-    T_A = sp.csr_array(sp.csr_array(pp.A) @ lowering)
-    A_pattern, C_A = _pattern_map(T_A[: m * n], (m, n), negate=True, upper=False)
-    C_b = AffineMap(sp.csr_array(T_A[m * n : m * (n + 1)]))
+    p = layout.theta_size
+    zero = int(pp.cone_dims.zero)
+    added = sum(split.rows for split in products)
+    rows, cols, vals = _tensor_entries(pp.A, lowering)
+    in_A = rows < m * n
+    # cvxpy's rows after its zero-cone rows move down past the product rows
+    i, j = rows[in_A] % m, rows[in_A] // m
+    i = np.where(i >= zero, i + added, i)
+    A_rows, A_cols, A_vals = [j * (m + added) + i], [cols[in_A]], [-vals[in_A]]
+    b_rows = rows[~in_A] - m * n
+    b_rows = np.where(b_rows >= zero, b_rows + added, b_rows)
+    C_b = AffineMap(sp.csr_array((vals[~in_A], (b_rows, cols[~in_A])), shape=(m + added, p + 1)))
+    first = zero
+    for split in products:
+        r, x_col, theta_col, coef = product_rows(
+            split, int(pp.var_id_to_col[split.aux.id]), int(pp.var_id_to_col[split.argument.id]),
+            _spec_for(params, layout, split.matrix).offset, p)
+        A_rows.append(x_col * (m + added) + first + r)
+        A_cols.append(theta_col)
+        A_vals.append(coef)
+        first += split.rows
+    m += added
+    A_pattern, C_A = _pattern_map(np.concatenate(A_rows), np.concatenate(A_cols),
+                                  np.concatenate(A_vals), (m, n), p, upper=False)
     C_c = AffineMap(sp.csr_array(sp.csr_array(pp.q)[:n] @ lowering))
     P_pattern, C_P = None, None
     if quad_obj and (pp.P is not None or quad_forms):
-        T_P = (sp.csr_array(pp.P) @ lowering if pp.P is not None
-               else sp.csr_array((n * n, layout.theta_size + 1)))
-        T_P = T_P + _quad_form_map(quad_forms, pp, params, layout, n)
-        P_pattern, C_P = _pattern_map(sp.csr_array(T_P), (n, n), negate=False, upper=True)
+        P_entries = [_tensor_entries(pp.P, lowering)] if pp.P is not None else []
+        P_entries += [_quad_form_entries(term, pp, params, layout, n) for term in quad_forms]
+        P_rows, P_cols, P_vals = (np.concatenate(a) for a in zip(*P_entries))
+        P_pattern, C_P = _pattern_map(P_rows, P_cols, P_vals, (n, n), p, upper=True)
     cones = ConeDims(
-        zero=int(pp.cone_dims.zero), nonneg=int(pp.cone_dims.nonneg),
+        zero=zero + added, nonneg=int(pp.cone_dims.nonneg),
         soc=tuple(int(d) for d in pp.cone_dims.soc), psd=tuple(int(d) for d in pp.cone_dims.psd),
         exp=int(pp.cone_dims.exp), exp_dual=0, power=tuple(float(a) for a in pp.cone_dims.p3d),
     )
-    retrieval = build_retrieval(chain, inverse_data, n, m, requests, gp)
+    retrieval = _shift_duals(build_retrieval(chain, inverse_data, n, m - added, requests, gp),
+                             n + zero, added)
     if m == 0:
         A_pattern, C_A, C_b, cones, retrieval, m = _never_binding_row(n, layout.theta_size,
                                                                      cones, retrieval)
@@ -232,17 +259,18 @@ def _specs(params: Sequence[cp.Parameter],
 
 def _lowering_matrix(pp, params: Sequence[cp.Parameter],
                      entries: Sequence[tuple[_Entry | None, _Entry | None]],
-                     layout: ParameterLayout, in_quad_forms: set[int]) -> sp.csr_array:
+                     layout: ParameterLayout, elsewhere: set[int]) -> sp.csr_array:
     """L with θ̃_cvxpy = L θ̃: each use of each parameter, from its rows of θ (the value, or
     its log: the log itself is applied in ParameterLayout.stack) to cvxpy's columns.
 
-    A parameter cvxpy's data lacks must be one only lifted quad forms use (``in_quad_forms``,
-    ids); any other is refused rather than silently given a zero derivative.
+    A parameter cvxpy's data lacks must be one that enters only where the compiler adds it
+    itself (``elsewhere``, ids: lifted quad forms, split products); any other is refused
+    rather than silently given a zero derivative.
     """
     p_red = int(pp.A.shape[1]) - 1
     rows, cols, vals = [p_red], [layout.theta_size], [1.0]  # the constant
     for param, spec, (linear, log) in zip(params, layout.specs, entries):
-        if linear is None and log is None and param.id not in in_quad_forms:
+        if linear is None and log is None and param.id not in elsewhere:
             raise DPPError(
                 f"{spec.label} is not in cvxpy's compiled program (its value would be "
                 "ignored); rewrite the expression that uses it so the problem is DPP.")
@@ -283,22 +311,21 @@ def _attribute_lowering(param: cp.Parameter) -> sp.csr_array:
     return sp.csr_array((np.ones(out.size), (np.arange(out.size), out)), shape=(out.size, size))
 
 
-def _quad_form_map(terms: Sequence[ParametricQuadForm], pp, params: Sequence[cp.Parameter],
-                   layout: ParameterLayout, n: int) -> sp.csr_array:
-    """Rows vec_F(P): weight·(Q + Qᵀ) on each lifted variable's block, Q(θ) affine."""
-    total = sp.csr_array((n * n, layout.theta_size + 1))
-    for term in terms:
-        start = pp.var_id_to_col[term.aux.id]
-        k = term.aux.size
-        i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
-        i, j = i.ravel(), j.ravel()
-        # P[start + i, start + j] += w Q[i, j] + w Q[j, i]: a (n², k²) selection of vec_F(Q)
-        rows = np.concatenate([(start + j) * n + start + i] * 2)
-        entries = np.concatenate([j * k + i, i * k + j])
-        select = sp.csr_array((np.full(rows.size, term.weight), (rows, entries)),
-                              shape=(n * n, k * k))
-        total = total + select @ _matrix_map(term.matrix, params, layout)
-    return sp.csr_array(total)
+def _quad_form_entries(term: ParametricQuadForm, pp, params: Sequence[cp.Parameter],
+                       layout: ParameterLayout, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """vec_F(P)'s entries (position, θ̃ column, coefficient) of one lifted term:
+    weight·(Q + Qᵀ) on its variable's block, Q(θ) affine."""
+    start = pp.var_id_to_col[term.aux.id]
+    k = term.aux.size
+    i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    # P[start + i, start + j] += w Q[i, j] + w Q[j, i]: a (n², k²) selection of vec_F(Q)
+    rows = np.concatenate([(start + j) * n + start + i] * 2).astype(np.int64)
+    entries = np.concatenate([j * k + i, i * k + j])
+    select = sp.csr_array((np.full(rows.size, term.weight), (np.arange(rows.size), entries)),
+                          shape=(rows.size, k * k))
+    coo = sp.coo_array(select @ _matrix_map(term.matrix, params, layout))
+    return rows[coo.row], coo.col.astype(np.int64), coo.data
 
 
 def _matrix_map(matrix: cp.Expression, params: Sequence[cp.Parameter],
@@ -340,22 +367,51 @@ def _never_binding_row(n: int, p: int, cones: ConeDims, retrieval: Retrieval):
     return A, C_A, C_b, replace(cones, nonneg=1), Retrieval.of(R, retrieval.outputs), 1
 
 
-def _pattern_map(T: sp.csr_array, shape: tuple[int, int], negate: bool,
-                 upper: bool) -> tuple[CSCPattern, AffineMap]:
-    """Split a tensor whose rows are vec_F(matrix) into a fixed CSC pattern and its map.
+def _tensor_entries(tensor, lowering: sp.csr_array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries of ``tensor @ lowering`` as (row, θ̃ column, value) arrays, duplicates
+    summed and exact zeros dropped (what a sparse product keeps), computed entry by entry:
+    cvxpy's tensors have a row per position of a matrix, rows × (columns + 1) of them, and a
+    sparse product or CSR form would allocate arrays that long."""
+    T = sp.coo_array(tensor)
+    L = sp.csr_array(lowering)
+    t_row, t_col = T.row.astype(np.int64), T.col.astype(np.int64)
+    counts = np.diff(L.indptr)[t_col]
+    each = np.repeat(np.arange(t_row.size), counts)
+    # position within each lowering row: a running count restarted at every entry
+    within = np.arange(each.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    source = L.indptr[t_col[each]] + within
+    rows, cols = t_row[each], L.indices[source].astype(np.int64)
+    vals = T.data[each] * L.data[source]
+    width = L.shape[1]
+    key, inverse = np.unique(rows * width + cols, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=vals, minlength=key.size)
+    keep = sums != 0
+    return key[keep] // width, key[keep] % width, sums[keep]
 
-    Rows are column-major positions r = j·rows + i, so sorted rows are already CSC order.
-    Keeps rows that are structurally nonzero for some θ (and i ≤ j when ``upper``).
-    """
+
+def _pattern_map(positions: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                 shape: tuple[int, int], p: int, upper: bool) -> tuple[CSCPattern, AffineMap]:
+    """A matrix's fixed CSC pattern and its map θ̃ ↦ the nonzeros, from entries
+    (vec_F position, θ̃ column, coefficient), position r = j·rows + i, so sorted positions
+    are CSC order. Keeps positions with an entry (and i ≤ j when ``upper``)."""
     nrows, ncols = shape
-    present = np.flatnonzero(np.diff(T.indptr) > 0)
-    i, j = present % nrows, present // nrows
     if upper:
-        keep = i <= j
-        present, i, j = present[keep], i[keep], j[keep]
+        keep = positions % nrows <= positions // nrows
+        positions, cols, vals = positions[keep], cols[keep], vals[keep]
+    present, rank = np.unique(positions, return_inverse=True)
+    i, j = present % nrows, present // nrows
     indptr = np.searchsorted(j, np.arange(ncols + 1)).astype(np.int32)
-    block = T[present]
-    return (
-        CSCPattern(shape, i.astype(np.int32), indptr),
-        AffineMap(sp.csr_array(-block if negate else block)),
-    )
+    block = sp.csr_array((vals, (rank.ravel(), cols)), shape=(present.size, p + 1))
+    block.sum_duplicates()
+    return CSCPattern(shape, i.astype(np.int32), indptr), AffineMap(block)
+
+
+def _shift_duals(retrieval: Retrieval, first: int, added: int) -> Retrieval:
+    """R on z = [x; y] with ``added`` zero-cone rows inserted into y at z's entry
+    ``first`` (the split products' rows: never read by R)."""
+    if not added:
+        return retrieval
+    R = sp.coo_array(retrieval.matrix)
+    col = np.where(R.col >= first, R.col + added, R.col)
+    shape = (R.shape[0], R.shape[1] + added)
+    return Retrieval.of(sp.csr_array((R.data, (R.row, col)), shape=shape), retrieval.outputs)

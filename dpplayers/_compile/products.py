@@ -1,0 +1,177 @@
+"""Split large parameter-matrix products ``P @ v`` out of the problem before cvxpy sees it.
+
+cvxpy builds the data of ``P @ x`` (``P`` a dense k × q parameter) through a parameter
+tensor of shape (rows · (cols + 1), size(P) + 1) and, on the conic-QP path, densifies parts
+of it: compiling ``sum_squares(A @ x - b)`` with a 3,000 × 3,000 ``A`` runs out of memory
+inside ``get_problem_data``, although the finished map θ ↦ (A, b, c) holds one coefficient
+per entry of ``A``. So each large product is replaced by a new variable ``u`` of its shape
+(cvxpy then compiles a problem without ``P``), and the compiler appends the equality rows
+``u − P w = 0`` to the zero cone itself, each entry of ``P`` entering the constraint matrix
+as one coefficient (:func:`product_rows`).
+
+The rewrite is an equivalent problem: substituting ``u = P w`` back gives the user's
+problem, with the same multipliers for every one of the user's constraints (the rewritten
+constraints keep their ids, so duals are read back as before); ``u`` and ``w`` are never
+outputs. ``w`` is the product's argument itself when that is a bare vector or matrix
+variable without attributes that the rewritten problem still mentions; otherwise a new
+variable with the equality ``w == v`` appended to the constraints.
+
+What is split: ``P @ v`` (``MulExpression``) with ``P`` a real, attribute-free 2-D
+parameter of at least :data:`SPLIT_MIN_ENTRIES` entries among the listed parameters, and
+``v`` real, affine, with variables and no parameters, the product of unknown sign (with a
+known sign, cvxpy's DCP analysis could rely on it; a variable has none). Everything else
+stays for cvxpy: ``P.T @ x``, ``x @ P``, ``P @ q`` (a parameter), ``P @ (x + q)``,
+``quad_form(x, P)``, products under ``perspective`` or ``partial_optimize`` (which
+re-read their arguments' variables), complex data, and any problem with ``gp=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import numpy.typing as npt
+from cvxpy.atoms.affine.binary_operators import MulExpression
+from cvxpy.atoms.perspective import perspective
+from cvxpy.expressions.expression import Expression
+from cvxpy.expressions.leaf import Leaf
+from cvxpy.transforms.indicator import indicator
+from cvxpy.transforms.partial_optimize import PartialProblem
+
+__all__ = ["SPLIT_MIN_ENTRIES", "SplitProduct", "product_rows", "split_parameter_products"]
+
+#: A product ``P @ v`` is split when ``P`` has at least this many entries. Below it cvxpy's
+#: own tensor is cheap and the split only adds rows and variables to every solve; the
+#: figure is where splitting starts to compile faster (``benchmarks/README.md``,
+#: "Compile scale").
+SPLIT_MIN_ENTRIES = 10_000
+
+#: Atoms whose canonicalisation reads their arguments' variables (or owns a sub-problem):
+#: nothing below them is rewritten.
+OPAQUE = (perspective, PartialProblem, indicator)
+
+
+@dataclass(frozen=True)
+class SplitProduct:
+    """One split product: the rows ``vec(aux) − (I ⊗ matrix) vec(argument) = 0``.
+
+    Attributes:
+        aux: the variable ``u`` that replaced ``matrix @ argument``, shape (k,) or (k, r).
+        matrix: the parameter ``P``, shape (k, q).
+        argument: the variable ``w`` multiplied, shape (q,) or (q, r).
+    """
+
+    aux: cp.Variable
+    matrix: cp.Parameter
+    argument: cp.Variable
+
+    @property
+    def rows(self) -> int:
+        return int(self.aux.size)
+
+
+def split_parameter_products(
+    problem: cp.Problem, parameters: Sequence[cp.Parameter],
+) -> tuple[cp.Problem, tuple[SplitProduct, ...]]:
+    """Replace each splittable ``P @ v`` (see the module docstring) by a new variable.
+
+    Returns ``(rewritten, splits)``; without anything to split ``(problem, ())``, the same
+    object. Constraints keep their order and ids; ``w == v`` equalities are appended.
+    """
+    listed = {p.id for p in parameters}
+    splitter = _Splitter(listed, {}, [])
+    objective = splitter.rewrite(problem.objective.args[0])
+    constraints = [splitter.rewrite_constraint(con) for con in problem.constraints]
+    if not splitter.found:
+        return problem, ()
+    rewritten = cp.Problem(type(problem.objective)(objective), constraints)
+    mentioned = {v.id for v in rewritten.variables()}
+    splits, equalities = [], []
+    for aux, matrix, argument in splitter.found:
+        if not (_bare(argument) and argument.id in mentioned):
+            w = cp.Variable(argument.shape, name=f"{matrix.name()}_product_arg{len(equalities)}")
+            equalities.append(w == argument)
+            argument = w
+        splits.append(SplitProduct(aux, matrix, argument))
+    if equalities:
+        rewritten = cp.Problem(rewritten.objective, constraints + equalities)
+    return rewritten, tuple(splits)
+
+
+@dataclass(frozen=True)
+class _Splitter:
+    """Walks expressions once, replacing products; the same product (the same ``P`` times
+    the same variable, or the same expression object) gets one ``u``."""
+
+    listed: set[int]
+    memo: dict[object, cp.Variable]
+    found: list[tuple[cp.Variable, cp.Parameter, Expression]]
+
+    def rewrite_constraint(self, con: cp.Constraint) -> cp.Constraint:
+        args = [self.rewrite(arg) for arg in con.args]
+        if all(new is old for new, old in zip(args, con.args)):
+            return con
+        return con.copy(args)  # keeps the constraint's id: its dual is read back by id
+
+    def rewrite(self, expr: Expression) -> Expression:
+        """``expr`` with its splittable products replaced (unchanged sub-trees are the same
+        objects)."""
+        if isinstance(expr, (Leaf, *OPAQUE)):
+            return expr
+        if self._splittable(expr):
+            return self._aux(expr)
+        args = [self.rewrite(arg) for arg in expr.args]
+        if all(new is old for new, old in zip(args, expr.args)):
+            return expr
+        return expr.copy(args)
+
+    def _splittable(self, expr: Expression) -> bool:
+        if not isinstance(expr, MulExpression) or len(expr.args) != 2:
+            return False
+        matrix, arg = expr.args
+        return (isinstance(matrix, cp.Parameter) and matrix.ndim == 2
+                and matrix.id in self.listed
+                and matrix.size >= SPLIT_MIN_ENTRIES
+                and not any(v for k, v in matrix.attributes.items() if k != "bounds")
+                and matrix.attributes.get("bounds") is None
+                and arg.ndim in (1, 2) and arg.is_real() and arg.is_affine()
+                and bool(arg.variables()) and not arg.parameters()
+                and not (expr.is_nonneg() or expr.is_nonpos()))
+
+    def _aux(self, expr: MulExpression) -> cp.Variable:
+        matrix, arg = expr.args
+        key = (matrix.id, arg.id) if _bare(arg) else id(expr)
+        if key not in self.memo:
+            self.memo[key] = cp.Variable(expr.shape, name=f"{matrix.name()}_product{len(self.found)}")
+            self.found.append((self.memo[key], matrix, arg))
+        return self.memo[key]
+
+
+def _bare(expr: Expression) -> bool:
+    """A variable cvxpy keeps as its own columns of x: no attributes (those are reduced
+    to other variables)."""
+    return (isinstance(expr, cp.Variable)
+            and not any(v for k, v in expr.attributes.items() if k != "bounds")
+            and expr.attributes.get("bounds") is None)
+
+
+def product_rows(split: SplitProduct, aux_col: int, arg_col: int, theta_offset: int,
+                 p: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                  npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """The rows ``vec(u) − (I_r ⊗ P) vec(w) = 0`` as (row, column of x, column of θ̃,
+    coefficient) arrays: entry (i, j) of P, read from θ̃ at ``theta_offset + j·k + i``
+    (column-major), lands once per column c of w at row c·k + i, column ``arg_col + c·q + j``
+    with coefficient −1; the coefficient +1 of ``u`` is constant (θ̃'s last column, ``p``).
+    """
+    k, q = split.matrix.shape
+    r = split.rows // k
+    c, j, i = (a.ravel() for a in np.meshgrid(np.arange(r, dtype=np.int64),
+                                               np.arange(q, dtype=np.int64),
+                                               np.arange(k, dtype=np.int64), indexing="ij"))
+    rows = np.concatenate([c * k + i, np.arange(split.rows, dtype=np.int64)])
+    cols = np.concatenate([arg_col + c * q + j, aux_col + np.arange(split.rows, dtype=np.int64)])
+    theta = np.concatenate([theta_offset + j * k + i, np.full(split.rows, p, np.int64)])
+    coef = np.concatenate([np.full(c.size, -1.0), np.ones(split.rows)])
+    return rows, cols, theta, coef
