@@ -11,7 +11,13 @@ per map. P is stored as its upper triangle (what both solvers read).
 
 Quadratic forms ``quad_form(x, Q)`` with a parameter-affine ``Q`` in the objective are
 lifted out first (:mod:`.quad_forms`): cvxpy compiles the rest, and this module adds Q's
-entries to P on the lifted variable's columns.
+entries to P on the lifted variable's columns. Large products ``P @ x`` with a parameter
+matrix are split out the same way (:mod:`.products`): this module inserts their rows
+``u − P w = 0`` after cvxpy's zero-cone rows and shifts R's dual columns past them.
+
+cvxpy's tensors have one row per position of a matrix (rows × (columns + 1) for A), so they
+are read as lists of entries (:func:`_tensor_entries`), never as CSR arrays indexed by
+position, whose index arrays alone would outgrow the data at a few thousand variables.
 """
 
 from __future__ import annotations
