@@ -74,10 +74,24 @@ def only_in_product():
     return cp.Problem(cp.Minimize(cp.sum_squares(A @ x - b))), [A, b], [x]
 
 
+def in_quadratic():
+    """u = A x where cvxpy's quadratic objective needs it as a variable (‖u‖² in P): u stays,
+    with its rows u − A x = 0, where cvxpy would put its own auxiliary."""
+    A, q = cp.Parameter((M, N), name="A"), cp.Parameter(N, name="q")
+    x = cp.Variable(N, name="x")
+    return (cp.Problem(cp.Minimize(cp.sum_squares(A @ x) + 0.1 * cp.sum_squares(x) - q @ x)),
+            [A, q], [x])
+
+
+def in_quadratic_values(rng) -> list[np.ndarray]:
+    return [rng.standard_normal((M, N)) / np.sqrt(M), rng.standard_normal(N)]
+
+
 BUILDERS = {
     "lasso": (lasso, lasso_values),
     "constrained": (constrained, constrained_values),
     "only_in_product": (only_in_product, least_squares_values),
+    "in_quadratic": (in_quadratic, in_quadratic_values),
 }
 #: ``constrained`` holds four products of 260,000 entries: the unsplit reference and CVXPY
 #: take minutes on it, so it runs with the exhaustive cases.
@@ -109,17 +123,21 @@ def cvxpy_solution(problem, params, outputs, values):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_split_happens(name):
+    """Each product is split, and put back: the program has the sizes and cones of cvxpy's
+    own (u substituted by P w, or standing where cvxpy would put its own auxiliary), plus
+    the equalities w == v of arguments that are not bare variables."""
     problem, params, _ = BUILDERS[name][0]()
     rewritten, splits = split_parameter_products(problem, params)
     assert splits and rewritten is not problem
     assert not any(s.matrix.id in {p.id for p in rewritten.parameters()} for s in splits)
     reference = unsplit(BUILDERS[name][0])
     prog = dpplayers.compile(problem, params)
-    # the zero cone gains the rows u − P w = 0 and the equalities w == v, nothing else
-    added = sum(s.rows for s in splits)
     equalities = sum(con.size for con in rewritten.constraints[len(problem.constraints):])
-    assert prog.cones.zero == reference.cones.zero + added + equalities
+    assert (prog.n, prog.m) == (reference.n + equalities, reference.m + equalities)
+    assert prog.cones.zero == reference.cones.zero + equalities
     assert (prog.cones.nonneg, prog.cones.soc) == (reference.cones.nonneg, reference.cones.soc)
+    assert prog.A.indices.size == reference.A.indices.size + 2 * equalities - (
+        0 if name != "constrained" else 2 * N)  # w == 2x − 1: two entries per row, 2x one
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -142,7 +160,6 @@ def test_same_values_and_derivatives_as_unsplit(name):
     problem, params, outputs = build()
     prog = dpplayers.compile(problem, params, outputs, solver="CLARABEL")
     reference = unsplit(build)
-    assert prog.cones.zero > reference.cones.zero
     rng = np.random.default_rng(2)
     for _ in range(2):
         values = sample(rng)

@@ -38,7 +38,7 @@ from ..errors import DPPError, ParameterError, VariableError, quoted_name
 from .affine_maps import AffineMap
 from .dpp import check_dpp
 from .parameters import ParameterLayout, ParameterSpec
-from .products import product_rows, split_parameter_products
+from .products import Entries, Placed, put_back, split_parameter_products
 from .quad_forms import (
     ParametricQuadForm,
     explain_frozen_parameters,
@@ -109,42 +109,48 @@ def canonicalize(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None,
 
     p = layout.theta_size
     zero = int(pp.cone_dims.zero)
-    added = sum(split.rows for split in products)
     rows, cols, vals = _tensor_entries(pp.A, lowering)
     in_A = rows < m * n
-    # cvxpy's rows after its zero-cone rows move down past the product rows
-    i, j = rows[in_A] % m, rows[in_A] // m
-    i = np.where(i >= zero, i + added, i)
-    A_rows, A_cols, A_vals = [j * (m + added) + i], [cols[in_A]], [-vals[in_A]]
-    b_rows = rows[~in_A] - m * n
-    b_rows = np.where(b_rows >= zero, b_rows + added, b_rows)
-    C_b = AffineMap(sp.csr_array((vals[~in_A], (b_rows, cols[~in_A])), shape=(m + added, p + 1)))
-    first = zero
-    for split in products:
-        r, x_col, theta_col, coef = product_rows(
-            split, int(pp.var_id_to_col[split.aux.id]), int(pp.var_id_to_col[split.argument.id]),
-            _spec_for(params, layout, split.matrix).offset, p)
-        A_rows.append(x_col * (m + added) + first + r)
-        A_cols.append(theta_col)
-        A_vals.append(coef)
-        first += split.rows
-    m += added
-    A_pattern, C_A = _pattern_map(np.concatenate(A_rows), np.concatenate(A_cols),
-                                  np.concatenate(A_vals), (m, n), p, upper=False)
-    C_c = AffineMap(sp.csr_array(sp.csr_array(pp.q)[:n] @ lowering))
-    P_pattern, C_P = None, None
+    A = Entries(rows[in_A] % m, rows[in_A] // m, cols[in_A], -vals[in_A])
+    b = Entries(rows[~in_A] - m * n, np.zeros(int((~in_A).sum()), np.int64), cols[~in_A],
+                vals[~in_A])
+    c = _entries_of(sp.csr_array(pp.q)[:n] @ lowering)
+    P = None
     if quad_obj and (pp.P is not None or quad_forms):
-        P_entries = [_tensor_entries(pp.P, lowering)] if pp.P is not None else []
-        P_entries += [_quad_form_entries(term, pp, params, layout, n) for term in quad_forms]
-        P_rows, P_cols, P_vals = (np.concatenate(a) for a in zip(*P_entries))
-        P_pattern, C_P = _pattern_map(P_rows, P_cols, P_vals, (n, n), p, upper=True)
+        P_parts = [_tensor_entries(pp.P, lowering)] if pp.P is not None else []
+        P_parts += [_quad_form_entries(term, pp, params, layout, n) for term in quad_forms]
+        positions, theta, coef = (np.concatenate(a) for a in zip(*P_parts))
+        P = Entries(positions % n, positions // n, theta, coef)
+    placed = [Placed(split, int(pp.var_id_to_col[split.aux.id]),
+                     int(pp.var_id_to_col[split.argument.id]),
+                     _spec_for(params, layout, split.matrix).offset) for split in products]
+    A, c, kept, removed = put_back(placed, A, c, P, p)
+    # rows u − P w = 0 of the products that stay go after cvxpy's zero-cone rows
+    added = sum(item.split.rows for item, _ in kept)
+    A = replace(A, row=np.where(A.row >= zero, A.row + added, A.row))
+    b = replace(b, row=np.where(b.row >= zero, b.row + added, b.row))
+    first = zero
+    for item, own in kept:
+        A = Entries.join([A, replace(own, row=own.row + first)])
+        first += item.split.rows
+    # columns of substituted u's leave the program
+    renumber = np.cumsum(np.isin(np.arange(n), removed, invert=True)) - 1
+    A, c = replace(A, col=renumber[A.col]), replace(c, row=renumber[c.row])
+    P = None if P is None else replace(P, row=renumber[P.row], col=renumber[P.col])
+    retrieval = _renumber(build_retrieval(chain, inverse_data, n, m, requests, gp), renumber,
+                          removed.size, zero, added)
+    n, m = n - removed.size, m + added
+    A_pattern, C_A = _pattern_map(A.col * m + A.row, A.theta, A.val, (m, n), p, upper=False)
+    C_b = AffineMap(sp.csr_array((b.val, (b.row, b.theta)), shape=(m, p + 1)))
+    C_c = AffineMap(sp.csr_array((c.val, (c.row, c.theta)), shape=(n, p + 1)))
+    P_pattern, C_P = None, None
+    if P is not None:
+        P_pattern, C_P = _pattern_map(P.col * n + P.row, P.theta, P.val, (n, n), p, upper=True)
     cones = ConeDims(
         zero=zero + added, nonneg=int(pp.cone_dims.nonneg),
         soc=tuple(int(d) for d in pp.cone_dims.soc), psd=tuple(int(d) for d in pp.cone_dims.psd),
         exp=int(pp.cone_dims.exp), exp_dual=0, power=tuple(float(a) for a in pp.cone_dims.p3d),
     )
-    retrieval = _shift_duals(build_retrieval(chain, inverse_data, n, m - added, requests, gp),
-                             n + zero, added)
     if m == 0:
         A_pattern, C_A, C_b, cones, retrieval, m = _never_binding_row(n, layout.theta_size,
                                                                      cones, retrieval)
@@ -412,12 +418,29 @@ def _pattern_map(positions: np.ndarray, cols: np.ndarray, vals: np.ndarray,
     return CSCPattern(shape, i.astype(np.int32), indptr), AffineMap(block)
 
 
-def _shift_duals(retrieval: Retrieval, first: int, added: int) -> Retrieval:
-    """R on z = [x; y] with ``added`` zero-cone rows inserted into y at z's entry
-    ``first`` (the split products' rows: never read by R)."""
-    if not added:
+def _entries_of(matrix) -> Entries:
+    """A (rows, p + 1) map's entries: row, θ̃ column, coefficient."""
+    coo = sp.coo_array(matrix)
+    coo.sum_duplicates()
+    coo.eliminate_zeros()
+    return Entries(coo.row.astype(np.int64), np.zeros(coo.nnz, np.int64),
+                   coo.col.astype(np.int64), coo.data)
+
+
+def _renumber(retrieval: Retrieval, renumber: np.ndarray, removed: int, zero: int,
+              added: int) -> Retrieval:
+    """R on z = [x; y] for the program after the products are put back: x's columns
+    ``renumber``-ed (``removed`` of them gone: substituted u's, which no output reads),
+    ``added`` zero-cone rows inserted into y after its first ``zero`` (the products' rows
+    u − P w = 0, which no output reads either)."""
+    if not removed and not added:
         return retrieval
+    n = renumber.size
     R = sp.coo_array(retrieval.matrix)
-    col = np.where(R.col >= first, R.col + added, R.col)
-    shape = (R.shape[0], R.shape[1] + added)
+    dual = R.col >= n
+    y = R.col[dual] - n
+    col = np.empty_like(R.col)
+    col[~dual] = renumber[R.col[~dual]]
+    col[dual] = n - removed + np.where(y >= zero, y + added, y)
+    shape = (R.shape[0], R.shape[1] - removed + added)
     return Retrieval.of(sp.csr_array((R.data, (R.row, col)), shape=shape), retrieval.outputs)

@@ -40,14 +40,16 @@ from cvxpy.expressions.leaf import Leaf
 from cvxpy.transforms.indicator import indicator
 from cvxpy.transforms.partial_optimize import PartialProblem
 
-__all__ = ["SPLIT_MIN_ENTRIES", "SplitProduct", "product_rows", "split_parameter_products"]
+__all__ = ["SPLIT_MIN_ENTRIES", "Entries", "Placed", "SplitProduct", "product_rows", "put_back",
+           "split_parameter_products"]
 
-#: A product ``P @ v`` is split when ``P`` has at least this many entries (100 × 100).
-#: Measured on the lasso of ``benchmarks/compile_scaling.py`` (``benchmarks/README.md``,
-#: "Compile scale"): from 100 × 100 up the split compiles 1.5–3× faster with the same SCS
-#: iterations, and cvxpy's own time and memory grow much faster than the split's; at
-#: 50 × 50 and below both compile equally fast, and a product left to cvxpy keeps the
-#: program exactly as it was (no added rows or variables).
+#: A product ``P @ v`` is split when ``P`` has at least this many entries (500 × 500).
+#: The split trades a cheaper compile for a larger program: its rows and ``u`` cost every
+#: solve and derivative. Measured (``benchmarks/README.md``, "Compile scale"): at 10,000 to
+#: 40,000 entries (the ``qp200`` and ``lsq_norm`` workloads) cvxpy compiles in 0.1–0.2 s
+#: and the split costs up to 30% per forward solve and 2.5× per vjp; from 500 × 500 on
+#: cvxpy's compile time and memory grow fastest (1.5 s and 1 GB at 1,000 × 1,000, out of
+#: memory at 3,000 × 3,000) while the split's solves cost the same or less.
 SPLIT_MIN_ENTRIES = 250_000
 
 #: Atoms whose canonicalisation reads their arguments' variables (or owns a sub-problem):
@@ -159,21 +161,96 @@ def _bare(expr: Expression) -> bool:
             and expr.attributes.get("bounds") is None)
 
 
-def product_rows(split: SplitProduct, aux_col: int, arg_col: int, theta_offset: int,
-                 p: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
-                                  npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """The rows ``vec(u) − (I_r ⊗ P) vec(w) = 0`` as (row, column of x, column of θ̃,
-    coefficient) arrays: entry (i, j) of P, read from θ̃ at ``theta_offset + j·k + i``
-    (column-major), lands once per column c of w at row c·k + i, column ``arg_col + c·q + j``
-    with coefficient −1; the coefficient +1 of ``u`` is constant (θ̃'s last column, ``p``).
+@dataclass(frozen=True)
+class Entries:
+    """A sparse matrix's entries as parallel arrays: row, column, the θ̃ column whose value
+    they take (θ̃'s last column, p, is the constant 1) and the coefficient."""
+
+    row: npt.NDArray[np.int64]
+    col: npt.NDArray[np.int64]
+    theta: npt.NDArray[np.int64]
+    val: npt.NDArray[np.float64]
+
+    def __getitem__(self, keep: npt.NDArray[np.bool_]) -> Entries:
+        return Entries(self.row[keep], self.col[keep], self.theta[keep], self.val[keep])
+
+    @classmethod
+    def join(cls, parts: Sequence[Entries]) -> Entries:
+        return cls(*(np.concatenate([getattr(e, f) for e in parts])
+                     for f in ("row", "col", "theta", "val")))
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A split product in cvxpy's program: the first columns of x holding vec(u) and
+    vec(w), and the first row of θ holding vec(P)."""
+
+    split: SplitProduct
+    aux_col: int
+    arg_col: int
+    offset: int
+
+    @property
+    def aux_cols(self) -> npt.NDArray[np.int64]:
+        return self.aux_col + np.arange(self.split.rows, dtype=np.int64)
+
+
+def put_back(placed: Sequence[Placed], A: Entries, c: Entries, P: Entries | None,
+             p: int) -> tuple[Entries, Entries, list[tuple[Placed, Entries]], npt.NDArray[np.int64]]:
+    """Put ``u = P w`` back into cvxpy's program (A: rows and columns; c: rows are columns of
+    x; P: both are).
+
+    Where ``u`` enters A and c only with constant coefficients and not P, it is substituted:
+    an entry a at (row, u_(c,i)) becomes the entries a·P_ij at (row, w_(c,j)) for every j,
+    the very entries cvxpy would have made for ``P @ w`` there, and u's columns are removed
+    (returned, for the caller to delete). Otherwise (u in the quadratic objective, or times
+    another parameter) u stays and its rows ``u − P w = 0`` are returned (local row
+    numbers), as cvxpy's own auxiliary for the product would have been.
+
+    Returns (A, c, [(placed, its rows)], removed columns).
     """
+    rows, removed = [], []
+    for item in placed:
+        cols = item.aux_cols
+        on_A, on_c = np.isin(A.col, cols), np.isin(c.row, cols)
+        in_P = P is not None and bool((np.isin(P.row, cols) | np.isin(P.col, cols)).any())
+        if in_P or (A.theta[on_A] != p).any() or (c.theta[on_c] != p).any():
+            rows.append((item, product_rows(item, p)))
+            continue
+        A = Entries.join([A[~on_A], _substitute(item, A[on_A], rows_of=A.row[on_A])])
+        c = Entries.join([c[~on_c], _substitute(item, c[on_c], rows_of=None)])
+        removed.append(cols)
+    return A, c, rows, (np.concatenate(removed) if removed else np.zeros(0, np.int64))
+
+
+def _substitute(item: Placed, on_u: Entries, rows_of: npt.NDArray[np.int64] | None) -> Entries:
+    """Constant entries on u's columns (A) or rows (c) → the entries of the same coefficient
+    times P on w's: a at u_(c,i) becomes a·P_ij at w_(c,j), j = 0..q−1."""
+    k, q = item.split.matrix.shape
+    local = (on_u.row if rows_of is None else on_u.col) - item.aux_col
+    block, i = local // k, local % k
+    j = np.arange(q, dtype=np.int64)
+    w = (item.arg_col + block[:, None] * q + j[None, :]).ravel()
+    theta = (item.offset + j[None, :] * k + i[:, None]).ravel()
+    val = np.repeat(on_u.val, q)
+    if rows_of is None:  # c: a vector indexed by x's columns
+        return Entries(w, np.zeros(w.size, np.int64), theta, val)
+    return Entries(np.repeat(rows_of, q), w, theta, val)
+
+
+def product_rows(item: Placed, p: int) -> Entries:
+    """The rows ``vec(u) − (I_r ⊗ P) vec(w) = 0`` (rows numbered from 0): entry (i, j) of P,
+    read from θ̃ at ``offset + j·k + i`` (column-major), lands once per column c of w at row
+    c·k + i, column ``arg_col + c·q + j``, with coefficient −1; u's coefficient +1 is
+    constant (θ̃'s last column, ``p``)."""
+    split = item.split
     k, q = split.matrix.shape
     r = split.rows // k
     c, j, i = (a.ravel() for a in np.meshgrid(np.arange(r, dtype=np.int64),
                                                np.arange(q, dtype=np.int64),
                                                np.arange(k, dtype=np.int64), indexing="ij"))
-    rows = np.concatenate([c * k + i, np.arange(split.rows, dtype=np.int64)])
-    cols = np.concatenate([arg_col + c * q + j, aux_col + np.arange(split.rows, dtype=np.int64)])
-    theta = np.concatenate([theta_offset + j * k + i, np.full(split.rows, p, np.int64)])
-    coef = np.concatenate([np.full(c.size, -1.0), np.ones(split.rows)])
-    return rows, cols, theta, coef
+    own = np.arange(split.rows, dtype=np.int64)
+    return Entries(np.concatenate([c * k + i, own]),
+                   np.concatenate([item.arg_col + c * q + j, item.aux_col + own]),
+                   np.concatenate([item.offset + j * k + i, np.full(split.rows, p, np.int64)]),
+                   np.concatenate([np.full(c.size, -1.0), np.ones(split.rows)]))
