@@ -12,8 +12,9 @@ per map. P is stored as its upper triangle (what both solvers read).
 Quadratic forms ``quad_form(x, Q)`` with a parameter-affine ``Q`` in the objective are
 lifted out first (:mod:`.quad_forms`): cvxpy compiles the rest, and this module adds Q's
 entries to P on the lifted variable's columns. Large products ``P @ x`` with a parameter
-matrix are split out the same way (:mod:`.products`): this module inserts their rows
-``u − P w = 0`` after cvxpy's zero-cone rows and shifts R's dual columns past them.
+matrix are split out the same way (:mod:`.products`): this module puts them back (u
+substituted by P w and its columns dropped, or, where u must stay, its rows u − P w = 0
+after cvxpy's zero-cone rows) and renumbers R's columns to match.
 
 cvxpy's tensors have one row per position of a matrix (rows × (columns + 1) for A), so they
 are read as lists of entries (:func:`_tensor_entries`), never as CSR arrays indexed by
@@ -91,8 +92,8 @@ def canonicalize(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None,
             "quad_form(x, Q) with a parameter Q needs quad_obj=True (the solver takes P(θ) "
             "directly); with quad_obj=False write it as sum_squares(L @ x) with a factor L."
         )
-    # P @ x with a large parameter P: cvxpy's tensor for it is the bottleneck; the rows
-    # u - P x = 0 are appended below instead (DGP's log-space chain is left alone)
+    # P @ x with a large parameter P: cvxpy's tensor for it is the bottleneck; P is put
+    # back below (DGP's log-space chain is left alone)
     lifted, products = (lifted, ()) if gp else split_parameter_products(lifted, params)
     # a fresh Problem: cvxpy caches its chain on the object, and a cached DGP chain
     # re-reads parameter values (log of None) on the second compile

@@ -5,9 +5,13 @@ tensor of shape (rows · (cols + 1), size(P) + 1) and, on the conic-QP path, den
 of it: compiling ``sum_squares(A @ x - b)`` with a 3,000 × 3,000 ``A`` runs out of memory
 inside ``get_problem_data``, although the finished map θ ↦ (A, b, c) holds one coefficient
 per entry of ``A``. So each large product is replaced by a new variable ``u`` of its shape
-(cvxpy then compiles a problem without ``P``), and the compiler appends the equality rows
-``u − P w = 0`` to the zero cone itself, each entry of ``P`` entering the constraint matrix
-as one coefficient (:func:`product_rows`).
+(cvxpy then compiles a problem without ``P``), and :func:`put_back` restores it in the
+compiled program, each entry of ``P`` entering as one coefficient per use: where ``u``
+enters only with constant coefficients and not the quadratic objective (the usual case) it
+is substituted, an entry a on ``u_i`` becoming a·P_ij on ``w_j``, and its columns are
+dropped, which gives the very program cvxpy would have built; otherwise ``u`` stays with
+the zero-cone rows ``u − P w = 0``, where cvxpy would have put its own auxiliary variable
+(``sum_squares(P @ x)`` in P).
 
 The rewrite is an equivalent problem: substituting ``u = P w`` back gives the user's
 problem, with the same multipliers for every one of the user's constraints (the rewritten
@@ -44,12 +48,13 @@ __all__ = ["SPLIT_MIN_ENTRIES", "Entries", "Placed", "SplitProduct", "product_ro
            "split_parameter_products"]
 
 #: A product ``P @ v`` is split when ``P`` has at least this many entries (500 × 500).
-#: The split trades a cheaper compile for a larger program: its rows and ``u`` cost every
-#: solve and derivative. Measured (``benchmarks/README.md``, "Compile scale"): at 10,000 to
-#: 40,000 entries (the ``qp200`` and ``lsq_norm`` workloads) cvxpy compiles in 0.1–0.2 s
-#: and the split costs up to 30% per forward solve and 2.5× per vjp; from 500 × 500 on
-#: cvxpy's compile time and memory grow fastest (1.5 s and 1 GB at 1,000 × 1,000, out of
-#: memory at 3,000 × 3,000) while the split's solves cost the same or less.
+#: The split changes only how the program is built (:func:`put_back` restores cvxpy's
+#: form), so it is taken where it clearly pays. Measured (``benchmarks/README.md``,
+#: "Compile scale"): from 500 × 500 on it compiles 3–130× faster (a 500-variable QP 345 →
+#: 117 ms, ‖Fx − g‖ + λ‖x‖₁ with a 1,000 × 250 F 4.9 s → 37 ms, the 1,000 × 1,000 lasso
+#: 1.9 s and 1 GB → 0.17 s and 0.34 GB, and 3,000 × 3,000, out of memory in cvxpy, in
+#: seconds); at 10,000–40,000 entries cvxpy takes 0.1–0.3 s and the split was no faster
+#: on every workload (``qp200``'s factor form compiled slower).
 SPLIT_MIN_ENTRIES = 250_000
 
 #: Atoms whose canonicalisation reads their arguments' variables (or owns a sub-problem):
