@@ -136,8 +136,9 @@ def test_split_happens(name):
     assert (prog.n, prog.m) == (reference.n + equalities, reference.m + equalities)
     assert prog.cones.zero == reference.cones.zero + equalities
     assert (prog.cones.nonneg, prog.cones.soc) == (reference.cones.nonneg, reference.cones.soc)
-    assert prog.A.indices.size == reference.A.indices.size + 2 * equalities - (
-        0 if name != "constrained" else 2 * N)  # w == 2x − 1: two entries per row, 2x one
+    # and the same entries: one per entry of each P and use, plus w and v's in w == v
+    # (here v = x or 2x − 1: one entry each per row)
+    assert prog.A.indices.size == reference.A.indices.size + 2 * equalities
 
 
 @pytest.mark.parametrize("name", NAMES)
