@@ -64,7 +64,7 @@ OPAQUE = (perspective, PartialProblem, indicator)
 
 @dataclass(frozen=True)
 class SplitProduct:
-    """One split product: the rows ``vec(aux) − (I ⊗ matrix) vec(argument) = 0``.
+    """One split product, ``aux = matrix @ argument`` (:func:`put_back` restores it).
 
     Attributes:
         aux: the variable ``u`` that replaced ``matrix @ argument``, shape (k,) or (k, r).
