@@ -222,25 +222,26 @@ def put_back(placed: Sequence[Placed], A: Entries, c: Entries, P: Entries | None
         if in_P or (A.theta[on_A] != p).any() or (c.theta[on_c] != p).any():
             rows.append((item, product_rows(item, p)))
             continue
-        A = Entries.join([A[~on_A], _substitute(item, A[on_A], rows_of=A.row[on_A])])
-        c = Entries.join([c[~on_c], _substitute(item, c[on_c], rows_of=None)])
+        A = Entries.join([A[~on_A], _substitute(item, A[on_A], vector=False)])
+        c = Entries.join([c[~on_c], _substitute(item, c[on_c], vector=True)])
         removed.append(cols)
     return A, c, rows, (np.concatenate(removed) if removed else np.zeros(0, np.int64))
 
 
-def _substitute(item: Placed, on_u: Entries, rows_of: npt.NDArray[np.int64] | None) -> Entries:
-    """Constant entries on u's columns (A) or rows (c) → the entries of the same coefficient
-    times P on w's: a at u_(c,i) becomes a·P_ij at w_(c,j), j = 0..q−1."""
+def _substitute(item: Placed, on_u: Entries, vector: bool) -> Entries:
+    """Constant entries on u's columns (A) or, for a ``vector`` indexed by x's columns (c),
+    rows → the same coefficients times P on w's: a at u_(c,i) becomes a·P_ij at w_(c,j),
+    j = 0..q−1."""
     k, q = item.split.matrix.shape
-    local = (on_u.row if rows_of is None else on_u.col) - item.aux_col
+    local = (on_u.row if vector else on_u.col) - item.aux_col
     block, i = local // k, local % k
     j = np.arange(q, dtype=np.int64)
     w = (item.arg_col + block[:, None] * q + j[None, :]).ravel()
     theta = (item.offset + j[None, :] * k + i[:, None]).ravel()
     val = np.repeat(on_u.val, q)
-    if rows_of is None:  # c: a vector indexed by x's columns
+    if vector:
         return Entries(w, np.zeros(w.size, np.int64), theta, val)
-    return Entries(np.repeat(rows_of, q), w, theta, val)
+    return Entries(np.repeat(on_u.row, q), w, theta, val)
 
 
 def product_rows(item: Placed, p: int) -> Entries:
