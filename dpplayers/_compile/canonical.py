@@ -11,7 +11,14 @@ per map. P is stored as its upper triangle (what both solvers read).
 
 Quadratic forms ``quad_form(x, Q)`` with a parameter-affine ``Q`` in the objective are
 lifted out first (:mod:`.quad_forms`): cvxpy compiles the rest, and this module adds Q's
-entries to P on the lifted variable's columns.
+entries to P on the lifted variable's columns. Large products ``P @ x`` with a parameter
+matrix are split out the same way (:mod:`.products`): this module puts them back (u
+substituted by P w and its columns dropped, or, where u must stay, its rows u − P w = 0
+after cvxpy's zero-cone rows) and renumbers R's columns to match.
+
+cvxpy's tensors have one row per position of a matrix (rows × (columns + 1) for A), so they
+are read as lists of entries (:func:`_tensor_entries`), never as CSR arrays indexed by
+position, whose index arrays alone would outgrow the data at a few thousand variables.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ..errors import DPPError, ParameterError, VariableError, quoted_name
 from .affine_maps import AffineMap
 from .dpp import check_dpp
 from .parameters import ParameterLayout, ParameterSpec
+from .products import Entries, Placed, put_back, split_parameter_products
 from .quad_forms import (
     ParametricQuadForm,
     explain_frozen_parameters,
@@ -88,6 +96,9 @@ def canonicalize(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None,
             "quad_form(x, Q) with a parameter Q needs quad_obj=True (the solver takes P(θ) "
             "directly); with quad_obj=False write it as sum_squares(L @ x) with a factor L."
         )
+    # P @ x with a large parameter P: cvxpy's tensor for it is the bottleneck; P is put
+    # back below (DGP's log-space chain is left alone)
+    lifted, products = (lifted, ()) if gp else split_parameter_products(lifted, params)
     # a fresh Problem: cvxpy caches its chain on the object, and a cached DGP chain
     # re-reads parameter values (log of None) on the second compile
     lifted = cp.Problem(lifted.objective, lifted.constraints)
@@ -97,26 +108,55 @@ def canonicalize(problem: cp.Problem, parameters: Sequence[cp.Parameter] | None,
     m = int(pp.A.shape[0] // (n + 1))
     entries = [_entries(chain, pp, param) for param in params]
     layout = ParameterLayout(tuple(_specs(params, entries)))
-    in_quad_forms = {p.id for term in quad_forms for p in term.matrix.parameters()}
-    lowering = _lowering_matrix(pp, params, entries, layout, in_quad_forms)
+    elsewhere = {p.id for term in quad_forms for p in term.matrix.parameters()}
+    elsewhere |= {split.matrix.id for split in products}
+    lowering = _lowering_matrix(pp, params, entries, layout, elsewhere)
 
-    T_A = sp.csr_array(sp.csr_array(pp.A) @ lowering)
-    A_pattern, C_A = _pattern_map(T_A[: m * n], (m, n), negate=True, upper=False)
-    C_b = AffineMap(sp.csr_array(T_A[m * n : m * (n + 1)]))
-    C_c = AffineMap(sp.csr_array(sp.csr_array(pp.q)[:n] @ lowering))
-    C_d = AffineMap(sp.csr_array(sp.csr_array(pp.q)[n : n + 1] @ lowering))
-    P_pattern, C_P = None, None
+    p = layout.theta_size
+    zero = int(pp.cone_dims.zero)
+    rows, cols, vals = _tensor_entries(pp.A, lowering)
+    in_A = rows < m * n
+    A = Entries(rows[in_A] % m, rows[in_A] // m, cols[in_A], -vals[in_A])
+    b = Entries(rows[~in_A] - m * n, np.zeros(int((~in_A).sum()), np.int64), cols[~in_A],
+                vals[~in_A])
+    c = _entries_of(sp.csr_array(pp.q)[:n] @ lowering)
+    C_d = AffineMap(sp.csr_array(sp.csr_array(pp.q)[n : n + 1] @ lowering))  # the constant
+    P = None
     if quad_obj and (pp.P is not None or quad_forms):
-        T_P = (sp.csr_array(pp.P) @ lowering if pp.P is not None
-               else sp.csr_array((n * n, layout.theta_size + 1)))
-        T_P = T_P + _quad_form_map(quad_forms, pp, params, layout, n)
-        P_pattern, C_P = _pattern_map(sp.csr_array(T_P), (n, n), negate=False, upper=True)
+        P_parts = [_tensor_entries(pp.P, lowering)] if pp.P is not None else []
+        P_parts += [_quad_form_entries(term, pp, params, layout, n) for term in quad_forms]
+        positions, theta, coef = (np.concatenate(a) for a in zip(*P_parts))
+        P = Entries(positions % n, positions // n, theta, coef)
+    placed = [Placed(split, int(pp.var_id_to_col[split.aux.id]),
+                     int(pp.var_id_to_col[split.argument.id]),
+                     _spec_for(params, layout, split.matrix).offset) for split in products]
+    A, c, kept, removed = put_back(placed, A, c, P, p)
+    # rows u − P w = 0 of the products that stay go after cvxpy's zero-cone rows
+    added = sum(item.split.rows for item, _ in kept)
+    A = replace(A, row=np.where(A.row >= zero, A.row + added, A.row))
+    b = replace(b, row=np.where(b.row >= zero, b.row + added, b.row))
+    first = zero
+    for item, own in kept:
+        A = Entries.join([A, replace(own, row=own.row + first)])
+        first += item.split.rows
+    # columns of substituted u's leave the program
+    renumber = np.cumsum(np.isin(np.arange(n), removed, invert=True)) - 1
+    A, c = replace(A, col=renumber[A.col]), replace(c, row=renumber[c.row])
+    P = None if P is None else replace(P, row=renumber[P.row], col=renumber[P.col])
+    retrieval = _renumber(build_retrieval(chain, inverse_data, n, m, requests, gp), renumber,
+                          removed.size, zero, added)
+    n, m = n - removed.size, m + added
+    A_pattern, C_A = _pattern_map(A.col * m + A.row, A.theta, A.val, (m, n), p, upper=False)
+    C_b = AffineMap(sp.csr_array((b.val, (b.row, b.theta)), shape=(m, p + 1)))
+    C_c = AffineMap(sp.csr_array((c.val, (c.row, c.theta)), shape=(n, p + 1)))
+    P_pattern, C_P = None, None
+    if P is not None:
+        P_pattern, C_P = _pattern_map(P.col * n + P.row, P.theta, P.val, (n, n), p, upper=True)
     cones = ConeDims(
-        zero=int(pp.cone_dims.zero), nonneg=int(pp.cone_dims.nonneg),
+        zero=zero + added, nonneg=int(pp.cone_dims.nonneg),
         soc=tuple(int(d) for d in pp.cone_dims.soc), psd=tuple(int(d) for d in pp.cone_dims.psd),
         exp=int(pp.cone_dims.exp), exp_dual=0, power=tuple(float(a) for a in pp.cone_dims.p3d),
     )
-    retrieval = build_retrieval(chain, inverse_data, n, m, requests, gp)
     if m == 0:
         A_pattern, C_A, C_b, cones, retrieval, m = _never_binding_row(n, layout.theta_size,
                                                                      cones, retrieval)
@@ -239,17 +279,18 @@ def _specs(params: Sequence[cp.Parameter],
 
 def _lowering_matrix(pp, params: Sequence[cp.Parameter],
                      entries: Sequence[tuple[_Entry | None, _Entry | None]],
-                     layout: ParameterLayout, in_quad_forms: set[int]) -> sp.csr_array:
+                     layout: ParameterLayout, elsewhere: set[int]) -> sp.csr_array:
     """L with θ̃_cvxpy = L θ̃: each use of each parameter, from its rows of θ (the value, or
     its log: the log itself is applied in ParameterLayout.stack) to cvxpy's columns.
 
-    A parameter cvxpy's data lacks must be one only lifted quad forms use (``in_quad_forms``,
-    ids); any other is refused rather than silently given a zero derivative.
+    A parameter cvxpy's data lacks must be one that enters only where the compiler adds it
+    itself (``elsewhere``, ids: lifted quad forms, split products); any other is refused
+    rather than silently given a zero derivative.
     """
     p_red = int(pp.A.shape[1]) - 1
     rows, cols, vals = [p_red], [layout.theta_size], [1.0]  # the constant
     for param, spec, (linear, log) in zip(params, layout.specs, entries):
-        if linear is None and log is None and param.id not in in_quad_forms:
+        if linear is None and log is None and param.id not in elsewhere:
             raise DPPError(
                 f"{spec.label} is not in cvxpy's compiled program (its value would be "
                 "ignored); rewrite the expression that uses it so the problem is DPP.")
@@ -290,22 +331,21 @@ def _attribute_lowering(param: cp.Parameter) -> sp.csr_array:
     return sp.csr_array((np.ones(out.size), (np.arange(out.size), out)), shape=(out.size, size))
 
 
-def _quad_form_map(terms: Sequence[ParametricQuadForm], pp, params: Sequence[cp.Parameter],
-                   layout: ParameterLayout, n: int) -> sp.csr_array:
-    """Rows vec_F(P): weight·(Q + Qᵀ) on each lifted variable's block, Q(θ) affine."""
-    total = sp.csr_array((n * n, layout.theta_size + 1))
-    for term in terms:
-        start = pp.var_id_to_col[term.aux.id]
-        k = term.aux.size
-        i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
-        i, j = i.ravel(), j.ravel()
-        # P[start + i, start + j] += w Q[i, j] + w Q[j, i]: a (n², k²) selection of vec_F(Q)
-        rows = np.concatenate([(start + j) * n + start + i] * 2)
-        entries = np.concatenate([j * k + i, i * k + j])
-        select = sp.csr_array((np.full(rows.size, term.weight), (rows, entries)),
-                              shape=(n * n, k * k))
-        total = total + select @ _matrix_map(term.matrix, params, layout)
-    return sp.csr_array(total)
+def _quad_form_entries(term: ParametricQuadForm, pp, params: Sequence[cp.Parameter],
+                       layout: ParameterLayout, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """vec_F(P)'s entries (position, θ̃ column, coefficient) of one lifted term:
+    weight·(Q + Qᵀ) on its variable's block, Q(θ) affine."""
+    start = pp.var_id_to_col[term.aux.id]
+    k = term.aux.size
+    i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    # P[start + i, start + j] += w Q[i, j] + w Q[j, i]: a (n², k²) selection of vec_F(Q)
+    rows = np.concatenate([(start + j) * n + start + i] * 2).astype(np.int64)
+    entries = np.concatenate([j * k + i, i * k + j])
+    select = sp.csr_array((np.full(rows.size, term.weight), (np.arange(rows.size), entries)),
+                          shape=(rows.size, k * k))
+    coo = sp.coo_array(select @ _matrix_map(term.matrix, params, layout))
+    return rows[coo.row], coo.col.astype(np.int64), coo.data
 
 
 def _matrix_map(matrix: cp.Expression, params: Sequence[cp.Parameter],
@@ -347,22 +387,68 @@ def _never_binding_row(n: int, p: int, cones: ConeDims, retrieval: Retrieval):
     return A, C_A, C_b, replace(cones, nonneg=1), Retrieval.of(R, retrieval.outputs), 1
 
 
-def _pattern_map(T: sp.csr_array, shape: tuple[int, int], negate: bool,
-                 upper: bool) -> tuple[CSCPattern, AffineMap]:
-    """Split a tensor whose rows are vec_F(matrix) into a fixed CSC pattern and its map.
+def _tensor_entries(tensor, lowering: sp.csr_array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries of ``tensor @ lowering`` as (row, θ̃ column, value) arrays, duplicates
+    summed and exact zeros dropped (what a sparse product keeps), computed entry by entry:
+    cvxpy's tensors have a row per position of a matrix, rows × (columns + 1) of them, and a
+    sparse product or CSR form would allocate arrays that long."""
+    T = sp.coo_array(tensor)
+    L = sp.csr_array(lowering)
+    t_row, t_col = T.row.astype(np.int64), T.col.astype(np.int64)
+    counts = np.diff(L.indptr)[t_col]
+    each = np.repeat(np.arange(t_row.size), counts)
+    # position within each lowering row: a running count restarted at every entry
+    within = np.arange(each.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    source = L.indptr[t_col[each]] + within
+    rows, cols = t_row[each], L.indices[source].astype(np.int64)
+    vals = T.data[each] * L.data[source]
+    width = L.shape[1]
+    key, inverse = np.unique(rows * width + cols, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=vals, minlength=key.size)
+    keep = sums != 0
+    return key[keep] // width, key[keep] % width, sums[keep]
 
-    Rows are column-major positions r = j·rows + i, so sorted rows are already CSC order.
-    Keeps rows that are structurally nonzero for some θ (and i ≤ j when ``upper``).
-    """
+
+def _pattern_map(positions: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                 shape: tuple[int, int], p: int, upper: bool) -> tuple[CSCPattern, AffineMap]:
+    """A matrix's fixed CSC pattern and its map θ̃ ↦ the nonzeros, from entries
+    (vec_F position, θ̃ column, coefficient), position r = j·rows + i, so sorted positions
+    are CSC order. Keeps positions with an entry (and i ≤ j when ``upper``)."""
     nrows, ncols = shape
-    present = np.flatnonzero(np.diff(T.indptr) > 0)
-    i, j = present % nrows, present // nrows
     if upper:
-        keep = i <= j
-        present, i, j = present[keep], i[keep], j[keep]
+        keep = positions % nrows <= positions // nrows
+        positions, cols, vals = positions[keep], cols[keep], vals[keep]
+    present, rank = np.unique(positions, return_inverse=True)
+    i, j = present % nrows, present // nrows
     indptr = np.searchsorted(j, np.arange(ncols + 1)).astype(np.int32)
-    block = T[present]
-    return (
-        CSCPattern(shape, i.astype(np.int32), indptr),
-        AffineMap(sp.csr_array(-block if negate else block)),
-    )
+    block = sp.csr_array((vals, (rank.ravel(), cols)), shape=(present.size, p + 1))
+    block.sum_duplicates()
+    return CSCPattern(shape, i.astype(np.int32), indptr), AffineMap(block)
+
+
+def _entries_of(matrix) -> Entries:
+    """A (rows, p + 1) map's entries: row, θ̃ column, coefficient."""
+    coo = sp.coo_array(matrix)
+    coo.sum_duplicates()
+    coo.eliminate_zeros()
+    return Entries(coo.row.astype(np.int64), np.zeros(coo.nnz, np.int64),
+                   coo.col.astype(np.int64), coo.data)
+
+
+def _renumber(retrieval: Retrieval, renumber: np.ndarray, removed: int, zero: int,
+              added: int) -> Retrieval:
+    """R on z = [x; y] for the program after the products are put back: x's columns
+    ``renumber``-ed (``removed`` of them gone: substituted u's, which no output reads),
+    ``added`` zero-cone rows inserted into y after its first ``zero`` (the products' rows
+    u − P w = 0, which no output reads either)."""
+    if not removed and not added:
+        return retrieval
+    n = renumber.size
+    R = sp.coo_array(retrieval.matrix)
+    dual = R.col >= n
+    y = R.col[dual] - n
+    col = np.empty_like(R.col)
+    col[~dual] = renumber[R.col[~dual]]
+    col[dual] = n - removed + np.where(y >= zero, y + added, y)
+    shape = (R.shape[0], R.shape[1] - removed + added)
+    return Retrieval.of(sp.csr_array((R.data, (R.row, col)), shape=shape), retrieval.outputs)
