@@ -144,12 +144,14 @@ def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution 
     for each element it leaves to the conic solver), in up to ``n_jobs`` chunks on the
     thread pool (numpy's LAPACK and matmul loops release the GIL)."""
     nb = len(warm)
-    if not (call.dense_qp and qp_route.accepts(prog.cones, prog.n, prog.m, nb)
+    nnz_P = prog.P.indices.size if prog.P is not None else None
+    if not (call.dense_qp and qp_route.accepts(prog.cones, prog.n, prog.m, prog.A.indices.size,
+                                               nnz_P, nb)
             and all(w is None for w in warm)):
         return [None] * nb
     batch = qp_route.assemble(prog.data_patterns, data, prog.n, prog.cones, nb)
-    chunks = [c for c in np.array_split(np.arange(nb), min(n_jobs, nb // qp_route.MIN_BATCH))
-              if c.size]
+    pieces = max(1, min(n_jobs, nb // qp_route.MIN_CHUNK))
+    chunks = np.array_split(np.arange(nb), pieces)
     if len(chunks) == 1:
         return qp_route.solve(batch)
     parts = _executor(len(chunks)).map(lambda keep: qp_route.solve(batch.take(keep)), chunks)

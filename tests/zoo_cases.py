@@ -9,7 +9,7 @@ unique and differentiable at generic samples.
 
 ``cases()`` enumerates every (family, seed) pair: a stable list of :class:`ZooCase`, each with
 a batch mode (``none``: unbatched, ``one``: a leading batch axis of 1, ``mixed`` / ``many``: a
-batch of 2 / 5 where free parameters are batched and the others broadcast) and a derivative
+batch of 2 / ``zoo_oracles.MANY`` (≥ 5, enough for the dense QP route) where free parameters are batched and the others broadcast) and a derivative
 mode (direct, dense, lsqr, lsmr), both cycled over the seeds; every third seed compiles with
 the parameter values already set to the first point (as users often do: nothing may freeze).
 """
@@ -29,8 +29,9 @@ Draw = Callable[[np.random.Generator], object]
 
 #: Seeds per family in the full run (seeds 0, 2 or 1, 3 of each family are the CI sample).
 SEEDS_PER_FAMILY = 6
-#: none: unbatched; one: a batch axis of 1; mixed: 2 elements, many: 5 (thread pool), with
-#: free parameters batched and the others broadcast.
+#: none: unbatched; one: a batch axis of 1; mixed: 2 elements, many: zoo_oracles.MANY (the
+#: thread pool, and the dense QP route for LPs and QPs), with free parameters batched and the
+#: others broadcast.
 BATCH_MODES = ("none", "one", "mixed", "many")
 #: Derivative mode per seed (solver_args={"mode": ...}); "direct" is the default.
 DERIVATIVE_MODES = ("direct", "lsqr", "direct", "dense", "direct", "lsmr")

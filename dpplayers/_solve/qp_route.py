@@ -24,12 +24,24 @@ from .dense_qp import MAX_ITERATIONS, DenseBatch, dense_batch, solve_batch
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Programs with n + m above this keep the conic path (dense stacks grow as B·(n + m)²).
-#: Measured (see benchmarks/README.md, "dense QP route"): qp200 (n + m = 350) ... .
+#: The route takes programs with MIN_ORDER <= n + m <= MAX_ORDER whose A and P are at least
+#: MIN_FILL full (nonzeros of A and of P's upper triangle over m·n, + n(n+1)/2 with a P), in batches
+#: of at least MIN_BATCH. Measured with benchmarks/qp_route.py (forward, route against the
+#: conic path on SCS at 1e-8, one thread per process, 2 shared cores; figures in
+#: benchmarks/README.md, "The dense QP route"): dense OptNet QPs of n + m = 15 and 34 lose
+#: (0.6-0.9× at batches 8-32: a dozen iterations of numpy calls cost more than SCS on a
+#: tiny problem), n + m = 85 wins from batch 8 (1.3×, 1.8× at 32); the LP with 200 dense
+#: halfspaces (n + m = 260, fill 0.84) wins 2.3-4.1×, while sparse programs lose to SCS's
+#: sparse factorisation: an equality-constrained least squares (n + m = 170, fill 0.16)
+#: 0.6-0.9×, an MPC (n + m = 288, fill 0.03) 0.2-0.3×. Above MAX_ORDER dense stacks grow
+#: as B·(n + m)² and the conic path keeps them.
+MIN_ORDER = 60
 MAX_ORDER = 400
-#: Batches below this keep the conic path: one batched run's fixed cost (a dozen
-#: iterations of numpy calls) is not repaid by few elements. Measured ... .
+MIN_FILL = 0.5
 MIN_BATCH = 8
+#: A batch is split into chunks of at least this many elements, one per thread-pool worker
+#: (numpy's batched LAPACK and matmul loops release the GIL).
+MIN_CHUNK = 8
 #: The loosest tolerance a user may ask for that the route still meets: it solves to
 #: dense_qp.TOLERANCE (relative) whatever is asked, so a tighter request is the conic
 #: solver's to honour.
@@ -56,10 +68,14 @@ def honours(solver_args: Mapping[str, Any]) -> bool:
     return True
 
 
-def accepts(cones: ConeDims, n: int, m: int, batch: int) -> bool:
-    """Whether a program of these cones and sizes, at this batch size, takes the route."""
+def accepts(cones: ConeDims, n: int, m: int, nnz_A: int, nnz_P: int | None,
+            batch: int) -> bool:
+    """Whether a program of these cones and sizes, with ``nnz_A`` nonzeros in A and
+    ``nnz_P`` in P's upper triangle (None: no P), takes the route at this batch size."""
     only_linear = not (cones.soc or cones.psd or cones.exp or cones.exp_dual or cones.power)
-    return only_linear and n + m <= MAX_ORDER and batch >= MIN_BATCH
+    dense = m * n + (n * (n + 1) // 2 if nnz_P is not None else 0)
+    return (only_linear and MIN_ORDER <= n + m <= MAX_ORDER and batch >= MIN_BATCH
+            and nnz_A + (nnz_P or 0) >= MIN_FILL * dense)
 
 
 def assemble(patterns: tuple[npt.NDArray, ...], data: tuple[FloatArray, ...], n: int,
