@@ -185,6 +185,12 @@ class Schur:
         rhs = np.concatenate([np.broadcast_to(data.A.transpose(0, 2, 1), (data.size, n, m)),
                               np.broadcast_to(data.c[:, :, None], (data.size, n, 1))], axis=2)
         P = np.broadcast_to(data.P, (data.size, n, n))
+        if n < LOOP_MIN_ORDER:  # numpy's batched calls (one Cholesky to check definiteness)
+            try:
+                np.linalg.cholesky(P)
+            except np.linalg.LinAlgError:
+                return None
+            return np.linalg.solve(P, rhs)
         out = np.empty_like(rhs)
         for k in range(data.size):
             c, info = lapack.dpotrf(P[k], lower=1, clean=0)
@@ -214,7 +220,7 @@ class Schur:
         mask = active.astype(float)
         S = self.M[keep] * mask[:, :, None] * mask[:, None, :]
         rhs = -(_rows(data.b, keep) + self.APc[keep]) * mask
-        y = _regularised_solve(S, rhs, 1.0 - mask, mask)
+        y = _regularised_solve(S, rhs, 1.0 - mask, mask, definite=True)
         x = -(self.Pinv_c[keep] + _mv(self.PinvAT[keep], y))
         return x, y
 
@@ -330,6 +336,7 @@ def _mehrotra(data: DenseBatch) -> Result:
     recorded = np.zeros(B, bool)  # ... of which already answered (dropped at the next compression)
     best = np.full(B, np.inf)  # each element's smallest worst measure so far
     stalls = np.zeros(B, np.int64)  # iterations since it last halved
+    polish_at = np.full(B, POLISH_FROM)  # the worst measure at which to try the polish
     cur = data
     bb, cc, bs, cs = b, c, b_scale, c_scale
     for it in range(MAX_ITERATIONS + 1):
@@ -354,10 +361,12 @@ def _mehrotra(data: DenseBatch) -> Result:
         blown = ~np.isfinite(sy) | ~np.isfinite(pres) | ~np.isfinite(dres) | \
             (np.abs(x).max(axis=1, initial=0.0) > DIVERGENCE * scale) | \
             (np.abs(y).max(axis=1, initial=0.0) > DIVERGENCE * scale)
-        ready = ((worst <= POLISH_FROM) | done) & ~blown & ~recorded
+        ready = ((worst <= polish_at) | done) & ~blown & ~recorded
         polished = np.zeros_like(ready)
         if ready.any():
             fx, fy, fs, polished = polish(system, cur, ready, x, y, s, bs, cs)
+            # a failed try (the active set not settled yet) is retried 10× further on
+            polish_at = np.where(ready & ~polished, worst * 0.1, polish_at)
         finished = (polished | done | blown | stalled | (it == MAX_ITERATIONS)) & ~recorded
         if finished.any():
             where = alive[finished]
@@ -377,7 +386,7 @@ def _mehrotra(data: DenseBatch) -> Result:
             alive, recorded = alive[keep], recorded[keep]
             x, y, s, Ax, r_d = x[keep], y[keep], s[keep], Ax[keep], r_d[keep]
             r_e, r_i, sy = r_e[keep], r_i[keep], sy[keep]
-            best, stalls = best[keep], stalls[keep]
+            best, stalls, polish_at = best[keep], stalls[keep], polish_at[keep]
             cur = cur.take(keep)
             system.take(keep)
             bb, cc, bs, cs = bb[keep], cc[keep], bs[keep], cs[keep]
@@ -447,21 +456,21 @@ def _rows(a: FloatArray, keep: npt.NDArray[np.intp]) -> FloatArray:
 
 
 def _regularised_solve(K: FloatArray, rhs: FloatArray, free: FloatArray,
-                       reg: FloatArray) -> FloatArray:
+                       reg: FloatArray, definite: bool = False) -> FloatArray:
     """Solve K v = rhs where rows with ``free`` = 1 are zero in K and read v_i = 0, and K
     may be singular on the rest (duplicated active rows): factorise K + diag(free) +
-    diag(reg) · 1e-12 · max|K| and refine twice against K itself, which converges to a
-    solution of a consistent singular system."""
+    diag(reg) · 1e-12 · max|K| and refine once against K itself (a step of the iteration
+    that converges to a solution of a consistent singular system; the polished point's
+    residuals are checked after). ``definite``: K is positive semidefinite and ``reg`` > 0
+    on its rows, so the regularised matrix is definite (Cholesky)."""
     idx = np.arange(K.shape[1])
     Kfull = K.copy()
     Kfull[:, idx, idx] += free
     Kr = Kfull.copy()
     Kr[:, idx, idx] += 1e-12 * np.abs(K).max(axis=(1, 2), initial=1.0)[:, None] * reg
-    stack = Stack(Kr, definite=False)
+    stack = Stack(Kr, definite=definite)
     v = stack.solve(rhs)
-    for _ in range(2):
-        v = v + stack.solve(rhs - _mv(Kfull, v))
-    return v
+    return v + stack.solve(rhs - _mv(Kfull, v))
 
 
 def _max_step(v: FloatArray, dv: FloatArray) -> FloatArray:
