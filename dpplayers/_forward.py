@@ -141,8 +141,8 @@ def solve_elements(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolutio
 def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution | None],
                  n_jobs: int) -> list[RawSolution | None]:
     """The batch's elements solved by the dense QP route where it accepts the call (None
-    for each element it leaves to the conic solver), in up to ``n_jobs`` chunks on the
-    thread pool (numpy's LAPACK and matmul loops release the GIL)."""
+    for each element it leaves to the conic solver), in chunks (qp_route.chunks) on up to
+    ``n_jobs`` threads of the pool (numpy's LAPACK and matmul loops release the GIL)."""
     nb = len(warm)
     nnz_P = prog.P.indices.size if prog.P is not None else None
     if not (call.dense_qp and qp_route.accepts(prog.cones, prog.n, prog.m, prog.A.indices.size,
@@ -150,11 +150,12 @@ def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution 
             and all(w is None for w in warm)):
         return [None] * nb
     batch = qp_route.assemble(prog.data_patterns, data, prog.n, prog.cones, nb)
-    pieces = max(1, min(n_jobs, nb // qp_route.MIN_CHUNK))
-    chunks = np.array_split(np.arange(nb), pieces)
+    chunks = qp_route.chunks(prog.n, prog.m, nb, n_jobs)
     if len(chunks) == 1:
         return qp_route.solve(batch)
-    parts = _executor(len(chunks)).map(lambda keep: qp_route.solve(batch.take(keep)), chunks)
+    workers = min(n_jobs, len(chunks))
+    run = (lambda keep: qp_route.solve(batch.take(keep)))
+    parts = _executor(workers).map(run, chunks) if workers > 1 else map(run, chunks)
     return [raw for part in parts for raw in part]
 
 
