@@ -3,8 +3,8 @@
 The thresholds in ``dpplayers/_solve/qp_route.py`` (MIN_BATCH, MAX_ORDER) come from this
 script. For OptNet QPs of several sizes (every datum a parameter, fresh values per call)
 and batches, dpplayers' forward (``prog.solve``, SCS at eps 1e-8 on the conic path) is
-timed with the route allowed and with it turned off (MIN_BATCH raised past the batch), the
-two interleaved call by call; medians of ``--rounds``. Also the forward+backward (one vjp).
+timed with the route forced (its MIN_BATCH, MIN_ORDER and MIN_FILL lowered to nothing) and
+with it turned off, the two interleaved call by call; medians of ``--rounds``. Also the forward+backward (one vjp).
 
     python benchmarks/qp_route.py [--rounds 7] [--sizes tiny qp50 qp200 qp300]
     python benchmarks/qp_route.py --sizes --workloads lp_inactive mpc20 --batches 8 32
@@ -139,7 +139,9 @@ def main() -> None:
             routed = True
             for r in range(args.rounds + 1):
                 for way in ("route", "conic"):
-                    qp_route.MIN_BATCH = 1 if way == "route" else 10**9
+                    on = way == "route"  # the route for any size and fill, or never
+                    qp_route.MIN_BATCH, qp_route.MIN_ORDER = (1, 0) if on else (10**9, 10**9)
+                    qp_route.MIN_FILL = 0.0 if on else 1.0
                     vals = draws[r % 3]
                     t0 = time.perf_counter()
                     sol = prog.solve(*vals, solver_args={"eps": 1e-8})

@@ -117,6 +117,41 @@ def test_route_values_and_derivatives_are_exact(name):
     assert sol.degenerate.tolist() == ref.degenerate.tolist()
 
 
+@pytest.mark.parametrize("psd", [True, False])
+def test_route_with_data_shared_by_the_batch(psd):
+    """Problem data that no parameter touches (a constant Q or cost, constant equality
+    rows) is one column shared by the batch, on both eliminations: as exact as data that
+    varies per element."""
+    n, n_ineq, n_eq = (40, 20, 5) if psd else (20, 60, 4)
+    rng = np.random.default_rng(12)
+    z0 = rng.uniform(-0.5, 0.5, n)  # feasible for every element
+    A0 = rng.standard_normal((n_eq, n))
+    z = cp.Variable(n)
+    G, h = cp.Parameter((n_ineq, n)), cp.Parameter(n_ineq)
+    cons = [G @ z <= h, A0 @ z == A0 @ z0]
+    if psd:
+        q = cp.Parameter(n)
+        problem = cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, optnet_values(
+            rng, n, n_ineq, n_eq, 1)[0][0]) + q @ z), cons)
+        params = [q, G, h]
+    else:
+        problem = cp.Problem(cp.Minimize(rng.standard_normal(n) @ z), [*cons, z >= -1, z <= 1])
+        params = [G, h]
+    Gs = rng.standard_normal((B, n_ineq, n))
+    values = [Gs, Gs @ z0 + rng.uniform(0.1, 1.0, (B, n_ineq))]
+    if psd:
+        values.insert(0, rng.standard_normal((B, n)))
+    prog = dpplayers.compile(problem, params, [z])
+    sol = prog.solve(*values)
+    assert routed(sol) and sol.ok.all()
+    ref = dpplayers.compile(problem, params, [z], solver="CLARABEL").solve(
+        *values, solver_args=CONIC)
+    assert rel(sol.values[0], ref.values[0]) < 1e-8
+    cot = rng.standard_normal(sol.values[0].shape)
+    for got, want in zip(sol.vjp(cot), ref.vjp(cot)):
+        assert rel(got, want) < 1e-8
+
+
 def test_route_jvp_matches_cvxpy_finite_differences():
     """Two parameter points, a batch alternating between them: jvp against central
     differences of CVXPY's own solves at each point."""

@@ -270,7 +270,8 @@ class Augmented:
             K[:, :n, :n] = _rows(data.P, keep)
         K[:, :n, n:] = A.transpose(0, 2, 1)
         K[:, n:, :n] = A
-        rhs = np.concatenate([-_rows(data.c, keep), _rows(data.b, keep) * mask], axis=1)
+        c = np.broadcast_to(_rows(data.c, keep), (keep.size, n))  # c, b may be shared
+        rhs = np.concatenate([-c, _rows(data.b, keep) * mask], axis=1)
         free = np.concatenate([np.zeros((keep.size, n)), 1.0 - mask], axis=1)
         reg = np.concatenate([np.ones((keep.size, n)), -mask], axis=1)  # quasi-definite
         sol = _regularised_solve(K, rhs, free, reg)
