@@ -25,16 +25,16 @@ from .dense_qp import MAX_ITERATIONS, DenseBatch, dense_batch, solve_batch
 FloatArray = npt.NDArray[np.float64]
 
 #: The route takes programs with MIN_ORDER <= n + m <= MAX_ORDER whose A and P are at least
-#: MIN_FILL full (nonzeros of A and of P's upper triangle over m·n, + n(n+1)/2 with a P), in batches
-#: of at least MIN_BATCH. Measured with benchmarks/qp_route.py (forward, route against the
-#: conic path on SCS at 1e-8, one thread per process, 2 shared cores; figures in
-#: benchmarks/README.md, "The dense QP route"): dense OptNet QPs of n + m = 15 and 34 lose
-#: (0.6-0.9× at batches 8-32: a dozen iterations of numpy calls cost more than SCS on a
-#: tiny problem), n + m = 85 wins from batch 8 (1.3×, 1.8× at 32); the LP with 200 dense
-#: halfspaces (n + m = 260, fill 0.84) wins 2.3-4.1×, while sparse programs lose to SCS's
-#: sparse factorisation: an equality-constrained least squares (n + m = 170, fill 0.16)
-#: 0.6-0.9×, an MPC (n + m = 288, fill 0.03) 0.2-0.3×. Above MAX_ORDER dense stacks grow
-#: as B·(n + m)² and the conic path keeps them.
+#: MIN_FILL full (nonzeros of A and of P's upper triangle over m·n, + n(n+1)/2 with a P), in
+#: batches of at least MIN_BATCH. Measured with benchmarks/qp_route.py (forward, the route
+#: forced against the conic path on SCS at 1e-8; table in benchmarks/README.md, "QP layers
+#: against qpth"): dense OptNet QPs of n + m = 15 and 34 lose at batches 8-16 (0.6-0.7×: a
+#: dozen iterations of numpy calls cost more than SCS on a tiny problem), n + m = 85 (qp50)
+#: wins from batch 8 (1.4×, 2.0× at 32); the LP with 200 dense halfspaces (n + m = 260,
+#: fill 0.84) 1.2-1.4×, while sparse programs lose to SCS's sparse factorisation: an
+#: equality-constrained least squares (n + m = 170, fill 0.16) 0.2-0.3×, an MPC (n + m =
+#: 288, fill 0.03) 0.25-0.3×. Above MAX_ORDER dense stacks grow as B·(n + m)² and the
+#: conic path keeps them.
 MIN_ORDER = 60
 MAX_ORDER = 400
 MIN_FILL = 0.5
