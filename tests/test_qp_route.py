@@ -1,5 +1,6 @@
-"""The dense QP route (dpplayers/_solve/qp_route.py, dense_qp.py): exact where it solves,
-the conic path's statuses where it does not, and declined where it cannot honour a call.
+"""The dense QP route (dpplayers/_solve/qp_route.py, dense_qp.py, qp_systems.py): exact
+where it solves, the conic path's statuses where it does not, and declined where it cannot
+honour a call.
 
 Oracles: CVXPY's own solve (Clarabel, tight), central finite differences of CVXPY's
 solves, and dpplayers' conic path (Clarabel at 1e-11 plus Newton refinement, which the
@@ -80,7 +81,7 @@ def routed(sol) -> bool:
 
 
 CASES = {  # name: (n, n_ineq, n_eq, psd, rank): Schur, Augmented (LP, singular P), and
-    # systems of order >= dense_qp.LOOP_MIN_ORDER (LAPACK per element); all dense enough
+    # systems of order >= qp_systems.LOOP_MIN_ORDER (LAPACK per element); all dense enough
     # (qp_route.MIN_FILL) and of n + m >= qp_route.MIN_ORDER
     "qp_schur": (40, 20, 5, True, None),
     "lp_augmented": (20, 60, 4, False, None),

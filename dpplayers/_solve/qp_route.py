@@ -20,7 +20,8 @@ import numpy.typing as npt
 
 from ..cones import ConeDims
 from .backends import RawSolution, Status
-from .dense_qp import MAX_ITERATIONS, DenseBatch, dense_batch, solve_batch
+from .dense_qp import MAX_ITERATIONS, solve_batch
+from .qp_systems import DenseBatch, dense_batch
 
 FloatArray = npt.NDArray[np.float64]
 
