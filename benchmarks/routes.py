@@ -52,6 +52,8 @@ class Route:
 ROUTES = {r.constant: r for r in (
     Route(batch, "BATCH_DENSE_MAX", -1, "small J of a batch in one LAPACK call",
           ("qp50", "soc_proj", "ncm", "eq_lsq", "lp_inactive")),
+    Route(batch, "BATCH_DENSE_FULL_MAX", -1, "a quarter-full J of a batch in one LAPACK call up to order 400",
+          ("qp200", "ncm_norm")),
     Route(pair_pivots, "DIAGONAL_MIN", OFF, "S's leading diagonal pivots eliminated first",
           ("soc_proj", "ncm", "eq_lsq", "mpc20", "sparsemax", "psd_proj")),
     Route(pair_pivots, "SCHUR_TERMS_MAX", -1, "S's update summed pair by pair (off: one dense product)",

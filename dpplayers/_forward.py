@@ -23,6 +23,7 @@ import numpy.typing as npt
 from ._derivative.batch import make_strategy
 from ._derivative.refine import newton_refine
 from ._solution import DERIVATIVE_OPTIONS, Solution
+from ._solve import qp_route
 from ._solve.backends import AbstractConeSolver, ConeData, RawSolution
 from ._solve.solver_args import translate
 from ._sparse import data_column
@@ -55,6 +56,7 @@ class SolveCall:
     accept: bool  # inaccurate="warn": an inaccurate element's point is usable
     n_jobs: int | None
     reuse: bool  # A and P do not depend on θ: a solver workspace may be kept
+    dense_qp: bool = False  # the settings leave the dense QP route free (qp_route.honours)
 
     @property
     def refine(self) -> int:
@@ -83,7 +85,7 @@ def parse_call(prog, solver_args: dict | None, on_failure: str,
         make_strategy(mode, derivative_options)
     reuse = prog.C_A.is_constant and (prog.C_P is None or prog.C_P.is_constant)
     return SolveCall(backend, backend.settings_for(args), derivative_options, mode, on_failure,
-                     inaccurate == "warn", n_jobs, reuse)
+                     inaccurate == "warn", n_jobs, reuse, qp_route.honours(args))
 
 
 def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | None,
@@ -107,26 +109,54 @@ def solve_compiled(prog, values: Sequence[npt.ArrayLike], solver_args: dict | No
 
 def solve_elements(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution | None],
                    n_jobs: int | None = None) -> list[RawSolution]:
-    """Solve (and with ``refine``, polish) each element of the data (P, A, b, c), on the
-    thread pool for batches of MIN_PARALLEL_BATCH or more."""
+    """Solve (and with ``refine``, polish) each element of the data (P, A, b, c): a batch
+    the dense QP route accepts (:mod:`._solve.qp_route`) in batched interior-point runs,
+    any element it leaves and every other batch by the conic solver, on the thread pool
+    for batches of MIN_PARALLEL_BATCH or more."""
     backend, settings, reuse = call.backend, call.settings, call.reuse
     nb = len(warm)
+    n_jobs = n_jobs or call.n_jobs or CPU_COUNT
+    routed = _dense_route(prog, call, data, warm, n_jobs)
 
     def solve_element(k: int) -> RawSolution:
         matrices = functools.partial(prog.element_matrices, data, k)
         return backend.solve(ConeData(matrices, data_column(data[2], k), data_column(data[3], k)),
                              settings, reuse, warm[k])
 
-    n_jobs = n_jobs or call.n_jobs or CPU_COUNT
-    workers = min(n_jobs, nb)
-    if workers > 1 and nb >= MIN_PARALLEL_BATCH:
-        results = list(_executor(workers).map(solve_element, range(nb)))
+    todo = [k for k in range(nb) if routed[k] is None]
+    workers = min(n_jobs, len(todo))
+    if workers > 1 and len(todo) >= MIN_PARALLEL_BATCH:
+        solved = list(_executor(workers).map(solve_element, todo))
     else:
-        results = [solve_element(k) for k in range(nb)]
+        solved = [solve_element(k) for k in todo]
+    results = list(routed)
+    for k, raw in zip(todo, solved):
+        results[k] = raw
     steps = call.refine
     if steps:
         results = [_refined(prog, data, k, r, steps) for k, r in enumerate(results)]
     return results
+
+
+def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution | None],
+                 n_jobs: int) -> list[RawSolution | None]:
+    """The batch's elements solved by the dense QP route where it accepts the call (None
+    for each element it leaves to the conic solver), in chunks (qp_route.chunks) on up to
+    ``n_jobs`` threads of the pool (numpy's LAPACK and matmul loops release the GIL)."""
+    nb = len(warm)
+    nnz_P = prog.P.indices.size if prog.P is not None else None
+    if not (call.dense_qp and qp_route.accepts(prog.cones, prog.n, prog.m, prog.A.indices.size,
+                                               nnz_P, nb)
+            and all(w is None for w in warm)):
+        return [None] * nb
+    batch = qp_route.assemble(prog.data_patterns, data, prog.n, prog.cones, nb)
+    chunks = qp_route.chunks(prog.n, prog.m, nb, n_jobs)
+    if len(chunks) == 1:
+        return qp_route.solve(batch)
+    workers = min(n_jobs, len(chunks))
+    run = (lambda keep: qp_route.solve(batch.take(keep)))
+    parts = _executor(workers).map(run, chunks) if workers > 1 else map(run, chunks)
+    return [raw for part in parts for raw in part]
 
 
 def finish(prog, call: SolveCall, results: list[RawSolution], raw: FloatArray, data: tuple,

@@ -135,9 +135,11 @@ def test_every_elimination_route_matches_finite_differences(name, mode, route, b
     prog = dpplayers.compile(prob, params, [x], solver="CLARABEL")
     if route == "per_element":
         monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", -1)
+        monkeypatch.setattr(batch_module, "BATCH_DENSE_FULL_MAX", -1)
     if route == "dropping":
         order = prog.kkt_pattern.pair_pivots.reduced_order
         monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", order - 1)
+        monkeypatch.setattr(batch_module, "BATCH_DENSE_FULL_MAX", order - 1)
     which = [0] if batch is None else [k % 2 for k in range(batch)]
     values = points[0] if batch is None else [np.stack([points[k][i] for k in which])
                                               for i in range(len(params))]

@@ -225,7 +225,8 @@ def test_batched_dense_solve_drops_inactive_rows(name, monkeypatch):
     case, prog = (compiled(name) if name in CASES else _ridge_box())
     pattern = prog.kkt_pattern
     assert pattern.inactive_rows is not None
-    monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", pattern.pair_pivots.reduced_order - 1)
+    for limit in ("BATCH_DENSE_MAX", "BATCH_DENSE_FULL_MAX"):
+        monkeypatch.setattr(batch_module, limit, pattern.pair_pivots.reduced_order - 1)
     rng = np.random.default_rng(4)
     samples = [case.sample(rng) for _ in range(5)]
     batch = [np.stack(v) for v in zip(*samples)]
@@ -247,6 +248,8 @@ def test_dropping_inactive_rows_is_exact_for_any_right_hand_side(transpose, monk
     there (vjp's never are: DΠ zeroes them), against a dense solve with each element's J."""
     case, prog = _ridge_box()
     monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX",
+                        prog.kkt_pattern.pair_pivots.reduced_order - 1)
+    monkeypatch.setattr(batch_module, "BATCH_DENSE_FULL_MAX",
                         prog.kkt_pattern.pair_pivots.reduced_order - 1)
     rng = np.random.default_rng(5)
     sol = prog.solve(*[np.stack(v) for v in zip(*[case.sample(rng) for _ in range(4)])],
@@ -283,6 +286,7 @@ def test_elements_whose_active_rows_stay_too_many_go_to_direct(monkeypatch):
     order = prog.kkt_pattern.pair_pivots.reduced_order  # x, and the 2n bound rows
     n = case.parameters[0].shape[0]
     monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", order - n - 1)
+    monkeypatch.setattr(batch_module, "BATCH_DENSE_FULL_MAX", order - n - 1)
     ys = np.stack([np.full(n, 0.1), np.full(n, 3.0)])  # all bounds inactive / half active
     sol = prog.solve(ys, solver_args=TIGHT)
     w = np.random.default_rng(0).standard_normal((2, n))

@@ -29,6 +29,8 @@ import pytest
 from zoo_cases import cases
 from zoo_oracles import KINDS, Outcome, run_case
 
+from dpplayers._solve import qp_route
+
 #: case id -> failure class of cases that fail today, each marked xfail(strict=True) so a fix
 #: shows up as an unexpected pass. Empty: every issue #17 class found by the zoo (items 1-18,
 #: the duplicate parameter and the empty batch) is fixed; add an entry only with an open issue.
@@ -58,6 +60,26 @@ def test_zoo_is_large_and_stable():
     assert len(ids) >= 400 and len(set(ids)) == len(ids)
     assert {c.family.name for c in CASES if c.ci} == {c.family.name for c in CASES}
     assert set(KNOWN_FAILING) <= set(ids)
+
+
+@pytest.mark.parametrize("name", ["qp_route_dense", "lp_route_dense",
+                                  "qp_route_duplicated_rows", "lp_medium"])
+def test_zoo_reaches_the_dense_qp_route(name, monkeypatch):
+    """The LP/QP families built for the dense QP route (and lp_medium's "many" seeds) are
+    solved by it, with no constant lowered, and are correct there."""
+    solved = []
+    solve = qp_route.solve
+
+    def counting(batch):
+        out = solve(batch)
+        solved.append(sum(raw is not None for raw in out))
+        return out
+
+    monkeypatch.setattr(qp_route, "solve", counting)
+    case = next(c for c in CASES if c.family.name == name and c.batch == "many")
+    outcome = run_case(case)
+    assert outcome.passed, f"{outcome.kind}: {outcome.detail}"
+    assert sum(solved) >= qp_route.MIN_BATCH
 
 
 @pytest.mark.parametrize("plant", ["value", "jvp", "vjp"])

@@ -27,6 +27,7 @@ from dpplayers._derivative import (
     pair_pivots,
     scratch,
 )
+from dpplayers._solve import qp_route
 
 CASES = {c.id: c for c in cases()}
 
@@ -63,6 +64,7 @@ def _instrument(monkeypatch) -> Counter:
     w(linear_solvers, "free_auxiliaries", "free auxiliaries left out", lambda a, o: o is not a[1])
     w(linear_solvers.TruncatedInverse, "__init__", "minimum-norm answer")
     w(bordered.BorderedFactor, "__init__", "bordered LU")
+    w(qp_route, "solve", "dense QP route")
     return hits
 
 
@@ -71,7 +73,7 @@ ROUTE_CASES = {
     "batched dense solve": "abs-0",
     "numpy's batched gesv": "abs-0",
     "gesv per element": "abs-2",
-    "inactive rows compacted": "lp_medium-0",
+    "inactive rows compacted": "lasso_box-0",
     "scratch buffers": "lp_medium-2",
     "diagonal pivots": "soc_projection_large-0",
     "LP basis LU": "lp_medium-0",
@@ -81,6 +83,7 @@ ROUTE_CASES = {
     "free auxiliaries left out": "maximize_quad_form-0",
     "minimum-norm answer": "con_redundant-0",
     "bordered LU": "logistic_fit-0",
+    "dense QP route": "qp_route_dense-0",
 }
 
 

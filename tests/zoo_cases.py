@@ -9,7 +9,7 @@ unique and differentiable at generic samples.
 
 ``cases()`` enumerates every (family, seed) pair: a stable list of :class:`ZooCase`, each with
 a batch mode (``none``: unbatched, ``one``: a leading batch axis of 1, ``mixed`` / ``many``: a
-batch of 2 / 5 where free parameters are batched and the others broadcast) and a derivative
+batch of 2 / ``zoo_oracles.MANY`` (≥ 5, enough for the dense QP route) where free parameters are batched and the others broadcast) and a derivative
 mode (direct, dense, lsqr, lsmr), both cycled over the seeds; every third seed compiles with
 the parameter values already set to the first point (as users often do: nothing may freeze).
 """
@@ -30,8 +30,9 @@ Draw = Callable[[np.random.Generator], object]
 
 #: Seeds per family in the full run (seeds 0, 2 or 1, 3 of each family are the CI sample).
 SEEDS_PER_FAMILY = 6
-#: none: unbatched; one: a batch axis of 1; mixed: 2 elements, many: 5 (thread pool), with
-#: free parameters batched and the others broadcast.
+#: none: unbatched; one: a batch axis of 1; mixed: 2 elements, many: zoo_oracles.MANY (the
+#: thread pool, and the dense QP route for LPs and QPs), with free parameters batched and the
+#: others broadcast.
 BATCH_MODES = ("none", "one", "mixed", "many")
 #: Derivative mode per seed (solver_args={"mode": ...}); "direct" is the default.
 DERIVATIVE_MODES = ("direct", "lsqr", "direct", "dense", "direct", "lsmr")
@@ -61,6 +62,7 @@ class Family:
     flip: bool  # may be rewritten as Maximize(−f)
     refuse: bool  # dpplayers must refuse this case with one of its errors
     partial: bool  # a batch of 3 whose middle element is infeasible, on_failure="nan"
+    batches: tuple[str, ...] = BATCH_MODES  # the batch modes its seeds cycle through
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,13 @@ FAMILIES: dict[str, Family] = {}
 
 
 def family(name: str, group: str = "atoms", gp: bool = False, smooth: bool = True,
-           unique: bool = True, flip: bool = True, refuse: bool = False, partial: bool = False):
+           unique: bool = True, flip: bool = True, refuse: bool = False, partial: bool = False,
+           batches: tuple[str, ...] = BATCH_MODES):
     """Register a builder ``rng -> Built`` under a family name."""
 
     def register(builder):
         FAMILIES[name] = Family(name, group, builder, gp, smooth, unique, flip and not gp,
-                                refuse, partial)
+                                refuse, partial, batches)
         return builder
 
     return register
@@ -103,7 +106,7 @@ def cases() -> list[ZooCase]:
     for fam in FAMILIES.values():
         offset = zlib.crc32(fam.name.encode())  # per family, independent of the order
         for seed in range(SEEDS_PER_FAMILY):
-            batch = BATCH_MODES[(offset + seed) % len(BATCH_MODES)]
+            batch = fam.batches[(offset + seed) % len(fam.batches)]
             ci = seed in (offset % 2, offset % 2 + 2)  # (Minimize or flipped) and preset
             out.append(ZooCase(f"{fam.name}-{seed}", fam, seed, batch,
                                DERIVATIVE_MODES[seed % len(DERIVATIVE_MODES)],
@@ -852,11 +855,11 @@ def _maximize_quad_form(rng):
     if rng.integers(2):
         Q = cp.Parameter((n, n), PSD=True, name="Q")
         obj = -cp.quad_form(x, Q) + q @ x
-        draw = lambda r: spd(r, n)  # noqa: E731
+        draw = lambda r: spd(r, n)
     else:
         Q = cp.Parameter((n, n), NSD=True, name="N")
         obj = cp.quad_form(x, Q) + q @ x
-        draw = lambda r: -spd(r, n)  # noqa: E731
+        draw = lambda r: -spd(r, n)
     prob = cp.Problem(cp.Maximize(obj), [cp.norm(x, 1) <= 3])
     return independent([Q, q], [draw, normal(n)], [x], prob)
 
@@ -1124,6 +1127,82 @@ def _lp_medium(rng):
     return Built(prob, (b, c), (x,), sample, ())
 
 
+# The dense QP route (dpplayers/_solve/qp_route.py) takes LPs and QPs of MIN_ORDER <= n + m
+# <= MAX_ORDER with dense data in batches of MIN_BATCH or more: these families are built
+# for it and always solved as a "many" batch (lp_medium also reaches it in its "many" seeds).
+
+
+def _optnet_data(rng, Q, n: int, n_ineq: int, n_eq: int):
+    """(q, G, h, A, b, z) for min ½zᵀQz + qᵀz, Gz <= h, Az = b with the chosen solution z:
+    about half the rows active with multipliers in [0.2, 1], the others inactive by a
+    margin in [0.1, 1] (strictly complementary: the solution map is smooth)."""
+    z = rng.uniform(-0.5, 0.5, n)
+    G, A = rng.standard_normal((n_ineq, n)), rng.standard_normal((n_eq, n))
+    active = rng.uniform(size=n_ineq) < 0.5
+    lam = np.where(active, rng.uniform(0.2, 1.0, n_ineq), 0.0)
+    h = G @ z + np.where(active, 0.0, rng.uniform(0.1, 1.0, n_ineq))
+    q = -(Q @ z + G.T @ lam + A.T @ rng.standard_normal(n_eq))
+    return q, G, h, A, A @ z, z
+
+
+@family("qp_route_dense", group="qp_route", batches=("many",))
+def _qp_route_dense(rng):
+    """An OptNet QP (every datum a parameter, dense) of n + m >= 66: the dense route."""
+    n, n_ineq, n_eq = int(rng.integers(36, 45)), 24, 6
+    z = cp.Variable(n, name="z")
+    Q = cp.Parameter((n, n), PSD=True, name="Q")
+    q, G, h = cp.Parameter(n, name="q"), cp.Parameter((n_ineq, n), name="G"), \
+        cp.Parameter(n_ineq, name="h")
+    A, b = cp.Parameter((n_eq, n), name="A"), cp.Parameter(n_eq, name="b")
+    ineq = G @ z <= h
+    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, Q) + q @ z), [ineq, A @ z == b])
+
+    def sample(r):
+        Q0 = spd(r, n, 0.5)
+        return [Q0, *_optnet_data(r, Q0, n, n_ineq, n_eq)[:5]]
+
+    return Built(prob, (Q, q, G, h, A, b), (z, ineq.dual_variables[0]), sample, ())
+
+
+@family("lp_route_dense", group="qp_route", flip=False, batches=("many",))
+def _lp_route_dense(rng):
+    """An LP with 3n dense halfspaces (a parameter) in a box: the dense route's LP side."""
+    n = int(rng.integers(16, 25))
+    k = 3 * n
+    x = cp.Variable(n, name="x")
+    c, G, h = cp.Parameter(n, name="c"), cp.Parameter((k, n), name="G"), \
+        cp.Parameter(k, name="h")
+    prob = cp.Problem(cp.Minimize(c @ x), [G @ x <= h, x >= -1, x <= 1])
+
+    def sample(r):
+        G0 = r.standard_normal((k, n))
+        return [r.standard_normal(n), G0, G0 @ r.uniform(-0.5, 0.5, n) + r.uniform(0.1, 1, k)]
+
+    return Built(prob, (c, G, h), (x,), sample, ())
+
+
+@family("qp_route_duplicated_rows", group="qp_route", batches=("many",))
+def _qp_route_duplicated_rows(rng):
+    """The dense route on a QP whose active row 0 appears three times (constant rows, one
+    parameter bound: the copies stay copies): multipliers are not unique, x is."""
+    n, n_ineq, n_eq = int(rng.integers(36, 45)), 24, 6
+    z = cp.Variable(n, name="z")
+    Q0 = spd(rng, n, 0.5)
+    q, G, h = cp.Parameter(n, name="q"), cp.Parameter((n_ineq, n), name="G"), \
+        cp.Parameter(n_ineq, name="h")
+    A, b = cp.Parameter((n_eq, n), name="A"), cp.Parameter(n_eq, name="b")
+    g, t = rng.standard_normal(n), cp.Parameter(name="t")
+    rows = [g @ z <= t for _ in range(3)]
+    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, Q0) + q @ z),
+                      [G @ z <= h, A @ z == b, *rows])
+
+    def sample(r):  # the copies active at z0 with multipliers summing to mu
+        q0, G0, h0, A0, b0, z0 = _optnet_data(r, Q0, n, n_ineq, n_eq)
+        return [q0 - r.uniform(0.2, 1.0) * g, G0, h0, A0, b0, np.array(g @ z0)]
+
+    return Built(prob, (q, G, h, A, b, t), (z,), sample, ())
+
+
 @family("batch_partial_failure", group="batch", partial=True, flip=False)
 def _batch_partial_failure(rng):
     """Batch element 1 infeasible: with on_failure="nan" it comes back NaN and the others
@@ -1301,6 +1380,22 @@ def _lp_filled_basis(rng):
         return [A.T @ r.standard_normal(m) + slack, A @ x0]
 
     return Built(prob, (c, b), (x,), sample, ())
+
+
+@family("lasso_box", group="constraints")
+def _lasso_box(rng):
+    """A lasso with a box (F 100 × 50, every datum a parameter): J's order after pair
+    elimination is 300 and a tenth full, above the batched solve's limit; each element's
+    inactive box rows bring it below, so the batched solve drops them per element
+    (``_derivative/inactive_rows.py``)."""
+    m, n = 100, 50
+    F, g = cp.Parameter((m, n), name="F"), cp.Parameter(m, name="g")
+    lam = cp.Parameter(nonneg=True, name="lam")
+    x = cp.Variable(n, name="x")
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(F @ x - g) + lam * cp.norm1(x)),
+                      [x >= -1, x <= 1])
+    return independent([F, g, lam], [normal((m, n)), normal(m, 3.0), uniform((), 0.5, 2.0)],
+                       [x], prob)
 
 
 @family("logistic_fit", group="constraints", flip=False)

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from zoo_cases import Built, ZooCase
 
 import dpplayers
+from dpplayers._solve.qp_route import MIN_BATCH as QP_ROUTE_MIN_BATCH
 from dpplayers.errors import DerivativeError, DPPError, ParameterError, SolverError, VariableError
 
 DPP_ERRORS = (DPPError, ParameterError, VariableError, SolverError, DerivativeError)
@@ -40,6 +41,9 @@ SOLVE_ARGS = {"CLARABEL": {"eps": 1e-10, "refine": 3},
 REFERENCE_ARGS = {cp.CLARABEL: {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10,
                                 "max_iter": 400},
                   cp.SCS: {"eps": 1e-10, "max_iters": 200_000}}
+#: Elements of a "many" batch: enough for the dense QP route (dpplayers._solve.qp_route), so
+#: that the LP and QP families are solved by it there and by the conic solvers elsewhere.
+MANY = max(5, QP_ROUTE_MIN_BATCH)
 VALUE_TOL = 1e-4  # relative to max(1, |reference|∞): wrong classes are off by far more
 #: batch element 0 vs the same point solved alone (a degenerate SDP's solves differ by 2e-6)
 CONSISTENCY_TOL = 1e-5
@@ -402,7 +406,7 @@ def judge(case: ZooCase) -> list[Finding]:
     rng = np.random.default_rng(zlib.crc32(case.id.encode()) + 1)
     if case.family.partial:
         return judge_partial_failure(case, built, rng)
-    points = [built.sample(rng) for _ in range(5 if case.batch == "many" else 2)]
+    points = [built.sample(rng) for _ in range(MANY if case.batch == "many" else 2)]
     calls = make_calls(case, built, points)
     gp = case.family.gp
     if case.family.refuse:

@@ -26,7 +26,13 @@ from .._sparse import data_columns
 from ..cones import BatchedProjectionDerivative, ProjectionDerivative
 from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
-from .linear_solvers import AbstractLinearSolver, Direct, SolveStats, make_linear_solver
+from .linear_solvers import (
+    DENSE_FRACTION,
+    AbstractLinearSolver,
+    Direct,
+    SolveStats,
+    make_linear_solver,
+)
 from .pattern import KKTPattern
 
 FloatArray = npt.NDArray[np.float64]
@@ -37,6 +43,12 @@ FloatArray = npt.NDArray[np.float64]
 #: call of 1.5 ms against ~0.3 ms of Python per element around 0.03 ms LAPACK
 #: factorisations; batch 1: vjp 0.38 → 0.26 ms).
 BATCH_DENSE_MAX = 200
+#: A J at least DENSE_FRACTION full (nonzeros / order², as the dense QPs of OptNet layers)
+#: is batched up to this order instead: its per-element factorisation is a dense LU of
+#: the same order anyway (:data:`.linear_solvers.DENSE_FRACTION`), only one at a time. Measured,
+#: qp200 (order 350, fill 0.8; 50 equalities and a dozen to two dozen active of 100
+#: inequalities), batch 32, vjp: 246-395 ms per element against 112-131 ms batched.
+BATCH_DENSE_FULL_MAX = 400
 #: ... in chunks of about this many bytes of blocks, and of at least BATCH_DENSE_MIN elements
 #: (measured at batch 32: qp50, 1 MB chunks 4.2–4.7 ms, the whole batch at once 5.6–8.8 ms,
 #: as large temporaries are page-faulted in again on every call; lasso, 0.6 MB per element,
@@ -222,8 +234,17 @@ class BatchDerivative:
     @property
     def batched_dense(self) -> bool:
         """Whether :meth:`dense_batches` can take any element (see there)."""
+        return self.mode == "direct" and self.program.kkt_pattern.smallest_batched_order <= \
+            self.dense_limit
+
+    @cached
+    def dense_limit(self) -> int:
+        """The largest reduced order :class:`DenseBatch` takes for this program's J:
+        BATCH_DENSE_MAX, or BATCH_DENSE_FULL_MAX where J is DENSE_FRACTION full."""
         pattern = self.program.kkt_pattern
-        return self.mode == "direct" and pattern.smallest_batched_order <= BATCH_DENSE_MAX
+        order = pattern.n + pattern.m
+        full = pattern.indices.size >= DENSE_FRACTION * order * order
+        return BATCH_DENSE_FULL_MAX if full else BATCH_DENSE_MAX
 
     def dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
         """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
@@ -244,10 +265,10 @@ class BatchDerivative:
         if where != list(range(D.count)):
             D_values = D_values[:, where]
         drop = None
-        if order > BATCH_DENSE_MAX:
+        if order > self.dense_limit:
             drop = inactive.dropped(D_values)
             orders = order - drop[:, pattern.pair_pivots.rest].sum(axis=1)
-            taken = np.flatnonzero(orders <= BATCH_DENSE_MAX)
+            taken = np.flatnonzero(orders <= self.dense_limit)
             keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
             places = taken.tolist()
             order = int(orders[taken].max(initial=0))

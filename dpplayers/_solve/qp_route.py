@@ -1,0 +1,113 @@
+"""Which batches take the dense QP route (:mod:`.dense_qp`), and its answers as RawSolutions.
+
+The route is chosen automatically, never by a flag: a program whose cones are zero and
+non-negative only (an LP or a QP), small enough for dense stacks, in a batch large enough
+that one batched interior-point run beats a conic solve per element, with solver settings
+the route can honour and no warm start. Everything else (other cones, larger programs,
+small batches, settings such as ``max_iters=5`` or ``time_limit_secs`` that ask for the
+conic solver's own behaviour) keeps the conic path. An element the route does not solve
+to its tolerance (infeasible, unbounded, stalled) is returned as None: the caller solves
+it on the conic solver, which gives it the status and error it would always have had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..cones import ConeDims
+from .backends import RawSolution, Status
+from .dense_qp import MAX_ITERATIONS, solve_batch
+from .qp_systems import DenseBatch, dense_batch
+
+FloatArray = npt.NDArray[np.float64]
+
+#: The route takes programs with MIN_ORDER <= n + m <= MAX_ORDER whose A and P are at least
+#: MIN_FILL full (nonzeros of A and of P's upper triangle over m·n, + n(n+1)/2 with a P), in
+#: batches of at least MIN_BATCH. Measured with benchmarks/qp_route.py (forward, the route
+#: forced against the conic path on SCS at 1e-8; table in benchmarks/README.md, "QP layers
+#: against qpth"): dense OptNet QPs of n + m = 15 and 34 lose at batches 8-16 (0.6-0.7×: a
+#: dozen iterations of numpy calls cost more than SCS on a tiny problem), n + m = 85 (qp50)
+#: wins from batch 8 (1.4×, 2.0× at 32); the LP with 200 dense halfspaces (n + m = 260,
+#: fill 0.84) 1.2-1.4×, while sparse programs lose to SCS's sparse factorisation: an
+#: equality-constrained least squares (n + m = 170, fill 0.16) 0.2-0.3×, an MPC (n + m =
+#: 288, fill 0.03) 0.25-0.3×. Above MAX_ORDER dense stacks grow as B·(n + m)² and the
+#: conic path keeps them.
+MIN_ORDER = 60
+MAX_ORDER = 400
+MIN_FILL = 0.5
+MIN_BATCH = 8
+#: A batch is split into chunks of at least MIN_CHUNK elements, one per thread-pool worker
+#: (numpy's batched LAPACK and matmul loops release the GIL), and of at most about
+#: CHUNK_BYTES of dense data each (P, A, P⁻¹Aᵀ, A P⁻¹Aᵀ: every iteration streams them,
+#: and larger stacks fall out of cache). Measured, forward, medians on a loaded machine:
+#: qp200 at batch 128 (1 MB per element) 876 ms in chunks of 8 MB against 1,495 ms in two
+#: halves, 1,102 ms in chunks of 2 MB; qp200 at 32 and qp50 at 128 within 10 %.
+MIN_CHUNK = 8
+CHUNK_BYTES = 8 << 20
+#: The loosest tolerance a user may ask for that the route still meets: it solves to
+#: dense_qp.TOLERANCE (relative) whatever is asked, so a tighter request is the conic
+#: solver's to honour.
+MIN_EPS = 1e-10
+#: solver_args the route honours: tolerances (it solves at least as tightly), iteration
+#: limits it never reaches, and verbose=False. Any other setting declines the route.
+TOLERANCE_KEYS = frozenset({"eps", "eps_abs", "eps_rel", "tol_gap_abs", "tol_gap_rel",
+                            "tol_feas"})
+ITERATION_KEYS = frozenset({"max_iters", "max_iter"})
+SOLVER_STATUS = "solved (batched dense interior point)"
+
+
+def honours(solver_args: Mapping[str, Any]) -> bool:
+    """Whether the user's solver settings leave the route free to solve (see module)."""
+    for key, value in solver_args.items():
+        if key in TOLERANCE_KEYS:
+            if not _number(value) or value < MIN_EPS:
+                return False
+        elif key in ITERATION_KEYS:
+            if not _number(value) or value < MAX_ITERATIONS:
+                return False
+        elif not (key == "verbose" and not value):
+            return False
+    return True
+
+
+def accepts(cones: ConeDims, n: int, m: int, nnz_A: int, nnz_P: int | None,
+            batch: int) -> bool:
+    """Whether a program of these cones and sizes, with ``nnz_A`` nonzeros in A and
+    ``nnz_P`` in P's upper triangle (None: no P), takes the route at this batch size."""
+    only_linear = not (cones.soc or cones.psd or cones.exp or cones.exp_dual or cones.power)
+    dense = m * n + (n * (n + 1) // 2 if nnz_P is not None else 0)
+    return (only_linear and MIN_ORDER <= n + m <= MAX_ORDER and batch >= MIN_BATCH
+            and nnz_A + (nnz_P or 0) >= MIN_FILL * dense)
+
+
+def chunks(n: int, m: int, batch: int, workers: int) -> list[npt.NDArray[np.intp]]:
+    """The batch's elements in chunks (see MIN_CHUNK, CHUNK_BYTES)."""
+    per_element = 8 * (n * n + 2 * m * n + m * m)
+    by_bytes = -(-batch * per_element // CHUNK_BYTES)
+    count = max(1, min(batch, max(min(workers, batch // MIN_CHUNK), by_bytes)))
+    return np.array_split(np.arange(batch), count)
+
+
+def assemble(patterns: tuple[npt.NDArray, ...], data: tuple[FloatArray, ...], n: int,
+             cones: ConeDims, size: int) -> DenseBatch:
+    """The batch's data (P upper, A, b, c columns) as dense stacks."""
+    P_rows, P_cols, A_rows, A_cols = patterns
+    P_data, A_data, b, c = data
+    return dense_batch(P_data, P_rows, P_cols, A_data, A_rows, A_cols, b, c, n, cones, size)
+
+
+def solve(batch: DenseBatch) -> list[RawSolution | None]:
+    """Solve every element; None for one the conic solver must take over."""
+    result = solve_batch(batch)
+    share = result.seconds / max(batch.size, 1)
+    return [RawSolution(result.x[k], result.y[k], result.s[k], Status.OPTIMAL, SOLVER_STATUS,
+                        int(result.iterations[k]), share) if result.converged[k] else None
+            for k in range(batch.size)]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
