@@ -6,7 +6,7 @@ Which problems reach which route (counted over the zoo and ``benchmarks/``, 2026
 the batched dense solve with 2×2 pair pivots and Schur terms — most of the zoo (and
 ``tests/test_derivative.py``), its diagonal pivots — the zoo's ``soc_projection_large``;
 inactive-row compaction, per-thread scratch reuse and the per-element gesv of a batch — a
-lasso with a box (below; the zoo's ``lp_medium``); the LP basis's LU, SuperLU, the fill
+lasso with a box (below; the zoo's ``lasso_box``); the LP basis's LU, SuperLU, the fill
 memory and the single-precision LU — a standard-form LP whose basis fills in (below; the
 zoo's ``lp_filled_basis``, ``benchmarks``' sparse_lp); the truncated minimum-norm answer —
 the zoo's degenerate families and ``tests/test_degenerate.py``. (Counted by wrapping each
