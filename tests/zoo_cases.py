@@ -9,7 +9,8 @@ unique and differentiable at generic samples.
 
 ``cases()`` enumerates every (family, seed) pair: a stable list of :class:`ZooCase`, each with
 a batch mode (``none``: unbatched, ``one``: a leading batch axis of 1, ``mixed`` / ``many``: a
-batch of 2 / ``zoo_oracles.MANY`` (≥ 5, enough for the dense QP route) where free parameters are batched and the others broadcast) and a derivative
+batch of 2 / ``zoo_oracles.MANY`` where free parameters are batched and the others broadcast;
+``route``: a batch large enough for the dense QP route, for the families built for it) and a derivative
 mode (direct, dense, lsqr, lsmr), both cycled over the seeds; every third seed compiles with
 the parameter values already set to the first point (as users often do: nothing may freeze).
 """
@@ -31,8 +32,8 @@ Draw = Callable[[np.random.Generator], object]
 #: Seeds per family in the full run (seeds 0, 2 or 1, 3 of each family are the CI sample).
 SEEDS_PER_FAMILY = 6
 #: none: unbatched; one: a batch axis of 1; mixed: 2 elements, many: zoo_oracles.MANY (the
-#: thread pool, and the dense QP route for LPs and QPs), with free parameters batched and the
-#: others broadcast.
+#: thread pool), with free parameters batched and the others broadcast. (``route``, the dense
+#: QP route's batch, only for the families built for it.)
 BATCH_MODES = ("none", "one", "mixed", "many")
 #: Derivative mode per seed (solver_args={"mode": ...}); "direct" is the default.
 DERIVATIVE_MODES = ("direct", "lsqr", "direct", "dense", "direct", "lsmr")
@@ -1129,7 +1130,7 @@ def _lp_medium(rng):
 
 # The dense QP route (dpplayers/_solve/qp_route.py) takes LPs and QPs of MIN_ORDER <= n + m
 # <= MAX_ORDER with dense data in batches of MIN_BATCH or more: these families are built
-# for it and always solved as a "many" batch (lp_medium also reaches it in its "many" seeds).
+# for it and always solved as a "route" batch of MIN_BATCH elements.
 
 
 def _optnet_data(rng, Q, n: int, n_ineq: int, n_eq: int):
@@ -1145,7 +1146,7 @@ def _optnet_data(rng, Q, n: int, n_ineq: int, n_eq: int):
     return q, G, h, A, A @ z, z
 
 
-@family("qp_route_dense", group="qp_route", batches=("many",))
+@family("qp_route_dense", group="qp_route", batches=("route",))
 def _qp_route_dense(rng):
     """An OptNet QP (every datum a parameter, dense) of n + m >= 66: the dense route."""
     n, n_ineq, n_eq = int(rng.integers(36, 45)), 24, 6
@@ -1164,7 +1165,7 @@ def _qp_route_dense(rng):
     return Built(prob, (Q, q, G, h, A, b), (z, ineq.dual_variables[0]), sample, ())
 
 
-@family("lp_route_dense", group="qp_route", flip=False, batches=("many",))
+@family("lp_route_dense", group="qp_route", flip=False, batches=("route",))
 def _lp_route_dense(rng):
     """An LP with 3n dense halfspaces (a parameter) in a box: the dense route's LP side."""
     n = int(rng.integers(16, 25))
@@ -1181,7 +1182,7 @@ def _lp_route_dense(rng):
     return Built(prob, (c, G, h), (x,), sample, ())
 
 
-@family("qp_route_duplicated_rows", group="qp_route", batches=("many",))
+@family("qp_route_duplicated_rows", group="qp_route", batches=("route",))
 def _qp_route_duplicated_rows(rng):
     """The dense route on a QP whose active row 0 appears three times (constant rows, one
     parameter bound: the copies stay copies): multipliers are not unique, x is."""

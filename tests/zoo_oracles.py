@@ -41,9 +41,10 @@ SOLVE_ARGS = {"CLARABEL": {"eps": 1e-10, "refine": 3},
 REFERENCE_ARGS = {cp.CLARABEL: {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10,
                                 "max_iter": 400},
                   cp.SCS: {"eps": 1e-10, "max_iters": 200_000}}
-#: Elements of a "many" batch: enough for the dense QP route (dpplayers._solve.qp_route), so
-#: that the LP and QP families are solved by it there and by the conic solvers elsewhere.
-MANY = max(5, QP_ROUTE_MIN_BATCH)
+#: Elements of a "many" batch (the thread pool), and of a "route" batch: enough for the dense
+#: QP route (dpplayers._solve.qp_route), for the families built for it.
+MANY = 5
+ROUTE = QP_ROUTE_MIN_BATCH
 VALUE_TOL = 1e-4  # relative to max(1, |reference|∞): wrong classes are off by far more
 #: batch element 0 vs the same point solved alone (a degenerate SDP's solves differ by 2e-6)
 CONSISTENCY_TOL = 1e-5
@@ -406,7 +407,7 @@ def judge(case: ZooCase) -> list[Finding]:
     rng = np.random.default_rng(zlib.crc32(case.id.encode()) + 1)
     if case.family.partial:
         return judge_partial_failure(case, built, rng)
-    points = [built.sample(rng) for _ in range(MANY if case.batch == "many" else 2)]
+    points = [built.sample(rng) for _ in range({"many": MANY, "route": ROUTE}.get(case.batch, 2))]
     calls = make_calls(case, built, points)
     gp = case.family.gp
     if case.family.refuse:

@@ -31,7 +31,10 @@ FloatArray = npt.NDArray[np.float64]
 #: forced against the conic path on SCS at 1e-8; table in benchmarks/README.md, "QP layers
 #: against qpth"): dense OptNet QPs of n + m = 15 and 34 lose at batches 8-16 (0.6-0.7×: a
 #: dozen iterations of numpy calls cost more than SCS on a tiny problem), n + m = 85 (qp50)
-#: wins from batch 8 (1.4×, 2.0× at 32); the LP with 200 dense halfspaces (n + m = 260,
+#: wins from batch 8 on that loaded machine (1.4×, 2.0× at 32) but, measured again on a quiet
+#: one (``benchmarks/ab.py --base 6a3eeed --batches 8 16 32 --workloads qp50``, forward,
+#: route against the conic path on two threads), loses at 8 and 16 (1.13×, 1.28× slower) and
+#: wins only from 32 (0.84×), hence MIN_BATCH = 32; the LP with 200 dense halfspaces (n + m = 260,
 #: fill 0.84) 1.2-1.4×, while sparse programs lose to SCS's sparse factorisation: an
 #: equality-constrained least squares (n + m = 170, fill 0.16) 0.2-0.3×, an MPC (n + m =
 #: 288, fill 0.03) 0.25-0.3×. Above MAX_ORDER dense stacks grow as B·(n + m)² and the
@@ -39,7 +42,7 @@ FloatArray = npt.NDArray[np.float64]
 MIN_ORDER = 60
 MAX_ORDER = 400
 MIN_FILL = 0.5
-MIN_BATCH = 8
+MIN_BATCH = 32
 #: A batch is split into chunks of at least MIN_CHUNK elements, one per thread-pool worker
 #: (numpy's batched LAPACK and matmul loops release the GIL), and of at most about
 #: CHUNK_BYTES of dense data each (P, A, P⁻¹Aᵀ, A P⁻¹Aᵀ: every iteration streams them,
