@@ -391,3 +391,16 @@ def qp_optnet():
                 Gv @ z0 + rng.uniform(0.1, 1.0, p)]
 
     return prob, [Q, q, A, b, G, h], [z], sample
+
+
+def weighted_logistic(n: int, d: int, seed: int):
+    """An L2-regularised logistic regression on n random points with per-point weights w:
+    (problem, w, beta, X, y)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = np.where(X @ rng.normal(size=d) + 0.5 * rng.normal(size=n) > 0, 1.0, -1.0)
+    w = cp.Parameter(n, nonneg=True, name="w")
+    beta = cp.Variable(d, name="beta")
+    problem = cp.Problem(cp.Minimize(w @ cp.logistic(-cp.multiply(y, X @ beta))
+                                     + 0.5 * cp.sum_squares(beta)))
+    return problem, w, beta, X, y

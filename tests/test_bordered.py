@@ -4,11 +4,11 @@ finite differences of CVXPY's re-solves at two parameter points."""
 
 from __future__ import annotations
 
-import cvxpy as cp
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from helpers import weighted_logistic
 
 import dpplayers
 from dpplayers._derivative import bordered
@@ -58,14 +58,7 @@ def test_refusals():
 
 
 def _logistic(n: int, d: int, seed: int):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    y = np.where(X @ rng.normal(size=d) + 0.5 * rng.normal(size=n) > 0, 1.0, -1.0)
-    w = cp.Parameter(n, nonneg=True, name="w")
-    beta = cp.Variable(d, name="beta")
-    problem = cp.Problem(cp.Minimize(w @ cp.logistic(-cp.multiply(y, X @ beta))
-                                     + 0.5 * cp.sum_squares(beta)))
-    return problem, w, beta
+    return weighted_logistic(n, d, seed)[:3]
 
 
 @pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])

@@ -8,9 +8,9 @@ Every program is compiled with parameter values unset and checked at two weight 
 
 from __future__ import annotations
 
-import cvxpy as cp
 import numpy as np
 import pytest
+from helpers import weighted_logistic
 
 import dpplayers
 from dpplayers.sensitivity import _loo, influence
@@ -19,14 +19,7 @@ linear_model = pytest.importorskip("sklearn.linear_model")
 
 
 def _logistic(n: int, d: int, seed: int):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    y = np.where(X @ rng.normal(size=d) + 0.5 * rng.normal(size=n) > 0, 1.0, -1.0)
-    w = cp.Parameter(n, nonneg=True, name="w")
-    beta = cp.Variable(d, name="beta")
-    problem = cp.Problem(cp.Minimize(w @ cp.logistic(-cp.multiply(y, X @ beta))
-                                     + 0.5 * cp.sum_squares(beta)))
-    return problem, w, beta, X, y
+    return weighted_logistic(n, d, seed)
 
 
 def _sklearn_refits(X, y, weights, points):
