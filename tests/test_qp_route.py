@@ -282,18 +282,26 @@ def _degenerate_values(rng, n, n_ineq, n_eq, duplicated: bool, weak: bool):
     return [Q, q, G, h, A, np.einsum("bij,bj->bi", A, z)], z
 
 
+def _routed_degenerate(seed: int, duplicated: bool = False, weak: bool = False):
+    """An OptNet QP (n = 40) with a duplicated or a weakly active row, solved by the route,
+    whose point is checked exact: (rng, problem, params, outputs, values, exact point z,
+    solution)."""
+    n, n_ineq, n_eq = 40, 20, 5
+    rng = np.random.default_rng(seed)
+    problem, params, outputs = optnet(n, n_ineq, n_eq)
+    values, z = _degenerate_values(rng, n, n_ineq, n_eq, duplicated=duplicated, weak=weak)
+    sol = dpplayers.compile(problem, params, outputs[:1]).solve(*values)
+    assert routed(sol)
+    assert rel(sol.values[0], z) < 1e-10
+    return rng, problem, params, outputs, values, z, sol
+
+
 def test_duplicated_active_rows_differentiate_as_the_conic_path():
     """Two copies of an active inequality (non-unique multipliers: J is singular): the
     route's point gives the conic path's values and x-derivative (unique), and flags
     elements exactly as it does."""
-    n, n_ineq, n_eq = 40, 20, 5
-    rng = np.random.default_rng(8)
-    problem, params, outputs = optnet(n, n_ineq, n_eq)
-    values, z = _degenerate_values(rng, n, n_ineq, n_eq, duplicated=True, weak=False)
-    prog = dpplayers.compile(problem, params, outputs[:1])
-    sol = prog.solve(*values)
-    assert routed(sol)
-    assert rel(sol.values[0], z) < 1e-10
+    rng, problem, params, outputs, values, z, sol = _routed_degenerate(8, duplicated=True)
+    n = z.shape[1]
     ref = dpplayers.compile(problem, params, outputs[:1], solver="CLARABEL").solve(
         *values, solver_args=CONIC)
     assert sol.degenerate.tolist() == ref.degenerate.tolist()
@@ -307,14 +315,7 @@ def test_weakly_active_row_gives_a_one_sided_derivative():
     """A row active with a zero multiplier: the solution is exact (the interior point
     alone converges only as √μ there; the active-set polish makes it exact) and jvp is
     one of the two one-sided derivatives (central differences would average them)."""
-    n, n_ineq, n_eq = 40, 20, 5
-    rng = np.random.default_rng(9)
-    problem, params, outputs = optnet(n, n_ineq, n_eq)
-    values, z = _degenerate_values(rng, n, n_ineq, n_eq, duplicated=False, weak=True)
-    prog = dpplayers.compile(problem, params, outputs[:1])
-    sol = prog.solve(*values)
-    assert routed(sol)
-    assert rel(sol.values[0], z) < 1e-10
+    rng, problem, params, outputs, values, z, sol = _routed_degenerate(9, weak=True)
     tan = [rng.standard_normal(v.shape) for v in values]
     tan[0] = tan[0] + tan[0].transpose(0, 2, 1)
     dx = sol.jvp(*tan)[0]

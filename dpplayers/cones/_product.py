@@ -72,6 +72,18 @@ class ProductCone:
             out[idx] = cone.project(v[idx])
         return out
 
+    def project_batch(self, V: Array) -> Array:
+        """`project` of every column of V (size, b): each group's cones of all columns in one
+        vectorised call."""
+        if V.ndim != 2 or V.shape[0] != self.size:
+            raise ValueError(f"Expected an array of shape ({self.size}, b), got {V.shape}.")
+        out = np.empty_like(V)
+        for cone, idx in self.groups:
+            k, d = idx.shape
+            flat = V[idx].transpose(0, 2, 1).reshape(-1, d)
+            out[idx] = cone.project(flat).reshape(k, -1, d).transpose(0, 2, 1)
+        return out
+
     def dual(self) -> ProductCone:
         """The dual cone: zero <-> free, exp <-> dual exp, power <-> dual power, others self."""
         return ProductCone(self.dims, not self.is_dual,

@@ -37,6 +37,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .._derivative.bordered import BorderedFactor
+from .._derivative.embedding import full_symmetric
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -119,7 +120,7 @@ def chord_refits(prog: CompiledProblem, sol: Solution, w_offset: int, weights: F
         return None
     J0 = op.as_matrix().tocsr()
     P_rows, P_cols = prog.data_patterns[0], prog.data_patterns[1]
-    Pf = _full(P_upper, n)
+    Pf = full_symmetric(P_upper)
     scale = 1.0 + max(np.abs(b).max(initial=0.0), np.abs(c).max(initial=0.0))
     z0 = np.concatenate([sol.x[:, 0], sol.y[:, 0] - sol.s[:, 0]])
 
@@ -158,7 +159,7 @@ class _ChunkData:
     dP: FloatArray | None  # (nnz P, B)
     P_rows: IntArray
     P_cols: IntArray
-    Pf: sp.csr_matrix | None
+    Pf: sp.csc_matrix | None
     A: sp.csc_matrix
     b: FloatArray
     c: FloatArray  # the full fit's
@@ -209,7 +210,7 @@ def _iterate(data: _ChunkData, z0: FloatArray, J0: sp.csr_matrix, solve: Callabl
     if columns is None:
         columns = _BlockColumns.solved(local, solve, z0.size)
     Z = np.repeat(z0[:, None], B, axis=1)
-    Y_final = np.repeat(_project(cone, z0[n:, None]), B, axis=1)  # Π(v) at each final z
+    Y_final = np.repeat(cone.project_batch(z0[n:, None]), B, axis=1)  # Π(v) at each final z
     converged, iterations = np.zeros(B, bool), np.zeros(B, np.int64)
     # a refit whose blocks are singular (J₀[R, R] or the local problem's) is left to the solver
     active = np.array([j for j in range(B) if J_LL_inv[j] is not None
@@ -219,7 +220,7 @@ def _iterate(data: _ChunkData, z0: FloatArray, J0: sp.csr_matrix, solve: Callabl
             break
         Zk = Z[:, active]
         # every refit starts at the full fit: one projection serves them all
-        Y = Y_final[:, active] if k == 0 else _project(cone, Zk[n:])
+        Y = Y_final[:, active] if k == 0 else cone.project_batch(Zk[n:])
         Y_final[:, active] = Y
         R, R_full = data.residuals(Zk, Y, active, rows)
         R_L = [R_full[local[j], a] for a, j in enumerate(active)]
@@ -436,23 +437,6 @@ def _inverse(M: FloatArray) -> FloatArray | None:
     if not np.all(np.isfinite(M)) or np.linalg.cond(M) > 1e12:
         return None
     return np.linalg.inv(M)
-
-
-def _project(cone: ProductCone, V: FloatArray) -> FloatArray:
-    """Π_K* of every column of V (m, B) at once."""
-    out = np.empty_like(V)
-    for kind, idx in cone.groups:
-        k, d = idx.shape
-        flat = V[idx].transpose(0, 2, 1).reshape(-1, d)
-        out[idx] = kind.project(flat).reshape(k, -1, d).transpose(0, 2, 1)
-    return out
-
-
-def _full(P_upper: sp.csc_matrix | None, n: int) -> sp.csr_matrix | None:
-    if P_upper is None:
-        return None
-    P = sp.csr_matrix(P_upper)
-    return (P + P.T - sp.diags(P.diagonal())).tocsr()
 
 
 def _apply_upper(rows: IntArray, cols: IntArray, data: FloatArray, X: FloatArray,
