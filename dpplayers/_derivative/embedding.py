@@ -119,8 +119,6 @@ class EmbeddingOperator:
     def in_size(self) -> int:
         return self.n + self.m + 1
 
-    out_size = in_size
-
     @property
     def x(self) -> FloatArray:
         """The primal point u / w."""
