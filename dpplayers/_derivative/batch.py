@@ -38,13 +38,13 @@ from .pattern import KKTPattern
 FloatArray = npt.NDArray[np.float64]
 
 
-#: The batched executor takes a batch in chunks of about this many bytes of blocks, and of
-#: at least BATCH_DENSE_MIN elements
-#: (measured at batch 32: qp50, 1 MB chunks 4.2–4.7 ms, the whole batch at once 5.6–8.8 ms,
-#: as large temporaries are page-faulted in again on every call; lasso, 0.6 MB per element,
-#: chunks of 2 elements 17.5 ms, of 8 12.9–13.6 ms).
-BATCH_DENSE_BYTES = 1 << 20
-BATCH_DENSE_MIN = 8
+#: The batched executor takes a batch in chunks of about this many bytes of blocks: they
+#: live in per-thread scratch arrays (:mod:`.scratch`), so a chunk's temporaries are not
+#: page-faulted in again on every call, and larger chunks pay fewer numpy calls. Measured
+#: against 1 MB chunks (``routes.compare``, backward, 15 rounds interleaved, load 4–5):
+#: qp50 0.90 at batch 32 and 0.84 at 128, lasso 0.91 at 8 and 0.99–1.01 at 32–128,
+#: soc_proj 0.95, ncm 0.71 and eq_lsq 0.71 at 128, lp_inactive 0.92 at 32.
+BATCH_DENSE_BYTES = 8 << 20
 #: A batched solve whose relative residual is above this goes to ``Direct`` (refinement,
 #: singular-J handling) for that element.
 BATCH_RESIDUAL_TOL = 1e-10
@@ -67,10 +67,10 @@ class DenseBatch:
 
     @staticmethod
     def chunk(pattern: KKTPattern, order: int | None = None) -> int:
-        """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks), for
-        reduced systems of the given order (default: without dropped rows)."""
+        """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks, at least
+        one), for reduced systems of the given order (default: without dropped rows)."""
         per_element = 8 * (pattern.plan.pairs.buffer_size(order) + pattern.indices.size)
-        return max(BATCH_DENSE_MIN, BATCH_DENSE_BYTES // per_element)
+        return max(1, BATCH_DENSE_BYTES // per_element)
 
     def solve(self, rhs: FloatArray, transpose: bool) -> tuple[FloatArray, FloatArray]:
         """rhs (b, N, q) ↦ (z, relative residual per element; inf where J is singular)."""
@@ -251,8 +251,7 @@ class BatchDerivative:
             keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
             places = taken.tolist()
             order = int(orders[taken].max(initial=0))
-        # a chunk holds at least BATCH_DENSE_MIN elements: a smaller batch is one chunk
-        step = max(len(keys), 1) if len(keys) <= BATCH_DENSE_MIN else DenseBatch.chunk(pattern, order)
+        step = 1 if len(keys) <= 1 else DenseBatch.chunk(pattern, order)  # (no arithmetic at 1)
         for i in range(0, len(keys), step):
             at = slice(i, i + step)
             P_data = data_columns(self.data[0], keys[at]) if prog.P is not None else None
