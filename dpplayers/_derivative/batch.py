@@ -228,15 +228,17 @@ class BatchDerivative:
     def dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
         """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
         (larger temporaries are handed back to the OS when freed and page-faulted in again
-        on every call), each with its elements' places in ``keys``: all of them when J's
-        order after pair elimination is at most the plan's ``batched_limit``, else those
-        whose inactive inequality rows bring it there."""
+        on every call), each with its elements' places in ``keys``: all of them when the
+        order of their LU (J's after pair elimination, less S's diagonal pivots) is at most
+        the plan's ``batched_limit``, else those whose inactive inequality rows bring it
+        there."""
         if not self.batched_dense:
             return
         prog = self.program
         pattern = prog.kkt_pattern
         plan = pattern.plan
-        order, limit = plan.pairs.reduced_order, plan.batched_limit
+        # S's order (what the blocks hold) against the limit on the LU's, less S's diagonal pivots
+        order, limit = plan.pairs.reduced_order, plan.batched_limit + plan.pairs.diagonal
         places = list(range(len(keys)))
         D, place = self.projections()
         D_values = D.block_values()

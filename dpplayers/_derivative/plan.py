@@ -42,7 +42,11 @@ FloatArray = npt.NDArray[np.float64]
 #: (LAPACK 0.03 ms against SuperLU's 0.25 ms at order 85; SuperLU wins from about 300) and,
 #: in ``direct`` mode, a batch's together in one LAPACK call (qp50, batch 32: 1.5 ms against
 #: ~0.3 ms of Python per element around 0.03 ms factorisations; batch 1: vjp 0.38 → 0.26 ms).
-DENSE_ORDER = 200
+#: For the batched executor the order is its LU's: S less its leading diagonal pivots and
+#: the rows an element drops. (At 200, and S's order counted, the spectraplex projection's
+#: LU of order 211 (S 421), a p-norm fit's 220 and the MPC's 203 fell to the per-element
+#: path; batched, their backward takes 0.37–0.76 of the time.)
+DENSE_ORDER = 256
 #: A J at least DENSE_FRACTION full (nonzeros / order², the dense QPs of OptNet layers) is
 #: batched up to this order instead: its per-element LU would be a dense one of the same
 #: order, one at a time (qp200, order 350 and 80% full, batch 32: 246–395 ms per element
@@ -138,11 +142,12 @@ class EliminationPlan:
 
     @functools.cached_property
     def smallest_batched_order(self) -> int:
-        """The order S would have with every droppable inequality row inactive: where even
-        that is above :attr:`batched_limit`, no element can be batched."""
+        """The order of the batched executor's LU with every droppable inequality row
+        inactive (S less its diagonal pivots and those rows): where even that is above
+        :attr:`batched_limit`, no element can be batched."""
         droppable = 0 if self.inactive is None else int(np.isin(self.inactive.rows,
                                                                 self.pairs.rest).sum())
-        return self.pairs.reduced_order - droppable
+        return self.pairs.reduced_order - self.pairs.diagonal - droppable
 
     def batched(self) -> bool:
         """Whether the batched executor can take any element of this program."""
