@@ -7,12 +7,8 @@ trail) and the columns likewise, J is block lower triangular with diagonal pivot
 around the core J_RR, so det J = ±det J_RR · ∏ pivots: only J_RR is factorised, it is
 singular exactly when J is, and the solution is exact. For Jᵀ the roles swap.
 
-In J = [[P, Aᵀ D], [A, D − I]] the 1×1 blocks of D give them without looking at J:
-
-- an inactive inequality (D_ii = 0): column n+i of J is −e_{n+i}, a trail pair;
-- a bound or a fixed variable: a dual row i with D_ii = 1 (zero cone, or an active
-  inequality) whose row of A is a·e_jᵀ. Row n+i of J is a·e_jᵀ (lead: du_j = r_{n+i} / a)
-  and column n+i is a·e_j (trail: dv_i from row j, once the rest is known).
+In J = [[P, Aᵀ D], [A, D − I]] they are the inactive rows (trail) and the bound rows (lead)
+of the program's elimination plan (:mod:`.plan`), which finds them.
 
 Left in, the bound pairs cost SuperLU dearly: on a 2,000-variable standard-form LP
 (benchmark ``sparse_lp``) J without its inactive rows has order 4,000 and fills to 2.7M
