@@ -20,7 +20,7 @@ from dpplayers.cones import ConeDims, ProductCone
 
 TIGHT = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500}
 REFINED = {**TIGHT, "refine": 3}
-SOCS = (LIFT_MIN_DIM + 8, 3, LIFT_MIN_DIM)
+SOCS = (40, 3, 32)  # two lifted (LIFT_MIN_DIM ≤ 32) and a small one
 
 
 def _operator(region: str, seed: int = 0):

@@ -322,7 +322,7 @@ class BatchDerivative:
         DΠ's block values where the batched dense solve needs them anyway)."""
         D, place = self.projections()
         where = [place[k] for k in keys]
-        by_values = self.batched_dense and self.program.kkt_pattern.lifted is None
+        by_values = self.batched_dense and self.batch_pattern.lift is None  # J̃: g, x̄, …
         if where == list(range(D.count)):
             return D.mv(G, by_values)
         full = np.zeros((G.shape[0], D.count, G.shape[2]))

@@ -101,7 +101,11 @@ def kkt_pattern(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, cone: ProductCo
         return plain
     lifted, first = (KKTPattern.build(A.shape[1], A.shape[0], A_rows, A_cols, P_rows, P_cols,
                                       cone, lift, lifted_first) for lifted_first in (False, True))
-    return dataclasses.replace(plain, lifted=lifted, batch_lifted=first)
+    # the batched solve takes J̃ where that leaves it the smaller LU (SOC projection's x's
+    # are diagonal pivots of J's S, which the lifted rows, first, would displace)
+    lu_order = lambda p: p.pair_pivots.reduced_order - p.pair_pivots.diagonal
+    batch = first if lu_order(first) < lu_order(plain) else None
+    return dataclasses.replace(plain, lifted=lifted, batch_lifted=batch)
 
 
 def kkt_operator(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, y: FloatArray,

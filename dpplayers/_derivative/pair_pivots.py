@@ -398,7 +398,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     batched LU of the Schur complement S; and ‖M z − r‖² per element and column (b, k),
     from the same blocks."""
     if not r_p.shape[1]:  # nothing to eliminate: M = J_RR
-        z_R = _solve_reduced(B.RR, r_R, B.diagonal, reach=B.reach)
+        z_R = _solve_reduced(B.RR, r_R, B.diagonal, None, B.reach)
         res = B.RR @ z_R - r_R
         return z_R, r_p, r_q, np.vecdot(res, res, axis=1)
     P, a, a2, c = B.P, B.a, B.a2, B.c
@@ -412,7 +412,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
         z_R = _solve_reduced(B.RR, rhs_S, B.diagonal, shift, B.reach)
     else:
         z_R = _solve_reduced(B.schur(w, out=scratch("schur", B.RR.shape)), rhs_S, B.diagonal,
-                             reach=B.reach)
+                             None, B.reach)
     QR_z = B.QR @ z_R[:, cols]
     u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
