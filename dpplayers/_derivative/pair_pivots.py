@@ -441,12 +441,15 @@ def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | N
         return _solve_each(S, rhs)
     d = np.diagonal(S[:, :k, :k], axis1=1, axis2=2)
     d = (d if shift is None else d - shift)[..., None]
-    S_IC, r_I, S_CI = S[:, :k, k:] / d, rhs[:, :k] / d, S[:, k:, :k]
-    if reach is not None and reach < S.shape[1] - k:
-        S_CC = S[:, k:, k:].copy()
-        S_CC[:, :reach, :reach] -= S_CI[:, :reach] @ S_IC[:, :, :reach]
-        z_C = _solve_each(S_CC, rhs[:, k:] - S_CI @ r_I)
-        return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)
+    r_I = rhs[:, :k] / d
+    if reach is not None and reach < S.shape[1] - k:  # S_IC, S_CI zero past C's first reach
+        S_IC, S_CI = S[:, :k, k : k + reach] / d, S[:, k : k + reach, :k]
+        S_CC, rhs_C = S[:, k:, k:].copy(), rhs[:, k:].copy()
+        S_CC[:, :reach, :reach] -= S_CI @ S_IC
+        rhs_C[:, :reach] -= S_CI @ r_I
+        z_C = _solve_each(S_CC, rhs_C)
+        return np.concatenate([r_I - S_IC @ z_C[:, :reach], z_C], axis=1)
+    S_IC, S_CI = S[:, :k, k:] / d, S[:, k:, :k]
     z_C = _solve_each(S[:, k:, k:] - S_CI @ S_IC, rhs[:, k:] - S_CI @ r_I)
     return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)
 

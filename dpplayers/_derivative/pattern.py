@@ -181,11 +181,14 @@ class KKTPattern:
         cols = np.concatenate([c for _, c in sources]).astype(np.intp)
         position, leading = None, 0
         if lifted_first:
-            # the lifted rows, the variables, the extra unknowns (the only indices the
-            # lifted rows meet: a leading block of S's update), the other rows
+            # the lifted rows; the variables they meet and the extra unknowns, the only
+            # indices they meet (S's update by their elimination is a leading block of
+            # that order); the other variables and rows
             lead = n + np.flatnonzero(coupled)
-            order = np.concatenate([lead, np.arange(n), np.arange(n + m, size),
-                                    n + np.flatnonzero(~coupled)])
+            met = np.zeros(n, bool)
+            met[A_cols[coupled[A_rows]]] = True
+            order = np.concatenate([lead, np.flatnonzero(met), np.arange(n + m, size),
+                                    np.flatnonzero(~met), n + np.flatnonzero(~coupled)])
             position = np.empty(size, np.intp)
             position[order] = np.arange(size)
             leading = lead.size
