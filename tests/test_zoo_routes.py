@@ -23,6 +23,7 @@ from dpplayers._derivative import (
     batch,
     bordered,
     elimination,
+    lifted_direct,
     linear_solvers,
     pair_pivots,
     scratch,
@@ -53,6 +54,9 @@ def _instrument(monkeypatch) -> Counter:
     w(batch.DenseBatch, "solve", "batched dense solve", lambda a, o: a[0].drop is None)
     w(batch.DenseBatch, "solve", "inactive rows compacted", lambda a, o: a[0].drop is not None)
     w(pair_pivots, "_solve_reduced", "diagonal pivots", lambda a, o: a[2] > 0)
+    w(pair_pivots, "_solve_reduced", "lifted SOC rows divided out",
+      lambda a, o: len(a) > 4 and a[4] is not None and a[4] < a[0].shape[1] - a[2])
+    w(lifted_direct, "lifted_operator", "lifted J in Direct")
     w(pair_pivots, "_solve_each", "numpy's batched gesv",
       lambda a, o: a[1].shape[0] > 1 and 0 < a[1].shape[1] < pair_pivots.EACH_MIN_ORDER)
     w(pair_pivots, "_solve_one", "gesv per element")
@@ -84,6 +88,8 @@ ROUTE_CASES = {
     "minimum-norm answer": "con_redundant-0",
     "bordered LU": "logistic_fit-0",
     "dense QP route": "qp_route_dense-0",
+    "lifted SOC rows divided out": "soc_norm_large-0",
+    "lifted J in Direct": "soc_norm_huge-0",
 }
 
 

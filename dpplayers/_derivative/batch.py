@@ -27,6 +27,7 @@ from .._sparse import data_columns
 from ..cones import BatchedProjectionDerivative, ProjectionDerivative
 from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
+from .lifted_direct import LiftedDirect
 from .linear_solvers import (
     AbstractLinearSolver,
     Direct,
@@ -179,6 +180,8 @@ class BatchDerivative:
         solver = make_linear_solver(self.mode, self.options)
         if isinstance(solver, Direct):
             solver = dataclasses.replace(solver, auxiliaries=self.program.auxiliaries)
+            if self.program.kkt_pattern.lifted is not None:  # large SOC blocks: J̃
+                return LiftedDirect(solver)
         return solver
 
     def _solve_one(self, k: int, rhs: FloatArray, transpose: bool) -> FloatArray:
@@ -206,13 +209,21 @@ class BatchDerivative:
         todo = [i for i, k in enumerate(keys) if k not in self.factors]
         done = []
         if self.mode == "direct" and todo:
+            pattern = self.batch_pattern
             for where, batch in self.dense_batches([keys[i] for i in todo]):
                 rows = [todo[j] for j in where]
-                z, residual = batch.solve(rhs if len(rows) == len(keys) else rhs[rows],
-                                          transpose)
+                part = rhs if len(rows) == len(keys) else rhs[rows]
+                if pattern.extra:  # J̃ (:mod:`.lifting`): rhs 0 on its extra unknowns
+                    part = np.concatenate([part, np.zeros((len(rows), pattern.extra,
+                                                           rhs.shape[2]))], 1)
+                if pattern.position is not None:  # ... and its unknowns in its own order
+                    part = part.take(pattern.order, 1)
+                z, residual = batch.solve(part, transpose)
+                if pattern.position is not None:
+                    z = z.take(pattern.position, 1)
                 for j, i in enumerate(rows):
                     if residual[j] <= BATCH_RESIDUAL_TOL:
-                        out[i] = z[j]
+                        out[i] = z[j, : rhs.shape[1]]
                         done.append(i)
                         self.record(keys[i], SolveStats(float(residual[j]), 0, True))
         if len(done) < len(keys):
@@ -223,7 +234,21 @@ class BatchDerivative:
     @property
     def batched_dense(self) -> bool:
         """Whether :meth:`dense_batches` can take any element (see there)."""
-        return self.mode == "direct" and self.program.kkt_pattern.plan.batched()
+        return self.mode == "direct" and \
+            self.batch_pattern.plan.smallest_batched_order <= self.dense_limit
+
+    @property
+    def batch_pattern(self) -> KKTPattern:
+        """The pattern :class:`DenseBatch` solves on: J̃'s where J has lifted SOC blocks
+        (:mod:`.lifting`; fewer entries to assemble and gather), else J's."""
+        pattern = self.program.kkt_pattern
+        return pattern.batch_lifted or pattern
+
+    @property
+    def dense_limit(self) -> int:
+        """The largest LU order :class:`DenseBatch` takes: the plan of J's own pattern says
+        (a lifted J̃ is sparser than the J whose dense LU it stands for)."""
+        return self.program.kkt_pattern.plan.batched_limit
 
     def dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
         """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
@@ -235,13 +260,13 @@ class BatchDerivative:
         if not self.batched_dense:
             return
         prog = self.program
-        pattern = prog.kkt_pattern
+        pattern = self.batch_pattern
         plan = pattern.plan
         # S's order (what the blocks hold) against the limit on the LU's, less S's diagonal pivots
-        order, limit = plan.pairs.reduced_order, plan.batched_limit + plan.pairs.diagonal
+        order, limit = plan.pairs.reduced_order, self.dense_limit + plan.pairs.diagonal
         places = list(range(len(keys)))
         D, place = self.projections()
-        D_values = D.block_values()
+        D_values = pattern.d_values(D)
         where = [place[k] for k in keys]
         if where != list(range(D.count)):
             D_values = D_values[:, where]
@@ -284,7 +309,7 @@ class BatchDerivative:
         DΠ's block values where the batched dense solve needs them anyway)."""
         D, place = self.projections()
         where = [place[k] for k in keys]
-        by_values = self.batched_dense
+        by_values = self.batched_dense and self.batch_pattern.lift is None  # J̃: g, x̄, …
         if where == list(range(D.count)):
             return D.mv(G, by_values)
         full = np.zeros((G.shape[0], D.count, G.shape[2]))
