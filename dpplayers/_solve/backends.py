@@ -23,7 +23,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, ClassVar
 
 import clarabel
@@ -160,7 +159,8 @@ class AbstractConeSolver(abc.ABC):
 
     def settings_for(self, solver_args: dict[str, Any]) -> Mapping[str, Any]:
         """:meth:`settings`, remembered for the last few argument sets (a training loop
-        passes the same ones on every call); read-only, as it is shared."""
+        passes the same ones on every call); a read-only :class:`Settings`, as it is
+        shared, carrying its key so that a solve does not rebuild it."""
         try:
             key = tuple(sorted(solver_args.items()))
             hash(key)
@@ -170,7 +170,7 @@ class AbstractConeSolver(abc.ABC):
         if key not in cache:
             if len(cache) >= 8:
                 cache.clear()
-            cache[key] = MappingProxyType(self.settings(solver_args))
+            cache[key] = Settings(self.settings(solver_args))
         return cache[key]
 
     @abc.abstractmethod
@@ -188,8 +188,9 @@ class AbstractConeSolver(abc.ABC):
 
     @abc.abstractmethod
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
-             setup_seconds: float) -> RawSolution:
-        """Solve with a prepared workspace (``setup_seconds``: what preparing it took)."""
+             setup_seconds: float, reused: bool = False) -> RawSolution:
+        """Solve with a prepared workspace (``setup_seconds``: what preparing it took;
+        ``reused``: it was kept from an earlier solve)."""
 
     def solve(self, data: ConeData, settings: dict[str, Any], reuse: bool,
               warm: RawSolution | None = None) -> RawSolution:
@@ -211,8 +212,7 @@ class AbstractConeSolver(abc.ABC):
                 except UpdateRefused:  # remembered: later solves build their own workspace
                     self.stop_reuse(key)
                     workspace = self._setup(data, settings)
-        raw = self._run(workspace, settings, warm, time.perf_counter() - start)
-        return dataclasses.replace(raw, reused=True) if reused else raw
+        return self._run(workspace, settings, warm, time.perf_counter() - start, reused)
 
     def stop_reuse(self, key: tuple) -> None:
         """Build a fresh workspace for every later solve with these settings (key)."""
@@ -341,24 +341,37 @@ class SCS(AbstractConeSolver):
                 "ed": k.exp_dual, "p": list(k.power)}
 
     def _setup(self, data: ConeData, settings: dict[str, Any]) -> Any:
-        problem = {"A": data.A, "b": data.b, "c": data.c}
-        if data.P is not None:
-            problem["P"] = data.P
+        """A workspace: SCS's C extension for the chosen linear solver directly where
+        :func:`_scs_extension` knows it (the data is already what the Python wrapper
+        makes of it: CSC, sorted, P's upper triangle, so its checks and copies, ~25 µs,
+        are skipped), else through the wrapper. Both take solve/update positionally."""
+        extension = _scs_extension(settings.get("linear_solver"))
         try:
+            if extension is not None:
+                A, P = data.A, data.P
+                Pd, Pi, Pp = (P.data, P.indices, P.indptr) if P is not None else (None,) * 3
+                rest = (settings.without_solver if isinstance(settings, Settings)
+                        else {k: v for k, v in settings.items() if k != "linear_solver"})
+                return extension.SCS(A.shape, A.data, A.indices, A.indptr, Pd, Pi, Pp, data.b,
+                                     data.c, self._cone_dict, **rest)
+            problem = {"A": data.A, "b": data.b, "c": data.c}
+            if data.P is not None:
+                problem["P"] = data.P
             return scs.SCS(problem, self._cone_dict, **settings)
         except (TypeError, ValueError) as err:
             raise ValueError(f"SCS rejected the problem or its settings {dict(settings)}: {err}") from None
 
     def _update(self, workspace: Any, data: ConeData) -> None:
-        workspace.update(b=data.b, c=data.c)
+        workspace.update(data.b, data.c)  # positional: the extension's update(b, c)
 
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
-             setup_seconds: float) -> RawSolution:
+             setup_seconds: float, reused: bool = False) -> RawSolution:
         start = time.perf_counter()
+        # positional: the extension's solve(warm_start, x, y, s), as the wrapper's
         if warm is not None:
-            out = workspace.solve(warm_start=True, x=warm.x, y=warm.y, s=warm.s)
+            out = workspace.solve(True, warm.x, warm.y, warm.s)
         else:
-            out = workspace.solve(warm_start=False)
+            out = workspace.solve(False, None, None, None)
         info = out["info"]
         status = self.STATUS_MAP.get(int(info["status_val"]), Status.FAILED)
         if status is Status.INACCURATE and (info["iter"] >= settings.get("max_iters", 100_000)
@@ -366,7 +379,8 @@ class SCS(AbstractConeSolver):
             status = Status.ITERATION_LIMIT
         detail = "" if status is Status.OPTIMAL else self._detail(info, settings)
         return RawSolution(out["x"], out["y"], out["s"], status, str(info["status"]),
-                           int(info["iter"]), time.perf_counter() - start, setup_seconds, detail)
+                           int(info["iter"]), time.perf_counter() - start, setup_seconds, detail,
+                           reused)
 
     @staticmethod
     def _detail(info: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
@@ -420,8 +434,63 @@ RETRY_STATUSES = (Status.INACCURATE, Status.ITERATION_LIMIT, Status.FAILED)
 
 
 def _settings_key(settings: Mapping[str, Any]) -> tuple:
-    """Settings as a hashable key (TypeError where a value is unhashable)."""
-    return tuple(sorted(settings.items()))
+    """Settings as a hashable key (TypeError where a value is unhashable); a
+    :class:`Settings` carries its own, built once."""
+    key = getattr(settings, "key", None)
+    if key is not None:
+        return key
+    key = tuple(sorted(settings.items()))
+    hash(key)
+    return key
+
+
+class Settings(dict):
+    """A solver's settings as :meth:`AbstractConeSolver.settings_for` shares them between
+    calls: read-only, with their hashable ``key`` (None where a value is unhashable) and
+    the SCS settings without ``linear_solver`` (what SCS's C extension takes) built once,
+    where every solve used to rebuild them. A dict (so ``**settings`` stays fast)."""
+
+    __slots__ = ("key", "without_solver")
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        super().__init__(settings)
+        try:
+            key: tuple | None = tuple(sorted(settings.items()))
+            hash(key)
+        except TypeError:
+            key = None
+        self.key = key
+        self.without_solver = {k: v for k, v in settings.items() if k != "linear_solver"}
+
+    def __reduce__(self) -> tuple:  # pickle/copy rebuild it (item assignment is refused)
+        return (Settings, (dict(self),))
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("solver settings are shared between calls and read-only")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
+
+
+#: SCS's linear-system back ends and the C extension module each is compiled into (SCS's
+#: Python wrapper picks the module on every construction; it is picked once here).
+_SCS_EXTENSIONS = {"qdldl": "_scs_direct", "mkl": "_scs_mkl", "cpu_dense": "_scs_dense",
+                   "cpu_indirect": "_scs_indirect"}
+
+
+@functools.cache
+def _scs_extension(linear_solver: Any) -> Any:
+    """SCS's C extension module for a ``LinearSolver`` choice, where this SCS is one whose
+    wrapper calls it as :meth:`SCS._setup` does (SCS 3 with ``LinearSolver``, 3.2.8 on) and
+    the module imports; None otherwise (a string, "auto", a GPU back end: the wrapper
+    decides)."""
+    kinds = getattr(scs, "LinearSolver", None)
+    if kinds is None or not isinstance(linear_solver, kinds) or not scs.__version__.startswith("3."):
+        return None
+    name = _SCS_EXTENSIONS.get(linear_solver.value)
+    try:
+        return importlib.import_module(f"scs.{name}") if name else None
+    except ImportError:
+        return None
 
 
 def _after(first: RawSolution, retry: RawSolution) -> RawSolution:
@@ -550,7 +619,7 @@ class Clarabel(AbstractConeSolver):
             raise
 
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
-             setup_seconds: float) -> RawSolution:
+             setup_seconds: float, reused: bool = False) -> RawSolution:
         start = time.perf_counter()
         sol = workspace.solve()
         name = str(sol.status)
@@ -562,7 +631,7 @@ class Clarabel(AbstractConeSolver):
             f"after {sol.iterations} iterations: primal residual {sol.r_prim:.1e}, dual "
             f"residual {sol.r_dual:.1e} (tol_feas {settings.get('tol_feas', 1e-8):.0e})")
         return RawSolution(np.asarray(sol.x), y, s, status, name, int(sol.iterations),
-                           time.perf_counter() - start, setup_seconds, detail)
+                           time.perf_counter() - start, setup_seconds, detail, reused)
 
 
 @functools.cache
