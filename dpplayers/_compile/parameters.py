@@ -114,6 +114,20 @@ class ParameterSpec:
         return (self.nonneg or self.nonpos or self.pos or self.logged or self.neg
                 or self.symmetric or self.psd or self.nsd)
 
+    @functools.cached_property
+    def _sign_rules(self) -> tuple[tuple[np.ufunc, float, str], ...]:
+        """The declared sign rules: (comparison marking a bad entry, bound, word)."""
+        # CVXPY's rule: pos/neg values may be 0 (only gp=True needs them > 0, for the log)
+        rules = (
+            (self.nonneg, np.less, -SIGN_TOL, "nonnegative"),
+            (self.pos and not self.logged, np.less, -SIGN_TOL, "positive"),
+            (self.nonpos, np.greater, SIGN_TOL, "nonpositive"),
+            (self.neg, np.greater, SIGN_TOL, "negative"),
+            (self.logged, np.less_equal, 0.0, "positive"),
+        )
+        return tuple((compare, bound, word) for declared, compare, bound, word in rules
+                     if declared)
+
     def check_attributes(self, value: FloatArray, batched: bool) -> bool:
         """Raise ParameterError if ``value`` breaks a declared attribute (first bad element).
 
@@ -125,27 +139,24 @@ class ParameterSpec:
             return False
         v = value if batched else value[None]
         where = _element_finder(self.label, batched)
-        # CVXPY's rule: pos/neg values may be 0 (only gp=True needs them > 0, for the log)
-        sign_rules = (
-            (self.nonneg, np.less, -SIGN_TOL, "nonnegative"),
-            (self.pos and not self.logged, np.less, -SIGN_TOL, "positive"),
-            (self.nonpos, np.greater, SIGN_TOL, "nonpositive"),
-            (self.neg, np.greater, SIGN_TOL, "negative"),
-            (self.logged, np.less_equal, 0.0, "positive"),
-        )
-        for declared, compare, bound, word in sign_rules:
-            bad = compare(v, bound) if declared else None
-            if bad is not None and bad.any():
+        for compare, bound, word in self._sign_rules:
+            bad = compare(v, bound)
+            if bad.any():
                 k = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
                 why = (" (with gp=True it enters the problem through its log, as a coefficient; "
                        "only an exponent may have any sign)"
                        if self.logged and word == "positive" else "")
                 raise ParameterError(f"{where(k)} must be {word}{why}, but has entries {v[k][bad[k]][:3]}.")
         if self.symmetric or self.psd or self.nsd:
-            # max |entry| as max(max, −min): two reductions and no |v| temporary
-            scale = np.maximum(1.0, np.maximum(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1))))
-            d = v - np.swapaxes(v, -1, -2)
-            asym = d.max(axis=(-2, -1))  # d is antisymmetric: max |d| = max d
+            # max |entry| as max(max, −min): two reductions and no |v| temporary; on one
+            # matrix as whole-array reductions (numpy's axis-tuple ones cost twice as much)
+            if batched:
+                scale = np.maximum(1.0, np.maximum(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1))))
+                asym = (v - np.swapaxes(v, -1, -2)).max(axis=(-2, -1))
+            else:
+                scale = np.array([max(1.0, float(value.max()), -float(value.min()))])
+                asym = np.array([(value - value.T).max()])
+            # (d = X − Xᵀ is antisymmetric: max |d| = max d)
             if self.psd or self.nsd:  # on sym(X); a copy only where X is not symmetric
                 rounding = bool((asym <= ATTRIBUTE_TOL * scale).all())
                 self._check_definite(v if rounding else 0.5 * (v + np.swapaxes(v, -1, -2)),
@@ -223,13 +234,15 @@ class ParameterLayout:
 
         Any value may carry one leading batch axis; unbatched values broadcast. The raw
         values (before the GP logs) are returned for the GP chain rule. Values are written
-        straight into θ̃, then checked: one finite test on all of them, then declared
-        attributes (this runs on every forward pass, so it avoids a copy and a test per
-        parameter).
+        straight into θ̃, then checked: one finite test on all of them, one test per sign
+        rule on all the rows it covers (:attr:`_sign_checks`; only where one fails are the
+        parameters checked one by one, for the message), then the matrix attributes
+        (symmetric, PSD, NSD) per parameter. This runs on every forward pass, so it avoids
+        copies and per-parameter tests.
         """
         self.check_given(values)
-        batch = self.batch_size([v.shape if isinstance(v, np.ndarray) else np.shape(v)
-                                 for v in values])
+        shapes = tuple(v.shape if isinstance(v, _ARRAY_TYPES) else np.shape(v) for v in values)
+        batch = None if shapes == self._shapes else self.batch_size(shapes)
         nb = 1 if batch is None else batch
         theta = np.empty((self.theta_size + 1, nb))
         arrays = []
@@ -241,15 +254,50 @@ class ParameterLayout:
         theta[-1] = 1.0
         if not np.isfinite(theta[: self.size]).all():
             self._raise_not_finite(arrays)
-        for spec, (arr, is_batched) in zip(self.specs, arrays):
-            if spec.check_attributes(arr, is_batched):
-                self._warn_asymmetric(spec)
+        for rows, use_min, bound, strict in self._sign_checks:
+            block = theta[rows]
+            if (block.min() < bound if strict else block.min() <= bound) if use_min else (
+                    block.max() > bound):
+                for spec, (arr, is_batched) in zip(self.specs, arrays):  # raises, naming it
+                    if spec.check_attributes(arr, is_batched):
+                        self._warn_asymmetric(spec)
+        for i in self._matrix_checked:
+            arr, is_batched = arrays[i]
+            if self.specs[i].check_attributes(arr, is_batched):
+                self._warn_asymmetric(self.specs[i])
         log_rows = self._log_rows
         if not log_rows.size:
             return theta, theta[:-1], batch
         raw = theta[: self.size].copy()
         theta[log_rows] = np.log(raw[self._log_sources])
         return theta, raw, batch
+
+    @functools.cached_property
+    def _shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Every parameter's shape: values of exactly these shapes are one unbatched call."""
+        return tuple(s.shape for s in self.specs)
+
+    @functools.cached_property
+    def _sign_checks(self) -> tuple[tuple[slice | npt.NDArray[np.intp], bool, float, bool], ...]:
+        """The sign rules of :meth:`ParameterSpec.check_attributes`, each over all the rows
+        of θ it covers: (rows, test the minimum (else the maximum), bound, strict). A value
+        passes all of them iff it passes them parameter by parameter."""
+        rules = ((lambda s: s.nonneg, True, -SIGN_TOL, True),
+                 (lambda s: s.pos and not s.logged, True, -SIGN_TOL, True),
+                 (lambda s: s.nonpos, False, SIGN_TOL, True),
+                 (lambda s: s.neg, False, SIGN_TOL, True),
+                 (lambda s: s.logged, True, 0.0, False))
+        out = []
+        for declared, use_min, bound, strict in rules:
+            rows = [np.arange(s.offset, s.offset + s.size) for s in self.specs if declared(s)]
+            if rows:
+                out.append((_as_slice(np.concatenate(rows)), use_min, bound, strict))
+        return tuple(out)
+
+    @functools.cached_property
+    def _matrix_checked(self) -> tuple[int, ...]:
+        """The parameters declared symmetric, PSD or NSD (checked one by one)."""
+        return tuple(i for i, s in enumerate(self.specs) if s.symmetric or s.psd or s.nsd)
 
     def restack(self, raw: FloatArray) -> FloatArray:
         """Raw values (p, B) → θ̃ (q+1, B) as :meth:`stack` builds it (GP logs included)."""
@@ -406,13 +454,28 @@ class ParameterLayout:
         return tuple(out)
 
 
+#: Values whose ``shape`` is read directly (numpy's ``np.shape`` converts the rest).
+_ARRAY_TYPES = (np.ndarray, np.generic)
+#: Real scalar types taken as they are (any other value is checked for complex entries).
+_REAL_SCALARS = (float, int, np.float64, np.float32, np.int64, np.int32)
+
+
 def _is_float64(value: object) -> bool:
     return isinstance(value, np.ndarray) and value.dtype == np.float64
+
+
+def _as_slice(rows: npt.NDArray[np.intp]) -> slice | npt.NDArray[np.intp]:
+    """Sorted distinct rows as a slice where they are one run (a view, no gather)."""
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
 
 
 def _real_array(value: npt.ArrayLike, what: str) -> FloatArray:
     """``value`` as float64; a complex value with a nonzero imaginary part is refused by name
     (numpy's cast would drop it with only a ComplexWarning: a silently wrong answer)."""
+    if type(value) in _REAL_SCALARS:  # a scalar value: no complex part to look for
+        return np.array(value, dtype=np.float64)
     arr = np.asarray(value)
     if np.iscomplexobj(arr):
         if np.any(arr.imag != 0):
