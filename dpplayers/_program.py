@@ -186,6 +186,12 @@ class CompiledProblem(CanonicalProgram):
         return StackedMaps.build((self.C_P, self.C_A, self.C_b, self.C_c))
 
     @functools.cached_property
+    def parsed_calls(self) -> dict[tuple, SolveCall]:
+        """The forward pass's parsed ``solver_args`` and policies, by their values
+        (:func:`~._forward.parse_call`; not pickled, as every cached property)."""
+        return {}
+
+    @functools.cached_property
     def dual_cone(self) -> ProductCone:
         """K*, whose projection gives y = Π_K*(y − s) at a solution."""
         return ProductCone.from_dims(self.cones, dual=True)
