@@ -17,6 +17,7 @@ must be positive, and the chain rule divides their cotangents by p (done in
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -234,7 +235,8 @@ class ParameterLayout:
 
         Any value may carry one leading batch axis; unbatched values broadcast. The raw
         values (before the GP logs) are returned for the GP chain rule. Values are written
-        straight into θ̃, then checked: one finite test on all of them, one test per sign
+        straight into θ̃, then checked: one finite test on all of them (their sum of
+        squares, one BLAS call, is finite; else each is tested), one test per sign
         rule on all the rows it covers (:attr:`_sign_checks`; only where one fails are the
         parameters checked one by one, for the message), then the matrix attributes
         (symmetric, PSD, NSD) per parameter. This runs on every forward pass, so it avoids
@@ -252,7 +254,8 @@ class ParameterLayout:
             _write_fortran(theta[spec.offset : spec.offset + spec.size], arr, is_batched)
             arrays.append((arr, is_batched))
         theta[-1] = 1.0
-        if not np.isfinite(theta[: self.size]).all():
+        entries = theta[: self.size].reshape(-1)  # a view: θ̃ is C-ordered
+        if not math.isfinite(entries @ entries):  # NaN or ±Inf anywhere (or a huge value)
             self._raise_not_finite(arrays)
         for rows, use_min, bound, strict in self._sign_checks:
             block = theta[rows]
@@ -309,7 +312,8 @@ class ParameterLayout:
         return theta
 
     def _raise_not_finite(self, arrays: list[tuple[FloatArray, bool]]) -> None:
-        """Name the first parameter (and batch element) with a NaN or Inf entry."""
+        """Name the first parameter (and batch element) with a NaN or Inf entry (none: the
+        sum of squares that sent here overflowed on finite values, which pass)."""
         for spec, (arr, is_batched) in zip(self.specs, arrays):
             finite = np.isfinite(arr)
             if finite.all():

@@ -13,7 +13,6 @@ for SCS only while that costs no iterations (see SCS._checked_reuse).
 from __future__ import annotations
 
 import abc
-import dataclasses
 import enum
 import functools
 import importlib
@@ -22,8 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import clarabel
 import numpy as np
@@ -65,31 +63,36 @@ class Status(enum.Enum):
         return self.accurate or (accept_inaccurate and self.ok)
 
 
-@dataclass(frozen=True)
 class ConeData:
     """One element's cone program. P (the upper triangle, or None) and A are built on first
-    use: a reused workspace needs only b and c."""
+    use: a reused workspace needs only b and c. Built once per element and solve, so a
+    plain slotted class (a frozen dataclass's initialiser costs several times as much)."""
 
-    matrices: Callable[[], tuple[sp.csc_matrix | None, sp.csc_matrix]] = field(repr=False)
-    b: FloatArray
-    c: FloatArray
+    __slots__ = ("_built", "b", "c", "matrices")
 
-    @functools.cached_property
-    def _built(self) -> tuple[sp.csc_matrix | None, sp.csc_matrix]:
-        return self.matrices()
+    def __init__(self, matrices: Callable[[], tuple[sp.csc_matrix | None, sp.csc_matrix]],
+                 b: FloatArray, c: FloatArray) -> None:
+        self.matrices, self.b, self.c = matrices, b, c
+        self._built: tuple[sp.csc_matrix | None, sp.csc_matrix] | None = None
+
+    def _pair(self) -> tuple[sp.csc_matrix | None, sp.csc_matrix]:
+        if self._built is None:
+            self._built = self.matrices()
+        return self._built
 
     @property
     def P(self) -> sp.csc_matrix | None:
-        return self._built[0]
+        return self._pair()[0]
 
     @property
     def A(self) -> sp.csc_matrix:
-        return self._built[1]
+        return self._pair()[1]
 
 
-@dataclass(frozen=True)
-class RawSolution:
-    """A solver's answer in canonical (SCS) order."""
+class RawSolution(NamedTuple):
+    """A solver's answer in canonical (SCS) order. Immutable; a NamedTuple because one is
+    built per element and solve, and a frozen dataclass's initialiser (an
+    ``object.__setattr__`` per field) costs six times as much (3 µs)."""
 
     x: FloatArray
     y: FloatArray
@@ -495,9 +498,9 @@ def _scs_extension(linear_solver: Any) -> Any:
 
 def _after(first: RawSolution, retry: RawSolution) -> RawSolution:
     """``retry``'s answer, charged with both solves' iterations and time."""
-    return dataclasses.replace(retry, iterations=first.iterations + retry.iterations,
-                               seconds=first.seconds + retry.seconds,
-                               setup_seconds=first.setup_seconds + retry.setup_seconds)
+    return retry._replace(iterations=first.iterations + retry.iterations,
+                          seconds=first.seconds + retry.seconds,
+                          setup_seconds=first.setup_seconds + retry.setup_seconds)
 
 
 def _scs_linear_solver(kkt_order: int, eps: float) -> Any:
