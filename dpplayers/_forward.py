@@ -139,29 +139,35 @@ def solve_elements(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolutio
     the dense QP route accepts (:mod:`._solve.qp_route`) in batched interior-point runs,
     any element it leaves and every other batch by the conic solver, on the thread pool
     for batches of MIN_PARALLEL_BATCH or more."""
-    backend, settings, reuse = call.backend, call.settings, call.reuse
     nb = len(warm)
     n_jobs = n_jobs or call.n_jobs or CPU_COUNT
     routed = _dense_route(prog, call, data, warm, n_jobs)
-
-    def solve_element(k: int) -> RawSolution:
-        matrices = functools.partial(prog.element_matrices, data, k)
-        return backend.solve(ConeData(matrices, data_column(data[2], k), data_column(data[3], k)),
-                             settings, reuse, warm[k])
-
-    todo = [k for k in range(nb) if routed[k] is None]
-    workers = min(n_jobs, len(todo))
-    if workers > 1 and len(todo) >= MIN_PARALLEL_BATCH:
-        solved = list(_executor(workers).map(solve_element, todo))
+    if nb == 1:  # one element: no list to fill (the batch-1 call of a training loop)
+        results = routed if routed[0] is not None else [
+            _solve_element(prog, call, data, 0, warm[0])]
     else:
-        solved = [solve_element(k) for k in todo]
-    results = list(routed)
-    for k, raw in zip(todo, solved):
-        results[k] = raw
+        todo = [k for k in range(nb) if routed[k] is None]
+        workers = min(n_jobs, len(todo))
+        if workers > 1 and len(todo) >= MIN_PARALLEL_BATCH:
+            solved = list(_executor(workers).map(
+                lambda k: _solve_element(prog, call, data, k, warm[k]), todo))
+        else:
+            solved = [_solve_element(prog, call, data, k, warm[k]) for k in todo]
+        results = list(routed)
+        for k, raw in zip(todo, solved):
+            results[k] = raw
     steps = call.refine
     if steps:
         results = [_refined(prog, data, k, r, steps) for k, r in enumerate(results)]
     return results
+
+
+def _solve_element(prog, call: SolveCall, data: tuple, k: int,
+                   warm: RawSolution | None) -> RawSolution:
+    """Element k by the call's conic solver (P and A built only where it needs them)."""
+    matrices = functools.partial(prog.element_matrices, data, k)
+    return call.backend.solve(ConeData(matrices, data_column(data[2], k), data_column(data[3], k)),
+                              call.settings, call.reuse, warm)
 
 
 def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution | None],
@@ -211,10 +217,10 @@ def finish(prog, call: SolveCall, results: list[RawSolution], raw: FloatArray, d
                                    else np.full(size, np.nan) for r in results])
                    for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
     outputs = prog.retrieval.apply(x, y, batched=batch is not None)
-    info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
-                  "setup_seconds": r.setup_seconds} for r in results)
+    info = tuple([{"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
+                   "setup_seconds": r.setup_seconds} for r in results])
     options = call.derivative_options  # the call is shared (parse_call): the Solution's own
-    return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
+    return Solution(prog, outputs, tuple([r.status for r in results]), info, x, y, s, batch,
                     call.mode, dict(options) if options else {}, raw, data, accept)
 
 

@@ -56,8 +56,10 @@ class Gather:
     shape: tuple[int, int]
 
     def __call__(self, x: FloatArray) -> FloatArray:
-        picked = x.take(self.source, 0)
-        return picked if self.scale is None else picked * self.scale
+        picked = x.take(self.source, 0)  # a fresh array: scaled in place
+        if self.scale is not None:
+            picked *= self.scale
+        return picked
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,16 @@ class StackedMaps:
 
     def __call__(self, theta: FloatArray) -> tuple[FloatArray, ...]:
         """θ̃ = [θ; 1] (p+1, B) → each map's data (rows, B), or its constant column."""
-        values = self.forward(theta[:-1]) + self.constant if self.forward is not None else None
-        return tuple(values[p[0]:p[1]] if isinstance(p, tuple) else p for p in self.parts)
+        if self.forward is None:
+            return tuple(self.parts)
+        values = self.forward(theta[:-1])  # a fresh array (gather or product): added in place
+        values += self.constant
+        return tuple(values[p] if isinstance(p, slice) else p for p in self._slices)
+
+    @functools.cached_property
+    def _slices(self) -> tuple[slice | FloatArray, ...]:
+        """:attr:`parts` with each (start, stop) as a slice, made once."""
+        return tuple(slice(*p) if isinstance(p, tuple) else p for p in self.parts)
 
     def linear(self, dtheta: FloatArray) -> tuple[FloatArray, ...]:
         """The linear parts: dθ (p, B) → each map's d data (rows, B), by one product or

@@ -139,7 +139,6 @@ class ParameterSpec:
         if not self.constrained:
             return False
         v = value if batched else value[None]
-        where = _element_finder(self.label, batched)
         for compare, bound, word in self._sign_rules:
             bad = compare(v, bound)
             if bad.any():
@@ -147,23 +146,28 @@ class ParameterSpec:
                 why = (" (with gp=True it enters the problem through its log, as a coefficient; "
                        "only an exponent may have any sign)"
                        if self.logged and word == "positive" else "")
+                where = _element_finder(self.label, batched)
                 raise ParameterError(f"{where(k)} must be {word}{why}, but has entries {v[k][bad[k]][:3]}.")
-        if self.symmetric or self.psd or self.nsd:
-            # max |entry| as max(max, −min): two reductions and no |v| temporary; on one
-            # matrix as whole-array reductions (numpy's axis-tuple ones cost twice as much)
-            if batched:
-                scale = np.maximum(1.0, np.maximum(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1))))
-                asym = (v - np.swapaxes(v, -1, -2)).max(axis=(-2, -1))
-            else:
-                scale = np.array([max(1.0, float(value.max()), -float(value.min()))])
-                asym = np.array([(value - value.T).max()])
-            # (d = X − Xᵀ is antisymmetric: max |d| = max d)
+        if not (self.symmetric or self.psd or self.nsd):
+            return False
+        # max |entry| as max(max, −min): two reductions and no |v| temporary; d = X − Xᵀ is
+        # antisymmetric, so max |d| = max d. One matrix takes whole-array reductions and
+        # Python floats (numpy's axis-tuple reductions cost twice as much).
+        if not batched:
+            big = max(1.0, float(value.max()), -float(value.min()))
+            asym = float((value - value.T).max())
             if self.psd or self.nsd:  # on sym(X); a copy only where X is not symmetric
-                rounding = bool((asym <= ATTRIBUTE_TOL * scale).all())
-                self._check_definite(v if rounding else 0.5 * (v + np.swapaxes(v, -1, -2)),
-                                     scale, where)
-            return bool((asym > ASYMMETRY_WARN_TOL * scale).any())
-        return False
+                matrix = value if asym <= ATTRIBUTE_TOL * big else 0.5 * (value + value.T)
+                self._check_definite(matrix[None], np.array([big]),
+                                     _element_finder(self.label, batched))
+            return asym > ASYMMETRY_WARN_TOL * big
+        scale = np.maximum(1.0, np.maximum(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1))))
+        asym = (v - np.swapaxes(v, -1, -2)).max(axis=(-2, -1))
+        if self.psd or self.nsd:  # on sym(X); a copy only where X is not symmetric
+            rounding = bool((asym <= ATTRIBUTE_TOL * scale).all())
+            self._check_definite(v if rounding else 0.5 * (v + np.swapaxes(v, -1, -2)),
+                                 scale, _element_finder(self.label, batched))
+        return bool((asym > ASYMMETRY_WARN_TOL * scale).any())
 
     def _check_definite(self, v: FloatArray, scale: FloatArray, where) -> None:
         """PSD/NSD up to a relative tolerance: Cholesky of the shifted matrix (symmetric up
@@ -272,8 +276,20 @@ class ParameterLayout:
         if not log_rows.size:
             return theta, theta[:-1], batch
         raw = theta[: self.size].copy()
-        theta[log_rows] = np.log(raw[self._log_sources])
+        rows, sources = self._log_slices
+        if rows is None:
+            theta[log_rows] = np.log(raw[self._log_sources])
+        else:  # one run of rows from one run of entries (the usual gp=True case): views
+            np.log(raw[sources], out=theta[rows])
         return theta, raw, batch
+
+    @functools.cached_property
+    def _log_slices(self) -> tuple[slice | None, slice | None]:
+        """(:attr:`_log_rows`, :attr:`_log_sources`) as slices where both are one run."""
+        rows, sources = _as_slice(self._log_rows), _as_slice(self._log_sources)
+        if isinstance(rows, slice) and isinstance(sources, slice):
+            return rows, sources
+        return None, None
 
     @functools.cached_property
     def _shapes(self) -> tuple[tuple[int, ...], ...]:

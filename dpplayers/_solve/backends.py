@@ -204,7 +204,9 @@ class AbstractConeSolver(abc.ABC):
         if not reuse or key in self._not_updatable:
             workspace = self._setup(data, settings)
         else:
-            cache = self._local.__dict__.setdefault("cache", {})
+            cache = getattr(self._local, "cache", None)
+            if cache is None:
+                cache = self._local.cache = {}
             workspace = cache.get(key)
             if workspace is None:
                 workspace = cache[key] = self._setup(data, settings)
