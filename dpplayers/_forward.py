@@ -72,9 +72,8 @@ def parse_call(prog, solver_args: dict | None, on_failure: str,
     the calls it parsed (up to CALL_CACHE_SIZE), keyed by the arguments with their types
     (``True`` is not ``1`` to a solver); unhashable arguments are parsed every time."""
     try:
-        key = (on_failure, inaccurate,
-               *((k, type(v), v) for k, v in solver_args.items())) if solver_args else (
-            on_failure, inaccurate)
+        key = (on_failure, inaccurate, *[(k, type(v), v) for k, v in solver_args.items()]
+               ) if solver_args else (on_failure, inaccurate)
         cache = prog.parsed_calls
         call = cache.get(key)
     except (TypeError, AttributeError):  # unhashable; or a program without the cache
@@ -197,7 +196,8 @@ def finish(prog, call: SolveCall, results: list[RawSolution], raw: FloatArray, d
     policies (raise or NaN, warn) with elements named by their place in the batch;
     ``quiet``: NaN-fill failures silently (a chunk solved on a worker: its caller decides)."""
     accept, nb = call.accept, len(results)
-    if all(r.status is Status.OPTIMAL for r in results):  # the usual case: nothing to report
+    if (results[0].status is Status.OPTIMAL if nb == 1  # the usual case: nothing to report
+            else all(r.status is Status.OPTIMAL for r in results)):
         failed, inexact = [], []
     else:
         failed, inexact = _failed_and_inexact(results, accept)

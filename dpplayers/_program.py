@@ -76,7 +76,8 @@ class CompiledProblem(CanonicalProgram):
         a thread pool. Results, statuses, warnings and errors are the same either way
         (:mod:`dpplayers._distributed`).
         """
-        run, _ = self._runner(executor, chunksize, solver_args, inaccurate, None)
+        run = (None if executor is None
+               else self._runner(executor, chunksize, solver_args, inaccurate, None)[0])
         return solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
 
     def solve_and_vjp(self, *values: npt.ArrayLike, cotangents: Sequence[npt.ArrayLike | None],

@@ -138,7 +138,7 @@ class StackedMaps:
             return tuple(self.parts)
         values = self.forward(theta[:-1])  # a fresh array (gather or product): added in place
         values += self.constant
-        return tuple(values[p] if isinstance(p, slice) else p for p in self._slices)
+        return tuple([values[p] if p.__class__ is slice else p for p in self._slices])
 
     @functools.cached_property
     def _slices(self) -> tuple[slice | FloatArray, ...]:

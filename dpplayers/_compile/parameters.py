@@ -247,7 +247,7 @@ class ParameterLayout:
         copies and per-parameter tests.
         """
         self.check_given(values)
-        shapes = tuple(v.shape if isinstance(v, _ARRAY_TYPES) else np.shape(v) for v in values)
+        shapes = tuple([v.shape if isinstance(v, _ARRAY_TYPES) else np.shape(v) for v in values])
         batch = None if shapes == self._shapes else self.batch_size(shapes)
         nb = 1 if batch is None else batch
         theta = np.empty((self.theta_size + 1, nb))

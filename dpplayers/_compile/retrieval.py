@@ -47,7 +47,7 @@ class OutputSpec:
     dual: bool
     exp: bool  # gp=True primal variable: the user's value is exp of the row values
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         return math.prod(self.shape)
 

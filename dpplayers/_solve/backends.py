@@ -442,9 +442,15 @@ def _settings_key(settings: Mapping[str, Any]) -> tuple:
     """Settings as a hashable key (TypeError where a value is unhashable); a
     :class:`Settings` carries its own, built once."""
     key = getattr(settings, "key", None)
-    if key is not None:
-        return key
-    key = tuple(sorted(settings.items()))
+    return key if key is not None else _key_of(settings)
+
+
+def _key_of(settings: Mapping[str, Any]) -> tuple:
+    """The sorted items, an enum (SCS's LinearSolver) as (its type's name, its value): a
+    tuple of strings and numbers hashes in C, where an enum member's ``__hash__`` is Python
+    code run on every lookup (three per solve)."""
+    key = tuple(sorted((k, (type(v).__qualname__, v.value) if isinstance(v, enum.Enum) else v)
+                       for k, v in settings.items()))
     hash(key)
     return key
 
@@ -460,8 +466,7 @@ class Settings(dict):
     def __init__(self, settings: Mapping[str, Any]) -> None:
         super().__init__(settings)
         try:
-            key: tuple | None = tuple(sorted(settings.items()))
-            hash(key)
+            key: tuple | None = _key_of(settings)
         except TypeError:
             key = None
         self.key = key
