@@ -174,8 +174,8 @@ class CompiledProblem(CanonicalProgram):
     def element_matrices(self, data: tuple, k: int) -> tuple[sp.csc_matrix | None,
                                                              sp.csc_matrix]:
         """Element k's (P upper, A) alone (a solver that reuses its workspace skips them)."""
-        P, A, _, _ = self.element_data(data, k)
-        return P, A
+        P = self.P.matrix(data_column(data[0], k)) if self.P is not None else None
+        return P, self.A.matrix(data_column(data[1], k))
 
     def data_transpose(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
                        gc: FloatArray) -> FloatArray:

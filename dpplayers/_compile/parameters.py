@@ -253,9 +253,13 @@ class ParameterLayout:
         theta = np.empty((self.theta_size + 1, nb))
         arrays = []
         for spec, value in zip(self.specs, values):
-            arr = value if _is_float64(value) else _real_array(value, spec.label)
+            arr = (value if isinstance(value, np.ndarray) and value.dtype == _FLOAT64
+                   else _real_array(value, spec.label))  # (float64 arrays as they are)
             is_batched = arr.ndim != len(spec.shape)  # batch_size checked the shapes
-            _write_fortran(theta[spec.offset : spec.offset + spec.size], arr, is_batched)
+            if arr.ndim:
+                _write_fortran(theta[spec.offset : spec.offset + spec.size], arr, is_batched)
+            else:  # an unbatched scalar: its row, broadcast over the columns
+                theta[spec.offset] = arr
             arrays.append((arr, is_batched))
         theta[-1] = 1.0
         entries = theta[: self.size].reshape(-1)  # a view: θ̃ is C-ordered
@@ -474,14 +478,11 @@ class ParameterLayout:
         return tuple(out)
 
 
+_FLOAT64 = np.dtype(np.float64)
 #: Values whose ``shape`` is read directly (numpy's ``np.shape`` converts the rest).
 _ARRAY_TYPES = (np.ndarray, np.generic)
 #: Real scalar types taken as they are (any other value is checked for complex entries).
 _REAL_SCALARS = (float, int, np.float64, np.float32, np.int64, np.int32)
-
-
-def _is_float64(value: object) -> bool:
-    return isinstance(value, np.ndarray) and value.dtype == np.float64
 
 
 def _as_slice(rows: npt.NDArray[np.intp]) -> slice | npt.NDArray[np.intp]:
