@@ -136,9 +136,37 @@ class StackedMaps:
         """θ̃ = [θ; 1] (p+1, B) → each map's data (rows, B), or its constant column."""
         if self.forward is None:
             return tuple(self.parts)
-        values = self.forward(theta[:-1])  # a fresh array (gather or product): added in place
-        values += self.constant
+        affine, on_tilde, rows, added = self._affine
+        values = affine(theta if on_tilde else theta[:-1])  # a fresh array: added to in place
+        if rows is not None:
+            values[rows] += added
         return tuple([values[p] if p.__class__ is slice else p for p in self._slices])
+
+    @functools.cached_property
+    def _affine(self) -> tuple[LinearMap, bool, slice | npt.NDArray[np.intp] | None,
+                               FloatArray | None]:
+        """How :meth:`__call__` evaluates the θ-dependent rows with as few passes over them
+        as it can: (a map, whether it reads θ̃ = [θ; 1] (else θ), the rows whose constant
+        is added after it (None: none), those constants). A gather reads θ̃, so a row
+        with no parameter entry picks θ̃'s 1 scaled by its constant; only rows with both
+        an entry and a constant get an addition. A product adds the constant column only
+        where it is not all zero (an OptNet QP's never is)."""
+        const = self.constant
+        forward = self.forward
+        if isinstance(forward, Gather):
+            scale = forward.scale if forward.scale is not None else np.ones_like(const)
+            empty = scale[:, 0] == 0.0  # no entry (or a zero coefficient): reads the 1
+            source = np.where(empty, self._p, forward.source)
+            scale = np.where(empty[:, None], const, scale)
+            mixed = np.flatnonzero(~empty & (const[:, 0] != 0.0))
+            unit = bool(np.all(scale == 1.0))
+            gather = Gather(source, None if unit else scale, (scale.shape[0], self._p + 1))
+            if not mixed.size:
+                return gather, True, None, None
+            return gather, True, mixed, const[mixed]
+        if not np.any(const):
+            return forward, False, None, None
+        return forward, False, slice(None), const
 
     @functools.cached_property
     def _slices(self) -> tuple[slice | FloatArray, ...]:
