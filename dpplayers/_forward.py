@@ -184,8 +184,10 @@ def finish(prog, call: SolveCall, results: list[RawSolution], raw: FloatArray, d
         outputs = tuple(o[0] for o in outputs)
     info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
                   "setup_seconds": r.setup_seconds} for r in results)
+    kept = tuple(r.kept for r in results)
     return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
-                    call.mode, call.derivative_options, raw, data, accept)
+                    call.mode, call.derivative_options, raw, data, accept,
+                    route_factors=kept if any(h is not None for h in kept) else None)
 
 
 def _where(k: int, batch: int | None) -> str:
@@ -234,7 +236,7 @@ def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolu
     x, y, s, _ = newton_refine(P, A, b, c, raw.x, raw.y, raw.s, prog.cones, steps,
                                prog.kkt_pattern, prog.dual_cone)
     return RawSolution(x, y, s, raw.status, raw.solver_status, raw.iterations, raw.seconds,
-                       raw.setup_seconds)
+                       raw.setup_seconds, kept=raw.kept)  # factors of the data: still valid
 
 
 @functools.cache

@@ -296,6 +296,52 @@ def _routed_degenerate(seed: int, duplicated: bool = False, weak: bool = False):
     return rng, problem, params, outputs, values, z, sol
 
 
+def _generic(sol):
+    """A copy of ``sol`` whose derivative ignores the route's kept factors (the generic
+    assembly and LU of J): what a pickled copy does."""
+    import pickle
+    copy = pickle.loads(pickle.dumps(sol))
+    assert copy._derivative.route is None
+    return copy
+
+
+def _kept_factor_elements(sol) -> set[int]:
+    """The elements whose J solves went through the route's kept factors."""
+    route = sol._derivative.route
+    return set() if route is None else set(route.handles).difference(route.declined)
+
+
+@pytest.mark.parametrize("name", ["qp_schur", "qp_schur_lapack_loop"])
+def test_kept_factors_give_the_generic_derivative(name):
+    """Where P is definite the forward's factors (P's, A P⁻¹ Aᵀ) serve J's solves: at two
+    parameter points (alternating in the batch) vjp, jvp and the Jacobian equal those of
+    J's generic LU, and no element's J is assembled."""
+    n, n_ineq, n_eq, psd, _ = CASES[name]
+    rng = np.random.default_rng(21)
+    problem, params, outputs = optnet(n, n_ineq, n_eq, psd)
+    points = optnet_values(rng, n, n_ineq, n_eq, 2)
+    values = [np.stack([v[k % 2] for k in range(B)]) for v in points]
+    sol = dpplayers.compile(problem, params, outputs).solve(*values)
+    assert routed(sol)
+    generic = _generic(sol)
+    cot = [rng.standard_normal(v.shape) for v in sol.values]
+    tan = [rng.standard_normal(v.shape) for v in values]
+    for got, want in zip(sol.vjp(*cot), generic.vjp(*cot)):
+        assert rel(got, want) < 1e-11
+    for got, want in zip(sol.jvp(*tan), generic.jvp(*tan)):
+        assert rel(got, want) < 1e-11
+    assert _kept_factor_elements(sol) == set(range(B))
+    assert not sol._derivative.factors  # no generic factorisation was built
+    assert (sol.residual < 1e-12).all() and not sol.degenerate.any()
+    small = [v[:2] for v in values]  # the Jacobian: the generic path at batch 2 (no route)
+    jac = dpplayers.compile(problem, params, outputs[:1]).solve(*small).jacobian()
+    sol_z = dpplayers.compile(problem, params, outputs[:1]).solve(*values)
+    full = sol_z.jacobian()
+    for got, want in zip(full[0], jac[0]):
+        assert rel(got[:2], want) < 1e-8  # two solvers' points (the route, SCS + Newton)
+    assert _kept_factor_elements(sol_z) == set(range(B))
+
+
 def test_duplicated_active_rows_differentiate_as_the_conic_path():
     """Two copies of an active inequality (non-unique multipliers: J is singular): the
     route's point gives the conic path's values and x-derivative (unique), and flags
@@ -304,11 +350,15 @@ def test_duplicated_active_rows_differentiate_as_the_conic_path():
     n = z.shape[1]
     ref = dpplayers.compile(problem, params, outputs[:1], solver="CLARABEL").solve(
         *values, solver_args=CONIC)
-    assert sol.degenerate.tolist() == ref.degenerate.tolist()
     w = rng.standard_normal((B, n))
     got, want = sol.vjp(w), ref.vjp(w)
+    assert sol.degenerate.tolist() == ref.degenerate.tolist()
     for i in (0, 1, 4, 5):  # Q, q, A, b (G's and h's rows 0 and 1 act as one: not unique)
         assert rel(got[i], want[i]) < 1e-7
+    # S = A_act P⁻¹ A_actᵀ is singular: the kept factors decline every element
+    assert not _kept_factor_elements(sol)
+    for g, h in zip(got, _generic(sol).vjp(w)):
+        assert np.array_equal(g, h)
 
 
 def test_weakly_active_row_gives_a_one_sided_derivative():
@@ -319,6 +369,9 @@ def test_weakly_active_row_gives_a_one_sided_derivative():
     tan = [rng.standard_normal(v.shape) for v in values]
     tan[0] = tan[0] + tan[0].transpose(0, 2, 1)
     dx = sol.jvp(*tan)[0]
+    # the kept factors decline a weakly active row: the generic path's side stands
+    assert not _kept_factor_elements(sol)
+    assert np.array_equal(dx, _generic(sol).jvp(*tan)[0])
     h = 1e-4
     for k in (0, 1):
         at = z[k]  # exact (an interior-point solve is accurate to √μ only, here)

@@ -25,6 +25,7 @@ from dpplayers._derivative import (
     elimination,
     linear_solvers,
     pair_pivots,
+    qp_elements,
     scratch,
 )
 from dpplayers._solve import qp_route
@@ -65,6 +66,7 @@ def _instrument(monkeypatch) -> Counter:
     w(linear_solvers.TruncatedInverse, "__init__", "minimum-norm answer")
     w(bordered.BorderedFactor, "__init__", "bordered LU")
     w(qp_route, "solve", "dense QP route")
+    w(qp_elements.RouteElements, "solve", "dense QP route's kept factors", lambda a, o: len(o) > 0)
     return hits
 
 
@@ -84,6 +86,7 @@ ROUTE_CASES = {
     "minimum-norm answer": "con_redundant-0",
     "bordered LU": "logistic_fit-0",
     "dense QP route": "qp_route_dense-0",
+    "dense QP route's kept factors": "qp_route_dense-0",
 }
 
 

@@ -30,7 +30,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .qp_systems import Augmented, DenseBatch, Schur, choose_system, mtv, mv, rows
+from .qp_systems import (
+    Augmented,
+    DenseBatch,
+    KeptFactors,
+    Schur,
+    choose_system,
+    mtv,
+    mv,
+    rows,
+)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -59,7 +68,9 @@ STEP_FRACTION = 0.99
 
 @dataclass(frozen=True)
 class Result:
-    """Per element: converged flag, x (B, n), y (B, m), s (B, m), iterations."""
+    """Per element: converged flag, x (B, n), y (B, m), s (B, m), iterations; and the
+    data's factorisations the Schur elimination formed (None with the augmented system),
+    for the derivative."""
 
     converged: npt.NDArray[np.bool_]
     x: FloatArray
@@ -67,6 +78,7 @@ class Result:
     s: FloatArray
     iterations: npt.NDArray[np.int64]
     seconds: float
+    factors: KeptFactors | None = None
 
 
 def solve_batch(data: DenseBatch) -> Result:
@@ -88,6 +100,7 @@ def _mehrotra(data: DenseBatch) -> Result:
     converged = np.zeros(B, bool)
     iterations = np.zeros(B, np.int64)
     system = choose_system(data)
+    kept = system.kept if isinstance(system, Schur) else None
     # scales for the relative criteria
     b_scale = 1.0 + np.abs(b).max(axis=1, initial=0.0)
     c_scale = 1.0 + np.abs(c).max(axis=1, initial=0.0)
@@ -184,7 +197,8 @@ def _mehrotra(data: DenseBatch) -> Result:
         x = x + alpha[:, None] * dx
         y = y + alpha[:, None] * dy
         s = s + alpha[:, None] * ds
-    return Result(converged, out_x, out_y, out_s, iterations, time.perf_counter() - start)
+    return Result(converged, out_x, out_y, out_s, iterations, time.perf_counter() - start,
+                  kept)
 
 
 def polish(system: Schur | Augmented, data: DenseBatch, which: npt.NDArray[np.bool_],

@@ -107,9 +107,11 @@ def solve(batch: DenseBatch) -> list[RawSolution | None]:
     """Solve every element; None for one the conic solver must take over."""
     result = solve_batch(batch)
     share = result.seconds / max(batch.size, 1)
+    factors = result.factors
     return [RawSolution(result.x[k], result.y[k], result.s[k], Status.OPTIMAL, SOLVER_STATUS,
-                        int(result.iterations[k]), share) if result.converged[k] else None
-            for k in range(batch.size)]
+                        int(result.iterations[k]), share,
+                        kept=None if factors is None else (factors, k))
+            if result.converged[k] else None for k in range(batch.size)]
 
 
 def _number(value: Any) -> bool:

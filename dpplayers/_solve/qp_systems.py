@@ -118,21 +118,61 @@ def _solve_or_nan(K: FloatArray, rhs: FloatArray) -> FloatArray:
         return np.full_like(rhs, np.nan)
 
 
+class PSolver:
+    """Solves with a stack of positive definite P (B, n, n): by the Cholesky factors the
+    forward computed (``factors``, LAPACK's dpotrf output per element, n >= LOOP_MIN_ORDER),
+    else by numpy's batched solve (refactorising: cheap below LOOP_MIN_ORDER)."""
+
+    def __init__(self, P: FloatArray, factors: list[FloatArray] | None) -> None:
+        self.P, self.factors = P, factors
+
+    def solve(self, rhs: FloatArray, which: npt.NDArray[np.intp]) -> FloatArray:
+        """P_k⁻¹ rhs[i] for k = which[i], rhs (len(which), n, q)."""
+        if self.factors is None:
+            whole = which.size == self.P.shape[0] and bool((which == np.arange(which.size)).all())
+            return np.linalg.solve(self.P if whole else self.P[which], rhs)
+        out = np.empty_like(rhs)
+        for i, k in enumerate(which):
+            out[i] = lapack.dpotrs(self.factors[k], rhs[i], lower=1)[0]
+        return out
+
+
+class KeptFactors:
+    """What the forward's Schur elimination formed for a chunk of the batch, kept for the
+    derivative (:mod:`dpplayers._derivative.qp_elements`): A, the solver with P, P⁻¹Aᵀ and
+    M = A P⁻¹ Aᵀ, per element (rows ``zero`` on are inequalities). They depend on the data
+    alone, not on the iterate. Not pickled (a copy of a Solution, or an answer sent back
+    from a worker, unpickles as None: the derivative's generic path then serves)."""
+
+    def __init__(self, A: FloatArray, P_solver: PSolver, PinvAT: FloatArray, M: FloatArray,
+                 zero: int) -> None:
+        self.A, self.P_solver, self.PinvAT, self.M, self.zero = A, P_solver, PinvAT, M, zero
+
+    def __reduce__(self) -> tuple:
+        return (_dropped, ())
+
+
+def _dropped() -> None:
+    return None
+
+
 class Schur:
     """P positive definite: dx = −P⁻¹(r_d + Aᵀ dy), and (A P⁻¹ Aᵀ + diag(0, D)) dy = rhs,
     of the order of the constraint count. P⁻¹Aᵀ, P⁻¹c and A P⁻¹ Aᵀ are formed once."""
 
-    def __init__(self, data: DenseBatch, PinvATc: FloatArray) -> None:
+    def __init__(self, data: DenseBatch, PinvATc: FloatArray, P_solver: PSolver) -> None:
         self.PinvAT, self.Pinv_c = PinvATc[:, :, :-1], PinvATc[:, :, -1]
         self.M = data.A @ self.PinvAT
+        # the whole chunk's, before any take(): the derivative reuses them
+        self.kept = KeptFactors(data.A, P_solver, self.PinvAT, self.M, data.zero)
         self.APc = mv(data.A, self.Pinv_c)
         self.zero = data.zero
         self.diagonal = np.arange(self.zero, data.A.shape[1])
 
     @staticmethod
-    def setup(data: DenseBatch) -> FloatArray | None:
-        """[P⁻¹Aᵀ, P⁻¹c] per element (B, n, m + 1), or None where some P is not positive
-        definite."""
+    def setup(data: DenseBatch) -> tuple[FloatArray, PSolver] | None:
+        """[P⁻¹Aᵀ, P⁻¹c] per element (B, n, m + 1) and the solver with P it was formed by,
+        or None where some P is not positive definite."""
         n, m = data.A.shape[2], data.A.shape[1]
         rhs = np.concatenate([np.broadcast_to(data.A.transpose(0, 2, 1), (data.size, n, m)),
                               np.broadcast_to(data.c[:, :, None], (data.size, n, 1))], axis=2)
@@ -142,14 +182,16 @@ class Schur:
                 np.linalg.cholesky(P)
             except np.linalg.LinAlgError:
                 return None
-            return np.linalg.solve(P, rhs)
+            return np.linalg.solve(P, rhs), PSolver(P, None)
         out = np.empty_like(rhs)
+        factors = []
         for k in range(data.size):
             c, info = lapack.dpotrf(P[k], lower=1, clean=0)
             if info != 0:
                 return None
             out[k] = lapack.dpotrs(c, rhs[k], lower=1)[0]
-        return out
+            factors.append(c)
+        return out, PSolver(P, factors)
 
     def take(self, keep: npt.NDArray[np.intp]) -> None:
         self.PinvAT, self.Pinv_c, self.M, self.APc = (
@@ -245,9 +287,9 @@ def choose_system(data: DenseBatch) -> Schur | Augmented:
     there are fewer constraint rows than n + zero; else Augmented."""
     n, m = data.A.shape[2], data.A.shape[1]
     if data.P is not None and m < n + data.zero:
-        PinvATc = Schur.setup(data)
-        if PinvATc is not None:
-            return Schur(data, PinvATc)
+        setup = Schur.setup(data)
+        if setup is not None:
+            return Schur(data, *setup)
     return Augmented(data)
 
 
