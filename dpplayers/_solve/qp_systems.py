@@ -19,11 +19,15 @@ from ..cones import ConeDims
 FloatArray = npt.NDArray[np.float64]
 
 #: Systems of at least this order are factorised per element by LAPACK (one factorisation
-#: serves both solves of an iteration, Cholesky where definite); smaller ones by numpy's
-#: batched solve, twice. Measured, one thread, minimum of 15: (32, 150, 150) Cholesky and
-#: two solves per element 4.8 ms against numpy's two batched solves 14.5 ms; at order 35
-#: numpy's batched call wins (128 systems: 2 × 1.0 ms against ~2 ms of per-call overhead).
-LOOP_MIN_ORDER = 64
+#: serves both solves of an iteration, Cholesky where definite; P's Cholesky is kept for the
+#: derivative); smaller ones by numpy's batched solve, twice. Measured, one thread, minimum
+#: of 30 (2026-12-07, numpy 2.4.6, scipy 1.17.1): 128 systems of order 35 (qp50's Schur
+#: complement) dpotrf and two dpotrs per element 1.74 ms against numpy's two batched solves
+#: 2.67 ms (32 systems: 0.44 against 0.76 ms); order 50 (qp50's P: its Cholesky and a solve
+#: with 36 columns, 128 of them) per element 8.5 ms against numpy's 11.1 ms; qp50's forward
+#: with the threshold at 32 against 64, interleaved (two threads, load 4.8): 0.81× at batch
+#: 32, 0.86× at 128. (It was 64 when numpy's batched call won at order 35.)
+LOOP_MIN_ORDER = 32
 
 @dataclass(frozen=True)
 class DenseBatch:
