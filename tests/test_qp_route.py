@@ -15,7 +15,7 @@ import pytest
 
 import dpplayers
 from dpplayers import SolverError, Status
-from dpplayers._solve import dense_qp, qp_route
+from dpplayers._solve import dense_qp, qp_route, qp_systems
 
 B = qp_route.MIN_BATCH + 2
 #: The conic reference: tighter than the route accepts (so it declines), then polished.
@@ -390,3 +390,27 @@ def test_weakly_active_row_gives_a_one_sided_derivative():
 def test_tolerance_is_tight():
     """The route's stopping rule is far tighter than the conic solvers' default 1e-8."""
     assert dense_qp.TOLERANCE <= 1e-11 and qp_route.MIN_EPS >= dense_qp.TOLERANCE
+
+
+def test_dependent_equality_rows_keep_the_whole_newton_system():
+    """Equality rows once eliminated from every iteration's system (qp_systems.Equalities)
+    need A_eq of full row rank; with a repeated equality row the route keeps the whole
+    system, and the batch's values and derivatives are still CVXPY's and the conic path's."""
+    n, n_ineq, n_eq = 40, 20, 5
+    rng = np.random.default_rng(31)
+    problem, params, outputs = optnet(n, n_ineq, n_eq)
+    values = optnet_values(rng, n, n_ineq, n_eq, B)
+    values[4][:, 1], values[5][:, 1] = values[4][:, 0], values[5][:, 0]  # A, b: row 1 = row 0
+    A = np.concatenate([values[4], values[2]], axis=1)  # equalities first, as SCS orders
+    M = A @ np.linalg.solve(values[0], A.transpose(0, 2, 1))
+    assert qp_systems.Equalities.of(M, n_eq) is None
+    assert qp_systems.Equalities.of(M[:, 1:, 1:], n_eq - 1) is not None  # without the copy
+    sol = dpplayers.compile(problem, params, outputs[:1]).solve(*values)
+    ref = dpplayers.compile(problem, params, outputs[:1], solver="CLARABEL").solve(
+        *values, solver_args=CONIC)
+    for k in (0, B - 1):
+        assert rel(sol.values[0][k], cvxpy_solve(problem, params, outputs[:1], values, k)[0]) < 1e-6
+    assert rel(sol.values[0], ref.values[0]) < 1e-8
+    cot = rng.standard_normal(sol.values[0].shape)
+    for i in (0, 1, 2, 3):  # Q, q, G, h (A's and b's rows 0 and 1 act as one: not unique)
+        assert rel(sol.vjp(cot)[i], ref.vjp(cot)[i]) < 1e-7
