@@ -181,7 +181,7 @@ def _mehrotra(data: DenseBatch) -> Result:
         # predictor (affine scaling)
         r_c = s * y_in
         rho = -r_i + r_c / y_in
-        dx, dy = system.solve(r_e, rho, D)
+        _, dy = system.solve(r_e, rho, D, primal=False)  # its step reads dy and ds alone
         ds = -(r_c + s * dy[:, z:]) / y_in
         alpha = np.minimum(1.0, np.minimum(_max_step(s, ds), _max_step(y_in, dy[:, z:])))
         mu_aff = np.einsum("bi,bi->b", s + alpha[:, None] * ds,

@@ -215,7 +215,7 @@ class Schur:
             S, at = self.eq.C.copy(), self.diagonal
         S[:, at, at] += D
         self.S = Stack(S, definite=True)
-        self.Pinv_rd = x + self.Pinv_c + mv(self.PinvAT, y)  # P⁻¹ r_d
+        self.x, self.y = x, y  # P⁻¹ r_d = x + P⁻¹c + P⁻¹Aᵀy, formed in solve with dy
         self.g = Ax + self.APc + mv(self.M, y)  # A P⁻¹ r_d
 
     def active_set_point(self, keep: npt.NDArray[np.intp], data: DenseBatch,
@@ -230,15 +230,19 @@ class Schur:
         x = -(self.Pinv_c[keep] + mv(self.PinvAT[keep], y))
         return x, y
 
-    def solve(self, r_e: FloatArray, rho: FloatArray, D: FloatArray
-              ) -> tuple[FloatArray, FloatArray]:
+    def solve(self, r_e: FloatArray, rho: FloatArray, D: FloatArray, primal: bool = True
+              ) -> tuple[FloatArray | None, FloatArray]:
+        """(dx, dy); dx None without ``primal`` (the predictor needs dy alone: one product
+        with P⁻¹Aᵀ, the largest stack the iteration reads, fewer)."""
         z = self.zero
         rhs_e, rhs_i = r_e - self.g[:, :z], -rho - self.g[:, z:]
         if self.eq is None:
             dy = self.S.solve(np.concatenate([rhs_e, rhs_i], axis=1))
         else:
             dy = self.eq.solve(self.S, rhs_e, rhs_i)
-        dx = -(self.Pinv_rd + mv(self.PinvAT, dy))
+        if not primal:
+            return None, dy
+        dx = -(self.x + self.Pinv_c + mv(self.PinvAT, self.y + dy))  # −P⁻¹(r_d + Aᵀdy)
         return dx, dy
 
 
@@ -325,8 +329,9 @@ class Augmented:
         sol = regularised_solve(K, rhs, free, reg)
         return sol[:, :n], sol[:, n:]
 
-    def solve(self, r_e: FloatArray, rho: FloatArray, D: FloatArray
+    def solve(self, r_e: FloatArray, rho: FloatArray, D: FloatArray, primal: bool = True
               ) -> tuple[FloatArray, FloatArray]:
+        """(dx, dy) (dx comes with dy here, whatever ``primal`` asks)."""
         d, z = self.data, self.zero
         n = self.r_d.shape[1]
         top = -self.r_d + mtv(d.A[:, z:], rho / D)
