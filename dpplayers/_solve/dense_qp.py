@@ -13,7 +13,9 @@ Newton system at (x, y, s), with W = diag(s_in / y_in) (``D`` below)::
     ρ = −r_i + r_c / y_in,  ds = −(r_c + s ∘ dy_in) / y_in,
 
 solved by one of two eliminations (:mod:`.qp_systems`: ``Schur`` where every P of the
-batch is positive definite and the constraint count is the smaller, else ``Augmented``).
+batch is positive definite and the constraint count is the smaller, its equality rows
+eliminated once for every iteration, else ``Augmented``). ``Schur``'s factors of the data
+(P's, P⁻¹Aᵀ, A P⁻¹ Aᵀ) are returned for the derivative (:mod:`dpplayers._derivative.qp_elements`).
 From a relative measure of POLISH_FROM on, each element's active set (rows with y > s) is
 tried: the exact solution there, where feasible, is its answer (:func:`polish`). Otherwise
 an element stops once its relative primal and dual residuals and its complementarity are
