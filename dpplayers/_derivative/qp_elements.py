@@ -11,7 +11,7 @@ and the rest is the saddle-point system of the active rows (``act``; ``in`` the 
                                 w_in = A_in u − g_in.
 
 P is positive definite on these elements (the forward's Schur elimination factorised it),
-so u = P⁻¹(f' − A_actᵀ w_act) and S w_act = A_act P⁻¹ f' − g_act with S = A_act P⁻¹ A_actᵀ,
+so S w_act = A_act P⁻¹ f' − g_act with S = A_act P⁻¹ A_actᵀ and u = P⁻¹(f' − A_actᵀ w_act),
 a principal submatrix of the M = A P⁻¹ Aᵀ the forward formed: one solve with P's kept
 factors and a k × k system (k active rows, padded with identity rows to the largest k of
 the group, one batched LAPACK call) per element, where the generic path
@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .._solve.qp_systems import KeptFactors
+from .._solve.qp_systems import KeptFactors, take_elements
 from .conditioning import PROBE_SUSPECT
 from .linear_solvers import SolveStats
 
@@ -118,11 +118,9 @@ def solve_group(f: KeptFactors, where: npt.NDArray[np.intp], y: FloatArray, s: F
     rhs (E, n + m, q) ↦ (z (E, n + m, q), a relative residual per element: inf where the
     element is declined, see the module text)."""
     E, N, q = rhs.shape
-    m, n = f.M.shape[1], f.PinvAT.shape[1]
+    m, n = f.M.shape[1], f.A.shape[2]
     z0 = f.zero
-    whole = where.size == f.M.shape[0] and bool((where == np.arange(where.size)).all())
-    pick = (lambda a: a) if whole else (lambda a: a[where])  # the whole chunk: no copies
-    A = f.A if f.A.shape[0] == 1 else pick(f.A)
+    A = f.A if f.A.shape[0] == 1 else take_elements(f.A, where)
     active = np.ones((E, m), bool)
     active[:, z0:] = y[:, z0:] - s[:, z0:] >= 0  # DΠ's rule: D = 1 where v = y − s ≥ 0
     y_in, s_in = y[:, z0:], s[:, z0:]
@@ -146,7 +144,7 @@ def solve_group(f: KeptFactors, where: npt.NDArray[np.intp], y: FloatArray, s: F
     order = np.argsort(~active, axis=1, kind="stable")[:, :k]
     pad = np.arange(k)[None, :] >= count[:, None]
     e = np.arange(E)[:, None]
-    S = pick(f.M)[np.arange(E)[:, None, None], order[:, :, None], order[:, None, :]]
+    S = f.M[where[:, None, None], order[:, :, None], order[:, None, :]]
     S[pad[:, :, None] | pad[:, None, :]] = 0.0
     S[:, np.arange(k), np.arange(k)] += pad
     Hk = H[e, order]
@@ -158,11 +156,11 @@ def solve_group(f: KeptFactors, where: npt.NDArray[np.intp], y: FloatArray, s: F
             Wk = np.stack([_solve_or_nan(Sk, hk) for Sk, hk in zip(S, Hk)])
         W = np.zeros((E, m, q + 1))
         W[e, order] = np.where(pad[:, :, None], 0.0, Wk)
-        U = Pf - pick(f.PinvAT) @ W
+        T = F - A.transpose(0, 2, 1) @ W  # W is 0 on inactive rows: F − A_actᵀ w_act
+        U = f.P_solver.solve(T, where)
         AU = A @ U
         # residual of the reduced system [[P, A_actᵀ], [A_act, 0]] [u; w_act] = [F; G_act]
-        P = pick(f.P_solver.P)
-        r_top = P @ U + A.transpose(0, 2, 1) @ W - F
+        r_top = f.P_solver.times(U, where) - T
         r_act = np.where(active[:, :, None], AU - G, 0.0)
         res_sq = np.vecdot(r_top, r_top, axis=1) + np.vecdot(r_act, r_act, axis=1)
         rhs_sq = np.vecdot(R, R, axis=1)
@@ -171,7 +169,7 @@ def solve_group(f: KeptFactors, where: npt.NDArray[np.intp], y: FloatArray, s: F
         # the probe: cond estimate of the reduced J, ‖J_act‖_F ‖z‖ / ‖g‖
         A_act_sq = np.vecdot(A, A, axis=2) * active if A.shape[0] == E else \
             np.vecdot(A[0], A[0], axis=1)[None, :] * active
-        J_sq = np.vecdot(P.reshape(E, -1), P.reshape(E, -1)) + 2.0 * A_act_sq.sum(axis=1)
+        J_sq = f.P_solver.norm_sq[where] + 2.0 * A_act_sq.sum(axis=1)
         z_sq = np.vecdot(U[:, :, q], U[:, :, q]) + np.vecdot(W[:, :, q], W[:, :, q])
         cond = np.sqrt(J_sq * z_sq / np.maximum(rhs_sq[:, q], 1e-300))
     W = W[:, :, :q]
