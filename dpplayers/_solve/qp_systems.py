@@ -84,19 +84,21 @@ class Stack:
     of an iteration: numpy's batched solve below LOOP_MIN_ORDER (one call for the batch;
     it refactorises per call, which is cheap there), else LAPACK per element (Cholesky
     where K is positive definite, LU otherwise). An element whose factorisation fails
-    gets NaN (its iterates are then given up)."""
+    gets NaN (its iterates are then given up). K is the caller's temporary: LAPACK
+    factorises each element in place, through its Fortran-order view Kᵀ (no copy)."""
 
     def __init__(self, K: FloatArray, definite: bool) -> None:
         self.K, self.definite = K, definite
         self.loop = K.shape[1] >= LOOP_MIN_ORDER
         if self.loop:
-            self.factors = [self._factor(Kk) for Kk in K]
+            self.factors = [self._factor(Kk.T) for Kk in K]
 
-    def _factor(self, Kk: FloatArray) -> tuple | None:
+    def _factor(self, Kt: FloatArray) -> tuple | None:
+        """The factors of Kt (= Kᵀ; = K where K is symmetric), overwriting it."""
         if self.definite:
-            c, info = lapack.dpotrf(Kk, lower=1, clean=0)
+            c, info = lapack.dpotrf(Kt, lower=1, clean=0, overwrite_a=1)
             return (c,) if info == 0 else None
-        lu, piv, info = lapack.dgetrf(Kk)
+        lu, piv, info = lapack.dgetrf(Kt, overwrite_a=1)
         return (lu, piv) if info == 0 else None
 
     def solve(self, rhs: FloatArray) -> FloatArray:
@@ -113,7 +115,7 @@ class Stack:
             elif self.definite:
                 out[k] = lapack.dpotrs(f[0], rhs[k], lower=1)[0]
             else:
-                out[k] = lapack.dgetrs(f[0], f[1], rhs[k])[0]
+                out[k] = lapack.dgetrs(f[0], f[1], rhs[k], trans=1)[0]  # (Kᵀ)ᵀ = K
         return out
 
 
@@ -254,13 +256,13 @@ class Schur:
         e = np.arange(keep.size)[:, None]
         S = self.M[keep[:, None, None], order[:, :, None], order[:, None, :]]
         S[pad[:, :, None] | pad[:, None, :]] = 0.0
-        rhs = -(rows(data.b, keep) + self.APc[keep])[e, order]
+        rhs = -(rows(data.b, keep) + take_elements(self.APc, keep))[e, order]
         rhs[pad] = 0.0
         y_act = regularised_solve(S, rhs, pad.astype(float), (~pad).astype(float),
                                   definite=True)
         y = np.zeros(active.shape)
         y[e, order] = np.where(pad, 0.0, y_act)
-        x = -(self.Pinv_c[keep] + mv(self.PinvAT[keep], y))
+        x = -(take_elements(self.Pinv_c, keep) + mv(take_elements(self.PinvAT, keep), y))
         return x, y
 
     def solve(self, r_e: FloatArray, rho: FloatArray, D: FloatArray, primal: bool = True
@@ -395,7 +397,7 @@ def choose_system(data: DenseBatch) -> Schur | Augmented:
 
 def rows(a: FloatArray, keep: npt.NDArray[np.intp]) -> FloatArray:
     """Elements ``keep`` of a stack that may be shared (leading 1)."""
-    return a if a.shape[0] == 1 else a[keep]
+    return a if a.shape[0] == 1 else take_elements(a, keep)
 
 
 def regularised_solve(K: FloatArray, rhs: FloatArray, free: FloatArray,
