@@ -31,7 +31,7 @@ import numpy as np
 
 import dpplayers
 from benchmarks.workloads import WORKLOADS
-from dpplayers._derivative import batch, linear_solvers, pair_pivots, pattern, scratch
+from dpplayers._derivative import linear_solvers, pair_pivots, pattern, plan, scratch
 
 ARGS = {"eps": 1e-8}
 OFF = 10**9  # an order no problem here reaches
@@ -50,9 +50,9 @@ class Route:
 
 
 ROUTES = {r.constant: r for r in (
-    Route(batch, "BATCH_DENSE_MAX", -1, "small J of a batch in one LAPACK call",
+    Route(plan, "DENSE_ORDER", -1, "small J of a batch in one LAPACK call",
           ("qp50", "soc_proj", "ncm", "eq_lsq", "lp_inactive")),
-    Route(batch, "BATCH_DENSE_FULL_MAX", -1, "a quarter-full J of a batch in one LAPACK call up to order 400",
+    Route(plan, "DENSE_FULL_ORDER", -1, "a quarter-full J of a batch in one LAPACK call up to order 400",
           ("qp200", "ncm_norm")),
     Route(pair_pivots, "DIAGONAL_MIN", OFF, "S's leading diagonal pivots eliminated first",
           ("soc_proj", "ncm", "eq_lsq", "mpc20", "sparsemax", "psd_proj")),
@@ -64,10 +64,9 @@ ROUTES = {r.constant: r for r in (
           ("soc_proj", "ncm", "ncm_norm", "lsq_norm", "psd_proj")),
     Route(linear_solvers, "MIXED_MIN_ORDER", OFF, "dense LUs in single precision, refined",
           ("sparse_lp",)),
-    Route(linear_solvers, "DENSE_FRACTION", 2.0, "a full J factorised densely (off: SuperLU)",
-          ("qp200", "ncm_norm", "lsq_norm", "mpc20")),
-    Route(linear_solvers, "FILL_DENSE", 2.0, "a J whose SuperLU fills in redone densely",
-          ("sparse_lp",)),
+    Route(linear_solvers, "DENSE_FRACTION", 2.0,
+          "a full J, or one whose SuperLU filled in, factorised densely (off: SuperLU)",
+          ("qp200", "ncm_norm", "lsq_norm", "mpc20", "sparse_lp")),
     Route(scratch, "SCRATCH_MIN", 10**18, "per-thread scratch buffers for large temporaries",
           ("qp50", "lasso", "soc_proj", "ncm")),
 )}

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import dpplayers
-import dpplayers._derivative.batch as batch_module
+import dpplayers._derivative.plan as plan_module
 
 MODES = ["direct", "dense", "lsqr", "lsmr"]
 BATCHES = [None, 1, 2, 5]
@@ -134,12 +134,12 @@ def test_every_elimination_route_matches_finite_differences(name, mode, route, b
     prob, params, x, _ = EDGE_PROBLEMS[name]()
     prog = dpplayers.compile(prob, params, [x], solver="CLARABEL")
     if route == "per_element":
-        monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", -1)
-        monkeypatch.setattr(batch_module, "BATCH_DENSE_FULL_MAX", -1)
+        monkeypatch.setattr(plan_module, "DENSE_ORDER", -1)
+        monkeypatch.setattr(plan_module, "DENSE_FULL_ORDER", -1)
     if route == "dropping":
-        order = prog.kkt_pattern.pair_pivots.reduced_order
-        monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", order - 1)
-        monkeypatch.setattr(batch_module, "BATCH_DENSE_FULL_MAX", order - 1)
+        order = prog.kkt_pattern.plan.pairs.reduced_order
+        monkeypatch.setattr(plan_module, "DENSE_ORDER", order - 1)
+        monkeypatch.setattr(plan_module, "DENSE_FULL_ORDER", order - 1)
     which = [0] if batch is None else [k % 2 for k in range(batch)]
     values = points[0] if batch is None else [np.stack([points[k][i] for k in which])
                                               for i in range(len(params))]

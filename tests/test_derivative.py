@@ -10,6 +10,7 @@ from helpers import CASES, names
 
 import dpplayers
 import dpplayers._derivative.batch as batch_module
+import dpplayers._derivative.plan as plan_module
 from dpplayers._derivative.inactive_rows import InactiveRows
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
@@ -204,7 +205,7 @@ def test_batched_dense_solve_matches_element_by_element(name, pairs):
     auxiliaries eliminated as 2×2 pivots where there are any); each element must get exactly
     what the dense mode's own LU of its whole J gives, for vjp, jvp and jacobian."""
     case, prog = compiled(name)
-    assert (prog.kkt_pattern.pair_pivots.q.size > 0) == pairs
+    assert (prog.kkt_pattern.plan.pairs.q.size > 0) == pairs
     rng = np.random.default_rng(3)
     samples = [case.sample(rng) for _ in range(5)]
     batch = [np.stack(v) for v in zip(*samples)]
@@ -224,9 +225,9 @@ def test_batched_dense_solve_drops_inactive_rows(name, monkeypatch):
     J gives, for vjp (Jᵀ: the dropped unknowns lead), jvp and jacobian (J: they trail)."""
     case, prog = (compiled(name) if name in CASES else _ridge_box())
     pattern = prog.kkt_pattern
-    assert pattern.inactive_rows is not None
-    for limit in ("BATCH_DENSE_MAX", "BATCH_DENSE_FULL_MAX"):
-        monkeypatch.setattr(batch_module, limit, pattern.pair_pivots.reduced_order - 1)
+    assert pattern.plan.inactive is not None
+    for limit in ("DENSE_ORDER", "DENSE_FULL_ORDER"):
+        monkeypatch.setattr(plan_module, limit, pattern.plan.pairs.reduced_order - 1)
     rng = np.random.default_rng(4)
     samples = [case.sample(rng) for _ in range(5)]
     batch = [np.stack(v) for v in zip(*samples)]
@@ -247,10 +248,10 @@ def test_dropping_inactive_rows_is_exact_for_any_right_hand_side(transpose, monk
     """The eliminated unknowns of the dropped rows, for right-hand sides that are not zero
     there (vjp's never are: DΠ zeroes them), against a dense solve with each element's J."""
     case, prog = _ridge_box()
-    monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX",
-                        prog.kkt_pattern.pair_pivots.reduced_order - 1)
-    monkeypatch.setattr(batch_module, "BATCH_DENSE_FULL_MAX",
-                        prog.kkt_pattern.pair_pivots.reduced_order - 1)
+    monkeypatch.setattr(plan_module, "DENSE_ORDER",
+                        prog.kkt_pattern.plan.pairs.reduced_order - 1)
+    monkeypatch.setattr(plan_module, "DENSE_FULL_ORDER",
+                        prog.kkt_pattern.plan.pairs.reduced_order - 1)
     rng = np.random.default_rng(5)
     sol = prog.solve(*[np.stack(v) for v in zip(*[case.sample(rng) for _ in range(4)])],
                      solver_args=TIGHT)
@@ -283,10 +284,10 @@ def test_elements_whose_active_rows_stay_too_many_go_to_direct(monkeypatch):
     """A batch where one element's J, less its inactive rows, fits the batched solve and the
     other's does not: only the second is factorised alone, and both are exact."""
     case, prog = compiled("qp_box_projection")
-    order = prog.kkt_pattern.pair_pivots.reduced_order  # x, and the 2n bound rows
+    order = prog.kkt_pattern.plan.pairs.reduced_order  # x, and the 2n bound rows
     n = case.parameters[0].shape[0]
-    monkeypatch.setattr(batch_module, "BATCH_DENSE_MAX", order - n - 1)
-    monkeypatch.setattr(batch_module, "BATCH_DENSE_FULL_MAX", order - n - 1)
+    monkeypatch.setattr(plan_module, "DENSE_ORDER", order - n - 1)
+    monkeypatch.setattr(plan_module, "DENSE_FULL_ORDER", order - n - 1)
     ys = np.stack([np.full(n, 0.1), np.full(n, 3.0)])  # all bounds inactive / half active
     sol = prog.solve(ys, solver_args=TIGHT)
     w = np.random.default_rng(0).standard_normal((2, n))
@@ -339,7 +340,7 @@ def test_diagonal_pivots_of_a_projection_match_finite_differences_and_dense():
     the vjp matches finite differences and the dense mode's, element by element, with no
     element handed to ``Direct``."""
     prog, sample = socp_projection()
-    assert prog.kkt_pattern.pair_pivots.diagonal == 20
+    assert prog.kkt_pattern.plan.pairs.diagonal == 20
     rng = np.random.default_rng(3)
     values = sample(rng)
     sol = prog.solve(*values, solver_args=TIGHT)
@@ -367,7 +368,7 @@ def test_a_singular_element_of_a_dense_batch_reports_an_infinite_residual():
     rng = np.random.default_rng(6)
     sol = prog.solve(*[np.stack(v) for v in zip(*[sample(rng) for _ in range(3)])])
     (_, batch), = sol._derivative.dense_batches([0, 1, 2])
-    kind = prog.kkt_pattern.pair_pivots.kind
+    kind = prog.kkt_pattern.plan.pairs.kind
     values = batch.values.copy()
     values[1, (kind == PQ) | (kind == QP)] = 0.0
     broken = type(batch)(batch.pattern, values, batch.drop)

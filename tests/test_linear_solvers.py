@@ -221,7 +221,7 @@ def test_a_basis_that_fills_in_is_factorised_densely_from_then_on():
     solver = Direct(dense_limit=10)
     state = solver.init(op)
     assert isinstance(state.lu, _AntiDiagonalLU) and not state.lu.lu.dense
-    assert op.pattern.filled["basis"]  # a random dense B: fill ≥ FILL_DENSE of m²
+    assert op.pattern.plan.filled["basis"]  # a random dense B: fill ≥ DENSE_FRACTION of m²
     again = solver.init(op)  # the same program's pattern: now dense
     assert again.lu.lu.dense
     rng = np.random.default_rng(0)

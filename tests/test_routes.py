@@ -21,7 +21,6 @@ import scipy.sparse as sp
 
 import dpplayers
 from benchmarks.gallery import mpc as gallery_mpc
-from dpplayers._derivative.elimination import Singletons
 from dpplayers._derivative.linear_solvers import DenseLU, SparseLU
 
 
@@ -57,7 +56,7 @@ def test_an_lp_basis_that_fills_in_goes_dense_in_single_precision():
         answers[mode] = (sol.vjp(cotangent), sol.jvp(*tangents))
         if mode == "direct":
             first, second = (sol._derivative.element(k)[1].lu.lu for k in (0, 1))
-            assert isinstance(first, SparseLU) and prog.kkt_pattern.filled["basis"]
+            assert isinstance(first, SparseLU) and prog.kkt_pattern.plan.filled["basis"]
             assert isinstance(second, DenseLU) and second.single
             assert not sol.degenerate.any()
     (g, t), (g_ref, t_ref) = answers["direct"], answers["dense"]
@@ -86,7 +85,7 @@ def test_a_box_lasso_batch_drops_its_inactive_rows_in_one_batched_solve():
         sol = prog.solve(*values, solver_args={"eps": 1e-9})
         answers[mode] = sol.vjp(cotangent)
         if mode == "direct":
-            assert prog.kkt_pattern.pair_pivots.reduced_order > 200
+            assert prog.kkt_pattern.plan.pairs.reduced_order > 200
             batches = list(sol._derivative.dense_batches(list(range(4))))
             assert [places for places, _ in batches] == [[0, 1, 2, 3]]
             assert batches[0][1].drop is not None  # inactive rows dropped per element
@@ -142,7 +141,7 @@ def test_a_free_auxiliary_is_left_out_of_the_lu_without_changing_the_outputs():
             assert not sol.degenerate.any()
             _, state, op = sol._derivative.element(0)
             assert state.lu is not None and state.truncated is None  # no minimum-norm solve
-            free = np.setdiff1d(Singletons.of(op).core, state.peel.core)  # left out of the LU
+            free = np.setdiff1d(op.pattern.plan.singletons(op).core, state.peel.core)  # left out of the LU
             assert free.size and np.isin(free, prog.auxiliaries.candidates).all()
         else:
             assert sol.degenerate.all()  # the whole J is singular

@@ -1363,7 +1363,7 @@ def _lp_filled_basis(rng):
     """A standard-form LP (1,000 variables, 500 rows, 1% random A plus a ±3 entry per row on
     a basis) at a non-degenerate vertex: its basis of order 500 fills SuperLU's factors, so
     the program's later factorisations are dense and in single precision, refined to double
-    (``linear_solvers.FILL_DENSE``, ``MIXED_MIN_ORDER``)."""
+    (``plan.DENSE_FRACTION``, ``linear_solvers.MIXED_MIN_ORDER``)."""
     n, m = 1000, 500
     basis = rng.permutation(n)[:m]
     A = (sp.random_array((m, n), density=0.01, format="csc", rng=rng,

@@ -1,12 +1,13 @@
 """The derivative of a solved batch: J for every element, and how they are solved together.
 
 DΠ_K*(v) is computed at every solved element at once (one call per cone group). In
-``direct`` mode, small J (order ≤ BATCH_DENSE_MAX once their 2×2 pair pivots, and if need
-be each element's inactive inequality rows, are eliminated: :mod:`.pair_pivots`,
-:mod:`.inactive_rows`) are solved by batched LAPACK calls (:class:`DenseBatch`), which
-refactorise on every call; any other element's J (larger, singular, or not solved cleanly
-there) is factorised once by its mode's strategy (:mod:`.linear_solvers`) and reused by
-every later solve. Each element's worst solve statistics are kept.
+``direct`` mode, the program's elimination plan (:mod:`.plan`) decides which elements
+the batched dense executor takes: small J (once their 2×2 pair pivots, and if need be each
+element's inactive inequality rows, are eliminated) are solved by batched LAPACK calls
+(:class:`DenseBatch`), which refactorise on every call; any other element's J (larger,
+singular, or not solved cleanly there) is factorised once by its mode's strategy
+(:mod:`.linear_solvers`) and reused by every later solve. Each element's worst solve
+statistics are kept.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from ..cones import BatchedProjectionDerivative, ProjectionDerivative
 from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
 from .linear_solvers import (
-    DENSE_FRACTION,
     AbstractLinearSolver,
     Direct,
     SolveStats,
@@ -39,23 +39,13 @@ from .qp_elements import RouteElements
 FloatArray = npt.NDArray[np.float64]
 
 
-#: In ``direct`` mode, J whose order after pair elimination (:mod:`dpplayers._derivative.pair_pivots`) is
-#: at most this are solved by :class:`DenseBatch`, a batch's together (qp50, batch 32: one
-#: call of 1.5 ms against ~0.3 ms of Python per element around 0.03 ms LAPACK
-#: factorisations; batch 1: vjp 0.38 → 0.26 ms).
-BATCH_DENSE_MAX = 200
-#: A J at least DENSE_FRACTION full (nonzeros / order², as the dense QPs of OptNet layers)
-#: is batched up to this order instead: its per-element factorisation is a dense LU of
-#: the same order anyway (:data:`.linear_solvers.DENSE_FRACTION`), only one at a time. Measured,
-#: qp200 (order 350, fill 0.8; 50 equalities and a dozen to two dozen active of 100
-#: inequalities), batch 32, vjp: 246-395 ms per element against 112-131 ms batched.
-BATCH_DENSE_FULL_MAX = 400
-#: ... in chunks of about this many bytes of blocks, and of at least BATCH_DENSE_MIN elements
-#: (measured at batch 32: qp50, 1 MB chunks 4.2–4.7 ms, the whole batch at once 5.6–8.8 ms,
-#: as large temporaries are page-faulted in again on every call; lasso, 0.6 MB per element,
-#: chunks of 2 elements 17.5 ms, of 8 12.9–13.6 ms).
-BATCH_DENSE_BYTES = 1 << 20
-BATCH_DENSE_MIN = 8
+#: The batched executor takes a batch in chunks of about this many bytes of blocks: they
+#: live in per-thread scratch arrays (:mod:`.scratch`), so a chunk's temporaries are not
+#: page-faulted in again on every call, and larger chunks pay fewer numpy calls. Measured
+#: against 1 MB chunks (``routes.compare``, backward, 15 rounds interleaved, load 4–5):
+#: qp50 0.90 at batch 32 and 0.84 at 128, lasso 0.91 at 8 and 0.99–1.01 at 32–128,
+#: soc_proj 0.95, ncm 0.71 and eq_lsq 0.71 at 128, lp_inactive 0.92 at 32.
+BATCH_DENSE_BYTES = 8 << 20
 #: A batched solve whose relative residual is above this goes to ``Direct`` (refinement,
 #: singular-J handling) for that element.
 BATCH_RESIDUAL_TOL = 1e-10
@@ -78,19 +68,18 @@ class DenseBatch:
 
     @staticmethod
     def chunk(pattern: KKTPattern, order: int | None = None) -> int:
-        """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks), for
-        reduced systems of the given order (default: without dropped rows)."""
-        per_element = 8 * (pattern.pair_pivots.buffer_size(order) + pattern.indices.size)
-        return max(BATCH_DENSE_MIN, BATCH_DENSE_BYTES // per_element)
+        """How many elements to solve at once (about BATCH_DENSE_BYTES of blocks, at least
+        one), for reduced systems of the given order (default: without dropped rows)."""
+        per_element = 8 * (pattern.plan.pairs.buffer_size(order) + pattern.indices.size)
+        return max(1, BATCH_DENSE_BYTES // per_element)
 
     def solve(self, rhs: FloatArray, transpose: bool) -> tuple[FloatArray, FloatArray]:
         """rhs (b, N, q) ↦ (z, relative residual per element; inf where J is singular)."""
-        pivots = self.pattern.pair_pivots
+        plan = self.pattern.plan
         if self.drop is None:
-            z, res_sq = pivots.solve(self.values, rhs, transpose)
+            z, res_sq = plan.pairs.solve(self.values, rhs, transpose)
         else:
-            z, res_sq = self.pattern.inactive_rows.solve(pivots, self.values, rhs, transpose,
-                                                         self.drop)
+            z, res_sq = plan.inactive.solve(plan.pairs, self.values, rhs, transpose, self.drop)
         # squared norms by column (np.linalg.norm costs several calls each); a non-finite z
         # makes its residual non-finite too (every entry of z meets an equation)
         if res_sq.size == 1:  # one element, one column (a batch-1 vjp): one BLAS dot, floats
@@ -239,30 +228,22 @@ class BatchDerivative:
     @property
     def batched_dense(self) -> bool:
         """Whether :meth:`dense_batches` can take any element (see there)."""
-        return self.mode == "direct" and self.program.kkt_pattern.smallest_batched_order <= \
-            self.dense_limit
-
-    @cached
-    def dense_limit(self) -> int:
-        """The largest reduced order :class:`DenseBatch` takes for this program's J:
-        BATCH_DENSE_MAX, or BATCH_DENSE_FULL_MAX where J is DENSE_FRACTION full."""
-        pattern = self.program.kkt_pattern
-        order = pattern.n + pattern.m
-        full = pattern.indices.size >= DENSE_FRACTION * order * order
-        return BATCH_DENSE_FULL_MAX if full else BATCH_DENSE_MAX
+        return self.mode == "direct" and self.program.kkt_pattern.plan.batched()
 
     def dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
         """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
         (larger temporaries are handed back to the OS when freed and page-faulted in again
-        on every call), each with its elements' places in ``keys``: all of them when J's
-        order after pair elimination is at most BATCH_DENSE_MAX, else those whose inactive
-        inequality rows bring it there."""
+        on every call), each with its elements' places in ``keys``: all of them when the
+        order of their LU (J's after pair elimination, less S's diagonal pivots) is at most
+        the plan's ``batched_limit``, else those whose inactive inequality rows bring it
+        there."""
         if not self.batched_dense:
             return
         prog = self.program
         pattern = prog.kkt_pattern
-        order = pattern.pair_pivots.reduced_order
-        inactive = pattern.inactive_rows
+        plan = pattern.plan
+        # S's order (what the blocks hold) against the limit on the LU's, less S's diagonal pivots
+        order, limit = plan.pairs.reduced_order, plan.batched_limit + plan.pairs.diagonal
         places = list(range(len(keys)))
         D, place = self.projections()
         D_values = D.block_values()
@@ -270,15 +251,14 @@ class BatchDerivative:
         if where != list(range(D.count)):
             D_values = D_values[:, where]
         drop = None
-        if order > self.dense_limit:
-            drop = inactive.dropped(D_values)
-            orders = order - drop[:, pattern.pair_pivots.rest].sum(axis=1)
-            taken = np.flatnonzero(orders <= self.dense_limit)
+        if order > limit:
+            drop = plan.inactive.dropped(D_values)
+            orders = order - drop[:, plan.pairs.rest].sum(axis=1)
+            taken = np.flatnonzero(orders <= limit)
             keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
             places = taken.tolist()
             order = int(orders[taken].max(initial=0))
-        # a chunk holds at least BATCH_DENSE_MIN elements: a smaller batch is one chunk
-        step = max(len(keys), 1) if len(keys) <= BATCH_DENSE_MIN else DenseBatch.chunk(pattern, order)
+        step = 1 if len(keys) <= 1 else DenseBatch.chunk(pattern, order)  # (no arithmetic at 1)
         for i in range(0, len(keys), step):
             at = slice(i, i + step)
             P_data = data_columns(self.data[0], keys[at]) if prog.P is not None else None

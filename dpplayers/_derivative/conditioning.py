@@ -56,9 +56,6 @@ CONDITION_LIMIT = 1e6
 #: the zoo and the batched benchmarks (qp_nonneg_least_squares, qp50), 6e7 to 9e7 on the
 #: tied-eigenvalue problem at Clarabel tolerance 1e-3, 6e10 and more at its default.
 PROBE_SUSPECT = 1e4
-#: Up to this order the minimum-norm answer comes from a dense SVD of the full J (also the
-#: near-singularity check of the iterative modes); beyond, from LSMR.
-TRUNCATED_MAX_ORDER = 1500
 
 
 def lu_condition(factor: tuple[npt.NDArray[np.floating], npt.NDArray[np.int32]],

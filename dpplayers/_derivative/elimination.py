@@ -7,12 +7,8 @@ trail) and the columns likewise, J is block lower triangular with diagonal pivot
 around the core J_RR, so det J = ±det J_RR · ∏ pivots: only J_RR is factorised, it is
 singular exactly when J is, and the solution is exact. For Jᵀ the roles swap.
 
-In J = [[P, Aᵀ D], [A, D − I]] the 1×1 blocks of D give them without looking at J:
-
-- an inactive inequality (D_ii = 0): column n+i of J is −e_{n+i}, a trail pair;
-- a bound or a fixed variable: a dual row i with D_ii = 1 (zero cone, or an active
-  inequality) whose row of A is a·e_jᵀ. Row n+i of J is a·e_jᵀ (lead: du_j = r_{n+i} / a)
-  and column n+i is a·e_j (trail: dv_i from row j, once the rest is known).
+In J = [[P, Aᵀ D], [A, D − I]] they are the inactive rows (trail) and the bound rows (lead)
+of the program's elimination plan (:mod:`.plan`), which finds them.
 
 Left in, the bound pairs cost SuperLU dearly: on a 2,000-variable standard-form LP
 (benchmark ``sparse_lp``) J without its inactive rows has order 4,000 and fills to 2.7M
@@ -25,13 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
 from .._sparse import CSCPattern, concatenated_ranges
-from .kkt import KKTOperator
+
+if TYPE_CHECKING:
+    from .kkt import KKTOperator
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -40,7 +39,8 @@ FloatArray = npt.NDArray[np.float64]
 @dataclass(frozen=True)
 class Singletons:
     """J's peeled lead pairs (row singletons), trail pairs (column singletons) and its core
-    (the rows and columns left: the same indices, so J_RR = J[core][:, core])."""
+    (the rows and columns left: the same indices, so J_RR = J[core][:, core]); one
+    element's, from the program's plan (:meth:`.plan.EliminationPlan.singletons`)."""
 
     lead_rows: Index
     lead_cols: Index
@@ -49,22 +49,6 @@ class Singletons:
     trail_cols: Index
     trail_pivots: FloatArray
     core: Index  # ascending
-
-    @classmethod
-    def of(cls, op: KKTOperator) -> Singletons:
-        """The pairs of J (or Jᵀ, for a transposed operator), read off D's 1×1 blocks and
-        the rows of A with index operations (no loop over rows)."""
-        n, m = op.n, op.m
-        d = op.scalar_blocks()
-        rows, cols, a = _single_entries(op.A, d == 1.0)
-        rows = n + rows
-        inactive = n + np.flatnonzero(d == 0.0)
-        free = np.ones(n + m, bool)
-        free[rows] = free[cols] = free[inactive] = False
-        peel = cls(rows, cols, a, np.concatenate([cols, inactive]),
-                   np.concatenate([rows, inactive]),
-                   np.concatenate([a, -np.ones(inactive.size)]), np.flatnonzero(free))
-        return peel.T if op.transposed else peel
 
     @property
     def T(self) -> Singletons:
@@ -136,23 +120,6 @@ def free_auxiliaries(op: KKTOperator, peel: Singletons, aux: Auxiliaries) -> Sin
     if not free.any():
         return peel
     return dataclasses.replace(peel, core=np.setdiff1d(peel.core, aux.candidates[free]))
-
-
-def _single_entries(A: sp.csc_matrix,
-                    among: npt.NDArray[np.bool_]) -> tuple[Index, Index, FloatArray]:
-    """(row, column, value) of the rows of A flagged in ``among`` that hold one nonzero, at
-    most one row per column (the others are left alone)."""
-    if among.any():
-        among = among & (np.bincount(A.indices, minlength=A.shape[0]) == 1)
-    if not among.any():
-        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
-    lone = np.flatnonzero(among[A.indices])  # positions in A, by column
-    lone = lone[A.data[lone] != 0.0]
-    cols = np.searchsorted(A.indptr, lone, side="right") - 1
-    first = np.ones(lone.size, bool)
-    first[1:] = cols[1:] != cols[:-1]
-    lone, cols = lone[first], cols[first]
-    return A.indices[lone].astype(np.intp), cols, A.data[lone]
 
 
 def anti_diagonal(J_RR: sp.csc_matrix | FloatArray,

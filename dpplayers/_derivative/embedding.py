@@ -54,7 +54,7 @@ Decision table (what happens when a solve is not clean):
      or least squares)     | right-hand side is in M's range only to the solver's accuracy
     istop 3, 6, 7 (stall:  | the minimum-norm least-squares solve of the dense M (SVD,
      condition or          | what LSQR converges to), ``fell_back`` set; beyond
-     iteration limit)      | TRUNCATED_MAX_ORDER LSQR's last iterate, ``converged`` False
+     iteration limit)      | DENSE_MAX_ORDER     LSQR's last iterate, ``converged`` False
 
 M is singular at every point, so singularity says nothing about degeneracy here and
 ``degenerate`` is never set by this mode.
@@ -73,9 +73,9 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..cones import ProductCone, ProjectionDerivative
-from .conditioning import TRUNCATED_MAX_ORDER
 from .kkt import KKTOperator, data_adjoint, data_rhs
 from .linear_solvers import SolveStats
+from .plan import DENSE_MAX_ORDER
 
 FloatArray = npt.NDArray[np.float64]
 Index = npt.NDArray[np.intp]
@@ -118,8 +118,6 @@ class EmbeddingOperator:
     @property
     def in_size(self) -> int:
         return self.n + self.m + 1
-
-    out_size = in_size
 
     @property
     def x(self) -> FloatArray:
@@ -286,7 +284,7 @@ class EmbeddingLSQR:
             stalled |= int(out[1]) in (3, 6, 7)
         z = np.stack(cols, axis=1) if cols else np.zeros_like(rhs)
         converged = not stalled
-        if stalled and op.in_size <= TRUNCATED_MAX_ORDER:
+        if stalled and op.in_size <= DENSE_MAX_ORDER:
             z = sla.lstsq(op.as_matrix(), rhs, check_finite=False)[0]
             converged = True
         res = np.linalg.norm(op.mv(z) - rhs, axis=0) / np.maximum(np.linalg.norm(rhs, axis=0),

@@ -71,11 +71,7 @@ class KKTOperator:
     def scalar_blocks(self) -> FloatArray:
         """D_ii where D's block at row i is 1×1 (zero, free and nonnegative cones), NaN
         inside larger blocks."""
-        d = np.full(self.m, np.nan)
-        for block, idx in self.D.blocks:
-            if idx.shape[1] == 1:
-                d[idx[:, 0]] = block.as_matrices()[:, 0, 0]
-        return d
+        return self.pattern.plan.scalar_values(self.D.block_values())
 
     def as_matrix(self) -> sp.csc_matrix:
         """The sparse matrix of J (or Jᵀ), for the direct and dense modes (assembled on

@@ -10,7 +10,7 @@ Decision table (what happens when a solve is not clean):
     mode    | J singular or near-singular             | iterative solve stalls
     --------+-----------------------------------------+--------------------------------
     direct  | minimum-norm least squares (truncated   | (n/a)
-            | SVD; LSMR beyond TRUNCATED_MAX_ORDER),  |
+            | SVD; LSMR beyond DENSE_MAX_ORDER),      |
             | flagged degenerate                      |
     dense   | the same                                | (n/a)
     lsqr    | least squares (istop 2) or cond above   | fall back to direct, flagged
@@ -38,7 +38,6 @@ import scipy.sparse.linalg as spla
 from .bordered import BorderedFactor
 from .conditioning import (
     CONDITION_LIMIT,
-    TRUNCATED_MAX_ORDER,
     TruncatedInverse,
     lu_condition,
     norm1,
@@ -53,6 +52,7 @@ from .elimination import (
     free_auxiliaries,
 )
 from .kkt import KKTOperator
+from .plan import DENSE_FRACTION, DENSE_MAX_ORDER, DENSE_ORDER
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -106,22 +106,10 @@ def _min_norm(op: KKTOperator, rhs: FloatArray) -> tuple[FloatArray, int]:
     return np.stack(cols, axis=1), iters
 
 
-#: A sparse LU whose factors hold at least this fraction of order² entries would have been
-#: faster dense up to DENSE_MAX_ORDER: the sparse LP's basis (order 1,000, 1% random
-#: entries) fills to 61%, SuperLU 41 ms against LAPACK's 14 ms.
-FILL_DENSE = 0.3
-
-
 def _fills(lu: DenseLU | SparseLU, order: int) -> bool:
-    """Whether a sparse LU filled in enough that a dense one would have been faster."""
-    return not lu.dense and order <= DENSE_MAX_ORDER and lu.factor.nnz >= FILL_DENSE * order * order
-
-
-#: A J at least this full (nonzeros / order²) is factorised densely up to DENSE_MAX_ORDER:
-#: SuperLU's fill then approaches dense anyway (200-variable QP, order 297 and 89% full:
-#: LAPACK 0.5 ms, SuperLU 1.7 ms).
-DENSE_FRACTION = 0.25
-DENSE_MAX_ORDER = 1500
+    """Whether a sparse LU filled in enough (``DENSE_FRACTION`` of order²) that a dense one
+    would have been faster."""
+    return not lu.dense and order <= DENSE_MAX_ORDER and lu.factor.nnz >= DENSE_FRACTION * order * order
 
 
 @dataclass(frozen=True)
@@ -129,8 +117,9 @@ class Direct(AbstractLinearSolver):
     """LU of J (LAPACK's for small or full J, SuperLU's otherwise), computed once and
     reused for J and Jᵀ solves.
 
-    J's singleton pairs (inactive inequalities, bounds, fixed variables) are first peeled
-    off exactly (:mod:`.elimination`), so only the core J_RR is factorised; a core
+    The program's elimination plan (:mod:`.plan`) peels J's singleton pairs (inactive
+    inequalities, bounds, fixed variables) off exactly, and a large core's 2×2 pair pivots,
+    so only the core J_RR (or its Schur complement) is factorised; a core
     [[0, Bᵀ], [B, 0]] (an LP at a non-degenerate vertex) is solved with one LU of B.
 
     J is singular whenever the canonical program has a non-unique part (cvxpy's auxiliary
@@ -138,14 +127,13 @@ class Direct(AbstractLinearSolver):
     inactive), and nearly so at an interior-point solver's answer there. Where the LU of
     the core is singular or near-singular (:class:`DenseLU`'s rule), or a solve is not
     clean, the answer is J's minimum-norm least-squares solution: a truncated SVD up to
-    TRUNCATED_MAX_ORDER, LSMR beyond (flagged degenerate).
+    DENSE_MAX_ORDER, LSMR beyond (flagged degenerate).
     """
 
     name: ClassVar[str] = "direct"
     refinement_steps: int = 30
-    #: Cores (and B blocks) up to this order use LAPACK's dense LU (measured: 0.03 ms
-    #: against SuperLU's 0.25 ms at order 85; SuperLU wins from about 300 on).
-    dense_limit: int = 200
+    #: Cores (and B blocks) up to this order use LAPACK's dense LU (:data:`.plan.DENSE_ORDER`).
+    dense_limit: int = DENSE_ORDER
     #: The program's variables no requested output reads (cvxpy's auxiliaries). Where the
     #: core is singular, one that meets only inactive rows (t of ``abs(u) <= 1`` with
     #: |u| < 1, free on [|u|, 1]) is set to 0 and left out of the LU, so that J's
@@ -155,7 +143,7 @@ class Direct(AbstractLinearSolver):
 
     def init(self, operator: KKTOperator) -> _DirectState:
         J = operator.as_matrix()
-        peel = Singletons.of(operator)
+        peel = operator.pattern.plan.singletons(operator)
         state = self._factor_core(operator, J, peel)
         if state.singular and self.auxiliaries is not None:  # a free auxiliary, perhaps
             reduced = free_auxiliaries(operator, peel, self.auxiliaries)
@@ -163,7 +151,7 @@ class Direct(AbstractLinearSolver):
                 without = self._factor_core(operator, J, reduced)
                 if not without.singular:
                     return without
-        if state.singular and J.shape[0] <= TRUNCATED_MAX_ORDER:
+        if state.singular and J.shape[0] <= DENSE_MAX_ORDER:
             state.truncated = TruncatedInverse(J.toarray())
         return state
 
@@ -172,10 +160,11 @@ class Direct(AbstractLinearSolver):
         """The state for J with ``peel``'s pairs eliminated and its core factorised (its
         Schur complement after the 2×2 pair pivots, for a large core)."""
         core, N = peel.core, J.shape[0]
-        filled = operator.pattern.filled  # what earlier elements' factorisations showed
+        plan = operator.pattern.plan
+        filled = plan.filled  # what earlier elements' factorisations showed
         pairs = None
         if core.size > self.dense_limit:  # a large core: its 2×2 pair pivots go first
-            pivots = operator.pattern.pair_pivots
+            pivots = plan.pairs
             J_core = sp.csc_matrix(J[core][:, core]) if core.size < N else J
             found = PairElimination.of(J_core, core, pivots.p, pivots.q) if pivots.p.size else None
             if found is not None:
@@ -202,7 +191,7 @@ class Direct(AbstractLinearSolver):
                                                      bool]:
         """(factor, singular): one LU of B when J_RR = [[0, Bᵀ], [B, 0]] (p × p blocks),
         else of J_RR; no factor where it is singular or near-singular (:class:`DenseLU`'s
-        rule: the caller answers by minimum norm). A sparse LU that fills in (``FILL_DENSE``)
+        rule: the caller answers by minimum norm). A sparse LU that fills in (``_fills``)
         is remembered in ``filled``, so that the program's later elements factorise that
         block densely."""
         B = anti_diagonal(J_RR, p)
@@ -255,7 +244,7 @@ class Direct(AbstractLinearSolver):
         truncated minimum-norm solver (kept on the state for later solves)."""
         if state.minimum_norm is None:
             N = state.J.shape[0]
-            truncated = TruncatedInverse(state.J.toarray()) if N <= TRUNCATED_MAX_ORDER else None
+            truncated = TruncatedInverse(state.J.toarray()) if N <= DENSE_MAX_ORDER else None
             state.minimum_norm = dataclasses.replace(state, lu=None, singular=True,
                                                      truncated=truncated)
         return state.minimum_norm
@@ -538,7 +527,7 @@ class _Iterative(AbstractLinearSolver):
 
 @dataclass
 class _IterativeState:
-    """The operator, and (up to TRUNCATED_MAX_ORDER, found on the first solve) whether J is
+    """The operator, and (up to DENSE_MAX_ORDER, found on the first solve) whether J is
     near-singular, with its minimum-norm solver: LSQR and LSMR stop with a converged flag
     on a consistent near-singular system, and their condition estimate (``acond``) grows
     only with the iterations done, so J is factorised once to check (these modes are the
@@ -550,7 +539,7 @@ class _IterativeState:
     _truncated: TruncatedInverse | None = None
 
     def _dense(self) -> FloatArray | None:
-        if self._J is None and self.operator.in_size <= TRUNCATED_MAX_ORDER:
+        if self._J is None and self.operator.in_size <= DENSE_MAX_ORDER:
             self._J = self.operator.as_matrix().toarray()
         return self._J
 
@@ -564,7 +553,7 @@ class _IterativeState:
         return self._condition > CONDITION_LIMIT
 
     def minimum_norm(self) -> TruncatedInverse | None:
-        """J's truncated minimum-norm solver (None beyond TRUNCATED_MAX_ORDER)."""
+        """J's truncated minimum-norm solver (None beyond DENSE_MAX_ORDER)."""
         if self._truncated is None and self._dense() is not None:
             self._truncated = TruncatedInverse(self._J)
         return self._truncated

@@ -19,8 +19,7 @@ import scipy.sparse as sp
 
 from .._sparse import CSCPattern, concatenated_ranges, set_columns, sorted_runs
 from ..cones import ProductCone
-from .inactive_rows import InactiveRows
-from .pair_pivots import PairPivots, as_indices
+from .plan import EliminationPlan
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -107,6 +106,7 @@ class KKTPattern:
     # products are sorted so), summed; None where every product lands alone
     minus_one: Index  # the entries (D's diagonal) that −I takes one from
     to_csc: Index  # the entry at each position of J's CSC data
+    a_entries: slice  # where A's entries are among them (in A's data order)
     zero_rows: int = 0  # the first rows of A, whose cone is {0} (equalities): there D = I
     scalar_rows: Index = field(default_factory=lambda: np.zeros(0, np.intp))  # the rows of A
     # whose block of D is 1×1, and where their D value is in ``block_values`` order:
@@ -157,7 +157,8 @@ class KKTPattern:
         csc_rows, csc_cols = rows[to_csc], cols[to_csc]
         if np.any((np.diff(csc_cols) == 0) & (np.diff(csc_rows) == 0)):
             raise AssertionError("two sources of J land on one position")  # blocks are disjoint
-        d_start = sum(r.size for r, _ in sources[: len(dense) + 2])
+        a_start = sum(r.size for r, _ in sources[: len(dense) + 1])
+        d_start = a_start + A_rows.size
         minus_one = d_start + np.flatnonzero(d_rows == d_cols)
         if not np.array_equal(np.sort(d_rows[d_rows == d_cols]), np.arange(m)):
             raise AssertionError("D's blocks do not cover each row's diagonal once")
@@ -167,7 +168,8 @@ class KKTPattern:
             p_src=p_src, atd_a=atd_a, atd_d=atd_d, dense=tuple(dense), p_full=p_full,
             entry_rows=rows, entry_cols=cols,
             paired_starts=None if first.size == by_place.size else first,
-            minus_one=minus_one, to_csc=to_csc, zero_rows=cone.dims.zero,
+            minus_one=minus_one, to_csc=to_csc, a_entries=slice(a_start, d_start),
+            zero_rows=cone.dims.zero,
             scalar_rows=scalar_rows, scalar_d=scalar_d,
         )
 
@@ -183,49 +185,10 @@ class KKTPattern:
         return self._J_pattern.matrix(self.values(P_upper_data, A_data, D_values))
 
     @functools.cached_property
-    def filled(self) -> dict[str, bool]:
-        """Per block kind ("core", "basis"): whether a sparse LU of this program's J filled
-        in so much that later elements should factorise it densely (set by ``Direct``)."""
-        return {}
-
-    @functools.cached_property
-    def pair_pivots(self) -> PairPivots:
-        """J's independent 2×2 pivots (cvxpy's auxiliaries), for the batched dense solve:
-        a variable p with an equality row q, where D = I, so that the pivot holds data only
-        ([[P_pp, A_qp], [A_qp, 0]]) and is never singular for a nonzero A_qp; and the
-        leading variables whose pivots in S are diagonal."""
-        size = self.n + self.m
-        variables, equalities = np.zeros(size, bool), np.zeros(size, bool)
-        variables[: self.n] = True
-        equalities[self.n : self.n + self.zero_rows] = True
-        return PairPivots.of(size, self.entry_rows, self.entry_cols, variables, equalities,
-                             variables)
-
-    @functools.cached_property
-    def inactive_rows(self) -> InactiveRows | None:
-        """The inequality rows the batched solve drops where they are inactive, or None
-        when there are none or when dropping them would move a row of J_RQ or a column of
-        J_QR within the pair blocks (cvxpy puts its variables, where those are, first)."""
-        pv = self.pair_pivots
-        rows = self.n + self.scalar_rows[self.scalar_rows >= self.zero_rows]
-        if not rows.size:
-            return None
-        touched = np.union1d(as_indices(pv.rq_rows), as_indices(pv.qr_cols))
-        first_dropped = np.searchsorted(pv.rest, rows.min())
-        if touched.size and touched.max() >= first_dropped:
-            return None
-        keep = self.scalar_rows >= self.zero_rows
-        return InactiveRows.of(self.n + self.m, self.entry_rows, self.entry_cols, rows,
-                               self.scalar_d[keep])
-
-    @functools.cached_property
-    def smallest_batched_order(self) -> int:
-        """The order S would have with every droppable inequality row inactive: where even
-        that is above the batched solve's limit, no element can go there."""
-        inactive = self.inactive_rows
-        droppable = 0 if inactive is None else int(np.isin(inactive.rows,
-                                                           self.pair_pivots.rest).sum())
-        return self.pair_pivots.reduced_order - droppable
+    def plan(self) -> EliminationPlan:
+        """Which unknowns of J are pivoted out before a factorisation, and by which executor
+        (:mod:`.plan`): chosen once per program."""
+        return EliminationPlan.of(self)
 
     def entries(self, P_upper_data: FloatArray | None, A_data: FloatArray,
                 D_values: FloatArray) -> FloatArray:

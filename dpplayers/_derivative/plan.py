@@ -1,0 +1,169 @@
+"""J's elimination plan: which unknowns are pivoted out before J is factorised, chosen once
+per program from J's fixed pattern, and which executor takes an element.
+
+In J = [[P, Aᵀ D], [A, D − I]] these unknowns can be eliminated exactly, in this order:
+
+1. *inactive rows* — an inequality whose 1×1 block of D is 0 at the solution: column n + i
+   of J is −e_{n+i} (trail pivot of J, lead of Jᵀ);
+2. *bound rows* — a 1×1 block with D_ii = 1 whose row of A holds one entry a·e_j (a bound
+   or fixed variable): row n + i is a·e_jᵀ (lead pivot of J, trail of Jᵀ);
+3. *2×2 pair pivots* — cvxpy's ``sum_squares`` auxiliaries (:mod:`.pair_pivots`);
+4. *S's leading diagonal pivots* — what meets the rest of S only on its diagonal.
+
+The candidates of each kind are read off the pattern here, once; what depends on the
+solution (D's 1×1 values, A's entries) is a per-element mask over them. Two executors share
+the plan: the sparse one (:class:`~.linear_solvers.Direct`: kinds 1–3 per element, then one
+LU of the rest, kept for reuse) and the batched dense one (:class:`~.batch.DenseBatch`:
+kinds 1, 3 and 4, then one LAPACK call for many elements). Which one an element goes to,
+and whether a factorisation is dense, is decided by the constants below.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from .elimination import Singletons
+from .inactive_rows import InactiveRows
+from .pair_pivots import PairPivots, as_indices
+
+if TYPE_CHECKING:
+    from .kkt import KKTOperator
+    from .pattern import KKTPattern
+
+Index = npt.NDArray[np.intp]
+FloatArray = npt.NDArray[np.float64]
+
+#: Reduced J up to this order are factorised densely whatever their fill: per element
+#: (LAPACK 0.03 ms against SuperLU's 0.25 ms at order 85; SuperLU wins from about 300) and,
+#: in ``direct`` mode, a batch's together in one LAPACK call (qp50, batch 32: 1.5 ms against
+#: ~0.3 ms of Python per element around 0.03 ms factorisations; batch 1: vjp 0.38 → 0.26 ms).
+#: For the batched executor the order is its LU's: S less its leading diagonal pivots and
+#: the rows an element drops. (At 200, and S's order counted, the spectraplex projection's
+#: LU of order 211 (S 421), a p-norm fit's 220 and the MPC's 203 fell to the per-element
+#: path; batched, their backward takes 0.37–0.76 of the time.)
+DENSE_ORDER = 256
+#: A J at least DENSE_FRACTION full (nonzeros / order², the dense QPs of OptNet layers) is
+#: batched up to this order instead: its per-element LU would be a dense one of the same
+#: order, one at a time (qp200, order 350 and 80% full, batch 32: 246–395 ms per element
+#: against 112–131 ms batched).
+DENSE_FULL_ORDER = 400
+#: A J (or a sparse LU's factors) at least this full is factorised densely up to
+#: DENSE_MAX_ORDER: SuperLU's fill approaches dense anyway (200-variable QP, order 297 and
+#: 89% full: LAPACK 0.5 ms, SuperLU 1.7 ms; the sparse LP's basis, order 1,000 with 1% random
+#: entries, fills to 61%: SuperLU 41 ms against LAPACK's 14 ms).
+DENSE_FRACTION = 0.25
+#: The largest J handled as a dense matrix at all: a dense LU by fill, or the truncated SVD
+#: of a singular J (order 1,500: ~1.5 s for the SVD; beyond, LSMR's minimum-norm answer).
+DENSE_MAX_ORDER = 1500
+
+
+@dataclass(frozen=True, eq=False)
+class EliminationPlan:
+    """The static pivot order of one program's J (see the module's docstring)."""
+
+    n: int
+    m: int
+    scalar_rows: Index  # rows of A whose D block is 1×1 ...
+    scalar_d: Index  # ... and where their D value is in ``block_values`` order
+    bound_rows: Index  # rows of A with a 1×1 D block and one entry, in A's data order: ...
+    bound_cols: Index  # ... that entry's column ...
+    bound_src: Index  # ... and its position in A's data
+    bound_d: Index  # the row's D value's position in ``block_values`` order
+    pairs: PairPivots
+    inactive: InactiveRows | None  # the batched executor's per-element dropped rows
+    full: bool  # J's pattern is at least DENSE_FRACTION full
+    #: per block kind ("core", "basis"): a sparse LU of this program's J filled in so much
+    #: that later elements factorise it densely (set by ``Direct``)
+    filled: dict[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pattern: KKTPattern) -> EliminationPlan:
+        n, m = pattern.n, pattern.m
+        size = n + m
+        scalar_rows, scalar_d = pattern.scalar_rows, pattern.scalar_d
+        # A's entries are J's entries at (n + i, j), j < n
+        a_rows = pattern.entry_rows[pattern.a_entries] - n
+        a_cols = pattern.entry_cols[pattern.a_entries]
+        d_of_row = np.full(m, -1)
+        d_of_row[scalar_rows] = scalar_d
+        lone = (np.bincount(a_rows, minlength=m) == 1) & (d_of_row >= 0)
+        src = np.flatnonzero(lone[a_rows])
+        src = src[np.lexsort((a_rows[src], a_cols[src]))]  # by column, then row
+        variables, equalities = np.zeros(size, bool), np.zeros(size, bool)
+        variables[:n] = True
+        equalities[n : n + pattern.zero_rows] = True
+        pairs = PairPivots.of(size, pattern.entry_rows, pattern.entry_cols, variables,
+                              equalities, variables)
+        return cls(n, m, scalar_rows, scalar_d, a_rows[src], a_cols[src], src,
+                   d_of_row[a_rows[src]], pairs, _inactive(pattern, pairs),
+                   pattern.indices.size >= DENSE_FRACTION * size * size)
+
+    # -- the sparse executor's per-element pivots ------------------------------------------
+
+    def scalar_values(self, D_values: FloatArray) -> FloatArray:
+        """D_ii per row of A where D's block there is 1×1, NaN inside larger blocks."""
+        d = np.full(self.m, np.nan)
+        d[self.scalar_rows] = D_values[self.scalar_d]
+        return d
+
+    def singletons(self, op: KKTOperator) -> Singletons:
+        """Element ``op``'s lead and trail pivots (kinds 1 and 2) for J, or for Jᵀ when the
+        operator is transposed: bound rows where D_ii = 1 and the entry is nonzero, one per
+        column (a second active bound on one variable stays in the core, which is then
+        singular as J is), and inactive rows where D_ii = 0."""
+        D_values = op.D.block_values()
+        lead = (D_values[self.bound_d] == 1.0) & (op.A.data[self.bound_src] != 0.0)
+        at = np.flatnonzero(lead)
+        cols = self.bound_cols[at]
+        first = np.ones(at.size, bool)
+        first[1:] = cols[1:] != cols[:-1]
+        at, cols = at[first], cols[first]
+        rows = self.n + self.bound_rows[at]
+        inactive = self.n + self.scalar_rows[D_values[self.scalar_d] == 0.0]
+        free = np.ones(self.n + self.m, bool)
+        free[rows] = free[cols] = free[inactive] = False
+        pivots = op.A.data[self.bound_src[at]]
+        peel = Singletons(rows, cols, pivots, np.concatenate([cols, inactive]),
+                          np.concatenate([rows, inactive]),
+                          np.concatenate([pivots, -np.ones(inactive.size)]), np.flatnonzero(free))
+        return peel.T if op.transposed else peel
+
+    # -- the batched executor --------------------------------------------------------------
+
+    @property
+    def batched_limit(self) -> int:
+        """The largest reduced order the batched executor takes for this J."""
+        return DENSE_FULL_ORDER if self.full else DENSE_ORDER
+
+    @functools.cached_property
+    def smallest_batched_order(self) -> int:
+        """The order of the batched executor's LU with every droppable inequality row
+        inactive (S less its diagonal pivots and those rows): where even that is above
+        :attr:`batched_limit`, no element can be batched."""
+        droppable = 0 if self.inactive is None else int(np.isin(self.inactive.rows,
+                                                                self.pairs.rest).sum())
+        return self.pairs.reduced_order - self.pairs.diagonal - droppable
+
+    def batched(self) -> bool:
+        """Whether the batched executor can take any element of this program."""
+        return self.smallest_batched_order <= self.batched_limit
+
+
+def _inactive(pattern: KKTPattern, pairs: PairPivots) -> InactiveRows | None:
+    """The inequality rows the batched executor drops where they are inactive, or None when
+    there are none or when dropping them would move a row of J_RQ or a column of J_QR
+    within the pair blocks (cvxpy puts its variables, where those are, first)."""
+    keep = pattern.scalar_rows >= pattern.zero_rows
+    rows = pattern.n + pattern.scalar_rows[keep]
+    if not rows.size:
+        return None
+    touched = np.union1d(as_indices(pairs.rq_rows), as_indices(pairs.qr_cols))
+    if touched.size and touched.max() >= np.searchsorted(pairs.rest, rows.min()):
+        return None
+    return InactiveRows.of(pattern.n + pattern.m, pattern.entry_rows, pattern.entry_cols, rows,
+                           pattern.scalar_d[keep])
