@@ -220,8 +220,10 @@ def finish(prog, call: SolveCall, results: list[RawSolution], raw: FloatArray, d
     info = tuple([{"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
                    "setup_seconds": r.setup_seconds} for r in results])
     options = call.derivative_options  # the call is shared (parse_call): the Solution's own
+    kept = [r.kept for r in results]  # the dense QP route's factors, for its backward
     return Solution(prog, outputs, tuple([r.status for r in results]), info, x, y, s, batch,
-                    call.mode, dict(options) if options else {}, raw, data, accept)
+                    call.mode, dict(options) if options else {}, raw, data, accept,
+                    route_factors=tuple(kept) if any(h is not None for h in kept) else None)
 
 
 def _failed_and_inexact(results: list[RawSolution], accept: bool) -> tuple[list[int],
@@ -279,7 +281,7 @@ def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolu
     x, y, s, _ = newton_refine(P, A, b, c, raw.x, raw.y, raw.s, prog.cones, steps,
                                prog.kkt_pattern, prog.dual_cone)
     return RawSolution(x, y, s, raw.status, raw.solver_status, raw.iterations, raw.seconds,
-                       raw.setup_seconds)
+                       raw.setup_seconds, kept=raw.kept)  # factors of the data: still valid
 
 
 @functools.cache

@@ -26,6 +26,7 @@ from dpplayers._derivative import (
     lifted_direct,
     linear_solvers,
     pair_pivots,
+    qp_elements,
     scratch,
 )
 from dpplayers._solve import qp_route
@@ -69,6 +70,7 @@ def _instrument(monkeypatch) -> Counter:
     w(linear_solvers.TruncatedInverse, "__init__", "minimum-norm answer")
     w(bordered.BorderedFactor, "__init__", "bordered LU")
     w(qp_route, "solve", "dense QP route")
+    w(qp_elements.RouteElements, "solve", "dense QP route's kept factors", lambda a, o: len(o) > 0)
     return hits
 
 
@@ -90,6 +92,7 @@ ROUTE_CASES = {
     "dense QP route": "qp_route_dense-0",
     "lifted SOC rows divided out": "soc_norm_large-0",
     "lifted J in Direct": "soc_norm_huge-0",
+    "dense QP route's kept factors": "qp_route_dense-0",
 }
 
 

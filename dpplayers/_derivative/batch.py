@@ -35,6 +35,7 @@ from .linear_solvers import (
     make_linear_solver,
 )
 from .pattern import KKTPattern
+from .qp_elements import RouteElements
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -100,8 +101,9 @@ class BatchDerivative:
 
     def __init__(self, program: Any, data: tuple, x: FloatArray, y: FloatArray,
                  s: FloatArray, keys: list[int], mode: str, options: dict[str, Any],
-                 stats: list[SolveStats | None]) -> None:
+                 stats: list[SolveStats | None], route: RouteElements | None = None) -> None:
         self.program, self.data, self.x, self.y, self.s = program, data, x, y, s
+        self.route = route  # the dense QP route's elements with kept factors (qp_elements)
         self.keys, self.mode, self.options, self.stats = keys, mode, options, stats
         self.factors: dict[int, tuple[AbstractLinearSolver, Any, KKTOperator]] = {}
         self._projections: dict[int, ProjectionDerivative] = {}
@@ -208,6 +210,9 @@ class BatchDerivative:
         out = np.empty_like(rhs)
         todo = [i for i, k in enumerate(keys) if k not in self.factors]
         done = []
+        if self.route is not None and todo:  # [dense QP route] by its kept factors (qp_elements)
+            done = self.route.solve(keys, rhs, transpose, todo, out, self.record)
+            todo = sorted(set(todo).difference(done))
         if self.mode == "direct" and todo:
             pattern = self.batch_pattern
             for where, batch in self.dense_batches([keys[i] for i in todo]):

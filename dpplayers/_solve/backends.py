@@ -104,6 +104,8 @@ class RawSolution(NamedTuple):
     setup_seconds: float = 0.0  # building the workspace (scaling, KKT factorisation); 0 if reused
     detail: str = ""  # where it stopped (residuals vs tolerances), for inaccurate statuses
     reused: bool = False  # solved on a workspace kept from an earlier solve (b, c updated)
+    kept: Any = None  # the dense QP route's factorisations of this element's data, for the
+    # derivative (qp_systems.KeptFactors and the element's place there), else None
 
 
 class AbstractConeSolver(abc.ABC):
