@@ -40,13 +40,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from .._solve.qp_systems import KeptFactors, take_elements
 from .conditioning import PROBE_SUSPECT
 from .linear_solvers import SolveStats
+
+if TYPE_CHECKING:  # the forward's kept factors (stage 2): read here, never built
+    from .._solve.qp_systems import KeptFactors
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -78,8 +81,7 @@ class RouteElements:
         the other modes are asked for by name), or None where there are none."""
         if mode != "direct" or handles is None:
             return None
-        kept = {k: h for k, h in enumerate(handles)
-                if h is not None and isinstance(h[0], KeptFactors)}
+        kept = {k: h for k, h in enumerate(handles) if h is not None and h[0] is not None}
         return RouteElements(kept, y, s) if kept else None
 
     def solve(self, keys: Sequence[int], rhs: FloatArray, transpose: bool,
@@ -120,7 +122,7 @@ def solve_group(f: KeptFactors, where: npt.NDArray[np.intp], y: FloatArray, s: F
     E, N, q = rhs.shape
     m, n = f.M.shape[1], f.A.shape[2]
     z0 = f.zero
-    A = f.A if f.A.shape[0] == 1 else take_elements(f.A, where)
+    A = f.A if f.A.shape[0] == 1 else _take(f.A, where)
     active = np.ones((E, m), bool)
     active[:, z0:] = y[:, z0:] - s[:, z0:] >= 0  # DΠ's rule: D = 1 where v = y − s ≥ 0
     y_in, s_in = y[:, z0:], s[:, z0:]
@@ -194,3 +196,9 @@ def _solve_or_nan(S: FloatArray, h: FloatArray) -> FloatArray:
         return np.linalg.solve(S, h)
     except np.linalg.LinAlgError:
         return np.full_like(h, np.nan)
+
+
+def _take(a: FloatArray, which: npt.NDArray[np.intp]) -> FloatArray:
+    """a[which], without a copy where ``which`` is every element in order."""
+    whole = which.size == a.shape[0] and bool((which == np.arange(which.size)).all())
+    return a if whole else a[which]
