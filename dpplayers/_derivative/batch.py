@@ -274,7 +274,7 @@ class BatchDerivative:
             return
         prog = self.program
         pattern = self.batch_pattern
-        order = pattern.pair_pivots.reduced_order
+        order = pattern.dense_order  # S's, less J̃'s lifted rows (divided out first)
         inactive = pattern.inactive_rows
         places = list(range(len(keys)))
         D, place = self.projections()
@@ -291,7 +291,8 @@ class BatchDerivative:
             places = taken.tolist()
             order = int(orders[taken].max(initial=0))
         # a chunk holds at least BATCH_DENSE_MIN elements: a smaller batch is one chunk
-        step = max(len(keys), 1) if len(keys) <= BATCH_DENSE_MIN else DenseBatch.chunk(pattern, order)
+        step = max(len(keys), 1) if len(keys) <= BATCH_DENSE_MIN else DenseBatch.chunk(
+            pattern, order + pattern.leading)
         for i in range(0, len(keys), step):
             at = slice(i, i + step)
             P_data = data_columns(self.data[0], keys[at]) if prog.P is not None else None
