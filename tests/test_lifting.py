@@ -190,3 +190,29 @@ def test_norm_lasso_matches_cvxpy_solution():
         p.value = v[0]
     prob.solve(solver=cp.CLARABEL, **TIGHT)
     np.testing.assert_allclose(got, x.value, atol=1e-6)
+
+
+def test_a_point_inside_the_cone_is_handed_to_direct_and_exact(monkeypatch):
+    """min ‖F x − g‖₂ with F square: x = F⁻¹ g, the residual is 0 and the cone's dual
+    (1, 0) lies inside it, so DΠ = I there and the lifted rows' diagonal g − 1 is 0: the
+    batched solve cannot divide them out, and Direct answers (on J̃, exactly). The closed
+    form: ∂x/∂g = F⁻¹, so the vjp of w is F⁻ᵀ w."""
+    n = LIFT_MIN_DIM + 1
+    rng = np.random.default_rng(3)
+    F = rng.standard_normal((n, n)) + n * np.eye(n)
+    x, g = cp.Variable(n), cp.Parameter(n)
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(cp.norm(F @ x - g, 2))), [g], [x],
+                             solver="CLARABEL")
+    assert prog.kkt_pattern.batch_lifted is not None
+    calls = []
+    real = lifted_direct.lifted_operator
+    monkeypatch.setattr(lifted_direct, "lifted_operator",
+                        lambda op: calls.append(1) or real(op))
+    for point in range(2):
+        gv = rng.standard_normal((2, n))
+        sol = prog.solve(gv, solver_args=TIGHT)
+        np.testing.assert_allclose(sol.values[0], np.linalg.solve(F, gv.T).T, atol=1e-7)
+        w = rng.standard_normal((2, n))
+        (got,) = sol.vjp(w)
+        np.testing.assert_allclose(got, np.linalg.solve(F.T, w.T).T, rtol=1e-6, atol=1e-7)
+    assert calls  # the batched solve handed the elements on

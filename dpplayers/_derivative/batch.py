@@ -215,16 +215,16 @@ class BatchDerivative:
             todo = sorted(set(todo).difference(done))
         if self.mode == "direct" and todo:
             pattern = self.batch_pattern
+            lifted = pattern.lift is not None
             for where, batch in self.dense_batches([keys[i] for i in todo]):
                 rows = [todo[j] for j in where]
                 part = rhs if len(rows) == len(keys) else rhs[rows]
-                if pattern.extra:  # J̃ (:mod:`.lifting`): rhs 0 on its extra unknowns
-                    part = np.concatenate([part, np.zeros((len(rows), pattern.extra,
-                                                           rhs.shape[2]))], 1)
-                if pattern.position is not None:  # ... and its unknowns in its own order
+                if lifted:  # J̃ (:mod:`.lifting`): rhs 0 on its extra unknowns, all of
+                    part = np.concatenate([part, np.zeros((len(rows), pattern.extra,  # them
+                                                           rhs.shape[2]))], 1)  # in its order
                     part = part.take(pattern.order, 1)
                 z, residual = batch.solve(part, transpose)
-                if pattern.position is not None:
+                if lifted:
                     z = z.take(pattern.position, 1)
                 for j, i in enumerate(rows):
                     if residual[j] <= BATCH_RESIDUAL_TOL:
@@ -242,7 +242,7 @@ class BatchDerivative:
         return self.mode == "direct" and \
             self.batch_pattern.plan.smallest_batched_order <= self.dense_limit
 
-    @property
+    @cached
     def batch_pattern(self) -> KKTPattern:
         """The pattern :class:`DenseBatch` solves on: J̃'s where J has lifted SOC blocks
         (:mod:`.lifting`; fewer entries to assemble and gather), else J's."""

@@ -15,10 +15,14 @@ extra unknowns are dropped from the answer. J̃ keeps about 2d entries per block
 per entry of A in its rows, entries products of at most two values (from A's data and g,
 x̄, q, e), so the lifted KKTPattern is fixed per program like J's.
 
-Only the factorising solve uses J̃ (:class:`~dpplayers._derivative.lifted_direct.LiftedDirect`): its sparse LU eliminates the
-block's rows through their diagonal instead of a dense block. Where J is singular the
-minimum-norm answer of J̃ is not J's, so an element whose lifted solve is degenerate is
-solved by J itself, as before.
+In J̃ a lifted block's rows meet each other only on the diagonal g − 1 (nonzero outside the
+cone: g < 1 there), so the batched dense solve takes them first and divides them out as
+S's leading diagonal pivots (:mod:`.pair_pivots`, ``KKTPattern.build(lifted_first=True)``);
+``Direct`` factorises J̃ (:class:`~dpplayers._derivative.lifted_direct.LiftedDirect`). Where
+J is singular the minimum-norm answer of J̃ is not J's, so an element whose lifted solve is
+degenerate is solved by J itself, as before; a zero or tiny g − 1 (a point inside the cone)
+leaves the batched solve a non-finite or inaccurate answer, which its residual check hands
+to Direct.
 """
 
 from __future__ import annotations
