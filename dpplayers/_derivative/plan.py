@@ -43,10 +43,12 @@ FloatArray = npt.NDArray[np.float64]
 #: in ``direct`` mode, a batch's together in one LAPACK call (qp50, batch 32: 1.5 ms against
 #: ~0.3 ms of Python per element around 0.03 ms factorisations; batch 1: vjp 0.38 → 0.26 ms).
 #: For the batched executor the order is its LU's: S less its leading diagonal pivots and
-#: the rows an element drops. (At 200, and S's order counted, the spectraplex projection's
-#: LU of order 211 (S 421), a p-norm fit's 220 and the MPC's 203 fell to the per-element
-#: path; batched, their backward takes 0.37–0.76 of the time.)
-DENSE_ORDER = 256
+#: the rows an element drops (a program whose LU is above this drops each element's
+#: inactive rows first). 256 was tried: the spectraplex projection's LU of 211 and a p-norm
+#: fit's 220 were batched (backward 0.43–0.49 and 0.68–0.88 of the per-element path's),
+#: but the MPC's LU of 203 was then batched without dropping its inactive rows, 1.13–1.40×
+#: slower (quiet machine, interleaved).
+DENSE_ORDER = 200
 #: A J at least DENSE_FRACTION full (nonzeros / order², the dense QPs of OptNet layers) is
 #: batched up to this order instead: its per-element LU would be a dense one of the same
 #: order, one at a time (qp200, order 350 and 80% full, batch 32: 246–395 ms per element
