@@ -280,6 +280,8 @@ class BatchDerivative:
             drop = plan.inactive.dropped(D_values)
             orders = order - drop[:, plan.pairs.rest].sum(axis=1)
             taken = np.flatnonzero(orders <= limit)
+            # by order, so that each chunk's elements, padded to its largest, are alike
+            taken = taken[np.argsort(orders[taken], kind="stable")]
             keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
             places = taken.tolist()
             order = int(orders[taken].max(initial=0))
