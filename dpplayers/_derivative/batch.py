@@ -218,7 +218,9 @@ class BatchDerivative:
             lifted = pattern.lift is not None
             for where, batch in self.dense_batches([keys[i] for i in todo]):
                 rows = [todo[j] for j in where]
-                part = rhs if len(rows) == len(keys) else rhs[rows]
+                # rhs as it is only where the chunk is every element in order (chunks of
+                # elements that drop rows come in order of their reduced order)
+                part = rhs if rows == list(range(len(keys))) else rhs[rows]
                 if lifted:  # J̃ (:mod:`.lifting`): rhs 0 on its extra unknowns, all of
                     part = np.concatenate([part, np.zeros((len(rows), pattern.extra,  # them
                                                            rhs.shape[2]))], 1)  # in its order
