@@ -4,16 +4,22 @@
 the other libraries (cvxpylayers, torch, JAX) have just flushed; Python-heavy code suffers
 more from that than SCS's C. This script alternates only dpplayers' forward (NumPy API,
 batch 1) with bare SCS on the same cone program and settings (set-up + solve, or update +
-solve where dpplayers reuses the workspace), on the same parameter draws, and reports
-medians of many calls.
+solve where dpplayers reuses the workspace; through SCS's Python wrapper, as a user of SCS
+calls it), on the same parameter draws, and reports medians of many calls. ``--clock cpu``
+times with the thread's CPU clock instead of the wall clock: on a shared machine other
+jobs' load then stops counting (preemption is not CPU time), while caches and the solver's
+work still do. ``--base REV`` also times dpplayers as it was at git revision REV
+(``ab.py``'s export), in the same rounds, for a before/after under the same load.
 
-    python benchmarks/overhead.py [--calls 300]
+    python benchmarks/overhead.py [--calls 300] [--workloads qp50 ...]  (default: all)
+    python benchmarks/overhead.py --clock cpu --base 5f3af64
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,12 +33,17 @@ import dpplayers
 from benchmarks.workloads import WORKLOADS
 
 ARGS = {"eps_abs": 1e-8, "eps_rel": 1e-8, "max_iters": 100_000}
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
-def measure(name: str, calls: int) -> tuple[float, float]:
-    """(dpplayers forward, bare SCS) medians in ms over ``calls`` alternated calls."""
+def measure(name: str, calls: int, clock=time.perf_counter,
+            libraries: tuple = (dpplayers,)) -> tuple[list[float], float]:
+    """(each library's forward, bare SCS): medians in ms over ``calls`` alternated rounds
+    (the libraries' order swaps every round; bare SCS runs last)."""
     form = WORKLOADS[name].formulations()["native"]
-    prog = dpplayers.compile(form.problem, list(form.parameters), [form.output], gp=form.gp)
+    progs = [lib.compile(form.problem, list(form.parameters), [form.output], gp=form.gp)
+             for lib in libraries]
+    prog = progs[-1]
     draws = [[v[0] for v in WORKLOADS[name].values(1, d)["native"]] for d in range(7)]
     settings = prog.backend.settings(ARGS)
     cones = prog.backend._cone_dict
@@ -50,30 +61,49 @@ def measure(name: str, calls: int) -> tuple[float, float]:
             workspace.update(b=d["b"], c=d["c"])
             workspace.solve(warm_start=False)
 
-    ours, theirs = [], []
+    ours: list[list[float]] = [[] for _ in progs]
+    theirs = []
     for k in range(calls + 10):
-        t0 = time.perf_counter()
-        prog.solve(*draws[k % 7], solver_args=ARGS)
-        t1 = time.perf_counter()
+        order = list(enumerate(progs))
+        for i, p in order if k % 2 else order[::-1]:
+            t0 = clock()
+            p.solve(*draws[k % 7], solver_args=ARGS)
+            t1 = clock()
+            if k >= 10:
+                ours[i].append(t1 - t0)
+        t1 = clock()
         bare(data[k % 7])
-        t2 = time.perf_counter()
+        t2 = clock()
         if k >= 10:
-            ours.append(t1 - t0)
             theirs.append(t2 - t1)
-    return 1e3 * float(np.median(ours)), 1e3 * float(np.median(theirs))
+    return [1e3 * float(np.median(t)) for t in ours], 1e3 * float(np.median(theirs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--workloads", nargs="+", default=["qp50", "lasso", "sigmoid",
-                                                            "soc_proj", "ncm"])
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS),
+                        choices=list(WORKLOADS))
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall")
+    parser.add_argument("--base", help="git revision whose forward is timed alongside")
     args = parser.parse_args()
-    print("| workload | dpplayers forward (ms) | bare SCS (ms) | ratio | overhead (ms) |")
-    print("|---|---:|---:|---:|---:|")
-    for name in args.workloads:
-        ours, bare = measure(name, args.calls)
-        print(f"| {name} | {ours:.3f} | {bare:.3f} | {ours / bare:.2f} | {ours - bare:.3f} |")
+    with tempfile.TemporaryDirectory() as tmp:
+        libraries: tuple = (dpplayers,)
+        if args.base:
+            from benchmarks.ab import import_base
+            libraries = (import_base(args.base, Path(tmp)), dpplayers)
+            print(f"| workload | {args.base} forward (ms) | ratio | dpplayers forward (ms) "
+                  "| bare SCS (ms) | ratio | overhead (ms) |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
+        else:
+            print("| workload | dpplayers forward (ms) | bare SCS (ms) | ratio | overhead (ms) |")
+            print("|---|---:|---:|---:|---:|")
+        for name in args.workloads:
+            times, bare = measure(name, args.calls, CLOCKS[args.clock], libraries)
+            ours = times[-1]
+            before = (f"{times[0]:.3f} | {times[0] / bare:.2f} | " if args.base else "")
+            print(f"| {name} | {before}{ours:.3f} | {bare:.3f} | {ours / bare:.2f} | "
+                  f"{ours - bare:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from ._derivative.batch import make_strategy
 from ._derivative.refine import newton_refine
 from ._solution import DERIVATIVE_OPTIONS, Solution
 from ._solve import qp_route
-from ._solve.backends import AbstractConeSolver, ConeData, RawSolution
+from ._solve.backends import AbstractConeSolver, ConeData, RawSolution, Status
 from ._solve.solver_args import translate
 from ._sparse import data_column
 from .errors import InaccurateSolutionWarning, SolverError
@@ -66,7 +66,32 @@ class SolveCall:
 
 def parse_call(prog, solver_args: dict | None, on_failure: str,
                inaccurate: str = "warn") -> SolveCall:
-    """Check and split ``solver_args`` and the policies (raises ValueError on bad ones)."""
+    """Check and split ``solver_args`` and the policies (raises ValueError on bad ones).
+
+    A training loop passes the same arguments on every call, so each program remembers
+    the calls it parsed (up to CALL_CACHE_SIZE), keyed by the arguments with their types
+    (``True`` is not ``1`` to a solver); unhashable arguments are parsed every time."""
+    try:
+        key = (on_failure, inaccurate, *[(k, type(v), v) for k, v in solver_args.items()]
+               ) if solver_args else (on_failure, inaccurate)
+        cache = prog.parsed_calls
+        call = cache.get(key)
+    except (TypeError, AttributeError):  # unhashable; or a program without the cache
+        return _parse_call(prog, solver_args, on_failure, inaccurate)
+    if call is None:
+        call = _parse_call(prog, solver_args, on_failure, inaccurate)
+        if len(cache) >= CALL_CACHE_SIZE:
+            cache.clear()
+        cache[key] = call
+    return call
+
+
+#: How many parsed argument sets a program remembers (see parse_call).
+CALL_CACHE_SIZE = 16
+
+
+def _parse_call(prog, solver_args: dict | None, on_failure: str, inaccurate: str) -> SolveCall:
+    """:func:`parse_call` without the cache."""
     args = dict(solver_args or {})
     on_failure = args.pop("on_failure", on_failure)  # a layer's defaults ride in solver_args
     inaccurate = args.pop("inaccurate", inaccurate)
@@ -113,29 +138,35 @@ def solve_elements(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolutio
     the dense QP route accepts (:mod:`._solve.qp_route`) in batched interior-point runs,
     any element it leaves and every other batch by the conic solver, on the thread pool
     for batches of MIN_PARALLEL_BATCH or more."""
-    backend, settings, reuse = call.backend, call.settings, call.reuse
     nb = len(warm)
     n_jobs = n_jobs or call.n_jobs or CPU_COUNT
     routed = _dense_route(prog, call, data, warm, n_jobs)
-
-    def solve_element(k: int) -> RawSolution:
-        matrices = functools.partial(prog.element_matrices, data, k)
-        return backend.solve(ConeData(matrices, data_column(data[2], k), data_column(data[3], k)),
-                             settings, reuse, warm[k])
-
-    todo = [k for k in range(nb) if routed[k] is None]
-    workers = min(n_jobs, len(todo))
-    if workers > 1 and len(todo) >= MIN_PARALLEL_BATCH:
-        solved = list(_executor(workers).map(solve_element, todo))
+    if nb == 1:  # one element: no list to fill (the batch-1 call of a training loop)
+        results = routed if routed[0] is not None else [
+            _solve_element(prog, call, data, 0, warm[0])]
     else:
-        solved = [solve_element(k) for k in todo]
-    results = list(routed)
-    for k, raw in zip(todo, solved):
-        results[k] = raw
+        todo = [k for k in range(nb) if routed[k] is None]
+        workers = min(n_jobs, len(todo))
+        if workers > 1 and len(todo) >= MIN_PARALLEL_BATCH:
+            solved = list(_executor(workers).map(
+                lambda k: _solve_element(prog, call, data, k, warm[k]), todo))
+        else:
+            solved = [_solve_element(prog, call, data, k, warm[k]) for k in todo]
+        results = list(routed)
+        for k, raw in zip(todo, solved):
+            results[k] = raw
     steps = call.refine
     if steps:
         results = [_refined(prog, data, k, r, steps) for k, r in enumerate(results)]
     return results
+
+
+def _solve_element(prog, call: SolveCall, data: tuple, k: int,
+                   warm: RawSolution | None) -> RawSolution:
+    """Element k by the call's conic solver (P and A built only where it needs them)."""
+    matrices = functools.partial(prog.element_matrices, data, k)
+    return call.backend.solve(ConeData(matrices, data_column(data[2], k), data_column(data[3], k)),
+                              call.settings, call.reuse, warm)
 
 
 def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution | None],
@@ -165,27 +196,43 @@ def finish(prog, call: SolveCall, results: list[RawSolution], raw: FloatArray, d
     policies (raise or NaN, warn) with elements named by their place in the batch;
     ``quiet``: NaN-fill failures silently (a chunk solved on a worker: its caller decides)."""
     accept, nb = call.accept, len(results)
-    failed = [k for k, r in enumerate(results) if not r.status.usable(accept)]
+    if (results[0].status is Status.OPTIMAL if nb == 1  # the usual case: nothing to report
+            else all(r.status is Status.OPTIMAL for r in results)):
+        failed, inexact = [], []
+    else:
+        failed, inexact = _failed_and_inexact(results, accept)
     if failed and call.on_failure == "raise" and not quiet:
         raise SolverError(_failure_message(call.backend.name, results, failed, batch))
     if failed and not quiet:
         warnings.warn(f"{len(failed)} of {nb} batch elements failed ({failed[:10]}); their "
                       "values are NaN and their status says why.", RuntimeWarning, stacklevel=4)
-    inexact = [k for k, r in enumerate(results) if r.status.ok and not r.status.accurate
-               and k not in failed]
     if inexact and not quiet:
         warnings.warn(_inaccurate_message(call.backend.name, results, inexact, batch),
                       InaccurateSolutionWarning, stacklevel=4)
-    x, y, s = (_stack_columns([getattr(r, name) if r.status.usable(accept)
-                               else np.full(size, np.nan) for r in results])
-               for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
-    outputs = prog.retrieval.apply(x, y)
-    if batch is None:
-        outputs = tuple(o[0] for o in outputs)
-    info = tuple({"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
-                  "setup_seconds": r.setup_seconds} for r in results)
-    return Solution(prog, outputs, tuple(r.status for r in results), info, x, y, s, batch,
-                    call.mode, call.derivative_options, raw, data, accept)
+    if nb == 1 and not failed:  # one element: its vectors as columns (views, no copies)
+        r = results[0]
+        x, y, s = r.x[:, None], r.y[:, None], r.s[:, None]
+    else:
+        x, y, s = (_stack_columns([getattr(r, name) if r.status.usable(accept)
+                                   else np.full(size, np.nan) for r in results])
+                   for name, size in (("x", prog.n), ("y", prog.m), ("s", prog.m)))
+    outputs = prog.retrieval.apply(x, y, batched=batch is not None)
+    info = tuple([{"status": r.solver_status, "iterations": r.iterations, "seconds": r.seconds,
+                   "setup_seconds": r.setup_seconds} for r in results])
+    options = call.derivative_options  # the call is shared (parse_call): the Solution's own
+    kept = [r.kept for r in results]  # the dense QP route's factors, for its backward
+    return Solution(prog, outputs, tuple([r.status for r in results]), info, x, y, s, batch,
+                    call.mode, dict(options) if options else {}, raw, data, accept,
+                    route_factors=tuple(kept) if any(h is not None for h in kept) else None)
+
+
+def _failed_and_inexact(results: list[RawSolution], accept: bool) -> tuple[list[int],
+                                                                            list[int]]:
+    """The elements whose point is not returned, and those returned though inaccurate."""
+    failed = [k for k, r in enumerate(results) if not r.status.usable(accept)]
+    inexact = [k for k, r in enumerate(results) if r.status.ok and not r.status.accurate
+               and k not in failed]
+    return failed, inexact
 
 
 def _where(k: int, batch: int | None) -> str:
@@ -234,7 +281,7 @@ def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolu
     x, y, s, _ = newton_refine(P, A, b, c, raw.x, raw.y, raw.s, prog.cones, steps,
                                prog.kkt_pattern, prog.dual_cone)
     return RawSolution(x, y, s, raw.status, raw.solver_status, raw.iterations, raw.seconds,
-                       raw.setup_seconds)
+                       raw.setup_seconds, kept=raw.kept)  # factors of the data: still valid
 
 
 @functools.cache

@@ -76,7 +76,8 @@ class CompiledProblem(CanonicalProgram):
         a thread pool. Results, statuses, warnings and errors are the same either way
         (:mod:`dpplayers._distributed`).
         """
-        run, _ = self._runner(executor, chunksize, solver_args, inaccurate, None)
+        run = (None if executor is None
+               else self._runner(executor, chunksize, solver_args, inaccurate, None)[0])
         return solve_compiled(self, values, solver_args, warm_start, on_failure, inaccurate, run)
 
     def solve_and_vjp(self, *values: npt.ArrayLike, cotangents: Sequence[npt.ArrayLike | None],
@@ -173,8 +174,8 @@ class CompiledProblem(CanonicalProgram):
     def element_matrices(self, data: tuple, k: int) -> tuple[sp.csc_matrix | None,
                                                              sp.csc_matrix]:
         """Element k's (P upper, A) alone (a solver that reuses its workspace skips them)."""
-        P, A, _, _ = self.element_data(data, k)
-        return P, A
+        P = self.P.matrix(data_column(data[0], k)) if self.P is not None else None
+        return P, self.A.matrix(data_column(data[1], k))
 
     def data_transpose(self, gP: FloatArray | None, gA: FloatArray, gb: FloatArray,
                        gc: FloatArray) -> FloatArray:
@@ -184,6 +185,12 @@ class CompiledProblem(CanonicalProgram):
     @functools.cached_property
     def _stacked_maps(self) -> StackedMaps:
         return StackedMaps.build((self.C_P, self.C_A, self.C_b, self.C_c))
+
+    @functools.cached_property
+    def parsed_calls(self) -> dict[tuple, SolveCall]:
+        """The forward pass's parsed ``solver_args`` and policies, by their values
+        (:func:`~._forward.parse_call`; not pickled, as every cached property)."""
+        return {}
 
     @functools.cached_property
     def dual_cone(self) -> ProductCone:

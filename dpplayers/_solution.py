@@ -23,6 +23,7 @@ from ._derivative.batch import BatchDerivative, EmbeddingBatch
 from ._derivative.embedding import EmbeddingLSQR
 from ._derivative.linear_solvers import SolveStats
 from ._derivative.objective import canonical_value, data_cotangents
+from ._derivative.qp_elements import RouteElements
 from ._labels.blocks import Sensitivity
 from ._labels.blocks import sensitivity as labelled_sensitivity
 from ._solve.backends import Status
@@ -57,6 +58,8 @@ class Solution:
     _data: tuple = field(repr=False)  # (P data, A data, b, c), each (rows, B or 1)
     accept_inaccurate: bool = field(default=True, repr=False)  # inaccurate="warn" (else "fail")
     stats: list[SolveStats | None] = field(default_factory=list, repr=False)
+    #: per element, the dense QP route's kept factorisations (RawSolution.kept), or None
+    route_factors: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.stats = [None] * len(self.status)  # one slot per element (threads write slots)
@@ -101,8 +104,10 @@ class Solution:
     @cached
     def _derivative(self) -> BatchDerivative:
         """J at every solved element and its solves (built on the first derivative call)."""
+        route = RouteElements.of(self.route_factors, self.y, self.s, self.mode)
         return BatchDerivative(self.program, self._data, self.x, self.y, self.s,
-                               self._ok_keys, self.mode, self.derivative_options, self.stats)
+                               self._ok_keys, self.mode, self.derivative_options, self.stats,
+                               route)
 
     @cached
     def _ok_keys(self) -> list[int]:

@@ -48,7 +48,7 @@ class _Call:
 def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
     if t is None:
         return None
-    if t.dtype is torch.float64 and t.device.type == "cpu":  # no conversion: skip .to()
+    if t.dtype is torch.float64 and t.is_cpu:  # no conversion: skip .to()
         return t.detach().numpy()
     if t.is_complex():  # left complex: ParameterLayout.stack names it (a cast would drop .imag)
         return t.detach().cpu().numpy()
@@ -58,8 +58,10 @@ def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
 def _tensor(a: np.ndarray, like: Sequence[torch.Tensor]) -> torch.Tensor:
     """``a`` in the promoted floating dtype of ``like`` (float32 stays float32), on its device."""
     dtype = reduce(torch.promote_types, (t.dtype for t in like), torch.float32)
-    device = like[0].device if like else None
-    return torch.from_numpy(np.asarray(a, order="C")).to(device=device, dtype=dtype)
+    out = torch.from_numpy(np.asarray(a, order="C"))
+    if dtype is torch.float64 and (not like or like[0].is_cpu):  # already so: skip .to()
+        return out
+    return out.to(device=like[0].device if like else None, dtype=dtype)
 
 
 def _fold(values: Sequence, in_dims: Sequence, shapes: Sequence, lead: tuple[int, ...]) -> list:
@@ -110,7 +112,7 @@ class _Solve(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
         params, need = ctx.saved_tensors, ctx.needs_input_grad[1:]
-        grads = _VJP.apply(ctx.call, *params, *cotangents)
+        grads = _apply(_VJP, ctx.call, *params, *cotangents)
         # a parameter broadcast over a batched call gets the sum of its per-element cotangents
         return (None, *(None if not n else g.sum(0) if g.dim() > p.dim() else g
                         for g, p, n in zip(grads, params, need)))
@@ -215,10 +217,23 @@ class CvxpyLayer(torch.nn.Module):
         call = _Call(self.program, args, args.pop("on_failure", self.on_failure),
                      self._previous if warm_start else None,
                      inaccurate=args.pop("inaccurate", self.inaccurate))
-        out = _Solve.apply(call, *(torch.as_tensor(p) for p in params))
+        out = _apply(_Solve, call, *(torch.as_tensor(p) for p in params))
         if warm_start:
             self._previous = call.solution
         return out
+
+
+def _apply(fn: type[torch.autograd.Function], *args: Any) -> Any:
+    """``fn.apply(*args)``, without its binding of the arguments to ``forward``'s signature
+    where no ``torch.func`` transform is active. ``Function.apply`` binds them on every call
+    (for ``setup_context``-style Functions, ~7 µs); the forwards here take ``(call, *tensors)``
+    with no defaults or keywords, so binding returns them unchanged, and what is left of
+    ``Function.apply`` without transforms is this: unwrap dead functorch wrappers, then
+    autograd's own apply. Where torch lacks either hook, or a transform is active (``vmap``,
+    ``grad``, ``jvp``, ...), ``fn.apply`` runs as usual."""
+    if _PLAIN_APPLY and not torch._C._are_functorch_transforms_active():
+        return _PLAIN_APPLY[fn](*_unwrap_dead_wrappers(args))
+    return fn.apply(*args)
 
 
 # ``Function.apply`` binds its arguments to ``forward``'s signature on every call (for
@@ -227,3 +242,11 @@ class CvxpyLayer(torch.nn.Module):
 # Python around a small solve. The signatures never change, so they are computed once.
 for _fn in (_Solve, _VJP, _JVP):
     _fn.forward.__signature__ = inspect.signature(_fn.forward)
+
+try:  # autograd's apply below Function.apply (see _apply); absent hooks: the usual path
+    from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
+
+    _PLAIN_APPLY = ({fn: super(torch.autograd.Function, fn).apply for fn in (_Solve, _VJP)}
+                    if hasattr(torch._C, "_are_functorch_transforms_active") else {})
+except (ImportError, AttributeError):
+    _PLAIN_APPLY = {}

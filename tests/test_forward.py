@@ -203,3 +203,41 @@ def test_an_unknown_scs_setting_is_named():
                              [q], [x])
     with pytest.raises(ValueError, match="SCS rejected.*no_such_setting"):
         prog.solve(np.ones(3), solver_args={"no_such_setting": 1})
+
+
+def test_parsed_calls_are_kept_per_argument_values():
+    """A program remembers each distinct solver_args it parsed (values and their types),
+    so a later call with other values is not answered with an earlier call's settings."""
+    x, y = cp.Variable(20), cp.Parameter(20)
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(cp.sum_squares(x - y)),
+                                        [cp.sum(x) == 1, x >= 0]), [y], [x])
+    rng = np.random.default_rng(4)
+    loose, tight = {"max_iters": 3}, {"max_iters": 10_000}
+    for point in (rng.standard_normal(20), rng.standard_normal(20)):
+        want = cp.Problem(cp.Minimize(cp.sum_squares(x - point)), [cp.sum(x) == 1, x >= 0])
+        want.solve(solver=cp.CLARABEL)
+        assert prog.solve(point, solver_args=tight).status[0] is dpplayers.Status.OPTIMAL
+        with pytest.warns(dpplayers.InaccurateSolutionWarning):
+            short = prog.solve(point, solver_args=loose)
+        assert short.status[0] is dpplayers.Status.ITERATION_LIMIT
+        again = prog.solve(point, solver_args=tight)
+        np.testing.assert_allclose(again.values[0], x.value, atol=1e-6)
+    prog.solve(point, solver_args={"max_iters": 10_000.0})  # same value, another type
+    assert len(prog.parsed_calls) == 3
+
+
+def test_scs_extension_gives_the_wrappers_answer():
+    """SCS built through its C extension directly (dpplayers' own linear-solver choice) and
+    through SCS's Python wrapper (a linear solver named as a string) solve the same cone
+    program to the same point in the same iterations, with and without a kept workspace."""
+    x, q = cp.Variable(6), cp.Parameter(6)
+    G = cp.Parameter((4, 6))
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(cp.sum_squares(x) + q @ x),
+                                        [G @ x <= 1, x >= -2]), [q, G], [x])
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        values = rng.standard_normal(6), rng.standard_normal((4, 6))
+        direct = prog.solve(*values)
+        wrapped = prog.solve(*values, solver_args={"linear_solver": "qdldl"})
+        np.testing.assert_allclose(direct.values[0], wrapped.values[0], rtol=0, atol=1e-12)
+        assert direct.info[0]["iterations"] == wrapped.info[0]["iterations"]

@@ -15,7 +15,7 @@ import pytest
 
 import dpplayers
 from dpplayers import SolverError, Status
-from dpplayers._solve import dense_qp, qp_route
+from dpplayers._solve import dense_qp, qp_route, qp_systems
 
 B = qp_route.MIN_BATCH + 2
 #: The conic reference: tighter than the route accepts (so it declines), then polished.
@@ -296,6 +296,52 @@ def _routed_degenerate(seed: int, duplicated: bool = False, weak: bool = False):
     return rng, problem, params, outputs, values, z, sol
 
 
+def _generic(sol):
+    """A copy of ``sol`` whose derivative ignores the route's kept factors (the generic
+    assembly and LU of J): what a pickled copy does."""
+    import pickle
+    copy = pickle.loads(pickle.dumps(sol))
+    assert copy._derivative.route is None
+    return copy
+
+
+def _kept_factor_elements(sol) -> set[int]:
+    """The elements whose J solves went through the route's kept factors."""
+    route = sol._derivative.route
+    return set() if route is None else set(route.handles).difference(route.declined)
+
+
+@pytest.mark.parametrize("name", ["qp_schur", "qp_schur_lapack_loop"])
+def test_kept_factors_give_the_generic_derivative(name):
+    """Where P is definite the forward's factors (P's, A P⁻¹ Aᵀ) serve J's solves: at two
+    parameter points (alternating in the batch) vjp, jvp and the Jacobian equal those of
+    J's generic LU, and no element's J is assembled."""
+    n, n_ineq, n_eq, psd, _ = CASES[name]
+    rng = np.random.default_rng(21)
+    problem, params, outputs = optnet(n, n_ineq, n_eq, psd)
+    points = optnet_values(rng, n, n_ineq, n_eq, 2)
+    values = [np.stack([v[k % 2] for k in range(B)]) for v in points]
+    sol = dpplayers.compile(problem, params, outputs).solve(*values)
+    assert routed(sol)
+    generic = _generic(sol)
+    cot = [rng.standard_normal(v.shape) for v in sol.values]
+    tan = [rng.standard_normal(v.shape) for v in values]
+    for got, want in zip(sol.vjp(*cot), generic.vjp(*cot)):
+        assert rel(got, want) < 1e-11
+    for got, want in zip(sol.jvp(*tan), generic.jvp(*tan)):
+        assert rel(got, want) < 1e-11
+    assert _kept_factor_elements(sol) == set(range(B))
+    assert not sol._derivative.factors  # no generic factorisation was built
+    assert (sol.residual < 1e-12).all() and not sol.degenerate.any()
+    small = [v[:2] for v in values]  # the Jacobian: the generic path at batch 2 (no route)
+    jac = dpplayers.compile(problem, params, outputs[:1]).solve(*small).jacobian()
+    sol_z = dpplayers.compile(problem, params, outputs[:1]).solve(*values)
+    full = sol_z.jacobian()
+    for got, want in zip(full[0], jac[0]):
+        assert rel(got[:2], want) < 1e-8  # two solvers' points (the route, SCS + Newton)
+    assert _kept_factor_elements(sol_z) == set(range(B))
+
+
 def test_duplicated_active_rows_differentiate_as_the_conic_path():
     """Two copies of an active inequality (non-unique multipliers: J is singular): the
     route's point gives the conic path's values and x-derivative (unique), and flags
@@ -304,11 +350,15 @@ def test_duplicated_active_rows_differentiate_as_the_conic_path():
     n = z.shape[1]
     ref = dpplayers.compile(problem, params, outputs[:1], solver="CLARABEL").solve(
         *values, solver_args=CONIC)
-    assert sol.degenerate.tolist() == ref.degenerate.tolist()
     w = rng.standard_normal((B, n))
     got, want = sol.vjp(w), ref.vjp(w)
+    assert sol.degenerate.tolist() == ref.degenerate.tolist()
     for i in (0, 1, 4, 5):  # Q, q, A, b (G's and h's rows 0 and 1 act as one: not unique)
         assert rel(got[i], want[i]) < 1e-7
+    # S = A_act P⁻¹ A_actᵀ is singular: the kept factors decline every element
+    assert not _kept_factor_elements(sol)
+    for g, h in zip(got, _generic(sol).vjp(w)):
+        assert np.array_equal(g, h)
 
 
 def test_weakly_active_row_gives_a_one_sided_derivative():
@@ -319,6 +369,9 @@ def test_weakly_active_row_gives_a_one_sided_derivative():
     tan = [rng.standard_normal(v.shape) for v in values]
     tan[0] = tan[0] + tan[0].transpose(0, 2, 1)
     dx = sol.jvp(*tan)[0]
+    # the kept factors decline a weakly active row: the generic path's side stands
+    assert not _kept_factor_elements(sol)
+    assert np.array_equal(dx, _generic(sol).jvp(*tan)[0])
     h = 1e-4
     for k in (0, 1):
         at = z[k]  # exact (an interior-point solve is accurate to √μ only, here)
@@ -337,3 +390,27 @@ def test_weakly_active_row_gives_a_one_sided_derivative():
 def test_tolerance_is_tight():
     """The route's stopping rule is far tighter than the conic solvers' default 1e-8."""
     assert dense_qp.TOLERANCE <= 1e-11 and qp_route.MIN_EPS >= dense_qp.TOLERANCE
+
+
+def test_dependent_equality_rows_keep_the_whole_newton_system():
+    """Equality rows once eliminated from every iteration's system (qp_systems.Equalities)
+    need A_eq of full row rank; with a repeated equality row the route keeps the whole
+    system, and the batch's values and derivatives are still CVXPY's and the conic path's."""
+    n, n_ineq, n_eq = 40, 20, 5
+    rng = np.random.default_rng(31)
+    problem, params, outputs = optnet(n, n_ineq, n_eq)
+    values = optnet_values(rng, n, n_ineq, n_eq, B)
+    values[4][:, 1], values[5][:, 1] = values[4][:, 0], values[5][:, 0]  # A, b: row 1 = row 0
+    A = np.concatenate([values[4], values[2]], axis=1)  # equalities first, as SCS orders
+    M = A @ np.linalg.solve(values[0], A.transpose(0, 2, 1))
+    assert qp_systems.Equalities.of(M, n_eq) is None
+    assert qp_systems.Equalities.of(M[:, 1:, 1:], n_eq - 1) is not None  # without the copy
+    sol = dpplayers.compile(problem, params, outputs[:1]).solve(*values)
+    ref = dpplayers.compile(problem, params, outputs[:1], solver="CLARABEL").solve(
+        *values, solver_args=CONIC)
+    for k in (0, B - 1):
+        assert rel(sol.values[0][k], cvxpy_solve(problem, params, outputs[:1], values, k)[0]) < 1e-6
+    assert rel(sol.values[0], ref.values[0]) < 1e-8
+    cot = rng.standard_normal(sol.values[0].shape)
+    for i in (0, 1, 2, 3):  # Q, q, G, h (A's and b's rows 0 and 1 act as one: not unique)
+        assert rel(sol.vjp(cot)[i], ref.vjp(cot)[i]) < 1e-7

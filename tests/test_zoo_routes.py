@@ -23,8 +23,10 @@ from dpplayers._derivative import (
     batch,
     bordered,
     elimination,
+    lifted_direct,
     linear_solvers,
     pair_pivots,
+    qp_elements,
     scratch,
 )
 from dpplayers._solve import qp_route
@@ -53,6 +55,9 @@ def _instrument(monkeypatch) -> Counter:
     w(batch.DenseBatch, "solve", "batched dense solve", lambda a, o: a[0].drop is None)
     w(batch.DenseBatch, "solve", "inactive rows compacted", lambda a, o: a[0].drop is not None)
     w(pair_pivots, "_solve_reduced", "diagonal pivots", lambda a, o: a[2] > 0)
+    w(pair_pivots, "_solve_reduced", "lifted SOC rows divided out",
+      lambda a, o: len(a) > 4 and a[4] is not None and a[4] < a[0].shape[1] - a[2])
+    w(lifted_direct, "lifted_operator", "lifted J in Direct")
     w(pair_pivots, "_solve_each", "numpy's batched gesv",
       lambda a, o: a[1].shape[0] > 1 and 0 < a[1].shape[1] < pair_pivots.EACH_MIN_ORDER)
     w(pair_pivots, "_solve_one", "gesv per element")
@@ -65,6 +70,7 @@ def _instrument(monkeypatch) -> Counter:
     w(linear_solvers.TruncatedInverse, "__init__", "minimum-norm answer")
     w(bordered.BorderedFactor, "__init__", "bordered LU")
     w(qp_route, "solve", "dense QP route")
+    w(qp_elements.RouteElements, "solve", "dense QP route's kept factors", lambda a, o: len(o) > 0)
     return hits
 
 
@@ -84,6 +90,9 @@ ROUTE_CASES = {
     "minimum-norm answer": "con_redundant-0",
     "bordered LU": "logistic_fit-0",
     "dense QP route": "qp_route_dense-0",
+    "lifted SOC rows divided out": "soc_norm_large-0",
+    "lifted J in Direct": "soc_norm_huge-0",
+    "dense QP route's kept factors": "qp_route_dense-0",
 }
 
 

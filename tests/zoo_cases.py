@@ -1358,6 +1358,32 @@ def _soc_projection_large(rng):
     return independent([y], [normal(n, 1.0)], [x], prob)
 
 
+def _soc_norm(rng, m: int, n: int):
+    """‖F x − g‖₂ + ½‖x − p‖² with x ≤ 1.5, F m × n: one SOC of dimension m + 1."""
+    F = sp.random_array((m, n), density=min(1.0, 30 / m), rng=rng,
+                        data_sampler=rng.standard_normal).toarray() + 0.1
+    x, g, p = cp.Variable(n, name="x"), cp.Parameter(m, name="g"), cp.Parameter(n, name="p")
+    prob = cp.Problem(cp.Minimize(cp.norm(F @ x - g, 2) + 0.5 * cp.sum_squares(x - p)),
+                      [x <= 1.5])  # rows the lifted ones do not meet: the update stops short
+    return independent([g, p], [normal(m, 1.0), normal(n, 1.0)], [x], prob)
+
+
+@family("soc_norm_large", group="constraints")
+def _soc_norm_large(rng):
+    """A second-order cone of dimension 41-61, lifted out of J (``lifting.LIFT_MIN_DIM``):
+    its rows are divided out of the batched solve's S as leading diagonal pivots whose
+    update reaches only x, t and the two extra unknowns (``pair_pivots``' reach)."""
+    return _soc_norm(rng, int(rng.integers(40, 61)), int(rng.integers(6, 10)))
+
+
+@family("soc_norm_huge", group="constraints")
+def _soc_norm_huge(rng):
+    """A second-order cone of dimension 31-41 meeting 210-230 variables: even with the
+    lifted rows divided out, the batched solve's LU would be beyond its order
+    (``plan.DENSE_ORDER``, on the LU's order), so Direct factorises J̃ (``LiftedDirect``)."""
+    return _soc_norm(rng, int(rng.integers(30, 41)), int(rng.integers(210, 231)))
+
+
 @family("lp_filled_basis", group="constraints", flip=False)
 def _lp_filled_basis(rng):
     """A standard-form LP (1,000 variables, 500 rows, 1% random A plus a ±3 entry per row on

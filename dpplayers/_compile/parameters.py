@@ -17,6 +17,7 @@ must be positive, and the chain rule divides their cotangents by p (done in
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -114,6 +115,20 @@ class ParameterSpec:
         return (self.nonneg or self.nonpos or self.pos or self.logged or self.neg
                 or self.symmetric or self.psd or self.nsd)
 
+    @functools.cached_property
+    def _sign_rules(self) -> tuple[tuple[np.ufunc, float, str], ...]:
+        """The declared sign rules: (comparison marking a bad entry, bound, word)."""
+        # CVXPY's rule: pos/neg values may be 0 (only gp=True needs them > 0, for the log)
+        rules = (
+            (self.nonneg, np.less, -SIGN_TOL, "nonnegative"),
+            (self.pos and not self.logged, np.less, -SIGN_TOL, "positive"),
+            (self.nonpos, np.greater, SIGN_TOL, "nonpositive"),
+            (self.neg, np.greater, SIGN_TOL, "negative"),
+            (self.logged, np.less_equal, 0.0, "positive"),
+        )
+        return tuple((compare, bound, word) for declared, compare, bound, word in rules
+                     if declared)
+
     def check_attributes(self, value: FloatArray, batched: bool) -> bool:
         """Raise ParameterError if ``value`` breaks a declared attribute (first bad element).
 
@@ -124,34 +139,35 @@ class ParameterSpec:
         if not self.constrained:
             return False
         v = value if batched else value[None]
-        where = _element_finder(self.label, batched)
-        # CVXPY's rule: pos/neg values may be 0 (only gp=True needs them > 0, for the log)
-        sign_rules = (
-            (self.nonneg, np.less, -SIGN_TOL, "nonnegative"),
-            (self.pos and not self.logged, np.less, -SIGN_TOL, "positive"),
-            (self.nonpos, np.greater, SIGN_TOL, "nonpositive"),
-            (self.neg, np.greater, SIGN_TOL, "negative"),
-            (self.logged, np.less_equal, 0.0, "positive"),
-        )
-        for declared, compare, bound, word in sign_rules:
-            bad = compare(v, bound) if declared else None
-            if bad is not None and bad.any():
+        for compare, bound, word in self._sign_rules:
+            bad = compare(v, bound)
+            if bad.any():
                 k = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
                 why = (" (with gp=True it enters the problem through its log, as a coefficient; "
                        "only an exponent may have any sign)"
                        if self.logged and word == "positive" else "")
+                where = _element_finder(self.label, batched)
                 raise ParameterError(f"{where(k)} must be {word}{why}, but has entries {v[k][bad[k]][:3]}.")
-        if self.symmetric or self.psd or self.nsd:
-            # max |entry| as max(max, −min): two reductions and no |v| temporary
-            scale = np.maximum(1.0, np.maximum(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1))))
-            d = v - np.swapaxes(v, -1, -2)
-            asym = d.max(axis=(-2, -1))  # d is antisymmetric: max |d| = max d
+        if not (self.symmetric or self.psd or self.nsd):
+            return False
+        # max |entry| as max(max, −min): two reductions and no |v| temporary; d = X − Xᵀ is
+        # antisymmetric, so max |d| = max d. One matrix takes whole-array reductions and
+        # Python floats (numpy's axis-tuple reductions cost twice as much).
+        if not batched:
+            big = max(1.0, float(value.max()), -float(value.min()))
+            asym = float((value - value.T).max())
             if self.psd or self.nsd:  # on sym(X); a copy only where X is not symmetric
-                rounding = bool((asym <= ATTRIBUTE_TOL * scale).all())
-                self._check_definite(v if rounding else 0.5 * (v + np.swapaxes(v, -1, -2)),
-                                     scale, where)
-            return bool((asym > ASYMMETRY_WARN_TOL * scale).any())
-        return False
+                matrix = value if asym <= ATTRIBUTE_TOL * big else 0.5 * (value + value.T)
+                self._check_definite(matrix[None], np.array([big]),
+                                     _element_finder(self.label, batched))
+            return asym > ASYMMETRY_WARN_TOL * big
+        scale = np.maximum(1.0, np.maximum(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1))))
+        asym = (v - np.swapaxes(v, -1, -2)).max(axis=(-2, -1))
+        if self.psd or self.nsd:  # on sym(X); a copy only where X is not symmetric
+            rounding = bool((asym <= ATTRIBUTE_TOL * scale).all())
+            self._check_definite(v if rounding else 0.5 * (v + np.swapaxes(v, -1, -2)),
+                                 scale, _element_finder(self.label, batched))
+        return bool((asym > ASYMMETRY_WARN_TOL * scale).any())
 
     def _check_definite(self, v: FloatArray, scale: FloatArray, where) -> None:
         """PSD/NSD up to a relative tolerance: Cholesky of the shifted matrix (symmetric up
@@ -223,33 +239,88 @@ class ParameterLayout:
 
         Any value may carry one leading batch axis; unbatched values broadcast. The raw
         values (before the GP logs) are returned for the GP chain rule. Values are written
-        straight into θ̃, then checked: one finite test on all of them, then declared
-        attributes (this runs on every forward pass, so it avoids a copy and a test per
-        parameter).
+        straight into θ̃, then checked: one finite test on all of them (their sum of
+        squares, one BLAS call, is finite; else each is tested), one test per sign
+        rule on all the rows it covers (:attr:`_sign_checks`; only where one fails are the
+        parameters checked one by one, for the message), then the matrix attributes
+        (symmetric, PSD, NSD) per parameter. This runs on every forward pass, so it avoids
+        copies and per-parameter tests.
         """
         self.check_given(values)
-        batch = self.batch_size([v.shape if isinstance(v, np.ndarray) else np.shape(v)
-                                 for v in values])
+        shapes = tuple([v.shape if isinstance(v, _ARRAY_TYPES) else np.shape(v) for v in values])
+        batch = None if shapes == self._shapes else self.batch_size(shapes)
         nb = 1 if batch is None else batch
         theta = np.empty((self.theta_size + 1, nb))
         arrays = []
         for spec, value in zip(self.specs, values):
-            arr = value if _is_float64(value) else _real_array(value, spec.label)
+            arr = (value if isinstance(value, np.ndarray) and value.dtype == _FLOAT64
+                   else _real_array(value, spec.label))  # (float64 arrays as they are)
             is_batched = arr.ndim != len(spec.shape)  # batch_size checked the shapes
-            _write_fortran(theta[spec.offset : spec.offset + spec.size], arr, is_batched)
+            if arr.ndim:
+                _write_fortran(theta[spec.offset : spec.offset + spec.size], arr, is_batched)
+            else:  # an unbatched scalar: its row, broadcast over the columns
+                theta[spec.offset] = arr
             arrays.append((arr, is_batched))
         theta[-1] = 1.0
-        if not np.isfinite(theta[: self.size]).all():
+        entries = theta[: self.size].reshape(-1)  # a view: θ̃ is C-ordered
+        if not math.isfinite(entries @ entries):  # NaN or ±Inf anywhere (or a huge value)
             self._raise_not_finite(arrays)
-        for spec, (arr, is_batched) in zip(self.specs, arrays):
-            if spec.check_attributes(arr, is_batched):
-                self._warn_asymmetric(spec)
+        for rows, use_min, bound, strict in self._sign_checks:
+            block = theta[rows]
+            if (block.min() < bound if strict else block.min() <= bound) if use_min else (
+                    block.max() > bound):
+                for spec, (arr, is_batched) in zip(self.specs, arrays):  # raises, naming it
+                    if spec.check_attributes(arr, is_batched):
+                        self._warn_asymmetric(spec)
+        for i in self._matrix_checked:
+            arr, is_batched = arrays[i]
+            if self.specs[i].check_attributes(arr, is_batched):
+                self._warn_asymmetric(self.specs[i])
         log_rows = self._log_rows
         if not log_rows.size:
             return theta, theta[:-1], batch
         raw = theta[: self.size].copy()
-        theta[log_rows] = np.log(raw[self._log_sources])
+        rows, sources = self._log_slices
+        if rows is None:
+            theta[log_rows] = np.log(raw[self._log_sources])
+        else:  # one run of rows from one run of entries (the usual gp=True case): views
+            np.log(raw[sources], out=theta[rows])
         return theta, raw, batch
+
+    @functools.cached_property
+    def _log_slices(self) -> tuple[slice | None, slice | None]:
+        """(:attr:`_log_rows`, :attr:`_log_sources`) as slices where both are one run."""
+        rows, sources = _as_slice(self._log_rows), _as_slice(self._log_sources)
+        if isinstance(rows, slice) and isinstance(sources, slice):
+            return rows, sources
+        return None, None
+
+    @functools.cached_property
+    def _shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Every parameter's shape: values of exactly these shapes are one unbatched call."""
+        return tuple(s.shape for s in self.specs)
+
+    @functools.cached_property
+    def _sign_checks(self) -> tuple[tuple[slice | npt.NDArray[np.intp], bool, float, bool], ...]:
+        """The sign rules of :meth:`ParameterSpec.check_attributes`, each over all the rows
+        of θ it covers: (rows, test the minimum (else the maximum), bound, strict). A value
+        passes all of them iff it passes them parameter by parameter."""
+        rules = ((lambda s: s.nonneg, True, -SIGN_TOL, True),
+                 (lambda s: s.pos and not s.logged, True, -SIGN_TOL, True),
+                 (lambda s: s.nonpos, False, SIGN_TOL, True),
+                 (lambda s: s.neg, False, SIGN_TOL, True),
+                 (lambda s: s.logged, True, 0.0, False))
+        out = []
+        for declared, use_min, bound, strict in rules:
+            rows = [np.arange(s.offset, s.offset + s.size) for s in self.specs if declared(s)]
+            if rows:
+                out.append((_as_slice(np.concatenate(rows)), use_min, bound, strict))
+        return tuple(out)
+
+    @functools.cached_property
+    def _matrix_checked(self) -> tuple[int, ...]:
+        """The parameters declared symmetric, PSD or NSD (checked one by one)."""
+        return tuple(i for i, s in enumerate(self.specs) if s.symmetric or s.psd or s.nsd)
 
     def restack(self, raw: FloatArray) -> FloatArray:
         """Raw values (p, B) → θ̃ (q+1, B) as :meth:`stack` builds it (GP logs included)."""
@@ -261,7 +332,8 @@ class ParameterLayout:
         return theta
 
     def _raise_not_finite(self, arrays: list[tuple[FloatArray, bool]]) -> None:
-        """Name the first parameter (and batch element) with a NaN or Inf entry."""
+        """Name the first parameter (and batch element) with a NaN or Inf entry (none: the
+        sum of squares that sent here overflowed on finite values, which pass)."""
         for spec, (arr, is_batched) in zip(self.specs, arrays):
             finite = np.isfinite(arr)
             if finite.all():
@@ -406,13 +478,25 @@ class ParameterLayout:
         return tuple(out)
 
 
-def _is_float64(value: object) -> bool:
-    return isinstance(value, np.ndarray) and value.dtype == np.float64
+_FLOAT64 = np.dtype(np.float64)
+#: Values whose ``shape`` is read directly (numpy's ``np.shape`` converts the rest).
+_ARRAY_TYPES = (np.ndarray, np.generic)
+#: Real scalar types taken as they are (any other value is checked for complex entries).
+_REAL_SCALARS = (float, int, np.float64, np.float32, np.int64, np.int32)
+
+
+def _as_slice(rows: npt.NDArray[np.intp]) -> slice | npt.NDArray[np.intp]:
+    """Sorted distinct rows as a slice where they are one run (a view, no gather)."""
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
 
 
 def _real_array(value: npt.ArrayLike, what: str) -> FloatArray:
     """``value`` as float64; a complex value with a nonzero imaginary part is refused by name
     (numpy's cast would drop it with only a ComplexWarning: a silently wrong answer)."""
+    if type(value) in _REAL_SCALARS:  # a scalar value: no complex part to look for
+        return np.array(value, dtype=np.float64)
     arr = np.asarray(value)
     if np.iscomplexobj(arr):
         if np.any(arr.imag != 0):

@@ -47,7 +47,7 @@ class OutputSpec:
     dual: bool
     exp: bool  # gp=True primal variable: the user's value is exp of the row values
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         return math.prod(self.shape)
 
@@ -124,8 +124,9 @@ class Retrieval:
         matrix = sp.csr_array(matrix)
         return cls(matrix, outputs, linear_map(matrix), linear_map(matrix.T))
 
-    def apply(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, ...]:
-        """z = [x; y] (n+m, B) → one array per output, shaped (B, *shape)."""
+    def apply(self, x: FloatArray, y: FloatArray, batched: bool = True) -> tuple[FloatArray, ...]:
+        """z = [x; y] (n+m, B) → one array per output, shaped (B, *shape), or with
+        ``batched=False`` (B = 1) shaped as the output itself."""
         if isinstance(self.forward, Gather) and self.last_column < x.shape[0]:
             flat = self.forward(x)  # primal variables only: no need to build z
         else:
@@ -135,7 +136,8 @@ class Retrieval:
             block = flat[spec.offset : spec.offset + spec.size]
             if spec.exp:
                 block = np.exp(block)
-            out.append(_unflatten(block, spec.shape))
+            out.append(_unflatten(block, spec.shape) if batched
+                       else block[:, 0].reshape(spec.shape, order="F"))
         return tuple(out)
 
     @functools.cached_property

@@ -27,6 +27,7 @@ from .._sparse import data_columns
 from ..cones import BatchedProjectionDerivative, ProjectionDerivative
 from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
+from .lifted_direct import LiftedDirect
 from .linear_solvers import (
     AbstractLinearSolver,
     Direct,
@@ -34,6 +35,7 @@ from .linear_solvers import (
     make_linear_solver,
 )
 from .pattern import KKTPattern
+from .qp_elements import RouteElements
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -99,8 +101,9 @@ class BatchDerivative:
 
     def __init__(self, program: Any, data: tuple, x: FloatArray, y: FloatArray,
                  s: FloatArray, keys: list[int], mode: str, options: dict[str, Any],
-                 stats: list[SolveStats | None]) -> None:
+                 stats: list[SolveStats | None], route: RouteElements | None = None) -> None:
         self.program, self.data, self.x, self.y, self.s = program, data, x, y, s
+        self.route = route  # the dense QP route's elements with kept factors (qp_elements)
         self.keys, self.mode, self.options, self.stats = keys, mode, options, stats
         self.factors: dict[int, tuple[AbstractLinearSolver, Any, KKTOperator]] = {}
         self._projections: dict[int, ProjectionDerivative] = {}
@@ -179,6 +182,8 @@ class BatchDerivative:
         solver = make_linear_solver(self.mode, self.options)
         if isinstance(solver, Direct):
             solver = dataclasses.replace(solver, auxiliaries=self.program.auxiliaries)
+            if self.program.kkt_pattern.lifted is not None:  # large SOC blocks: J̃
+                return LiftedDirect(solver)
         return solver
 
     def _solve_one(self, k: int, rhs: FloatArray, transpose: bool) -> FloatArray:
@@ -205,14 +210,27 @@ class BatchDerivative:
         out = np.empty_like(rhs)
         todo = [i for i, k in enumerate(keys) if k not in self.factors]
         done = []
+        if self.route is not None and todo:  # [dense QP route] by its kept factors (qp_elements)
+            done = self.route.solve(keys, rhs, transpose, todo, out, self.record)
+            todo = sorted(set(todo).difference(done))
         if self.mode == "direct" and todo:
+            pattern = self.batch_pattern
+            lifted = pattern.lift is not None
             for where, batch in self.dense_batches([keys[i] for i in todo]):
                 rows = [todo[j] for j in where]
-                z, residual = batch.solve(rhs if len(rows) == len(keys) else rhs[rows],
-                                          transpose)
+                # rhs as it is only where the chunk is every element in order (chunks of
+                # elements that drop rows come in order of their reduced order)
+                part = rhs if rows == list(range(len(keys))) else rhs[rows]
+                if lifted:  # J̃ (:mod:`.lifting`): rhs 0 on its extra unknowns, all of
+                    part = np.concatenate([part, np.zeros((len(rows), pattern.extra,  # them
+                                                           rhs.shape[2]))], 1)  # in its order
+                    part = part.take(pattern.order, 1)
+                z, residual = batch.solve(part, transpose)
+                if lifted:
+                    z = z.take(pattern.position, 1)
                 for j, i in enumerate(rows):
                     if residual[j] <= BATCH_RESIDUAL_TOL:
-                        out[i] = z[j]
+                        out[i] = z[j, : rhs.shape[1]]
                         done.append(i)
                         self.record(keys[i], SolveStats(float(residual[j]), 0, True))
         if len(done) < len(keys):
@@ -223,7 +241,21 @@ class BatchDerivative:
     @property
     def batched_dense(self) -> bool:
         """Whether :meth:`dense_batches` can take any element (see there)."""
-        return self.mode == "direct" and self.program.kkt_pattern.plan.batched()
+        return self.mode == "direct" and \
+            self.batch_pattern.plan.smallest_batched_order <= self.dense_limit
+
+    @cached
+    def batch_pattern(self) -> KKTPattern:
+        """The pattern :class:`DenseBatch` solves on: J̃'s where J has lifted SOC blocks
+        (:mod:`.lifting`; fewer entries to assemble and gather), else J's."""
+        pattern = self.program.kkt_pattern
+        return pattern.batch_lifted or pattern
+
+    @property
+    def dense_limit(self) -> int:
+        """The largest LU order :class:`DenseBatch` takes: the plan of J's own pattern says
+        (a lifted J̃ is sparser than the J whose dense LU it stands for)."""
+        return self.program.kkt_pattern.plan.batched_limit
 
     def dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
         """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
@@ -235,13 +267,13 @@ class BatchDerivative:
         if not self.batched_dense:
             return
         prog = self.program
-        pattern = prog.kkt_pattern
+        pattern = self.batch_pattern
         plan = pattern.plan
         # S's order (what the blocks hold) against the limit on the LU's, less S's diagonal pivots
-        order, limit = plan.pairs.reduced_order, plan.batched_limit + plan.pairs.diagonal
+        order, limit = plan.pairs.reduced_order, self.dense_limit + plan.pairs.diagonal
         places = list(range(len(keys)))
         D, place = self.projections()
-        D_values = D.block_values()
+        D_values = pattern.d_values(D)
         where = [place[k] for k in keys]
         if where != list(range(D.count)):
             D_values = D_values[:, where]
@@ -250,6 +282,8 @@ class BatchDerivative:
             drop = plan.inactive.dropped(D_values)
             orders = order - drop[:, plan.pairs.rest].sum(axis=1)
             taken = np.flatnonzero(orders <= limit)
+            # by order, so that each chunk's elements, padded to its largest, are alike
+            taken = taken[np.argsort(orders[taken], kind="stable")]
             keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
             places = taken.tolist()
             order = int(orders[taken].max(initial=0))
@@ -284,7 +318,7 @@ class BatchDerivative:
         DΠ's block values where the batched dense solve needs them anyway)."""
         D, place = self.projections()
         where = [place[k] for k in keys]
-        by_values = self.batched_dense
+        by_values = self.batched_dense and self.batch_pattern.lift is None  # J̃: g, x̄, …
         if where == list(range(D.count)):
             return D.mv(G, by_values)
         full = np.zeros((G.shape[0], D.count, G.shape[2]))

@@ -30,6 +30,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from ..cones import ConeDims, ProductCone, ProjectionDerivative
+from .lifting import LiftLayout
 from .pattern import KKTPattern
 
 FloatArray = npt.NDArray[np.float64]
@@ -54,7 +55,9 @@ class KKTOperator:
         return self.n + self.m
 
     def mv(self, z: FloatArray) -> FloatArray:
-        """J z (or Jᵀ z); z may be (n+m,) or (n+m, r)."""
+        """J z (or Jᵀ z); z may be (n+m,) or (n+m, r). (J̃'s, lifted, by its matrix.)"""
+        if self.pattern.extra:
+            return self.as_matrix() @ z
         n = self.n
         u, w = z[:n], z[n:]
         Pu = self.P @ u if self.P is not None else np.zeros_like(u)
@@ -71,12 +74,12 @@ class KKTOperator:
     def scalar_blocks(self) -> FloatArray:
         """D_ii where D's block at row i is 1×1 (zero, free and nonnegative cones), NaN
         inside larger blocks."""
-        return self.pattern.plan.scalar_values(self.D.block_values())
+        return self.pattern.plan.scalar_values(self.pattern.d_values(self.D))
 
     def as_matrix(self) -> sp.csc_matrix:
         """The sparse matrix of J (or Jᵀ), for the direct and dense modes (assembled on
         the program's fixed pattern, see :mod:`dpplayers._derivative.pattern`)."""
-        J = self.pattern.assemble(self.P_upper_data, self.A.data, self.D.block_values())
+        J = self.pattern.assemble(self.P_upper_data, self.A.data, self.pattern.d_values(self.D))
         return J.T.tocsc() if self.transposed else J
 
 
@@ -87,8 +90,18 @@ def kkt_pattern(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, cone: ProductCo
     if P_upper is not None:
         P_rows = P_upper.indices.astype(np.intp)
         P_cols = np.repeat(np.arange(P_upper.shape[1]), np.diff(P_upper.indptr))
-    return KKTPattern.build(A.shape[1], A.shape[0], A.indices.astype(np.intp), A_cols, P_rows,
-                            P_cols, cone)
+    A_rows = A.indices.astype(np.intp)
+    plain = KKTPattern.build(A.shape[1], A.shape[0], A_rows, A_cols, P_rows, P_cols, cone)
+    lift = LiftLayout.of(A.shape[1], A.shape[0], A_rows, A_cols, cone)
+    if lift is None:
+        return plain
+    lifted, first = (KKTPattern.build(A.shape[1], A.shape[0], A_rows, A_cols, P_rows, P_cols,
+                                      cone, lift, lifted_first) for lifted_first in (False, True))
+    # the batched solve takes J̃ where that leaves it the smaller LU (SOC projection's x's
+    # are diagonal pivots of J's S, which the lifted rows, first, would displace)
+    lu_order = lambda p: p.plan.pairs.reduced_order - p.plan.pairs.diagonal
+    batch = first if lu_order(first) < lu_order(plain) else None
+    return dataclasses.replace(plain, lifted=lifted, batch_lifted=batch)
 
 
 def kkt_operator(P_upper: sp.csc_matrix | None, A: sp.csc_matrix, y: FloatArray,

@@ -64,6 +64,7 @@ class ReducedBlocks:
     qr_cols: Index | slice  # the pivots change (a slice when contiguous)
     terms: SchurTerms | None = None  # S's update product by product, where cheaper
     diagonal: int = 0  # S's leading diagonal pivots (see ``PairPivots.diagonal``)
+    reach: int | None = None  # ... meet only S's next ``reach`` indices (None: any)
 
     def schur(self, w: FloatArray, out: FloatArray) -> FloatArray:
         """S = J_RR − J_RQ diag(w) J_QR with w = P / det per pair (b, e), written into
@@ -154,6 +155,7 @@ class PairPivots:
     local_col: Index
     diagonal: int = 0  # S's first ``diagonal`` rows and columns meet each other only on
     # the diagonal: the dense solve eliminates them by division (:func:`_solve_reduced`)
+    reach: int | None = None  # ... and the rest of S only within its next ``reach``
     transposed: PairPivots | None = None  # the same pairs laid out for Jᵀ (J's entries)
 
     @property
@@ -189,8 +191,9 @@ class PairPivots:
         r = rest.size
         slot = np.where(kind == RR, lr * r + lc, r * r + tail)
         diagonal = 0 if allowed is None else _leading_diagonal(r, q.size, kind, lr, lc, allowed)
+        reach = _diagonal_reach(r, q.size, kind, lr, lc, diagonal) if diagonal else None
         return cls(size, p, q, rest, slot, tail, tail_size, _span(rq_rows), _span(qr_cols),
-                   kind, lr, lc, diagonal)
+                   kind, lr, lc, diagonal, reach)
 
     def buffer_size(self, r: int | None = None) -> int:
         """The length of one element's blocks buffer for S of order r (default: all of R)."""
@@ -229,8 +232,15 @@ class PairPivots:
         blocks = ReducedBlocks(RR, buffer[:, rq:qr].reshape(b, n_rows, e),
                                buffer[:, qr:pairs].reshape(b, e, n_cols),
                                P, a, a2, c, self.rq_rows, self.qr_cols, self.schur_terms,
-                               self.diagonal)
+                               self.diagonal, self._reach(keep))
         return blocks
+
+    def _reach(self, keep: npt.NDArray[np.bool_] | None) -> int | None:
+        """``reach`` where every element keeps the indices it spans (compaction moves no
+        index within it), else None."""
+        if self.reach is None or keep is None:
+            return self.reach
+        return self.reach if keep[:, : self.diagonal + self.reach].all() else None
 
     @functools.cached_property
     def _block_sizes(self) -> tuple[int, int]:
@@ -388,7 +398,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     batched LU of the Schur complement S; and ‖M z − r‖² per element and column (b, k),
     from the same blocks."""
     if not r_p.shape[1]:  # nothing to eliminate: M = J_RR
-        z_R = _solve_reduced(B.RR, r_R, B.diagonal)
+        z_R = _solve_reduced(B.RR, r_R, B.diagonal, None, B.reach)
         res = B.RR @ z_R - r_R
         return z_R, r_p, r_q, np.vecdot(res, res, axis=1)
     P, a, a2, c = B.P, B.a, B.a2, B.c
@@ -399,9 +409,10 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     w = (P / det)[..., 0]
     shift = B.diagonal_update(w)
     if shift is not None:
-        z_R = _solve_reduced(B.RR, rhs_S, B.diagonal, shift)
+        z_R = _solve_reduced(B.RR, rhs_S, B.diagonal, shift, B.reach)
     else:
-        z_R = _solve_reduced(B.schur(w, out=scratch("schur", B.RR.shape)), rhs_S, B.diagonal)
+        z_R = _solve_reduced(B.schur(w, out=scratch("schur", B.RR.shape)), rhs_S, B.diagonal,
+                             None, B.reach)
     QR_z = B.QR @ z_R[:, cols]
     u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
@@ -417,17 +428,28 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     return z_R, z_p, z_q, np.vecdot(res, res, axis=1)
 
 
-def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int,
-                   shift: FloatArray | None = None) -> FloatArray:
+def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | None = None,
+                   reach: int | None = None) -> FloatArray:
     """S z = rhs (batched) where S's first k rows and columns meet each other only on the
     diagonal d: z_C from the Schur complement S_CC − S_CI d⁻¹ S_IC of order r − k, then
     z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a non-finite z, as a singular S does.
-    With ``shift`` (b, k), S is the given matrix less ``shift`` on that diagonal."""
+    With ``shift`` (b, k), S is the given matrix less ``shift`` on that diagonal. With
+    ``reach``, S_CI and S_IC are zero beyond C's first ``reach`` rows and columns: the
+    update is a product of that order (a lifted SOC block's rows meet only the variables
+    and the block's two extra unknowns, :mod:`dpplayers._derivative.lifting`)."""
     if not k:
         return _solve_each(S, rhs)
     d = np.diagonal(S[:, :k, :k], axis1=1, axis2=2)
     d = (d if shift is None else d - shift)[..., None]
-    S_IC, r_I, S_CI = S[:, :k, k:] / d, rhs[:, :k] / d, S[:, k:, :k]
+    r_I = rhs[:, :k] / d
+    if reach is not None and reach < S.shape[1] - k:  # S_IC, S_CI zero past C's first reach
+        S_IC, S_CI = S[:, :k, k : k + reach] / d, S[:, k : k + reach, :k]
+        S_CC, rhs_C = S[:, k:, k:].copy(), rhs[:, k:].copy()
+        S_CC[:, :reach, :reach] -= S_CI @ S_IC
+        rhs_C[:, :reach] -= S_CI @ r_I
+        z_C = _solve_each(S_CC, rhs_C)
+        return np.concatenate([r_I - S_IC @ z_C[:, :reach], z_C], axis=1)
+    S_IC, S_CI = S[:, :k, k:] / d, S[:, k:, :k]
     z_C = _solve_each(S[:, k:, k:] - S_CI @ S_IC, rhs[:, k:] - S_CI @ r_I)
     return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)
 
@@ -449,6 +471,19 @@ def _leading_diagonal(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index, lc:
     off = ~on
     k = min(k, int(np.maximum(S.row[off], S.col[off]).min(initial=r)))
     return k if k >= DIAGONAL_MIN else 0
+
+
+def _diagonal_reach(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index, lc: Index,
+                    k: int) -> int:
+    """How far past S's k leading diagonal pivots their rows and columns reach: one more
+    than the last index of R they meet in S's pattern, less k (0: they meet nothing)."""
+    ones = lambda rows, cols, shape: sp.csr_array((np.ones(rows.size), (rows, cols)), shape=shape)
+    rr, rq, qr = kind == RR, kind == RQ, kind == QR
+    S = ones(lr[rr], lc[rr], (r, r)) + ones(lr[rq], lc[rq], (r, e)) @ ones(lr[qr], lc[qr], (e, r))
+    S = S.tocoo()
+    row_side, col_side = (S.row < k) & (S.col >= k), (S.col < k) & (S.row >= k)
+    last = max(S.col[row_side].max(initial=-1), S.row[col_side].max(initial=-1))
+    return int(max(last + 1 - k, 0))
 
 
 RR, RQ, QR, PP, PQ, QP, QQ = range(7)

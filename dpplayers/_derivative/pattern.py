@@ -18,20 +18,23 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from .._sparse import CSCPattern, concatenated_ranges, set_columns, sorted_runs
-from ..cones import ProductCone
+from ..cones import BatchedProjectionDerivative, ProductCone, ProjectionDerivative
+from .lifting import LiftLayout
 from .plan import EliminationPlan
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
 
 
-def _scalar_blocks(cone: ProductCone) -> tuple[Index, Index]:
-    """(row, position in ``block_values`` order) of D's 1×1 blocks: the rows whose run of
-    block entries is one long (a d × d block gives its rows runs of d)."""
-    E = cone.block_entries
-    length = np.diff(E.starts, append=E.rows.size)
-    pos = E.starts[length == 1]
-    return E.rows[pos], pos
+def _scalar_blocks(d_rows: Index, coupled: npt.NDArray[np.bool_]) -> tuple[Index, Index]:
+    """(row, position in D's values) of D's 1×1 blocks: the rows whose run of block entries
+    is one long (a d × d block gives its rows runs of d), less the ``coupled`` rows (a
+    lifted block's diagonal: one entry per row, coupled through its extra unknowns)."""
+    starts = np.flatnonzero(np.diff(d_rows, prepend=-1) != 0)
+    length = np.diff(starts, append=d_rows.size)
+    pos = starts[length == 1]
+    pos = pos[~coupled[d_rows[pos]]]
+    return d_rows[pos], pos
 
 
 #: D blocks of at least this order get Aᵀ D as a dense product: pairing each A entry with
@@ -62,16 +65,20 @@ class _DenseProduct:
         return (W.reshape(b, self.d, self.u).transpose(0, 2, 1) @ block).reshape(b, -1).T
 
 
-def _dense_products(n: int, m: int, A_rows: Index, A_cols: Index,
-                    cone: ProductCone) -> tuple[list[_DenseProduct], npt.NDArray[np.bool_]]:
-    """One :class:`_DenseProduct` per D block of order ≥ DENSE_BLOCK, and a mask of the
-    rows left to the pairing."""
+def _dense_products(n: int, m: int, A_rows: Index, A_cols: Index, cone: ProductCone,
+                    lift: LiftLayout | None) -> tuple[list[_DenseProduct], npt.NDArray[np.bool_]]:
+    """One :class:`_DenseProduct` per D block of order ≥ DENSE_BLOCK (not lifted: a lifted
+    block's D entries are its diagonal), and a mask of the rows left to the pairing."""
     small = np.ones(m, bool)
     dense, start = [], 0
     by_row = np.argsort(A_rows, kind="stable")
     row_starts = np.searchsorted(A_rows[by_row], np.arange(m + 1))
-    for _, idx in cone.groups:
+    lifted = lift.lifted if lift is not None else (False,) * len(cone.groups)
+    for (_, idx), is_lifted in zip(cone.groups, lifted):
         k, d = idx.shape
+        if is_lifted:
+            start += k * d
+            continue
         if d >= DENSE_BLOCK:
             for b in range(k):
                 rows = idx[b]
@@ -111,15 +118,32 @@ class KKTPattern:
     scalar_rows: Index = field(default_factory=lambda: np.zeros(0, np.intp))  # the rows of A
     # whose block of D is 1×1, and where their D value is in ``block_values`` order:
     scalar_d: Index = field(default_factory=lambda: np.zeros(0, np.intp))
+    lift: LiftLayout | None = None  # J̃'s layout, where this is the lifted pattern ...
+    lifted: KKTPattern | None = None  # ... and J's lifted pattern, where J has one
+    position: Index | None = None  # where each unknown of J (J̃) is in this pattern's
+    # order, where that is not J's: the batched solve's J̃ puts the lifted rows first
+    leading: int = 0  # ... the first ``leading`` of them
+    batch_lifted: KKTPattern | None = None  # J̃ so, for the batched solve
 
     @classmethod
     def build(cls, n: int, m: int, A_rows: Index, A_cols: Index, P_rows: Index | None,
-              P_cols: Index | None, cone: ProductCone) -> KKTPattern:
-        d_rows, d_cols = cone.block_entries.rows, cone.block_entries.cols
-        scalar_rows, scalar_d = _scalar_blocks(cone)
+              P_cols: Index | None, cone: ProductCone, lift: LiftLayout | None = None,
+              lifted_first: bool = False) -> KKTPattern:
+        """J's pattern; with ``lift``, J̃'s (:mod:`dpplayers._derivative.lifting`), whose D
+        values are ``lift.values(D)``; ``lifted_first``: with the lifted blocks' rows as
+        J̃'s first unknowns (``position``), where the batched solve divides them out by
+        their diagonal (S's leading diagonal pivots, :mod:`.pair_pivots`)."""
+        if lift is None:
+            d_rows, d_cols = cone.block_entries.rows, cone.block_entries.cols
+        else:
+            d_rows, d_cols = lift.matrix_rows, lift.matrix_cols
+        coupled = np.zeros(m, bool)
+        for (_, idx), is_lifted in zip(cone.groups, lift.lifted if lift is not None else ()):
+            coupled[idx.ravel()] = is_lifted
+        scalar_rows, scalar_d = _scalar_blocks(d_rows, coupled)
         # Aᵀ D of blocks of order ≥ DENSE_BLOCK as small dense products (below); of the
         # others by pairing every A entry (i, j) with every D entry (i, c) in the same row i
-        dense, small_rows = _dense_products(n, m, A_rows, A_cols, cone)
+        dense, small_rows = _dense_products(n, m, A_rows, A_cols, cone, lift)
         paired = np.flatnonzero(small_rows[A_rows])
         order = np.argsort(d_rows, kind="stable")
         counts = np.bincount(d_rows, minlength=m)
@@ -129,7 +153,7 @@ class KKTPattern:
         atd_d = order[concatenated_ranges(starts[A_rows[paired]], reps)]
         # products onto the same J position (a column of A meeting several rows of one
         # small block) next to each other, to be summed into one entry
-        size = n + m
+        size = n + m + (lift.extra if lift is not None else 0)
         atd_rows, atd_cols = A_cols[atd_a], n + d_cols[atd_d]
         by_place, first = sorted_runs(atd_cols.astype(np.int64) * size + atd_rows)
         atd_a, atd_d = atd_a[by_place], atd_d[by_place]
@@ -151,8 +175,24 @@ class KKTPattern:
             p_full = (full_r.astype(np.int32),
                       np.searchsorted(full_c, np.arange(n + 1)).astype(np.int32))
             sources.append((full_r, full_c))
+        if lift is not None:  # J̃'s entries on its extra rows and columns
+            sources.append((lift.rows, lift.cols))
         rows = np.concatenate([r for r, _ in sources]).astype(np.intp)
         cols = np.concatenate([c for _, c in sources]).astype(np.intp)
+        position, leading = None, 0
+        if lifted_first:
+            # the lifted rows; the variables they meet and the extra unknowns, the only
+            # indices they meet (S's update by their elimination is a leading block of
+            # that order); the other variables and rows
+            lead = n + np.flatnonzero(coupled)
+            met = np.zeros(n, bool)
+            met[A_cols[coupled[A_rows]]] = True
+            order = np.concatenate([lead, np.flatnonzero(met), np.arange(n + m, size),
+                                    np.flatnonzero(~met), n + np.flatnonzero(~coupled)])
+            position = np.empty(size, np.intp)
+            position[order] = np.arange(size)
+            leading = lead.size
+            rows, cols = position[rows], position[cols]
         to_csc = np.argsort(cols.astype(np.int64) * size + rows, kind="stable")
         csc_rows, csc_cols = rows[to_csc], cols[to_csc]
         if np.any((np.diff(csc_cols) == 0) & (np.diff(csc_rows) == 0)):
@@ -169,9 +209,25 @@ class KKTPattern:
             entry_rows=rows, entry_cols=cols,
             paired_starts=None if first.size == by_place.size else first,
             minus_one=minus_one, to_csc=to_csc, a_entries=slice(a_start, d_start),
-            zero_rows=cone.dims.zero,
-            scalar_rows=scalar_rows, scalar_d=scalar_d,
+            zero_rows=cone.dims.zero, scalar_rows=scalar_rows, scalar_d=scalar_d, lift=lift,
+            position=position, leading=leading,
         )
+
+    @property
+    def extra(self) -> int:
+        """J̃'s extra unknowns (0 for J itself)."""
+        return self.lift.extra if self.lift is not None else 0
+
+    @property
+    def size(self) -> int:
+        """The order of J (of J̃ for a lifted pattern)."""
+        return self.n + self.m + self.extra
+
+    def d_values(self, D: ProjectionDerivative | BatchedProjectionDerivative) -> FloatArray:
+        """D's values as this pattern reads them (``entries``): its block values, or for a
+        lifted pattern the lifted layout's (:meth:`LiftLayout.values`); (values, b) for a
+        batch."""
+        return D.block_values() if self.lift is None else self.lift.values(D)
 
     def full_P(self, P_upper_data: FloatArray) -> sp.csc_matrix | None:
         """The symmetric P from its upper-triangle data (same pattern every call)."""
@@ -186,9 +242,20 @@ class KKTPattern:
 
     @functools.cached_property
     def plan(self) -> EliminationPlan:
-        """Which unknowns of J are pivoted out before a factorisation, and by which executor
-        (:mod:`.plan`): chosen once per program."""
+        """Which unknowns of J (J̃) are pivoted out before a factorisation, and by which
+        executor (:mod:`.plan`): chosen once per program."""
         return EliminationPlan.of(self)
+
+    @functools.cached_property
+    def order(self) -> Index | None:
+        """The unknowns of J (J̃) in this pattern's order (the inverse of ``position``)."""
+        if self.position is None:
+            return None
+        return np.argsort(self.position)
+
+    def at(self, index: Index) -> Index:
+        """Where J's (J̃'s) unknowns ``index`` are in this pattern's order."""
+        return index if self.position is None else self.position[index]
 
     def entries(self, P_upper_data: FloatArray | None, A_data: FloatArray,
                 D_values: FloatArray) -> FloatArray:
@@ -204,10 +271,13 @@ class KKTPattern:
         products = A_data.take(self.atd_a, 0) * D_values.take(self.atd_d, 0)
         if self.paired_starts is not None:
             products = np.add.reduceat(products, self.paired_starts, axis=0)
-        parts = [products, *[b.values(A_data, D_values) for b in self.dense], A_data, D_values]
+        matrix = D_values if self.lift is None else D_values[: self.lift.n_matrix]
+        parts = [products, *[b.values(A_data, D_values) for b in self.dense], A_data, matrix]
         if self.p_full is not None:
             parts.append(P_upper_data.take(self.p_src, 0) if P_upper_data is not None
                          else np.zeros((self.p_src.size, A_data.shape[1])))
+        if self.lift is not None:
+            parts.append(self.lift.entries(A_data, D_values))
         out = np.concatenate(parts)
         # one column: index it flat (a 1-D fancy update costs half as much)
         (out.reshape(-1) if out.shape[1] == 1 else out)[self.minus_one] -= 1.0
@@ -220,7 +290,7 @@ class KKTPattern:
 
     @functools.cached_property
     def _J_pattern(self) -> CSCPattern:
-        return CSCPattern((self.n + self.m,) * 2, self.indices, self.indptr)
+        return CSCPattern((self.size,) * 2, self.indices, self.indptr)
 
     @functools.cached_property
     def _P_pattern(self) -> CSCPattern:

@@ -43,10 +43,12 @@ FloatArray = npt.NDArray[np.float64]
 #: in ``direct`` mode, a batch's together in one LAPACK call (qp50, batch 32: 1.5 ms against
 #: ~0.3 ms of Python per element around 0.03 ms factorisations; batch 1: vjp 0.38 → 0.26 ms).
 #: For the batched executor the order is its LU's: S less its leading diagonal pivots and
-#: the rows an element drops. (At 200, and S's order counted, the spectraplex projection's
-#: LU of order 211 (S 421), a p-norm fit's 220 and the MPC's 203 fell to the per-element
-#: path; batched, their backward takes 0.37–0.76 of the time.)
-DENSE_ORDER = 256
+#: the rows an element drops (a program whose LU is above this drops each element's
+#: inactive rows first). 256 was tried: the spectraplex projection's LU of 211 and a p-norm
+#: fit's 220 were batched (backward 0.43–0.49 and 0.68–0.88 of the per-element path's),
+#: but the MPC's LU of 203 was then batched without dropping its inactive rows, 1.13–1.40×
+#: slower (quiet machine, interleaved).
+DENSE_ORDER = 200
 #: A J at least DENSE_FRACTION full (nonzeros / order², the dense QPs of OptNet layers) is
 #: batched up to this order instead: its per-element LU would be a dense one of the same
 #: order, one at a time (qp200, order 350 and 80% full, batch 32: 246–395 ms per element
@@ -68,6 +70,7 @@ class EliminationPlan:
 
     n: int
     m: int
+    size: int  # J's order (J̃'s, lifted)
     scalar_rows: Index  # rows of A whose D block is 1×1 ...
     scalar_d: Index  # ... and where their D value is in ``block_values`` order
     bound_rows: Index  # rows of A with a 1×1 D block and one entry, in A's data order: ...
@@ -83,23 +86,26 @@ class EliminationPlan:
 
     @classmethod
     def of(cls, pattern: KKTPattern) -> EliminationPlan:
-        n, m = pattern.n, pattern.m
-        size = n + m
+        n, m, size = pattern.n, pattern.m, pattern.size
         scalar_rows, scalar_d = pattern.scalar_rows, pattern.scalar_d
-        # A's entries are J's entries at (n + i, j), j < n
-        a_rows = pattern.entry_rows[pattern.a_entries] - n
-        a_cols = pattern.entry_cols[pattern.a_entries]
+        # A's entries are J's at (n + i, j), j < n (in J's own order: a pattern may permute)
+        a_rows, a_cols = (x[pattern.a_entries] for x in (pattern.entry_rows, pattern.entry_cols))
+        if pattern.order is not None:
+            a_rows, a_cols = pattern.order[a_rows], pattern.order[a_cols]
+        a_rows = a_rows - n
         d_of_row = np.full(m, -1)
         d_of_row[scalar_rows] = scalar_d
         lone = (np.bincount(a_rows, minlength=m) == 1) & (d_of_row >= 0)
         src = np.flatnonzero(lone[a_rows])
         src = src[np.lexsort((a_rows[src], a_cols[src]))]  # by column, then row
         variables, equalities = np.zeros(size, bool), np.zeros(size, bool)
-        variables[:n] = True
-        equalities[n : n + pattern.zero_rows] = True
+        variables[pattern.at(np.arange(n))] = True
+        equalities[pattern.at(n + np.arange(pattern.zero_rows))] = True
+        diagonal = variables.copy()
+        diagonal[: pattern.leading] = True  # and J̃'s lifted rows, where they come first
         pairs = PairPivots.of(size, pattern.entry_rows, pattern.entry_cols, variables,
-                              equalities, variables)
-        return cls(n, m, scalar_rows, scalar_d, a_rows[src], a_cols[src], src,
+                              equalities, diagonal)
+        return cls(n, m, size, scalar_rows, scalar_d, a_rows[src], a_cols[src], src,
                    d_of_row[a_rows[src]], pairs, _inactive(pattern, pairs),
                    pattern.indices.size >= DENSE_FRACTION * size * size)
 
@@ -116,7 +122,7 @@ class EliminationPlan:
         operator is transposed: bound rows where D_ii = 1 and the entry is nonzero, one per
         column (a second active bound on one variable stays in the core, which is then
         singular as J is), and inactive rows where D_ii = 0."""
-        D_values = op.D.block_values()
+        D_values = op.pattern.d_values(op.D)
         lead = (D_values[self.bound_d] == 1.0) & (op.A.data[self.bound_src] != 0.0)
         at = np.flatnonzero(lead)
         cols = self.bound_cols[at]
@@ -125,7 +131,7 @@ class EliminationPlan:
         at, cols = at[first], cols[first]
         rows = self.n + self.bound_rows[at]
         inactive = self.n + self.scalar_rows[D_values[self.scalar_d] == 0.0]
-        free = np.ones(self.n + self.m, bool)
+        free = np.ones(self.size, bool)
         free[rows] = free[cols] = free[inactive] = False
         pivots = op.A.data[self.bound_src[at]]
         peel = Singletons(rows, cols, pivots, np.concatenate([cols, inactive]),
@@ -149,21 +155,17 @@ class EliminationPlan:
                                                                 self.pairs.rest).sum())
         return self.pairs.reduced_order - self.pairs.diagonal - droppable
 
-    def batched(self) -> bool:
-        """Whether the batched executor can take any element of this program."""
-        return self.smallest_batched_order <= self.batched_limit
-
 
 def _inactive(pattern: KKTPattern, pairs: PairPivots) -> InactiveRows | None:
     """The inequality rows the batched executor drops where they are inactive, or None when
     there are none or when dropping them would move a row of J_RQ or a column of J_QR
     within the pair blocks (cvxpy puts its variables, where those are, first)."""
     keep = pattern.scalar_rows >= pattern.zero_rows
-    rows = pattern.n + pattern.scalar_rows[keep]
+    rows = pattern.at(pattern.n + pattern.scalar_rows[keep])
     if not rows.size:
         return None
     touched = np.union1d(as_indices(pairs.rq_rows), as_indices(pairs.qr_cols))
     if touched.size and touched.max() >= np.searchsorted(pairs.rest, rows.min()):
         return None
-    return InactiveRows.of(pattern.n + pattern.m, pattern.entry_rows, pattern.entry_cols, rows,
+    return InactiveRows.of(pattern.size, pattern.entry_rows, pattern.entry_cols, rows,
                            pattern.scalar_d[keep])

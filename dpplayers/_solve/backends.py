@@ -13,7 +13,6 @@ for SCS only while that costs no iterations (see SCS._checked_reuse).
 from __future__ import annotations
 
 import abc
-import dataclasses
 import enum
 import functools
 import importlib
@@ -22,9 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import clarabel
 import numpy as np
@@ -66,31 +63,36 @@ class Status(enum.Enum):
         return self.accurate or (accept_inaccurate and self.ok)
 
 
-@dataclass(frozen=True)
 class ConeData:
     """One element's cone program. P (the upper triangle, or None) and A are built on first
-    use: a reused workspace needs only b and c."""
+    use: a reused workspace needs only b and c. Built once per element and solve, so a
+    plain slotted class (a frozen dataclass's initialiser costs several times as much)."""
 
-    matrices: Callable[[], tuple[sp.csc_matrix | None, sp.csc_matrix]] = field(repr=False)
-    b: FloatArray
-    c: FloatArray
+    __slots__ = ("_built", "b", "c", "matrices")
 
-    @functools.cached_property
-    def _built(self) -> tuple[sp.csc_matrix | None, sp.csc_matrix]:
-        return self.matrices()
+    def __init__(self, matrices: Callable[[], tuple[sp.csc_matrix | None, sp.csc_matrix]],
+                 b: FloatArray, c: FloatArray) -> None:
+        self.matrices, self.b, self.c = matrices, b, c
+        self._built: tuple[sp.csc_matrix | None, sp.csc_matrix] | None = None
+
+    def _pair(self) -> tuple[sp.csc_matrix | None, sp.csc_matrix]:
+        if self._built is None:
+            self._built = self.matrices()
+        return self._built
 
     @property
     def P(self) -> sp.csc_matrix | None:
-        return self._built[0]
+        return self._pair()[0]
 
     @property
     def A(self) -> sp.csc_matrix:
-        return self._built[1]
+        return self._pair()[1]
 
 
-@dataclass(frozen=True)
-class RawSolution:
-    """A solver's answer in canonical (SCS) order."""
+class RawSolution(NamedTuple):
+    """A solver's answer in canonical (SCS) order. Immutable; a NamedTuple because one is
+    built per element and solve, and a frozen dataclass's initialiser (an
+    ``object.__setattr__`` per field) costs six times as much (3 µs)."""
 
     x: FloatArray
     y: FloatArray
@@ -102,6 +104,8 @@ class RawSolution:
     setup_seconds: float = 0.0  # building the workspace (scaling, KKT factorisation); 0 if reused
     detail: str = ""  # where it stopped (residuals vs tolerances), for inaccurate statuses
     reused: bool = False  # solved on a workspace kept from an earlier solve (b, c updated)
+    kept: Any = None  # the dense QP route's factorisations of this element's data, for the
+    # derivative (qp_systems.KeptFactors and the element's place there), else None
 
 
 class AbstractConeSolver(abc.ABC):
@@ -160,7 +164,8 @@ class AbstractConeSolver(abc.ABC):
 
     def settings_for(self, solver_args: dict[str, Any]) -> Mapping[str, Any]:
         """:meth:`settings`, remembered for the last few argument sets (a training loop
-        passes the same ones on every call); read-only, as it is shared."""
+        passes the same ones on every call); a read-only :class:`Settings`, as it is
+        shared, carrying its key so that a solve does not rebuild it."""
         try:
             key = tuple(sorted(solver_args.items()))
             hash(key)
@@ -170,7 +175,7 @@ class AbstractConeSolver(abc.ABC):
         if key not in cache:
             if len(cache) >= 8:
                 cache.clear()
-            cache[key] = MappingProxyType(self.settings(solver_args))
+            cache[key] = Settings(self.settings(solver_args))
         return cache[key]
 
     @abc.abstractmethod
@@ -188,8 +193,9 @@ class AbstractConeSolver(abc.ABC):
 
     @abc.abstractmethod
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
-             setup_seconds: float) -> RawSolution:
-        """Solve with a prepared workspace (``setup_seconds``: what preparing it took)."""
+             setup_seconds: float, reused: bool = False) -> RawSolution:
+        """Solve with a prepared workspace (``setup_seconds``: what preparing it took;
+        ``reused``: it was kept from an earlier solve)."""
 
     def solve(self, data: ConeData, settings: dict[str, Any], reuse: bool,
               warm: RawSolution | None = None) -> RawSolution:
@@ -200,7 +206,9 @@ class AbstractConeSolver(abc.ABC):
         if not reuse or key in self._not_updatable:
             workspace = self._setup(data, settings)
         else:
-            cache = self._local.__dict__.setdefault("cache", {})
+            cache = getattr(self._local, "cache", None)
+            if cache is None:
+                cache = self._local.cache = {}
             workspace = cache.get(key)
             if workspace is None:
                 workspace = cache[key] = self._setup(data, settings)
@@ -211,8 +219,7 @@ class AbstractConeSolver(abc.ABC):
                 except UpdateRefused:  # remembered: later solves build their own workspace
                     self.stop_reuse(key)
                     workspace = self._setup(data, settings)
-        raw = self._run(workspace, settings, warm, time.perf_counter() - start)
-        return dataclasses.replace(raw, reused=True) if reused else raw
+        return self._run(workspace, settings, warm, time.perf_counter() - start, reused)
 
     def stop_reuse(self, key: tuple) -> None:
         """Build a fresh workspace for every later solve with these settings (key)."""
@@ -341,24 +348,37 @@ class SCS(AbstractConeSolver):
                 "ed": k.exp_dual, "p": list(k.power)}
 
     def _setup(self, data: ConeData, settings: dict[str, Any]) -> Any:
-        problem = {"A": data.A, "b": data.b, "c": data.c}
-        if data.P is not None:
-            problem["P"] = data.P
+        """A workspace: SCS's C extension for the chosen linear solver directly where
+        :func:`_scs_extension` knows it (the data is already what the Python wrapper
+        makes of it: CSC, sorted, P's upper triangle, so its checks and copies, ~25 µs,
+        are skipped), else through the wrapper. Both take solve/update positionally."""
+        extension = _scs_extension(settings.get("linear_solver"))
         try:
+            if extension is not None:
+                A, P = data.A, data.P
+                Pd, Pi, Pp = (P.data, P.indices, P.indptr) if P is not None else (None,) * 3
+                rest = (settings.without_solver if isinstance(settings, Settings)
+                        else {k: v for k, v in settings.items() if k != "linear_solver"})
+                return extension.SCS(A.shape, A.data, A.indices, A.indptr, Pd, Pi, Pp, data.b,
+                                     data.c, self._cone_dict, **rest)
+            problem = {"A": data.A, "b": data.b, "c": data.c}
+            if data.P is not None:
+                problem["P"] = data.P
             return scs.SCS(problem, self._cone_dict, **settings)
         except (TypeError, ValueError) as err:
             raise ValueError(f"SCS rejected the problem or its settings {dict(settings)}: {err}") from None
 
     def _update(self, workspace: Any, data: ConeData) -> None:
-        workspace.update(b=data.b, c=data.c)
+        workspace.update(data.b, data.c)  # positional: the extension's update(b, c)
 
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
-             setup_seconds: float) -> RawSolution:
+             setup_seconds: float, reused: bool = False) -> RawSolution:
         start = time.perf_counter()
+        # positional: the extension's solve(warm_start, x, y, s), as the wrapper's
         if warm is not None:
-            out = workspace.solve(warm_start=True, x=warm.x, y=warm.y, s=warm.s)
+            out = workspace.solve(True, warm.x, warm.y, warm.s)
         else:
-            out = workspace.solve(warm_start=False)
+            out = workspace.solve(False, None, None, None)
         info = out["info"]
         status = self.STATUS_MAP.get(int(info["status_val"]), Status.FAILED)
         if status is Status.INACCURATE and (info["iter"] >= settings.get("max_iters", 100_000)
@@ -366,7 +386,8 @@ class SCS(AbstractConeSolver):
             status = Status.ITERATION_LIMIT
         detail = "" if status is Status.OPTIMAL else self._detail(info, settings)
         return RawSolution(out["x"], out["y"], out["s"], status, str(info["status"]),
-                           int(info["iter"]), time.perf_counter() - start, setup_seconds, detail)
+                           int(info["iter"]), time.perf_counter() - start, setup_seconds, detail,
+                           reused)
 
     @staticmethod
     def _detail(info: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
@@ -420,15 +441,75 @@ RETRY_STATUSES = (Status.INACCURATE, Status.ITERATION_LIMIT, Status.FAILED)
 
 
 def _settings_key(settings: Mapping[str, Any]) -> tuple:
-    """Settings as a hashable key (TypeError where a value is unhashable)."""
-    return tuple(sorted(settings.items()))
+    """Settings as a hashable key (TypeError where a value is unhashable); a
+    :class:`Settings` carries its own, built once."""
+    key = getattr(settings, "key", None)
+    return key if key is not None else _key_of(settings)
+
+
+def _key_of(settings: Mapping[str, Any]) -> tuple:
+    """The sorted items, an enum (SCS's LinearSolver) as (its type's name, its value): a
+    tuple of strings and numbers hashes in C, where an enum member's ``__hash__`` is Python
+    code run on every lookup (three per solve)."""
+    key = tuple(sorted((k, (type(v).__qualname__, v.value) if isinstance(v, enum.Enum) else v)
+                       for k, v in settings.items()))
+    hash(key)
+    return key
+
+
+class Settings(dict):
+    """A solver's settings as :meth:`AbstractConeSolver.settings_for` shares them between
+    calls: read-only, with their hashable ``key`` (None where a value is unhashable) and
+    the SCS settings without ``linear_solver`` (what SCS's C extension takes) built once,
+    where every solve used to rebuild them. A dict (so ``**settings`` stays fast)."""
+
+    __slots__ = ("key", "without_solver")
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        super().__init__(settings)
+        try:
+            key: tuple | None = _key_of(settings)
+        except TypeError:
+            key = None
+        self.key = key
+        self.without_solver = {k: v for k, v in settings.items() if k != "linear_solver"}
+
+    def __reduce__(self) -> tuple:  # pickle/copy rebuild it (item assignment is refused)
+        return (Settings, (dict(self),))
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("solver settings are shared between calls and read-only")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
+
+
+#: SCS's linear-system back ends and the C extension module each is compiled into (SCS's
+#: Python wrapper picks the module on every construction; it is picked once here).
+_SCS_EXTENSIONS = {"qdldl": "_scs_direct", "mkl": "_scs_mkl", "cpu_dense": "_scs_dense",
+                   "cpu_indirect": "_scs_indirect"}
+
+
+@functools.cache
+def _scs_extension(linear_solver: Any) -> Any:
+    """SCS's C extension module for a ``LinearSolver`` choice, where this SCS is one whose
+    wrapper calls it as :meth:`SCS._setup` does (SCS 3 with ``LinearSolver``, 3.2.8 on) and
+    the module imports; None otherwise (a string, "auto", a GPU back end: the wrapper
+    decides)."""
+    kinds = getattr(scs, "LinearSolver", None)
+    if kinds is None or not isinstance(linear_solver, kinds) or not scs.__version__.startswith("3."):
+        return None
+    name = _SCS_EXTENSIONS.get(linear_solver.value)
+    try:
+        return importlib.import_module(f"scs.{name}") if name else None
+    except ImportError:
+        return None
 
 
 def _after(first: RawSolution, retry: RawSolution) -> RawSolution:
     """``retry``'s answer, charged with both solves' iterations and time."""
-    return dataclasses.replace(retry, iterations=first.iterations + retry.iterations,
-                               seconds=first.seconds + retry.seconds,
-                               setup_seconds=first.setup_seconds + retry.setup_seconds)
+    return retry._replace(iterations=first.iterations + retry.iterations,
+                          seconds=first.seconds + retry.seconds,
+                          setup_seconds=first.setup_seconds + retry.setup_seconds)
 
 
 def _scs_linear_solver(kkt_order: int, eps: float) -> Any:
@@ -550,7 +631,7 @@ class Clarabel(AbstractConeSolver):
             raise
 
     def _run(self, workspace: Any, settings: dict[str, Any], warm: RawSolution | None,
-             setup_seconds: float) -> RawSolution:
+             setup_seconds: float, reused: bool = False) -> RawSolution:
         start = time.perf_counter()
         sol = workspace.solve()
         name = str(sol.status)
@@ -562,7 +643,7 @@ class Clarabel(AbstractConeSolver):
             f"after {sol.iterations} iterations: primal residual {sol.r_prim:.1e}, dual "
             f"residual {sol.r_dual:.1e} (tol_feas {settings.get('tol_feas', 1e-8):.0e})")
         return RawSolution(np.asarray(sol.x), y, s, status, name, int(sol.iterations),
-                           time.perf_counter() - start, setup_seconds, detail)
+                           time.perf_counter() - start, setup_seconds, detail, reused)
 
 
 @functools.cache

@@ -13,7 +13,9 @@ Newton system at (x, y, s), with W = diag(s_in / y_in) (``D`` below)::
     ρ = −r_i + r_c / y_in,  ds = −(r_c + s ∘ dy_in) / y_in,
 
 solved by one of two eliminations (:mod:`.qp_systems`: ``Schur`` where every P of the
-batch is positive definite and the constraint count is the smaller, else ``Augmented``).
+batch is positive definite and the constraint count is the smaller, its equality rows
+eliminated once for every iteration, else ``Augmented``). ``Schur``'s factors of the data
+(P's, P⁻¹Aᵀ, A P⁻¹ Aᵀ) are returned for the derivative (:mod:`dpplayers._derivative.qp_elements`).
 From a relative measure of POLISH_FROM on, each element's active set (rows with y > s) is
 tried: the exact solution there, where feasible, is its answer (:func:`polish`). Otherwise
 an element stops once its relative primal and dual residuals and its complementarity are
@@ -30,7 +32,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .qp_systems import Augmented, DenseBatch, Schur, choose_system, mtv, mv, rows
+from .qp_systems import (
+    Augmented,
+    DenseBatch,
+    KeptFactors,
+    Schur,
+    choose_system,
+    mtv,
+    mv,
+    rows,
+)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -59,7 +70,9 @@ STEP_FRACTION = 0.99
 
 @dataclass(frozen=True)
 class Result:
-    """Per element: converged flag, x (B, n), y (B, m), s (B, m), iterations."""
+    """Per element: converged flag, x (B, n), y (B, m), s (B, m), iterations; and the
+    data's factorisations the Schur elimination formed (None with the augmented system),
+    for the derivative."""
 
     converged: npt.NDArray[np.bool_]
     x: FloatArray
@@ -67,6 +80,7 @@ class Result:
     s: FloatArray
     iterations: npt.NDArray[np.int64]
     seconds: float
+    factors: KeptFactors | None = None
 
 
 def solve_batch(data: DenseBatch) -> Result:
@@ -88,6 +102,7 @@ def _mehrotra(data: DenseBatch) -> Result:
     converged = np.zeros(B, bool)
     iterations = np.zeros(B, np.int64)
     system = choose_system(data)
+    kept = system.kept if isinstance(system, Schur) else None
     # scales for the relative criteria
     b_scale = 1.0 + np.abs(b).max(axis=1, initial=0.0)
     c_scale = 1.0 + np.abs(c).max(axis=1, initial=0.0)
@@ -168,7 +183,7 @@ def _mehrotra(data: DenseBatch) -> Result:
         # predictor (affine scaling)
         r_c = s * y_in
         rho = -r_i + r_c / y_in
-        dx, dy = system.solve(r_e, rho, D)
+        _, dy = system.solve(r_e, rho, D, primal=False)  # its step reads dy and ds alone
         ds = -(r_c + s * dy[:, z:]) / y_in
         alpha = np.minimum(1.0, np.minimum(_max_step(s, ds), _max_step(y_in, dy[:, z:])))
         mu_aff = np.einsum("bi,bi->b", s + alpha[:, None] * ds,
@@ -184,7 +199,8 @@ def _mehrotra(data: DenseBatch) -> Result:
         x = x + alpha[:, None] * dx
         y = y + alpha[:, None] * dy
         s = s + alpha[:, None] * ds
-    return Result(converged, out_x, out_y, out_s, iterations, time.perf_counter() - start)
+    return Result(converged, out_x, out_y, out_s, iterations, time.perf_counter() - start,
+                  kept)
 
 
 def polish(system: Schur | Augmented, data: DenseBatch, which: npt.NDArray[np.bool_],

@@ -44,12 +44,16 @@ MAX_ORDER = 400
 MIN_FILL = 0.5
 MIN_BATCH = 32
 #: A batch is split into chunks of at least MIN_CHUNK elements, one per thread-pool worker
-#: (numpy's batched LAPACK and matmul loops release the GIL), and of at most about
+#: (numpy's batched matmul loops release the GIL; scipy's LAPACK wrappers do not), and of at most about
 #: CHUNK_BYTES of dense data each (P, A, P⁻¹Aᵀ, A P⁻¹Aᵀ: every iteration streams them,
 #: and larger stacks fall out of cache). Measured, forward, medians on a loaded machine:
 #: qp200 at batch 128 (1 MB per element) 876 ms in chunks of 8 MB against 1,495 ms in two
-#: halves, 1,102 ms in chunks of 2 MB; qp200 at 32 and qp50 at 128 within 10 %.
-MIN_CHUNK = 8
+#: halves, 1,102 ms in chunks of 2 MB; qp200 at 32 and qp50 at 128 within 10 %. MIN_CHUNK was
+#: 8; since the route factorises per element by LAPACK (qp_systems.LOOP_MIN_ORDER), whose
+#: scipy wrappers hold the GIL, two workers on small elements mostly add per-chunk numpy
+#: calls: qp50 at batch 32 in one chunk of 32 against two of 16, forward 0.78× wall and
+#: 0.80× CPU (interleaved, medians of 15, load 4.9).
+MIN_CHUNK = 32
 CHUNK_BYTES = 8 << 20
 #: The loosest tolerance a user may ask for that the route still meets: it solves to
 #: dense_qp.TOLERANCE (relative) whatever is asked, so a tighter request is the conic
@@ -107,9 +111,11 @@ def solve(batch: DenseBatch) -> list[RawSolution | None]:
     """Solve every element; None for one the conic solver must take over."""
     result = solve_batch(batch)
     share = result.seconds / max(batch.size, 1)
+    factors = result.factors
     return [RawSolution(result.x[k], result.y[k], result.s[k], Status.OPTIMAL, SOLVER_STATUS,
-                        int(result.iterations[k]), share) if result.converged[k] else None
-            for k in range(batch.size)]
+                        int(result.iterations[k]), share,
+                        kept=None if factors is None else (factors, k))
+            if result.converged[k] else None for k in range(batch.size)]
 
 
 def _number(value: Any) -> bool:

@@ -94,6 +94,17 @@ class SOCBlocks(AbstractBlockOperator):
         """The blocks written out from their closed form (not ``mv`` on an identity); kept."""
         return self._matrices
 
+    def diagonal_plus_rank_two(self) -> tuple[Array, Array, Array, Array]:
+        """Each block as diag(g) + U C Uᵀ with U = [e₀, (0, xbar)] and C = [[0, q], [q, e]]:
+        (g (k, d+1), xbar (k, d), q (k,), e (k,)), g = (p, c, …, c). Exact in every region
+        (inside and in the polar q = e = 0); J keeps O(d) entries per block this way
+        (:mod:`dpplayers._derivative.lifting`)."""
+        k, d = self.xbar.shape
+        g = np.empty((k, d + 1))
+        g[:, 0] = self.p
+        g[:, 1:] = self.c[:, None]
+        return g, self.xbar, self.q, self.e
+
     @cached
     def _matrices(self) -> Array:
         k, d = self.xbar.shape
