@@ -79,6 +79,16 @@ def cvxpy_solve(problem, params, outputs, values, k, tol=CVXPY_TIGHT):
     return out
 
 
+def assert_same_derivatives(rng, sol, ref, values, tol: float) -> None:
+    """sol's vjp and jvp equal ref's to ``tol`` (relative) for random (co)tangents."""
+    cot = [rng.standard_normal(v.shape) for v in sol.values]
+    tan = [rng.standard_normal(v.shape) for v in values]
+    for got, want in zip(sol.vjp(*cot), ref.vjp(*cot)):
+        assert rel(got, want) < tol
+    for got, want in zip(sol.jvp(*tan), ref.jvp(*tan)):
+        assert rel(got, want) < tol
+
+
 def routed(sol) -> bool:
     return all(i["status"] == qp_route.SOLVER_STATUS for i in sol.info)
 
@@ -112,12 +122,7 @@ def test_route_values_and_derivatives_are_exact(name):
             assert rel(got[k], w) < 1e-6
     for got, want in zip(sol.values, ref.values):
         assert rel(got, want) < 1e-8
-    cot = [rng.standard_normal(v.shape) for v in sol.values]
-    tan = [rng.standard_normal(v.shape) for v in values]
-    for got, want in zip(sol.vjp(*cot), ref.vjp(*cot)):
-        assert rel(got, want) < 1e-8
-    for got, want in zip(sol.jvp(*tan), ref.jvp(*tan)):
-        assert rel(got, want) < 1e-8
+    assert_same_derivatives(rng, sol, ref, values, 1e-8)
     assert sol.degenerate.tolist() == ref.degenerate.tolist()
 
 
@@ -324,12 +329,7 @@ def test_kept_factors_give_the_generic_derivative(name):
     sol = dpplayers.compile(problem, params, outputs).solve(*values)
     assert routed(sol)
     generic = _generic(sol)
-    cot = [rng.standard_normal(v.shape) for v in sol.values]
-    tan = [rng.standard_normal(v.shape) for v in values]
-    for got, want in zip(sol.vjp(*cot), generic.vjp(*cot)):
-        assert rel(got, want) < 1e-11
-    for got, want in zip(sol.jvp(*tan), generic.jvp(*tan)):
-        assert rel(got, want) < 1e-11
+    assert_same_derivatives(rng, sol, generic, values, 1e-11)
     assert _kept_factor_elements(sol) == set(range(B))
     assert not sol._derivative.factors  # no generic factorisation was built
     assert (sol.residual < 1e-12).all() and not sol.degenerate.any()
