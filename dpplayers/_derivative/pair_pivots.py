@@ -190,8 +190,11 @@ class PairPivots:
         tail, tail_size = _tail_slots(kind, lr, lc, rq_rows, qr_cols, q.size)
         r = rest.size
         slot = np.where(kind == RR, lr * r + lc, r * r + tail)
-        diagonal = 0 if allowed is None else _leading_diagonal(r, q.size, kind, lr, lc, allowed)
-        reach = _diagonal_reach(r, q.size, kind, lr, lc, diagonal) if diagonal else None
+        diagonal, reach = 0, None
+        if allowed is not None:
+            S = _schur_pattern(r, q.size, kind, lr, lc)
+            diagonal = _leading_diagonal(S, allowed)
+            reach = _diagonal_reach(S, diagonal) if diagonal else None
         return cls(size, p, q, rest, slot, tail, tail_size, _span(rq_rows), _span(qr_cols),
                    kind, lr, lc, diagonal, reach)
 
@@ -454,16 +457,21 @@ def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | N
     return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)
 
 
-def _leading_diagonal(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index, lc: Index,
-                      allowed: npt.NDArray[np.bool_]) -> int:
+def _schur_pattern(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index,
+                   lc: Index) -> sp.coo_array:
+    """The pattern of S = J_RR − J_RQ W J_QR (r × r), from the entries' blocks."""
+    ones = lambda rows, cols, shape: sp.csr_array((np.ones(rows.size), (rows, cols)), shape=shape)
+    rr, rq, qr = kind == RR, kind == RQ, kind == QR
+    S = ones(lr[rr], lc[rr], (r, r)) + ones(lr[rq], lc[rq], (r, e)) @ ones(lr[qr], lc[qr], (e, r))
+    return S.tocoo()
+
+
+def _leading_diagonal(S: sp.coo_array, allowed: npt.NDArray[np.bool_]) -> int:
     """How many leading indices of R are diagonal pivots of S = J_RR − J_RQ W J_QR: each
     allowed with a diagonal entry in S's pattern, and no two of them meeting off the
     diagonal (cvxpy's x of ‖x − y‖², whose diagonal comes from its u pair alone: SOC
     projection 50 of 83). Fewer than DIAGONAL_MIN are not worth the extra products."""
-    ones = lambda rows, cols, shape: sp.csr_array((np.ones(rows.size), (rows, cols)), shape=shape)
-    rr, rq, qr = kind == RR, kind == RQ, kind == QR
-    S = ones(lr[rr], lc[rr], (r, r)) + ones(lr[rq], lc[rq], (r, e)) @ ones(lr[qr], lc[qr], (e, r))
-    S = S.tocoo()
+    r = S.shape[0]
     on = S.row == S.col
     bad = ~allowed
     bad[np.setdiff1d(np.arange(r), S.row[on])] = True  # no diagonal entry
@@ -473,14 +481,9 @@ def _leading_diagonal(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index, lc:
     return k if k >= DIAGONAL_MIN else 0
 
 
-def _diagonal_reach(r: int, e: int, kind: npt.NDArray[np.int8], lr: Index, lc: Index,
-                    k: int) -> int:
+def _diagonal_reach(S: sp.coo_array, k: int) -> int:
     """How far past S's k leading diagonal pivots their rows and columns reach: one more
     than the last index of R they meet in S's pattern, less k (0: they meet nothing)."""
-    ones = lambda rows, cols, shape: sp.csr_array((np.ones(rows.size), (rows, cols)), shape=shape)
-    rr, rq, qr = kind == RR, kind == RQ, kind == QR
-    S = ones(lr[rr], lc[rr], (r, r)) + ones(lr[rq], lc[rq], (r, e)) @ ones(lr[qr], lc[qr], (e, r))
-    S = S.tocoo()
     row_side, col_side = (S.row < k) & (S.col >= k), (S.col < k) & (S.row >= k)
     last = max(S.col[row_side].max(initial=-1), S.row[col_side].max(initial=-1))
     return int(max(last + 1 - k, 0))
