@@ -307,3 +307,83 @@ def test_batched_solve_refuses_a_near_singular_element_only(order, batch):
     assert np.isnan(z[-1]).all()
     for i in range(batch - 1):
         np.testing.assert_allclose(z[i], np.linalg.solve(S[i], rhs[i]), rtol=1e-10)
+
+
+# -- an ill-conditioned J is not a singular one -----------------------------------------------
+
+
+def _scaled_qp():
+    """min ½x₀² + ½·1e-7·x₁² − pᵀx s.t. x₀ ≤ 1: unique, x = (min(p₀, 1), 1e7 p₁), and J's
+    condition number ~1e7 from the objective's scaling alone."""
+    p, x = cp.Parameter(2), cp.Variable(2)
+    prob = cp.Problem(cp.Minimize(0.5 * cp.square(x[0]) + 0.5e-7 * cp.square(x[1]) - p @ x),
+                      [x[0] <= 1])
+    return prob, p, x
+
+
+@pytest.mark.parametrize("mode", ["direct", "dense"])  # LSQR/LSMR stop at cond · atol
+@pytest.mark.parametrize("solver", ["CLARABEL", "SCS"])
+def test_badly_scaled_qp_is_differentiated_exactly_not_truncated(solver, mode):
+    """J of cond 1e7 whose blocks of D are all 1×1 (a QP): the truncated minimum-norm
+    answer dropped x₁'s direction (gradient 1e-8 instead of 1e7, flagged degenerate but
+    with no warning); now the LU's answer, equal to the closed form, unflagged."""
+    prob, p, x = _scaled_qp()
+    prog = dpplayers.compile(prob, [p], [x], solver=solver)
+    points = np.array([[0.3, 0.5], [2.0, -0.4]])
+    args = {"eps": 1e-9} if solver == "SCS" else {}
+    sol = prog.solve(points, solver_args={**args, "mode": mode})
+    grad, = sol.vjp(np.ones((2, 2)))
+    tangent, = sol.jvp(np.array([[1.0, 1.0], [1.0, 1.0]]))
+    for i, (p0, _) in enumerate(points):
+        dx0 = 1.0 if p0 < 1 else 0.0
+        np.testing.assert_allclose(grad[i], [dx0, 1e7], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(tangent[i], [dx0, 1e7], rtol=1e-6, atol=1e-6)
+    assert not sol.degenerate.any()
+
+
+def _mpc():
+    """A horizon-20 MPC, 4 states, 2 inputs, |u| ≤ 1 (``benchmarks/``' mpc20)."""
+    T, nx, nu = 20, 4, 2
+    xs, u = cp.Variable((nx, T + 1)), cp.Variable((nu, T))
+    x0, A, B = cp.Parameter(nx), cp.Parameter((nx, nx)), cp.Parameter((nx, nu))
+    cons = [xs[:, 0] == x0, xs[:, 1:] == A @ xs[:, :-1] + B @ u, u <= 1, u >= -1]
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(xs) + 0.1 * cp.sum_squares(u)), cons)
+    return prob, [x0, A, B], u
+
+
+#: x0, A, B of one of benchmarks/' mpc20 draws (batch 64, element 57), to three digits
+MPC_POINT = [np.array([-2.742, -0.08, 3.007, 2.962]),
+             np.array([[1.197, -0.233, 0.018, -0.089], [-0.072, 1.094, -0.046, 0.097],
+                       [0.023, 0.136, 1.093, 0.083], [0.002, -0.006, -0.096, 1.043]]),
+             np.array([[-0.436, -0.728], [0.067, -0.836], [0.473, -0.744], [-0.299, -2.122]])]
+
+
+def test_ill_conditioned_mpc_matches_finite_differences():
+    """Unstable random dynamics make an MPC's J ill-conditioned (cond₂ 1.0e6 and, with A
+    5% larger, 2.4e6) although the solution is unique: the truncated SVD answered
+    (flagged degenerate; the gradient was off by a factor of ten, its sign flipped). Now
+    the LU's answer, against central differences of tight Clarabel solves."""
+    prob, params, u = _mpc()
+    prog = dpplayers.compile(prob, params, [u])
+    tight = dpplayers.compile(prob, params, [u], solver="CLARABEL")
+    x0, A, B = MPC_POINT
+    points = [[x0, A, B], [x0, 1.05 * A, B]]
+    batch = [np.stack(v) for v in zip(*points)]
+    sol = prog.solve(*batch, solver_args={"eps": 1e-9})
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, 2, 20))
+    grads = sol.vjp(w)
+    direction = [rng.standard_normal(v.shape) for v in batch]
+    tangent, = sol.jvp(*direction)
+    h = 1e-6
+    for i, point in enumerate(points):
+        ahead = tight.solve(*[v + h * d[i] for v, d in zip(point, direction)],
+                            solver_args={"refine": 2}).values[0]
+        behind = tight.solve(*[v - h * d[i] for v, d in zip(point, direction)],
+                             solver_args={"refine": 2}).values[0]
+        fd = (ahead - behind) / (2 * h)
+        np.testing.assert_allclose(tangent[i], fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
+        assert np.abs(fd).max() > 1e-2  # two inputs are off their bounds
+        directional = sum(np.vdot(g[i], d[i]) for g, d in zip(grads, direction))
+        np.testing.assert_allclose(directional, np.vdot(w[i], fd), rtol=1e-5)
+    assert not sol.degenerate.any()

@@ -17,8 +17,8 @@ Decision table (what happens when a solve is not clean):
             | the limit: the same, degenerate         |
     lsmr    | same                                    | same
 
-Near-singular means an estimated condition number above ``CONDITION_LIMIT``
-(:mod:`dpplayers._derivative.conditioning`: why, how it is estimated, and the data behind the limit).
+Near-singular means an estimated condition number above J's limit (``plan.condition_limit``:
+:mod:`dpplayers._derivative.conditioning` says why, how it is estimated, and the data behind it).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import scipy.sparse.linalg as spla
 
 from .bordered import BorderedFactor
 from .conditioning import (
-    CONDITION_LIMIT,
     TruncatedInverse,
     lu_condition,
     norm1,
@@ -152,7 +151,7 @@ class Direct(AbstractLinearSolver):
                 if not without.singular:
                     return without
         if state.singular and J.shape[0] <= DENSE_MAX_ORDER:
-            state.truncated = TruncatedInverse(J.toarray())
+            state.truncated = TruncatedInverse(J.toarray(), state.limit)
         return state
 
     def _factor_core(self, operator: KKTOperator, J: sp.csc_matrix,
@@ -183,12 +182,12 @@ class Direct(AbstractLinearSolver):
             J_RR = J_RR.toarray() if dense else J_RR
         kept = core if pairs is None else core[pairs.rest]
         lu, singular = self._factorise(J_RR, int(np.count_nonzero(kept < operator.n)), dense,
-                                       filled)
+                                       filled, plan.condition_limit)
         return _DirectState(operator, J, peel, J_RR, lu, singular, pairs=pairs)
 
     def _factorise(self, J_RR: sp.csc_matrix | FloatArray, p: int, dense: bool,
-                   filled: dict[str, bool]) -> tuple[DenseLU | SparseLU | _AntiDiagonalLU | None,
-                                                     bool]:
+                   filled: dict[str, bool], limit: float,
+                   ) -> tuple[DenseLU | SparseLU | _AntiDiagonalLU | None, bool]:
         """(factor, singular): one LU of B when J_RR = [[0, Bᵀ], [B, 0]] (p × p blocks),
         else of J_RR; no factor where it is singular or near-singular (:class:`DenseLU`'s
         rule: the caller answers by minimum norm). A sparse LU that fills in (``_fills``)
@@ -200,19 +199,19 @@ class Direct(AbstractLinearSolver):
                 order = B.shape[0]
                 dense_B = order <= self.dense_limit or (order <= DENSE_MAX_ORDER
                                                         and filled.get("basis", False))
-                lu = _AntiDiagonalLU(B, dense_B)
+                lu = _AntiDiagonalLU(B, dense_B, limit)
                 if _fills(lu.lu, order):
                     filled["basis"] = True
                 lu.lu.checked = True  # here, by its own estimate (B's, not J_RR's)
-                return (lu, False) if lu.lu.condition() <= CONDITION_LIMIT else (None, True)
-            lu = _lu(J_RR, dense)
+                return (lu, False) if lu.lu.condition() <= limit else (None, True)
+            lu = _lu(J_RR, dense, limit)
         except RuntimeError:  # exactly singular
             return None, True
         if _fills(lu, J_RR.shape[0]):
             filled["core"] = True
         if not lu.dense:  # checked on its first solve, with the probe in the same call
             return lu, False
-        return (lu, False) if lu.condition() <= CONDITION_LIMIT else (None, True)
+        return (lu, False) if lu.condition() <= limit else (None, True)
 
     def compute(self, state, rhs, transpose):
         if state.lu is not None and state.lu.near_singular:  # found on its first solve
@@ -244,7 +243,8 @@ class Direct(AbstractLinearSolver):
         truncated minimum-norm solver (kept on the state for later solves)."""
         if state.minimum_norm is None:
             N = state.J.shape[0]
-            truncated = TruncatedInverse(state.J.toarray()) if N <= DENSE_MAX_ORDER else None
+            truncated = (TruncatedInverse(state.J.toarray(), state.limit)
+                         if N <= DENSE_MAX_ORDER else None)
             state.minimum_norm = dataclasses.replace(state, lu=None, singular=True,
                                                      truncated=truncated)
         return state.minimum_norm
@@ -291,7 +291,7 @@ class DenseLU:
 
     The one rule for a singular matrix, shared by every dense factorisation here: an
     exactly zero or non-finite pivot raises ``RuntimeError`` (as SuperLU does), and
-    :meth:`condition` (gecon's cond₁ estimate) above ``CONDITION_LIMIT`` means
+    :meth:`condition` (gecon's cond₁ estimate) above J's limit means
     near-singular; either way the caller answers by J's minimum-norm least-squares solve,
     flagged degenerate (:mod:`.conditioning`)."""
 
@@ -346,8 +346,8 @@ class SparseLU:
     dense = False
     single = False
 
-    def __init__(self, M: sp.csc_matrix) -> None:
-        self.matrix = M
+    def __init__(self, M: sp.csc_matrix, limit: float) -> None:
+        self.matrix, self.limit = M, limit
         self.factor = BorderedFactor.of(M) or spla.splu(M, permc_spec="COLAMD")
         self.checked = False
         self.near_singular = False
@@ -370,12 +370,12 @@ class SparseLU:
         z = self.factor.solve(both, trans=trans)
         self.checked = True
         cond = sparse_lu_condition(self.factor, self.matrix, transpose, probed=z[:, k])
-        self.near_singular = cond > CONDITION_LIMIT
+        self.near_singular = cond > self.limit
         return z[:, :k]
 
 
-def _lu(M: sp.csc_matrix | FloatArray, dense: bool) -> DenseLU | SparseLU:
-    return DenseLU(M) if dense else SparseLU(M)
+def _lu(M: sp.csc_matrix | FloatArray, dense: bool, limit: float) -> DenseLU | SparseLU:
+    return DenseLU(M) if dense else SparseLU(M, limit)
 
 
 def _dense(J: sp.csc_matrix | FloatArray, dtype: type) -> npt.NDArray[np.floating]:
@@ -393,9 +393,9 @@ class _AntiDiagonalLU:
     #: checked when factorised (``Direct._factorise``), never on a solve
     near_singular: ClassVar[bool] = False
 
-    def __init__(self, B: sp.csc_matrix | FloatArray, dense: bool) -> None:
+    def __init__(self, B: sp.csc_matrix | FloatArray, dense: bool, limit: float) -> None:
         self.p = B.shape[0]
-        self.lu = _lu(B, dense)
+        self.lu = _lu(B, dense, limit)
 
     def to_double(self) -> bool:
         return self.lu.to_double()
@@ -417,23 +417,29 @@ class _DirectState:
     peel: Singletons
     J_RR: sp.csc_matrix | FloatArray  # dense for small systems
     lu: DenseLU | SparseLU | _AntiDiagonalLU | None
-    singular: bool  # exactly or nearly (condition estimate above CONDITION_LIMIT)
+    singular: bool  # exactly or nearly (condition estimate above J's limit)
     truncated: TruncatedInverse | None = None  # J's minimum-norm solver where singular
     minimum_norm: _DirectState | None = None
     pairs: PairElimination | None = None  # J_RR is then the core's Schur complement S
+
+    @property
+    def limit(self) -> float:
+        return self.operator.pattern.plan.condition_limit
 
 
 @dataclass(frozen=True)
 class Dense(AbstractLinearSolver):
     """Dense LU of J (LAPACK) for small problems; where its condition estimate is above
-    CONDITION_LIMIT, J's truncated minimum-norm solver instead."""
+    J's limit, J's truncated minimum-norm solver instead."""
 
     name: ClassVar[str] = "dense"
 
     def init(self, operator: KKTOperator) -> _DenseState:
         J = operator.as_matrix().toarray()
-        lu = _condition_checked(J)
-        return _DenseState(operator, J, lu, None if lu is not None else TruncatedInverse(J))
+        limit = operator.pattern.plan.condition_limit
+        lu = _condition_checked(J, limit)
+        return _DenseState(operator, J, lu,
+                           None if lu is not None else TruncatedInverse(J, limit))
 
     def compute(self, state, rhs, transpose):
         op = state.operator.T if transpose else state.operator
@@ -446,13 +452,14 @@ class Dense(AbstractLinearSolver):
         return z, SolveStats(_residual(op, z, rhs), 0, True, degenerate=True)
 
 
-def _condition_checked(J: FloatArray) -> DenseLU | None:
-    """J's double-precision :class:`DenseLU`, or None where it is singular or near-singular."""
+def _condition_checked(J: FloatArray, limit: float) -> DenseLU | None:
+    """J's double-precision :class:`DenseLU`, or None where its condition estimate is above
+    ``limit`` or it is singular."""
     try:
         lu = DenseLU(J, single=False)
     except RuntimeError:
         return None
-    return lu if lu.condition() <= CONDITION_LIMIT else None
+    return lu if lu.condition() <= limit else None
 
 
 @dataclass
@@ -467,7 +474,7 @@ class _DenseState:
 
     def minimum_norm(self) -> TruncatedInverse:
         if self.truncated is None:
-            self.truncated = TruncatedInverse(self.J)
+            self.truncated = TruncatedInverse(self.J, self.operator.pattern.plan.condition_limit)
         return self.truncated
 
 
@@ -549,13 +556,14 @@ class _IterativeState:
             if J is None:
                 self._condition = 0.0  # too large to check: istop alone decides
             else:
-                self._condition = 0.0 if _condition_checked(J) is not None else np.inf
-        return self._condition > CONDITION_LIMIT
+                limit = self.operator.pattern.plan.condition_limit
+                self._condition = 0.0 if _condition_checked(J, limit) is not None else np.inf
+        return self._condition > 0.0
 
     def minimum_norm(self) -> TruncatedInverse | None:
         """J's truncated minimum-norm solver (None beyond DENSE_MAX_ORDER)."""
         if self._truncated is None and self._dense() is not None:
-            self._truncated = TruncatedInverse(self._J)
+            self._truncated = TruncatedInverse(self._J, self.operator.pattern.plan.condition_limit)
         return self._truncated
 
 
