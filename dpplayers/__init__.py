@@ -15,6 +15,7 @@ from ._program import compile as compile
 from ._solution import Solution as Solution
 from ._solve.backends import Status as Status
 from ._version import __version__ as __version__
+from .errors import DegenerateDerivativeWarning as DegenerateDerivativeWarning
 from .errors import DerivativeError as DerivativeError
 from .errors import DPPError as DPPError
 from .errors import InaccurateSolutionWarning as InaccurateSolutionWarning
@@ -24,7 +25,8 @@ from .errors import VariableError as VariableError
 from .sensitivity import influence as influence
 
 __all__ = [
-    "CompiledProblem", "DPPError", "DPPReport", "DerivativeError", "InaccurateSolutionWarning",
+    "CompiledProblem", "DPPError", "DPPReport", "DegenerateDerivativeWarning", "DerivativeError",
+    "InaccurateSolutionWarning",
     "ParameterError", "Solution",
     "SolverError", "Status", "VariableError", "Violation", "check_dpp", "compile", "influence",
     "sensitivity",

@@ -12,6 +12,7 @@ builds a Solution is :mod:`dpplayers._forward`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from ._derivative.qp_elements import RouteElements
 from ._labels.blocks import Sensitivity
 from ._labels.blocks import sensitivity as labelled_sensitivity
 from ._solve.backends import Status
-from .errors import DerivativeError
+from .errors import DegenerateDerivativeWarning, DerivativeError
 
 FloatArray = npt.NDArray[np.float64]
 DERIVATIVE_OPTIONS = ("mode", "atol", "btol", "iter_lim", "refine")
@@ -137,6 +138,7 @@ class Solution:
         g: Any = self._check_outputs(cotangents, "cotangent")
         for stage in reversed(self._chain):
             g = stage.backward(g)
+        self._warn_degenerate()
         return g
 
     def jvp(self, *tangents: npt.ArrayLike | None, executor: Any = None,
@@ -148,6 +150,7 @@ class Solution:
         t: Any = tangents
         for stage in self._chain:
             t = stage.forward(t)
+        self._warn_degenerate()
         return t
 
     def jacobian(self, executor: Any = None,
@@ -179,7 +182,23 @@ class Solution:
                 sub = np.moveaxis(sub, len(spec.shape), 0)
                 per_param.append(sub if self.batch is not None else sub[0])
             blocks.append(tuple(per_param))
+        self._warn_degenerate()
         return tuple(blocks)
+
+    def _warn_degenerate(self) -> None:
+        """Warn (once per element) where a derivative solve answered by minimum norm."""
+        flagged = [k for k, s in enumerate(self.stats) if s is not None and s.degenerate]
+        if len(flagged) <= self.__dict__.get("_degenerate_warned", 0):
+            return
+        self.__dict__["_degenerate_warned"] = len(flagged)
+        where = (f"batch elements {flagged[:10]}{' ...' if len(flagged) > 10 else ''}"
+                 if self.batch is not None else "this problem")
+        warnings.warn(
+            f"dpplayers: the derivative at {where} met a singular or near-singular KKT system "
+            "(its canonical solution is not unique there, or the problem is badly "
+            "conditioned): the minimum-norm least-squares answer was returned. "
+            "Solution.degenerate flags these elements.", DegenerateDerivativeWarning,
+            stacklevel=3)
 
     def _forward_jacobian(self) -> FloatArray:
         """(K, B, q): J solves with one column per row of θ."""

@@ -76,3 +76,9 @@ class InaccurateSolutionWarning(RuntimeWarning):
     """A batch element stopped short of its tolerances (iteration or time limit, reduced
     accuracy): its point is returned, as CVXPY and cvxpylayers do. ``inaccurate="fail"``
     on ``solve`` or the layers treats it as a failure instead."""
+
+
+class DegenerateDerivativeWarning(RuntimeWarning):
+    """A batch element's derivative met a singular or near-singular J: the canonical
+    solution is not unique there (or the problem is badly conditioned), and the answer is
+    J's minimum-norm least-squares solution. ``Solution.degenerate`` flags the elements."""

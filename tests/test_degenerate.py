@@ -13,6 +13,7 @@ detect it, flag ``degenerate`` and return the minimum-norm least-squares answer.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import cvxpy as cp
 import numpy as np
@@ -387,3 +388,26 @@ def test_ill_conditioned_mpc_matches_finite_differences():
         directional = sum(np.vdot(g[i], d[i]) for g, d in zip(grads, direction))
         np.testing.assert_allclose(directional, np.vdot(w[i], fd), rtol=1e-5)
     assert not sol.degenerate.any()
+
+
+def test_a_minimum_norm_derivative_warns_naming_its_batch_elements():
+    """The flag alone left a layer's user unaware: torch's backward now warns, once per
+    solution, naming the elements; a well-posed (if ill-conditioned) batch does not."""
+    torch = pytest.importorskip("torch")
+    from dpplayers.torch import CvxpyLayer
+
+    prob, p, w = _tied_problem()
+    layer = CvxpyLayer(prob, parameters=[p], variables=[w], solver="CLARABEL")
+    values = torch.tensor(np.stack(TIED_POINTS), requires_grad=True)
+    out, = layer(values)
+    with pytest.warns(dpplayers.DegenerateDerivativeWarning, match=r"batch elements \[0, 1\]"):
+        out.sum().backward()
+
+    prob, p, x = _scaled_qp()
+    layer = CvxpyLayer(prob, parameters=[p], variables=[x], solver="CLARABEL")
+    values = torch.tensor([[0.3, 0.5], [2.0, -0.4]], requires_grad=True)
+    out, = layer(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dpplayers.DegenerateDerivativeWarning)
+        out.sum().backward()
+    np.testing.assert_allclose(values.grad[:, 1], [1e7, 1e7], rtol=1e-6)
