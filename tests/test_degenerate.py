@@ -313,22 +313,26 @@ def test_batched_solve_refuses_a_near_singular_element_only(order, batch):
 # -- an ill-conditioned J is not a singular one -----------------------------------------------
 
 
-def _scaled_qp():
-    """min ½x₀² + ½·1e-7·x₁² − pᵀx s.t. x₀ ≤ 1: unique, x = (min(p₀, 1), 1e7 p₁), and J's
-    condition number ~1e7 from the objective's scaling alone."""
+def _scaled_qp(bound: str = "linear"):
+    """min ½x₀² + ½·1e-7·x₁² − pᵀx s.t. x₀ ≤ 1 (``bound="linear"``), or s.t. an inactive
+    second-order cone ‖x‖ ≤ 1e8 (``"soc"``): unique, x = (min(p₀, 1), 1e7 p₁) (without the
+    min for the cone), and J's condition number 1e7 from the objective's scaling alone."""
     p, x = cp.Parameter(2), cp.Variable(2)
+    constraint = x[0] <= 1 if bound == "linear" else cp.SOC(cp.Constant(1e8), x)
     prob = cp.Problem(cp.Minimize(0.5 * cp.square(x[0]) + 0.5e-7 * cp.square(x[1]) - p @ x),
-                      [x[0] <= 1])
+                      [constraint])
     return prob, p, x
 
 
+@pytest.mark.parametrize("bound", ["linear", "soc"])
 @pytest.mark.parametrize("mode", ["direct", "dense"])  # LSQR/LSMR stop at cond · atol
 @pytest.mark.parametrize("solver", ["CLARABEL", "SCS"])
-def test_badly_scaled_qp_is_differentiated_exactly_not_truncated(solver, mode):
-    """J of cond 1e7 whose blocks of D are all 1×1 (a QP): the truncated minimum-norm
-    answer dropped x₁'s direction (gradient 1e-8 instead of 1e7, flagged degenerate but
-    with no warning); now the LU's answer, equal to the closed form, unflagged."""
-    prob, p, x = _scaled_qp()
+def test_badly_scaled_qp_is_differentiated_exactly_not_truncated(solver, mode, bound):
+    """J of cond 1e7 whose blocks of D are all 1×1 (a QP), or 0 or I (an inactive cone):
+    the truncated minimum-norm answer dropped x₁'s direction (gradient 1e-8 instead of
+    1e7, flagged degenerate but with no warning); now the LU's answer, equal to the closed
+    form, unflagged."""
+    prob, p, x = _scaled_qp(bound)
     prog = dpplayers.compile(prob, [p], [x], solver=solver)
     points = np.array([[0.3, 0.5], [2.0, -0.4]])
     args = {"eps": 1e-9} if solver == "SCS" else {}
@@ -336,7 +340,7 @@ def test_badly_scaled_qp_is_differentiated_exactly_not_truncated(solver, mode):
     grad, = sol.vjp(np.ones((2, 2)))
     tangent, = sol.jvp(np.array([[1.0, 1.0], [1.0, 1.0]]))
     for i, (p0, _) in enumerate(points):
-        dx0 = 1.0 if p0 < 1 else 0.0
+        dx0 = 1.0 if p0 < 1 or bound == "soc" else 0.0
         np.testing.assert_allclose(grad[i], [dx0, 1e7], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(tangent[i], [dx0, 1e7], rtol=1e-6, atol=1e-6)
     assert not sol.degenerate.any()

@@ -40,13 +40,18 @@ to rounding (cond₁ 1e15 to inf), while well-posed problems reach far past 1e6:
 horizon-20 MPC with random dynamics (``benchmarks/``' ``mpc20``) has cond₁ 5e2 to 9e6 over
 128 draws (median 8e3), and its LU answer matches finite differences there, where the
 truncated answer was wrong by a factor of ten and of the opposite sign. Such J use
-``POLYHEDRAL_CONDITION_LIMIT`` (:func:`condition_limit`).
+``POLYHEDRAL_CONDITION_LIMIT`` (:class:`ConditionLimit`), and so does an element where
+every larger block of D is 0 or I (the point strictly inside the cone or its polar there:
+an inactive norm bound, a strictly feasible LMI), where D is as constant as a polyhedral
+cone's; the check on D runs only for an estimate above ``CONDITION_LIMIT``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -71,10 +76,23 @@ PROBE_SUSPECT = 1e4
 POLYHEDRAL_CONDITION_LIMIT = 1e12
 
 
-def condition_limit(polyhedral: bool) -> float:
-    """The condition estimate above which a J is treated as singular: ``CONDITION_LIMIT``,
-    or ``POLYHEDRAL_CONDITION_LIMIT`` where every block of D is 1×1."""
-    return POLYHEDRAL_CONDITION_LIMIT if polyhedral else CONDITION_LIMIT
+@dataclass
+class ConditionLimit:
+    """One element's limit: ``CONDITION_LIMIT``, or ``POLYHEDRAL_CONDITION_LIMIT`` where D
+    is locally constant (``constant``, asked only for an estimate between the two)."""
+
+    constant: Callable[[], bool]
+    _value: float | None = None
+
+    @property
+    def value(self) -> float:
+        if self._value is None:
+            self._value = POLYHEDRAL_CONDITION_LIMIT if self.constant() else CONDITION_LIMIT
+        return self._value
+
+    def exceeded(self, cond: float) -> bool:
+        """The estimate ``cond`` says J is singular (NaN: it does)."""
+        return not cond <= CONDITION_LIMIT and not cond <= self.value
 
 
 def lu_condition(factor: tuple[npt.NDArray[np.floating], npt.NDArray[np.int32]],
@@ -151,10 +169,10 @@ def sparse_lu_condition(lu: spla.SuperLU, M: sp.spmatrix, transpose: bool = Fals
 
 class TruncatedInverse:
     """The minimum-norm least-squares solver of J (and Jᵀ) with singular values below
-    σ_max / ``limit`` (J's :func:`condition_limit`) treated as zero: one SVD, reused for
+    σ_max / ``limit`` (J's :class:`ConditionLimit`) treated as zero: one SVD, reused for
     every right-hand side."""
 
-    def __init__(self, J: FloatArray, limit: float = CONDITION_LIMIT) -> None:
+    def __init__(self, J: FloatArray, limit: float) -> None:
         U, sigma, Vt = np.linalg.svd(J, full_matrices=False)
         keep = sigma > sigma.max(initial=0.0) / limit
         self.U, self.inverse, self.Vt = U[:, keep], 1.0 / sigma[keep], Vt[keep]

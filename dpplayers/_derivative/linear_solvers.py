@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -37,6 +38,7 @@ import scipy.sparse.linalg as spla
 
 from .bordered import BorderedFactor
 from .conditioning import (
+    ConditionLimit,
     TruncatedInverse,
     lu_condition,
     norm1,
@@ -151,7 +153,7 @@ class Direct(AbstractLinearSolver):
                 if not without.singular:
                     return without
         if state.singular and J.shape[0] <= DENSE_MAX_ORDER:
-            state.truncated = TruncatedInverse(J.toarray(), state.limit)
+            state.truncated = TruncatedInverse(J.toarray(), state.limit.value)
         return state
 
     def _factor_core(self, operator: KKTOperator, J: sp.csc_matrix,
@@ -181,12 +183,13 @@ class Direct(AbstractLinearSolver):
             J_RR.eliminate_zeros()  # D − I = 0 on active rows: stored zeros steer the ordering
             J_RR = J_RR.toarray() if dense else J_RR
         kept = core if pairs is None else core[pairs.rest]
+        limit = plan.condition_limit(operator)
         lu, singular = self._factorise(J_RR, int(np.count_nonzero(kept < operator.n)), dense,
-                                       filled, plan.condition_limit)
-        return _DirectState(operator, J, peel, J_RR, lu, singular, pairs=pairs)
+                                       filled, limit)
+        return _DirectState(operator, J, peel, J_RR, lu, singular, limit, pairs=pairs)
 
     def _factorise(self, J_RR: sp.csc_matrix | FloatArray, p: int, dense: bool,
-                   filled: dict[str, bool], limit: float,
+                   filled: dict[str, bool], limit: ConditionLimit,
                    ) -> tuple[DenseLU | SparseLU | _AntiDiagonalLU | None, bool]:
         """(factor, singular): one LU of B when J_RR = [[0, Bᵀ], [B, 0]] (p × p blocks),
         else of J_RR; no factor where it is singular or near-singular (:class:`DenseLU`'s
@@ -203,7 +206,7 @@ class Direct(AbstractLinearSolver):
                 if _fills(lu.lu, order):
                     filled["basis"] = True
                 lu.lu.checked = True  # here, by its own estimate (B's, not J_RR's)
-                return (lu, False) if lu.lu.condition() <= limit else (None, True)
+                return (None, True) if limit.exceeded(lu.lu.condition()) else (lu, False)
             lu = _lu(J_RR, dense, limit)
         except RuntimeError:  # exactly singular
             return None, True
@@ -211,7 +214,7 @@ class Direct(AbstractLinearSolver):
             filled["core"] = True
         if not lu.dense:  # checked on its first solve, with the probe in the same call
             return lu, False
-        return (lu, False) if lu.condition() <= limit else (None, True)
+        return (None, True) if limit.exceeded(lu.condition()) else (lu, False)
 
     def compute(self, state, rhs, transpose):
         if state.lu is not None and state.lu.near_singular:  # found on its first solve
@@ -243,7 +246,7 @@ class Direct(AbstractLinearSolver):
         truncated minimum-norm solver (kept on the state for later solves)."""
         if state.minimum_norm is None:
             N = state.J.shape[0]
-            truncated = (TruncatedInverse(state.J.toarray(), state.limit)
+            truncated = (TruncatedInverse(state.J.toarray(), state.limit.value)
                          if N <= DENSE_MAX_ORDER else None)
             state.minimum_norm = dataclasses.replace(state, lu=None, singular=True,
                                                      truncated=truncated)
@@ -346,7 +349,7 @@ class SparseLU:
     dense = False
     single = False
 
-    def __init__(self, M: sp.csc_matrix, limit: float) -> None:
+    def __init__(self, M: sp.csc_matrix, limit: ConditionLimit) -> None:
         self.matrix, self.limit = M, limit
         self.factor = BorderedFactor.of(M) or spla.splu(M, permc_spec="COLAMD")
         self.checked = False
@@ -370,11 +373,11 @@ class SparseLU:
         z = self.factor.solve(both, trans=trans)
         self.checked = True
         cond = sparse_lu_condition(self.factor, self.matrix, transpose, probed=z[:, k])
-        self.near_singular = cond > self.limit
+        self.near_singular = self.limit.exceeded(cond)
         return z[:, :k]
 
 
-def _lu(M: sp.csc_matrix | FloatArray, dense: bool, limit: float) -> DenseLU | SparseLU:
+def _lu(M: sp.csc_matrix | FloatArray, dense: bool, limit: ConditionLimit) -> DenseLU | SparseLU:
     return DenseLU(M) if dense else SparseLU(M, limit)
 
 
@@ -393,7 +396,7 @@ class _AntiDiagonalLU:
     #: checked when factorised (``Direct._factorise``), never on a solve
     near_singular: ClassVar[bool] = False
 
-    def __init__(self, B: sp.csc_matrix | FloatArray, dense: bool, limit: float) -> None:
+    def __init__(self, B: sp.csc_matrix | FloatArray, dense: bool, limit: ConditionLimit) -> None:
         self.p = B.shape[0]
         self.lu = _lu(B, dense, limit)
 
@@ -418,13 +421,10 @@ class _DirectState:
     J_RR: sp.csc_matrix | FloatArray  # dense for small systems
     lu: DenseLU | SparseLU | _AntiDiagonalLU | None
     singular: bool  # exactly or nearly (condition estimate above J's limit)
+    limit: ConditionLimit
     truncated: TruncatedInverse | None = None  # J's minimum-norm solver where singular
     minimum_norm: _DirectState | None = None
     pairs: PairElimination | None = None  # J_RR is then the core's Schur complement S
-
-    @property
-    def limit(self) -> float:
-        return self.operator.pattern.plan.condition_limit
 
 
 @dataclass(frozen=True)
@@ -436,10 +436,10 @@ class Dense(AbstractLinearSolver):
 
     def init(self, operator: KKTOperator) -> _DenseState:
         J = operator.as_matrix().toarray()
-        limit = operator.pattern.plan.condition_limit
+        limit = operator.pattern.plan.condition_limit(operator)
         lu = _condition_checked(J, limit)
-        return _DenseState(operator, J, lu,
-                           None if lu is not None else TruncatedInverse(J, limit))
+        return _DenseState(operator, J, lu, limit,
+                           None if lu is not None else TruncatedInverse(J, limit.value))
 
     def compute(self, state, rhs, transpose):
         op = state.operator.T if transpose else state.operator
@@ -452,14 +452,14 @@ class Dense(AbstractLinearSolver):
         return z, SolveStats(_residual(op, z, rhs), 0, True, degenerate=True)
 
 
-def _condition_checked(J: FloatArray, limit: float) -> DenseLU | None:
+def _condition_checked(J: FloatArray, limit: ConditionLimit) -> DenseLU | None:
     """J's double-precision :class:`DenseLU`, or None where its condition estimate is above
     ``limit`` or it is singular."""
     try:
         lu = DenseLU(J, single=False)
     except RuntimeError:
         return None
-    return lu if lu.condition() <= limit else None
+    return None if limit.exceeded(lu.condition()) else lu
 
 
 @dataclass
@@ -470,11 +470,12 @@ class _DenseState:
     operator: KKTOperator
     J: FloatArray
     lu: DenseLU | None
+    limit: ConditionLimit
     truncated: TruncatedInverse | None = None
 
     def minimum_norm(self) -> TruncatedInverse:
         if self.truncated is None:
-            self.truncated = TruncatedInverse(self.J, self.operator.pattern.plan.condition_limit)
+            self.truncated = TruncatedInverse(self.J, self.limit.value)
         return self.truncated
 
 
@@ -545,6 +546,10 @@ class _IterativeState:
     _condition: float | None = None
     _truncated: TruncatedInverse | None = None
 
+    @functools.cached_property
+    def _limit(self) -> ConditionLimit:
+        return self.operator.pattern.plan.condition_limit(self.operator)
+
     def _dense(self) -> FloatArray | None:
         if self._J is None and self.operator.in_size <= DENSE_MAX_ORDER:
             self._J = self.operator.as_matrix().toarray()
@@ -556,14 +561,14 @@ class _IterativeState:
             if J is None:
                 self._condition = 0.0  # too large to check: istop alone decides
             else:
-                limit = self.operator.pattern.plan.condition_limit
-                self._condition = 0.0 if _condition_checked(J, limit) is not None else np.inf
+                self._condition = (0.0 if _condition_checked(J, self._limit) is not None
+                                   else np.inf)
         return self._condition > 0.0
 
     def minimum_norm(self) -> TruncatedInverse | None:
         """J's truncated minimum-norm solver (None beyond DENSE_MAX_ORDER)."""
         if self._truncated is None and self._dense() is not None:
-            self._truncated = TruncatedInverse(self._J, self.operator.pattern.plan.condition_limit)
+            self._truncated = TruncatedInverse(self._J, self._limit.value)
         return self._truncated
 
 

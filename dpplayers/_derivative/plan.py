@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from .conditioning import condition_limit
+from .conditioning import ConditionLimit
 from .elimination import Singletons
 from .inactive_rows import InactiveRows
 from .pair_pivots import PairPivots, as_indices
@@ -140,11 +140,11 @@ class EliminationPlan:
                           np.concatenate([pivots, -np.ones(inactive.size)]), np.flatnonzero(free))
         return peel.T if op.transposed else peel
 
-    @functools.cached_property
-    def condition_limit(self) -> float:
-        """The condition estimate above which this J is treated as singular: higher where
-        every block of D is 1×1 (:func:`.conditioning.condition_limit`)."""
-        return condition_limit(self.scalar_rows.size == self.m)
+    def condition_limit(self, op: KKTOperator) -> ConditionLimit:
+        """The condition estimate above which element ``op``'s J is treated as singular:
+        higher where every block of D is 1×1, or 0 or I (:mod:`.conditioning`)."""
+        polyhedral = self.scalar_rows.size == self.m
+        return ConditionLimit(lambda: polyhedral or op.D.locally_constant())
 
     # -- the batched executor --------------------------------------------------------------
 

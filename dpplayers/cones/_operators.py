@@ -179,6 +179,18 @@ class ProjectionDerivative:
         parts = [op.as_matrices().ravel() for op, _ in self.blocks]
         return np.concatenate(parts) if parts else np.zeros(0)
 
+    def locally_constant(self) -> bool:
+        """Every block is 0 or I: the point lies inside the cone or inside its polar in
+        each block (a 1×1 block is 0 or 1), so DPi is constant around it, as a polyhedral
+        cone's is everywhere."""
+        for op, idx in self.blocks:
+            M = op.as_matrices()  # (k, d, d)
+            corner = M[:, :1, :1]
+            if not (np.all((corner == 0.0) | (corner == 1.0))
+                    and np.array_equal(M, corner * np.eye(idx.shape[1]))):
+                return False
+        return True
+
     @property
     def T(self) -> ProjectionDerivative:
         """The transpose; DPi is symmetric (a projection onto a convex set is a gradient)."""
