@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from ._cached import cached
 from ._derivative.batch import BatchDerivative, EmbeddingBatch
+from ._derivative.conditioning import outputs_ambiguous
 from ._derivative.embedding import EmbeddingLSQR
 from ._derivative.linear_solvers import SolveStats
 from ._derivative.objective import canonical_value, data_cotangents
@@ -186,19 +187,27 @@ class Solution:
         return tuple(blocks)
 
     def _warn_degenerate(self) -> None:
-        """Warn (once per element) where a derivative solve answered by minimum norm."""
+        """Warn (once per element) where a derivative solve answered by minimum norm and
+        the requested outputs move along J's null space (:func:`outputs_ambiguous`)."""
         flagged = [k for k, s in enumerate(self.stats) if s is not None and s.degenerate]
-        if len(flagged) <= self.__dict__.get("_degenerate_warned", 0):
+        checked = self.__dict__.setdefault("_degenerate_checked", {})
+        new = [k for k in flagged if k not in checked]
+        if not new:
             return
-        self.__dict__["_degenerate_warned"] = len(flagged)
-        where = (f"batch elements {flagged[:10]}{' ...' if len(flagged) > 10 else ''}"
+        for k in new:
+            _, _, op = self._derivative.element(k)
+            checked[k] = outputs_ambiguous(op, self.program.retrieval.matrix)
+        ambiguous = [k for k in new if checked[k]]
+        if not ambiguous:
+            return
+        where = (f"batch elements {ambiguous[:10]}{' ...' if len(ambiguous) > 10 else ''}"
                  if self.batch is not None else "this problem")
         warnings.warn(
             f"dpplayers: the derivative at {where} met a singular or near-singular KKT system "
-            "(its canonical solution is not unique there, or the problem is badly "
-            "conditioned): the minimum-norm least-squares answer was returned. "
-            "Solution.degenerate flags these elements.", DegenerateDerivativeWarning,
-            stacklevel=3)
+            "along which the requested outputs move (their solution is not unique there, or "
+            "the problem is badly conditioned): the minimum-norm least-squares answer was "
+            "returned. Solution.degenerate flags these elements.",
+            DegenerateDerivativeWarning, stacklevel=3)
 
     def _forward_jacobian(self) -> FloatArray:
         """(K, B, q): J solves with one column per row of θ."""

@@ -396,22 +396,28 @@ def test_ill_conditioned_mpc_matches_finite_differences():
 
 def test_a_minimum_norm_derivative_warns_naming_its_batch_elements():
     """The flag alone left a layer's user unaware: torch's backward now warns, once per
-    solution, naming the elements; a well-posed (if ill-conditioned) batch does not."""
+    solution, naming the elements, where the requested outputs are not unique (an LP's
+    tie); not where only an auxiliary is (the tied-eigenvalue problem: t's segment), nor on
+    a well-posed (if ill-conditioned) batch."""
     torch = pytest.importorskip("torch")
     from dpplayers.torch import CvxpyLayer
 
-    prob, p, w = _tied_problem()
-    layer = CvxpyLayer(prob, parameters=[p], variables=[w], solver="CLARABEL")
-    values = torch.tensor(np.stack(TIED_POINTS), requires_grad=True)
+    x, c = cp.Variable(2), cp.Parameter(2)
+    lp = cp.Problem(cp.Minimize(c @ x), [x >= 0, cp.sum(x) == 1])
+    layer = CvxpyLayer(lp, parameters=[c], variables=[x], solver="CLARABEL")
+    values = torch.tensor([[1.0, 2.0], [1.0, 1.0], [3.0, 3.0]], requires_grad=True)
     out, = layer(values)
-    with pytest.warns(dpplayers.DegenerateDerivativeWarning, match=r"batch elements \[0, 1\]"):
+    with pytest.warns(dpplayers.DegenerateDerivativeWarning, match=r"batch elements \[1, 2\]"):
         out.sum().backward()
 
-    prob, p, x = _scaled_qp()
-    layer = CvxpyLayer(prob, parameters=[p], variables=[x], solver="CLARABEL")
-    values = torch.tensor([[0.3, 0.5], [2.0, -0.4]], requires_grad=True)
-    out, = layer(values)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", dpplayers.DegenerateDerivativeWarning)
-        out.sum().backward()
+    quiet = [(_tied_problem, np.stack(TIED_POINTS)),
+             (_scaled_qp, np.array([[0.3, 0.5], [2.0, -0.4]]))]
+    for build, points in quiet:
+        prob, p, out_var = build()
+        layer = CvxpyLayer(prob, parameters=[p], variables=[out_var], solver="CLARABEL")
+        values = torch.tensor(points, requires_grad=True)
+        out, = layer(values)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", dpplayers.DegenerateDerivativeWarning)
+            out.sum().backward()
     np.testing.assert_allclose(values.grad[:, 1], [1e7, 1e7], rtol=1e-6)

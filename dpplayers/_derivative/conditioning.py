@@ -182,3 +182,30 @@ class TruncatedInverse:
         if transpose:  # Jᵀ = V Σ Uᵀ
             return self.U @ (self.inverse[:, None] * (self.Vt @ rhs))
         return self.Vt.T @ (self.inverse[:, None] * (self.U.T @ rhs))
+
+
+#: A null direction of J moves a requested output by more than this (relative to the
+#: largest entry of R): J's minimum-norm answer chose one of many derivatives. Seen: an
+#: auxiliary free on a segment (an inactive norm bound, the tied-eigenvalue problem of
+#: tests/test_degenerate.py) 1e-17 to 1e-15 where J is singular to rounding, 5e-7 to 1e-6
+#: at Clarabel's nearly singular J (cond 6e10 to 3e11); a tie in an LP 0.5, redundant
+#: equalities' duals 0.89.
+OUTPUT_NULL_TOL = 1e-3
+#: The largest J whose null space is computed to tell (an SVD); beyond, assume it does.
+NULL_SPACE_MAX_ORDER = 1500
+
+
+def outputs_ambiguous(op, R: sp.spmatrix) -> bool:
+    """Whether J's (near-)null space, the singular values its condition limit drops, moves
+    the outputs R [dx; dy] (dx = du, dy = D dv): where it does not (a cvxpy auxiliary free
+    on a segment, e.g. the t of an inactive norm bound), every least-squares answer gives
+    the outputs one derivative, the minimum-norm one included."""
+    if op.in_size > NULL_SPACE_MAX_ORDER:
+        return True
+    _, sigma, Vt = np.linalg.svd(op.as_matrix().toarray())
+    limit = op.pattern.plan.condition_limit(op).value
+    null = Vt[sigma <= sigma.max(initial=0.0) / limit].T  # (n + m, r)
+    n = op.pattern.n
+    moved = R @ np.concatenate([null[:n], op.D.mv(null[n:])])
+    scale = float(np.abs(R.data).max(initial=1.0)) if sp.issparse(R) else 1.0
+    return bool(np.abs(moved).max(initial=0.0) > OUTPUT_NULL_TOL * scale)
