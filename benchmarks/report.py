@@ -11,7 +11,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -134,8 +133,8 @@ def _cells(rows: list[dict[str, Any]], ratio: str, limit: float,
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """(target, what was measured, met?) for issue #21's targets, every workload and batch."""
     rows = ratios(results)
-    out = [(f"fwd+bwd ≥ {1 / TARGET_VS_CVXPYLAYERS:g}× faster than cvxpylayers "
-            "(dpplayers-torch / cvxpylayers)",
+    out = [((f"fwd+bwd ≥ {1 / TARGET_VS_CVXPYLAYERS:g}× faster than cvxpylayers "
+             "(dpplayers-torch / cvxpylayers)"),
             *_cells(rows, "fwd+bwd torch/cvxl", TARGET_VS_CVXPYLAYERS)),
            ("backward never slower than cvxpylayers' (dpplayers-torch / cvxpylayers)",
             *_cells(rows, "bwd torch/cvxl", TARGET_BWD_VS_CVXPYLAYERS)),
@@ -143,16 +142,17 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             *_cells(rows, "bwd/fwd dpp", TARGET_BWD_FWD)),
            (f"forward ≤ {TARGET_VS_BARE}× bare SCS at batch 1 (NumPy API)",
             *_cells(rows, "fwd dpp/bare", TARGET_VS_BARE, (1,))),
-           (f"QPs ≥ {1 / TARGET_VS_QPTH:g}× faster than qpth at batches "
-            f"{', '.join(map(str, QPTH_BATCHES))} (dpplayers-torch / qpth, fwd+bwd)",
+           ((f"QPs ≥ {1 / TARGET_VS_QPTH:g}× faster than qpth at batches "
+             f"{', '.join(map(str, QPTH_BATCHES))} (dpplayers-torch / qpth, fwd+bwd)"),
             *_cells(rows, "fwd+bwd torch/qpth", TARGET_VS_QPTH, QPTH_BATCHES))]
     errs = [(a["workload"], max(a.get("dir_rel_err") or 0.0, a.get("grad_rel_err") or 0.0))
             for a in results["accuracy"] if a["library"] == "dpplayers"]
     if errs:
         worst = max(errs, key=lambda t: t[1])
         over = [f"{w} {e:.1e}" for w, e in errs if e > TARGET_GRAD_ERR]
-        out.append((f"gradient relative error ≤ {TARGET_GRAD_ERR:g} against the tight reference "
-                    "(dpplayers; directional vs finite differences, and whole gradient)",
+        out.append(((f"gradient relative error ≤ {TARGET_GRAD_ERR:g} against the tight "
+                     "reference (dpplayers; directional vs finite differences, and whole "
+                     "gradient)"),
                     f"worst {worst[1]:.1e} ({worst[0]}); over: "
                     + (", ".join(over) if over else "none"), not over))
     return out

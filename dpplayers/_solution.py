@@ -11,8 +11,8 @@ builds a Solution is :mod:`dpplayers._forward`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -52,6 +52,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +60,9 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.linalg import blas
+
+if TYPE_CHECKING:
+    from .kkt import KKTOperator
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -195,7 +199,7 @@ OUTPUT_NULL_TOL = 1e-3
 NULL_SPACE_MAX_ORDER = 1500
 
 
-def outputs_ambiguous(op, R: sp.spmatrix) -> bool:
+def outputs_ambiguous(op: KKTOperator, R: sp.spmatrix) -> bool:
     """Whether J's (near-)null space, the singular values its condition limit drops, moves
     the outputs R [dx; dy] (dx = du, dy = D dv): where it does not (a cvxpy auxiliary free
     on a segment, e.g. the t of an inactive norm bound), every least-squares answer gives
