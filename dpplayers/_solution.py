@@ -85,9 +85,11 @@ class Solution:
 
     @property
     def degenerate(self) -> npt.NDArray[np.bool_]:
-        """Per element: a derivative solve met a singular or near-singular J (condition
-        estimate above ``conditioning.CONDITION_LIMIT``: a non-unique canonical solution)
-        and gave J's minimum-norm least-squares answer."""
+        """Per element: a derivative solve met a singular or near-singular J (a condition
+        estimate above its limit, :mod:`dpplayers._derivative.conditioning`: a non-unique
+        canonical solution) and gave J's minimum-norm least-squares answer; where that
+        leaves the requested outputs' derivative ambiguous, the solve also warned
+        (``DegenerateDerivativeWarning``)."""
         return np.array([bool(s and s.degenerate) for s in self.stats])
 
     @property
