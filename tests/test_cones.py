@@ -733,3 +733,31 @@ def test_closed_form_products_equal_the_dense_blocks(kind, d, monkeypatch):
     dense = block.mv(G)
     np.testing.assert_allclose(closed, dense, atol=1e-12)
     np.testing.assert_allclose(dense, block.as_matrices() @ G, atol=1e-12)
+
+
+def test_psd_blocks_sum_over_the_fewer_columns_and_stay_exact(monkeypatch):
+    """A PSD block sums W diag(b) Wᵀ over its columns with b ≠ 0, or is I − W diag(1 − b) Wᵀ
+    over those with b ≠ 1, whichever are fewer: blocks mostly positive (the complement),
+    mostly negative and mixed, in one batch, each equal to central differences of the
+    projection (an eigendecomposition) and to the closed-form product on the identity."""
+    import dpplayers.cones._operators as operators
+
+    rng = np.random.default_rng(21)
+    n, size = 6, 21
+    K = ProductCone.from_dims(ConeDims(psd=(n,) * 3))
+    X = rng.standard_normal((3, n, n))
+    X = X + X.transpose(0, 2, 1) + np.array([4.0, -4.0, 0.0])[:, None, None] * np.eye(n)
+    lam = np.linalg.eigvalsh(X)
+    positive = (lam > 0).sum(axis=1)
+    assert positive[0] >= n - 1 and positive[1] <= 1 and 0 < positive[2] < n
+    x = np.concatenate([svec(X[i]) for i in range(3)])
+    block, _ = K.dproject(x).blocks[0]
+    M = block.as_matrices()
+    eps, E = 1e-6, np.eye(3 * size)
+    fd = np.stack([(K.project(x + eps * e) - K.project(x - eps * e)) / (2 * eps) for e in E], 1)
+    for i in range(3):
+        s = slice(i * size, (i + 1) * size)
+        np.testing.assert_allclose(M[i], fd[s, s], atol=1e-7)
+    monkeypatch.setattr(operators, "DENSE_MV_MAX", 0)
+    closed = block.mv(np.broadcast_to(np.eye(size), (3, size, size)).copy())
+    np.testing.assert_allclose(M, closed, atol=1e-13)
