@@ -736,10 +736,11 @@ def test_closed_form_products_equal_the_dense_blocks(kind, d, monkeypatch):
 
 
 def test_psd_blocks_sum_over_the_fewer_columns_and_stay_exact(monkeypatch):
-    """A PSD block sums W diag(b) Wᵀ over its columns with b ≠ 0, or is I − W diag(1 − b) Wᵀ
-    over those with b ≠ 1, whichever are fewer: blocks mostly positive (the complement),
-    mostly negative and mixed, in one batch, each equal to central differences of the
-    projection (an eigendecomposition) and to the closed-form product on the identity."""
+    """PSD blocks sum W diag(b) Wᵀ over the columns where some block has b ≠ 0, or are
+    I − W diag(1 − b) Wᵀ over those where some has b ≠ 1, whichever are fewer: blocks mostly
+    positive, mostly negative and mixed, alone (each way) and in one batch, each equal to
+    central differences of the projection (an eigendecomposition) and to the closed-form
+    product on the identity."""
     import dpplayers.cones._operators as operators
 
     rng = np.random.default_rng(21)
@@ -753,6 +754,10 @@ def test_psd_blocks_sum_over_the_fewer_columns_and_stay_exact(monkeypatch):
     x = np.concatenate([svec(X[i]) for i in range(3)])
     block, _ = K.dproject(x).blocks[0]
     M = block.as_matrices()
+    alone = [ProductCone.from_dims(ConeDims(psd=(n,))).dproject(svec(X[i])).blocks[0][0]
+             for i in range(3)]
+    for i in range(3):
+        np.testing.assert_allclose(alone[i].as_matrices()[0], M[i], atol=1e-13)
     eps, E = 1e-6, np.eye(3 * size)
     fd = np.stack([(K.project(x + eps * e) - K.project(x - eps * e)) / (2 * eps) for e in E], 1)
     for i in range(3):

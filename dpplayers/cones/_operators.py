@@ -141,47 +141,53 @@ class PSDBlocks(AbstractBlockOperator):
         # / sqrt(2), i > j, and v_i v_i^T of symmetric matrices; b the matching entries of B.
         # W = diag(r) U diag(1 / c) with U[p, q] = V[a, i] V[b, j] + V[a, j] V[b, i] for
         # svec entries p = (a, b) and q = (i, j), so W diag(b) W^T = r r^T o (U diag(b / c^2) U^T).
-        # b is 0 or 1 on most columns (eigenvalue pairs of one sign) and W W^T = I, so each
-        # block sums over the fewer of its columns with b != 0 (as is) or b != 1 (the block is
-        # I - W diag(1 - b) W^T): the spectraplex projection's 210 x 210 blocks over 72 of
-        # 210 columns, a third of the product.
+        # b is 0 or 1 on most columns (eigenvalue pairs of one sign) and W W^T = I, so a
+        # block sums over its columns with b != 0 (as is) or those with b != 1 (it is then
+        # I - W diag(1 - b) W^T), whichever are fewer (the spectraplex projection's 210 x 210
+        # blocks: 39-105 of 210 columns). Blocks that sum over the same columns (eigh sorts
+        # the eigenvalues: those with as many of each sign) are computed together, each as
+        # it would be alone, bit for bit.
         k, n = self.V.shape[:2]
         b = self.B.reshape(k, n * n).take(svec_places(n), 1)
         complement = np.count_nonzero(b != 1.0, axis=1) < np.count_nonzero(b != 0.0, axis=1)
         weights = np.where(complement[:, None], 1.0 - b, b)
-        columns, weights = _nonzero_columns(weights)
-        out = _symmetric_kronecker(self.V, columns, weights)
-        d = out.shape[1]
-        for block in np.flatnonzero(complement):  # in place: I − (the sum)
-            np.negative(out[block], out=out[block])
-            out[block].reshape(-1)[:: d + 1] += 1.0
+        keep = weights != 0.0
+        if (keep == keep[0]).all() and (complement == complement[0]).all():
+            return _sum_over(self.V, bool(complement[0]), keep[0], weights)
+        packed = np.packbits(np.column_stack([complement, keep]), axis=1)
+        _, first, group = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(),
+                                    return_index=True, return_inverse=True)
+        out = np.empty((k, b.shape[1], b.shape[1]))
+        for g, f in enumerate(first):
+            blocks = np.flatnonzero(group == g)
+            out[blocks] = _sum_over(self.V[blocks], bool(complement[f]), keep[f], weights[blocks])
         return out
 
 
-def _nonzero_columns(weights: Array) -> tuple[Index, Array]:
-    """Each block's columns q with weights[q] != 0 first, in order (k, m), m the most any
-    block has (the others padded with weight-0 columns), and their weights (k, m)."""
-    keep = weights != 0.0
-    m = int(keep.sum(axis=1).max(initial=0))
-    columns = np.argsort(~keep, axis=1, kind="stable")[:, :m]
-    return columns, np.take_along_axis(weights, columns, 1)
+def _sum_over(V: Array, complement: bool, columns: npt.NDArray[np.bool_],
+              weights: Array) -> Array:
+    """Blocks that sum over the same ``columns`` (a mask), with their weights (k, d): of
+    W diag(b) Wᵀ, or with ``complement`` of I − W diag(1 − b) Wᵀ."""
+    columns = np.flatnonzero(columns)
+    out = _symmetric_kronecker(V, columns, weights.take(columns, 1))
+    if complement:  # in place: I − the sum
+        np.negative(out, out=out)
+        out.reshape(out.shape[0], -1)[:, :: out.shape[1] + 1] += 1.0
+    return out
 
 
 def _symmetric_kronecker(V: Array, columns: Index, weights: Array) -> Array:
     """r r^T o (U_Q diag(w / c^2) U_Q^T) per block (k, d, d): U's columns Q = ``columns``
-    (k, m) with their weights w (see :meth:`PSDBlocks._matrices`). With every weight
-    non-negative (B's divided differences lie in [0, 1]), one symmetric product of
+    with the blocks' weights w (k, |Q|) (see :meth:`PSDBlocks._matrices`). With every
+    weight non-negative (B's divided differences lie in [0, 1]), one symmetric product of
     U_Q diag(sqrt(w) / c) by itself (BLAS syrk: half the multiplies)."""
-    k, n = V.shape[:2]
-    rows, cols = lower_triangle(n)
-    c2_inverse, outer = _psd_basis(n)
-    # the eigenvectors v_i, v_j of each kept column q = (i, j), (k, n, m); then their rows
+    rows, cols = lower_triangle(V.shape[1])
+    c2_inverse, outer = _psd_basis(V.shape[1])
+    # the eigenvectors v_i, v_j of each column q = (i, j) in Q, (k, n, |Q|); then their rows
     # a and b of each svec entry p = (a, b) by whole rows (row takes are contiguous copies)
-    Vi = np.take_along_axis(V, rows[columns][:, None, :], 2)
-    Vj = np.take_along_axis(V, cols[columns][:, None, :], 2)
-    row = lambda M, at: np.take(M, at, axis=1)
-    U = row(Vi, rows) * row(Vj, cols)  # (k, d, m)
-    U += row(Vj, rows) * row(Vi, cols)
+    Vi, Vj = V.take(rows[columns], 2), V.take(cols[columns], 2)
+    U = Vi.take(rows, 1) * Vj.take(cols, 1)  # (k, d, |Q|)
+    U += Vj.take(rows, 1) * Vi.take(cols, 1)
     scale = weights * c2_inverse[columns]
     if np.all(scale >= 0.0):
         U *= np.sqrt(scale)[:, None, :]
