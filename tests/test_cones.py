@@ -736,28 +736,28 @@ def test_closed_form_products_equal_the_dense_blocks(kind, d, monkeypatch):
 
 
 def test_psd_blocks_sum_over_the_fewer_columns_and_stay_exact(monkeypatch):
-    """PSD blocks sum W diag(b) Wᵀ over the columns where some block has b ≠ 0, or are
-    I − W diag(1 − b) Wᵀ over those where some has b ≠ 1, whichever are fewer: blocks mostly
-    positive, mostly negative and mixed, alone (each way) and in one batch, each equal to
-    central differences of the projection (an eigendecomposition) and to the closed-form
-    product on the identity."""
+    """PSD blocks above DENSE_MV_MAX sum W diag(b) Wᵀ over their columns with b ≠ 0, or are
+    I − W diag(1 − b) Wᵀ over those with b ≠ 1, whichever are fewer: blocks mostly
+    positive, mostly negative and mixed (12 × 12, order 78), alone and in one batch, each
+    equal to central differences of the projection (an eigendecomposition) and to the
+    closed-form product on the identity."""
     import dpplayers.cones._operators as operators
 
     rng = np.random.default_rng(21)
-    n, size = 6, 21
+    n, size = 12, 78
+    assert size > operators.DENSE_MV_MAX
     K = ProductCone.from_dims(ConeDims(psd=(n,) * 3))
-    X = rng.standard_normal((3, n, n))
-    X = X + X.transpose(0, 2, 1) + np.array([4.0, -4.0, 0.0])[:, None, None] * np.eye(n)
-    lam = np.linalg.eigvalsh(X)
-    positive = (lam > 0).sum(axis=1)
-    assert positive[0] >= n - 1 and positive[1] <= 1 and 0 < positive[2] < n
+    spectra = [np.r_[-1.5, np.linspace(0.5, 3.0, n - 1)], np.r_[np.linspace(-3.0, -0.5, n - 1), 2.0],
+               np.linspace(-2.0, 2.5, n)]
+    Q = np.linalg.qr(rng.standard_normal((3, n, n)))[0]
+    X = np.stack([Q[i] @ np.diag(spectra[i]) @ Q[i].T for i in range(3)])
     x = np.concatenate([svec(X[i]) for i in range(3)])
     block, _ = K.dproject(x).blocks[0]
     M = block.as_matrices()
     alone = [ProductCone.from_dims(ConeDims(psd=(n,))).dproject(svec(X[i])).blocks[0][0]
              for i in range(3)]
     for i in range(3):
-        np.testing.assert_allclose(alone[i].as_matrices()[0], M[i], atol=1e-13)
+        np.testing.assert_array_equal(alone[i].as_matrices()[0], M[i])
     eps, E = 1e-6, np.eye(3 * size)
     fd = np.stack([(K.project(x + eps * e) - K.project(x - eps * e)) / (2 * eps) for e in E], 1)
     for i in range(3):

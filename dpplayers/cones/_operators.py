@@ -142,13 +142,17 @@ class PSDBlocks(AbstractBlockOperator):
         # W = diag(r) U diag(1 / c) with U[p, q] = V[a, i] V[b, j] + V[a, j] V[b, i] for
         # svec entries p = (a, b) and q = (i, j), so W diag(b) W^T = r r^T o (U diag(b / c^2) U^T).
         # b is 0 or 1 on most columns (eigenvalue pairs of one sign) and W W^T = I, so a
-        # block sums over its columns with b != 0 (as is) or those with b != 1 (it is then
-        # I - W diag(1 - b) W^T), whichever are fewer (the spectraplex projection's 210 x 210
-        # blocks: 39-105 of 210 columns). Blocks that sum over the same columns (eigh sorts
-        # the eigenvalues: those with as many of each sign) are computed together, each as
-        # it would be alone, bit for bit.
+        # block above DENSE_MV_MAX sums over its columns with b != 0 (as is) or those with
+        # b != 1 (it is then I - W diag(1 - b) W^T), whichever are fewer (the spectraplex
+        # projection's 210 x 210 blocks: 39-105 of 210 columns). Blocks that sum over the
+        # same columns (eigh sorts the eigenvalues: those with as many of each sign) are
+        # computed together, each as it would be alone, bit for bit. Smaller blocks sum
+        # over every column in one product: the choice's numpy calls cost more there
+        # (nearest correlation 10 x 10, order 55: backward 1.08-1.11x at batches 1-8).
         k, n = self.V.shape[:2]
         b = self.B.reshape(k, n * n).take(svec_places(n), 1)
+        if b.shape[1] <= DENSE_MV_MAX:
+            return _every_column(self.V, b)
         complement = np.count_nonzero(b != 1.0, axis=1) < np.count_nonzero(b != 0.0, axis=1)
         weights = np.where(complement[:, None], 1.0 - b, b)
         keep = weights != 0.0
@@ -162,6 +166,19 @@ class PSDBlocks(AbstractBlockOperator):
             blocks = np.flatnonzero(group == g)
             out[blocks] = _sum_over(self.V[blocks], bool(complement[f]), keep[f], weights[blocks])
         return out
+
+
+def _every_column(V: Array, b: Array) -> Array:
+    """r r^T o (U diag(b / c^2) U^T) per block over all of U's columns (k, d, d), U from
+    four gathers of V at fixed places (see :meth:`PSDBlocks._matrices`)."""
+    k, n = V.shape[:2]
+    ai, bj, aj, bi = _kronecker_places(n)
+    c2_inverse, outer = _psd_basis(n)
+    flat = V.reshape(k, n * n)
+    d = c2_inverse.size
+    U = (flat.take(ai, 1) * flat.take(bj, 1) + flat.take(aj, 1) * flat.take(bi, 1))
+    U = U.reshape(k, d, d)
+    return outer * ((U * (b * c2_inverse)[:, None, :]) @ np.swapaxes(U, 1, 2))
 
 
 def _sum_over(V: Array, complement: bool, columns: npt.NDArray[np.bool_],
@@ -331,6 +348,15 @@ class BatchedProjectionDerivative:
             x = dv[idx].transpose(2, 0, 1, 3).reshape(b * k, d, m)  # (k, d, b, m) point-major
             out[idx] = op.mv(x).reshape(b, k, d, m).transpose(1, 2, 0, 3)
         return out
+
+
+@functools.cache
+def _kronecker_places(n: int) -> tuple[Index, Index, Index, Index]:
+    """For :func:`_every_column`: where U's four factors are in V (row-major, each (d·d,)
+    over (p, q))."""
+    rows, cols = lower_triangle(n)
+    a, b, i, j = rows[:, None], cols[:, None], rows[None, :], cols[None, :]
+    return tuple((x * n + y).ravel() for x, y in ((a, i), (b, j), (a, j), (b, i)))
 
 
 @functools.cache
