@@ -96,9 +96,11 @@ def test_a_box_lasso_batch_drops_its_inactive_rows_in_one_batched_solve():
 
 def test_a_large_core_eliminates_its_pair_pivots_before_the_lu():
     """The projection onto the 20 × 20 spectraplex (cvxpy's sum_squares(X − C) auxiliaries
-    beside a PSD block): J's order is 1,221, too large for the batched solve, so each
-    element's Direct factorises the Schur complement of its 2×2 pair pivots (order 421)
-    instead of J; vjp and jvp equal the dense mode's (one LU of the whole J), at batch 2."""
+    beside a PSD block): J's order is 1,221 and 6% full, but its LU after the 2×2 pair
+    pivots and S's 210 diagonal pivots is of order 211 and full, so the batched solve takes
+    the batch (plan ``full``); an element's own Direct (where the batch hands one over)
+    factorises the Schur complement of its pair pivots (order 421) instead of J. vjp and
+    jvp equal the dense mode's (one LU of the whole J), at batch 2."""
     k = 20
     X, C = cp.Variable((k, k), symmetric=True), cp.Parameter((k, k))
     problem = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.trace(X) == 1])
@@ -112,6 +114,9 @@ def test_a_large_core_eliminates_its_pair_pivots_before_the_lu():
         sol = prog.solve(values, solver_args={"eps": 1e-10})
         answers[mode] = (*sol.vjp(cotangent), *sol.jvp(tangent))
         if mode == "direct":
+            plan = prog.kkt_pattern.plan
+            assert plan.full and plan.pairs.reduced_order - plan.pairs.diagonal == 211
+            assert not sol._derivative.factors  # the batched solve answered both
             state = sol._derivative.element(1)[1]
             assert state.pairs is not None and state.J_RR.shape[0] < state.J.shape[0] / 2
             assert not sol.degenerate.any()

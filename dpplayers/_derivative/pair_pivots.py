@@ -156,6 +156,9 @@ class PairPivots:
     diagonal: int = 0  # S's first ``diagonal`` rows and columns meet each other only on
     # the diagonal: the dense solve eliminates them by division (:func:`_solve_reduced`)
     reach: int | None = None  # ... and the rest of S only within its next ``reach``
+    #: the entries of the dense LU's matrix (S less its diagonal pivots) in its pattern
+    #: (None where S's pattern was not built: no ``may_be_diagonal``)
+    lu_entries: int | None = None
     transposed: PairPivots | None = None  # the same pairs laid out for Jᵀ (J's entries)
 
     @property
@@ -190,13 +193,14 @@ class PairPivots:
         tail, tail_size = _tail_slots(kind, lr, lc, rq_rows, qr_cols, q.size)
         r = rest.size
         slot = np.where(kind == RR, lr * r + lc, r * r + tail)
-        diagonal, reach = 0, None
+        diagonal, reach, lu_entries = 0, None, None
         if allowed is not None:
             S = _schur_pattern(r, q.size, kind, lr, lc)
             diagonal = _leading_diagonal(S, allowed)
             reach = _diagonal_reach(S, diagonal) if diagonal else None
+            lu_entries = _lu_entries(S, diagonal)
         return cls(size, p, q, rest, slot, tail, tail_size, _span(rq_rows), _span(qr_cols),
-                   kind, lr, lc, diagonal, reach)
+                   kind, lr, lc, diagonal, reach, lu_entries)
 
     def buffer_size(self, r: int | None = None) -> int:
         """The length of one element's blocks buffer for S of order r (default: all of R)."""
@@ -487,6 +491,18 @@ def _diagonal_reach(S: sp.coo_array, k: int) -> int:
     row_side, col_side = (S.row < k) & (S.col >= k), (S.col < k) & (S.row >= k)
     last = max(S.col[row_side].max(initial=-1), S.row[col_side].max(initial=-1))
     return int(max(last + 1 - k, 0))
+
+
+def _lu_entries(S: sp.coo_array, k: int) -> int:
+    """The entries in the pattern of what the dense LU factorises, S_CC − S_CI d⁻¹ S_IC
+    (S less its k leading diagonal pivots, :func:`_solve_reduced`): how full that LU's
+    matrix is, whatever J's own fill (a spectraplex projection's: J 6% full, this 99.6%)."""
+    S = S.tocsr()
+    C = S[k:, k:]
+    if k:
+        C = C + S[k:, :k] @ S[:k, k:]
+    C.sum_duplicates()
+    return int(C.nnz)
 
 
 RR, RQ, QR, PP, PQ, QP, QQ = range(7)

@@ -50,10 +50,11 @@ FloatArray = npt.NDArray[np.float64]
 #: but the MPC's LU of 203 was then batched without dropping its inactive rows, 1.13–1.40×
 #: slower (quiet machine, interleaved).
 DENSE_ORDER = 200
-#: A J at least DENSE_FRACTION full (nonzeros / order², the dense QPs of OptNet layers) is
-#: batched up to this order instead: its per-element LU would be a dense one of the same
-#: order, one at a time (qp200, order 350 and 80% full, batch 32: 246–395 ms per element
-#: against 112–131 ms batched).
+#: A J at least DENSE_FRACTION full (nonzeros / order², the dense QPs of OptNet layers), or
+#: whose batched LU's matrix is (S less its diagonal pivots: the spectraplex projection's,
+#: order 211), is batched up to this order instead: its per-element LU would be a dense one
+#: of the same order or more, one at a time (qp200, order 350 and 80% full, batch 32:
+#: 246–395 ms per element against 112–131 ms batched).
 DENSE_FULL_ORDER = 400
 #: A J (or a sparse LU's factors) at least this full is factorised densely up to
 #: DENSE_MAX_ORDER: SuperLU's fill approaches dense anyway (200-variable QP, order 297 and
@@ -80,7 +81,7 @@ class EliminationPlan:
     bound_d: Index  # the row's D value's position in ``block_values`` order
     pairs: PairPivots
     inactive: InactiveRows | None  # the batched executor's per-element dropped rows
-    full: bool  # J's pattern is at least DENSE_FRACTION full
+    full: bool  # J's pattern, or its batched LU's (:func:`_full`), is at least DENSE_FRACTION full
     #: per block kind ("core", "basis"): a sparse LU of this program's J filled in so much
     #: that later elements factorise it densely (set by ``Direct``)
     filled: dict[str, bool] = field(default_factory=dict)
@@ -108,7 +109,7 @@ class EliminationPlan:
                               equalities, diagonal)
         return cls(n, m, size, scalar_rows, scalar_d, a_rows[src], a_cols[src], src,
                    d_of_row[a_rows[src]], pairs, _inactive(pattern, pairs),
-                   pattern.indices.size >= DENSE_FRACTION * size * size)
+                   _full(pattern.indices.size, size, pairs))
 
     # -- the sparse executor's per-element pivots ------------------------------------------
 
@@ -161,6 +162,19 @@ class EliminationPlan:
         droppable = 0 if self.inactive is None else int(np.isin(self.inactive.rows,
                                                                 self.pairs.rest).sum())
         return self.pairs.reduced_order - self.pairs.diagonal - droppable
+
+
+def _full(nnz: int, size: int, pairs: PairPivots) -> bool:
+    """Whether J (nnz entries, order ``size``) or the matrix its batched executor's LU
+    factorises (S less its leading diagonal pivots) is at least DENSE_FRACTION full: either
+    way an element's own LU is a dense one of at least that order (a spectraplex
+    projection's J is 6% full, but its S of order 421 is factorised densely by ``Direct``
+    and its LU's matrix of order 211 is 99.6% full)."""
+    if nnz >= DENSE_FRACTION * size * size:
+        return True
+    order = pairs.reduced_order - pairs.diagonal
+    return pairs.lu_entries is not None and order > 0 and \
+        pairs.lu_entries >= DENSE_FRACTION * order * order
 
 
 def _inactive(pattern: KKTPattern, pairs: PairPivots) -> InactiveRows | None:

@@ -61,7 +61,10 @@ class DenseBlocks(AbstractBlockOperator):
 
 #: SOC and PSD blocks of order up to this apply their dense matrices (written out once and
 #: kept, as the dense solve needs them anyway) rather than their closed forms, whose ~10
-#: numpy calls cost more than a small dense product.
+#: numpy calls cost more than a small dense product. PSD blocks up to this order also write
+#: those matrices out by one product over every column (:meth:`PSDBlocks._matrices`: the
+#: column choice above it costs ncm's order-55 blocks 8–11% of its backward, and saves
+#: psd_proj's order-210 ones 60–75% of theirs).
 DENSE_MV_MAX = 64
 
 
@@ -141,14 +144,77 @@ class PSDBlocks(AbstractBlockOperator):
         # / sqrt(2), i > j, and v_i v_i^T of symmetric matrices; b the matching entries of B.
         # W = diag(r) U diag(1 / c) with U[p, q] = V[a, i] V[b, j] + V[a, j] V[b, i] for
         # svec entries p = (a, b) and q = (i, j), so W diag(b) W^T = r r^T o (U diag(b / c^2) U^T).
+        # b is 0 or 1 on most columns (eigenvalue pairs of one sign) and W W^T = I, so a
+        # block above DENSE_MV_MAX sums over its columns with b != 0 (as is) or those with
+        # b != 1 (it is then I - W diag(1 - b) W^T), whichever are fewer (the spectraplex
+        # projection's 210 x 210 blocks: 39-105 of 210 columns). Blocks that sum over the
+        # same columns (eigh sorts the eigenvalues: those with as many of each sign) are
+        # computed together, each as it would be alone, bit for bit. Smaller blocks sum
+        # over every column in one product: the choice's numpy calls cost more there
+        # (nearest correlation 10 x 10, order 55: backward 1.08-1.11x at batches 1-8).
         k, n = self.V.shape[:2]
-        ai, bj, aj, bi, weight, outer = _psd_basis(n)
-        flat = self.V.reshape(k, n * n)
-        d = weight.size
-        U = (flat.take(ai, 1) * flat.take(bj, 1) + flat.take(aj, 1) * flat.take(bi, 1))
-        U = U.reshape(k, d, d)
-        b = self.B.reshape(k, n * n).take(svec_places(n), 1) * weight
-        return outer * ((U * b[:, None, :]) @ np.swapaxes(U, 1, 2))
+        b = self.B.reshape(k, n * n).take(svec_places(n), 1)
+        if b.shape[1] <= DENSE_MV_MAX:
+            return _every_column(self.V, b)
+        complement = np.count_nonzero(b != 1.0, axis=1) < np.count_nonzero(b != 0.0, axis=1)
+        weights = np.where(complement[:, None], 1.0 - b, b)
+        keep = weights != 0.0
+        if (keep == keep[0]).all() and (complement == complement[0]).all():
+            return _sum_over(self.V, bool(complement[0]), keep[0], weights)
+        packed = np.packbits(np.column_stack([complement, keep]), axis=1)
+        _, first, group = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(),
+                                    return_index=True, return_inverse=True)
+        out = np.empty((k, b.shape[1], b.shape[1]))
+        for g, f in enumerate(first):
+            blocks = np.flatnonzero(group == g)
+            out[blocks] = _sum_over(self.V[blocks], bool(complement[f]), keep[f], weights[blocks])
+        return out
+
+
+def _every_column(V: Array, b: Array) -> Array:
+    """r r^T o (U diag(b / c^2) U^T) per block over all of U's columns (k, d, d), U from
+    four gathers of V at fixed places (see :meth:`PSDBlocks._matrices`)."""
+    k, n = V.shape[:2]
+    ai, bj, aj, bi = _kronecker_places(n)
+    c2_inverse, outer = _psd_basis(n)
+    flat = V.reshape(k, n * n)
+    d = c2_inverse.size
+    U = (flat.take(ai, 1) * flat.take(bj, 1) + flat.take(aj, 1) * flat.take(bi, 1))
+    U = U.reshape(k, d, d)
+    return outer * ((U * (b * c2_inverse)[:, None, :]) @ np.swapaxes(U, 1, 2))
+
+
+def _sum_over(V: Array, complement: bool, columns: npt.NDArray[np.bool_],
+              weights: Array) -> Array:
+    """Blocks that sum over the same ``columns`` (a mask), with their weights (k, d): of
+    W diag(b) Wᵀ, or with ``complement`` of I − W diag(1 − b) Wᵀ."""
+    columns = np.flatnonzero(columns)
+    out = _symmetric_kronecker(V, columns, weights.take(columns, 1))
+    if complement:  # in place: I − the sum
+        np.negative(out, out=out)
+        out.reshape(out.shape[0], -1)[:, :: out.shape[1] + 1] += 1.0
+    return out
+
+
+def _symmetric_kronecker(V: Array, columns: Index, weights: Array) -> Array:
+    """r r^T o (U_Q diag(w / c^2) U_Q^T) per block (k, d, d): U's columns Q = ``columns``
+    with the blocks' weights w (k, |Q|) (see :meth:`PSDBlocks._matrices`). With every
+    weight non-negative (B's divided differences lie in [0, 1]), one symmetric product of
+    U_Q diag(sqrt(w) / c) by itself (BLAS syrk: half the multiplies)."""
+    rows, cols = lower_triangle(V.shape[1])
+    c2_inverse, outer = _psd_basis(V.shape[1])
+    # the eigenvectors v_i, v_j of each column q = (i, j) in Q, (k, n, |Q|); then their rows
+    # a and b of each svec entry p = (a, b) by whole rows (row takes are contiguous copies)
+    Vi, Vj = V.take(rows[columns], 2), V.take(cols[columns], 2)
+    U = Vi.take(rows, 1) * Vj.take(cols, 1)  # (k, d, |Q|)
+    U += Vj.take(rows, 1) * Vi.take(cols, 1)
+    scale = weights * c2_inverse[columns]
+    if np.all(scale >= 0.0):
+        U *= np.sqrt(scale)[:, None, :]
+        out = U @ np.swapaxes(U, 1, 2)
+    else:
+        out = (U * scale[:, None, :]) @ np.swapaxes(U, 1, 2)
+    return np.multiply(out, outer, out=out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -300,13 +366,19 @@ class BatchedProjectionDerivative:
 
 
 @functools.cache
-def _psd_basis(n: int) -> tuple[Index, Index, Index, Index, Array, Array]:
-    """For :meth:`PSDBlocks.as_matrices`: where U's four factors are in V (row-major, each
-    (d·d,) over (p, q)), 1 / c^2 per column q and r r^T, with r = 1 on the diagonal and
-    sqrt(2) off it and c = 2 on the diagonal and sqrt(2) off it."""
+def _kronecker_places(n: int) -> tuple[Index, Index, Index, Index]:
+    """For :func:`_every_column`: where U's four factors are in V (row-major, each (d·d,)
+    over (p, q))."""
     rows, cols = lower_triangle(n)
     a, b, i, j = rows[:, None], cols[:, None], rows[None, :], cols[None, :]
-    places = tuple((x * n + y).ravel() for x, y in ((a, i), (b, j), (a, j), (b, i)))
+    return tuple((x * n + y).ravel() for x, y in ((a, i), (b, j), (a, j), (b, i)))
+
+
+@functools.cache
+def _psd_basis(n: int) -> tuple[Array, Array]:
+    """For :meth:`PSDBlocks.as_matrices`: 1 / c^2 per column q and r r^T, with r = 1 on the
+    diagonal and sqrt(2) off it and c = 2 on the diagonal and sqrt(2) off it."""
+    rows, cols = lower_triangle(n)
     diag = rows == cols
     r = np.where(diag, 1.0, SQRT2)
-    return (*places, 1.0 / np.where(diag, 2.0, SQRT2) ** 2, np.outer(r, r))
+    return 1.0 / np.where(diag, 2.0, SQRT2) ** 2, np.outer(r, r)
