@@ -150,7 +150,7 @@ class AbstractConeSolver(abc.ABC):
 
     #: Attributes left out of pickles and copies (native solver objects, caches).
     _TRANSIENT: ClassVar[tuple[str, ...]] = ("_local", "_settings_cache", "_chosen_here",
-                                             "_fresh_iterations", "_reused_iterations")
+                                             "_fresh_iterations")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle/copy without the per-thread workspaces (native solver objects, not
@@ -294,18 +294,9 @@ class SCS(AbstractConeSolver):
         Python interface cannot reset either. Where the problems' best scale is stable
         that halves the iterations; where it varies from one parameter value to the next
         (LPs) the scale drifts and solves take 2-4 times as many. So the iterations of
-        fresh solves are recorded, and those of reused solves; once the reused solves' mean
-        is clearly above the fresh mean, these settings get a fresh workspace per solve
-        from then on. A reused solve that stopped short is repeated on a fresh one (its
-        iterations and time count).
-
-        Means, not one solve: a single reused solve above the bound ended reuse for good
-        before, and gp_box (reused solves 100 iterations on average at eps 1e-10, fresh 175,
-        but one in a few hundred reused takes 225-375) lost its workspace in most runs of
-        the benchmarks' sequence, which made its forward 2.5 times slower (B = 8: 5.9
-        against 2.4 ms a solve; B = 1: 0.80 against 0.28; run.py's B = 8 forward over
-        bare SCS, which always reuses: 2.51, 1.11 now). Where reuse costs 2-4 times
-        (the random LPs), the first reused solve's mean is that solve: it stops there."""
+        fresh solves are recorded, and once a reused solve takes clearly more, these
+        settings get a fresh workspace per solve from then on; a reused solve that stopped
+        short is repeated on a fresh one (its iterations and time count)."""
         try:
             key = _settings_key(settings)
         except TypeError:  # unhashable settings are never reused (the cache needs a key)
@@ -314,16 +305,12 @@ class SCS(AbstractConeSolver):
             count, total = self._fresh_iterations.get(key, (0, 0))
             if len(self._fresh_iterations) >= 64 and not count:  # bounded, as caches are
                 self._fresh_iterations.clear()
-                self._reused_iterations.clear()
             self._fresh_iterations[key] = (count + 1, total + raw.iterations)
             return raw
         count, total = self._fresh_iterations.get(key, (0, 0))
-        reused_count, reused_total = self._reused_iterations.get(key, (0, 0))
-        reused_count, reused_total = reused_count + 1, reused_total + raw.iterations
-        self._reused_iterations[key] = (reused_count, reused_total)
         bound = REUSE_ITERATION_FACTOR * total / max(count, 1) + REUSE_ITERATION_MARGIN
         stopped_short = raw.status in RETRY_STATUSES
-        if not stopped_short and (not count or reused_total <= bound * reused_count):
+        if not stopped_short and (not count or raw.iterations <= bound):
             return raw
         self.stop_reuse(key)
         if not stopped_short:
@@ -333,11 +320,6 @@ class SCS(AbstractConeSolver):
     @functools.cached_property
     def _fresh_iterations(self) -> dict[tuple, tuple[int, int]]:
         """Per settings (as keys): how many fresh-workspace solves, and their iterations."""
-        return {}
-
-    @functools.cached_property
-    def _reused_iterations(self) -> dict[tuple, tuple[int, int]]:
-        """Per settings (as keys): how many solves on a kept workspace, and their iterations."""
         return {}
 
     @functools.cached_property
@@ -444,18 +426,14 @@ SCS_KEYS = (*sorted(SCS_SETTINGS), "eps", "max_iter", "use_indirect")
 #: with the refined back end (see _scs_refined_linear_solver).
 QDLDL_MAX_ORDER = 2000
 QDLDL_MIN_EPS = 1e-9
-#: A reused SCS workspace is kept while its solves take on average at most this many times
-#: the mean iterations of fresh solves with the same settings, plus the margin (two of SCS's
-#: convergence checks, one every 25 iterations: the first means are of one or two solves,
-#: and a fresh gp_box solve takes 100-175 iterations). Measured, 8 parameter values each: on
-#: the benchmarks' constant-matrix workloads reused solves took 0.4-0.6 times the fresh
-#: iterations (sigmoid 50-75 vs 125-150, ncm 50 vs 100-125, sparse_lp 75-100 vs 175; gp_box
-#: 100 vs 175 on average over 150 solves at eps 1e-10); on random LPs with 120 variables
-#: and 300 rows (inequalities, equalities, duplicated or badly scaled rows), 1.1-4.5 times.
-#: sparsemax is about neutral (reused 212-216 against fresh 169-175 on average; 1.12
-#: against 1.24 ms a solve at batch 1, 12.0 against 11.1 at batch 8). A family where reuse
-#: is neutral may lose it to unlucky draws; that costs a factorisation per solve, never
-#: iterations.
+#: A reused SCS workspace is kept while its solves take at most this many times the mean
+#: iterations of fresh solves with the same settings, plus the margin (two of SCS's
+#: convergence checks, one every 25 iterations). Measured, 8 parameter values each: on the
+#: benchmarks' constant-matrix workloads reused solves took 0.4-0.6 times the fresh
+#: iterations (sigmoid 50-75 vs 125-150, ncm 50 vs 100-125, sparse_lp 75-100 vs 175); on
+#: random LPs with 120 variables and 300 rows (inequalities, equalities, duplicated or
+#: badly scaled rows), 1.1-4.5 times. A family where reuse is neutral may lose it to one
+#: unlucky draw; that costs a factorisation per solve, never iterations.
 REUSE_ITERATION_FACTOR = 1.0
 REUSE_ITERATION_MARGIN = 50
 #: Statuses after which a solve with dpplayers' own QDLDL choice is repeated.
