@@ -428,13 +428,15 @@ def test_many_extreme_points_are_certified_projections():
 # ------------------------------------------------------------------ derivatives
 
 def assert_matches_finite_differences(K: ProductCone, v: np.ndarray, rng: np.random.Generator,
-                                      directions: int = 3, rtol: float = 1e-5):
+                                      directions: int = 3, rtol: float = 1e-5,
+                                      near: np.ndarray | None = None):
     """Central differences with steps 1e-6, 1e-7, 1e-8 (times the scale of v): the best must agree.
 
     Several steps because near a region boundary (where the second derivative is large) only a
-    small step is accurate, while elsewhere a small step only adds rounding error.
+    small step is accurate, while elsewhere a small step only adds rounding error. ``near``
+    seeds the derivative's root searches (a solver's answer).
     """
-    D = K.dproject(v)
+    D = K.dproject(v, near)
     scale = max(1.0, np.abs(v).max())
     for _ in range(directions):
         u = rng.standard_normal(v.size)
@@ -474,6 +476,24 @@ def test_exponential_derivative_in_special_regions():
               [1e-3, -1.0, 1.0], [-1e-3, 1e-3, 1.0], [1.0, -1.0, -1 / np.e + 1e-3],
               [1.0, 10.0, -1e-3], [-30.0, 1.0, -1.0], [30.0, 1.0, -1.0]):
         assert_matches_finite_differences(K, np.array(v), rng, rtol=2e-5)
+
+
+@pytest.mark.parametrize("dual", [False, True])
+def test_seeded_exponential_derivative_of_a_few_cones_matches_finite_differences(dual):
+    """A few seeded exponential cones (a small GP's backward pass) take the row-by-row path
+    (`_exponential_rows`); in every region, with seeds off by 1e-8 or useless (NaN, far)."""
+    rng = np.random.default_rng(17)
+    dims = ConeDims(exp=0 if dual else 4, exp_dual=4 if dual else 0)
+    K = ProductCone.from_dims(dims, dual)
+    regions = ([-1.0, -2.0, 3.0], [1.0, 2.0, 10.0], [1.0, -2.0, -10.0], [-1e-3, 1.0, 1.0])
+    for _ in range(6):
+        v = 3 * rng.standard_normal(dims.size)
+        if not dual:
+            v[:3] = regions[rng.integers(len(regions))]
+        p = K.project(v)
+        for near in (p * (1 + 1e-8 * rng.standard_normal(p.size)), np.full(p.size, np.nan),
+                     p + 10 * rng.standard_normal(p.size)):
+            assert_matches_finite_differences(K, v, rng, near=near)
 
 
 def test_power_derivative_near_the_flat_case():

@@ -123,3 +123,36 @@ def test_reuse_is_kept_where_the_carried_scale_helps():
         problem.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
         np.testing.assert_allclose(sol.values[0], X.value, atol=2e-5)
     assert max(iterations[1:]) < iterations[0], iterations
+
+
+def box_design():
+    """The benchmarks' gp_box: a GP whose kept workspace (its adapted scale) saves iterations
+    on average, though one reused solve in a few hundred takes more than fresh ones."""
+    h, w, d = (cp.Variable(pos=True) for _ in range(3))
+    A_wall, A_flr, alpha, beta = (cp.Parameter(pos=True) for _ in range(4))
+    problem = cp.Problem(cp.Maximize(h * w * d), [2 * (h * w + h * d) <= A_wall,
+                                                  w * d <= A_flr, alpha <= h / w, h / w <= beta])
+    return problem, [A_wall, A_flr, alpha, beta], h
+
+
+def test_one_slow_reused_solve_does_not_end_reuse_that_helps():
+    """A slow reused solve is excused while reused solves are faster on average: on gp_box
+    one slow reused solve ended reuse for good and every later solve took the fresh
+    iterations (before: 1.13 times CVXPY's fresh solves in all; now 0.75-0.79)."""
+    problem, parameters, h = box_design()
+    prog = dpplayers.compile(problem, parameters=parameters, variables=[h], gp=True)
+    rng = np.random.default_rng(3)
+    iterations, reference = [], []
+    for _ in range(30):
+        values = [rng.uniform(80, 120, 8), rng.uniform(8, 12, 8), rng.uniform(0.4, 0.6, 8),
+                  rng.uniform(1.8, 2.2, 8)]
+        sol = prog.solve(*values, solver_args={"eps": 1e-10, "n_jobs": 1})
+        iterations += [info["iterations"] for info in sol.info]
+        k = len(iterations) % 8
+        for p, v in zip(parameters, values):
+            p.value = v[k]
+        problem.solve(gp=True, solver=cp.SCS, eps_abs=1e-10, eps_rel=1e-10, max_iters=100_000)
+        reference.append(problem.solver_stats.num_iters)
+        np.testing.assert_allclose(sol.values[0][k], h.value, rtol=1e-6)
+    assert np.mean(iterations) <= 0.9 * np.mean(reference), (np.mean(iterations),
+                                                             np.mean(reference))

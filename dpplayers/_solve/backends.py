@@ -150,7 +150,7 @@ class AbstractConeSolver(abc.ABC):
 
     #: Attributes left out of pickles and copies (native solver objects, caches).
     _TRANSIENT: ClassVar[tuple[str, ...]] = ("_local", "_settings_cache", "_chosen_here",
-                                             "_fresh_iterations")
+                                             "_fresh_iterations", "_reused_iterations")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle/copy without the per-thread workspaces (native solver objects, not
@@ -294,9 +294,22 @@ class SCS(AbstractConeSolver):
         Python interface cannot reset either. Where the problems' best scale is stable
         that halves the iterations; where it varies from one parameter value to the next
         (LPs) the scale drifts and solves take 2-4 times as many. So the iterations of
-        fresh solves are recorded, and once a reused solve takes clearly more, these
-        settings get a fresh workspace per solve from then on; a reused solve that stopped
-        short is repeated on a fresh one (its iterations and time count)."""
+        fresh solves are recorded, and those of reused solves. A reused solve that takes
+        clearly more than the fresh mean ends reuse for these settings (a fresh workspace
+        per solve from then on) unless reused solves have so far taken no more than the
+        fresh mean on average; then it only drops this thread's workspace, so the next
+        solve is a fresh one, which adds to the fresh mean (the first draw's alone, until
+        then) and restarts SCS's scale. A reused solve that stopped short is repeated on a
+        fresh one (its iterations and time count).
+
+        Without the excuse, one slow reused solve ended reuse for good: gp_box (reused
+        solves 83-100 iterations on average, fresh 158-175, one reused in a few hundred
+        225-375) lost its workspace in most runs of the benchmarks' sequence, which made
+        its forward 2.5 times slower (B = 8: 5.9 against 2.4 ms a solve; B = 1: 0.80
+        against 0.28). Without the fresh solve, a baseline of the first draw's solves alone
+        excused too much: sparsemax's first draw takes 225 fresh, the others ~170, and its
+        reused solves 218, which cost it ~20% at batch 8. The random LPs (reused 2-4 times
+        the fresh iterations) still stop at their first reused solve."""
         try:
             key = _settings_key(settings)
         except TypeError:  # unhashable settings are never reused (the cache needs a key)
@@ -305,12 +318,20 @@ class SCS(AbstractConeSolver):
             count, total = self._fresh_iterations.get(key, (0, 0))
             if len(self._fresh_iterations) >= 64 and not count:  # bounded, as caches are
                 self._fresh_iterations.clear()
+                self._reused_iterations.clear()
             self._fresh_iterations[key] = (count + 1, total + raw.iterations)
             return raw
         count, total = self._fresh_iterations.get(key, (0, 0))
-        bound = REUSE_ITERATION_FACTOR * total / max(count, 1) + REUSE_ITERATION_MARGIN
+        reused_count, reused_total = self._reused_iterations.get(key, (0, 0))
+        reused_count, reused_total = reused_count + 1, reused_total + raw.iterations
+        self._reused_iterations[key] = (reused_count, reused_total)
+        fresh = REUSE_ITERATION_FACTOR * total / max(count, 1)
         stopped_short = raw.status in RETRY_STATUSES
-        if not stopped_short and (not count or raw.iterations <= bound):
+        if not stopped_short and (not count
+                                  or raw.iterations <= fresh + REUSE_ITERATION_MARGIN):
+            return raw
+        if not stopped_short and reused_total <= fresh * reused_count:
+            self._local.__dict__.get("cache", {}).pop(key, None)  # the next solve: fresh
             return raw
         self.stop_reuse(key)
         if not stopped_short:
@@ -320,6 +341,11 @@ class SCS(AbstractConeSolver):
     @functools.cached_property
     def _fresh_iterations(self) -> dict[tuple, tuple[int, int]]:
         """Per settings (as keys): how many fresh-workspace solves, and their iterations."""
+        return {}
+
+    @functools.cached_property
+    def _reused_iterations(self) -> dict[tuple, tuple[int, int]]:
+        """Per settings (as keys): how many solves on a kept workspace, and their iterations."""
         return {}
 
     @functools.cached_property
@@ -428,12 +454,15 @@ QDLDL_MAX_ORDER = 2000
 QDLDL_MIN_EPS = 1e-9
 #: A reused SCS workspace is kept while its solves take at most this many times the mean
 #: iterations of fresh solves with the same settings, plus the margin (two of SCS's
-#: convergence checks, one every 25 iterations). Measured, 8 parameter values each: on the
-#: benchmarks' constant-matrix workloads reused solves took 0.4-0.6 times the fresh
-#: iterations (sigmoid 50-75 vs 125-150, ncm 50 vs 100-125, sparse_lp 75-100 vs 175); on
-#: random LPs with 120 variables and 300 rows (inequalities, equalities, duplicated or
-#: badly scaled rows), 1.1-4.5 times. A family where reuse is neutral may lose it to one
-#: unlucky draw; that costs a factorisation per solve, never iterations.
+#: convergence checks, one every 25 iterations); a solve beyond that is excused (and the
+#: next solve made a fresh one) while reused solves take no more than the fresh mean on
+#: average (SCS._checked_reuse). Measured, 8 parameter values each: on the benchmarks'
+#: constant-matrix workloads reused solves took 0.4-0.6 times the fresh iterations
+#: (sigmoid 50-75 vs 125-150, ncm 50 vs 100-125, sparse_lp 75-100 vs 175; gp_box 83-90 vs
+#: 158 on average over 360 solves); on random LPs with 120 variables and 300 rows
+#: (inequalities, equalities, duplicated or badly scaled rows), 1.1-4.5 times. A family
+#: where reuse is neutral may lose it to unlucky draws; that costs a factorisation per
+#: solve, never iterations.
 REUSE_ITERATION_FACTOR = 1.0
 REUSE_ITERATION_MARGIN = 50
 #: Statuses after which a solve with dpplayers' own QDLDL choice is repeated.

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from ._base import AbstractCone, moreau_dproject
+from ._exponential_rows import exp_dproject_rows
 from ._layout import Array, Mask
 from ._operators import DenseBlocks
 from ._ray_family import ray_family_derivative
@@ -90,6 +91,13 @@ def _exp_rho(r: Array, s: Array, t: Array, guess: Array | None = None) -> Array:
 POLISH_STEPS = 3
 
 
+#: Seeded rows up to this many (cones × batch elements) take `exp_dproject_rows`, on Python
+#: floats. Measured (medians of 400 calls, random rows seeded by their projections): 1 row
+#: 9 µs against 275 vectorised, 8 rows 18 against 137, 32 rows 85 against 146; the
+#: vectorised cost barely grows with the rows, the row-by-row one by ~2.5 µs a row.
+ROW_BY_ROW = 32
+
+
 def _polish(r: Array, s: Array, t: Array, x: Array, lo: Array, hi: Array) -> tuple[Array, Array]:
     """Plain Newton's method on h / w from a seed near the root (the projection derivative's
     seed is the solver's own point): x, and the rows where h(x) is within its rounding error of
@@ -108,15 +116,14 @@ def _polish(r: Array, s: Array, t: Array, x: Array, lo: Array, hi: Array) -> tup
 def _exp_rays(rho: Array) -> tuple[Array, Array, Array, Array]:
     """a = (rho, 1, e^rho), b = (1, 1 - rho, -e^-rho) and their derivatives, overflow-free.
 
-    Each pair is scaled by e^-rho (a, for rho > 0) or e^rho (b, for rho < 0).
+    a, a' are scaled by lo = e^-max(rho, 0) and b, b' by hi = e^min(rho, 0), which leaves
+    each entry a product of rho, lo and hi (e^rho lo = hi, e^-rho hi = lo): four stacks
+    of three columns, where a branch per sign of rho took eight stacks and four selections.
     """
-    g, o, z = np.exp(-np.abs(rho)), np.ones_like(rho), np.zeros_like(rho)
-    up = (rho > 0)[:, None]
-    a = np.where(up, np.stack([rho * g, g, o], 1), np.stack([rho, o, g], 1))
-    da = np.where(up, np.stack([g, z, o], 1), np.stack([o, z, g], 1))
-    b = np.where(up, np.stack([o, 1 - rho, -g], 1), np.stack([g, (1 - rho) * g, -o], 1))
-    db = np.where(up, np.stack([z, -o, g], 1), np.stack([z, -g, o], 1))
-    return a, da, b, db
+    lo, hi = np.exp(-np.maximum(rho, 0.0)), np.exp(np.minimum(rho, 0.0))
+    zero = np.zeros_like(rho)
+    return (np.stack([rho * lo, lo, hi], 1), np.stack([lo, zero, hi], 1),
+            np.stack([hi, (1 - rho) * hi, -lo], 1), np.stack([zero, -hi, lo], 1))
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,10 @@ class ExponentialCone(AbstractCone):
         return p
 
     def dproject(self, x: Array, near: Array | None = None) -> DenseBlocks:
+        if near is not None and len(x) <= ROW_BY_ROW:
+            D = exp_dproject_rows(x, near, POLISH_STEPS)
+            if D is not None:
+                return DenseBlocks(D)
         in_k, _, face, generic = _exp_regions(x)
         D = np.zeros(x.shape + (3,))
         D[in_k] = np.eye(3)
