@@ -197,8 +197,9 @@ class Solution:
         if not new:
             return
         for k in new:
-            _, _, op = self._derivative.element(k)
-            checked[k] = outputs_ambiguous(op, self.program.retrieval.matrix)
+            solver, state, op = self._derivative.element(k)
+            checked[k] = outputs_ambiguous(op, self.program.retrieval.matrix,
+                                           solver.null_space(state))
         ambiguous = [k for k in new if checked[k]]
         if not ambiguous:
             return

@@ -180,6 +180,7 @@ class TruncatedInverse:
         U, sigma, Vt = np.linalg.svd(J, full_matrices=False)
         keep = sigma > sigma.max(initial=0.0) / limit
         self.U, self.inverse, self.Vt = U[:, keep], 1.0 / sigma[keep], Vt[keep]
+        self.null = Vt[~keep].T  # (order, r): the dropped right singular vectors
 
     def solve(self, rhs: FloatArray, transpose: bool) -> FloatArray:
         """J⁺ rhs (or (Jᵀ)⁺ rhs) for rhs (N, k)."""
@@ -199,16 +200,18 @@ OUTPUT_NULL_TOL = 1e-3
 NULL_SPACE_MAX_ORDER = 1500
 
 
-def outputs_ambiguous(op: KKTOperator, R: sp.spmatrix) -> bool:
+def outputs_ambiguous(op: KKTOperator, R: sp.spmatrix, null: FloatArray | None = None) -> bool:
     """Whether J's (near-)null space, the singular values its condition limit drops, moves
     the outputs R [dx; dy] (dx = du, dy = D dv): where it does not (a cvxpy auxiliary free
     on a segment, e.g. the t of an inactive norm bound), every least-squares answer gives
-    the outputs one derivative, the minimum-norm one included."""
-    if op.in_size > NULL_SPACE_MAX_ORDER:
-        return True
-    _, sigma, Vt = np.linalg.svd(op.as_matrix().toarray())
-    limit = op.pattern.plan.condition_limit(op).value
-    null = Vt[sigma <= sigma.max(initial=0.0) / limit].T  # (n + m, r)
+    the outputs one derivative, the minimum-norm one included. ``null``: that space, where
+    the minimum-norm solve computed it (:attr:`TruncatedInverse.null`)."""
+    if null is None:
+        if op.in_size > NULL_SPACE_MAX_ORDER:
+            return True
+        _, sigma, Vt = np.linalg.svd(op.as_matrix().toarray())
+        limit = op.pattern.plan.condition_limit(op).value
+        null = Vt[sigma <= sigma.max(initial=0.0) / limit].T  # (n + m, r)
     n = op.pattern.n
     moved = R @ np.concatenate([null[:n], op.D.mv(null[n:])])
     scale = float(np.abs(R.data).max(initial=1.0)) if sp.issparse(R) else 1.0

@@ -64,3 +64,6 @@ class LiftedDirect(AbstractLinearSolver):
         if state.plain is None:
             state.plain = self.inner.init(state.operator)
         return self.inner.compute(state.plain, rhs, transpose)
+
+    def null_space(self, state: _LiftedState) -> FloatArray | None:
+        return self.inner.null_space(state.plain) if state.plain is not None else None

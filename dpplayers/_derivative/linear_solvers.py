@@ -85,6 +85,22 @@ class AbstractLinearSolver(abc.ABC):
     def compute(self, state: Any, rhs: FloatArray, transpose: bool) -> tuple[FloatArray, SolveStats]:
         """Solve for every column of rhs (N, r)."""
 
+    def null_space(self, state: Any) -> FloatArray | None:
+        """J's null space as the minimum-norm answer dropped it (order, r), where one was
+        computed for this state; else None."""
+        truncated = _truncated_of(state)
+        return truncated.null if truncated is not None else None
+
+
+def _truncated_of(state: Any) -> TruncatedInverse | None:
+    """The truncated minimum-norm solver a solve of this state built, if any."""
+    for holder in (state, getattr(state, "minimum_norm", None)):
+        for name in ("truncated", "_truncated"):
+            found = getattr(holder, name, None)
+            if isinstance(found, TruncatedInverse):
+                return found
+    return None
+
 
 def _residual(op: KKTOperator, z: FloatArray, rhs: FloatArray) -> float:
     return _relative(op.mv(z) - rhs, rhs)
