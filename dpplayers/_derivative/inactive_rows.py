@@ -76,8 +76,8 @@ class InactiveRows:
         ``PairPivots.solve``."""
         take = lambda a, at: np.take(a, at, axis=1)  # faster than a[:, at]
         dropped = take(drop, self.rows)
-        D, diag = dropped[..., None], take(values, self.diag)[..., None]
-        w = take(values, self.entries) * take(dropped, self.entry_row)  # dropped rows only
+        D, diag = dropped[..., None], _columns(values, self.diag)[..., None]
+        w = _columns(values, self.entries) * take(dropped, self.entry_row)  # dropped rows only
         keep = ~take(drop, pivots.rest)
         r_D = take(rhs, self.rows)
         if transpose:  # lead: z_i first, then the rest without its terms
@@ -96,6 +96,16 @@ class InactiveRows:
         # the kept system's residual is zero on the dropped rows: theirs adds to it
         res_D = np.where(D, res_D, 0.0)
         return z, res_sq + np.vecdot(res_D, res_D, axis=1)
+
+
+def _columns(values: FloatArray, at: Index) -> FloatArray:
+    """values[:, at] for values (b, nnz), taken along whichever side is contiguous: the
+    batched executor's values are a transposed (nnz, b) array, and ``np.take`` copies a
+    non-contiguous input whole first (lsq_norm's J̃, 61,000 entries, 5 elements: 200 µs
+    against 2 µs for 300 of them)."""
+    if not values.flags.c_contiguous and values.T.flags.c_contiguous:
+        return values.T.take(at, 0).T
+    return np.take(values, at, axis=1)
 
 
 def _summed(S: sp.csr_array, terms: FloatArray) -> FloatArray:
