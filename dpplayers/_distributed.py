@@ -38,7 +38,14 @@ import os
 import pickle
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    CancelledError,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -198,15 +205,32 @@ class Runner:
         return self._map_pool(fn, tasks)
 
     def _map_dask(self, fn: Callable[..., Any], tasks: list[tuple]) -> list[Any]:
+        """The chunks on dask, the program scattered to every worker once per client. A
+        worker that dies mid-call loses its tasks, which dask reruns elsewhere, but can
+        also take the scattered program's key with it: dask then cancels the chunks that
+        need it ("already forgotten"). Those are submitted again with the program
+        scattered anew, up to MAX_POOL_RESTARTS times (the pool path's limit)."""
         client = self.client
         shipped = _shipped(self.prog)
         held = _SCATTERED.setdefault(client, {})
-        scattered = held.get(shipped.key)
-        if scattered is None or scattered.status != "finished":  # new, or lost (a restart)
-            held[shipped.key] = client.scatter(shipped, broadcast=True, hash=False)
-            SHIPMENTS[shipped.key] += 1
-        futures = [client.submit(fn, held[shipped.key], *t, pure=False) for t in tasks]
-        return client.gather(futures)
+        results: dict[int, Any] = {}
+        for attempt in range(MAX_POOL_RESTARTS + 1):
+            scattered = held.get(shipped.key)
+            if attempt or scattered is None or scattered.status != "finished":  # new, or lost
+                held[shipped.key] = scattered = client.scatter(shipped, broadcast=True,
+                                                               hash=False)
+                SHIPMENTS[shipped.key] += 1
+            futures = {i: client.submit(fn, scattered, *tasks[i], pure=False)
+                       for i in range(len(tasks)) if i not in results}
+            for i, future in futures.items():
+                try:
+                    results[i] = future.result()
+                except CancelledError:  # its worker died with the program's key
+                    continue
+            if len(results) == len(tasks):
+                return [results[i] for i in range(len(tasks))]
+        raise RuntimeError(f"dask cancelled chunks of this call {MAX_POOL_RESTARTS + 1} times "
+                           "(workers died with the scattered program); giving up.")
 
     def _map_pool(self, fn: Callable[..., Any], tasks: list[tuple]) -> list[Any]:
         shipped = _shipped(self.prog)

@@ -202,6 +202,29 @@ def test_dead_dask_worker_chunk_is_recomputed(cluster_client: object,
     close(grads, serial["vjp"])
 
 
+def test_cancelled_dask_chunks_are_resubmitted(cluster_client: object, serial: dict[str, object],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that dies can take the scattered program's key with it, and dask then
+    cancels the chunks that need it ("already forgotten": a CI run failed so). The first
+    chunk here is cancelled as dask would; the call resubmits it, the program scattered
+    anew, and the answer is the serial one."""
+    submit = type(cluster_client).submit
+    cancelled: list[object] = []
+
+    def cancel_the_first(self: object, *args: object, **kwargs: object) -> object:
+        future = submit(self, *args, **kwargs)
+        if not cancelled:
+            future.cancel()
+            cancelled.append(future)
+        return future
+
+    monkeypatch.setattr(type(cluster_client), "submit", cancel_the_first)
+    with pytest.warns(RuntimeWarning, match="batch elements failed"):
+        sol = PROG.solve(*VALUES, solver_args=ARGS, on_failure="nan", executor=cluster_client)
+    assert cancelled and cancelled[0].cancelled()
+    close(sol.values, serial["sol"].values)
+
+
 def test_broken_process_pool_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          serial: dict[str, object]) -> None:
     marker = tmp_path / "crash"
