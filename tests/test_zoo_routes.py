@@ -30,6 +30,8 @@ from dpplayers._derivative import (
     scratch,
 )
 from dpplayers._solve import qp_route
+from dpplayers.cones import _exponential as exponential
+from dpplayers.cones import _operators as operators
 
 CASES = {c.id: c for c in cases()}
 
@@ -71,6 +73,8 @@ def _instrument(monkeypatch) -> Counter:
     w(bordered.BorderedFactor, "__init__", "bordered LU")
     w(qp_route, "solve", "dense QP route")
     w(qp_elements.RouteElements, "solve", "dense QP route's kept factors", lambda a, o: len(o) > 0)
+    w(operators, "_sum_over", "PSD derivative over the fewer columns")
+    w(exponential, "exp_dproject_rows", "exponential DPi row by row", lambda a, o: o is not None)
     return hits
 
 
@@ -93,6 +97,8 @@ ROUTE_CASES = {
     "lifted SOC rows divided out": "soc_norm_large-0",
     "lifted J in Direct": "soc_norm_huge-0",
     "dense QP route's kept factors": "qp_route_dense-0",
+    "PSD derivative over the fewer columns": "psd_projection_large-0",
+    "exponential DPi row by row": "gp_box-0",
 }
 
 

@@ -1384,6 +1384,18 @@ def _soc_norm_huge(rng):
     return _soc_norm(rng, int(rng.integers(30, 41)), int(rng.integers(210, 231)))
 
 
+@family("psd_projection_large", group="constraints")
+def _psd_projection_large(rng):
+    """Projection of a symmetric C onto {X ⪰ 0, tr X = 1} with X of order 11-13: the PSD
+    block's derivative (svec order 66-91, above ``cones._operators.DENSE_MV_MAX``) is
+    written out over the fewer of its columns with b ≠ 0 or b ≠ 1 (``_sum_over``)."""
+    k = int(rng.integers(11, 14))
+    X = cp.Variable((k, k), symmetric=True, name="X")
+    C = cp.Parameter((k, k), symmetric=True, name="C")
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.trace(X) == 1])
+    return independent([C], [lambda r: sym(r, k) / np.sqrt(k)], [X], prob)
+
+
 @family("lp_filled_basis", group="constraints", flip=False)
 def _lp_filled_basis(rng):
     """A standard-form LP (1,000 variables, 500 rows, 1% random A plus a ±3 entry per row on
