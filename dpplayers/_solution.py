@@ -191,9 +191,8 @@ class Solution:
     def _warn_degenerate(self) -> None:
         """Warn (once per element) where a derivative solve answered by minimum norm and
         the requested outputs move along J's null space (:func:`outputs_ambiguous`)."""
-        flagged = [k for k, s in enumerate(self.stats) if s is not None and s.degenerate]
         checked = self.__dict__.setdefault("_degenerate_checked", {})
-        new = [k for k in flagged if k not in checked]
+        new = [int(k) for k in np.flatnonzero(self.degenerate) if k not in checked]
         if not new:
             return
         for k in new:

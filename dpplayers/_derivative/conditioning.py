@@ -209,9 +209,8 @@ def outputs_ambiguous(op: KKTOperator, R: sp.spmatrix, null: FloatArray | None =
     if null is None:
         if op.in_size > NULL_SPACE_MAX_ORDER:
             return True
-        _, sigma, Vt = np.linalg.svd(op.as_matrix().toarray())
-        limit = op.pattern.plan.condition_limit(op).value
-        null = Vt[sigma <= sigma.max(initial=0.0) / limit].T  # (n + m, r)
+        null = TruncatedInverse(op.as_matrix().toarray(),
+                                op.pattern.plan.condition_limit(op).value).null
     n = op.pattern.n
     moved = R @ np.concatenate([null[:n], op.D.mv(null[n:])])
     scale = float(np.abs(R.data).max(initial=1.0)) if sp.issparse(R) else 1.0

@@ -86,20 +86,13 @@ class AbstractLinearSolver(abc.ABC):
         """Solve for every column of rhs (N, r)."""
 
     def null_space(self, state: Any) -> FloatArray | None:
-        """J's null space as the minimum-norm answer dropped it (order, r), where one was
-        computed for this state; else None."""
-        truncated = _truncated_of(state)
-        return truncated.null if truncated is not None else None
+        """J's null space as the minimum-norm answer dropped it (order, r), where a solve
+        of this state computed one; else None."""
+        return None
 
 
-def _truncated_of(state: Any) -> TruncatedInverse | None:
-    """The truncated minimum-norm solver a solve of this state built, if any."""
-    for holder in (state, getattr(state, "minimum_norm", None)):
-        for name in ("truncated", "_truncated"):
-            found = getattr(holder, name, None)
-            if isinstance(found, TruncatedInverse):
-                return found
-    return None
+def _null(truncated: TruncatedInverse | None) -> FloatArray | None:
+    return truncated.null if truncated is not None else None
 
 
 def _residual(op: KKTOperator, z: FloatArray, rhs: FloatArray) -> float:
@@ -256,6 +249,10 @@ class Direct(AbstractLinearSolver):
         op = state.operator.T if transpose else state.operator
         z, iters = _min_norm(op, rhs)
         return z, SolveStats(_residual(op, z, rhs), iters, True, degenerate=True)
+
+    def null_space(self, state: _DirectState) -> FloatArray | None:
+        found = state.minimum_norm.truncated if state.minimum_norm is not None else None
+        return _null(state.truncated or found)
 
     def _near_singular(self, state: _DirectState) -> _DirectState:
         """The state of a core whose first solve found it near-singular: no factor, J's
@@ -467,6 +464,9 @@ class Dense(AbstractLinearSolver):
         z = state.minimum_norm().solve(rhs, transpose)
         return z, SolveStats(_residual(op, z, rhs), 0, True, degenerate=True)
 
+    def null_space(self, state: _DenseState) -> FloatArray | None:
+        return _null(state.truncated)
+
 
 def _condition_checked(J: FloatArray, limit: ConditionLimit) -> DenseLU | None:
     """J's double-precision :class:`DenseLU`, or None where its condition estimate is above
@@ -515,6 +515,9 @@ class _Iterative(AbstractLinearSolver):
 
     def init(self, operator: KKTOperator) -> _IterativeState:
         return _IterativeState(operator)
+
+    def null_space(self, state: _IterativeState) -> FloatArray | None:
+        return _null(state._truncated)
 
     def compute(self, state, rhs, transpose):
         z, stats = self._solve(state.operator, rhs, transpose)

@@ -224,6 +224,10 @@ class AbstractConeSolver(abc.ABC):
     def stop_reuse(self, key: tuple) -> None:
         """Build a fresh workspace for every later solve with these settings (key)."""
         self._not_updatable.add(key)
+        self.drop_workspace(key)
+
+    def drop_workspace(self, key: tuple) -> None:
+        """Forget this thread's kept workspace for these settings (the next solve builds one)."""
         self._local.__dict__.get("cache", {}).pop(key, None)
 
 
@@ -331,7 +335,7 @@ class SCS(AbstractConeSolver):
                                   or raw.iterations <= fresh + REUSE_ITERATION_MARGIN):
             return raw
         if not stopped_short and reused_total <= fresh * reused_count:
-            self._local.__dict__.get("cache", {}).pop(key, None)  # the next solve: fresh
+            self.drop_workspace(key)  # the next solve: fresh
             return raw
         self.stop_reuse(key)
         if not stopped_short:
