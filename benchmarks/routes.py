@@ -58,8 +58,6 @@ ROUTES = {r.constant: r for r in (
           ("soc_proj", "ncm", "eq_lsq", "mpc20", "sparsemax", "psd_proj")),
     Route(pair_pivots, "SCHUR_TERMS_MAX", -1, "S's update summed pair by pair (off: one dense product)",
           ("qp50", "soc_proj", "ncm", "lasso", "psd_proj")),
-    Route(pair_pivots, "EACH_MIN_ORDER", 0, "numpy's batched gesv below this order (off: gesv per element)",
-          ("qp50", "soc_proj", "eq_lsq", "lp_inactive")),
     Route(pattern, "DENSE_BLOCK", OFF, "AᵀD of large cone blocks as dense products",
           ("soc_proj", "ncm", "ncm_norm", "lsq_norm", "psd_proj")),
     Route(linear_solvers, "MIXED_MIN_ORDER", OFF, "dense LUs in single precision, refined",

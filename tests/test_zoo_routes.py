@@ -60,8 +60,6 @@ def _instrument(monkeypatch) -> Counter:
     w(pair_pivots, "_solve_reduced", "lifted SOC rows divided out",
       lambda a, o: len(a) > 4 and a[4] is not None and a[4] < a[0].shape[1] - a[2])
     w(lifted_direct, "lifted_operator", "lifted J in Direct")
-    w(pair_pivots, "_solve_each", "numpy's batched gesv",
-      lambda a, o: a[1].shape[0] > 1 and 0 < a[1].shape[1] < pair_pivots.EACH_MIN_ORDER)
     w(pair_pivots, "_solve_one", "gesv per element")
     w(pair_pivots, "scratch", "scratch buffers", lambda a, o: np.prod(a[1]) >= scratch.SCRATCH_MIN)
     w(linear_solvers._AntiDiagonalLU, "__init__", "LP basis LU")
@@ -81,7 +79,6 @@ def _instrument(monkeypatch) -> Counter:
 #: route -> a zoo case (a CI-sample seed where one reaches it) that reaches it
 ROUTE_CASES = {
     "batched dense solve": "abs-0",
-    "numpy's batched gesv": "abs-0",
     "gesv per element": "abs-2",
     "inactive rows compacted": "lasso_box-0",
     "scratch buffers": "lp_medium-2",

@@ -56,9 +56,9 @@ BATCH_RESIDUAL_TOL = 1e-10
 class DenseBatch:
     """The J of several elements solved together: their 2×2 pair pivots eliminated exactly
     (and, with ``drop``, each element's inactive inequality rows:
-    :mod:`dpplayers._derivative.inactive_rows`), then one batched LAPACK call (numpy's gesv loop) on the
-    reduced dense systems instead of a factorisation per element. numpy keeps no batched
-    LU, so every solve refactorises; an element whose J is singular, possibly
+    :mod:`dpplayers._derivative.inactive_rows`) by array operations over the whole batch,
+    then LAPACK's gesv on each reduced dense system, with no factorisation kept: every
+    solve refactorises; an element whose J is singular, possibly
     near-singular (a probe estimate of its condition: :mod:`dpplayers._derivative.conditioning`) or
     whose solve is not clean is reported with an infinite or large residual (measured on J
     itself) for Direct to redo and, where it is, flag degenerate."""

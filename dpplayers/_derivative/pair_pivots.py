@@ -553,51 +553,28 @@ def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArra
 
 
 def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
-    """Batched LU solve; a singular or possibly near-singular element gives NaN instead of
-    failing the batch or a wrong answer, for the caller to hand to ``Direct`` (which
-    decides by gecon). An empty S (every unknown eliminated: equality-only problems) has
-    the empty solution; LAPACK's gesv refuses order 0.
+    """Batched LU solve, one LAPACK gesv per element (:func:`_solve_one`); a singular or
+    possibly near-singular element gives NaN instead of failing the batch or a wrong
+    answer, for the caller to hand to ``Direct`` (which decides by gecon). An empty S
+    (every unknown eliminated: equality-only problems) has the empty solution; LAPACK's
+    gesv refuses order 0.
 
     Possibly near-singular: ‖S‖_F ‖S⁻¹g‖₂ / ‖g‖₂ above PROBE_SUSPECT, for a fixed probe g
-    solved in the same call (:mod:`dpplayers._derivative.conditioning`). gecon would cost as much as
-    the solve at small orders, and the LU's pivots do not separate (smallest over largest
-    3e-4 at cond 2e7, 2e-3 on well-posed problems)."""
+    (:mod:`dpplayers._derivative.conditioning`). gecon would cost as much as the solve at
+    small orders, and the LU's pivots do not separate (smallest over largest 3e-4 at cond
+    2e7, 2e-3 on well-posed problems). numpy's batched solve was used below order 64 until
+    measured against this loop (``routes.py``, backward, interleaved, 2026-12-07): the loop
+    was as fast or faster on every workload that took it (qp50 0.95–1.00, eq_lsq 0.97–1.00,
+    lp_inactive 0.93–0.97; soc_proj 1.01–1.06), numpy's needing the probe as an extra
+    right-hand side column."""
     b, r, k = rhs.shape
     if not r:
         return np.zeros(rhs.shape)
-    if b == 1 or r >= EACH_MIN_ORDER:
-        return _solve_one_by_one(S, rhs)
-    both = np.empty((b, r, k + 1))
-    both[..., :k] = rhs
-    both[..., k] = probe(r)
-    try:
-        z = np.linalg.solve(S, both)
-    except np.linalg.LinAlgError:
-        z = np.full(both.shape, np.nan)
-        for i in range(b):
-            try:
-                z[i] = np.linalg.solve(S[i], both[i])
-            except np.linalg.LinAlgError:
-                pass
-    out = z[..., :k]
-    flat = S.reshape(b, -1)
-    inverse = np.vecdot(z[..., k], z[..., k])
-    # ‖S‖_F² ‖S⁻¹g‖² against PROBE_SUSPECT² ‖g‖² (‖g‖² = r); NaN compares False: suspect
-    suspect = ~(np.vecdot(flat, flat) * inverse <= PROBE_SUSPECT**2 * r)
-    if suspect.any():
-        out[suspect] = np.nan
-    return out
-
-
-def _solve_one_by_one(S: FloatArray, rhs: FloatArray) -> FloatArray:
-    """:func:`_solve_each` by one LAPACK gesv per element (:func:`_solve_one`): numpy's
-    batched solve costs 15–20% more at batch 1 and orders 80–120, and an extra
-    right-hand side column costs it 10–25%."""
-    if rhs.shape[0] == 1:
+    if b == 1:
         z = _solve_one(S[0], rhs[0])
         return np.full(rhs.shape, np.nan) if z is None else z[None]
     out = np.empty(rhs.shape)
-    for i in range(rhs.shape[0]):
+    for i in range(b):
         z = _solve_one(S[i], rhs[i])
         out[i] = np.nan if z is None else z
     return out
@@ -617,11 +594,3 @@ def _solve_one(S: FloatArray, rhs: FloatArray) -> FloatArray | None:
     if not blas.ddot(flat, flat) * blas.ddot(inverse, inverse) <= PROBE_SUSPECT**2 * S.shape[0]:
         return None
     return z
-
-
-#: From this order of S on, a batch is solved element by element (:func:`_solve_one_by_one`:
-#: with the probe column as fast as numpy's batched solve without it, 272 against 266 µs
-#: at batch 8 and order 73, 1,150 against 1,147 at batch 32); below, numpy's batched solve
-#: with the probe column (per-element Python costs more there: 308 against 255 µs at
-#: batch 32 and order 33).
-EACH_MIN_ORDER = 64

@@ -14,7 +14,7 @@ The candidates of each kind are read off the pattern here, once; what depends on
 solution (D's 1×1 values, A's entries) is a per-element mask over them. Two executors share
 the plan: the sparse one (:class:`~.linear_solvers.Direct`: kinds 1–3 per element, then one
 LU of the rest, kept for reuse) and the batched dense one (:class:`~.batch.DenseBatch`:
-kinds 1, 3 and 4, then one LAPACK call for many elements). Which one an element goes to,
+kinds 1, 3 and 4 over many elements at once, then a dense LU each). Which one an element goes to,
 and whether a factorisation is dense, is decided by the constants below.
 """
 
@@ -41,7 +41,7 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Reduced J up to this order are factorised densely whatever their fill: per element
 #: (LAPACK 0.03 ms against SuperLU's 0.25 ms at order 85; SuperLU wins from about 300) and,
-#: in ``direct`` mode, a batch's together in one LAPACK call (qp50, batch 32: 1.5 ms against
+#: in ``direct`` mode, a batch's together (qp50, batch 32: 1.5 ms against
 #: ~0.3 ms of Python per element around 0.03 ms factorisations; batch 1: vjp 0.38 → 0.26 ms).
 #: For the batched executor the order is its LU's: S less its leading diagonal pivots and
 #: the rows an element drops (a program whose LU is above this drops each element's
