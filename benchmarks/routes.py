@@ -31,7 +31,7 @@ import numpy as np
 
 import dpplayers
 from benchmarks.workloads import WORKLOADS
-from dpplayers._derivative import linear_solvers, pair_pivots, pattern, plan, scratch
+from dpplayers._derivative import linear_solvers, pair_pivots, pattern, plan
 
 ARGS = {"eps": 1e-8}
 OFF = 10**9  # an order no problem here reaches
@@ -65,8 +65,6 @@ ROUTES = {r.constant: r for r in (
     Route(linear_solvers, "DENSE_FRACTION", 2.0,
           "a full J, or one whose SuperLU filled in, factorised densely (off: SuperLU)",
           ("qp200", "ncm_norm", "lsq_norm", "mpc20", "sparse_lp")),
-    Route(scratch, "SCRATCH_MIN", 10**18, "per-thread scratch buffers for large temporaries",
-          ("qp50", "lasso", "soc_proj", "ncm")),
 )}
 
 

@@ -3,23 +3,15 @@
 import threading
 
 import numpy as np
-import pytest
 from helpers import CASES
 
 import dpplayers
-from dpplayers._derivative import scratch as scratch_module
 from dpplayers._derivative.scratch import scratch
 
 TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11, "max_iter": 500}
 
 
-@pytest.fixture
-def every_array_reused(monkeypatch):
-    """The test problems are small: reuse scratch arrays of any size."""
-    monkeypatch.setattr(scratch_module, "SCRATCH_MIN", 0)
-
-
-def test_one_buffer_per_name_and_thread(every_array_reused):
+def test_one_buffer_per_name_and_thread():
     a = scratch("x", (2, 3))
     assert a.shape == (2, 3) and a.dtype == np.float64
     assert np.shares_memory(a, scratch("x", (1, 4)))  # smaller: the same buffer
@@ -31,11 +23,6 @@ def test_one_buffer_per_name_and_thread(every_array_reused):
     thread.start()
     thread.join()
     assert not np.shares_memory(other["x"], larger)  # another thread: its own
-
-
-def test_small_arrays_are_fresh():
-    small = scratch_module.SCRATCH_MIN - 1
-    assert not np.shares_memory(scratch("z", (small,)), scratch("z", (small,)))
 
 
 def _solved(name, seed, batch):
@@ -50,7 +37,7 @@ def _solved(name, seed, batch):
     return sol, w, dirs
 
 
-def test_results_do_not_alias_the_scratch_arrays(every_array_reused):
+def test_results_do_not_alias_the_scratch_arrays():
     """A later batched solve (another program, larger blocks) must not change what an
     earlier vjp or jvp returned."""
     first, w1, d1 = _solved("sdp_nearest_correlation", 0, 4)
@@ -64,7 +51,7 @@ def test_results_do_not_alias_the_scratch_arrays(every_array_reused):
     assert not first._derivative.factors and not second._derivative.factors  # both went through the batched solve
 
 
-def test_vjps_in_two_threads_match_serial_ones(every_array_reused):
+def test_vjps_in_two_threads_match_serial_ones():
     jobs = [_solved("sdp_nearest_correlation", 2, 3)[:2], _solved("qp_box_projection", 3, 5)[:2]]
     serial = [sol.vjp(*w) for sol, w in jobs]
     results = [[], []]
@@ -85,7 +72,7 @@ def test_vjps_in_two_threads_match_serial_ones(every_array_reused):
                 np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
-def test_pair_pivot_solutions_are_not_views_of_scratch(every_array_reused):
+def test_pair_pivot_solutions_are_not_views_of_scratch():
     """z and the residual of one pair-pivot solve survive the next solve's (same thread,
     same scratch arrays): they are the caller's own arrays."""
     from test_pair_pivots import pivots_of, planted

@@ -27,7 +27,6 @@ from dpplayers._derivative import (
     linear_solvers,
     pair_pivots,
     qp_elements,
-    scratch,
 )
 from dpplayers._solve import qp_route
 from dpplayers.cones import _exponential as exponential
@@ -61,7 +60,6 @@ def _instrument(monkeypatch) -> Counter:
       lambda a, o: len(a) > 4 and a[4] is not None and a[4] < a[0].shape[1] - a[2])
     w(lifted_direct, "lifted_operator", "lifted J in Direct")
     w(pair_pivots, "_solve_one", "gesv per element")
-    w(pair_pivots, "scratch", "scratch buffers", lambda a, o: np.prod(a[1]) >= scratch.SCRATCH_MIN)
     w(linear_solvers._AntiDiagonalLU, "__init__", "LP basis LU")
     w(linear_solvers.SparseLU, "__init__", "SuperLU")
     w(linear_solvers.DenseLU, "__init__", "single-precision LU", lambda a, o: a[0].single)
@@ -81,7 +79,6 @@ ROUTE_CASES = {
     "batched dense solve": "abs-0",
     "gesv per element": "abs-2",
     "inactive rows compacted": "lasso_box-0",
-    "scratch buffers": "lp_medium-2",
     "diagonal pivots": "soc_projection_large-0",
     "LP basis LU": "lp_medium-0",
     "SuperLU": "medium_mixed-0",
