@@ -14,7 +14,6 @@ import functools
 from collections import Counter
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 from zoo_cases import cases
 from zoo_oracles import run_case

@@ -567,7 +567,7 @@ def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
     was as fast or faster on every workload that took it (qp50 0.95–1.00, eq_lsq 0.97–1.00,
     lp_inactive 0.93–0.97; soc_proj 1.01–1.06), numpy's needing the probe as an extra
     right-hand side column."""
-    b, r, k = rhs.shape
+    b, r = rhs.shape[:2]
     if not r:
         return np.zeros(rhs.shape)
     if b == 1:
