@@ -47,13 +47,14 @@ class Route:
     off: object
     what: str
     workloads: tuple[str, ...]
+    name: str = ""  # where two routes share a constant's name (default: the constant)
 
 
-ROUTES = {r.constant: r for r in (
+ROUTES = {r.name or r.constant: r for r in (
     Route(plan, "DENSE_ORDER", -1, "small J of a batch in one LAPACK call",
           ("qp50", "soc_proj", "ncm", "eq_lsq", "lp_inactive")),
-    Route(plan, "DENSE_FULL_ORDER", -1, "a quarter-full J of a batch in one LAPACK call up to order 400",
-          ("qp200", "ncm_norm")),
+    Route(plan, "MIXED_MIN_ORDER", -1, "a quarter-full J of a batch solved together up to order 500",
+          ("qp200", "ncm_norm"), "FULL_BATCHED"),
     Route(pair_pivots, "DIAGONAL_MIN", OFF, "S's leading diagonal pivots eliminated first",
           ("soc_proj", "ncm", "eq_lsq", "mpc20", "sparsemax", "psd_proj")),
     Route(pair_pivots, "SCHUR_TERMS_MAX", -1, "S's update summed pair by pair (off: one dense product)",

@@ -136,11 +136,11 @@ def test_every_elimination_route_matches_finite_differences(name, mode, route, b
     prog = dpplayers.compile(prob, params, [x], solver="CLARABEL")
     if route == "per_element":
         monkeypatch.setattr(plan_module, "DENSE_ORDER", -1)
-        monkeypatch.setattr(plan_module, "DENSE_FULL_ORDER", -1)
+        monkeypatch.setattr(plan_module, "MIXED_MIN_ORDER", -1)
     if route == "dropping":
         order = prog.kkt_pattern.plan.pairs.reduced_order
         monkeypatch.setattr(plan_module, "DENSE_ORDER", order - 1)
-        monkeypatch.setattr(plan_module, "DENSE_FULL_ORDER", order - 1)
+        monkeypatch.setattr(plan_module, "MIXED_MIN_ORDER", order - 1)
     which = [0] if batch is None else [k % 2 for k in range(batch)]
     values = points[0] if batch is None else [np.stack([points[k][i] for k in which])
                                               for i in range(len(params))]

@@ -226,7 +226,7 @@ def test_batched_dense_solve_drops_inactive_rows(name, monkeypatch):
     case, prog = (compiled(name) if name in CASES else _ridge_box())
     pattern = prog.kkt_pattern
     assert pattern.plan.inactive is not None
-    for limit in ("DENSE_ORDER", "DENSE_FULL_ORDER"):
+    for limit in ("DENSE_ORDER", "MIXED_MIN_ORDER"):
         monkeypatch.setattr(plan_module, limit, pattern.plan.pairs.reduced_order - 1)
     rng = np.random.default_rng(4)
     samples = [case.sample(rng) for _ in range(5)]
@@ -250,7 +250,7 @@ def test_dropping_inactive_rows_is_exact_for_any_right_hand_side(transpose, monk
     case, prog = _ridge_box()
     monkeypatch.setattr(plan_module, "DENSE_ORDER",
                         prog.kkt_pattern.plan.pairs.reduced_order - 1)
-    monkeypatch.setattr(plan_module, "DENSE_FULL_ORDER",
+    monkeypatch.setattr(plan_module, "MIXED_MIN_ORDER",
                         prog.kkt_pattern.plan.pairs.reduced_order - 1)
     rng = np.random.default_rng(5)
     sol = prog.solve(*[np.stack(v) for v in zip(*[case.sample(rng) for _ in range(4)])],
@@ -287,7 +287,7 @@ def test_elements_whose_active_rows_stay_too_many_go_to_direct(monkeypatch):
     order = prog.kkt_pattern.plan.pairs.reduced_order  # x, and the 2n bound rows
     n = case.parameters[0].shape[0]
     monkeypatch.setattr(plan_module, "DENSE_ORDER", order - n - 1)
-    monkeypatch.setattr(plan_module, "DENSE_FULL_ORDER", order - n - 1)
+    monkeypatch.setattr(plan_module, "MIXED_MIN_ORDER", order - n - 1)
     ys = np.stack([np.full(n, 0.1), np.full(n, 3.0)])  # all bounds inactive / half active
     sol = prog.solve(ys, solver_args=TIGHT)
     w = np.random.default_rng(0).standard_normal((2, n))

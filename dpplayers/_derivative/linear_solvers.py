@@ -53,7 +53,7 @@ from .elimination import (
     free_auxiliaries,
 )
 from .kkt import KKTOperator
-from .plan import DENSE_FRACTION, DENSE_MAX_ORDER, DENSE_ORDER
+from .plan import DENSE_FRACTION, DENSE_MAX_ORDER, DENSE_ORDER, MIXED_MIN_ORDER
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -288,13 +288,11 @@ class Direct(AbstractLinearSolver):
         return z, steps
 
 
-#: Dense LUs from this order on are computed in single precision (LAPACK's sgetrf, about
-#: half dgetrf's time: order 1,000 9 ms against 16 ms here) and the solves refined in double
-#: against J itself (``Direct._refined_solve``), the scheme of LAPACK's dsgesv: two or three
-#: steps reach double precision's residual when cond(J) is well below 1/eps_single; if they
-#: do not, the LU is redone in double.
-MIXED_MIN_ORDER = 500
-#: ... the relative residual refinement must reach (a double LU's gives ~1e-14 to 1e-13).
+#: Dense LUs from :data:`.plan.MIXED_MIN_ORDER` on are single-precision ones, their solves
+#: refined in double against J itself (``Direct._refined_solve``), the scheme of LAPACK's
+#: dsgesv: two or three steps reach double precision's residual when cond(J) is well below
+#: 1/eps_single; if they do not, the LU is redone in double. The relative residual
+#: refinement must reach (a double LU's gives ~1e-14 to 1e-13):
 MIXED_TOL = 1e-12
 #: A single-precision LU whose condition estimate is above this is redone in double before
 #: the near-singularity test (float32's estimate is unreliable from about 1/eps_single).

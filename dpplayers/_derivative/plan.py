@@ -50,12 +50,17 @@ FloatArray = npt.NDArray[np.float64]
 #: but the MPC's LU of 203 was then batched without dropping its inactive rows, 1.13–1.40×
 #: slower (quiet machine, interleaved).
 DENSE_ORDER = 200
-#: A J at least DENSE_FRACTION full (nonzeros / order², the dense QPs of OptNet layers), or
-#: whose batched LU's matrix is (S less its diagonal pivots: the spectraplex projection's,
-#: order 211), is batched up to this order instead: its per-element LU would be a dense one
-#: of the same order or more, one at a time (qp200, order 350 and 80% full, batch 32:
-#: 246–395 ms per element against 112–131 ms batched).
-DENSE_FULL_ORDER = 400
+#: Dense LUs from this order on are computed in single precision and refined in double
+#: (:class:`~.linear_solvers.DenseLU`: LAPACK's sgetrf takes about half dgetrf's time, order
+#: 1,000 9 ms against 16 ms here; the sparse LP's backward 1.68–1.84× faster, ``routes.py``).
+#: Below it, a J at least DENSE_FRACTION full (nonzeros / order², the dense QPs of OptNet
+#: layers), or whose batched LU's matrix is (S less its diagonal pivots: the spectraplex
+#: projection's, order 211), is batched up to this order instead of DENSE_ORDER: its
+#: per-element LU would be a dense double one of the same order or more, one at a time
+#: (qp200, order 350 and 80% full, batch 32: 246–395 ms per element against 112–131 ms
+#: batched; an OptNet QP of order 450, batched against per element, interleaved: 0.69 /
+#: 0.95 / 0.75 at batch 1 / 8 / 32, 2026-12-07, where a separate limit of 400 stood).
+MIXED_MIN_ORDER = 500
 #: A J (or a sparse LU's factors) at least this full is factorised densely up to
 #: DENSE_MAX_ORDER: SuperLU's fill approaches dense anyway (200-variable QP, order 297 and
 #: 89% full: LAPACK 0.5 ms, SuperLU 1.7 ms; the sparse LP's basis, order 1,000 with 1% random
@@ -152,7 +157,7 @@ class EliminationPlan:
     @property
     def batched_limit(self) -> int:
         """The largest reduced order the batched executor takes for this J."""
-        return DENSE_FULL_ORDER if self.full else DENSE_ORDER
+        return MIXED_MIN_ORDER if self.full else DENSE_ORDER
 
     @functools.cached_property
     def smallest_batched_order(self) -> int:
