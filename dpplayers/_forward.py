@@ -10,10 +10,8 @@ reduced accuracy) keeps its point and warns, as CVXPY and cvxpylayers do; with
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -27,6 +25,7 @@ from ._solve import qp_route
 from ._solve.backends import AbstractConeSolver, ConeData, RawSolution, Status
 from ._solve.solver_args import translate
 from ._sparse import data_column
+from ._threads import CPU_COUNT, parallel_map
 from .errors import InaccurateSolutionWarning, SolverError
 
 FloatArray = npt.NDArray[np.float64]
@@ -40,8 +39,6 @@ ElementRunner: TypeAlias = Callable[["SolveCall", FloatArray, FloatArray, list, 
 INACCURATE_POLICIES = ("warn", "fail")
 #: Batches at least this large are solved on a thread pool (``solver_args={"n_jobs": k}``).
 MIN_PARALLEL_BATCH = 4
-#: Default pool size: the machine's cores.
-CPU_COUNT = os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -146,12 +143,8 @@ def solve_elements(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolutio
             _solve_element(prog, call, data, 0, warm[0])]
     else:
         todo = [k for k in range(nb) if routed[k] is None]
-        workers = min(n_jobs, len(todo))
-        if workers > 1 and len(todo) >= MIN_PARALLEL_BATCH:
-            solved = list(_executor(workers).map(
-                lambda k: _solve_element(prog, call, data, k, warm[k]), todo))
-        else:
-            solved = [_solve_element(prog, call, data, k, warm[k]) for k in todo]
+        solved = parallel_map(lambda k: _solve_element(prog, call, data, k, warm[k]), todo,
+                              n_jobs if len(todo) >= MIN_PARALLEL_BATCH else 1)
         results = list(routed)
         for k, raw in zip(todo, solved):
             results[k] = raw
@@ -184,9 +177,7 @@ def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution 
     chunks = qp_route.chunks(prog.n, prog.m, nb, n_jobs)
     if len(chunks) == 1:
         return qp_route.solve(batch)
-    workers = min(n_jobs, len(chunks))
-    run = (lambda keep: qp_route.solve(batch.take(keep)))
-    parts = _executor(workers).map(run, chunks) if workers > 1 else map(run, chunks)
+    parts = parallel_map(lambda keep: qp_route.solve(batch.take(keep)), chunks, n_jobs)
     return [raw for part in parts for raw in part]
 
 
@@ -282,13 +273,6 @@ def _refined(prog, data: tuple, k: int, raw: RawSolution, steps: int) -> RawSolu
                                prog.kkt_pattern, prog.dual_cone)
     return RawSolution(x, y, s, raw.status, raw.solver_status, raw.iterations, raw.seconds,
                        raw.setup_seconds, kept=raw.kept)  # factors of the data: still valid
-
-
-@functools.cache
-def _executor(workers: int) -> ThreadPoolExecutor:
-    """A shared pool per worker count. SCS and Clarabel release the GIL while they solve,
-    so batch elements run in parallel on the machine's cores."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dpplayers")
 
 
 def _warm_starts(previous: Solution, nb: int, prog) -> list[RawSolution | None]:

@@ -24,6 +24,7 @@ from scipy.linalg import blas
 
 from .._cached import cached
 from .._sparse import data_columns
+from .._threads import CPU_COUNT, blas_single_threaded, parallel_map
 from ..cones import BatchedProjectionDerivative, ProjectionDerivative
 from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
@@ -216,7 +217,10 @@ class BatchDerivative:
         if self.mode == "direct" and todo:
             pattern = self.batch_pattern
             lifted = pattern.lift is not None
-            for where, batch in self.dense_batches([keys[i] for i in todo]):
+
+            def run(chunk: tuple[list[int], tuple]) -> tuple[list[int], FloatArray, FloatArray]:
+                where, spec = chunk
+                batch = self._dense_batch(*spec)
                 rows = [todo[j] for j in where]
                 # rhs as it is only where the chunk is every element in order (chunks of
                 # elements that drop rows come in order of their reduced order)
@@ -228,6 +232,13 @@ class BatchDerivative:
                 z, residual = batch.solve(part, transpose)
                 if lifted:
                     z = z.take(pattern.position, 1)
+                return rows, z, residual
+
+            chunks = self._chunks([keys[i] for i in todo])
+            # on the cores where BLAS keeps to one thread (see dpplayers._threads); the
+            # blocks live in per-thread scratch arrays
+            solved = parallel_map(run, chunks, CPU_COUNT if blas_single_threaded() else 1)
+            for rows, z, residual in solved:
                 for j, i in enumerate(rows):
                     if residual[j] <= BATCH_RESIDUAL_TOL:
                         out[i] = z[j, : rhs.shape[1]]
@@ -264,16 +275,20 @@ class BatchDerivative:
         order of their LU (J's after pair elimination, less S's diagonal pivots) is at most
         the plan's ``batched_limit``, else those whose inactive inequality rows bring it
         there."""
+        for places, chunk in self._chunks(keys):
+            yield places, self._dense_batch(*chunk)
+
+    def _chunks(self, keys: list[int]) -> list[tuple[list[int], tuple]]:
+        """:meth:`dense_batches`' chunks, each as its places and what builds its DenseBatch
+        (elements, their D values, their dropped rows): built where it is solved."""
         if not self.batched_dense:
-            return
-        prog = self.program
-        pattern = self.batch_pattern
-        plan = pattern.plan
+            return []
+        plan = self.batch_pattern.plan
         # S's order (what the blocks hold) against the limit on the LU's, less S's diagonal pivots
         order, limit = plan.pairs.reduced_order, self.dense_limit + plan.pairs.diagonal
         places = list(range(len(keys)))
         D, place = self.projections()
-        D_values = pattern.d_values(D)
+        D_values = self.batch_pattern.d_values(D)
         where = [place[k] for k in keys]
         if where != list(range(D.count)):
             D_values = D_values[:, where]
@@ -287,12 +302,16 @@ class BatchDerivative:
             keys, D_values, drop = [keys[i] for i in taken], D_values[:, taken], drop[taken]
             places = taken.tolist()
             order = int(orders[taken].max(initial=0))
-        step = 1 if len(keys) <= 1 else DenseBatch.chunk(pattern, order)  # (no arithmetic at 1)
-        for i in range(0, len(keys), step):
-            at = slice(i, i + step)
-            P_data = data_columns(self.data[0], keys[at]) if prog.P is not None else None
-            values = pattern.entries(P_data, data_columns(self.data[1], keys[at]), D_values[:, at])
-            yield places[at], DenseBatch(pattern, values.T, None if drop is None else drop[at])
+        step = 1 if len(keys) <= 1 else DenseBatch.chunk(self.batch_pattern, order)
+        return [(places[i : i + step], (keys[i : i + step], D_values[:, i : i + step],
+                                         None if drop is None else drop[i : i + step]))
+                for i in range(0, len(keys), step)]
+
+    def _dense_batch(self, keys: list[int], D_values: FloatArray,
+                     drop: npt.NDArray[np.bool_] | None) -> DenseBatch:
+        P_data = data_columns(self.data[0], keys) if self.program.P is not None else None
+        values = self.batch_pattern.entries(P_data, data_columns(self.data[1], keys), D_values)
+        return DenseBatch(self.batch_pattern, values.T, drop)
 
     def projection(self, k: int) -> ProjectionDerivative:
         """DΠ_K*(v) at element k's solution alone (for its own factorisation)."""
