@@ -145,16 +145,22 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
            ((f"QPs ≥ {1 / TARGET_VS_QPTH:g}× faster than qpth at batches "
              f"{', '.join(map(str, QPTH_BATCHES))} (dpplayers-torch / qpth, fwd+bwd)"),
             *_cells(rows, "fwd+bwd torch/qpth", TARGET_VS_QPTH, QPTH_BATCHES))]
-    errs = [(a["workload"], max(a.get("dir_rel_err") or 0.0, a.get("grad_rel_err") or 0.0))
-            for a in results["accuracy"] if a["library"] == "dpplayers"]
-    if errs:
-        worst = max(errs, key=lambda t: t[1])
-        over = [f"{w} {e:.1e}" for w, e in errs if e > TARGET_GRAD_ERR]
-        out.append(((f"gradient relative error ≤ {TARGET_GRAD_ERR:g} against the tight "
-                     "reference (dpplayers; directional vs finite differences, and whole "
-                     "gradient)"),
-                    f"worst {worst[1]:.1e} ({worst[0]}); over: "
-                    + (", ".join(over) if over else "none"), not over))
+    ours = [a for a in results["accuracy"] if a["library"] == "dpplayers"]
+    for key, what, target in (
+            ("grad_rel_err", (f"gradient relative error ≤ {TARGET_GRAD_ERR:g} against the tight "
+                              "reference (dpplayers; the whole gradient against the "
+                              "reference's exact one)"), True),
+            ("dir_rel_err", ("... and along the probe's direction against finite differences "
+                             "of tight solves (a check, not the issue's target: relative to the "
+                             "directional derivative, which can be small against the gradient)"),
+             False)):
+        errs = [(a["workload"], a[key]) for a in ours if a.get(key) is not None]
+        if errs:
+            worst = max(errs, key=lambda t: t[1])
+            over = [f"{w} {e:.1e}" for w, e in errs if e > TARGET_GRAD_ERR]
+            out.append((what, f"worst {worst[1]:.1e} ({worst[0]}); over: "
+                        + (", ".join(over) if over else "none"),
+                        not over if target else None))
     return out
 
 
@@ -195,7 +201,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for what, measured, ok in targets(results):
-        lines.append(f"| {what} | {measured} | {'yes' if ok else 'NO'} |")
+        lines.append(f"| {what} | {measured} | {'–' if ok is None else 'yes' if ok else 'NO'} |")
     lines += ["", "### Time ratios (below 1: dpplayers takes less time)", "",
               ("`dpp` = dpplayers NumPy API, `torch` = dpplayers.torch layer, `cvxl` = "
               "cvxpylayers (torch, diffcp, SCS), `bare` = SCS alone on the same cone program."),
@@ -245,7 +251,7 @@ def summary(results: dict[str, Any]) -> str:
                      + " ".join(f"{_r(r[t]):>18s}" for t in RATIOS))
     lines.append("\ntargets (issue #21):")
     for what, measured, ok in targets(results):
-        lines.append(f"  [{'met' if ok else 'NOT MET'}] {what}: {measured}")
+        lines.append(f"  [{'check' if ok is None else 'met' if ok else 'NOT MET'}] {what}: {measured}")
     return "\n".join(lines)
 
 
