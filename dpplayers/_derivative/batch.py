@@ -237,7 +237,8 @@ class BatchDerivative:
             chunks = self._chunks([keys[i] for i in todo])
             # on the cores where BLAS keeps to one thread (see dpplayers._threads); the
             # blocks live in per-thread scratch arrays
-            solved = parallel_map(run, chunks, CPU_COUNT if blas_single_threaded() else 1)
+            pooled = len(chunks) > 1 and blas_single_threaded()  # (asking costs ~10 µs)
+            solved = parallel_map(run, chunks, CPU_COUNT if pooled else 1)
             for rows, z, residual in solved:
                 for j, i in enumerate(rows):
                     if residual[j] <= BATCH_RESIDUAL_TOL:
