@@ -255,7 +255,8 @@ def test_flagged_answer_is_the_truncated_minimum_norm_least_squares_solution():
     sigma = np.linalg.svd(J, compute_uv=False)
     assert 1e9 < sigma[0] / sigma[-1] and sigma[-2] / sigma[0] > 1e-3  # one tiny singular value
     rhs = np.random.default_rng(4).standard_normal((J.shape[0], 2))
-    (_, batch), = sol._derivative.dense_batches([0])
+    (_, build), = sol._derivative.dense_batches([0])
+    batch = build()
     for transpose in (False, True):
         M = J.T if transpose else J
         ref = np.linalg.lstsq(M, rhs, rcond=1 / CONDITION_LIMIT)[0]

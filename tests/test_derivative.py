@@ -255,7 +255,8 @@ def test_dropping_inactive_rows_is_exact_for_any_right_hand_side(transpose, monk
     rng = np.random.default_rng(5)
     sol = prog.solve(*[np.stack(v) for v in zip(*[case.sample(rng) for _ in range(4)])],
                      solver_args=TIGHT)
-    (_, batch), = sol._derivative.dense_batches(list(range(4)))
+    (_, build), = sol._derivative.dense_batches(list(range(4)))
+    batch = build()
     assert batch.drop is not None and batch.drop.sum(axis=1).min() > 0
     pattern, N = prog.kkt_pattern, prog.n + prog.m
     rhs = rng.standard_normal((4, N, 2))
@@ -367,7 +368,8 @@ def test_a_singular_element_of_a_dense_batch_reports_an_infinite_residual():
     prog, sample = socp_projection()
     rng = np.random.default_rng(6)
     sol = prog.solve(*[np.stack(v) for v in zip(*[sample(rng) for _ in range(3)])])
-    (_, batch), = sol._derivative.dense_batches([0, 1, 2])
+    (_, build), = sol._derivative.dense_batches([0, 1, 2])
+    batch = build()
     kind = prog.kkt_pattern.plan.pairs.kind
     values = batch.values.copy()
     values[1, (kind == PQ) | (kind == QP)] = 0.0

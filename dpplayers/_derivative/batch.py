@@ -13,8 +13,9 @@ statistics are kept.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,9 +219,10 @@ class BatchDerivative:
             pattern = self.batch_pattern
             lifted = pattern.lift is not None
 
-            def run(chunk: tuple[list[int], tuple]) -> tuple[list[int], FloatArray, FloatArray]:
-                where, spec = chunk
-                batch = self._dense_batch(*spec)
+            def run(chunk: tuple[list[int], Callable[[], DenseBatch]],
+                    ) -> tuple[list[int], FloatArray, FloatArray]:
+                where, build = chunk
+                batch = build()
                 rows = [todo[j] for j in where]
                 # rhs as it is only where the chunk is every element in order (chunks of
                 # elements that drop rows come in order of their reduced order)
@@ -234,7 +236,7 @@ class BatchDerivative:
                     z = z.take(pattern.position, 1)
                 return rows, z, residual
 
-            chunks = self._chunks([keys[i] for i in todo])
+            chunks = self.dense_batches([keys[i] for i in todo])
             # on the cores where BLAS keeps to one thread (see dpplayers._threads); the
             # blocks live in per-thread scratch arrays
             pooled = len(chunks) > 1 and blas_single_threaded()  # (asking costs ~10 µs)
@@ -269,19 +271,14 @@ class BatchDerivative:
         (a lifted J̃ is sparser than the J whose dense LU it stands for)."""
         return self.program.kkt_pattern.plan.batched_limit
 
-    def dense_batches(self, keys: list[int]) -> Iterator[tuple[list[int], DenseBatch]]:
+    def dense_batches(self, keys: list[int]) -> list[tuple[list[int], Callable[[], DenseBatch]]]:
         """The elements that :class:`DenseBatch` takes, in chunks of ~BATCH_DENSE_BYTES
         (larger temporaries are handed back to the OS when freed and page-faulted in again
-        on every call), each with its elements' places in ``keys``: all of them when the
+        on every call), each with its elements' places in ``keys`` and what builds its
+        DenseBatch (built where it is solved: on the thread pool): all of them when the
         order of their LU (J's after pair elimination, less S's diagonal pivots) is at most
         the plan's ``batched_limit``, else those whose inactive inequality rows bring it
         there."""
-        for places, chunk in self._chunks(keys):
-            yield places, self._dense_batch(*chunk)
-
-    def _chunks(self, keys: list[int]) -> list[tuple[list[int], tuple]]:
-        """:meth:`dense_batches`' chunks, each as its places and what builds its DenseBatch
-        (elements, their D values, their dropped rows): built where it is solved."""
         if not self.batched_dense:
             return []
         plan = self.batch_pattern.plan
@@ -304,8 +301,9 @@ class BatchDerivative:
             places = taken.tolist()
             order = int(orders[taken].max(initial=0))
         step = 1 if len(keys) <= 1 else DenseBatch.chunk(self.batch_pattern, order)
-        return [(places[i : i + step], (keys[i : i + step], D_values[:, i : i + step],
-                                         None if drop is None else drop[i : i + step]))
+        return [(places[i : i + step],
+                 functools.partial(self._dense_batch, keys[i : i + step], D_values[:, i : i + step],
+                                   None if drop is None else drop[i : i + step]))
                 for i in range(0, len(keys), step)]
 
     def _dense_batch(self, keys: list[int], D_values: FloatArray,
