@@ -74,7 +74,7 @@ import scipy.sparse.linalg as spla
 
 from ..cones import ProductCone, ProjectionDerivative
 from .kkt import KKTOperator, data_adjoint, data_rhs
-from .linear_solvers import SolveStats
+from .linear_solvers import SolveStats, relative_residual
 from .plan import DENSE_MAX_ORDER
 
 FloatArray = npt.NDArray[np.float64]
@@ -287,10 +287,5 @@ class EmbeddingLSQR:
         if stalled and op.in_size <= DENSE_MAX_ORDER:
             z = sla.lstsq(op.as_matrix(), rhs, check_finite=False)[0]
             converged = True
-        # per column, relative to its right-hand side; a column that is zero but for rounding
-        # (a jacobian's parameter that barely enters) is measured against the largest one:
-        # LSQR stops relative to each column, so its residual there is rounding noise too
-        norms = np.linalg.norm(rhs, axis=0)
-        floor = max(np.sqrt(np.finfo(float).eps) * norms.max(initial=0.0), 1e-300)
-        res = np.linalg.norm(op.mv(z) - rhs, axis=0) / np.maximum(norms, floor)
-        return z, SolveStats(float(res.max(initial=0.0)), iters, converged, fell_back=stalled)
+        return z, SolveStats(relative_residual(op.mv(z) - rhs, rhs), iters, converged,
+                             fell_back=stalled)
