@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from dpplayers._derivative.pair_pivots import PairPivots
+from dpplayers._derivative.pair_pivots import PairPivots, as_indices
 
 
 def planted(rng, r=7, e=4, b=3):
@@ -157,6 +157,29 @@ def leading_diagonal(rng, k=18, c=6, b=3):
     mats[:, p, p] = rng.uniform(1, 2, (b, k))
     mats[:, p, q] = mats[:, q, p] = 1.0
     return mats
+
+
+def test_pivot_update_goes_line_by_line_where_lines_hold_one_entry():
+    """Rows of C that each meet one x (a bound x_i ≥ 0, a PSD row on its variable) and one
+    that meets them all (Σ x = 1): S's update by the x pivots row by row, a dense product
+    for the full row alone; for Jᵀ the same lines are columns. Exact either way."""
+    rng = np.random.default_rng(13)
+    k, c, b = 18, 20, 3
+    mats = leading_diagonal(rng, k=k, c=c, b=b)
+    x, C = np.arange(k), k + np.arange(c)
+    mats[:, C[:, None], x[None, :]] = 0.0
+    mats[:, C[:k], x] = rng.standard_normal((b, k))  # row C_i meets x_i alone
+    mats[:, C[k], x] = rng.standard_normal((b, k))  # C_18 meets every x; C_19 none
+    N = mats.shape[1]
+    pv, values = pivots_of(mats, may_be_diagonal=np.arange(N) < k)
+    assert pv.diagonal == k
+    lines, lines_T = pv.lines, pv.transposed.lines
+    assert lines.rows and as_indices(lines.single).size == k and lines.dense.tolist() == [k]
+    assert lines_T is not None and not lines_T.rows  # Jᵀ: S_IC's columns
+    assert_solves_exactly(pv, values, mats, rng.standard_normal((b, N, 2)))
+    # where x meets C densely both ways, the dense product stays
+    dense = leading_diagonal(rng)
+    assert pivots_of(dense, may_be_diagonal=np.arange(dense.shape[1]) < k)[0].lines is None
 
 
 def test_leading_diagonal_pivots_of_s_are_eliminated_exactly():

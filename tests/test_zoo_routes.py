@@ -57,6 +57,10 @@ def _instrument(monkeypatch) -> Counter:
     w(pair_pivots, "_solve_reduced", "diagonal pivots", lambda a, o: a[2] > 0)
     w(pair_pivots, "_solve_reduced", "lifted SOC rows divided out",
       lambda a, o: len(a) > 4 and a[4] is not None and a[4] < a[0].shape[1] - a[2])
+    w(pair_pivots, "_solve_reduced", "pivot update by rows of one entry",
+      lambda a, o: len(a) > 5 and a[5] is not None and a[5].rows)
+    w(pair_pivots, "_solve_reduced", "pivot update by columns of one entry",
+      lambda a, o: len(a) > 5 and a[5] is not None and not a[5].rows)
     w(lifted_direct, "lifted_operator", "lifted J in Direct")
     w(pair_pivots, "_solve_one", "gesv per element")
     w(linear_solvers._AntiDiagonalLU, "__init__", "LP basis LU")
@@ -91,6 +95,8 @@ ROUTE_CASES = {
     "lifted J in Direct": "soc_norm_huge-0",
     "dense QP route's kept factors": "qp_route_dense-0",
     "PSD derivative over the fewer columns": "psd_projection_large-0",
+    "pivot update by rows of one entry": "psd_projection_large-0",
+    "pivot update by columns of one entry": "psd_projection_large-0",
     "exponential DPi row by row": "gp_box-0",
 }
 

@@ -39,7 +39,11 @@ def _scalar_blocks(d_rows: Index, coupled: npt.NDArray[np.bool_]) -> tuple[Index
 
 #: D blocks of at least this order get Aᵀ D as a dense product: pairing each A entry with
 #: the d entries of its row of D costs d gathers per entry (a 31-row SOC with dense rows
-#: of A: 46,000 pairs and 0.17 ms), the product d² flops per distinct column.
+#: of A: 46,000 pairs and 0.17 ms), the product d² flops per distinct column. Not where
+#: each of the block's rows of A holds at most one entry (``X >> 0`` on a variable: Aᵀ D
+#: is D's rows scaled), the product of order u = d then being d³ multiply-adds for d²
+#: pairs: the spectraplex projection's PSD block of 210 rows, backward at batch 8 19.3
+#: against 23.1 ms, at batch 1 1.90 against 2.35 ms.
 DENSE_BLOCK = 6
 
 
@@ -68,7 +72,8 @@ class _DenseProduct:
 def _dense_products(n: int, m: int, A_rows: Index, A_cols: Index, cone: ProductCone,
                     lift: LiftLayout | None) -> tuple[list[_DenseProduct], npt.NDArray[np.bool_]]:
     """One :class:`_DenseProduct` per D block of order ≥ DENSE_BLOCK (not lifted: a lifted
-    block's D entries are its diagonal), and a mask of the rows left to the pairing."""
+    block's D entries are its diagonal) whose rows of A hold more than one entry somewhere,
+    and a mask of the rows left to the pairing."""
     small = np.ones(m, bool)
     dense, start = [], 0
     by_row = np.argsort(A_rows, kind="stable")
@@ -82,6 +87,8 @@ def _dense_products(n: int, m: int, A_rows: Index, A_cols: Index, cone: ProductC
         if d >= DENSE_BLOCK:
             for b in range(k):
                 rows = idx[b]
+                if (row_starts[rows + 1] - row_starts[rows] <= 1).all():
+                    continue  # one entry a row (X ⪰ 0 on a variable): d pairs each
                 small[rows] = False
                 ent = np.concatenate([by_row[row_starts[r]:row_starts[r + 1]] for r in rows])
                 local = np.repeat(np.arange(d), row_starts[rows + 1] - row_starts[rows])
@@ -141,8 +148,8 @@ class KKTPattern:
         for (_, idx), is_lifted in zip(cone.groups, lift.lifted if lift is not None else ()):
             coupled[idx.ravel()] = is_lifted
         scalar_rows, scalar_d = _scalar_blocks(d_rows, coupled)
-        # Aᵀ D of blocks of order ≥ DENSE_BLOCK as small dense products (below); of the
-        # others by pairing every A entry (i, j) with every D entry (i, c) in the same row i
+        # Aᵀ D of blocks of order ≥ DENSE_BLOCK with fuller rows of A as small dense products
+        # (below); of the others by pairing every A entry (i, j) with every D entry (i, c) in the same row i
         dense, small_rows = _dense_products(n, m, A_rows, A_cols, cone, lift)
         paired = np.flatnonzero(small_rows[A_rows])
         order = np.argsort(d_rows, kind="stable")
