@@ -77,6 +77,21 @@ def set_columns(target: FloatArray, at: npt.NDArray[np.intp], values: FloatArray
         target[:, at] = values
 
 
+def gather(a: FloatArray, at: npt.NDArray[np.intp], axis: int) -> FloatArray:
+    """``a.take(at, axis)``, but never copying ``a`` whole: ``np.take`` first makes a
+    non-contiguous input contiguous (a view of the batched solve's blocks at batch 16:
+    0.78 ms against 0.12 ms of fancy indexing; lsq_norm's transposed (nnz, b) values, 5
+    elements: 200 µs against 2 µs for 300 entries). A transposed 2-D array is taken along
+    its contiguous side, any other view by fancy indexing."""
+    if a.flags.c_contiguous:
+        return a.take(at, axis)
+    if a.ndim == 2 and a.T.flags.c_contiguous:
+        return a.T.take(at, 1 - axis).T
+    index: list = [slice(None)] * a.ndim
+    index[axis] = at
+    return a[tuple(index)]
+
+
 def data_column(arr: FloatArray, k: int) -> FloatArray:
     """Element k's column of a data array (a map that ignores θ has one, shared)."""
     return arr[:, k if arr.shape[1] > 1 else 0]

@@ -135,12 +135,16 @@ def test_sparse_schur_update_is_exact_where_products_repeat_a_place():
         terms = pv.schur_terms
         assert terms is not None and terms.starts is not None  # summed where places repeat
         assert terms.j.size == pv.q.size and terms.target_i.size == pv.q.size - 1
+        # J_RQ and J_QR held as their entries, two of J_RQ's in one row (a product sums them)
+        rq, qr = pv.transposed._entries
+        assert rq._runs is not None or qr._runs is not None
         assert_solves_exactly(pv, values, mats, rng.standard_normal((b, mats.shape[1], 2)))
 
 
 def test_dense_couplings_keep_the_dense_schur_update():
     pv, _ = pivots_of(planted(np.random.default_rng(8))[0])
     assert pv.schur_terms is None  # each pair meets all of R: 49 products per pair
+    assert pv._entries is None  # and J_RQ, J_QR are dense blocks
 
 
 def leading_diagonal(rng, k=18, c=6, b=3):

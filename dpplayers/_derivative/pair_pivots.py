@@ -41,7 +41,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack
 
-from .._sparse import concatenated_ranges, set_columns, sorted_runs
+from .._sparse import concatenated_ranges, gather, set_columns, sorted_runs
 from .conditioning import PROBE_SUSPECT, probe
 from .scratch import scratch
 
@@ -54,8 +54,8 @@ class ReducedBlocks:
     """J_RR, J_RQ, J_QR and the pivot entries of one matrix or a batch (leading axis b)."""
 
     RR: FloatArray  # (b, r, r)
-    RQ: FloatArray  # (b, |rq_rows|, e): J_RQ's rows that hold anything
-    QR: FloatArray  # (b, e, |qr_cols|): J_QR's columns that hold anything
+    RQ: FloatArray  # (b, |rq_rows|, e): J_RQ's rows that hold anything; or its entries
+    QR: FloatArray  # (b, e, |qr_cols|): J_QR's columns that hold anything; or its entries
     P: FloatArray  # (b, e, 1): the (p, p) entries (a trailing axis for right-hand sides)
     a: FloatArray  # (b, e, 1): (p, q)
     a2: FloatArray  # (b, e, 1): (q, p)
@@ -66,6 +66,16 @@ class ReducedBlocks:
     diagonal: int = 0  # S's leading diagonal pivots (see ``PairPivots.diagonal``)
     reach: int | None = None  # ... meet only S's next ``reach`` indices (None: any)
     lines: PivotLines | None = None  # ... their update line by line, where cheaper
+    #: where RQ and QR hold entries (b, nnz), not dense blocks: their layouts
+    by_entries: tuple[BlockEntries, BlockEntries] | None = None
+
+    def rq_times(self, X: FloatArray) -> FloatArray:
+        """J_RQ's stored rows times X (b, e, k)."""
+        return self.RQ @ X if self.by_entries is None else self.by_entries[0].times(self.RQ, X)
+
+    def qr_times(self, X: FloatArray) -> FloatArray:
+        """J_QR's stored columns times X (b, |qr_cols|, k)."""
+        return self.QR @ X if self.by_entries is None else self.by_entries[1].times(self.QR, X)
 
     def schur(self, w: FloatArray, out: FloatArray) -> FloatArray:
         """S = J_RR − J_RQ diag(w) J_QR with w = P / det per pair (b, e), written into
@@ -105,9 +115,42 @@ class ReducedBlocks:
         """The update's sums per target of ``terms`` (b, targets)."""
         t, b = self.terms, w.shape[0]
         # flat gathers: fancy indexing with two index arrays costs about twice as much
-        products = (self.RQ.reshape(b, -1).take(t.ij, 1) * w.take(t.j, 1)
-                    * self.QR.reshape(b, -1).take(t.jk, 1))
+        # (views of the blocks buffer: ``gather``, not ``take``, which would copy them whole)
+        products = (gather(self.RQ.reshape(b, -1), t.ij, 1) * w.take(t.j, 1)
+                    * gather(self.QR.reshape(b, -1), t.jk, 1))
         return products if t.starts is None else np.add.reduceat(products, t.starts, axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class BlockEntries:
+    """J_RQ or J_QR held as its entries where they are few (the pairs' one entry each, as
+    ``SchurTerms`` takes them): the spectraplex projection's J_RQ is 210 × 400 with 400
+    entries, and the dense blocks were half of each element's buffer (2.8 MB) to zero,
+    fill and multiply. A product sums each entry times X's row into the entry's row."""
+
+    rows: Index  # each entry's row and column in the block
+    cols: Index
+    n_rows: int
+
+    @functools.cached_property
+    def _runs(self) -> tuple[Index, Index, Index] | None:
+        """(entries by row, where each row's run starts, the rows), or None where every
+        entry has a row of its own (then a product is one scatter)."""
+        if np.unique(self.rows).size == self.rows.size:
+            return None
+        order, first = sorted_runs(self.rows)
+        return order, first, self.rows[order[first]]
+
+    def times(self, values: FloatArray, X: FloatArray) -> FloatArray:
+        """The block (entries ``values`` (b, nnz)) times X (b, columns, k), (b, n_rows, k)."""
+        terms = values[..., None] * gather(X, self.cols, 1)  # (b, nnz, k)
+        out = np.zeros((X.shape[0], self.n_rows, X.shape[2]))
+        if self._runs is None:
+            out[:, self.rows] = terms
+        else:
+            order, first, rows = self._runs
+            out[:, rows] = np.add.reduceat(terms.take(order, 1), first, axis=1)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,14 +170,15 @@ class SchurTerms:
     reach: int = 0  # ... the last at reach − 1
 
     @classmethod
-    def of(cls, i: Index, j: Index, k: Index, rows: Index, cols: Index, e: int) -> SchurTerms:
+    def of(cls, i: Index, j: Index, k: Index, ij: Index, jk: Index, rows: Index,
+           cols: Index) -> SchurTerms:
         """Products (i, j, k) of RQ (|rows| × e) and QR (e × |cols|) whose targets in S are
-        (rows[i], cols[k])."""
+        (rows[i], cols[k]), their factors at ij in RQ's stored values and jk in QR's."""
         order, first = sorted_runs(i * cols.size + k)
-        i, j, k = i[order], j[order], k[order]
+        i, j, k, ij, jk = i[order], j[order], k[order], ij[order], jk[order]
         starts = None if first.size == i.size else first
         target_i, target_k = rows[i[first]], cols[k[first]]
-        return cls(j, i * e + j, j * cols.size + k, target_i, target_k, starts,
+        return cls(j, ij, jk, target_i, target_k, starts,
                    bool(np.array_equal(target_i, target_k)), int(target_i.max(initial=-1)) + 1)
 
 
@@ -192,7 +236,8 @@ class PairPivots:
         """Where the entries (rows, cols) go in the blocks buffer, for the given pairs."""
         kind, lr, lc = _classify(size, rows, cols, p, q, rest)
         rq_rows, qr_cols = np.unique(lr[kind == RQ]), np.unique(lc[kind == QR])
-        tail, tail_size = _tail_slots(kind, lr, lc, rq_rows, qr_cols, q.size)
+        tail, tail_size = _tail_slots(kind, lr, lc, rq_rows, qr_cols, q.size,
+                                      _few_products(kind, lr, lc, q.size))
         r = rest.size
         slot = np.where(kind == RR, lr * r + lc, r * r + tail)
         diagonal, reach, lines, lu_entries = 0, None, None, None
@@ -232,19 +277,38 @@ class PairPivots:
             buffer.ravel()[slot + buffer.shape[1] * np.arange(b)[:, None]] = values
             buffer = buffer[:, :-1]
         n_rows, n_cols = self._block_sizes
+        entries = self._entries
         rq = r * r  # where each block starts
-        qr, pairs = rq + n_rows * e, rq + n_rows * e + e * n_cols
+        if entries is None:
+            qr, pairs = rq + n_rows * e, rq + n_rows * e + e * n_cols
+            RQ = buffer[:, rq:qr].reshape(b, n_rows, e)
+            QR = buffer[:, qr:pairs].reshape(b, e, n_cols)
+        else:
+            qr = rq + entries[0].rows.size
+            pairs = qr + entries[1].rows.size
+            RQ, QR = buffer[:, rq:qr], buffer[:, qr:pairs]
         P, a, a2, c = buffer[:, pairs:].reshape(b, 4, e, 1).transpose(1, 0, 2, 3)
         RR = buffer[:, :rq].reshape(b, r, r)
         if keep is not None:  # the padding: identity rows and columns
             pad = np.arange(r)[None, :] >= keep.sum(axis=1)[:, None]
             RR[:, np.arange(r), np.arange(r)] += pad
-        blocks = ReducedBlocks(RR, buffer[:, rq:qr].reshape(b, n_rows, e),
-                               buffer[:, qr:pairs].reshape(b, e, n_cols),
-                               P, a, a2, c, self.rq_rows, self.qr_cols, self.schur_terms,
-                               self.diagonal, reach := self._reach(keep),
-                               None if reach is None else self.lines)
+        blocks = ReducedBlocks(RR, RQ, QR, P, a, a2, c, self.rq_rows, self.qr_cols,
+                               self.schur_terms, self.diagonal, reach := self._reach(keep),
+                               None if reach is None else self.lines, entries)
         return blocks
+
+    @functools.cached_property
+    def _entries(self) -> tuple[BlockEntries, BlockEntries] | None:
+        """J_RQ's and J_QR's layouts by entries (in J's entry order), where they are held
+        so (:func:`_few_products`), else None."""
+        if not _few_products(self.kind, self.local_row, self.local_col, self.q.size):
+            return None
+        rq, qr = self.kind == RQ, self.kind == QR
+        rows, cols = as_indices(self.rq_rows), as_indices(self.qr_cols)
+        return (BlockEntries(np.searchsorted(rows, self.local_row[rq]), self.local_col[rq],
+                             rows.size),
+                BlockEntries(self.local_row[qr], np.searchsorted(cols, self.local_col[qr]),
+                             self.q.size))
 
     def _reach(self, keep: npt.NDArray[np.bool_] | None) -> int | None:
         """``reach`` where every element keeps the indices it spans (compaction moves no
@@ -264,20 +328,18 @@ class PairPivots:
         u = x − y pairs have one entry each (SOC projection: 50 products against 125,000
         multiply-adds of the dense update). None when the dense product is cheaper, as
         where u = F x − g with a dense F."""
-        rq, qr = self.kind == RQ, self.kind == QR
-        rows, cols = as_indices(self.rq_rows), as_indices(self.qr_cols)
-        i, j = np.searchsorted(rows, self.local_row[rq]), self.local_col[rq]
-        j2, k = self.local_row[qr], np.searchsorted(cols, self.local_col[qr])
-        per_pair = np.bincount(j, minlength=self.q.size) * np.bincount(j2, minlength=self.q.size)
-        if per_pair.sum() > SCHUR_TERMS_MAX * self.q.size:
+        entries = self._entries
+        if entries is None:
             return None
-        # every (RQ entry, QR entry) of the same pair
+        rows, cols = as_indices(self.rq_rows), as_indices(self.qr_cols)
+        (i, j), (j2, k) = ((x.rows, x.cols) for x in entries)
+        # every (RQ entry, QR entry) of the same pair, each factor by its entry's position
         by_j = np.argsort(j2, kind="stable")
         starts = np.searchsorted(j2[by_j], np.arange(self.q.size + 1))
         reps = starts[j + 1] - starts[j]
         first = concatenated_ranges(starts[j], reps)
-        return SchurTerms.of(np.repeat(i, reps), np.repeat(j, reps), k[by_j[first]], rows,
-                             cols, self.q.size)
+        return SchurTerms.of(np.repeat(i, reps), np.repeat(j, reps), k[by_j[first]],
+                             np.repeat(np.arange(i.size), reps), by_j[first], rows, cols)
 
     def _compact_slots(self, keep: npt.NDArray[np.bool_], r: int) -> Index:
         """Each element's slot for each J entry (b, nnz) in the compacted buffer (blocks of
@@ -376,19 +438,34 @@ def _classify(size: int, rows: Index, cols: Index, p: Index, q: Index,
     return kind, local[rows], local[cols]
 
 
+def _few_products(kind: npt.NDArray[np.int8], lr: Index, lc: Index, e: int) -> bool:
+    """Whether S's update J_RQ W J_QR has at most SCHUR_TERMS_MAX products per pair (each
+    pair's entries in J_RQ times its entries in J_QR): then it is summed product by
+    product (``PairPivots.schur_terms``) and J_RQ, J_QR are held as their entries."""
+    per_pair = np.bincount(lc[kind == RQ], minlength=e) * np.bincount(lr[kind == QR], minlength=e)
+    return bool(per_pair.sum() <= SCHUR_TERMS_MAX * e)
+
+
 def _tail_slots(kind: npt.NDArray[np.int8], lr: Index, lc: Index, rq_rows: Index,
-                qr_cols: Index, e: int) -> tuple[Index, int]:
+                qr_cols: Index, e: int, by_entries: bool) -> tuple[Index, int]:
     """Where each entry outside J_RR goes in the flat buffer after J_RR (r × r, first):
     J_RQ on its rows that hold anything (|rq_rows| × e), J_QR on its such columns
-    (e × |qr_cols|), then the pivots' P, a, a', c (e each); and that part's length. Only
-    J_RR depends on r (the rows dropped per element are never among these)."""
-    i = np.searchsorted(rq_rows, lr)  # an RQ entry's row among rq_rows
-    k = np.searchsorted(qr_cols, lc)  # a QR entry's column among qr_cols
-    pivots = rq_rows.size * e + e * qr_cols.size  # the pivots' four vectors follow the blocks
+    (e × |qr_cols|), or with ``by_entries`` each block's entries in J's entry order; then
+    the pivots' P, a, a', c (e each); and that part's length. Only J_RR depends on r (the
+    rows dropped per element are never among these)."""
+    if by_entries:
+        rq, qr = kind == RQ, kind == QR
+        rq_at, qr_at = np.cumsum(rq) - 1, rq.sum() + np.cumsum(qr) - 1
+        pivots = int(rq.sum() + qr.sum())
+    else:
+        i = np.searchsorted(rq_rows, lr)  # an RQ entry's row among rq_rows
+        k = np.searchsorted(qr_cols, lc)  # a QR entry's column among qr_cols
+        rq_at, qr_at = i * e + lc, rq_rows.size * e + lr * qr_cols.size + k
+        pivots = rq_rows.size * e + e * qr_cols.size  # the pivots' vectors follow the blocks
     tail = np.select(
         [kind == RQ, kind == QR, kind == PP, kind == PQ, kind == QP, kind == QQ],
-        [i * e + lc, rq_rows.size * e + lr * qr_cols.size + k, pivots + lr, pivots + e + lr,
-         pivots + 2 * e + lr, pivots + 3 * e + lr], default=-1)
+        [rq_at, qr_at, pivots + lr, pivots + e + lr, pivots + 2 * e + lr, pivots + 3 * e + lr],
+        default=-1)
     return tail, pivots + 4 * e
 
 
@@ -416,7 +493,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     det = P * c - a * a2
     rows, cols = B.rq_rows, B.qr_cols  # where J_RQ's rows and J_QR's columns are in R
     rhs_S = r_R.copy()
-    rhs_S[:, rows] -= B.RQ @ ((P * r_q - a2 * r_p) / det)
+    rhs_S[:, rows] -= B.rq_times((P * r_q - a2 * r_p) / det)
     w = (P / det)[..., 0]
     shift = B.diagonal_update(w)
     if shift is not None:
@@ -424,7 +501,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     else:
         z_R = _solve_reduced(B.schur(w, out=scratch("schur", B.RR.shape)), rhs_S, B.diagonal,
                              None, B.reach, B.lines)
-    QR_z = B.QR @ z_R[:, cols]
+    QR_z = B.qr_times(z_R[:, cols])
     u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
     # the residual's rows (R, q, p) in one array, for one sum of squares
@@ -433,7 +510,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     res = np.empty((b, r + 2 * e, k))
     res_R = res[:, :r]
     res_R[...] = B.RR @ z_R - r_R
-    res_R[:, rows] += B.RQ @ z_q
+    res_R[:, rows] += B.rq_times(z_q)
     res[:, r : r + e] = c * z_q + a2 * z_p - u  # row q: J_qR z_R + c z_q + a' z_p − r_q
     res[:, r + e :] = P * z_p + a * z_q - r_p
     return z_R, z_p, z_q, np.vecdot(res, res, axis=1)
@@ -516,12 +593,12 @@ class PivotLines:
         lines = as_indices(single)
         if self.rows:
             coef = S_CI[:, lines, t] / d[:, t, 0]
-            S_CC[:, single] -= S_IC.take(t, 1) * coef[..., None]
+            S_CC[:, single] -= gather(S_IC, t, 1) * coef[..., None]
             if dense.size:
                 S_CC[:, dense] -= (S_CI[:, dense] / d.transpose(0, 2, 1)) @ S_IC
         else:
             coef = S_IC[:, t, lines] / d[:, t, 0]
-            S_CC[:, :, single] -= S_CI.take(t, 2) * coef[:, None, :]
+            S_CC[:, :, single] -= gather(S_CI, t, 2) * coef[:, None, :]
             if dense.size:
                 S_CC[:, :, dense] -= S_CI @ (S_IC[:, :, dense] / d)
 

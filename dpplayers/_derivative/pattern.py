@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from .._sparse import CSCPattern, concatenated_ranges, set_columns, sorted_runs
+from .._sparse import CSCPattern, concatenated_ranges, gather, set_columns, sorted_runs
 from ..cones import BatchedProjectionDerivative, ProductCone, ProjectionDerivative
 from .lifting import LiftLayout
 from .plan import EliminationPlan
@@ -275,7 +275,7 @@ class KKTPattern:
             P_upper_data = None if P_upper_data is None else P_upper_data[:, None]
             A_data, D_values = A_data[:, None], D_values[:, None]
         # ``take``, not fancy indexing: about half the cost on these 2-D arrays
-        products = A_data.take(self.atd_a, 0) * D_values.take(self.atd_d, 0)
+        products = gather(A_data, self.atd_a, 0) * gather(D_values, self.atd_d, 0)
         if self.paired_starts is not None:
             products = np.add.reduceat(products, self.paired_starts, axis=0)
         matrix = D_values if self.lift is None else D_values[: self.lift.n_matrix]
