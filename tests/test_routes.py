@@ -5,7 +5,7 @@ whole J per element.
 Which problems reach which route (counted over the zoo and ``benchmarks/``, 2026-12-06):
 the batched dense solve with 2×2 pair pivots and Schur terms — most of the zoo (and
 ``tests/test_derivative.py``), its diagonal pivots — the zoo's ``soc_projection_large``;
-inactive-row compaction, per-thread scratch reuse and the per-element gesv of a batch — a
+inactive-row compaction, per-thread scratch reuse and the per-element LU of a batch — a
 lasso with a box (below; the zoo's ``lasso_box``); the LP basis's LU, SuperLU, the fill
 memory and the single-precision LU — a standard-form LP whose basis fills in (below; the
 zoo's ``lp_filled_basis``, ``benchmarks``' sparse_lp); the truncated minimum-norm answer —
@@ -67,7 +67,7 @@ def test_an_lp_basis_that_fills_in_goes_dense_in_single_precision():
 def test_a_box_lasso_batch_drops_its_inactive_rows_in_one_batched_solve():
     """Lasso with a box (F 100 × 50, batch 4): J's order after pair elimination is 300,
     above the batched solve's limit; each element's inactive rows bring it below, so the
-    batch is solved together (compacted blocks in per-thread scratch arrays, one gesv per
+    batch is solved together (compacted blocks in per-thread scratch arrays, one LU per
     element at this order) and no element is factorised alone. Equal to the dense mode."""
     rng = np.random.default_rng(2)
     F, g, lam = cp.Parameter((100, 50)), cp.Parameter(100), cp.Parameter(nonneg=True)

@@ -62,7 +62,7 @@ def _instrument(monkeypatch) -> Counter:
     w(pair_pivots, "_solve_reduced", "pivot update by columns of one entry",
       lambda a, o: len(a) > 5 and a[5] is not None and not a[5].rows)
     w(lifted_direct, "lifted_operator", "lifted J in Direct")
-    w(pair_pivots, "_solve_one", "gesv per element")
+    w(pair_pivots, "_solve_one", "dense LU per element")
     w(linear_solvers._AntiDiagonalLU, "__init__", "LP basis LU")
     w(linear_solvers.SparseLU, "__init__", "SuperLU")
     w(linear_solvers.DenseLU, "__init__", "single-precision LU", lambda a, o: a[0].single)
@@ -80,7 +80,7 @@ def _instrument(monkeypatch) -> Counter:
 #: route -> a zoo case (a CI-sample seed where one reaches it) that reaches it
 ROUTE_CASES = {
     "batched dense solve": "abs-0",
-    "gesv per element": "abs-2",
+    "dense LU per element": "abs-2",
     "inactive rows compacted": "lasso_box-0",
     "diagonal pivots": "soc_projection_large-0",
     "LP basis LU": "lp_medium-0",

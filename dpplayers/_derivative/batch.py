@@ -59,7 +59,7 @@ class DenseBatch:
     """The J of several elements solved together: their 2×2 pair pivots eliminated exactly
     (and, with ``drop``, each element's inactive inequality rows:
     :mod:`dpplayers._derivative.inactive_rows`) by array operations over the whole batch,
-    then LAPACK's gesv on each reduced dense system, with no factorisation kept: every
+    then LAPACK's LU on each reduced dense system, with no factorisation kept: every
     solve refactorises; an element whose J is singular, possibly
     near-singular (a probe estimate of its condition: :mod:`dpplayers._derivative.conditioning`) or
     whose solve is not clean is reported with an infinite or large residual (measured on J

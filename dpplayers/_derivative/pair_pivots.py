@@ -549,7 +549,7 @@ def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | N
             S_CC[:, :h, :h] -= np.matmul(S_CI, scaled, out=scratch("update", (b, h, h)))
     rhs_C = rhs[:, k:].copy()
     rhs_C[:, :h] -= S_CI @ r_I
-    z_C = _solve_each(S_CC, rhs_C)
+    z_C = _solve_each(S_CC, rhs_C, overwrite=True)
     return np.concatenate([r_I - (S_IC @ z_C[:, :h]) / d, z_C], axis=1)
 
 
@@ -694,12 +694,13 @@ def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArra
     return np.array(ps, np.intp), np.array(qs, np.intp)
 
 
-def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
-    """Batched LU solve, one LAPACK gesv per element (:func:`_solve_one`); a singular or
+def _solve_each(S: FloatArray, rhs: FloatArray, overwrite: bool = False) -> FloatArray:
+    """Batched LU solve, one LAPACK LU per element (:func:`_solve_one`); a singular or
     possibly near-singular element gives NaN instead of failing the batch or a wrong
     answer, for the caller to hand to ``Direct`` (which decides by gecon). An empty S
-    (every unknown eliminated: equality-only problems) has the empty solution; LAPACK's
-    gesv refuses order 0.
+    (every unknown eliminated: equality-only problems) has the empty solution; LAPACK
+    refuses order 0. With ``overwrite``, S (C-contiguous, the caller's scratch) is
+    factorised in place.
 
     Possibly near-singular: ‖S‖_F ‖S⁻¹g‖₂ / ‖g‖₂ above PROBE_SUSPECT, for a fixed probe g
     (:mod:`dpplayers._derivative.conditioning`). gecon would cost as much as the solve at
@@ -713,26 +714,35 @@ def _solve_each(S: FloatArray, rhs: FloatArray) -> FloatArray:
     if not r:
         return np.zeros(rhs.shape)
     if b == 1:
-        z = _solve_one(S[0], rhs[0])
+        z = _solve_one(S[0], rhs[0], overwrite)
         return np.full(rhs.shape, np.nan) if z is None else z[None]
     out = np.empty(rhs.shape)
     for i in range(b):
-        z = _solve_one(S[i], rhs[i])
+        z = _solve_one(S[i], rhs[i], overwrite)
         out[i] = np.nan if z is None else z
     return out
 
 
-def _solve_one(S: FloatArray, rhs: FloatArray) -> FloatArray | None:
-    """S z = rhs (r, k) by gesv, or None where S is singular or possibly near-singular: the
-    estimate of :func:`_solve_each` with U⁻¹g for S⁻¹g, by one triangular solve with the
-    LU's U (S = PLU with L unit lower triangular, |l_ij| ≤ 1: a near-null direction of S
-    is one of U, within ‖L‖ ≤ r; a second right-hand side in gesv costs twice as much:
-    11 against 6 µs at order 171) and BLAS dots (numpy's reductions cost µs each here)."""
-    lu, _, z, info = lapack.dgesv(S, rhs)
+def _solve_one(S: FloatArray, rhs: FloatArray, overwrite: bool = False) -> FloatArray | None:
+    """S z = rhs (r, k) by LAPACK's getrf and getrs, or None where S is singular or possibly
+    near-singular: the estimate of :func:`_solve_each` with U⁻ᵀg for S⁻¹g, by one
+    triangular solve with the LU's U (of Sᵀ = PLU, so S = Uᵀ Lᵀ Pᵀ, L unit lower
+    triangular with |l_ij| ≤ 1: a near-null direction of S is one of Uᵀ, within ‖L‖ ≤ r;
+    a second right-hand side costs twice as much: 11 against 6 µs at order 171) and BLAS
+    dots (numpy's reductions cost µs each here).
+
+    Sᵀ, not S: C-ordered S is a Fortran-ordered Sᵀ, so LAPACK takes it without scipy's
+    transposing copy (in place with ``overwrite``). getrf and getrs, not gesv: scipy's
+    gesv holds the GIL, so the batched derivative's chunks did not factorise side by side
+    on the thread pool (64 LUs of order 211 on two threads: 20 ms as one, 13 ms so)."""
+    flat = S.ravel()
+    norm_sq = blas.ddot(flat, flat)  # before S is overwritten
+    lu, piv, info = lapack.dgetrf(S.T, overwrite_a=overwrite)
     if info != 0:
         return None
-    flat, inverse = S.ravel(), blas.dtrsv(lu, probe(S.shape[0]))
+    z, _ = lapack.dgetrs(lu, piv, rhs, trans=1)
+    inverse = blas.dtrsv(lu, probe(S.shape[0]), trans=1)
     # NaN in the estimate compares False: suspect too
-    if not blas.ddot(flat, flat) * blas.ddot(inverse, inverse) <= PROBE_SUSPECT**2 * S.shape[0]:
+    if not norm_sq * blas.ddot(inverse, inverse) <= PROBE_SUSPECT**2 * S.shape[0]:
         return None
     return z
