@@ -186,6 +186,48 @@ def test_pivot_update_goes_line_by_line_where_lines_hold_one_entry():
     assert pivots_of(dense, may_be_diagonal=np.arange(dense.shape[1]) < k)[0].lines is None
 
 
+def simplex_like(rng, k=18, b=3):
+    """A sparsemax-like batch: x_1..x_k divided out first (pair pivots), then k bound rows
+    C_i meeting x_i alone (diagonal D − I, zero where active) and one row Σ x meeting
+    them all: after the x's, C is an arrow whose bound rows are pivots of their own."""
+    c = k + 1
+    mats = leading_diagonal(rng, k=k, c=c, b=b)
+    x, C = np.arange(k), k + np.arange(c)
+    mats[:, C[:, None], C[None, :]] = 0.0
+    mats[:, C, C] = np.where(rng.uniform(size=(b, c)) < 0.5, 0.0, -1.0)  # active or not
+    mats[:, C[:, None], x[None, :]] = 0.0
+    mats[:, x[:, None], C[None, :]] = 0.0
+    mats[:, C[:k], x] = mats[:, x, C[:k]] = rng.uniform(0.5, 2.0, (b, k))
+    mats[:, C[k], x] = mats[:, x, C[k]] = 1.0
+    return mats
+
+
+def test_bound_rows_after_the_variables_are_pivots_of_their_own():
+    """S's complement after the x's is an arrow: its bound rows are divided out too, and
+    the LU is of order 1. An element whose bound-row pivot is zero is solved whole."""
+    rng = np.random.default_rng(14)
+    k = 18
+    mats = simplex_like(rng, k=k)
+    N = mats.shape[1]
+    masks = {"may_be_p": np.arange(N) >= N - k, "may_be_q": (np.arange(N) >= N - 2 * k)
+             & (np.arange(N) < N - k), "may_be_diagonal": np.arange(N) < k}
+    pv, values = pivots_of(mats, **masks)
+    J, K = pv.second
+    assert pv.diagonal == k and J.size == k and K.size == 1
+    assert pv.transposed.second is not None
+    assert_solves_exactly(pv, values, mats, rng.standard_normal((3, N, 2)))
+    # element 1's bound row 0 meets its x_0 by 1e-5 (the pivot a² / d: near zero, so J is
+    # near-singular): that element is NaN (handed to Direct), the others exact
+    mats[1, k, 0] = mats[1, 0, k] = 1e-5
+    mats[1, k, k] = 0.0
+    values = pivots_of(mats, **masks)[1]  # the same pattern: other elements fill it
+    rhs = rng.standard_normal((3, N, 1))
+    z, _ = pv.solve(values, rhs, False)
+    assert not np.isfinite(z[1]).all()
+    for e in (0, 2):
+        np.testing.assert_allclose(z[e], np.linalg.solve(mats[e], rhs[e]), rtol=1e-10, atol=1e-12)
+
+
 def test_leading_diagonal_pivots_of_s_are_eliminated_exactly():
     rng = np.random.default_rng(9)
     for b in (1, 3):

@@ -61,6 +61,7 @@ def _instrument(monkeypatch) -> Counter:
       lambda a, o: len(a) > 5 and a[5] is not None and a[5].rows)
     w(pair_pivots, "_solve_reduced", "pivot update by columns of one entry",
       lambda a, o: len(a) > 5 and a[5] is not None and not a[5].rows)
+    w(pair_pivots, "_solve_split", "bound rows divided out after the variables")
     w(lifted_direct, "lifted_operator", "lifted J in Direct")
     w(pair_pivots, "_solve_one", "dense LU per element")
     w(linear_solvers._AntiDiagonalLU, "__init__", "LP basis LU")
@@ -97,6 +98,7 @@ ROUTE_CASES = {
     "PSD derivative over the fewer columns": "psd_projection_large-0",
     "pivot update by rows of one entry": "psd_projection_large-0",
     "pivot update by columns of one entry": "psd_projection_large-0",
+    "bound rows divided out after the variables": "simplex_projection-0",
     "exponential DPi row by row": "gp_box-0",
 }
 

@@ -1384,6 +1384,18 @@ def _soc_norm_huge(rng):
     return _soc_norm(rng, int(rng.integers(30, 41)), int(rng.integers(210, 231)))
 
 
+@family("simplex_projection", group="constraints")
+def _simplex_projection(rng):
+    """sparsemax: the projection of y onto the probability simplex, n of 20-40. After the
+    x's are divided out, each bound x_i ≥ 0 meets only Σ x = 1: the batched solve divides
+    those rows out too and factorises an LU of order 1 (``pair_pivots._solve_split``)."""
+    n = int(rng.integers(20, 41))
+    x = cp.Variable(n, name="x")
+    y = cp.Parameter(n, name="y")
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0])
+    return independent([y], [normal(n, 1.0)], [x], prob)
+
+
 @family("psd_projection_large", group="constraints")
 def _psd_projection_large(rng):
     """Projection of a symmetric C onto {X ⪰ 0, tr X = 1} with X of order 11-13: the PSD

@@ -68,6 +68,7 @@ class ReducedBlocks:
     lines: PivotLines | None = None  # ... their update line by line, where cheaper
     #: where RQ and QR hold entries (b, nnz), not dense blocks: their layouts
     by_entries: tuple[BlockEntries, BlockEntries] | None = None
+    second: tuple[Index, Index] | None = None  # S's complement's own diagonal pivots, the rest
 
     def rq_times(self, X: FloatArray) -> FloatArray:
         """J_RQ's stored rows times X (b, e, k)."""
@@ -202,6 +203,9 @@ class PairPivots:
     # the diagonal: the dense solve eliminates them by division (:func:`_solve_reduced`)
     reach: int | None = None  # ... and the rest of S only within its next ``reach``
     lines: PivotLines | None = None  # ... their update of S line by line (see there)
+    #: indices of that complement (of order r − diagonal) that meet each other only on its
+    #: diagonal, and the others: a second round of division before the LU (None: none)
+    second: tuple[Index, Index] | None = None
     #: the entries of the dense LU's matrix (S less its diagonal pivots) in its pattern
     #: (None where S's pattern was not built: no ``may_be_diagonal``)
     lu_entries: int | None = None
@@ -240,15 +244,17 @@ class PairPivots:
                                       _few_products(kind, lr, lc, q.size))
         r = rest.size
         slot = np.where(kind == RR, lr * r + lc, r * r + tail)
-        diagonal, reach, lines, lu_entries = 0, None, None, None
+        diagonal, reach, lines, second, lu_entries = 0, None, None, None, None
         if allowed is not None:
             S = _schur_pattern(r, q.size, kind, lr, lc)
             diagonal = _leading_diagonal(S, allowed)
             reach = _diagonal_reach(S, diagonal) if diagonal else None
             lines = PivotLines.of(S, diagonal) if diagonal else None
-            lu_entries = _lu_entries(S, diagonal)
+            complement, update = _complement_pattern(S, diagonal)
+            second = _independent_diagonal(complement, update) if diagonal else None
+            lu_entries = int(complement.nnz)
         return cls(size, p, q, rest, slot, tail, tail_size, _span(rq_rows), _span(qr_cols),
-                   kind, lr, lc, diagonal, reach, lines, lu_entries)
+                   kind, lr, lc, diagonal, reach, lines, second, lu_entries)
 
     def buffer_size(self, r: int | None = None) -> int:
         """The length of one element's blocks buffer for S of order r (default: all of R)."""
@@ -294,7 +300,8 @@ class PairPivots:
             RR[:, np.arange(r), np.arange(r)] += pad
         blocks = ReducedBlocks(RR, RQ, QR, P, a, a2, c, self.rq_rows, self.qr_cols,
                                self.schur_terms, self.diagonal, reach := self._reach(keep),
-                               None if reach is None else self.lines, entries)
+                               None if reach is None else self.lines, entries,
+                               self.second if keep is None else None)
         return blocks
 
     @functools.cached_property
@@ -486,7 +493,7 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     batched LU of the Schur complement S; and ‖M z − r‖² per element and column (b, k),
     from the same blocks."""
     if not r_p.shape[1]:  # nothing to eliminate: M = J_RR
-        z_R = _solve_reduced(B.RR, r_R, B.diagonal, None, B.reach, B.lines)
+        z_R = _solve_reduced(B.RR, r_R, B.diagonal, None, B.reach, B.lines, B.second)
         res = B.RR @ z_R - r_R
         return z_R, r_p, r_q, np.vecdot(res, res, axis=1)
     P, a, a2, c = B.P, B.a, B.a2, B.c
@@ -497,10 +504,10 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     w = (P / det)[..., 0]
     shift = B.diagonal_update(w)
     if shift is not None:
-        z_R = _solve_reduced(B.RR, rhs_S, B.diagonal, shift, B.reach, B.lines)
+        z_R = _solve_reduced(B.RR, rhs_S, B.diagonal, shift, B.reach, B.lines, B.second)
     else:
         z_R = _solve_reduced(B.schur(w, out=scratch("schur", B.RR.shape)), rhs_S, B.diagonal,
-                             None, B.reach, B.lines)
+                             None, B.reach, B.lines, B.second)
     QR_z = B.qr_times(z_R[:, cols])
     u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
@@ -517,7 +524,8 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
 
 
 def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | None = None,
-                   reach: int | None = None, lines: PivotLines | None = None) -> FloatArray:
+                   reach: int | None = None, lines: PivotLines | None = None,
+                   second: tuple[Index, Index] | None = None) -> FloatArray:
     """S z = rhs (batched) where S's first k rows and columns meet each other only on the
     diagonal d: z_C from the Schur complement S_CC − S_CI d⁻¹ S_IC of order r − k, then
     z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a non-finite z, as a singular S does.
@@ -527,7 +535,8 @@ def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | N
     and the block's two extra unknowns, :mod:`dpplayers._derivative.lifting`). With
     ``lines``, the update is summed line by line where S_CI's rows (or S_IC's columns)
     hold one entry. The complement is formed in scratch arrays: fresh ones of a few MB
-    page-fault on every call (:mod:`.scratch`; half the product's time at order 101)."""
+    page-fault on every call (:mod:`.scratch`; half the product's time at order 101). With
+    ``second``, the complement is solved by :func:`_solve_split`."""
     if not k:
         return _solve_each(S, rhs)
     b, r = S.shape[:2]
@@ -549,7 +558,8 @@ def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | N
             S_CC[:, :h, :h] -= np.matmul(S_CI, scaled, out=scratch("update", (b, h, h)))
     rhs_C = rhs[:, k:].copy()
     rhs_C[:, :h] -= S_CI @ r_I
-    z_C = _solve_each(S_CC, rhs_C, overwrite=True)
+    z_C = (_solve_each(S_CC, rhs_C, overwrite=True) if second is None
+           else _solve_split(S_CC, rhs_C, *second))
     return np.concatenate([r_I - (S_IC @ z_C[:, :h]) / d, z_C], axis=1)
 
 
@@ -635,16 +645,60 @@ def _diagonal_reach(S: sp.coo_array, k: int) -> int:
     return int(max(last + 1 - k, 0))
 
 
-def _lu_entries(S: sp.coo_array, k: int) -> int:
-    """The entries in the pattern of what the dense LU factorises, S_CC − S_CI d⁻¹ S_IC
-    (S less its k leading diagonal pivots, :func:`_solve_reduced`): how full that LU's
-    matrix is, whatever J's own fill (a spectraplex projection's: J 6% full, this 99.6%)."""
+def _complement_pattern(S: sp.coo_array, k: int) -> tuple[sp.csr_array, sp.csr_array]:
+    """The pattern of what the dense LU factorises, S_CC − S_CI d⁻¹ S_IC (S less its k
+    leading diagonal pivots, :func:`_solve_reduced`): how full that LU's matrix is,
+    whatever J's own fill (a spectraplex projection's: J 6% full, this 99.6%); and the
+    update's own pattern, S_CI S_IC."""
     S = S.tocsr()
-    C = S[k:, k:]
-    if k:
-        C = C + S[k:, :k] @ S[:k, k:]
+    update = S[k:, :k] @ S[:k, k:]
+    C = S[k:, k:] + update
     C.sum_duplicates()
-    return int(C.nnz)
+    return C, update
+
+
+def _independent_diagonal(C: sp.csr_array, update: sp.csr_array) -> tuple[Index, Index] | None:
+    """Indices of C (a pattern) that meet each other nowhere off the diagonal, chosen
+    greedily, fewest neighbours first, and the other indices; None for fewer than
+    DIAGONAL_MIN or than half of C. Only indices whose diagonal the update reaches: an active row's own
+    entry there, D − I, is zero (an SOC fit's rows: every element's pivot was 0), while
+    the update adds a² D_ii / d there. Sparsemax's bounds x_i ≥ 0 after its x are divided
+    out: each meets only Σ x = 1, so its LU of order 101 is one of order 1."""
+    C = C.tocoo()
+    order = C.shape[0]
+    off = C.row != C.col
+    reached = np.zeros(order, bool)
+    update = update.tocoo()
+    reached[update.row[update.row == update.col]] = True
+    near = sp.csr_array((np.ones(int(off.sum()), bool), (C.row[off], C.col[off])),
+                        shape=(order, order))
+    near = (near + near.T).tocsr()
+    chosen = np.zeros(order, bool)
+    for j in np.argsort(np.diff(near.indptr), kind="stable"):
+        if reached[j] and not chosen[near.indices[near.indptr[j] : near.indptr[j + 1]]].any():
+            chosen[j] = True
+    if chosen.sum() < max(DIAGONAL_MIN, order / 2):  # the LU at least halved, or no gain:
+        return None  # a nearest correlation matrix's 123 → 67 measured 1.04-1.11× slower
+    return np.flatnonzero(chosen), np.flatnonzero(~chosen)
+
+
+def _solve_split(S: FloatArray, rhs: FloatArray, J: Index, K: Index) -> FloatArray:
+    """S z = rhs (batched) where S's indices J meet each other only on the diagonal d: the
+    LU is of S_KK − S_KJ d⁻¹ S_JK alone, then z_J = d⁻¹ (rhs_J − S_JK z_K). A pivot of d
+    below S's largest entry over PROBE_SUSPECT makes the element NaN, for ``Direct`` to
+    judge (the LU's probe sees only what is left). Only where the first round's update
+    reaches the pivot (:func:`_independent_diagonal`): a² D_ii / d, or −1 where D_ii = 0,
+    so a small one means J is near-singular itself (an active row of A near zero)."""
+    with np.errstate(all="ignore"):
+        d = S[:, J, J][..., None]
+        S_JK, S_KJ = S[:, J[:, None], K] / d, S[:, K[:, None], J]
+        r_J = rhs[:, J] / d
+        z = np.empty_like(rhs)
+        z[:, K] = _solve_each(S[:, K[:, None], K] - S_KJ @ S_JK, rhs[:, K] - S_KJ @ r_J,
+                              overwrite=True)
+        z[:, J] = r_J - S_JK @ z[:, K]
+        z[~(np.abs(d[..., 0]).min(axis=1) * PROBE_SUSPECT >= np.abs(S).max(axis=(1, 2)))] = np.nan
+    return z
 
 
 RR, RQ, QR, PP, PQ, QP, QQ = range(7)
