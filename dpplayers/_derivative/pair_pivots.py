@@ -134,19 +134,22 @@ class BlockEntries:
     n_rows: int
 
     @functools.cached_property
-    def _runs(self) -> tuple[Index, Index, Index] | None:
-        """(entries by row, where each row's run starts, the rows), or None where every
-        entry has a row of its own (then a product is one scatter)."""
+    def _runs(self) -> tuple[Index, Index, Index] | bool:
+        """(entries by row, where each row's run starts, the rows); False where every
+        entry has a row of its own (then a product is one scatter), True where moreover
+        entry i is in row i (then it is the product itself)."""
         if np.unique(self.rows).size == self.rows.size:
-            return None
+            return self.rows.size == self.n_rows and bool((np.diff(self.rows) > 0).all())
         order, first = sorted_runs(self.rows)
         return order, first, self.rows[order[first]]
 
     def times(self, values: FloatArray, X: FloatArray) -> FloatArray:
         """The block (entries ``values`` (b, nnz)) times X (b, columns, k), (b, n_rows, k)."""
         terms = values[..., None] * gather(X, self.cols, 1)  # (b, nnz, k)
+        if self._runs is True:
+            return terms
         out = np.zeros((X.shape[0], self.n_rows, X.shape[2]))
-        if self._runs is None:
+        if self._runs is False:
             out[:, self.rows] = terms
         else:
             order, first, rows = self._runs
@@ -544,18 +547,19 @@ def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | N
     d = np.diagonal(S[:, :k, :k], axis1=1, axis2=2)
     d = (d if shift is None else d - shift)[..., None]
     r_I = rhs[:, :k] / d
-    S_CI, S_IC = S[:, k : k + h, :k], S[:, :k, k : k + h]
+    S_CI = S[:, k : k + h, :k]
+    if lines is None and second is None and h == r - k:  # a dense update of all of S_CC
+        S_IC = S[:, :k, k:] / d  # (the fewest numpy calls: SOC projection, batch 1)
+        z_C = _solve_each(S[:, k:, k:] - S_CI @ S_IC, rhs[:, k:] - S_CI @ r_I, overwrite=True)
+        return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)
+    S_IC = S[:, :k, k : k + h]
     S_CC = scratch("reduced", (b, r - k, r - k))
-    if lines is None and h == r - k:  # the update is all of S_CC's shape: no copy first
-        scaled = np.divide(S_IC, d, out=scratch("scaled", S_IC.shape))
-        np.subtract(S[:, k:, k:], np.matmul(S_CI, scaled, out=S_CC), out=S_CC)
+    S_CC[...] = S[:, k:, k:]
+    if lines is not None:
+        lines.subtract(S_CC[:, :h, :h], S_CI, S_IC, d)
     else:
-        S_CC[...] = S[:, k:, k:]
-        if lines is not None:
-            lines.subtract(S_CC[:, :h, :h], S_CI, S_IC, d)
-        else:
-            scaled = np.divide(S_IC, d, out=scratch("scaled", S_IC.shape))
-            S_CC[:, :h, :h] -= np.matmul(S_CI, scaled, out=scratch("update", (b, h, h)))
+        scaled = np.divide(S_IC, d, out=scratch("scaled", S_IC.shape))
+        S_CC[:, :h, :h] -= np.matmul(S_CI, scaled, out=scratch("update", (b, h, h)))
     rhs_C = rhs[:, k:].copy()
     rhs_C[:, :h] -= S_CI @ r_I
     z_C = (_solve_each(S_CC, rhs_C, overwrite=True) if second is None
