@@ -436,3 +436,17 @@ def test_no_warning_on_success():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layer(torch.zeros(3), -torch.ones(3), torch.ones(3))
+
+
+def test_gradients_from_strided_arrays_keep_their_values():
+    """Gradients pulled back as views (a transpose; a reversed view, which torch cannot
+    share) come back as tensors with the same values, in the parameters' dtype."""
+    from dpplayers.torch import _tensor
+
+    a = np.arange(12.0).reshape(3, 4)
+    like = [torch.zeros(4, 3, dtype=torch.float64)]
+    for view in (a.T, a[:, ::-1], a[::2]):
+        t = _tensor(view, like)
+        assert t.dtype == torch.float64
+        np.testing.assert_array_equal(t.numpy(), view)
+    assert _tensor(a.T, [torch.zeros(1, dtype=torch.float32)]).dtype == torch.float32
