@@ -775,13 +775,15 @@ def _solve_each(S: FloatArray, rhs: FloatArray, overwrite: bool = False) -> Floa
         z = _solve_one(S[0], rhs[0], overwrite)
         return np.full(rhs.shape, np.nan) if z is None else z[None]
     out = np.empty(rhs.shape)
+    norms = np.einsum("bij,bij->b", S, S).tolist()  # ‖S‖_F² for all at once: a call each fewer
     for i in range(b):
-        z = _solve_one(S[i], rhs[i], overwrite)
+        z = _solve_one(S[i], rhs[i], overwrite, norms[i])
         out[i] = np.nan if z is None else z
     return out
 
 
-def _solve_one(S: FloatArray, rhs: FloatArray, overwrite: bool = False) -> FloatArray | None:
+def _solve_one(S: FloatArray, rhs: FloatArray, overwrite: bool = False,
+               norm_sq: float | None = None) -> FloatArray | None:
     """S z = rhs (r, k) by LAPACK's getrf and getrs, or None where S is singular or possibly
     near-singular: the estimate of :func:`_solve_each` with U⁻ᵀg for S⁻¹g, by one
     triangular solve with the LU's U (of Sᵀ = PLU, so S = Uᵀ Lᵀ Pᵀ, L unit lower
@@ -793,8 +795,9 @@ def _solve_one(S: FloatArray, rhs: FloatArray, overwrite: bool = False) -> Float
     transposing copy (in place with ``overwrite``). getrf and getrs, not gesv: scipy's
     gesv holds the GIL, so the batched derivative's chunks did not factorise side by side
     on the thread pool (64 LUs of order 211 on two threads: 20 ms as one, 13 ms so)."""
-    flat = S.ravel()
-    norm_sq = blas.ddot(flat, flat)  # before S is overwritten
+    if norm_sq is None:  # ‖S‖_F², before S is overwritten
+        flat = S.ravel()
+        norm_sq = blas.ddot(flat, flat)
     lu, piv, info = lapack.dgetrf(S.T, overwrite_a=overwrite)
     if info != 0:
         return None
