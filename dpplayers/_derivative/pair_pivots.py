@@ -202,6 +202,7 @@ class PairPivots:
     kind: npt.NDArray[np.int8]  # each J entry's block (RR, RQ, QR or a pivot's), ...
     local_row: Index  # ... and its row and column within that block
     local_col: Index
+    by_entries: bool  # J_RQ and J_QR held as their entries (:func:`_few_products`)
     diagonal: int = 0  # S's first ``diagonal`` rows and columns meet each other only on
     # the diagonal: the dense solve eliminates them by division (:func:`_solve_reduced`)
     reach: int | None = None  # ... and the rest of S only within its next ``reach``
@@ -243,8 +244,8 @@ class PairPivots:
         """Where the entries (rows, cols) go in the blocks buffer, for the given pairs."""
         kind, lr, lc = _classify(size, rows, cols, p, q, rest)
         rq_rows, qr_cols = np.unique(lr[kind == RQ]), np.unique(lc[kind == QR])
-        tail, tail_size = _tail_slots(kind, lr, lc, rq_rows, qr_cols, q.size,
-                                      _few_products(kind, lr, lc, q.size))
+        by_entries = _few_products(kind, lr, lc, q.size)
+        tail, tail_size = _tail_slots(kind, lr, lc, rq_rows, qr_cols, q.size, by_entries)
         r = rest.size
         slot = np.where(kind == RR, lr * r + lc, r * r + tail)
         diagonal, reach, lines, second, lu_entries = 0, None, None, None, None
@@ -257,7 +258,7 @@ class PairPivots:
             second = _independent_diagonal(complement, update) if diagonal else None
             lu_entries = int(complement.nnz)
         return cls(size, p, q, rest, slot, tail, tail_size, _span(rq_rows), _span(qr_cols),
-                   kind, lr, lc, diagonal, reach, lines, second, lu_entries)
+                   kind, lr, lc, by_entries, diagonal, reach, lines, second, lu_entries)
 
     def buffer_size(self, r: int | None = None) -> int:
         """The length of one element's blocks buffer for S of order r (default: all of R)."""
@@ -310,8 +311,8 @@ class PairPivots:
     @functools.cached_property
     def _entries(self) -> tuple[BlockEntries, BlockEntries] | None:
         """J_RQ's and J_QR's layouts by entries (in J's entry order), where they are held
-        so (:func:`_few_products`), else None."""
-        if not _few_products(self.kind, self.local_row, self.local_col, self.q.size):
+        so (``by_entries``), else None."""
+        if not self.by_entries:
             return None
         rq, qr = self.kind == RQ, self.kind == QR
         rows, cols = as_indices(self.rq_rows), as_indices(self.qr_cols)

@@ -148,8 +148,9 @@ class KKTPattern:
         for (_, idx), is_lifted in zip(cone.groups, lift.lifted if lift is not None else ()):
             coupled[idx.ravel()] = is_lifted
         scalar_rows, scalar_d = _scalar_blocks(d_rows, coupled)
-        # Aᵀ D of blocks of order ≥ DENSE_BLOCK with fuller rows of A as small dense products
-        # (below); of the others by pairing every A entry (i, j) with every D entry (i, c) in the same row i
+        # Aᵀ D of blocks of order ≥ DENSE_BLOCK with fuller rows of A as small dense
+        # products (below); of the others by pairing every A entry (i, j) with every D
+        # entry (i, c) in the same row i
         dense, small_rows = _dense_products(n, m, A_rows, A_cols, cone, lift)
         paired = np.flatnonzero(small_rows[A_rows])
         order = np.argsort(d_rows, kind="stable")
@@ -274,7 +275,8 @@ class KKTPattern:
         if one:
             P_upper_data = None if P_upper_data is None else P_upper_data[:, None]
             A_data, D_values = A_data[:, None], D_values[:, None]
-        # ``take``, not fancy indexing: about half the cost on these 2-D arrays
+        # ``take`` (through ``gather``, which spares a strided view its whole copy), not
+        # fancy indexing: about half the cost on these 2-D arrays
         products = gather(A_data, self.atd_a, 0) * gather(D_values, self.atd_d, 0)
         if self.paired_starts is not None:
             products = np.add.reduceat(products, self.paired_starts, axis=0)
