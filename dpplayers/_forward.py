@@ -174,7 +174,7 @@ def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution 
             and all(w is None for w in warm)):
         return [None] * nb
     batch = qp_route.assemble(prog.data_patterns, data, prog.n, prog.cones, nb)
-    chunks = qp_route.chunks(prog.n, prog.m, nb, n_jobs)
+    chunks = qp_route.chunks(prog.n, prog.m, nb)
     if len(chunks) == 1:
         return qp_route.solve(batch)
     parts = parallel_map(lambda keep: qp_route.solve(batch.take(keep)), chunks, n_jobs)

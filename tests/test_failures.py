@@ -1,11 +1,14 @@
 """Every bad-input and failure path raises a clear, specific error (or NaN on request)."""
 
+import warnings
+
 import cvxpy as cp
 import numpy as np
 import pytest
 
 import dpplayers
 from dpplayers import DPPError, ParameterError, SolverError, Status, VariableError
+from dpplayers._compile.parameters import DEFINITE_EACH_MIN_ORDER
 
 
 @pytest.fixture
@@ -84,6 +87,34 @@ def test_symmetric_and_psd_attributes():
     Q = np.array([[1.0, 1.0], [1.0, 1.0]])  # eigenvalues 0 and 2: accepted, and unchanged
     prog.solve(np.eye(2), Q)
     np.testing.assert_array_equal(Q, [[1.0, 1.0], [1.0, 1.0]])
+
+def test_psd_attribute_of_large_matrices_in_a_batch():
+    """Batched values of DEFINITE_EACH_MIN_ORDER and more are factorised one by one by
+    LAPACK: the culprit is still named, a PSD but singular element and an asymmetric one
+    whose symmetric part is PSD are accepted, and no value is changed."""
+    n = DEFINITE_EACH_MIN_ORDER
+    Q = cp.Parameter((n, n), PSD=True, name="Q")
+    x = cp.Variable(n)
+    prog = dpplayers.compile(cp.Problem(cp.Minimize(cp.quad_form(x, Q) + cp.sum(x)),
+                                        [x >= -1, x <= 1]), [Q], [x])
+    rng = np.random.default_rng(0)
+    F = rng.standard_normal((4, n, n - 1))
+    good = F @ F.transpose(0, 2, 1)  # PSD, each singular (rank n − 1)
+    U = rng.standard_normal((n, n))
+    good[2] += 1e-3 * (U - U.T)  # asymmetric; its symmetric part is PSD
+    bad = good.copy()
+    vals, vecs = np.linalg.eigh(0.5 * (bad[3] + bad[3].T))
+    bad[3] -= (vals[0] + 1e-2) * np.outer(vecs[:, 0], vecs[:, 0])  # eigenvalue −1e-2
+    kept = good.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # element 2's asymmetry
+        sol = prog.solve(good)
+    np.testing.assert_array_equal(good, kept)
+    assert np.isfinite(sol.values[0]).all()
+    with pytest.raises(ParameterError, match=r"parameter 'Q' \(batch element 3\) is declared "
+                                             r"PSD but its extreme eigenvalue is -0.01"):
+        prog.solve(bad)
+
 
 
 def infeasible_problem():

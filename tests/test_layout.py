@@ -1,6 +1,6 @@
 """The package's import rules (README's module map): the pipeline reads in one direction.
 
-toolkit (``errors``, ``_sparse``, ``_cached``, ``_threads``, ``cones/``) ← the stages (``_compile/``, ``_solve/``,
+toolkit (``errors``, ``_sparse``, ``_lapack``, ``_cached``, ``_threads``, ``cones/``) ← the stages (``_compile/``, ``_solve/``,
 ``_derivative/``, which never import each other) and ``_labels/`` ← ``_solution`` ←
 ``_forward`` ← ``_program`` ← ``sensitivity/``, ``__init__`` and the adapters (``torch``,
 ``jax``), which alone import their frameworks. No cycles, and no import of dpplayers inside
@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dpplayers"
 
-TOOLKIT = ("errors", "_sparse", "_cached", "_threads", "cones")
+TOOLKIT = ("errors", "_sparse", "_lapack", "_cached", "_threads", "cones")
 STAGES = ("_compile", "_solve", "_derivative")
 #: Each top-level part of the package, and the parts it may import.
 ALLOWED: dict[str, tuple[str, ...]] = {

@@ -100,6 +100,7 @@ CASES = {  # name: (n, n_ineq, n_eq, psd, rank): Schur, Augmented (LP, singular 
     "lp_augmented": (20, 60, 4, False, None),
     "qp_singular_P": (30, 60, 4, True, 5),
     "qp_schur_lapack_loop": (90, 70, 10, True, None),
+    "qp_schur_equalities_lapack_loop": (60, 30, 24, True, None),
     "lp_augmented_lapack_loop": (66, 150, 2, False, None),
 }
 

@@ -27,12 +27,19 @@ import numpy as np
 import numpy.typing as npt
 from scipy.linalg import lapack
 
+from .. import _lapack
 from ..errors import ParameterError, given_name
 
 FloatArray = npt.NDArray[np.float64]
 
 #: Tolerance (relative to the largest entry) for the symmetric and PSD attribute checks.
 ATTRIBUTE_TOL = 1e-8
+#: Batched PSD/NSD values of at least this order are factorised one by one by LAPACK
+#: (:mod:`dpplayers._lapack`), smaller ones by numpy's batched Cholesky, whose per-element
+#: cost is less there. Measured, one thread, minimum of 20 (2026-12-07): order 200, 32
+#: matrices 3.7 ms against numpy's 5.3 (128: 20 against 34 ms); order 100 0.85 against 1.06;
+#: order 50 0.23 against 0.23; order 30 0.11 against 0.06.
+DEFINITE_EACH_MIN_ORDER = 50
 #: Asymmetry (relative to the largest entry) of a symmetric/PSD/NSD value above which the
 #: layer warns (once) that it uses the symmetric part: clearly more than rounding.
 ASYMMETRY_WARN_TOL = 1e-6
@@ -184,11 +191,15 @@ class ParameterSpec:
             shifted = sign * v
             diagonal = np.arange(v.shape[-1])
             shifted[:, diagonal, diagonal] += shift[:, None]
-            try:
-                np.linalg.cholesky(shifted)
-                return
-            except np.linalg.LinAlgError:
-                pass
+            if v.shape[-1] >= DEFINITE_EACH_MIN_ORDER:
+                if _lapack.potrf(shifted).all():
+                    return
+            else:
+                try:
+                    np.linalg.cholesky(shifted)
+                    return
+                except np.linalg.LinAlgError:
+                    pass
         eig = np.linalg.eigvalsh((0.5 * sign) * (v + np.swapaxes(v, -1, -2)))[..., 0]
         bad = eig < -shift
         if bad.any():

@@ -43,17 +43,15 @@ MIN_ORDER = 60
 MAX_ORDER = 400
 MIN_FILL = 0.5
 MIN_BATCH = 32
-#: A batch is split into chunks of at least MIN_CHUNK elements, one per thread-pool worker
-#: (numpy's batched matmul loops release the GIL; scipy's LAPACK wrappers do not), and of at most about
-#: CHUNK_BYTES of dense data each (P, A, P⁻¹Aᵀ, A P⁻¹Aᵀ: every iteration streams them,
-#: and larger stacks fall out of cache). Measured, forward, medians on a loaded machine:
-#: qp200 at batch 128 (1 MB per element) 876 ms in chunks of 8 MB against 1,495 ms in two
-#: halves, 1,102 ms in chunks of 2 MB; qp200 at 32 and qp50 at 128 within 10 %. MIN_CHUNK was
-#: 8; since the route factorises per element by LAPACK (qp_systems.LOOP_MIN_ORDER), whose
-#: scipy wrappers hold the GIL, two workers on small elements mostly add per-chunk numpy
-#: calls: qp50 at batch 32 in one chunk of 32 against two of 16, forward 0.78× wall and
-#: 0.80× CPU (interleaved, medians of 15, load 4.9).
-MIN_CHUNK = 32
+#: A batch is split into chunks of about CHUNK_BYTES of dense data each (P, A, P⁻¹Aᵀ,
+#: A P⁻¹Aᵀ: every iteration streams them, and larger stacks fall out of cache), which run
+#: side by side on the thread pool. Measured, forward, medians on a loaded machine: qp200 at
+#: batch 128 (1 MB per element) 876 ms in chunks of 8 MB against 1,495 ms in two halves,
+#: 1,102 ms in chunks of 2 MB. Smaller batches are not split further to give each worker a
+#: chunk: two threads trading the GIL between the many small numpy and LAPACK calls of small
+#: elements cost more than they share (2026-12-07, one BLAS thread, medians of 12: qp50 at
+#: batch 128, 7.4 MB, in one chunk 31.6 ms against two 41.9 ms; qp200 at 32 and 128 in chunks
+#: of 8 MB 131 and 523 ms, against 133 and 518 with at least one chunk per worker).
 CHUNK_BYTES = 8 << 20
 #: The loosest tolerance a user may ask for that the route still meets: it solves to
 #: dense_qp.TOLERANCE (relative) whatever is asked, so a tighter request is the conic
@@ -91,11 +89,10 @@ def accepts(cones: ConeDims, n: int, m: int, nnz_A: int, nnz_P: int | None,
             and nnz_A + (nnz_P or 0) >= MIN_FILL * dense)
 
 
-def chunks(n: int, m: int, batch: int, workers: int) -> list[npt.NDArray[np.intp]]:
-    """The batch's elements in chunks (see MIN_CHUNK, CHUNK_BYTES)."""
+def chunks(n: int, m: int, batch: int) -> list[npt.NDArray[np.intp]]:
+    """The batch's elements in chunks of about CHUNK_BYTES (see there)."""
     per_element = 8 * (n * n + 2 * m * n + m * m)
-    by_bytes = -(-batch * per_element // CHUNK_BYTES)
-    count = max(1, min(batch, max(min(workers, batch // MIN_CHUNK), by_bytes)))
+    count = max(1, min(batch, -(-batch * per_element // CHUNK_BYTES)))
     return np.array_split(np.arange(batch), count)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.linalg import blas, lapack
 
+from .. import _lapack
 from ..cones import ConeDims
 
 FloatArray = npt.NDArray[np.float64]
@@ -83,21 +84,22 @@ class Stack:
     """Solves with a stack of matrices K (B, q, q), each factorised once for the two solves
     of an iteration: numpy's batched solve below LOOP_MIN_ORDER (one call for the batch;
     it refactorises per call, which is cheap there), else LAPACK per element (Cholesky
-    where K is positive definite, LU otherwise). An element whose factorisation fails
-    gets NaN (its iterates are then given up). K is the caller's temporary: LAPACK
-    factorises each element in place, through its Fortran-order view Kᵀ (no copy)."""
+    where K is positive definite, through :mod:`dpplayers._lapack`, which lets the other
+    chunks run meanwhile; LU otherwise). An element whose factorisation fails gets NaN (its
+    iterates are then given up). K is the caller's C-ordered temporary: LAPACK factorises
+    each element in place, through its Fortran-order view Kᵀ (no copy)."""
 
     def __init__(self, K: FloatArray, definite: bool) -> None:
         self.K, self.definite = K, definite
         self.loop = K.shape[1] >= LOOP_MIN_ORDER
-        if self.loop:
-            self.factors = [self._factor(Kk.T) for Kk in K]
+        if self.loop and definite:
+            self.failed = ~_lapack.potrf(K)
+        elif self.loop:
+            self.factors = [self._lu(Kk.T) for Kk in K]
 
-    def _factor(self, Kt: FloatArray) -> tuple | None:
-        """The factors of Kt (= Kᵀ; = K where K is symmetric), overwriting it."""
-        if self.definite:
-            c, info = lapack.dpotrf(Kt, lower=1, clean=0, overwrite_a=1)
-            return (c,) if info == 0 else None
+    @staticmethod
+    def _lu(Kt: FloatArray) -> tuple | None:
+        """The LU factors of Kt (= Kᵀ), overwriting it."""
         lu, piv, info = lapack.dgetrf(Kt, overwrite_a=1)
         return (lu, piv) if info == 0 else None
 
@@ -108,12 +110,14 @@ class Stack:
                 return np.linalg.solve(self.K, rhs[..., None])[..., 0]
             except np.linalg.LinAlgError:  # some K is singular: NaN for those alone
                 return np.stack([_solve_or_nan(Kk, r) for Kk, r in zip(self.K, rhs)])
+        if self.definite:
+            out = _lapack.potrs(self.K, np.array(rhs, order="C"))
+            out[self.failed] = np.nan
+            return out
         out = np.empty_like(rhs)
         for k, f in enumerate(self.factors):
             if f is None:
                 out[k] = np.nan
-            elif self.definite:
-                out[k] = lapack.dpotrs(f[0], rhs[k], lower=1)[0]
             else:
                 out[k] = lapack.dgetrs(f[0], f[1], rhs[k], trans=1)[0]  # (Kᵀ)ᵀ = K
         return out
@@ -128,11 +132,11 @@ def _solve_or_nan(K: FloatArray, rhs: FloatArray) -> FloatArray:
 
 class PSolver:
     """Products and solves with a stack of positive definite P (B, n, n), and ‖P‖_F² per
-    element: by the Cholesky factors the forward computed (``factors``, LAPACK's dpotrf
-    output per element, n >= LOOP_MIN_ORDER; P itself is then not kept), else with P by
-    numpy's batched calls (refactorising: cheap below LOOP_MIN_ORDER)."""
+    element: by the Cholesky factors the forward computed (``factors``, a C-ordered stack
+    :func:`dpplayers._lapack.potrf` wrote, n >= LOOP_MIN_ORDER; P itself is then not kept),
+    else with P by numpy's batched calls (refactorising: cheap below LOOP_MIN_ORDER)."""
 
-    def __init__(self, P: FloatArray, factors: list[FloatArray] | None) -> None:
+    def __init__(self, P: FloatArray, factors: FloatArray | None) -> None:
         self.factors = factors
         self.P = P if factors is None else None
         flat = P.reshape(P.shape[0], -1)
@@ -142,10 +146,8 @@ class PSolver:
         """P_k⁻¹ rhs[i] for k = which[i], rhs (len(which), n, q)."""
         if self.factors is None:
             return np.linalg.solve(take_elements(self.P, which), rhs)
-        out = np.empty_like(rhs)
-        for i, k in enumerate(which):
-            out[i] = lapack.dpotrs(self.factors[k], rhs[i], lower=1)[0]
-        return out
+        out = np.ascontiguousarray(rhs.transpose(0, 2, 1))  # each element's Fortran order
+        return _lapack.potrs(self.factors, out, which).transpose(0, 2, 1)
 
     def times(self, v: FloatArray, which: npt.NDArray[np.intp]) -> FloatArray:
         """P_k v[i] for k = which[i] (P = L Lᵀ from its factor: two triangular products)."""
@@ -153,7 +155,7 @@ class PSolver:
             return take_elements(self.P, which) @ v
         out = np.empty_like(v)
         for i, k in enumerate(which):
-            L = self.factors[k]
+            L = self.factors[k].T  # Fortran order: L in its lower triangle
             out[i] = blas.dtrmm(1.0, L, blas.dtrmm(1.0, L, v[i], lower=1, trans_a=1), lower=1)
         return out
 
@@ -205,24 +207,24 @@ class Schur:
         """[P⁻¹Aᵀ, P⁻¹c] per element (B, n, m + 1) and the solver with P it was formed by,
         or None where some P is not positive definite."""
         n, m = data.A.shape[2], data.A.shape[1]
-        rhs = np.concatenate([np.broadcast_to(data.A.transpose(0, 2, 1), (data.size, n, m)),
-                              np.broadcast_to(data.c[:, :, None], (data.size, n, 1))], axis=2)
         P = np.broadcast_to(data.P, (data.size, n, n))
         if n < LOOP_MIN_ORDER:  # numpy's batched calls (one Cholesky to check definiteness)
+            rhs = np.concatenate([np.broadcast_to(data.A.transpose(0, 2, 1), (data.size, n, m)),
+                                  np.broadcast_to(data.c[:, :, None], (data.size, n, 1))],
+                                 axis=2)
             try:
                 np.linalg.cholesky(P)
             except np.linalg.LinAlgError:
                 return None
             return np.linalg.solve(P, rhs), PSolver(P, None)
-        out = np.empty_like(rhs)
-        factors = []
-        for k in range(data.size):
-            c, info = lapack.dpotrf(P[k], lower=1, clean=0)
-            if info != 0:
-                return None
-            out[k] = lapack.dpotrs(c, rhs[k], lower=1)[0]
-            factors.append(c)
-        return out, PSolver(P, factors)
+        factors = P.copy()
+        if not _lapack.potrf(factors).all():
+            return None
+        # [A; cᵀ] per element in C order is [Aᵀ c] in Fortran order: solved in place
+        rhs_t = np.empty((data.size, m + 1, n))
+        rhs_t[:, :m] = data.A
+        rhs_t[:, m] = data.c
+        return _lapack.potrs(factors, rhs_t).transpose(0, 2, 1), PSolver(P, factors)
 
     def take(self, keep: npt.NDArray[np.intp]) -> None:
         self.PinvAT, self.Pinv_c, self.M, self.APc = (
@@ -301,20 +303,19 @@ class Equalities:
         if z == 0 or z == M.shape[1]:
             return None
         M_ee, M_ei, M_ie = M[:, :z, :z], M[:, :z, z:], M[:, z:, :z]
-        rhs = np.concatenate([np.broadcast_to(np.eye(z), M_ee.shape), M_ei], axis=2)
         if z < LOOP_MIN_ORDER:
+            rhs = np.concatenate([np.broadcast_to(np.eye(z), M_ee.shape), M_ei], axis=2)
             try:
                 np.linalg.cholesky(M_ee)
             except np.linalg.LinAlgError:
                 return None
             X = np.linalg.solve(M_ee, rhs)
-        else:  # LAPACK per element, as Stack
-            X = np.empty_like(rhs)
-            for k in range(M.shape[0]):
-                c, info = lapack.dpotrf(M_ee[k], lower=1, clean=0)
-                if info != 0:
-                    return None
-                X[k] = lapack.dpotrs(c, rhs[k], lower=1)[0]
+        else:  # LAPACK per element, as Stack, in place on [I M_ei]ᵀ = [I; M_ie] (M symmetric)
+            factors = M_ee.copy()
+            if not _lapack.potrf(factors).all():
+                return None
+            rhs_t = np.concatenate([np.broadcast_to(np.eye(z), M_ee.shape), M_ie], axis=1)
+            X = _lapack.potrs(factors, rhs_t).transpose(0, 2, 1)
         Minv, K = X[:, :, :z], X[:, :, z:]
         return Equalities(Minv, K, M_ie, M[:, z:, z:] - M_ie @ K)
 
