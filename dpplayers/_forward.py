@@ -173,11 +173,11 @@ def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution 
                                                nnz_P, nb)
             and all(w is None for w in warm)):
         return [None] * nb
-    batch = qp_route.assemble(prog.data_patterns, data, prog.n, prog.cones, nb)
+    def solve(elements: slice) -> list[RawSolution | None]:
+        return qp_route.solve(qp_route.assemble(prog.data_patterns, data, prog.n, prog.cones,
+                                                elements))
     chunks = qp_route.chunks(prog.n, prog.m, nb)
-    if len(chunks) == 1:
-        return qp_route.solve(batch)
-    parts = parallel_map(lambda keep: qp_route.solve(batch.take(keep)), chunks, n_jobs)
+    parts = [solve(chunks[0])] if len(chunks) == 1 else parallel_map(solve, chunks, n_jobs)
     return [raw for part in parts for raw in part]
 
 
