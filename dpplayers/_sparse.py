@@ -92,6 +92,44 @@ def gather(a: FloatArray, at: npt.NDArray[np.intp], axis: int) -> FloatArray:
     return a[tuple(index)]
 
 
+#: Copies of arrays up to this many bytes are made whole (they stay in a core's cache).
+CACHE_BYTES = 1 << 19
+
+
+def copy_tiled(out: FloatArray, a: FloatArray, axes: tuple[int, ...], tile: int = 16) -> None:
+    """``out[...] = a``, tile by tile over ``axes`` (two, or one in runs of tile²) where
+    ``a`` is large. A batch of parameter values moved between the user's layout (batch,
+    *shape) and θ's (entries, batch) is a transposition: copied whole, one of the two
+    arrays is read or written a page apart per entry, while a tile of B · 256 entries stays
+    in cache. Measured (2026-12-07, one thread, medians): Q (128, 200, 200) from θ 44.7 ms
+    whole against 13.6 ms in 16 × 16 tiles (batch 32: 9.1 against 2.0); an OptNet QP's Q, G
+    and A into θ, 45 against 28 ms at batch 128 (6.4 against 2.8 at 32)."""
+    if a.nbytes <= CACHE_BYTES:
+        out[...] = a
+        return
+    front = tuple(range(len(axes)))  # the tiled axes first, as views: plain slices below
+    out, a = np.moveaxis(out, axes, front), np.moveaxis(a, axes, front)
+    if len(axes) == 1:
+        for i in range(0, a.shape[0], tile * tile):
+            out[i : i + tile * tile] = a[i : i + tile * tile]
+        return
+    for i in range(0, a.shape[0], tile):
+        for j in range(0, a.shape[1], tile):
+            out[i : i + tile, j : j + tile] = a[i : i + tile, j : j + tile]
+
+
+def c_ordered(a: FloatArray) -> FloatArray:
+    """``a`` as a C-ordered array; a strided view with a leading batch axis (a batch of
+    gradients pulled back from θ) is copied by :func:`copy_tiled`."""
+    if a.flags.c_contiguous:
+        return a
+    if a.ndim < 2:
+        return a.copy()
+    out = np.empty(a.shape, a.dtype)
+    copy_tiled(out, a, (-2, -1) if a.ndim > 2 else (-1,))
+    return out
+
+
 def data_column(arr: FloatArray, k: int) -> FloatArray:
     """Element k's column of a data array (a map that ignores θ has one, shared)."""
     return arr[:, k if arr.shape[1] > 1 else 0]

@@ -241,3 +241,55 @@ def test_scs_extension_gives_the_wrappers_answer():
         wrapped = prog.solve(*values, solver_args={"linear_solver": "qdldl"})
         np.testing.assert_allclose(direct.values[0], wrapped.values[0], rtol=0, atol=1e-12)
         assert direct.info[0]["iterations"] == wrapped.info[0]["iterations"]
+
+
+def least_squares_layer_problem(rows: int = 120, cols: int = 80):
+    F, g = cp.Parameter((rows, cols), name="F"), cp.Parameter(rows, name="g")
+    x = cp.Variable(cols, name="x")
+    return cp.Problem(cp.Minimize(cp.sum_squares(F @ x - g))), [F, g], [x]
+
+
+def least_squares_gradients(F, g, c):
+    """x = F⁺g and the gradients of cᵀx (closed form: r = g − Fx, w = (FᵀF)⁻¹c,
+    d/dF = r wᵀ − (F w) xᵀ, d/dg = F w), per element."""
+    x = np.stack([np.linalg.lstsq(Fk, gk, rcond=None)[0] for Fk, gk in zip(F, g)])
+    w = np.linalg.solve(F.transpose(0, 2, 1) @ F, c[..., None])[..., 0]
+    r = g - np.einsum("bij,bj->bi", F, x)
+    Fw = np.einsum("bij,bj->bi", F, w)
+    return x, r[:, :, None] * w[:, None, :] - Fw[:, :, None] * x[:, None, :], Fw
+
+
+def test_large_batched_parameters_reach_theta_and_back_exactly():
+    """A batch of matrices larger than _sparse.CACHE_BYTES is moved to θ and its gradient
+    back by tiles (copy_tiled): values and gradients against the closed form, at two
+    points, compiled with values unset."""
+    from dpplayers._sparse import CACHE_BYTES
+    problem, params, outputs = least_squares_layer_problem()
+    prog = dpplayers.compile(problem, params, outputs, solver="CLARABEL")
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        F, g, c = rng.standard_normal((8, 120, 80)), rng.standard_normal((8, 120)), \
+            rng.standard_normal((8, 80))
+        assert F.nbytes > CACHE_BYTES
+        x, dF, dg = least_squares_gradients(F, g, c)
+        sol = prog.solve(F, g)
+        assert sol.ok.all()
+        np.testing.assert_allclose(sol.values[0], x, atol=1e-7)
+        gF, gg = sol.vjp(c)
+        np.testing.assert_allclose(gF, dF, atol=1e-6)
+        np.testing.assert_allclose(gg, dg, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, axes", [((700, 3, 90), (0, 1)), ((5, 90, 300), (-2, -1)),
+                                         ((40000, 3), (0,)), ((3, 40000), (-1,))])
+def test_copy_tiled_is_an_assignment(shape, axes):
+    """copy_tiled on strided views (transposes of a large array) equals numpy's assignment."""
+    from dpplayers._sparse import CACHE_BYTES, c_ordered, copy_tiled
+    a = np.random.default_rng(0).standard_normal(shape[::-1]).T  # every axis reversed
+    assert a.nbytes > CACHE_BYTES and not a.flags.c_contiguous
+    out = np.empty(shape)
+    copy_tiled(out, a, axes)
+    np.testing.assert_array_equal(out, a)
+    c = c_ordered(a)
+    assert c.flags.c_contiguous
+    np.testing.assert_array_equal(c, a)

@@ -450,3 +450,23 @@ def test_gradients_from_strided_arrays_keep_their_values():
         assert t.dtype == torch.float64
         np.testing.assert_array_equal(t.numpy(), view)
     assert _tensor(a.T, [torch.zeros(1, dtype=torch.float32)]).dtype == torch.float32
+
+
+def test_large_batched_gradients_are_exact_and_c_ordered():
+    """Gradients of a batch of matrices larger than _sparse.CACHE_BYTES come back from θ by
+    tiles, C-ordered as their parameters (torch then accumulates them without a copy):
+    against the closed form of least squares."""
+    from test_forward import least_squares_gradients, least_squares_layer_problem
+    problem, params, outputs = least_squares_layer_problem()
+    layer = CvxpyLayer(problem, parameters=params, variables=outputs, solver="CLARABEL")
+    rng = np.random.default_rng(3)
+    F, g, c = rng.standard_normal((8, 120, 80)), rng.standard_normal((8, 120)), \
+        rng.standard_normal((8, 80))
+    x, dF, dg = least_squares_gradients(F, g, c)
+    Ft, gt = (torch.tensor(v, requires_grad=True) for v in (F, g))
+    (xt,) = layer(Ft, gt)
+    np.testing.assert_allclose(xt.detach().numpy(), x, atol=1e-7)
+    (xt * torch.tensor(c)).sum().backward()
+    assert Ft.grad.is_contiguous()
+    np.testing.assert_allclose(Ft.grad.numpy(), dF, atol=1e-6)
+    np.testing.assert_allclose(gt.grad.numpy(), dg, atol=1e-6)

@@ -28,6 +28,7 @@ import numpy.typing as npt
 from scipy.linalg import lapack
 
 from .. import _lapack
+from .._sparse import copy_tiled
 from ..errors import ParameterError, given_name
 
 FloatArray = npt.NDArray[np.float64]
@@ -526,10 +527,13 @@ def _write_fortran(dest: FloatArray, arr: FloatArray, batched: bool) -> None:
     Python-level wrappers)."""
     ndim = arr.ndim - 1 if batched else arr.ndim
     if ndim <= 1:  # column-major order is the order itself
-        dest[...] = arr.T if batched else arr.reshape(-1, 1)
+        if batched:
+            copy_tiled(dest, arr.T, (0,))
+        else:
+            dest[...] = arr.reshape(-1, 1)
         return
-    if batched:
+    if batched:  # a transposition: by tiles over the entries' two outer axes
         src = arr.transpose((*range(arr.ndim - 1, 0, -1), 0))
+        copy_tiled(dest.reshape(*src.shape[:-1], dest.shape[1]), src, (0, 1))
     else:
-        src = arr.T[..., None]
-    dest.reshape(*src.shape[:-1], dest.shape[1])[...] = src
+        dest.reshape(*arr.shape[::-1], dest.shape[1])[...] = arr.T[..., None]
