@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from .._threads import CPU_COUNT, blas_single_threaded, parallel_map
 from .conditioning import PROBE_SUSPECT
 from .linear_solvers import SolveStats
 
@@ -99,11 +100,18 @@ class RouteElements:
                 groups.setdefault(id(h[0]), (h[0], [], []))
                 groups[id(h[0])][1].append(i)
                 groups[id(h[0])][2].append(h[1])
-        done: list[int] = []
-        for factors, group, where in groups.values():
+
+        def run(item: tuple[KeptFactors, list[int], list[int]]) -> tuple:
+            factors, group, where = item
             ks = [keys[i] for i in group]
-            z, residual = solve_group(factors, np.array(where), self.y[:, ks].T,
-                                      self.s[:, ks].T, rhs[group], transpose)
+            return solve_group(factors, np.array(where), self.y[:, ks].T, self.s[:, ks].T,
+                               rhs[group], transpose)
+
+        items = list(groups.values())  # the forward's chunks: side by side, as batch's
+        pooled = len(items) > 1 and blas_single_threaded()
+        done: list[int] = []
+        for (_, group, _), (z, residual) in zip(items, parallel_map(
+                run, items, CPU_COUNT if pooled else 1)):
             for j, i in enumerate(group):
                 if residual[j] <= RESIDUAL_TOL:
                     out[i] = z[j]
