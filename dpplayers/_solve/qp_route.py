@@ -12,6 +12,7 @@ it on the conic solver, which gives it the status and error it would always have
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,7 +95,7 @@ def chunks(n: int, m: int, batch: int) -> list[slice]:
     per_element = 8 * (n * n + 2 * m * n + m * m)
     count = max(1, min(batch, -(-batch * per_element // CHUNK_BYTES)))
     bounds = np.linspace(0, batch, count + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
 def assemble(patterns: tuple[npt.NDArray, ...], data: tuple[FloatArray, ...], n: int,
