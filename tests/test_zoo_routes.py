@@ -18,6 +18,7 @@ import pytest
 from zoo_cases import cases
 from zoo_oracles import run_case
 
+from dpplayers import _lapack
 from dpplayers._derivative import (
     batch,
     bordered,
@@ -27,7 +28,7 @@ from dpplayers._derivative import (
     pair_pivots,
     qp_elements,
 )
-from dpplayers._solve import qp_route
+from dpplayers._solve import qp_route, qp_systems
 from dpplayers.cones import _exponential as exponential
 from dpplayers.cones import _operators as operators
 
@@ -72,6 +73,9 @@ def _instrument(monkeypatch) -> Counter:
     w(linear_solvers.TruncatedInverse, "__init__", "minimum-norm answer")
     w(bordered.BorderedFactor, "__init__", "bordered LU")
     w(qp_route, "solve", "dense QP route")
+    w(_lapack, "potrf", "dense QP route's Cholesky by LAPACK per element")
+    w(qp_systems.Equalities, "of", "dense QP route's equalities by LAPACK per element",
+      lambda a, o: o is not None and a[1] >= qp_systems.LOOP_MIN_ORDER)
     w(qp_elements.RouteElements, "solve", "dense QP route's kept factors", lambda a, o: len(o) > 0)
     w(operators, "_sum_over", "PSD derivative over the fewer columns")
     w(exponential, "exp_dproject_rows", "exponential DPi row by row", lambda a, o: o is not None)
@@ -95,6 +99,8 @@ ROUTE_CASES = {
     "lifted SOC rows divided out": "soc_norm_large-0",
     "lifted J in Direct": "soc_norm_huge-0",
     "dense QP route's kept factors": "qp_route_dense-0",
+    "dense QP route's Cholesky by LAPACK per element": "qp_route_dense-0",
+    "dense QP route's equalities by LAPACK per element": "qp_route_equalities-0",
     "PSD derivative over the fewer columns": "psd_projection_large-0",
     "pivot update by rows of one entry": "psd_projection_large-0",
     "pivot update by columns of one entry": "psd_projection_large-0",
