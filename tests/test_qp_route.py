@@ -251,10 +251,10 @@ def test_route_declines(why):
         args = {"eps": 1e-12}
     elif why == "time_limit":
         args = {"time_limit_secs": 10.0}
-    elif why == "too large":
-        n = qp_route.MAX_ORDER
-        problem, params, outputs = optnet(n, 2, 1)
-        values = optnet_values(rng, n, 2, 1, B)
+    elif why == "too large":  # an LP in a box, n + m = MAX_ORDER + 1, 86 % full
+        n, n_ineq = 100, qp_route.MAX_ORDER - 300
+        problem, params, outputs = optnet(n, n_ineq, 1, psd=False)
+        values = optnet_values(rng, n, n_ineq, 1, B, psd=False)
     elif why == "too small":
         problem, params, outputs = optnet(8, 5, 2)
         values = optnet_values(rng, 8, 5, 2, B)
@@ -264,6 +264,10 @@ def test_route_declines(why):
     warm = prog.solve(*values) if why == "warm start" else None
     sol = prog.solve(*values, solver_args=args, warm_start=warm, on_failure="nan")
     assert not any(i["status"] == qp_route.SOLVER_STATUS for i in sol.info)
+    if why == "too large":  # one row fewer is taken: the bound, not the fill, declined it
+        nnz_A = prog.A.indices.size
+        assert not qp_route.accepts(prog.cones, prog.n, prog.m, nnz_A, None, B)
+        assert qp_route.accepts(prog.cones, prog.n, prog.m - 1, nnz_A - n, None, B)
     if why == "max_iters":
         assert all(s is Status.ITERATION_LIMIT for s in sol.status)
 

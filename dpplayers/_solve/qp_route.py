@@ -39,10 +39,16 @@ FloatArray = npt.NDArray[np.float64]
 #: wins only from 32 (0.84×), hence MIN_BATCH = 32; the LP with 200 dense halfspaces (n + m = 260,
 #: fill 0.84) 1.2-1.4×, while sparse programs lose to SCS's sparse factorisation: an
 #: equality-constrained least squares (n + m = 170, fill 0.16) 0.2-0.3×, an MPC (n + m =
-#: 288, fill 0.03) 0.25-0.3×. Above MAX_ORDER dense stacks grow as B·(n + m)² and the
-#: conic path keeps them.
+#: 288, fill 0.03) 0.25-0.3×. MAX_ORDER was 400, and past it dense OptNet QPs fell off a
+#: cliff (2026-12-07, batch 32, forward and backward, conic path against the route): n + m =
+#: 600 1.66 s and 0.50-0.62 s against 0.40-0.43 s and 0.09-0.33 s; 900 5.3 and 2.3-2.4 s
+#: against 0.93-0.95 and 0.24-0.73 s; 1,200 12.3 and 4.9 s against 1.8 and 1.3 s; 1,500 27-29
+#: and 7.2-8.2 s against 3.0-3.4 and 0.6-2.4 s. The route's dense stacks, B·(n + m)² in
+#: all, take less memory than the conic path's dense derivatives (900: peak 0.54 against
+#: 1.03 GB). It now stops where the derivative stops factorising densely
+#: (``_derivative.plan.DENSE_MAX_ORDER``).
 MIN_ORDER = 60
-MAX_ORDER = 400
+MAX_ORDER = 1500
 MIN_FILL = 0.5
 MIN_BATCH = 32
 #: The loosest tolerance a user may ask for that the route still meets: it solves to
