@@ -27,16 +27,6 @@ R = TypeVar("R")
 
 #: Default pool size: the machine's cores.
 CPU_COUNT = os.cpu_count() or 1
-#: A batch goes to the pool in chunks of about this many bytes of the dense arrays each
-#: element's work streams (the dense QP route's P, A, P⁻¹Aᵀ, A P⁻¹Aᵀ; the batched
-#: derivative's blocks, in per-thread scratch arrays): larger chunks pay fewer numpy calls
-#: per element, smaller ones stay in cache. Measured, medians on a loaded machine: the QP
-#: route's forward on qp200 at batch 128 (1 MB per element) 876 ms in chunks of 8 MB
-#: against 1,495 ms in two halves and 1,102 ms in chunks of 2 MB; the batched derivative's
-#: backward against chunks of 1 MB (``routes.compare``, 15 rounds interleaved): qp50 0.90
-#: at batch 32 and 0.84 at 128, lasso 0.91 at 8 and 0.99–1.01 at 32–128, soc_proj 0.95,
-#: ncm 0.71 and eq_lsq 0.71 at 128, lp_inactive 0.92 at 32.
-CHUNK_BYTES = 8 << 20
 
 
 @functools.cache

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._threads import CHUNK_BYTES
 from ..cones import ConeDims
 from .backends import RawSolution, Status
 from .dense_qp import MAX_ITERATIONS, solve_batch
@@ -51,6 +50,16 @@ MIN_ORDER = 60
 MAX_ORDER = 1500
 MIN_FILL = 0.5
 MIN_BATCH = 32
+#: A batch is split into chunks of about CHUNK_BYTES of dense data each (P, A, P⁻¹Aᵀ,
+#: A P⁻¹Aᵀ: every iteration streams them, and larger stacks fall out of cache), which run
+#: side by side on the thread pool. Measured, forward, medians on a loaded machine: qp200 at
+#: batch 128 (1 MB per element) 876 ms in chunks of 8 MB against 1,495 ms in two halves,
+#: 1,102 ms in chunks of 2 MB. Smaller batches are not split further to give each worker a
+#: chunk: two threads trading the GIL between the many small numpy and LAPACK calls of small
+#: elements cost more than they share (2026-12-07, one BLAS thread, medians of 12: qp50 at
+#: batch 128, 7.4 MB, in one chunk 31.6 ms against two 41.9 ms; qp200 at 32 and 128 in chunks
+#: of 8 MB 131 and 523 ms, against 133 and 518 with at least one chunk per worker).
+CHUNK_BYTES = 8 << 20
 #: The loosest tolerance a user may ask for that the route still meets: it solves to
 #: dense_qp.TOLERANCE (relative) whatever is asked, so a tighter request is the conic
 #: solver's to honour.
@@ -88,12 +97,7 @@ def accepts(cones: ConeDims, n: int, m: int, nnz_A: int, nnz_P: int | None,
 
 
 def chunks(n: int, m: int, batch: int) -> list[slice]:
-    """The batch's elements in runs of about ``CHUNK_BYTES`` of dense data, which run side
-    by side on the thread pool. A smaller batch is not split further to give each worker
-    a run: two threads trading the GIL between the many small numpy and LAPACK calls of
-    small elements cost more than they share (2026-12-07, one BLAS thread, medians of 12:
-    qp50 at batch 128, 7.4 MB, in one run 31.6 ms against two 41.9 ms; qp200 at 32 and
-    128 in runs of 8 MB 131 and 523 ms, against 133 and 518 with a run per worker)."""
+    """The batch's elements in runs of about CHUNK_BYTES (see there)."""
     per_element = 8 * (n * n + 2 * m * n + m * m)
     count = max(1, min(batch, -(-batch * per_element // CHUNK_BYTES)))
     bounds = np.linspace(0, batch, count + 1).round().astype(int)
