@@ -101,6 +101,8 @@ CASES = {  # name: (n, n_ineq, n_eq, psd, rank): Schur, Augmented (LP, singular 
     "qp_singular_P": (30, 60, 4, True, 5),
     "qp_schur_lapack_loop": (90, 70, 10, True, None),
     "qp_schur_equalities_lapack_loop": (60, 30, 24, True, None),
+    # 21 MB of dense data for the batch: two chunks (qp_route.CHUNK_BYTES) on the pool
+    "qp_schur_chunks": (180, 80, 20, True, None),
     "lp_augmented_lapack_loop": (66, 150, 2, False, None),
 }
 

@@ -51,15 +51,16 @@ MAX_ORDER = 1500
 MIN_FILL = 0.5
 MIN_BATCH = 32
 #: A batch is split into chunks of about CHUNK_BYTES of dense data each (P, A, P⁻¹Aᵀ,
-#: A P⁻¹Aᵀ: every iteration streams them, and larger stacks fall out of cache), which run
-#: side by side on the thread pool. Measured, forward, medians on a loaded machine: qp200 at
-#: batch 128 (1 MB per element) 876 ms in chunks of 8 MB against 1,495 ms in two halves,
-#: 1,102 ms in chunks of 2 MB. Smaller batches are not split further to give each worker a
-#: chunk: two threads trading the GIL between the many small numpy and LAPACK calls of small
-#: elements cost more than they share (2026-12-07, one BLAS thread, medians of 12: qp50 at
-#: batch 128, 7.4 MB, in one chunk 31.6 ms against two 41.9 ms; qp200 at 32 and 128 in chunks
-#: of 8 MB 131 and 523 ms, against 133 and 518 with at least one chunk per worker).
-CHUNK_BYTES = 8 << 20
+#: A P⁻¹Aᵀ: every iteration streams them), which run side by side on the thread pool; a
+#: batch smaller than that is one chunk. Larger chunks pay fewer numpy calls per element;
+#: too few leave a core idle. Measured (2026-12-07, one BLAS thread, the route's LAPACK
+#: calls releasing the GIL, forward, medians of 12), chunks of 4 / 8 / 16 / 32 MB: qp200 at
+#: batch 32 (31 MB) 153 / 126-128 / 110-111 / 149 ms (one chunk at 32: one core), at 128
+#: 572 / 507-515 / 441-459 / 427 ms; the LP with 200 halfspaces at 32 45.1 / 39.6 / 50.3 ms
+#: (8 / 16 / 32), at 128 163 / 155 / 167; qp50 at 128 (7.4 MB) 44.1 / 37.3 / 37.5 (two
+#: threads trading the GIL between its small elements' many calls cost more than they
+#: share: at least one chunk per worker, as before, made it 41.9 ms against 31.6 in one).
+CHUNK_BYTES = 16 << 20
 #: The loosest tolerance a user may ask for that the route still meets: it solves to
 #: dense_qp.TOLERANCE (relative) whatever is asked, so a tighter request is the conic
 #: solver's to honour.
