@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from .._sparse import CACHE_BYTES
 from ..cones import ConeDims, ProductCone, ProjectionDerivative
 from .lifting import LiftLayout
 from .pattern import KKTPattern
@@ -151,15 +152,47 @@ def data_adjoint(x: FloatArray, y: FloatArray, r: FloatArray, P_rows, P_cols, A_
     x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
     n = x.shape[0]
     r1, r2 = r[:n], r[n:]
-    # ``take`` along axis 0: a fancy index on a 2-D array costs about twice as much
-    gA = y.take(A_rows, 0) * r1.take(A_cols, 0) + r2.take(A_rows, 0) * x.take(A_cols, 0)
+    gA = _products_on(A_rows, A_cols, (y, r1), (r2, x))
     gP = None
     if has_P:
-        gP = r1.take(P_rows, 0) * x.take(P_cols, 0)
+        gP = _products_on(P_rows, P_cols, (r1, x))
         off = np.flatnonzero(P_rows != P_cols) if P_off is None else P_off
         if off.size:  # none where P is diagonal (sum_squares' auxiliaries)
-            gP[off] += r1.take(P_cols.take(off), 0) * x.take(P_rows.take(off), 0)
+            gP[off] += _products_on(P_cols.take(off), P_rows.take(off), (r1, x))
     return gP, gA, -r2, r1
+
+
+def _products_on(rows: npt.NDArray, cols: npt.NDArray,
+                 *pairs: tuple[FloatArray, FloatArray]) -> FloatArray:
+    """Σ over ``pairs`` (u, v) of u[rows] ∘ v[cols] (each (k, q): one row per entry and
+    column), in runs of entries whose gathered rows stay in cache: gathered whole, each
+    product's four (nnz, q) temporaries were fresh memory on every call (an OptNet QP's
+    30,000 entries of A at batch 128: 31 MB each). ``take`` along axis 0, not fancy
+    indexing: about half the cost on these 2-D arrays. Measured (2026-12-07, A's entries at
+    qp200, batch 32): 4.5 ms whole against 3.1 ms in runs of 1,024 entries."""
+    q = pairs[0][0].shape[1]
+    step = max(1, CACHE_BYTES // (16 * q))
+    if rows.size <= step:  # one run: whole (fewer calls)
+        (u, v), *rest = pairs
+        out = u.take(rows, 0) * v.take(cols, 0)
+        for u, v in rest:
+            out += u.take(rows, 0) * v.take(cols, 0)
+        return out
+    out = np.empty((rows.size, q))
+    a, b = np.empty((min(step, rows.size), q)), np.empty((min(step, rows.size), q))
+    for start in range(0, rows.size, step):
+        at, to = rows[start : start + step], cols[start : start + step]
+        k = at.size
+        block = out[start : start + k]
+        for i, (u, v) in enumerate(pairs):
+            u.take(at, 0, out=a[:k], mode="clip")  # (clip: unbuffered; indices are valid)
+            v.take(to, 0, out=b[:k], mode="clip")
+            if i == 0:
+                np.multiply(a[:k], b[:k], out=block)
+            else:
+                a[:k] *= b[:k]
+                block += a[:k]
+    return out
 
 
 def _scatter(index, values: FloatArray, size: int) -> FloatArray:
