@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from .._sparse import CACHE_BYTES
 from .parameters import ParameterLayout
 
 FloatArray = npt.NDArray[np.float64]
@@ -231,4 +232,24 @@ class StackedMaps:
             width = next(c.shape[1] for c in cotangents if c is not None)
             return np.zeros((self._p, width))
         g = [c for c, p in zip(cotangents, self.parts) if isinstance(p, tuple)]
-        return self.backward(np.concatenate(g) if len(g) > 1 else g[0])
+        return self.backward(g[0] if len(g) == 1 else _stacked(g))
+
+
+def _stacked(parts: list[FloatArray]) -> FloatArray:
+    """The parts' rows stacked: the array they are consecutive rows of where they are
+    (the KKT adjoint writes them so), else a concatenation (an OptNet QP's data cotangent
+    at batch 128: 51 MB of fresh memory; a small one is concatenated in cache, cheaper
+    than the checks)."""
+    base = parts[0].base
+    if (base is not None and base.nbytes > CACHE_BYTES and base.ndim == 2
+            and base.flags.c_contiguous
+            and sum(p.shape[0] for p in parts) == base.shape[0]
+            and all(p.shape[1:] == base.shape[1:] for p in parts)):
+        at = base.__array_interface__["data"][0]
+        for p in parts:
+            if p.__array_interface__["data"][0] != at or not p.flags.c_contiguous:
+                break
+            at += p.nbytes
+        else:
+            return base
+    return np.concatenate(parts)

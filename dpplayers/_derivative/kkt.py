@@ -148,22 +148,30 @@ def data_adjoint(x: FloatArray, y: FloatArray, r: FloatArray, P_rows, P_cols, A_
 
     x (n,) and y (m,) are one solution; or (n, q) and (m, q), one per column of r (the
     columns of several elements at once). ``P_off``: P's off-diagonal entries, where the
-    caller keeps them (else found here)."""
+    caller keeps them (else found here). The four are consecutive rows of one array (as
+    the stacked data maps take them: :meth:`StackedMaps.transpose` then needs no copy)."""
     x, y = (x[:, None], y[:, None]) if x.ndim == 1 else (x, y)
-    n = x.shape[0]
+    n, m = x.shape[0], y.shape[0]
     r1, r2 = r[:n], r[n:]
-    gA = _products_on(A_rows, A_cols, (y, r1), (r2, x))
-    gP = None
+    nP = P_rows.size if has_P else 0
+    nA = A_rows.size
+    out = np.empty((nP + nA + m + n, r.shape[1]))
+    gP, gA = (out[:nP] if has_P else None), out[nP : nP + nA]
+    gb, gc = out[nP + nA : nP + nA + m], out[nP + nA + m :]
+    _products_on(A_rows, A_cols, (y, r1), (r2, x), out=gA)
     if has_P:
-        gP = _products_on(P_rows, P_cols, (r1, x))
+        _products_on(P_rows, P_cols, (r1, x), out=gP)
         off = np.flatnonzero(P_rows != P_cols) if P_off is None else P_off
         if off.size:  # none where P is diagonal (sum_squares' auxiliaries)
             gP[off] += _products_on(P_cols.take(off), P_rows.take(off), (r1, x))
-    return gP, gA, -r2, r1
+    np.negative(r2, out=gb)
+    gc[...] = r1
+    return gP, gA, gb, gc
 
 
 def _products_on(rows: npt.NDArray, cols: npt.NDArray,
-                 *pairs: tuple[FloatArray, FloatArray]) -> FloatArray:
+                 *pairs: tuple[FloatArray, FloatArray], out: FloatArray | None = None
+                 ) -> FloatArray:
     """Σ over ``pairs`` (u, v) of u[rows] ∘ v[cols] (each (k, q): one row per entry and
     column), in runs of entries whose gathered rows stay in cache: gathered whole, each
     product's four (nnz, q) temporaries were fresh memory on every call (an OptNet QP's
@@ -172,13 +180,14 @@ def _products_on(rows: npt.NDArray, cols: npt.NDArray,
     qp200, batch 32): 4.5 ms whole against 3.1 ms in runs of 1,024 entries."""
     q = pairs[0][0].shape[1]
     step = max(1, CACHE_BYTES // (16 * q))
+    if out is None:
+        out = np.empty((rows.size, q))
     if rows.size <= step:  # one run: whole (fewer calls)
         (u, v), *rest = pairs
-        out = u.take(rows, 0) * v.take(cols, 0)
+        np.multiply(u.take(rows, 0), v.take(cols, 0), out=out)
         for u, v in rest:
             out += u.take(rows, 0) * v.take(cols, 0)
         return out
-    out = np.empty((rows.size, q))
     a, b = np.empty((min(step, rows.size), q)), np.empty((min(step, rows.size), q))
     for start in range(0, rows.size, step):
         at, to = rows[start : start + step], cols[start : start + step]
