@@ -173,6 +173,7 @@ def _dense_route(prog, call: SolveCall, data: tuple, warm: Sequence[RawSolution 
                                                nnz_P, nb)
             and all(w is None for w in warm)):
         return [None] * nb
+
     def solve(elements: slice) -> list[RawSolution | None]:
         return qp_route.solve(qp_route.assemble(prog.data_patterns, data, prog.n, prog.cones,
                                                 elements))
