@@ -1146,43 +1146,36 @@ def _optnet_data(rng, Q, n: int, n_ineq: int, n_eq: int):
     return q, G, h, A, A @ z, z
 
 
-@family("qp_route_dense", group="qp_route", batches=("route",))
-def _qp_route_dense(rng):
-    """An OptNet QP (every datum a parameter, dense) of n + m >= 66: the dense route."""
-    n, n_ineq, n_eq = int(rng.integers(36, 45)), 24, 6
+def _optnet_built(n: int, n_ineq: int, n_eq: int, equalities_first: bool = False) -> Built:
+    """An OptNet QP, every datum a parameter: ½zᵀQz + qᵀz, Gz <= h, Az = b."""
     z = cp.Variable(n, name="z")
     Q = cp.Parameter((n, n), PSD=True, name="Q")
     q, G, h = cp.Parameter(n, name="q"), cp.Parameter((n_ineq, n), name="G"), \
         cp.Parameter(n_ineq, name="h")
     A, b = cp.Parameter((n_eq, n), name="A"), cp.Parameter(n_eq, name="b")
-    ineq = G @ z <= h
-    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, Q) + q @ z), [ineq, A @ z == b])
+    ineq, eq = G @ z <= h, A @ z == b
+    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, Q) + q @ z),
+                      [eq, ineq] if equalities_first else [ineq, eq])
 
     def sample(r):
         Q0 = spd(r, n, 0.5)
         return [Q0, *_optnet_data(r, Q0, n, n_ineq, n_eq)[:5]]
 
     return Built(prob, (Q, q, G, h, A, b), (z, ineq.dual_variables[0]), sample, ())
+
+
+@family("qp_route_dense", group="qp_route", batches=("route",))
+def _qp_route_dense(rng):
+    """An OptNet QP (every datum a parameter, dense) of n + m >= 66: the dense route."""
+    return _optnet_built(int(rng.integers(36, 45)), 24, 6)
 
 
 @family("qp_route_equalities", group="qp_route", batches=("route",))
 def _qp_route_equalities(rng):
     """An OptNet QP with 20-26 equality rows: the dense route eliminates them once per
     element by LAPACK (qp_systems.Equalities, of order >= LOOP_MIN_ORDER)."""
-    n, n_ineq, n_eq = int(rng.integers(40, 51)), 20, int(rng.integers(20, 27))
-    z = cp.Variable(n, name="z")
-    Q = cp.Parameter((n, n), PSD=True, name="Q")
-    q, G, h = cp.Parameter(n, name="q"), cp.Parameter((n_ineq, n), name="G"), \
-        cp.Parameter(n_ineq, name="h")
-    A, b = cp.Parameter((n_eq, n), name="A"), cp.Parameter(n_eq, name="b")
-    ineq = G @ z <= h
-    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, Q) + q @ z), [A @ z == b, ineq])
-
-    def sample(r):
-        Q0 = spd(r, n, 0.5)
-        return [Q0, *_optnet_data(r, Q0, n, n_ineq, n_eq)[:5]]
-
-    return Built(prob, (Q, q, G, h, A, b), (z, ineq.dual_variables[0]), sample, ())
+    return _optnet_built(int(rng.integers(40, 51)), 20, int(rng.integers(20, 27)),
+                         equalities_first=True)
 
 
 @family("lp_route_dense", group="qp_route", flip=False, batches=("route",))
