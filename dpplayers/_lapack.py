@@ -12,6 +12,11 @@ and 27 ms on two. The same LAPACK routines reached through scipy's Cython export
 Each element of a C-ordered stack is read as its transpose in Fortran order (no copy): the
 symmetric matrices here are their own transposes, and a right-hand side stored as bᵀ (q, n)
 per element is b (n, q) to LAPACK.
+
+The exports' C signatures are checked when this module is imported (32-bit ``int`` sizes,
+double-precision arrays, the argument count) and the routines tried on a small system with
+a known answer; should a scipy build differ, scipy's Python wrappers do the same work (one
+thread at a time), never a call with the wrong arguments.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import ctypes
 
 import numpy as np
 import numpy.typing as npt
-from scipy.linalg import cython_lapack
+from scipy.linalg import cython_lapack, lapack
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -31,16 +36,26 @@ _get_pointer.restype, _get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object
                                                                   ctypes.c_char_p]
 
 
-def _routine(name: str, arguments: int) -> ctypes._CFuncPtr:
+def _routine(name: str, kinds: str) -> ctypes._CFuncPtr | None:
     """scipy's exported LAPACK routine ``name``, every argument a pointer (Fortran's
-    convention); ctypes releases the GIL around a call through a CFUNCTYPE pointer."""
-    capsule = cython_lapack.__pyx_capi__[name]
-    address = _get_pointer(capsule, _get_name(capsule))
-    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * arguments)(address)
+    convention), or None where its C signature is not ``kinds`` (c: char *, i: int *, d:
+    double *); ctypes releases the GIL around a call through a CFUNCTYPE pointer."""
+    capsule = getattr(cython_lapack, "__pyx_capi__", {}).get(name)
+    if capsule is None:
+        return None
+    signature = _get_name(capsule)
+    words = {"c": b"char *", "i": b"int *", "d": b"_d *"}
+    arguments = signature[signature.index(b"(") + 1 : signature.rindex(b")")].split(b", ")
+    if len(arguments) != len(kinds) or not all(
+            a == words[k] if k != "d" else a.endswith(words[k])
+            for a, k in zip(arguments, kinds)):
+        return None
+    address = _get_pointer(capsule, signature)
+    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * len(kinds))(address)
 
 
-_DPOTRF = _routine("dpotrf", 5)
-_DPOTRS = _routine("dpotrs", 8)
+_DPOTRF = _routine("dpotrf", "cidii")  # uplo, n, a, lda, info
+_DPOTRS = _routine("dpotrs", "ciididii")  # uplo, n, nrhs, a, lda, b, ldb, info
 _LOWER_CHAR = ctypes.c_char(b"L")
 _LOWER = ctypes.addressof(_LOWER_CHAR)
 
@@ -58,10 +73,14 @@ def potrf(a: FloatArray) -> npt.NDArray[np.bool_]:
     rest is left as it was. Returns which elements are positive definite (the others are
     partly overwritten)."""
     _stack(a, 3)
+    definite = np.empty(a.shape[0], bool)
+    if not NATIVE:
+        for k in range(a.shape[0]):
+            definite[k] = lapack.dpotrf(a[k].T, lower=1, clean=0, overwrite_a=1)[1] == 0
+        return definite
     n, info = ctypes.c_int(a.shape[1]), ctypes.c_int(0)
     at_n, at_info = ctypes.addressof(n), ctypes.addressof(info)
     base, step = a.ctypes.data, a.strides[0]
-    definite = np.empty(a.shape[0], bool)
     for k in range(a.shape[0]):
         _DPOTRF(_LOWER, at_n, base + k * step, at_n, at_info)
         definite[k] = info.value == 0
@@ -74,12 +93,39 @@ def potrs(factors: FloatArray, b: FloatArray, which: npt.NDArray[np.intp] | None
     (each element bᵀ), b_i against factor ``which[i]`` (default i); returns b."""
     _stack(factors, 3)
     _stack(b, b.ndim if b.ndim in (2, 3) else 3)
+    if b.shape[-1] != factors.shape[1]:
+        raise ValueError(f"right-hand sides of {b.shape[-1]} rows for factors of order "
+                         f"{factors.shape[1]}")
+    elements = range(b.shape[0]) if which is None else which.tolist()
+    if not NATIVE:
+        for i, k in enumerate(elements):
+            b[i] = lapack.dpotrs(factors[k].T, b[i].T, lower=1)[0].T
+        return b
     n = ctypes.c_int(factors.shape[1])
     q, info = ctypes.c_int(1 if b.ndim == 2 else b.shape[1]), ctypes.c_int(0)
-    if b.shape[-1] != n.value:
-        raise ValueError(f"right-hand sides of {b.shape[-1]} rows for factors of order {n.value}")
     at_n, at_q, at_info = ctypes.addressof(n), ctypes.addressof(q), ctypes.addressof(info)
-    base, step, b_base, b_step = factors.ctypes.data, factors.strides[0], b.ctypes.data, b.strides[0]
-    for i, k in enumerate(range(b.shape[0]) if which is None else which.tolist()):
+    base, step = factors.ctypes.data, factors.strides[0]
+    b_base, b_step = b.ctypes.data, b.strides[0]
+    for i, k in enumerate(elements):
         _DPOTRS(_LOWER, at_n, at_q, base + k * step, at_n, b_base + i * b_step, at_n, at_info)
     return b
+
+
+def _native_works() -> bool:
+    """Whether the exports were found with the expected signatures and solve a small
+    system right: [[4, 2], [2, 3]] x = [2, 1] has x = [0.5, 0]."""
+    if _DPOTRF is None or _DPOTRS is None:
+        return False
+    a, b = np.array([[[4.0, 2.0], [2.0, 3.0]]]), np.array([[2.0, 1.0]])
+    n, one, info = ctypes.c_int(2), ctypes.c_int(1), ctypes.c_int(0)
+    _DPOTRF(_LOWER, ctypes.addressof(n), a.ctypes.data, ctypes.addressof(n),
+            ctypes.addressof(info))
+    if info.value != 0:
+        return False
+    _DPOTRS(_LOWER, ctypes.addressof(n), ctypes.addressof(one), a.ctypes.data,
+            ctypes.addressof(n), b.ctypes.data, ctypes.addressof(n), ctypes.addressof(info))
+    return info.value == 0 and bool(np.allclose(b, [[0.5, 0.0]], atol=1e-14))
+
+
+#: Whether the GIL-free exports are used (else scipy's Python wrappers: the same results).
+NATIVE = _native_works()
