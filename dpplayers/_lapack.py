@@ -22,6 +22,7 @@ thread at a time), never a call with the wrong arguments.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -73,18 +74,7 @@ def potrf(a: FloatArray) -> npt.NDArray[np.bool_]:
     rest is left as it was. Returns which elements are positive definite (the others are
     partly overwritten)."""
     _stack(a, 3)
-    definite = np.empty(a.shape[0], bool)
-    if not NATIVE:
-        for k in range(a.shape[0]):
-            definite[k] = lapack.dpotrf(a[k].T, lower=1, clean=0, overwrite_a=1)[1] == 0
-        return definite
-    n, info = ctypes.c_int(a.shape[1]), ctypes.c_int(0)
-    at_n, at_info = ctypes.addressof(n), ctypes.addressof(info)
-    base, step = a.ctypes.data, a.strides[0]
-    for k in range(a.shape[0]):
-        _DPOTRF(_LOWER, at_n, base + k * step, at_n, at_info)
-        definite[k] = info.value == 0
-    return definite
+    return (_potrf_exports if NATIVE else _potrf_wrappers)(a)
 
 
 def potrs(factors: FloatArray, b: FloatArray, which: npt.NDArray[np.intp] | None = None
@@ -97,10 +87,22 @@ def potrs(factors: FloatArray, b: FloatArray, which: npt.NDArray[np.intp] | None
         raise ValueError(f"right-hand sides of {b.shape[-1]} rows for factors of order "
                          f"{factors.shape[1]}")
     elements = range(b.shape[0]) if which is None else which.tolist()
-    if not NATIVE:
-        for i, k in enumerate(elements):
-            b[i] = lapack.dpotrs(factors[k].T, b[i].T, lower=1)[0].T
-        return b
+    (_potrs_exports if NATIVE else _potrs_wrappers)(factors, b, elements)
+    return b
+
+
+def _potrf_exports(a: FloatArray) -> npt.NDArray[np.bool_]:
+    definite = np.empty(a.shape[0], bool)
+    n, info = ctypes.c_int(a.shape[1]), ctypes.c_int(0)
+    at_n, at_info = ctypes.addressof(n), ctypes.addressof(info)
+    base, step = a.ctypes.data, a.strides[0]
+    for k in range(a.shape[0]):
+        _DPOTRF(_LOWER, at_n, base + k * step, at_n, at_info)
+        definite[k] = info.value == 0
+    return definite
+
+
+def _potrs_exports(factors: FloatArray, b: FloatArray, elements: Iterable[int]) -> None:
     n = ctypes.c_int(factors.shape[1])
     q, info = ctypes.c_int(1 if b.ndim == 2 else b.shape[1]), ctypes.c_int(0)
     at_n, at_q, at_info = ctypes.addressof(n), ctypes.addressof(q), ctypes.addressof(info)
@@ -108,24 +110,29 @@ def potrs(factors: FloatArray, b: FloatArray, which: npt.NDArray[np.intp] | None
     b_base, b_step = b.ctypes.data, b.strides[0]
     for i, k in enumerate(elements):
         _DPOTRS(_LOWER, at_n, at_q, base + k * step, at_n, b_base + i * b_step, at_n, at_info)
-    return b
 
 
-def _native_works() -> bool:
+def _potrf_wrappers(a: FloatArray) -> npt.NDArray[np.bool_]:
+    return np.array([lapack.dpotrf(ak.T, lower=1, clean=0, overwrite_a=1)[1] == 0
+                     for ak in a], bool).reshape(a.shape[0])
+
+
+def _potrs_wrappers(factors: FloatArray, b: FloatArray, elements: Iterable[int]) -> None:
+    for i, k in enumerate(elements):
+        b[i] = lapack.dpotrs(factors[k].T, b[i].T, lower=1)[0].T
+
+
+def _exports_work() -> bool:
     """Whether the exports were found with the expected signatures and solve a small
     system right: [[4, 2], [2, 3]] x = [2, 1] has x = [0.5, 0]."""
     if _DPOTRF is None or _DPOTRS is None:
         return False
     a, b = np.array([[[4.0, 2.0], [2.0, 3.0]]]), np.array([[2.0, 1.0]])
-    n, one, info = ctypes.c_int(2), ctypes.c_int(1), ctypes.c_int(0)
-    _DPOTRF(_LOWER, ctypes.addressof(n), a.ctypes.data, ctypes.addressof(n),
-            ctypes.addressof(info))
-    if info.value != 0:
+    if not _potrf_exports(a).all():
         return False
-    _DPOTRS(_LOWER, ctypes.addressof(n), ctypes.addressof(one), a.ctypes.data,
-            ctypes.addressof(n), b.ctypes.data, ctypes.addressof(n), ctypes.addressof(info))
-    return info.value == 0 and bool(np.allclose(b, [[0.5, 0.0]], atol=1e-14))
+    _potrs_exports(a, b, [0])
+    return bool(np.allclose(b, [[0.5, 0.0]], atol=1e-14))
 
 
 #: Whether the GIL-free exports are used (else scipy's Python wrappers: the same results).
-NATIVE = _native_works()
+NATIVE = _exports_work()
