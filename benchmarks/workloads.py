@@ -121,6 +121,19 @@ def _lasso_values(rng: np.random.Generator, B: int, m: int = 100, n: int = 50):
     return {"native": [F, g, lam]}
 
 
+def _abs_box_build(m: int = 100, n: int = 50) -> dict[str, Formulation]:
+    """Least squares in a box written as users often do, ``abs(x) <= 0.5``: cvxpy's t with
+    |x| ≤ t ≤ 0.5 is free wherever |x| < 0.5, so J is singular there."""
+    x = cp.Variable(n, name="x")
+    F, g = cp.Parameter((m, n), name="F"), cp.Parameter(m, name="g")
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(F @ x - g)), [cp.abs(x) <= 0.5])
+    return {"native": Formulation(prob, (F, g), x, (False,) * 2)}
+
+
+def _abs_box_values(rng: np.random.Generator, B: int):
+    return {"native": _lasso_values(rng, B)["native"][:2]}
+
+
 # --- sigmoid as the argmin of a binary-entropy-regularised linear objective (exp cones) -----
 
 
@@ -399,4 +412,6 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
              _mpc_build, _mpc_values, (1, 8, 32, 128), (1,), seed=15),
     Workload("sparsemax", "sparsemax: projection of y onto the simplex, n=100; y",
              _sparsemax_build, _sparsemax_values, (1, 8, 32, 128), (1,), seed=16),
+    Workload("abs_box", "least squares in a box written abs(x) <= 0.5 (free auxiliaries), "
+             "F 100x50; F, g", _abs_box_build, _abs_box_values, (1, 8, 32, 128), (1,), seed=17),
 ]}

@@ -126,10 +126,10 @@ def test_a_large_core_eliminates_its_pair_pivots_before_the_lu():
 
 def test_a_free_auxiliary_is_left_out_of_the_lu_without_changing_the_outputs():
     """A constrained MPC with |u| ≤ 1 written with abs (cvxpy's t with |u| ≤ t ≤ 1 is free
-    on [|u|, 1] wherever |u| < 1, so J is singular): Direct leaves such t out of its core
-    (z_t = 0) instead of taking J's minimum-norm solve; the requested outputs equal the
-    dense mode's minimum-norm answer, and they are not flagged degenerate, since they are
-    unique."""
+    on [|u|, 1] wherever |u| < 1, so J is singular): the batched solve drops such t with
+    the inactive rows and Direct leaves them out of its core (z_t = 0 both ways) instead of
+    taking J's minimum-norm solve; the requested outputs equal the dense mode's
+    minimum-norm answer, and they are not flagged degenerate, since they are unique."""
     case = gallery_mpc(np.random.default_rng(0))  # the gallery's MPC layer (T = 10)
     problem, (x0, theta), (u,) = case.problem, case.parameters, case.variables
     T = u.shape[0]
@@ -144,6 +144,7 @@ def test_a_free_auxiliary_is_left_out_of_the_lu_without_changing_the_outputs():
         answers[mode] = (*sol.vjp(cotangent), *sol.jvp(*tangents))
         if mode == "direct":
             assert not sol.degenerate.any()
+            assert not sol._derivative.factors  # every element solved in the batch
             _, state, op = sol._derivative.element(0)
             assert state.lu is not None and state.truncated is None  # no minimum-norm solve
             free = np.setdiff1d(op.pattern.plan.singletons(op).core, state.peel.core)  # left out of the LU

@@ -70,6 +70,8 @@ def _instrument(monkeypatch) -> Counter:
     w(linear_solvers.DenseLU, "__init__", "single-precision LU", lambda a, o: a[0].single)
     w(elimination.PairElimination, "of", "pair elimination in Direct", lambda a, o: o is not None)
     w(linear_solvers, "free_auxiliaries", "free auxiliaries left out", lambda a, o: o is not a[1])
+    w(batch.BatchDerivative, "_free_auxiliaries", "free auxiliaries dropped in the batch",
+      lambda a, o: o is not None)
     w(linear_solvers.TruncatedInverse, "__init__", "minimum-norm answer")
     w(bordered.BorderedFactor, "__init__", "bordered LU")
     w(qp_route, "solve", "dense QP route")
@@ -92,7 +94,8 @@ ROUTE_CASES = {
     "SuperLU": "medium_mixed-0",
     "pair elimination in Direct": "medium_mixed-0",
     "single-precision LU": "lp_filled_basis-0",
-    "free auxiliaries left out": "maximize_quad_form-0",
+    "free auxiliaries left out": "abs_box_large-0",
+    "free auxiliaries dropped in the batch": "abs_box-0",
     "minimum-norm answer": "con_redundant-0",
     "bordered LU": "logistic_fit-0",
     "dense QP route": "qp_route_dense-0",

@@ -1462,6 +1462,35 @@ def _lasso_box(rng):
                        [x], prob)
 
 
+@family("abs_box", group="constraints")
+def _abs_box(rng):
+    """Least squares in a box written ``abs(x) <= c`` (F 30 × 20, every datum a parameter):
+    cvxpy's t with |x| ≤ t ≤ c is free wherever |x| < c, so J is singular there; the batched
+    solve drops such t with the inactive rows (z_t = 0), as ``Direct`` does."""
+    m, n = 30, 20
+    F, g = cp.Parameter((m, n), name="F"), cp.Parameter(m, name="g")
+    c = cp.Parameter(pos=True, name="c")
+    x = cp.Variable(n, name="x")
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(F @ x - g) + 0.1 * cp.sum_squares(x)),
+                      [cp.abs(x) <= c])
+    return independent([F, g, c], [normal((m, n)), normal(m, 3.0), uniform((), 0.2, 0.5)],
+                       [x], prob)
+
+
+@family("abs_box_large", group="constraints")
+def _abs_box_large(rng):
+    """The same with 110 coordinates and a fixed sparse F: J's LU stays above the batched
+    solve's limit once the inactive rows are dropped, so each element is ``Direct``'s,
+    which leaves its free t out of the core before factorising."""
+    n = 110
+    F0 = rng.standard_normal((n, n)) * (rng.uniform(size=(n, n)) < 0.1)
+    g, c = cp.Parameter(n, name="g"), cp.Parameter(pos=True, name="c")
+    x = cp.Variable(n, name="x")
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(F0 @ x - g) + 0.1 * cp.sum_squares(x)),
+                      [cp.abs(x) <= c])
+    return independent([g, c], [normal(n), uniform((), 0.2, 0.5)], [x], prob)
+
+
 @family("logistic_fit", group="constraints", flip=False)
 def _logistic_fit(rng):
     """An L2-regularised logistic regression on 300 points with per-point weights (exponential

@@ -73,8 +73,8 @@ class InactiveRows:
     def solve(self, pivots: PairPivots, values: FloatArray, rhs: FloatArray, transpose: bool,
               drop: Mask) -> tuple[FloatArray, FloatArray]:
         """J z = rhs (or Jᵀ z = rhs) for values (b, nnz) and rhs (b, size, k), each element
-        without its dropped rows; returns z and the residual's squared norm (b, k), like
-        ``PairPivots.solve``."""
+        without its dropped rows (and dropped variables: free auxiliaries, z = 0); returns
+        z and the residual's squared norm (b, k), like ``PairPivots.solve``."""
         take = lambda a, at: np.take(a, at, axis=1)  # faster than a[:, at]
         dropped = take(drop, self.rows)
         D, diag = dropped[..., None], _columns(values, self.diag)[..., None]
@@ -85,7 +85,8 @@ class InactiveRows:
             with np.errstate(all="ignore"):  # J_ii = 0 on the rows kept
                 y = np.where(D, r_D / diag, 0.0)
             shift = _summed(self.to_cols, w[..., None] * take(y, self.entry_row))
-            z, res_sq = pivots.solve(values, rhs - shift, True, keep)
+            rhs = rhs - shift
+            z, res_sq = pivots.solve(values, rhs, True, keep)
             z_D, res_D = y, diag * y - r_D
         else:  # trail: the rest first, then z_i from its row
             z, res_sq = pivots.solve(values, rhs, False, keep)
@@ -96,7 +97,16 @@ class InactiveRows:
         z[:, self.rows] = np.where(D, z_D, z[:, self.rows])
         # the kept system's residual is zero on the dropped rows: theirs adds to it
         res_D = np.where(D, res_D, 0.0)
-        return z, res_sq + np.vecdot(res_D, res_D, axis=1)
+        res_sq = res_sq + np.vecdot(res_D, res_D, axis=1)
+        # a dropped variable (a free auxiliary: every row it meets dropped, no entry in P)
+        # has z = 0 and, in J and in Jᵀ less the dropped rows' terms, an empty row: its
+        # residual is its right-hand side (0 where the outputs do not read it)
+        free = drop.copy()
+        free[:, self.rows] = False
+        if free.any():
+            r_F = np.where(free[..., None], rhs, 0.0)
+            res_sq = res_sq + np.vecdot(r_F, r_F, axis=1)
+        return z, res_sq
 
 
 def _columns(values: FloatArray, at: Index) -> FloatArray:

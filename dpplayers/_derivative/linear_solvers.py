@@ -148,23 +148,23 @@ class Direct(AbstractLinearSolver):
     refinement_steps: int = 30
     #: Cores (and B blocks) up to this order use LAPACK's dense LU (:data:`.plan.DENSE_ORDER`).
     dense_limit: int = DENSE_ORDER
-    #: The program's variables no requested output reads (cvxpy's auxiliaries). Where the
-    #: core is singular, one that meets only inactive rows (t of ``abs(u) <= 1`` with
-    #: |u| < 1, free on [|u|, 1]) is set to 0 and left out of the LU, so that J's
-    #: singularity there costs no minimum-norm solve; the outputs do not depend on it
-    #: (:func:`free_auxiliaries`). Nonsingular cores never look.
+    #: The program's variables no requested output reads (cvxpy's auxiliaries). One that
+    #: meets only inactive rows (t of ``abs(u) <= 1`` with |u| < 1, free on [|u|, 1]) makes
+    #: the core singular: it is set to 0 and left out of the LU before factorising, so that
+    #: J's singularity there costs neither a failed factorisation nor a minimum-norm solve;
+    #: the outputs do not depend on it (:func:`free_auxiliaries`).
     auxiliaries: Auxiliaries | None = dataclasses.field(default=None, compare=False)
 
     def init(self, operator: KKTOperator) -> _DirectState:
         J = operator.as_matrix()
         peel = operator.pattern.plan.singletons(operator)
+        reduced = peel if self.auxiliaries is None else \
+            free_auxiliaries(operator, peel, self.auxiliaries)
+        if reduced is not peel:
+            without = self._factor_core(operator, J, reduced)
+            if not without.singular:
+                return without
         state = self._factor_core(operator, J, peel)
-        if state.singular and self.auxiliaries is not None:  # a free auxiliary, perhaps
-            reduced = free_auxiliaries(operator, peel, self.auxiliaries)
-            if reduced is not peel:
-                without = self._factor_core(operator, J, reduced)
-                if not without.singular:
-                    return without
         if state.singular and J.shape[0] <= DENSE_MAX_ORDER:
             state.truncated = TruncatedInverse(J.toarray(), state.limit.value)
         return state
