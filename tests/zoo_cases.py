@@ -1479,16 +1479,19 @@ def _abs_box(rng):
 
 @family("abs_box_large", group="constraints")
 def _abs_box_large(rng):
-    """The same with 110 coordinates and a fixed sparse F: J's LU stays above the batched
-    solve's limit once the inactive rows are dropped, so each element is ``Direct``'s,
-    which leaves its free t out of the core before factorising."""
-    n = 110
-    F0 = rng.standard_normal((n, n)) * (rng.uniform(size=(n, n)) < 0.1)
-    g, c = cp.Parameter(n, name="g"), cp.Parameter(pos=True, name="c")
-    x = cp.Variable(n, name="x")
-    prob = cp.Problem(cp.Minimize(cp.sum_squares(F0 @ x - g) + 0.1 * cp.sum_squares(x)),
-                      [cp.abs(x) <= c])
-    return independent([g, c], [normal(n), uniform((), 0.2, 0.5)], [x], prob)
+    """An MPC over 80 steps with |u| ≤ 1 written ``abs(u) <= 1`` (cvxpy's t free wherever
+    |u| < 1): J's LU stays above the batched solve's limit once the inactive rows are
+    dropped, so each element is ``Direct``'s, which leaves its free t out of the core
+    before factorising."""
+    nx, nu, T = 4, 2, 80
+    A = np.eye(nx) + 0.1 * rng.standard_normal((nx, nx))
+    B = rng.standard_normal((nx, nu))
+    x, u = cp.Variable((nx, T + 1), name="x"), cp.Variable((nu, T), name="u")
+    x0 = cp.Parameter(nx, name="x0")
+    Q = rng.standard_normal((nx, nx))
+    cost = cp.sum_squares(Q @ x) + 0.1 * cp.sum_squares(u)
+    cons = [x[:, 0] == x0, x[:, 1:] == A @ x[:, :-1] + B @ u, cp.abs(u) <= 1]
+    return independent([x0], [normal(nx, 3.0)], [u], cp.Problem(cp.Minimize(cost), cons))
 
 
 @family("logistic_fit", group="constraints", flip=False)

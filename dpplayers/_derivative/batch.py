@@ -284,8 +284,10 @@ class BatchDerivative:
         if not self.batched_dense:
             return []
         plan = self.batch_pattern.plan
-        # S's order (what the blocks hold) against the limit on the LU's, less S's diagonal pivots
+        # S's order (what the blocks hold) against the limits on the LU's, less S's diagonal pivots
         order, limit = plan.pairs.reduced_order, self.dense_limit + plan.pairs.diagonal
+        compact = plan.inactive is not None and \
+            order > self.program.kkt_pattern.plan.compact_above + plan.pairs.diagonal
         places = list(range(len(keys)))
         D, place = self.projections()
         D_values = self.batch_pattern.d_values(D)
@@ -293,7 +295,7 @@ class BatchDerivative:
         if where != list(range(D.count)):
             D_values = D_values[:, where]
         drop, free = None, self._free_auxiliaries(D_values)
-        if order > limit or free is not None:
+        if compact or free is not None:
             drop = plan.inactive.dropped(D_values)
             if free is not None:
                 drop |= free

@@ -40,26 +40,25 @@ Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
 
 #: Reduced J up to this order are factorised densely whatever their fill: per element
-#: (LAPACK 0.03 ms against SuperLU's 0.25 ms at order 85; SuperLU wins from about 300) and,
-#: in ``direct`` mode, a batch's together (qp50, batch 32: 1.5 ms against
-#: ~0.3 ms of Python per element around 0.03 ms factorisations; batch 1: vjp 0.38 → 0.26 ms).
-#: For the batched executor the order is its LU's: S less its leading diagonal pivots and
-#: the rows an element drops (a program whose LU is above this drops each element's
-#: inactive rows first). 256 was tried: the spectraplex projection's LU of 211 and a p-norm
-#: fit's 220 were batched (backward 0.43–0.49 and 0.68–0.88 of the per-element path's),
-#: but the MPC's LU of 203 was then batched without dropping its inactive rows, 1.13–1.40×
+#: (LAPACK 0.03 ms against SuperLU's 0.25 ms at order 85; SuperLU wins from about 300).
+#: In the batched executor (order: its LU's, S less its leading diagonal pivots), a J less
+#: than DENSE_FRACTION full whose LU is above this drops each element's inactive rows (and
+#: free auxiliaries) first: the MPC's LU of 203, batched without dropping them, was 1.13–1.40×
 #: slower (quiet machine, interleaved).
 DENSE_ORDER = 200
 #: Dense LUs from this order on are computed in single precision and refined in double
 #: (:class:`~.linear_solvers.DenseLU`: LAPACK's sgetrf takes about half dgetrf's time, order
 #: 1,000 9 ms against 16 ms here; the sparse LP's backward 1.68–1.84× faster, ``routes.py``).
-#: Below it, a J at least DENSE_FRACTION full (nonzeros / order², the dense QPs of OptNet
-#: layers), or whose batched LU's matrix is (S less its diagonal pivots: the spectraplex
-#: projection's, order 211), is batched up to this order instead of DENSE_ORDER: its
-#: per-element LU would be a dense double one of the same order or more, one at a time
-#: (qp200, order 350 and 80% full, batch 32: 246–395 ms per element against 112–131 ms
-#: batched; an OptNet QP of order 450, batched against per element, interleaved: 0.69 /
-#: 0.95 / 0.75 at batch 1 / 8 / 32, 2026-12-07, where a separate limit of 400 stood).
+#: Below it every J is batched (after the drops above): its per-element LU would be a dense
+#: double one of the same order, one at a time, or a sparse one behind ~1–2 ms of Python
+#: and scipy per element. A J at least DENSE_FRACTION full (or whose batched LU's matrix is)
+#: drops nothing below this order: compacting its many entries per element cost more than
+#: the smaller LU saved (qp200, order 350: backward 1.5–1.65× slower; a norm fit's lifted
+#: J̃, LU 203: 1.25–1.4×). Measured (``ab.py``, backward, 15 rounds, 2026-12-07), batching
+#: up to this order where the limit for a sparser J was DENSE_ORDER: a p-norm fit (LU 220)
+#: 0.88 / 0.82 / 0.50 at batch 1 / 8 / 32, box least squares written ``abs(x) <= c`` at
+#: batch 32 (n = 100, 130, 200: LU after the drops 250–450) 0.23, 0.14, 0.13; qp200 at
+#: 0.69–0.75 against per element when it was full with a separate limit of 400.
 MIXED_MIN_ORDER = 500
 #: A J (or a sparse LU's factors) at least this full is factorised densely up to
 #: DENSE_MAX_ORDER: SuperLU's fill approaches dense anyway (200-variable QP, order 297 and
@@ -156,7 +155,13 @@ class EliminationPlan:
 
     @property
     def batched_limit(self) -> int:
-        """The largest reduced order the batched executor takes for this J."""
+        """The largest reduced order the batched executor takes."""
+        return MIXED_MIN_ORDER
+
+    @property
+    def compact_above(self) -> int:
+        """The reduced order above which the batched executor drops each element's inactive
+        rows first (see DENSE_ORDER and MIXED_MIN_ORDER)."""
         return MIXED_MIN_ORDER if self.full else DENSE_ORDER
 
     @functools.cached_property
