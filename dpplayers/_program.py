@@ -26,6 +26,7 @@ from ._cache import Uncacheable, cached, fingerprint
 from ._compile.affine_maps import AffineMap, StackedMaps
 from ._compile.canonical import CanonicalProgram, canonicalize
 from ._derivative.elimination import Auxiliaries
+from ._derivative.inactive_rows import FreeAuxiliaries
 from ._derivative.kkt import kkt_pattern
 from ._derivative.pattern import KKTPattern
 from ._distributed import ShippedProgram, check_executor
@@ -220,6 +221,14 @@ class CompiledProblem(CanonicalProgram):
         columns = self.retrieval.matrix.indices
         read[columns[columns < self.n]] = True
         return Auxiliaries.of(self.A, self.P, ~read)
+
+    @functools.cached_property
+    def free_auxiliaries(self) -> FreeAuxiliaries | None:
+        """The auxiliaries the batched derivative drops where an element leaves them free
+        (:class:`~._derivative.inactive_rows.FreeAuxiliaries`), on its pattern (J̃'s where
+        J has lifted blocks)."""
+        pattern = self.kkt_pattern
+        return FreeAuxiliaries.of(pattern.batch_lifted or pattern, self.auxiliaries)
 
     @functools.cached_property
     def kkt_pattern(self) -> KKTPattern:

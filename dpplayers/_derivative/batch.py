@@ -36,12 +36,10 @@ from .linear_solvers import (
     SolveStats,
     make_linear_solver,
 )
-from .pair_pivots import as_indices
 from .pattern import KKTPattern
 from .qp_elements import RouteElements
 
 FloatArray = npt.NDArray[np.float64]
-Index = npt.NDArray[np.intp]
 
 
 #: The batched executor takes a batch in chunks of about this many bytes of blocks: they
@@ -314,40 +312,11 @@ class BatchDerivative:
 
     def _free_auxiliaries(self, D_values: FloatArray) -> npt.NDArray[np.bool_] | None:
         """(b, J̃'s order): the program's auxiliaries each element leaves free (they meet
-        only its inactive rows: :func:`~.elimination.free_auxiliaries`), for D's block
+        only its inactive rows: :class:`~.inactive_rows.FreeAuxiliaries`), for D's block
         values (entries, b); None where no element has one the batch can drop. J is
         singular there; dropped with the inactive rows, z_t = 0, as ``Direct`` does."""
-        droppable = self._droppable_auxiliaries
-        if droppable is None:
-            return None
-        chosen, at, scalar_d = droppable
-        free = self.program.auxiliaries.free(scalar_d, D_values)[:, chosen]
-        if not free.any():
-            return None
-        out = np.zeros((D_values.shape[1], self.batch_pattern.size), bool)
-        out[:, at] = free
-        return out
-
-    @cached
-    def _droppable_auxiliaries(self) -> tuple[Index, Index, Index] | None:
-        """The auxiliaries the batched executor can drop with the inactive rows (after
-        every index of the pair blocks in S's order, as those rows must be: ``plan``), their
-        indices in J̃, and each row's D value position (−1 inside a larger block)."""
-        pattern = self.batch_pattern
-        plan, aux = pattern.plan, self.program.auxiliaries
-        if plan.inactive is None or not aux.candidates.size:
-            return None
-        pairs = plan.pairs
-        at = pattern.at(aux.candidates)
-        where = np.searchsorted(pairs.rest, at)
-        in_rest = pairs.rest[np.minimum(where, pairs.rest.size - 1)] == at
-        touched = np.union1d(as_indices(pairs.rq_rows), as_indices(pairs.qr_cols))
-        chosen = np.flatnonzero(in_rest & (where > touched.max(initial=-1)))
-        if not chosen.size:
-            return None
-        scalar_d = np.full(pattern.m, -1)
-        scalar_d[pattern.scalar_rows] = pattern.scalar_d
-        return chosen, at[chosen], scalar_d
+        free = self.program.free_auxiliaries
+        return None if free is None else free.dropped(D_values)
 
     def _dense_batch(self, keys: list[int], D_values: FloatArray,
                      drop: npt.NDArray[np.bool_] | None) -> DenseBatch:

@@ -99,20 +99,6 @@ class Auxiliaries:
         rows = A.indices[concatenated_ranges(starts, counts)].astype(np.intp)
         return cls(candidates, rows, np.repeat(np.arange(candidates.size), counts), counts == 0)
 
-    def free(self, scalar_d: Index, D_values: FloatArray) -> npt.NDArray[np.bool_]:
-        """(b, candidates): which candidates meet only inactive rows at each element, for
-        D's block values (entries, b) and each row's position among them (``scalar_d``,
-        −1 inside a larger block: active)."""
-        free = np.zeros((D_values.shape[1], self.candidates.size), bool)
-        if not self.rows.size:
-            return free
-        at = scalar_d[self.rows]
-        active = (D_values[np.maximum(at, 0)] != 0.0) | (at < 0)[:, None]  # (rows, b)
-        # rows come candidate by candidate (``owner`` ascending): one reduction per run
-        starts = np.flatnonzero(np.diff(self.owner, prepend=-1))
-        free[:, ~self.empty] = ~np.logical_or.reduceat(active, starts, axis=0).T
-        return free
-
 
 def free_auxiliaries(op: KKTOperator, peel: Singletons, aux: Auxiliaries) -> Singletons:
     """``peel`` with its core less the candidate variables that meet only inactive rows

@@ -17,13 +17,18 @@ within the batched solve's limit, where before each element had its own SuperLU.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
 from .._sparse import gather
-from .pair_pivots import PairPivots
+from .pair_pivots import PairPivots, as_indices
+
+if TYPE_CHECKING:
+    from .elimination import Auxiliaries
+    from .pattern import KKTPattern
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -107,6 +112,53 @@ class InactiveRows:
             r_F = np.where(free[..., None], rhs, 0.0)
             res_sq = res_sq + np.vecdot(r_F, r_F, axis=1)
         return z, res_sq
+
+
+@dataclass(frozen=True, eq=False)
+class FreeAuxiliaries:
+    """The program's auxiliaries the batched solve can drop with the inactive rows where an
+    element leaves them free (:func:`~.elimination.free_auxiliaries`: every row they meet
+    inactive, no entry in P, unread), found once per program: those whose rows are all
+    scalar inequality rows (an SOC's or an equality's never turn inactive) and that come
+    after every index of the pair blocks in S's order, as the dropped rows must (``plan``)."""
+
+    size: int  # the order of J (J̃)
+    at: Index  # their indices in J (J̃) ...
+    d_pos: Index  # ... their rows' D value positions, one candidate after another ...
+    starts: Index  # ... and where each candidate's rows start among them
+
+    @classmethod
+    def of(cls, pattern: KKTPattern, aux: Auxiliaries) -> FreeAuxiliaries | None:
+        """For J's (J̃'s) pattern and the program's auxiliaries; None where none qualifies."""
+        plan = pattern.plan
+        if plan.inactive is None or not aux.candidates.size:
+            return None
+        scalar_d = np.full(pattern.m, -1)
+        scalar_d[pattern.scalar_rows] = pattern.scalar_d
+        d_pos = scalar_d[aux.rows]
+        bad_row = (d_pos < 0) | (aux.rows < pattern.zero_rows)
+        possible = ~aux.empty & (np.bincount(aux.owner[bad_row], minlength=aux.candidates.size) == 0)
+        rest = plan.pairs.rest
+        at = pattern.at(aux.candidates)
+        where = np.searchsorted(rest, at)
+        in_rest = rest[np.minimum(where, rest.size - 1)] == at
+        touched = np.union1d(as_indices(plan.pairs.rq_rows), as_indices(plan.pairs.qr_cols))
+        chosen = possible & in_rest & (where > touched.max(initial=-1))
+        if not chosen.any():
+            return None
+        mine = chosen[aux.owner]
+        starts = np.flatnonzero(np.diff(aux.owner[mine], prepend=-1))
+        return cls(pattern.size, at[chosen], d_pos[mine], starts)
+
+    def dropped(self, D_values: FloatArray) -> Mask | None:
+        """(b, size): the auxiliaries each element leaves free, for D's block values
+        (entries, b); None where no element has one."""
+        free = np.logical_and.reduceat(D_values[self.d_pos] == 0.0, self.starts, axis=0)
+        if not free.any():
+            return None
+        out = np.zeros((D_values.shape[1], self.size), bool)
+        out[:, self.at] = free.T
+        return out
 
 
 def _columns(values: FloatArray, at: Index) -> FloatArray:
