@@ -57,8 +57,8 @@ DENSE_ORDER = 200
 #: J̃, LU 203: 1.25–1.4×). Measured (``ab.py``, backward, 15 rounds, 2026-12-07), batching
 #: up to this order where the limit for a sparser J was DENSE_ORDER: a p-norm fit (LU 220)
 #: 0.88 / 0.82 / 0.50 at batch 1 / 8 / 32, box least squares written ``abs(x) <= c`` at
-#: batch 32 (n = 100, 130, 200: LU after the drops 250–450) 0.23, 0.14, 0.13; qp200 at
-#: 0.69–0.75 against per element when it was full with a separate limit of 400.
+#: batch 32 (n = 100, 130, 200: LU after the drops 250–450) 0.23, 0.14, 0.13; earlier, a
+#: full OptNet QP of order 450 batched against per element: 0.69 / 0.95 / 0.75.
 MIXED_MIN_ORDER = 500
 #: A J (or a sparse LU's factors) at least this full is factorised densely up to
 #: DENSE_MAX_ORDER: SuperLU's fill approaches dense anyway (200-variable QP, order 297 and
