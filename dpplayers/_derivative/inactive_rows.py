@@ -24,7 +24,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from .._sparse import gather
-from .pair_pivots import PairPivots, as_indices
+from .pair_pivots import PairPivots
 
 if TYPE_CHECKING:
     from .elimination import Auxiliaries
@@ -142,8 +142,7 @@ class FreeAuxiliaries:
         at = pattern.at(aux.candidates)
         where = np.searchsorted(rest, at)
         in_rest = rest[np.minimum(where, rest.size - 1)] == at
-        touched = np.union1d(as_indices(plan.pairs.rq_rows), as_indices(plan.pairs.qr_cols))
-        chosen = possible & in_rest & (where > touched.max(initial=-1))
+        chosen = possible & in_rest & plan.pairs.after_blocks(at)
         if not chosen.any():
             return None
         mine = chosen[aux.owner]

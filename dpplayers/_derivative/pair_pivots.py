@@ -321,6 +321,14 @@ class PairPivots:
                 BlockEntries(self.local_row[qr], np.searchsorted(cols, self.local_col[qr]),
                              self.q.size))
 
+    def after_blocks(self, index: Index) -> npt.NDArray[np.bool_]:
+        """Whether each J index comes after every row of J_RQ and column of J_QR in R's
+        order: what the batched executor may drop per element without moving them
+        (:meth:`_compact_slots`)."""
+        last = max(int(as_indices(self.rq_rows).max(initial=-1)),
+                   int(as_indices(self.qr_cols).max(initial=-1)))
+        return np.searchsorted(self.rest, index) > last
+
     def _reach(self, keep: npt.NDArray[np.bool_] | None) -> int | None:
         """``reach`` where every element keeps the indices it spans (compaction moves no
         index within it), else None."""

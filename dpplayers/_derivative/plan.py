@@ -30,7 +30,7 @@ import numpy.typing as npt
 from .conditioning import ConditionLimit
 from .elimination import Singletons
 from .inactive_rows import InactiveRows
-from .pair_pivots import PairPivots, as_indices
+from .pair_pivots import PairPivots
 
 if TYPE_CHECKING:
     from .kkt import KKTOperator
@@ -195,8 +195,7 @@ def _inactive(pattern: KKTPattern, pairs: PairPivots) -> InactiveRows | None:
     rows = pattern.at(pattern.n + pattern.scalar_rows[keep])
     if not rows.size:
         return None
-    touched = np.union1d(as_indices(pairs.rq_rows), as_indices(pairs.qr_cols))
-    if touched.size and touched.max() >= np.searchsorted(pairs.rest, rows.min()):
+    if not pairs.after_blocks(rows.min()):
         return None
     return InactiveRows.of(pattern.size, pattern.entry_rows, pattern.entry_cols, rows,
                            pattern.scalar_d[keep])
