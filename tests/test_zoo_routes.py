@@ -68,7 +68,10 @@ def _instrument(monkeypatch) -> Counter:
     w(linear_solvers._AntiDiagonalLU, "__init__", "LP basis LU")
     w(linear_solvers.SparseLU, "__init__", "SuperLU")
     w(linear_solvers.DenseLU, "__init__", "single-precision LU", lambda a, o: a[0].single)
-    w(elimination.PairElimination, "of", "pair elimination in Direct", lambda a, o: o is not None)
+    w(elimination.PairElimination, "of", "pair elimination in Direct",
+      lambda a, o: o is not None and a[-1] is None)
+    w(elimination.PairElimination, "of", "pair elimination in Direct, dense S",
+      lambda a, o: o is not None and a[-1] is not None)
     w(linear_solvers, "free_auxiliaries", "free auxiliaries left out", lambda a, o: o is not a[1])
     w(batch.BatchDerivative, "_free_auxiliaries", "free auxiliaries dropped in the batch",
       lambda a, o: o is not None)
@@ -93,6 +96,7 @@ ROUTE_CASES = {
     "LP basis LU": "lp_medium-0",
     "SuperLU": "medium_mixed-0",
     "pair elimination in Direct": "medium_mixed-0",
+    "pair elimination in Direct, dense S": "lasso_box-0",
     "single-precision LU": "lp_filled_basis-0",
     "free auxiliaries left out": "abs_box_large-0",
     "free auxiliaries dropped in the batch": "abs_box-0",

@@ -163,20 +163,18 @@ class PairElimination:
     rest: Index  # the core positions S is of
     q: Index
     p: Index
-    J_Rq: sp.csc_matrix  # (rest, q)
-    J_qR: sp.csr_matrix  # (q, rest)
+    J_Rq: sp.csc_matrix | FloatArray  # (rest, q)
+    J_qR: sp.csr_matrix | FloatArray  # (q, rest)
     P: FloatArray
     a: FloatArray
     a2: FloatArray
     c: FloatArray
     det: FloatArray
 
-    @classmethod
-    def of(cls, J_core: sp.csc_matrix, core: Index, p: Index, q: Index,
-           ) -> tuple[PairElimination, sp.csc_matrix] | None:
-        """The elimination of the pairs (J indices p, q) that lie in the core, and S; None
-        where there are none, a pivot is singular (det = 0), or S would hold more entries
-        than the core (the products J_Rq J_qR fill in: F x − g with a dense F)."""
+    @staticmethod
+    def positions(core: Index, p: Index, q: Index) -> tuple[Index, Index, Index] | None:
+        """(rest, q, p) as core positions for the pairs (J indices p, q) that lie in the
+        core; None where none does. S is of order ``rest.size``."""
         where = np.full(int(max(core.max(initial=-1), p.max(initial=-1),
                                 q.max(initial=-1))) + 1, -1)
         where[core] = np.arange(core.size)
@@ -185,12 +183,34 @@ class PairElimination:
             return None
         qc, pc = where[q[inside]], where[p[inside]]
         rest = np.setdiff1d(np.arange(core.size), np.concatenate([qc, pc]), assume_unique=True)
-        J = J_core.tocsr()
-        P, a = _entries(J, pc, pc), _entries(J, pc, qc)
-        a2, c = _entries(J, qc, pc), _entries(J, qc, qc)
+        return rest, qc, pc
+
+    @classmethod
+    def of(cls, J_core: sp.csc_matrix, rest: Index, qc: Index, pc: Index,
+           dense: FloatArray | None = None,
+           ) -> tuple[PairElimination, sp.csc_matrix | FloatArray] | None:
+        """The elimination of the pairs at core positions (qc, pc) (:meth:`positions`), and
+        S; None where a pivot is singular (det = 0) or, for a sparse S, where S would hold
+        more entries than the core (the products J_Rq J_qR fill in: F x − g with a dense
+        F). With ``dense``, an array of J_core's shape (overwritten: the caller's scratch,
+        where a fresh one would page-fault), S and the blocks are dense arrays and S's
+        update one BLAS product, for a caller that factorises S densely (a box least
+        squares with F 260 × 260, 10% full: S of order 337 in 1.6 ms, against 6.9 ms by
+        sparse products)."""
+        if dense is not None:
+            J = J_core.toarray(out=dense)
+            P, a, a2, c = J[pc, pc], J[pc, qc], J[qc, pc], J[qc, qc]
+        else:
+            J = J_core.tocsr()
+            P, a = _entries(J, pc, pc), _entries(J, pc, qc)
+            a2, c = _entries(J, qc, pc), _entries(J, qc, qc)
         det = P * c - a * a2
         if not np.all(np.isfinite(det)) or np.any(det == 0.0):
             return None
+        if dense is not None:
+            J_Rq, J_qR = J[np.ix_(rest, qc)], J[np.ix_(qc, rest)]
+            S = J[np.ix_(rest, rest)] - (J_Rq * (P / det)) @ J_qR
+            return cls(rest, qc, pc, J_Rq, J_qR, P, a, a2, c, det), S
         J_RR = J_core[rest][:, rest]
         J_Rq = sp.csc_matrix(J_core[rest][:, qc])
         J_qR = sp.csr_matrix(J[qc][:, rest])

@@ -54,6 +54,7 @@ from .elimination import (
 )
 from .kkt import KKTOperator
 from .plan import DENSE_FRACTION, DENSE_MAX_ORDER, DENSE_ORDER, MIXED_MIN_ORDER
+from .scratch import scratch
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -176,19 +177,25 @@ class Direct(AbstractLinearSolver):
         core, N = peel.core, J.shape[0]
         plan = operator.pattern.plan
         filled = plan.filled  # what earlier elements' factorisations showed
-        pairs = None
-        if core.size > self.dense_limit:  # a large core: its 2×2 pair pivots go first
-            pivots = plan.pairs
-            J_core = sp.csc_matrix(J[core][:, core]) if core.size < N else J
-            found = PairElimination.of(J_core, core, pivots.p, pivots.q) if pivots.p.size else None
-            if found is not None:
-                pairs, S = found
-        order = pairs.rest.size if pairs is not None else core.size
-        dense = (order <= self.dense_limit and N <= 4 * self.dense_limit) or (
+        is_dense = lambda order: (order <= self.dense_limit and N <= 4 * self.dense_limit) or (
             N <= DENSE_MAX_ORDER and J.nnz >= DENSE_FRACTION * N * N) or (
             order <= DENSE_MAX_ORDER and filled.get("core", False))
+        pairs = None
+        if core.size > self.dense_limit and plan.pairs.p.size:  # a large core: pairs first
+            at = PairElimination.positions(core, plan.pairs.p, plan.pairs.q)
+            if at is not None:
+                J_core = sp.csc_matrix(J[core][:, core]) if core.size < N else J
+                # S formed densely where it will be factorised so, from the core densified
+                # into scratch (a dense J's largest order at most: 18 MB)
+                buffer = (scratch("pair elimination", J_core.shape)
+                          if is_dense(at[0].size) and core.size <= DENSE_MAX_ORDER else None)
+                found = PairElimination.of(J_core, *at, buffer)
+                if found is not None:
+                    pairs, S = found
+        order = pairs.rest.size if pairs is not None else core.size
+        dense = is_dense(order)
         if pairs is not None:
-            J_RR = S.toarray() if dense else S
+            J_RR = S if isinstance(S, np.ndarray) else S.toarray() if dense else S
         elif dense and N <= DENSE_MAX_ORDER:  # slicing a small dense J beats sparse indexing
             J_RR = J.toarray()[np.ix_(core, core)]
         else:
