@@ -54,7 +54,6 @@ from .elimination import (
 )
 from .kkt import KKTOperator
 from .plan import DENSE_FRACTION, DENSE_MAX_ORDER, DENSE_ORDER, MIXED_MIN_ORDER
-from .scratch import scratch
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -185,11 +184,10 @@ class Direct(AbstractLinearSolver):
             at = PairElimination.positions(core, plan.pairs.p, plan.pairs.q)
             if at is not None:
                 J_core = sp.csc_matrix(J[core][:, core]) if core.size < N else J
-                # S formed densely where it will be factorised so, from the core densified
-                # into scratch (a dense J's largest order at most: 18 MB)
-                buffer = (scratch("pair elimination", J_core.shape)
-                          if is_dense(at[0].size) and core.size <= DENSE_MAX_ORDER else None)
-                found = PairElimination.of(J_core, *at, buffer)
+                # S formed densely where it will be factorised so (from the core densified:
+                # up to a dense J's largest order)
+                found = PairElimination.of(J_core, *at, dense=is_dense(at[0].size)
+                                           and core.size <= DENSE_MAX_ORDER)
                 if found is not None:
                     pairs, S = found
         order = pairs.rest.size if pairs is not None else core.size
