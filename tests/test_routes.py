@@ -153,3 +153,37 @@ def test_a_free_auxiliary_is_left_out_of_the_lu_without_changing_the_outputs():
             assert sol.degenerate.all()  # the whole J is singular
     for got, want in zip(answers["direct"], answers["dense"]):
         assert relative_gap(got, want) < 1e-8
+
+
+def test_a_polyhedral_batch_keeps_its_suspect_lus_that_gecon_clears(monkeypatch):
+    """The horizon-20 MPC of ``benchmarks/`` (|u| ≤ 1 as two inequalities: every block of D
+    1×1): some elements' batched LUs probe as suspect (cond₁ ~1e5-1e7, well-posed for such
+    J, :mod:`dpplayers._derivative.conditioning`); gecon on the LU at hand clears them
+    instead of ``Direct`` redoing the element. vjp and jvp equal the dense mode's (one LU
+    of the whole J per element), at two parameter draws of a batch of 8."""
+    from benchmarks.workloads import WORKLOADS
+    from dpplayers._derivative import pair_pivots
+
+    cleared = []
+    within = pair_pivots._within
+    monkeypatch.setattr(pair_pivots, "_within", lambda *a: cleared.append(within(*a)) or
+                        cleared[-1])
+    workload = WORKLOADS["mpc20"]
+    form = workload.formulations()["native"]
+    rng = np.random.default_rng(4)
+    for draw in (0, 2):
+        values = workload.values(8, draw)["native"]
+        cotangent = rng.standard_normal((8, *form.output.shape))
+        tangents = [rng.standard_normal(v.shape) for v in values]
+        answers = {}
+        for mode in ("direct", "dense"):
+            prog = dpplayers.compile(form.problem, list(form.parameters), [form.output],
+                                     mode=mode)
+            sol = prog.solve(*values, solver_args={"eps": 1e-10})
+            answers[mode] = (*sol.vjp(cotangent), *sol.jvp(*tangents))
+            if mode == "direct":
+                assert not sol.degenerate.any()
+                assert not sol._derivative.factors  # every element solved in the batch
+        for got, want in zip(answers["direct"], answers["dense"]):
+            assert relative_gap(got, want) < 1e-8
+    assert any(cleared)  # some element was suspect, and kept

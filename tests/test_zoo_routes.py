@@ -66,6 +66,7 @@ def _instrument(monkeypatch) -> Counter:
     w(pair_pivots, "_solve_split", "bound rows divided out after the variables")
     w(lifted_direct, "lifted_operator", "lifted J in Direct")
     w(pair_pivots, "_solve_one", "dense LU per element")
+    w(pair_pivots, "_within", "suspect LU kept by its gecon estimate", lambda a, o: o)
     w(linear_solvers._AntiDiagonalLU, "__init__", "LP basis LU")
     w(linear_solvers.SparseLU, "__init__", "SuperLU")
     w(linear_solvers.DenseLU, "__init__", "single-precision LU", lambda a, o: a[0].single)
@@ -92,6 +93,7 @@ def _instrument(monkeypatch) -> Counter:
 ROUTE_CASES = {
     "batched dense solve": "abs-0",
     "dense LU per element": "abs-2",
+    "suspect LU kept by its gecon estimate": "abs_box-0",
     "inactive rows compacted": "lasso_box-0",
     "diagonal pivots": "soc_projection_large-0",
     "LP basis LU": "lp_medium-0",

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,7 @@ class ReducedBlocks:
     #: where RQ and QR hold entries (b, nnz), not dense blocks: their layouts
     by_entries: tuple[BlockEntries, BlockEntries] | None = None
     second: tuple[Index, Index] | None = None  # S's complement's own diagonal pivots, the rest
+    limit: float | None = None  # a suspect LU's gecon estimate accepted up to this (see there)
 
     def rq_times(self, X: FloatArray) -> FloatArray:
         """J_RQ's stored rows times X (b, e, k)."""
@@ -214,6 +216,10 @@ class PairPivots:
     #: (None where S's pattern was not built: no ``may_be_diagonal``)
     lu_entries: int | None = None
     transposed: PairPivots | None = None  # the same pairs laid out for Jᵀ (J's entries)
+    #: where the probe calls an element's LU suspect, the cond₁ its gecon estimate may
+    #: reach and the element still be solved here (None: it goes to ``Direct``); the
+    #: plan's, for J whose D has 1×1 blocks only (:mod:`.conditioning`)
+    limit: float | None = None
 
     @property
     def reduced_order(self) -> int:
@@ -305,7 +311,7 @@ class PairPivots:
         blocks = ReducedBlocks(RR, RQ, QR, P, a, a2, c, self.rq_rows, self.qr_cols,
                                self.schur_terms, self.diagonal, reach := self._reach(keep),
                                None if reach is None else self.lines, entries,
-                               self.second if keep is None else None)
+                               self.second if keep is None else None, self.limit)
         return blocks
 
     @functools.cached_property
@@ -505,7 +511,8 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     batched LU of the Schur complement S; and ‖M z − r‖² per element and column (b, k),
     from the same blocks."""
     if not r_p.shape[1]:  # nothing to eliminate: M = J_RR
-        z_R = _solve_reduced(B.RR, r_R, B.diagonal, None, B.reach, B.lines, B.second)
+        z_R = _solve_reduced(B.RR, r_R, B.diagonal, None, B.reach, B.lines, B.second,
+                             B.limit)
         res = B.RR @ z_R - r_R
         return z_R, r_p, r_q, np.vecdot(res, res, axis=1)
     P, a, a2, c = B.P, B.a, B.a2, B.c
@@ -516,10 +523,11 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
     w = (P / det)[..., 0]
     shift = B.diagonal_update(w)
     if shift is not None:
-        z_R = _solve_reduced(B.RR, rhs_S, B.diagonal, shift, B.reach, B.lines, B.second)
+        z_R = _solve_reduced(B.RR, rhs_S, B.diagonal, shift, B.reach, B.lines, B.second,
+                             B.limit)
     else:
         z_R = _solve_reduced(B.schur(w, out=scratch("schur", B.RR.shape)), rhs_S, B.diagonal,
-                             None, B.reach, B.lines, B.second)
+                             None, B.reach, B.lines, B.second, B.limit)
     QR_z = B.qr_times(z_R[:, cols])
     u = r_q - QR_z
     z_p, z_q = (c * r_p - a * u) / det, (P * u - a2 * r_p) / det
@@ -537,7 +545,8 @@ def _solve_blocks(B: ReducedBlocks, r_R: FloatArray, r_p: FloatArray,
 
 def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | None = None,
                    reach: int | None = None, lines: PivotLines | None = None,
-                   second: tuple[Index, Index] | None = None) -> FloatArray:
+                   second: tuple[Index, Index] | None = None,
+                   limit: float | None = None) -> FloatArray:
     """S z = rhs (batched) where S's first k rows and columns meet each other only on the
     diagonal d: z_C from the Schur complement S_CC − S_CI d⁻¹ S_IC of order r − k, then
     z_I = d⁻¹ (rhs_I − S_IC z_C). A zero in d gives a non-finite z, as a singular S does.
@@ -548,9 +557,10 @@ def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | N
     ``lines``, the update is summed line by line where S_CI's rows (or S_IC's columns)
     hold one entry. The complement is formed in scratch arrays: fresh ones of a few MB
     page-fault on every call (:mod:`.scratch`; half the product's time at order 101). With
-    ``second``, the complement is solved by :func:`_solve_split`."""
+    ``second``, the complement is solved by :func:`_solve_split`. ``limit``: see
+    :func:`_solve_one`."""
     if not k:
-        return _solve_each(S, rhs)
+        return _solve_each(S, rhs, limit=limit)
     b, r = S.shape[:2]
     h = r - k if reach is None else min(reach, r - k)
     d = np.diagonal(S[:, :k, :k], axis1=1, axis2=2)
@@ -559,7 +569,8 @@ def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | N
     S_CI = S[:, k : k + h, :k]
     if lines is None and second is None and h == r - k:  # a dense update of all of S_CC
         S_IC = S[:, :k, k:] / d  # (the fewest numpy calls: SOC projection, batch 1)
-        z_C = _solve_each(S[:, k:, k:] - S_CI @ S_IC, rhs[:, k:] - S_CI @ r_I, overwrite=True)
+        z_C = _solve_each(S[:, k:, k:] - S_CI @ S_IC, rhs[:, k:] - S_CI @ r_I, overwrite=True,
+                          limit=limit)
         return np.concatenate([r_I - S_IC @ z_C, z_C], axis=1)
     S_IC = S[:, :k, k : k + h]
     S_CC = scratch("reduced", (b, r - k, r - k))
@@ -571,8 +582,8 @@ def _solve_reduced(S: FloatArray, rhs: FloatArray, k: int, shift: FloatArray | N
         S_CC[:, :h, :h] -= np.matmul(S_CI, scaled, out=scratch("update", (b, h, h)))
     rhs_C = rhs[:, k:].copy()
     rhs_C[:, :h] -= S_CI @ r_I
-    z_C = (_solve_each(S_CC, rhs_C, overwrite=True) if second is None
-           else _solve_split(S_CC, rhs_C, *second))
+    z_C = (_solve_each(S_CC, rhs_C, overwrite=True, limit=limit) if second is None
+           else _solve_split(S_CC, rhs_C, *second, limit=limit))
     return np.concatenate([r_I - (S_IC @ z_C[:, :h]) / d, z_C], axis=1)
 
 
@@ -695,7 +706,8 @@ def _independent_diagonal(C: sp.csr_array, update: sp.csr_array) -> tuple[Index,
     return np.flatnonzero(chosen), np.flatnonzero(~chosen)
 
 
-def _solve_split(S: FloatArray, rhs: FloatArray, J: Index, K: Index) -> FloatArray:
+def _solve_split(S: FloatArray, rhs: FloatArray, J: Index, K: Index,
+                 limit: float | None = None) -> FloatArray:
     """S z = rhs (batched) where S's indices J meet each other only on the diagonal d: the
     LU is of S_KK − S_KJ d⁻¹ S_JK alone, then z_J = d⁻¹ (rhs_J − S_JK z_K). A pivot of d
     below S's largest entry over PROBE_SUSPECT makes the element NaN, for ``Direct`` to
@@ -708,7 +720,7 @@ def _solve_split(S: FloatArray, rhs: FloatArray, J: Index, K: Index) -> FloatArr
         r_J = rhs[:, J] / d
         z = np.empty_like(rhs)
         z[:, K] = _solve_each(S[:, K[:, None], K] - S_KJ @ S_JK, rhs[:, K] - S_KJ @ r_J,
-                              overwrite=True)
+                              overwrite=True, limit=limit)
         z[:, J] = r_J - S_JK @ z[:, K]
         z[~(np.abs(d[..., 0]).min(axis=1) * PROBE_SUSPECT >= np.abs(S).max(axis=(1, 2)))] = np.nan
     return z
@@ -761,7 +773,8 @@ def _independent_pairs(size: int, rows: Index, cols: Index, may_be_p: npt.NDArra
     return np.array(ps, np.intp), np.array(qs, np.intp)
 
 
-def _solve_each(S: FloatArray, rhs: FloatArray, overwrite: bool = False) -> FloatArray:
+def _solve_each(S: FloatArray, rhs: FloatArray, overwrite: bool = False,
+                limit: float | None = None) -> FloatArray:
     """Batched LU solve, one LAPACK LU per element (:func:`_solve_one`); a singular or
     possibly near-singular element gives NaN instead of failing the batch or a wrong
     answer, for the caller to hand to ``Direct`` (which decides by gecon). An empty S
@@ -781,20 +794,23 @@ def _solve_each(S: FloatArray, rhs: FloatArray, overwrite: bool = False) -> Floa
     if not r:
         return np.zeros(rhs.shape)
     if b == 1:
-        z = _solve_one(S[0], rhs[0], overwrite)
+        z = _solve_one(S[0], rhs[0], overwrite, limit=limit)
         return np.full(rhs.shape, np.nan) if z is None else z[None]
     out = np.empty(rhs.shape)
     norms = np.einsum("bij,bij->b", S, S).tolist()  # ‖S‖_F² for all at once: a call each fewer
     for i in range(b):
-        z = _solve_one(S[i], rhs[i], overwrite, norms[i])
+        z = _solve_one(S[i], rhs[i], overwrite, norms[i], limit)
         out[i] = np.nan if z is None else z
     return out
 
 
 def _solve_one(S: FloatArray, rhs: FloatArray, overwrite: bool = False,
-               norm_sq: float | None = None) -> FloatArray | None:
+               norm_sq: float | None = None, limit: float | None = None) -> FloatArray | None:
     """S z = rhs (r, k) by LAPACK's getrf and getrs, or None where S is singular or possibly
-    near-singular: the estimate of :func:`_solve_each` with U⁻ᵀg for S⁻¹g, by one
+    near-singular (with ``limit``, where a possibly near-singular S's gecon estimate is above
+    it: J whose D has 1×1 blocks only are well-posed far past the probe's threshold, e.g. an
+    MPC's cond₁ to 9e6, and handing those to ``Direct``, whose gecon accepts them, cost 12% of
+    mpc20's elements ~1.4 ms each): the estimate of :func:`_solve_each` with U⁻ᵀg for S⁻¹g, by one
     triangular solve with the LU's U (of Sᵀ = PLU, so S = Uᵀ Lᵀ Pᵀ, L unit lower
     triangular with |l_ij| ≤ 1: a near-null direction of S is one of Uᵀ, within ‖L‖ ≤ r;
     a second right-hand side costs twice as much: 11 against 6 µs at order 171) and BLAS
@@ -814,5 +830,14 @@ def _solve_one(S: FloatArray, rhs: FloatArray, overwrite: bool = False,
     inverse = blas.dtrsv(lu, probe(S.shape[0]), trans=1)
     # NaN in the estimate compares False: suspect too
     if not norm_sq * blas.ddot(inverse, inverse) <= PROBE_SUSPECT**2 * S.shape[0]:
-        return None
+        if limit is None or not _within(lu, S.shape[0], norm_sq, limit):
+            return None
     return z
+
+
+def _within(lu: FloatArray, r: int, norm_sq: float, limit: float) -> bool:
+    """Whether gecon's cond₁ estimate from the LU of Sᵀ (order r, ‖S‖_F² = norm_sq) is at
+    most ``limit``; with √r ‖S‖_F ≥ ‖S‖_∞ = ‖Sᵀ‖₁ for the norm (S may be overwritten by
+    now), so the estimate is at least gecon's own."""
+    rcond, info = lapack.dgecon(lu, math.sqrt(r * norm_sq), norm="1")
+    return bool(info == 0 and rcond > 0.0 and 1.0 / rcond <= limit)

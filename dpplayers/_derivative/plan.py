@@ -20,6 +20,7 @@ and whether a factorisation is dense, is decided by the constants below.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from .conditioning import ConditionLimit
+from .conditioning import POLYHEDRAL_CONDITION_LIMIT, ConditionLimit
 from .elimination import Singletons
 from .inactive_rows import InactiveRows
 from .pair_pivots import PairPivots
@@ -111,6 +112,10 @@ class EliminationPlan:
         diagonal[: pattern.leading] = True  # and J̃'s lifted rows, where they come first
         pairs = PairPivots.of(size, pattern.entry_rows, pattern.entry_cols, variables,
                               equalities, diagonal)
+        if scalar_rows.size == m:  # polyhedral: the batched LU judges its suspects by gecon
+            limit = POLYHEDRAL_CONDITION_LIMIT
+            pairs = dataclasses.replace(pairs, limit=limit, transposed=dataclasses.replace(
+                pairs.transposed, limit=limit))
         return cls(n, m, size, scalar_rows, scalar_d, a_rows[src], a_cols[src], src,
                    d_of_row[a_rows[src]], pairs, _inactive(pattern, pairs),
                    _full(pattern.indices.size, size, pairs))
