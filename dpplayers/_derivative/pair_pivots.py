@@ -829,9 +829,9 @@ def _solve_one(S: FloatArray, rhs: FloatArray, overwrite: bool = False,
     z, _ = lapack.dgetrs(lu, piv, rhs, trans=1)
     inverse = blas.dtrsv(lu, probe(S.shape[0]), trans=1)
     # NaN in the estimate compares False: suspect too
-    if not norm_sq * blas.ddot(inverse, inverse) <= PROBE_SUSPECT**2 * S.shape[0]:
-        if limit is None or not _within(lu, S.shape[0], norm_sq, limit):
-            return None
+    suspect = not norm_sq * blas.ddot(inverse, inverse) <= PROBE_SUSPECT**2 * S.shape[0]
+    if suspect and (limit is None or not _within(lu, S.shape[0], norm_sq, limit)):
+        return None
     return z
 
 
