@@ -166,8 +166,12 @@ def test_a_polyhedral_batch_keeps_its_suspect_lus_that_gecon_clears(monkeypatch)
 
     cleared = []
     within = pair_pivots._within
-    monkeypatch.setattr(pair_pivots, "_within", lambda *a: cleared.append(within(*a)) or
-                        cleared[-1])
+
+    def counted(*args):
+        cleared.append(within(*args))
+        return cleared[-1]
+
+    monkeypatch.setattr(pair_pivots, "_within", counted)
     workload = WORKLOADS["mpc20"]
     form = workload.formulations()["native"]
     rng = np.random.default_rng(4)

@@ -777,7 +777,8 @@ def _solve_each(S: FloatArray, rhs: FloatArray, overwrite: bool = False,
                 limit: float | None = None) -> FloatArray:
     """Batched LU solve, one LAPACK LU per element (:func:`_solve_one`); a singular or
     possibly near-singular element gives NaN instead of failing the batch or a wrong
-    answer, for the caller to hand to ``Direct`` (which decides by gecon). An empty S
+    answer, for the caller to hand to ``Direct`` (which decides by gecon; with ``limit``,
+    gecon decides here). An empty S
     (every unknown eliminated: equality-only problems) has the empty solution; LAPACK
     refuses order 0. With ``overwrite``, S (C-contiguous, the caller's scratch) is
     factorised in place.
