@@ -224,7 +224,7 @@ class PairElimination:
         """The core's right-hand side (core, k) ↦ S's: r_R − J_Rq z_q⁰ (J_qRᵀ for Jᵀ), z_q⁰
         the pivots' answer with z_R = 0."""
         r_q, r_p = rhs[self.q], rhs[self.p]
-        a, a2 = (self.a2, self.a) if transpose else (self.a, self.a2)
+        a2 = self.a if transpose else self.a2
         z_q = (self.P[:, None] * r_q - a2[:, None] * r_p) / self.det[:, None]
         return rhs[self.rest] - ((self.J_qR.T if transpose else self.J_Rq) @ z_q)
 

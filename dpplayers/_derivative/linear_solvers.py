@@ -193,7 +193,7 @@ class Direct(AbstractLinearSolver):
         order = pairs.rest.size if pairs is not None else core.size
         dense = is_dense(order)
         if pairs is not None:
-            J_RR = S if isinstance(S, np.ndarray) else S.toarray() if dense else S
+            J_RR = S.toarray() if dense and sp.issparse(S) else S
         elif dense and N <= DENSE_MAX_ORDER:  # slicing a small dense J beats sparse indexing
             J_RR = J.toarray()[np.ix_(core, core)]
         else:
