@@ -104,6 +104,7 @@ class RawSolution(NamedTuple):
     setup_seconds: float = 0.0  # building the workspace (scaling, KKT factorisation); 0 if reused
     detail: str = ""  # where it stopped (residuals vs tolerances), for inaccurate statuses
     reused: bool = False  # solved on a workspace kept from an earlier solve (b, c updated)
+    scale: float | None = None  # SCS's step scale when it stopped
     kept: Any = None  # the dense QP route's factorisations of this element's data, for the
     # derivative (qp_systems.KeptFactors and the element's place there), else None
 
@@ -150,7 +151,8 @@ class AbstractConeSolver(abc.ABC):
 
     #: Attributes left out of pickles and copies (native solver objects, caches).
     _TRANSIENT: ClassVar[tuple[str, ...]] = ("_local", "_settings_cache", "_chosen_here",
-                                             "_fresh_iterations", "_reused_iterations")
+                                             "_fresh_iterations", "_reused_iterations",
+                                             "_scale_trials")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle/copy without the per-thread workspaces (native solver objects, not
@@ -279,7 +281,9 @@ class SCS(AbstractConeSolver):
         """As the base class; where dpplayers picked QDLDL itself and SCS stops short of
         its tolerances, solve again with a back end that refines its linear solves, so
         that the faster choice never costs convergence (its iterations and time count)."""
+        self._local.carried = None
         raw = super().solve(data, settings, reuse, warm)
+        self._count_scale_trial(settings, raw)
         if reuse:
             raw = self._checked_reuse(data, settings, warm, raw)
         if raw.status not in RETRY_STATUSES or not self._chose_linear_solver(settings):
@@ -342,6 +346,60 @@ class SCS(AbstractConeSolver):
             return raw
         return _after(raw, super().solve(data, settings, True, warm))
 
+    def _initial_scale(self, settings: Mapping[str, Any]) -> float | None:
+        """The step scale a fresh workspace starts from: None (SCS's default) or the scale
+        this thread's last solve with these settings ended at. SCS adapts its scale during
+        a solve; started from the last one, the benchmarks' solves take 0.4-0.7 times the
+        iterations where A changes from one parameter value to the next (a fresh workspace
+        per solve), and where reuse stopped (``benchmarks/README.md``), but on LPs with many
+        inactive rows 1.2-1.3 times. So both starts are tried SCALE_TRIALS times each,
+        alternately, and the one with fewer iterations on average is kept (the comparison
+        goes on as the kept one's solves come in). A scale the user set is left alone."""
+        if "scale" in settings:
+            return None
+        try:
+            key = _settings_key(settings)
+        except TypeError:
+            return None
+        last = self._local.__dict__.get("scales", {}).get(key)
+        if last is None:
+            self._local.carried = False
+            return None
+        default, carried = self._scale_trials.get(key, ((0, 0), (0, 0)))
+        if min(default[0], carried[0]) < SCALE_TRIALS:
+            carry = carried[0] < default[0]
+        else:  # the carried start's mean iterations clearly below the default's
+            carry = carried[1] * default[0] <= SCALE_GAIN * default[1] * carried[0]
+        self._local.carried = carry
+        return last if carry else None
+
+    def _count_scale_trial(self, settings: Mapping[str, Any], raw: RawSolution) -> None:
+        """Remember the scale this solve ended at (this thread's next fresh workspace may
+        start there) and, for a fresh workspace, its iterations under the start it had."""
+        try:
+            key = _settings_key(settings)
+        except TypeError:
+            return
+        local = self._local.__dict__
+        carried = local.get("carried")
+        if raw.scale is not None:
+            local.setdefault("scales", {})[key] = raw.scale
+        if carried is None:
+            return
+        trials = self._scale_trials
+        if len(trials) >= 64 and key not in trials:  # bounded, as the settings cache is
+            trials.clear()
+        default, kept = trials.get(key, ((0, 0), (0, 0)))
+        arm = kept if carried else default
+        arm = (arm[0] + 1, arm[1] + raw.iterations)
+        trials[key] = (default, arm) if carried else (arm, kept)
+
+    @functools.cached_property
+    def _scale_trials(self) -> dict[tuple, tuple[tuple[int, int], tuple[int, int]]]:
+        """Per settings (as keys): fresh solves from SCS's default scale and from the carried
+        one, each as (how many, their iterations)."""
+        return {}
+
     @functools.cached_property
     def _fresh_iterations(self) -> dict[tuple, tuple[int, int]]:
         """Per settings (as keys): how many fresh-workspace solves, and their iterations."""
@@ -383,18 +441,22 @@ class SCS(AbstractConeSolver):
         makes of it: CSC, sorted, P's upper triangle, so its checks and copies, ~25 µs,
         are skipped), else through the wrapper. Both take solve/update positionally."""
         extension = _scs_extension(settings.get("linear_solver"))
+        scale = self._initial_scale(settings)
         try:
             if extension is not None:
                 A, P = data.A, data.P
                 Pd, Pi, Pp = (P.data, P.indices, P.indptr) if P is not None else (None,) * 3
                 rest = (settings.without_solver if isinstance(settings, Settings)
                         else {k: v for k, v in settings.items() if k != "linear_solver"})
+                if scale is not None:
+                    rest = {**rest, "scale": scale}
                 return extension.SCS(A.shape, A.data, A.indices, A.indptr, Pd, Pi, Pp, data.b,
                                      data.c, self._cone_dict, **rest)
             problem = {"A": data.A, "b": data.b, "c": data.c}
             if data.P is not None:
                 problem["P"] = data.P
-            return scs.SCS(problem, self._cone_dict, **settings)
+            return scs.SCS(problem, self._cone_dict,
+                           **(settings if scale is None else {**settings, "scale": scale}))
         except (TypeError, ValueError) as err:
             raise ValueError(f"SCS rejected the problem or its settings {dict(settings)}: {err}") from None
 
@@ -417,7 +479,7 @@ class SCS(AbstractConeSolver):
         detail = "" if status is Status.OPTIMAL else self._detail(info, settings)
         return RawSolution(out["x"], out["y"], out["s"], status, str(info["status"]),
                            int(info["iter"]), time.perf_counter() - start, setup_seconds, detail,
-                           reused)
+                           reused, info.get("scale"))
 
     @staticmethod
     def _detail(info: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
@@ -469,6 +531,13 @@ QDLDL_MIN_EPS = 1e-9
 #: solve, never iterations.
 REUSE_ITERATION_FACTOR = 1.0
 REUSE_ITERATION_MARGIN = 50
+#: Fresh solves from SCS's default scale and from the carried one, each, before the start
+#: with fewer iterations on average is kept (SCS._initial_scale).
+SCALE_TRIALS = 4
+#: ... and the carried start is kept only while its mean is at most this fraction of the
+#: default's: a fresh solve's iterations vary by 2x from one parameter value to the next,
+#: so four trials each could pick a start that costs iterations.
+SCALE_GAIN = 0.9
 #: Statuses after which a solve with dpplayers' own QDLDL choice is repeated.
 RETRY_STATUSES = (Status.INACCURATE, Status.ITERATION_LIMIT, Status.FAILED)
 
