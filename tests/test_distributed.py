@@ -26,8 +26,10 @@ CRASH_MARKER_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
 
 
 def program() -> dpplayers.CompiledProblem:
-    """A small QP whose A depends on θ (so no solver workspace is reused: each element's
-    answer is the same whoever solves it) and whose lower bound can exceed its budget."""
+    """A small QP whose A depends on θ (so no solver workspace is reused) and whose lower
+    bound can exceed its budget. With SCS's starting scale set (ARGS), no fresh workspace
+    starts from an earlier solve's either: each element's answer is the same whoever
+    solves it."""
     A, b, lo = cp.Parameter((4, 3), name="A"), cp.Parameter(4, name="b"), cp.Parameter(3, name="lo")
     x = cp.Variable(3, name="x")
     bound = x >= lo
@@ -42,7 +44,7 @@ VALUES = (RNG.standard_normal((B, 4, 3)), RNG.standard_normal((B, 4)),
           np.where(np.arange(B)[:, None] == INFEASIBLE, 1.0, -1.0) * np.ones((B, 3)))
 COTANGENTS = (RNG.standard_normal((B, 3)), RNG.standard_normal((B, 3)))
 TANGENTS = (RNG.standard_normal((B, 4, 3)), RNG.standard_normal(4), None)  # b broadcast
-ARGS = {"eps": 1e-10}
+ARGS = {"eps": 1e-10, "scale": 0.1}  # SCS's default scale, fixed: no memory of other solves
 
 
 @pytest.fixture(scope="module")
