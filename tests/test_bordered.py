@@ -13,6 +13,7 @@ from helpers import weighted_logistic
 import dpplayers
 from dpplayers._derivative import bordered
 from dpplayers._derivative.bordered import BorderedFactor
+from dpplayers._derivative.plan import DENSE_MAX_ORDER
 
 
 def _arrow(n: int, k: int, seed: int) -> sp.csc_matrix:
@@ -33,7 +34,7 @@ def _arrow(n: int, k: int, seed: int) -> sp.csc_matrix:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_solves_match_scipy(seed):
     M = _arrow(2400, 15, seed)
-    factor = BorderedFactor.of(M)
+    factor = BorderedFactor.of(M, DENSE_MAX_ORDER)
     assert factor is not None and factor.dense.size == 15
     r = np.random.default_rng(seed + 10).normal(size=(M.shape[0], 3))
     for trans, matrix in (("N", M), ("T", M.T.tocsc())):
@@ -46,15 +47,15 @@ def test_solves_match_scipy(seed):
 
 
 def test_refusals():
-    small = _arrow(300, 5, 0)  # below MIN_ORDER
-    assert BorderedFactor.of(small) is None
+    small = _arrow(300, 5, 0)  # below the order where dense LUs stop
+    assert BorderedFactor.of(small, DENSE_MAX_ORDER) is None
     banded = sp.diags([np.ones(3000), 4 * np.ones(3001), np.ones(3000)], [-1, 0, 1], format="csc")
-    assert BorderedFactor.of(banded) is None  # no dense row or column
+    assert BorderedFactor.of(banded, DENSE_MAX_ORDER) is None  # no dense row or column
     M = _arrow(2400, 15, 0).tolil()
-    rest = np.setdiff1d(np.arange(M.shape[0]), bordered.border(M.tocsc()))
+    rest = np.setdiff1d(np.arange(M.shape[0]), bordered.border(M.tocsc(), DENSE_MAX_ORDER))
     M[rest[0], rest] = 0.0  # a row of the rest that meets only the border: A singular
     M[rest, rest[0]] = 0.0
-    assert BorderedFactor.of(M.tocsc()) is None
+    assert BorderedFactor.of(M.tocsc(), DENSE_MAX_ORDER) is None
 
 
 def _logistic(n: int, d: int, seed: int):

@@ -371,7 +371,8 @@ class SparseLU:
 
     def __init__(self, M: sp.csc_matrix, limit: ConditionLimit) -> None:
         self.matrix, self.limit = M, limit
-        self.factor = BorderedFactor.of(M) or spla.splu(M, permc_spec="COLAMD")
+        self.factor = (BorderedFactor.of(M, DENSE_MAX_ORDER)
+                       or spla.splu(M, permc_spec="COLAMD"))
         self.checked = False
         self.near_singular = False
 
