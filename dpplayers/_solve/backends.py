@@ -353,8 +353,9 @@ class SCS(AbstractConeSolver):
         iterations where A changes from one parameter value to the next (a fresh workspace
         per solve), and where reuse stopped (``benchmarks/README.md``), but on LPs with many
         inactive rows 1.2-1.3 times. So both starts are tried SCALE_TRIALS times each,
-        alternately, and the one with fewer iterations on average is kept (the comparison
-        goes on as the kept one's solves come in). A scale the user set is left alone."""
+        alternately; then the carried one is used while its mean iterations stay at most
+        SCALE_GAIN times the default's (the means go on as solves come in). A scale the
+        user set is left alone."""
         if "scale" in settings:
             return None
         try:
@@ -389,10 +390,12 @@ class SCS(AbstractConeSolver):
         trials = self._scale_trials
         if len(trials) >= 64 and key not in trials:  # bounded, as the settings cache is
             trials.clear()
-        default, kept = trials.get(key, ((0, 0), (0, 0)))
-        arm = kept if carried else default
-        arm = (arm[0] + 1, arm[1] + raw.iterations)
-        trials[key] = (default, arm) if carried else (arm, kept)
+        default, from_last = trials.get(key, ((0, 0), (0, 0)))
+        if carried:
+            from_last = (from_last[0] + 1, from_last[1] + raw.iterations)
+        else:
+            default = (default[0] + 1, default[1] + raw.iterations)
+        trials[key] = (default, from_last)
 
     @functools.cached_property
     def _scale_trials(self) -> dict[tuple, tuple[tuple[int, int], tuple[int, int]]]:
