@@ -4,8 +4,10 @@ Full runs of ``run.py`` minutes apart differ by up to ±20% on this shared machi
 to see a change of a few percent. This script exports the package as it was at ``--base``
 (``git archive``) under the name ``dpplayers_base``, compiles each workload with both, and
 alternates them call by call (forward, then a vjp of a fixed cotangent; the order swaps
-every round), so load from other jobs hits both alike. Medians over the rounds, NumPy API,
-SCS at eps 1e-8; ratios are this checkout over the base.
+every round), so load from other jobs hits both alike. Each round solves the next of
+``run.DRAWS`` parameter draws, as a training loop meets new data: one draw re-solved would
+let SCS's kept workspace (or carried scale) look faster than it is. Medians over the rounds,
+NumPy API, SCS at eps 1e-8; ratios are this checkout over the base.
 
     python benchmarks/ab.py --base 6a3eeed [--workloads qp50 sigmoid] [--batches 1 8]
 """
@@ -30,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 import dpplayers
-from benchmarks.run import QUICK_WORKLOADS
+from benchmarks.run import DRAWS, QUICK_WORKLOADS
 from benchmarks.workloads import WORKLOADS
 
 ARGS = {"eps": 1e-8}
@@ -59,7 +61,7 @@ def compare(libraries: tuple, workload: str, batch: int, rounds: int) -> dict[st
     forms = w.formulations()
     key = "native" if "native" in forms else next(iter(forms))
     form = forms[key]
-    values = w.values(batch)[key]
+    draws = [w.values(batch, d)[key] for d in range(DRAWS)]
     programs = [lib.compile(form.problem, list(form.parameters), [form.output], gp=form.gp)
                 for lib in libraries]
     cotangent = None
@@ -68,7 +70,7 @@ def compare(libraries: tuple, workload: str, batch: int, rounds: int) -> dict[st
         order = list(zip(libraries, programs))
         for lib, prog in order if r % 2 else order[::-1]:
             start = time.perf_counter()
-            sol = prog.solve(*values, solver_args=ARGS)
+            sol = prog.solve(*draws[r % DRAWS], solver_args=ARGS)
             mid = time.perf_counter()
             if cotangent is None:
                 cotangent = np.random.default_rng(0).standard_normal(sol.values[0].shape)
