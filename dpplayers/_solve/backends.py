@@ -281,6 +281,9 @@ class SCS(AbstractConeSolver):
         """As the base class; where dpplayers picked QDLDL itself and SCS stops short of
         its tolerances, solve again with a back end that refines its linear solves, so
         that the faster choice never costs convergence (its iterations and time count)."""
+        # _initial_scale, called where a fresh workspace is set up, records in
+        # _local.carried which start it gave (True / False); None: no fresh workspace, or
+        # one outside the trials (the user's scale, unhashable settings)
         self._local.carried = None
         raw = super().solve(data, settings, reuse, warm)
         self._count_scale_trial(settings, raw)
@@ -542,9 +545,12 @@ QDLDL_MIN_EPS = 1e-9
 #: solve, never iterations.
 REUSE_ITERATION_FACTOR = 1.0
 REUSE_ITERATION_MARGIN = 50
+#: While fewer fresh solves than this make the mean, a slow reused solve within twice it is
+#: excused too (one draw's iterations vary 2x from the next's: gp_box's first draw took 125,
+#: its mean is ~150, and a reused 200 ended reuse that settles at 75).
 REUSE_BASELINE_MIN = 3
-#: Fresh solves from SCS's default scale and from the carried one, each, before the start
-#: with fewer iterations on average is kept (SCS._initial_scale).
+#: Fresh solves from SCS's default scale and from the carried one, each, before the two
+#: starts' means are compared (SCS._initial_scale) ...
 SCALE_TRIALS = 4
 #: ... and the carried start is kept only while its mean is at most this fraction of the
 #: default's: a fresh solve's iterations vary by 2x from one parameter value to the next,
