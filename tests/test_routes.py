@@ -9,8 +9,10 @@ inactive-row compaction, per-thread scratch reuse and the per-element LU of a ba
 lasso with a box (below; the zoo's ``lasso_box``); the LP basis's LU, SuperLU, the fill
 memory and the single-precision LU — a standard-form LP whose basis fills in (below; the
 zoo's ``lp_filled_basis``, ``benchmarks``' sparse_lp); the truncated minimum-norm answer —
-the zoo's degenerate families and ``tests/test_degenerate.py``. (Counted by wrapping each
-route's entry point while the zoo runs.)
+the zoo's degenerate families and ``tests/test_degenerate.py``; the band LU — MPCs and
+total-variation denoising (below), entropy and power terms per entry, the zoo's
+``rel_entr``, ``power_frac``, ``inv_pos`` and 14 more families (2026-12-07). (Counted by
+wrapping each route's entry point while the zoo runs.)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import scipy.sparse as sp
 
 import dpplayers
 from benchmarks.gallery import mpc as gallery_mpc
+from dpplayers._derivative.conditioning import POLYHEDRAL_CONDITION_LIMIT
 from dpplayers._derivative.linear_solvers import DenseLU, SparseLU
 
 
@@ -155,23 +158,24 @@ def test_a_free_auxiliary_is_left_out_of_the_lu_without_changing_the_outputs():
         assert relative_gap(got, want) < 1e-8
 
 
-def test_a_polyhedral_batch_keeps_its_suspect_lus_that_gecon_clears(monkeypatch):
+def test_a_polyhedral_band_batch_keeps_its_suspect_lus_that_gbcon_clears(monkeypatch):
     """The horizon-20 MPC of ``benchmarks/`` (|u| ≤ 1 as two inequalities: every block of D
-    1×1): some elements' batched LUs probe as suspect (cond₁ ~1e5-1e7, well-posed for such
-    J, :mod:`dpplayers._derivative.conditioning`); gecon on the LU at hand clears them
-    instead of ``Direct`` redoing the element. vjp and jvp equal the dense mode's (one LU
-    of the whole J per element), at two parameter draws of a batch of 8."""
+    1×1) takes the band LU (J of order 288 within 21 sub- and super-diagonals in reverse
+    Cuthill–McKee order); some elements' LUs probe as suspect (cond₁ ~1e5-1e7, well-posed
+    for such J, :mod:`dpplayers._derivative.conditioning`); gbcon on the LU at hand clears
+    them instead of ``Direct`` redoing the element. vjp and jvp equal the dense mode's (one
+    LU of the whole J per element), at two parameter draws of a batch of 8."""
     from benchmarks.workloads import WORKLOADS
-    from dpplayers._derivative import pair_pivots
+    from dpplayers import _lapack
 
     cleared = []
-    within = pair_pivots._within
+    gbcon = _lapack.gbcon
 
     def counted(*args):
-        cleared.append(within(*args))
+        cleared.append(gbcon(*args))
         return cleared[-1]
 
-    monkeypatch.setattr(pair_pivots, "_within", counted)
+    monkeypatch.setattr(_lapack, "gbcon", counted)
     workload = WORKLOADS["mpc20"]
     form = workload.formulations()["native"]
     rng = np.random.default_rng(4)
@@ -186,8 +190,48 @@ def test_a_polyhedral_batch_keeps_its_suspect_lus_that_gecon_clears(monkeypatch)
             sol = prog.solve(*values, solver_args={"eps": 1e-10})
             answers[mode] = (*sol.vjp(cotangent), *sol.jvp(*tangents))
             if mode == "direct":
+                layout = prog.kkt_pattern.band
+                assert (layout.order, layout.kl, layout.ku) == (288, 21, 21)
                 assert not sol.degenerate.any()
                 assert not sol._derivative.factors  # every element solved in the batch
         for got, want in zip(answers["direct"], answers["dense"]):
             assert relative_gap(got, want) < 1e-8
-    assert any(cleared)  # some element was suspect, and kept
+    assert any(1.0 / rcond <= POLYHEDRAL_CONDITION_LIMIT for rcond in cleared if rcond > 0)
+    assert all(rcond > 0 for rcond in cleared)  # each estimated element was kept
+
+
+def _segments(x: np.ndarray, tol: float = 1e-5) -> list[np.ndarray]:
+    """The runs of equal consecutive entries of a total-variation solution; each step
+    between runs clearly one (a step near the tolerance is a nearly fused pair, where
+    the closed form's runs are ambiguous: these draws have none)."""
+    steps = np.abs(np.diff(x))
+    assert not np.any((steps > tol) & (steps < 1e-4))
+    return np.split(np.arange(x.size), np.flatnonzero(steps > tol) + 1)
+
+
+def test_total_variation_denoising_takes_the_band_lu_and_has_the_closed_form_jacobian():
+    """1-D total-variation denoising, min ‖x − y‖² + λ‖Dx‖₁ over 60 points: J (order 357)
+    lies within 7 diagonals of reverse Cuthill–McKee order and takes the band LU. Its
+    solution is piecewise constant, each run x_S = mean(y_S) + a shift fixed by the signs
+    at the run's ends, so ∂x/∂y averages y over each run: block entries 1/|S| (a closed
+    form, not our code). The full Jacobian matches it at two batches of parameter values,
+    compiled with none set."""
+    n = 60
+    x, y = cp.Variable(n), cp.Parameter(n)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y) + 0.5 * cp.norm1(cp.diff(x))))
+    prog = dpplayers.compile(problem, [y], [x], solver="CLARABEL")  # runs to ~1e-10
+    assert prog.kkt_pattern.band is not None and prog.kkt_pattern.band.kl <= 8
+    rng = np.random.default_rng(11)
+    for batch in (3, 9):
+        values = np.repeat(rng.standard_normal((batch, 6)) * 2.0, 10, axis=1)
+        values += 0.05 * rng.standard_normal((batch, n))
+        sol = prog.solve(values)
+        jac = sol.jacobian()[0][0]  # (batch, n, n): ∂x/∂y per element
+        assert not sol.degenerate.any() and not sol._derivative.factors
+        for k in range(batch):
+            want = np.zeros((n, n))
+            runs = _segments(sol.values[0][k])
+            assert 3 <= len(runs) <= n - 10  # fused runs, and more than one
+            for run in runs:
+                want[np.ix_(run, run)] = 1.0 / run.size
+            assert np.abs(jac[k] - want).max() < 1e-6

@@ -27,6 +27,7 @@ from .._cached import cached
 from .._sparse import data_columns
 from .._threads import CPU_COUNT, blas_single_threaded, parallel_map
 from ..cones import BatchedProjectionDerivative, ProjectionDerivative
+from .banded import BandLayout
 from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
 from .lifted_direct import LiftedDirect
@@ -52,6 +53,9 @@ BATCH_DENSE_BYTES = 8 << 20
 #: A batched solve whose relative residual is above this goes to ``Direct`` (refinement,
 #: singular-J handling) for that element.
 BATCH_RESIDUAL_TOL = 1e-10
+#: The band LU splits a batch across the cores only in chunks of at least this many
+#: elements (each chunk costs ~20 numpy calls of its own).
+BAND_CHUNK_MIN = 8
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,10 @@ class BatchDerivative:
         if self.route is not None and todo:  # [dense QP route] by its kept factors (qp_elements)
             done = self.route.solve(keys, rhs, transpose, todo, out, self.record)
             todo = sorted(set(todo).difference(done))
+        if todo and self.band is not None:
+            banded = self._band_solve(keys, rhs, transpose, todo, out)  # [band LU]
+            done = [*done, *banded]
+            todo = sorted(set(todo).difference(banded))
         if self.mode == "direct" and todo:
             pattern = self.batch_pattern
             lifted = pattern.lift is not None
@@ -251,6 +259,49 @@ class BatchDerivative:
             for i in sorted(set(range(len(keys))).difference(done)):
                 out[i] = self._solve_one(keys[i], rhs[i], transpose)
         return out
+
+    @property
+    def band(self) -> BandLayout | None:
+        """J's band layout where ``direct`` mode takes the band LU (:mod:`.banded`): not
+        for a program with auxiliaries an element can leave free (J is singular there; the
+        batched executor and Direct drop them)."""
+        if self.mode != "direct" or self.program.free_auxiliaries is not None:
+            return None
+        return self.program.kkt_pattern.band
+
+    def _band_solve(self, keys: list[int], rhs: FloatArray, transpose: bool, todo: list[int],
+                    out: FloatArray) -> list[int]:
+        """Elements keys[i], i in ``todo``, by J's band LU, in chunks of at most
+        BATCH_DENSE_BYTES of band storage, one per core at least where BLAS keeps to one
+        thread (LAPACK runs without the GIL: :mod:`dpplayers._lapack`); the places in
+        ``keys`` of those it solved cleanly (their answers written into ``out``)."""
+        pattern, band = self.program.kkt_pattern, self.band
+        D, place = self.projections()
+        D_all = pattern.d_values(D)
+        pooled = len(todo) >= 2 * BAND_CHUNK_MIN and blas_single_threaded()
+        count = max(-(-8 * band.order * band.ldab * len(todo) // BATCH_DENSE_BYTES),
+                    min(CPU_COUNT, len(todo) // BAND_CHUNK_MIN) if pooled else 1)
+        step = -(-len(todo) // count)
+
+        def run(chunk: list[int]) -> tuple[list[int], FloatArray, FloatArray]:
+            ks = [keys[i] for i in chunk]
+            where = [place[k] for k in ks]
+            D_values = D_all if where == list(range(D.count)) else D_all[:, where]
+            P_data = data_columns(self.data[0], ks) if self.program.P is not None else None
+            values = pattern.entries(P_data, data_columns(self.data[1], ks), D_values)
+            part = rhs if chunk == list(range(len(keys))) else rhs[chunk]
+            z, residual = band.solve(values, part, transpose, pattern.plan.pairs.limit)
+            return chunk, z, residual
+
+        chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
+        done = []
+        for chunk, z, residual in parallel_map(run, chunks, CPU_COUNT if pooled else 1):
+            for j, i in enumerate(chunk):
+                if residual[j] <= BATCH_RESIDUAL_TOL:
+                    out[i] = z[j]
+                    done.append(i)
+                    self.record(keys[i], SolveStats(float(residual[j]), 0, True))
+        return done
 
     @property
     def batched_dense(self) -> bool:

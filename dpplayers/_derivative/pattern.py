@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from .._sparse import CSCPattern, concatenated_ranges, gather, set_columns, sorted_runs
 from ..cones import BatchedProjectionDerivative, ProductCone, ProjectionDerivative
+from .banded import BandLayout
 from .lifting import LiftLayout
 from .plan import EliminationPlan
 
@@ -253,6 +254,15 @@ class KKTPattern:
         """Which unknowns of J (J̃) are pivoted out before a factorisation, and by which
         executor (:mod:`.plan`): chosen once per program."""
         return EliminationPlan.of(self)
+
+    @functools.cached_property
+    def band(self) -> BandLayout | None:
+        """J's band layout (:mod:`.banded`) where its band LU saves enough against the
+        batched executor's dense one; None for a lifted or permuted pattern."""
+        if self.lift is not None or self.lifted is not None or self.position is not None:
+            return None
+        return BandLayout.of(self.size, self.entry_rows, self.entry_cols,
+                             self.plan.smallest_batched_order)
 
     @functools.cached_property
     def order(self) -> Index | None:

@@ -15,7 +15,10 @@ solution (D's 1×1 values, A's entries) is a per-element mask over them. Two exe
 the plan: the sparse one (:class:`~.linear_solvers.Direct`: kinds 1–3 per element, then one
 LU of the rest, kept for reuse) and the batched dense one (:class:`~.batch.DenseBatch`:
 kinds 1, 3 and 4 over many elements at once, then a dense LU each). Which one an element goes to,
-and whether a factorisation is dense, is decided by the constants below.
+and whether a factorisation is dense, is decided by the constants below. A third executor
+eliminates nothing: where J itself is a narrow band matrix in reverse Cuthill–McKee order,
+whose band LU costs no more than the batched executor's dense LU at its smallest order,
+``direct`` mode tries it first (:mod:`.banded`).
 """
 
 from __future__ import annotations
