@@ -496,6 +496,51 @@ def test_seeded_exponential_derivative_of_a_few_cones_matches_finite_differences
             assert_matches_finite_differences(K, v, rng, near=near)
 
 
+@pytest.mark.parametrize("dual", [False, True])
+def test_seeded_power_derivative_matches_finite_differences(dual):
+    """Power cones seeded by their projections (the backward pass's solver point) polish the
+    seed's root by plain Newton steps; with seeds off by 1e-8 or useless (NaN, far: the
+    bracketed search then takes the row), the derivative matches finite differences, in the
+    generic region and next to the polar cone."""
+    rng = np.random.default_rng(19)
+    alphas = (0.3, 0.5, 0.8, 0.15)
+    dims = ConeDims(power=alphas)
+    K = ProductCone.from_dims(dims, dual)
+    for trial in range(6):
+        v = 2 * rng.standard_normal(dims.size)
+        if trial == 0 and not dual:
+            v[:3] = [-1.0, -2.0, 0.5]  # both negative: Newton's step taken in r
+        p = K.project(v)
+        for near in (p * (1 + 1e-8 * rng.standard_normal(p.size)), np.full(p.size, np.nan),
+                     p + 10 * rng.standard_normal(p.size)):
+            assert_matches_finite_differences(K, v, rng, near=near)
+
+
+def test_a_good_seed_spares_the_power_cones_bracketed_search(monkeypatch):
+    """Seeded by projections off by 1e-9, every generic power cone's root is polished from
+    its seed (no bracketed search); unseeded, every one is searched; the derivatives agree."""
+    from dpplayers.cones import _power
+
+    searched = []
+    search = _power.bracketed_newton
+
+    def counted(f, params, lo, hi, x):
+        searched.append(lo.size)
+        return search(f, params, lo, hi, x)
+
+    monkeypatch.setattr(_power, "bracketed_newton", counted)
+    rng = np.random.default_rng(23)
+    K = ProductCone.from_dims(ConeDims(power=tuple(rng.uniform(0.1, 0.9, 40))), dual=True)
+    v = 2 * rng.standard_normal(K.size)
+    near = K.project(v) * (1 + 1e-9 * rng.standard_normal(K.size))
+    searched.clear()  # the projection's own searches
+    seeded = K.dproject(v, near).as_matrix().toarray()
+    assert searched == []
+    plain = K.dproject(v).as_matrix().toarray()
+    assert searched and searched[0] > 20  # the generic ones of the 40
+    np.testing.assert_allclose(seeded, plain, rtol=1e-9, atol=1e-11)
+
+
 def test_power_derivative_near_the_flat_case():
     """At z = 0 the derivative is the limit from z -> 0: dz/dz0 is 1, 1/2 or 0 as the exponent of
     the negative coordinate is below, at or above 1/2; nearby it matches finite differences."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from ._ray_family import ray_family_derivative
 from ._root import DAMP, NOISE, bracketed_newton
 
 TAU_RANGE = (-745.0, 40.0)  # logit(r / w0) where r / w0 underflows to 0 and rounds to 1
+#: Plain Newton steps from a seed (the solver's own point) before the bracketed search takes
+#: the rows that have not reached a root by its own test (as the exponential cone's polish).
+POLISH_STEPS = 3
 
 
 def _pow_coordinates(tau: Array, x0: Array, y0: Array, w0: Array, a: Array
@@ -73,26 +77,53 @@ def _pow_regions(v: Array, a: Array) -> tuple[Mask, Mask, Mask, Mask]:
     return in_k, in_polar, flat, ~(in_k | in_polar | flat)
 
 
-def _pow_solve(v: Array, a: Array) -> tuple[Array, Array, Array]:
+def _pow_solve(v: Array, a: Array, near: Array | None = None) -> tuple[Array, Array, Array]:
     """x, y and z of the projection for z != 0 outside K and its polar (Hien 2015).
 
     With r = |z| of the projection and w0 = |z0|, stationarity gives x(r), y(r) as roots of
     x^2 - x0 x - a r (w0 - r) = 0 (and 1 - a for y); r in (0, w0) is the unique root of
     x^a y^(1-a) = r, found by `bracketed_newton` on `_pow_phi` in tau = logit(r / w0). |z| is
-    then lowered to x^a y^(1-a) where rounding put it above, so the result lies in K.
+    then lowered to x^a y^(1-a) where rounding put it above, so the result lies in K. With
+    ``near`` (close to the projections), plain Newton steps from its tau first: a row whose
+    phi they bring within its rounding error of 0 (the test that ends the bracketed search
+    there) is a root; only the others are searched (a p-norm fit's 60 cones, batch 1: the
+    derivative's cones 0.40 against 0.75 ms).
     """
     x0, y0, z0 = v.T
     w0 = np.abs(z0)
-    lo, hi = np.full_like(w0, TAU_RANGE[0]), np.full_like(w0, TAU_RANGE[1])
-    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
-        lo, _ = bracketed_newton(_pow_phi, (x0, y0, w0, a, (x0 < 0) & (y0 < 0)), lo, hi,
-                                 np.zeros_like(w0))
-        frac, _, x, y, _, _ = _pow_coordinates(lo, x0, y0, w0, a)
+    in_r = (x0 < 0) & (y0 < 0)
+    tau, todo = np.zeros_like(w0), np.ones(w0.shape, bool)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+        if near is not None:
+            frac = np.abs(near[:, 2]) / w0
+            seed = np.log(frac) - np.log1p(-frac)
+            ok = np.isfinite(seed) & (seed > TAU_RANGE[0]) & (seed < TAU_RANGE[1])
+            seed, root = _polish(np.where(ok, seed, 0.0), (x0, y0, w0, a, in_r))
+            todo = ~(root & ok)
+            tau = np.where(todo, 0.0, seed)
+        if todo.any():
+            at = np.flatnonzero(todo)
+            lo, hi = np.full(at.size, TAU_RANGE[0]), np.full(at.size, TAU_RANGE[1])
+            tau[at], _ = bracketed_newton(_pow_phi, (x0[at], y0[at], w0[at], a[at], in_r[at]),
+                                          lo, hi, np.zeros(at.size))
+        frac, _, x, y, _, _ = _pow_coordinates(tau, x0, y0, w0, a)
         z = np.minimum(w0 * frac, x**a * y ** (1 - a))
     return x, y, np.sign(z0) * z
 
 
-def _pow_derivative(v: Array, a: Array) -> Array:
+def _polish(tau: Array, params: tuple[Array, ...]) -> tuple[Array, Array]:
+    """POLISH_STEPS plain Newton steps of `_pow_phi` from tau: tau, and the rows where phi
+    is within its rounding error of 0 inside TAU_RANGE."""
+    for step in range(POLISH_STEPS + 1):
+        phi, newton = _pow_phi(tau, *params)
+        root = phi == 0
+        if step == POLISH_STEPS or root.all():
+            break
+        tau = np.where(root, tau, tau + newton)
+    return tau, root & np.isfinite(tau) & (tau > TAU_RANGE[0]) & (tau < TAU_RANGE[1])
+
+
+def _pow_derivative(v: Array, a: Array, near: Array | None = None) -> Array:
     """Derivative at generic rows: that of a projection onto a family of boundary rays.
 
     The ray through p is (t, 1 - t, g) with t = x / (x + y), g = t^a (1 - t)^(1 - a), its normal
@@ -100,7 +131,7 @@ def _pow_derivative(v: Array, a: Array) -> Array:
     every derivative bounded. t is accurate even where r is not: next to the polar cone r is
     tiny and ill-determined, but x / y tends to a limit.
     """
-    x, y, _ = _pow_solve(v, a)
+    x, y, _ = _pow_solve(v, a, near)
     sign = np.where(v[:, 2] < 0, -1.0, 1.0)
     t = np.clip(np.divide(x, x + y, out=np.full_like(x, 0.5), where=x + y > 0), 1e-300,
                 1 - 1e-16)
@@ -118,6 +149,7 @@ class PowerCone(AbstractCone):
     """{(x, y, z): x^alpha y^(1-alpha) >= |z|, x, y >= 0}; ``alpha`` has one entry per cone."""
 
     alpha: Array
+    uses_near: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         alpha = np.asarray(self.alpha, dtype=float)
@@ -143,7 +175,8 @@ class PowerCone(AbstractCone):
         D[flat, 0, 0], D[flat, 1, 1] = x[flat, 0] > 0, x[flat, 1] > 0
         exponent = np.where(x[flat, 0] < 0, a[flat], 1 - a[flat])
         D[flat, 2, 2] = np.where(exponent < 0.5, 1.0, np.where(exponent == 0.5, 0.5, 0.0))
-        D[generic] = _pow_derivative(x[generic], a[generic])
+        D[generic] = _pow_derivative(x[generic], a[generic],
+                                     None if near is None else near[generic])
         return DenseBlocks(D)
 
     def dual(self) -> DualPowerCone:
@@ -158,6 +191,7 @@ class DualPowerCone(AbstractCone):
     """{(u, v, w): (u/alpha)^alpha (v/(1-alpha))^(1-alpha) >= |w|, u, v >= 0}; via Moreau."""
 
     alpha: Array
+    uses_near: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         PowerCone(self.alpha)  # same validation
