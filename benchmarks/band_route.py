@@ -59,15 +59,17 @@ def entropy(n: int) -> Problem:
 
 
 def logistic(m: int, n: int = 10) -> Problem:
-    """ℓ2-regularised logistic regression on m samples: the coefficients are J's border."""
-    w, X, y = cp.Variable(n), cp.Parameter((m, n)), cp.Parameter(m)
-    problem = cp.Problem(cp.Minimize(cp.sum(cp.logistic(-cp.multiply(y, X @ w))) / m
+    """ℓ2-regularised logistic regression on m samples (rows z_i = y_i x_i, the labels
+    folded in): the coefficients are J's border."""
+    w, Z = cp.Variable(n), cp.Parameter((m, n))
+    problem = cp.Problem(cp.Minimize(cp.sum(cp.logistic(-(Z @ w))) / m
                                      + 0.1 * cp.sum_squares(w)))
 
     def sample(rng: np.random.Generator, B: int) -> list[np.ndarray]:
-        data = rng.standard_normal((B, m, n))
-        return [data, np.sign(data @ rng.standard_normal(n) + 0.5 * rng.standard_normal((B, m)))]
-    return problem, [X, y], w, sample
+        X = rng.standard_normal((B, m, n))
+        y = np.sign(X @ rng.standard_normal(n) + 0.5 * rng.standard_normal((B, m)))
+        return [X * y[..., None]]
+    return problem, [Z], w, sample
 
 
 FAMILIES: dict[str, tuple[Callable[[int], Problem], tuple[int, ...]]] = {

@@ -78,10 +78,11 @@ class BandLayout:
         or with one, whichever costs fewer multiply-adds per element (the band LU's, order ×
         kl × (kl + ku + 1); with a border also W's solves, S's product and its LU), or None
         where that exceeds a dense LU's of ``dense_order`` (order³ / 3). Measured where it
-        is taken (backward, band / the batched dense executor, batches 1–32):
-        total-variation denoising of 20–400 points 0.10–0.77, MPCs of horizon 10–40
-        0.15–0.65, entropy terms on 10–300 entries 0.23–0.89 (``benchmarks/README.md``);
-        an MPC of horizon 3 or 5 is not taken."""
+        is taken (``benchmarks/band_route.py``, backward, band / route off, batches 1–32):
+        total-variation denoising of 20–400 points 0.10–0.78, MPCs of horizon 10–40
+        0.26–0.81, entropy terms on 30–300 entries 0.30–0.63, logistic regression on
+        25–400 samples (a border of 10) 0.25–0.62; on 10 entries (J of order 60) 0.76–1.13,
+        both under 0.3 ms; an MPC of horizon 3 or 5 is not taken."""
         degree = np.bincount(rows, minlength=size) + np.bincount(cols, minlength=size)
         if degree.min() == 0:
             return None  # an empty row or column: J is singular, leave it to Direct
