@@ -122,8 +122,8 @@ class BandLayout:
                             ((r >= R) & (c >= R), lambda i, j: (i - R) * k + (j - R))):  # D
             parts.append((np.flatnonzero(mask), place(r[mask], c[mask])))
         work = R * kl * (kl + ku + 1)
-        if k:  # W = A⁻¹B (k band solves), S = D − C W, S's LU
-            work += R * ldab * k + parts[2][0].size * k + k**3 / 3.0
+        if k:  # W = A⁻¹B (k band solves), S = D − C W (a dense product), S's LU
+            work += R * ldab * k + R * k * k + k**3 / 3.0
         by_row, by_col = np.argsort(r, kind="stable"), np.argsort(c, kind="stable")
         return cls(size, k, kl, ku, perm, tuple(parts), r, c, by_row,
                    np.searchsorted(r[by_row], np.arange(size)), by_col,
