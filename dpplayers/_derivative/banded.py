@@ -133,6 +133,11 @@ class BandLayout:
               limit: float | None) -> tuple[FloatArray, FloatArray]:
         """values (nnz, b) of b elements' J, rhs (b, N, q) ↦ (z, relative residual per
         element; inf where J is singular or possibly near-singular beyond ``limit``)."""
+        with np.errstate(all="ignore"):  # a singular element's non-finite z: declined
+            return self._solve(values, rhs, transpose, limit)
+
+    def _solve(self, values: FloatArray, rhs: FloatArray, transpose: bool,
+               limit: float | None) -> tuple[FloatArray, FloatArray]:
         b, N, q = rhs.shape
         R, k = N - self.border, self.border
         rhs = rhs.take(self.perm, 1)  # in permuted positions
@@ -145,8 +150,7 @@ class BandLayout:
         columns[:, :q] = rhs.transpose(0, 2, 1)
         columns[:, q] = probe(N)
         if k:
-            with np.errstate(all="ignore"):  # a singular A or S gives non-finite z: declined
-                z = self._bordered(values, storage, piv, columns, transpose)
+            z = self._bordered(values, storage, piv, columns, transpose)
             nonsingular &= np.isfinite(z).all(axis=(1, 2))
         else:
             _lapack.gbtrs(storage, piv, columns, self.kl, self.ku, transpose)
