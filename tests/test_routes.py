@@ -10,8 +10,9 @@ lasso with a box (below; the zoo's ``lasso_box``); the LP basis's LU, SuperLU, t
 memory and the single-precision LU — a standard-form LP whose basis fills in (below; the
 zoo's ``lp_filled_basis``, ``benchmarks``' sparse_lp); the truncated minimum-norm answer —
 the zoo's degenerate families and ``tests/test_degenerate.py``; the band LU — MPCs and
-total-variation denoising (below), entropy and power terms per entry, the zoo's
-``rel_entr``, ``power_frac``, ``inv_pos`` and 14 more families (2026-12-07). (Counted by
+total-variation denoising (below; the zoo's ``mpc_box``, ``tv_denoise``), entropy and power
+terms per entry (``rel_entr``, ``power_frac``, ``inv_pos`` and 14 more families), with a
+dense border logistic regression (below; ``logistic_fit``) (2026-12-07). (Counted by
 wrapping each route's entry point while the zoo runs.)
 """
 

@@ -88,6 +88,8 @@ def _instrument(monkeypatch) -> Counter:
     w(operators, "_sum_over", "PSD derivative over the fewer columns")
     w(exponential, "exp_dproject_rows", "exponential DPi row by row", lambda a, o: o is not None)
     w(banded.BandLayout, "solve", "band LU", lambda a, o: bool((o[1] <= batch.BATCH_RESIDUAL_TOL).any()))
+    w(banded.BandLayout, "solve", "band LU with a dense border",
+      lambda a, o: a[0].border > 0 and bool((o[1] <= batch.BATCH_RESIDUAL_TOL).any()))
     w(banded.BandLayout, "solve", "band LU declines a singular J",
       lambda a, o: bool((o[1] == np.inf).any()))
     return hits
@@ -120,7 +122,8 @@ ROUTE_CASES = {
     "pivot update by columns of one entry": "psd_projection_large-0",
     "bound rows divided out after the variables": "simplex_projection-0",
     "exponential DPi row by row": "gp_box-0",
-    "band LU": "rel_entr-0",
+    "band LU": "tv_denoise-0",
+    "band LU with a dense border": "logistic_fit-0",
     "band LU declines a singular J": "lambda_sum_largest-2",
 }
 

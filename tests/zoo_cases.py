@@ -1494,6 +1494,38 @@ def _abs_box_large(rng):
     return independent([x0], [normal(nx, 3.0)], [u], cp.Problem(cp.Minimize(cost), cons))
 
 
+@family("mpc_box", group="constraints")
+def _mpc_box(rng):
+    """An MPC over 8–15 steps with |u| ≤ 1 as two inequalities (every cone a 1×1 block, no
+    auxiliary to leave free): J in stage order lies within a narrow band, the band LU
+    (``_derivative/banded.py``)."""
+    nx, nu, T = 3, 2, int(rng.integers(8, 16))
+    A = np.eye(nx) + 0.1 * rng.standard_normal((nx, nx))
+    B = rng.standard_normal((nx, nu))
+    x, u = cp.Variable((nx, T + 1), name="x"), cp.Variable((nu, T), name="u")
+    x0 = cp.Parameter(nx, name="x0")
+    cost = cp.sum_squares(x) + 0.1 * cp.sum_squares(u)
+    cons = [x[:, 0] == x0, x[:, 1:] == A @ x[:, :-1] + B @ u, u <= 1, u >= -1]
+    return independent([x0], [normal(nx, 3.0)], [u], cp.Problem(cp.Minimize(cost), cons))
+
+
+@family("tv_denoise", group="constraints", flip=False)
+def _tv_denoise(rng):
+    """1-D total-variation denoising of a noisy piecewise-constant signal of 20–49 points
+    (a chain of differences: J within 7 diagonals, the band LU), the weight a parameter;
+    steps of ~2 against noise of 0.05, so no two runs are nearly fused (a kink)."""
+    n = int(rng.integers(20, 50))
+    x, y = cp.Variable(n, name="x"), cp.Parameter(n, name="y")
+    lam = cp.Parameter(nonneg=True, name="lam")
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - y) + lam * cp.norm1(cp.diff(x))))
+    levels = np.repeat(2.0 * rng.standard_normal(5), -(-n // 5))[:n]
+
+    def sample(r):
+        return [levels + 0.05 * r.standard_normal(n), r.uniform(0.3, 0.7, ())]
+
+    return Built(prob, (y, lam), (x,), sample, ())
+
+
 @family("logistic_fit", group="constraints", flip=False)
 def _logistic_fit(rng):
     """An L2-regularised logistic regression on 300 points with per-point weights (exponential
