@@ -12,7 +12,7 @@ from ._exponential_rows import exp_dproject_rows
 from ._layout import Array, Mask
 from ._operators import DenseBlocks
 from ._ray_family import ray_family_derivative
-from ._root import NOISE, bracketed_newton
+from ._root import NOISE, POLISH_STEPS, bracketed_newton, newton_polish
 
 
 def _exp_regions(v: Array) -> tuple[Mask, Mask, Mask, Mask]:
@@ -77,7 +77,7 @@ def _exp_rho(r: Array, s: Array, t: Array, guess: Array | None = None) -> Array:
     margin = 1e-3 * (hi - lo)
     ok = np.isfinite(guess) & (guess > lo + margin) & (guess < hi - margin)
     start = np.where(ok, guess, start)
-    rho, root = _polish(r, s, t, start, lo, hi)
+    rho, root = newton_polish(_exp_h, (r, s, t), start, lo, hi)
     rest = np.flatnonzero(~root)
     if rest.size:  # the bracketed search, for the rows plain Newton did not settle
         lo_r, hi_r = bracketed_newton(_exp_h, (r[rest], s[rest], t[rest]), lo[rest], hi[rest],
@@ -86,31 +86,11 @@ def _exp_rho(r: Array, s: Array, t: Array, guess: Array | None = None) -> Array:
     return rho
 
 
-#: Plain Newton steps from a seed before the bracketed search takes over (a solver's answer
-#: seeds rho to ~1e-8: one step reaches rounding, the next confirms it).
-POLISH_STEPS = 3
-
-
 #: Seeded rows up to this many (cones × batch elements) take `exp_dproject_rows`, on Python
 #: floats. Measured (medians of 400 calls, random rows seeded by their projections): 1 row
 #: 9 µs against 275 vectorised, 8 rows 18 against 137, 32 rows 85 against 146; the
 #: vectorised cost barely grows with the rows, the row-by-row one by ~2.5 µs a row.
 ROW_BY_ROW = 32
-
-
-def _polish(r: Array, s: Array, t: Array, x: Array, lo: Array, hi: Array) -> tuple[Array, Array]:
-    """Plain Newton's method on h / w from a seed near the root (the projection derivative's
-    seed is the solver's own point): x, and the rows where h(x) is within its rounding error of
-    0 inside the bracket — a root by the same test that ends `bracketed_newton` there, at a
-    third of its evaluations (sigmoid's 200 cones: 2 against 5 or more)."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        for step in range(POLISH_STEPS + 1):
-            h, newton = _exp_h(x, r, s, t)
-            root = h == 0
-            if step == POLISH_STEPS or root.all():
-                break
-            x = np.where(root, x, x + newton)
-    return x, root & np.isfinite(x) & (x > lo) & (x < hi)
 
 
 def _exp_rays(rho: Array) -> tuple[Array, Array, Array, Array]:

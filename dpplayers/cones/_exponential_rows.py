@@ -52,7 +52,7 @@ def _row(r: float, s: float, t: float, guess: float, polish_steps: int) -> Matri
 
 
 def _rho(r: float, s: float, t: float, guess: float, polish_steps: int) -> float | None:
-    """`_exp_rho`'s bracket and `_polish`'s seeded Newton steps on h / w: the root, or None.
+    """`_exp_rho`'s bracket and `newton_polish`'s seeded Newton steps on h / w: the root, or None.
 
     Generic rows have r > 0 or s > 0 (r, s <= 0 is the face rule), so the logarithms
     below are only taken where `_exp_rho` uses them."""

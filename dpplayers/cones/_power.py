@@ -11,12 +11,9 @@ from ._base import AbstractCone, moreau_dproject
 from ._layout import Array, Mask
 from ._operators import DenseBlocks
 from ._ray_family import ray_family_derivative
-from ._root import DAMP, NOISE, bracketed_newton
+from ._root import DAMP, NOISE, bracketed_newton, newton_polish
 
 TAU_RANGE = (-745.0, 40.0)  # logit(r / w0) where r / w0 underflows to 0 and rounds to 1
-#: Plain Newton steps from a seed (the solver's own point) before the bracketed search takes
-#: the rows that have not reached a root by its own test (as the exponential cone's polish).
-POLISH_STEPS = 3
 
 
 def _pow_coordinates(tau: Array, x0: Array, y0: Array, w0: Array, a: Array
@@ -98,7 +95,8 @@ def _pow_solve(v: Array, a: Array, near: Array | None = None) -> tuple[Array, Ar
             frac = np.abs(near[:, 2]) / w0
             seed = np.log(frac) - np.log1p(-frac)
             ok = np.isfinite(seed) & (seed > TAU_RANGE[0]) & (seed < TAU_RANGE[1])
-            seed, root = _polish(np.where(ok, seed, 0.0), (x0, y0, w0, a, in_r))
+            seed, root = newton_polish(_pow_phi, (x0, y0, w0, a, in_r),
+                                       np.where(ok, seed, 0.0), *TAU_RANGE)
             todo = ~(root & ok)
             tau = np.where(todo, 0.0, seed)
         if todo.any():
@@ -109,18 +107,6 @@ def _pow_solve(v: Array, a: Array, near: Array | None = None) -> tuple[Array, Ar
         frac, _, x, y, _, _ = _pow_coordinates(tau, x0, y0, w0, a)
         z = np.minimum(w0 * frac, x**a * y ** (1 - a))
     return x, y, np.sign(z0) * z
-
-
-def _polish(tau: Array, params: tuple[Array, ...]) -> tuple[Array, Array]:
-    """POLISH_STEPS plain Newton steps of `_pow_phi` from tau: tau, and the rows where phi
-    is within its rounding error of 0 inside TAU_RANGE."""
-    for step in range(POLISH_STEPS + 1):
-        phi, newton = _pow_phi(tau, *params)
-        root = phi == 0
-        if step == POLISH_STEPS or root.all():
-            break
-        tau = np.where(root, tau, tau + newton)
-    return tau, root & np.isfinite(tau) & (tau > TAU_RANGE[0]) & (tau < TAU_RANGE[1])
 
 
 def _pow_derivative(v: Array, a: Array, near: Array | None = None) -> Array:

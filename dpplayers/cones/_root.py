@@ -26,6 +26,27 @@ NOISE = 8 * np.finfo(float).eps  # times the sum of |terms|: a function's roundi
 
 RootFunction = Callable[..., tuple[Array, Array]]
 
+#: Plain Newton steps from a seed before the bracketed search takes over (a solver's answer
+#: seeds the root to ~1e-8: one step reaches rounding, the next confirms it).
+POLISH_STEPS = 3
+
+
+def newton_polish(f: RootFunction, params: tuple[Array, ...], x: Array, lo: Array | float,
+                  hi: Array | float) -> tuple[Array, Array]:
+    """POLISH_STEPS plain Newton steps of ``f`` (as `bracketed_newton` takes it) from a seed
+    x near the roots: x, and the rows where f(x) is within its rounding error of 0 (f
+    returns 0 there) strictly inside (lo, hi) — a root by the test that ends
+    `bracketed_newton` there, at a third of its evaluations (the exponential cones of the
+    sigmoid workload: 2 against 5 or more); the other rows are left to that search."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        for step in range(POLISH_STEPS + 1):
+            value, newton = f(x, *params)
+            root = value == 0
+            if step == POLISH_STEPS or root.all():
+                break
+            x = np.where(root, x, x + newton)
+    return x, root & np.isfinite(x) & (x > lo) & (x < hi)
+
 
 def bracketed_newton(f: RootFunction, params: tuple[Array, ...], lo: Array, hi: Array,
                      x: Array) -> tuple[Array, Array]:
