@@ -248,13 +248,8 @@ class BatchDerivative:
             # on the cores where BLAS keeps to one thread (see dpplayers._threads); the
             # blocks live in per-thread scratch arrays
             pooled = len(chunks) > 1 and blas_single_threaded()  # (asking costs ~10 µs)
-            solved = parallel_map(run, chunks, CPU_COUNT if pooled else 1)
-            for rows, z, residual in solved:
-                for j, i in enumerate(rows):
-                    if residual[j] <= BATCH_RESIDUAL_TOL:
-                        out[i] = z[j, : rhs.shape[1]]
-                        done.append(i)
-                        self.record(keys[i], SolveStats(float(residual[j]), 0, True))
+            done += self._keep_clean(parallel_map(run, chunks, CPU_COUNT if pooled else 1),
+                                     keys, out)
         if len(done) < len(keys):
             for i in sorted(set(range(len(keys))).difference(done)):
                 out[i] = self._solve_one(keys[i], rhs[i], transpose)
@@ -276,8 +271,6 @@ class BatchDerivative:
         thread (LAPACK runs without the GIL: :mod:`dpplayers._lapack`); the places in
         ``keys`` of those it solved cleanly (their answers written into ``out``)."""
         pattern, band = self.program.kkt_pattern, self.band
-        D, place = self.projections()
-        D_all = pattern.d_values(D)
         pooled = len(todo) >= 2 * BAND_CHUNK_MIN and blas_single_threaded()
         count = max(-(-8 * band.order * band.ldab * len(todo) // BATCH_DENSE_BYTES),
                     min(CPU_COUNT, len(todo) // BAND_CHUNK_MIN) if pooled else 1)
@@ -285,23 +278,40 @@ class BatchDerivative:
 
         def run(chunk: list[int]) -> tuple[list[int], FloatArray, FloatArray]:
             ks = [keys[i] for i in chunk]
-            where = [place[k] for k in ks]
-            D_values = D_all if where == list(range(D.count)) else D_all[:, where]
-            P_data = data_columns(self.data[0], ks) if self.program.P is not None else None
-            values = pattern.entries(P_data, data_columns(self.data[1], ks), D_values)
+            values = self._entries(pattern, ks, self._block_columns(pattern, ks))
             part = rhs if chunk == list(range(len(keys))) else rhs[chunk]
             z, residual = band.solve(values, part, transpose, pattern.plan.pairs.limit)
             return chunk, z, residual
 
         chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
+        return self._keep_clean(parallel_map(run, chunks, CPU_COUNT if pooled else 1), keys, out)
+
+    def _keep_clean(self, solved: list[tuple[list[int], FloatArray, FloatArray]],
+                    keys: list[int], out: FloatArray) -> list[int]:
+        """From a batched executor's chunks (places in ``keys``, answers, residuals), each
+        answer whose relative residual is within BATCH_RESIDUAL_TOL written into ``out``
+        (its first rows: J̃'s extra unknowns dropped) and recorded; their places."""
         done = []
-        for chunk, z, residual in parallel_map(run, chunks, CPU_COUNT if pooled else 1):
-            for j, i in enumerate(chunk):
+        for rows, z, residual in solved:
+            for j, i in enumerate(rows):
                 if residual[j] <= BATCH_RESIDUAL_TOL:
-                    out[i] = z[j]
+                    out[i] = z[j, : out.shape[1]]
                     done.append(i)
                     self.record(keys[i], SolveStats(float(residual[j]), 0, True))
         return done
+
+    def _block_columns(self, pattern: KKTPattern, keys: list[int]) -> FloatArray:
+        """DΠ's block values as ``pattern`` reads them, (values, len(keys)), for the given
+        elements (the batch's own array where they are all of it, in order)."""
+        D, place = self.projections()
+        values = pattern.d_values(D)
+        where = [place[k] for k in keys]
+        return values if where == list(range(D.count)) else values[:, where]
+
+    def _entries(self, pattern: KKTPattern, keys: list[int], D_values: FloatArray) -> FloatArray:
+        """The given elements' J (J̃) entries as ``pattern`` orders them, (nnz, len(keys))."""
+        P_data = data_columns(self.data[0], keys) if self.program.P is not None else None
+        return pattern.entries(P_data, data_columns(self.data[1], keys), D_values)
 
     @property
     def batched_dense(self) -> bool:
@@ -338,11 +348,7 @@ class BatchDerivative:
         compact = plan.inactive is not None and \
             order > self.program.kkt_pattern.plan.compact_above + plan.pairs.diagonal
         places = list(range(len(keys)))
-        D, place = self.projections()
-        D_values = self.batch_pattern.d_values(D)
-        where = [place[k] for k in keys]
-        if where != list(range(D.count)):
-            D_values = D_values[:, where]
+        D_values = self._block_columns(self.batch_pattern, keys)
         drop, free = None, self._free_auxiliaries(D_values)
         if compact or free is not None:
             drop = plan.inactive.dropped(D_values)
@@ -371,8 +377,7 @@ class BatchDerivative:
 
     def _dense_batch(self, keys: list[int], D_values: FloatArray,
                      drop: npt.NDArray[np.bool_] | None) -> DenseBatch:
-        P_data = data_columns(self.data[0], keys) if self.program.P is not None else None
-        values = self.batch_pattern.entries(P_data, data_columns(self.data[1], keys), D_values)
+        values = self._entries(self.batch_pattern, keys, D_values)
         return DenseBatch(self.batch_pattern, values.T, drop)
 
     def projection(self, k: int) -> ProjectionDerivative:
