@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from .. import _lapack
-from .conditioning import PROBE_SUSPECT, probe
+from .conditioning import PROBE_SUSPECT, batch_residuals, probe
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -209,9 +209,7 @@ class BandLayout:
         by, starts = (self.by_col, self.col_starts) if transpose else (self.by_row, self.row_starts)
         products = values.T[:, :, None] * z[:, in_at]  # (b, nnz, q)
         res = np.add.reduceat(products[:, by], starts, axis=1) - rhs
-        ratio = np.vecdot(res, res, axis=1) / np.maximum(np.vecdot(rhs, rhs, axis=1), 1e-300)
-        residual = np.sqrt(ratio.max(axis=1, initial=0.0))
-        return np.where(residual <= np.inf, residual, np.inf)  # NaN → inf
+        return batch_residuals(np.vecdot(res, res, axis=1), rhs)
 
 
 def _solve_small(S: FloatArray, rhs: FloatArray) -> FloatArray:

@@ -28,6 +28,7 @@ from .._sparse import data_columns
 from .._threads import CPU_COUNT, blas_single_threaded, parallel_map
 from ..cones import BatchedProjectionDerivative, ProjectionDerivative
 from .banded import BandLayout
+from .conditioning import batch_residuals
 from .embedding import EmbeddingLSQR, EmbeddingOperator, embedding_operator
 from .kkt import KKTOperator, data_adjoint, data_rhs, kkt_operator
 from .lifted_direct import LiftedDirect
@@ -93,9 +94,7 @@ class DenseBatch:
             flat = rhs.reshape(-1)
             ratio_1 = float(res_sq[0, 0]) / max(float(blas.ddot(flat, flat)), 1e-300)
             return z, np.array([math.sqrt(ratio_1) if ratio_1 <= math.inf else math.inf])
-        ratio = res_sq / np.maximum(np.vecdot(rhs, rhs, axis=1), 1e-300)
-        residual = np.sqrt(ratio.max(axis=1, initial=0.0))
-        return z, np.where(residual <= np.inf, residual, np.inf)  # NaN → inf
+        return z, batch_residuals(res_sq, rhs)
 
 
 class BatchDerivative:
