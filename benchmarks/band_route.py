@@ -72,10 +72,19 @@ def logistic(m: int, n: int = 10) -> Problem:
     return problem, [Z], w, sample
 
 
+def simplex(n: int) -> Problem:
+    """sparsemax: the projection of y onto the probability simplex (benchmarks' sparsemax
+    at n = 100): Σ x = 1 is J's border of one."""
+    x, y = cp.Variable(n), cp.Parameter(n)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0])
+    return problem, [y], x, lambda rng, B: [rng.standard_normal((B, n)) / 3.0]
+
+
 FAMILIES: dict[str, tuple[Callable[[int], Problem], tuple[int, ...]]] = {
-    "tv": (total_variation, (20, 50, 100, 200, 400)),
-    "mpc": (mpc, (3, 5, 10, 20, 40)),
-    "entropy": (entropy, (10, 30, 100, 300)),
+    "tv": (total_variation, (5, 20, 50, 100, 200, 400)),
+    "mpc": (mpc, (3, 5, 8, 10, 20, 40)),
+    "simplex": (simplex, (10, 20, 25, 40, 100, 300)),
+    "entropy": (entropy, (3, 10, 30, 100, 300)),
     "logistic": (logistic, (25, 100, 400)),
 }
 

@@ -12,7 +12,8 @@ zoo's ``lp_filled_basis``, ``benchmarks``' sparse_lp); the truncated minimum-nor
 the zoo's degenerate families and ``tests/test_degenerate.py``; the band LU — MPCs and
 total-variation denoising (below; the zoo's ``mpc_box``, ``tv_denoise``), entropy and power
 terms per entry (``rel_entr``, ``power_frac``, ``inv_pos`` and 14 more families), with a
-dense border logistic regression (below; ``logistic_fit``) (2026-12-07). (Counted by
+dense border logistic regression and sparsemax (below; ``logistic_fit``,
+``simplex_projection``), declining a singular J (the zoo's ``mpc_repeated_x0``) (2026-12-07). (Counted by
 wrapping each route's entry point while the zoo runs.)
 """
 
@@ -270,3 +271,38 @@ def test_logistic_regression_takes_the_bordered_band_lu_and_matches_implicit_dif
             u = -np.linalg.solve(H, g[k])
             want = (-s[:, None] * u[None, :] + ((s * (1 - s)) * (Zk @ u))[:, None] * wk) / m
             assert relative_gap(grad[k], want) < 1e-7  # the solve's accuracy: ~1e-8
+
+
+def test_sparsemax_takes_the_band_lu_with_a_border_of_one_and_has_the_closed_form_jacobian(
+        monkeypatch):
+    """sparsemax, the projection of y onto the probability simplex, over 60 entries: J
+    (order 241) lies within 2 diagonals in reverse Cuthill–McKee order once the row of
+    Σ x = 1 is set aside as a border of one, and takes the bordered band LU (the batched
+    executor would assemble S of order 121 for an LU of order 1). On the support S of x,
+    x_S = y_S − τ, so ∂x/∂y = diag(s) − s sᵀ / |S| with s S's indicator (a closed form, not
+    our code). The full Jacobian matches it at two batches of parameter values, the larger
+    split over the thread pool's chunks, compiled with none set; no element goes to the
+    batched executor or to a factorisation of its own."""
+    from dpplayers._derivative import batch
+
+    def refused(*args, **kwargs):
+        raise AssertionError("an element left the band LU")
+
+    monkeypatch.setattr(batch.DenseBatch, "solve", refused)
+    n = 60
+    x, y = cp.Variable(n), cp.Parameter(n)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0])
+    prog = dpplayers.compile(problem, [y], [x], solver="CLARABEL")
+    layout = prog.kkt_pattern.band
+    assert layout is not None and layout.border == 1 and layout.kl <= 2
+    rng = np.random.default_rng(8)
+    for batch_size in (3, 2 * batch.BAND_CHUNK_MIN + 1):
+        values = rng.standard_normal((batch_size, n)) / 3.0
+        sol = prog.solve(values)
+        jac = sol.jacobian()[0][0]  # (batch, n, n): ∂x/∂y per element
+        assert not sol.degenerate.any() and not sol._derivative.factors
+        for k in range(batch_size):
+            support = (sol.values[0][k] > 1e-6).astype(float)
+            assert 2 <= support.sum() <= n - 10  # a face of the simplex, not a vertex
+            want = np.diag(support) - np.outer(support, support) / support.sum()
+            assert np.abs(jac[k] - want).max() < 1e-6

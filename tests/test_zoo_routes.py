@@ -120,11 +120,11 @@ ROUTE_CASES = {
     "PSD derivative over the fewer columns": "psd_projection_large-0",
     "pivot update by rows of one entry": "psd_projection_large-0",
     "pivot update by columns of one entry": "psd_projection_large-0",
-    "bound rows divided out after the variables": "simplex_projection-0",
+    "bound rows divided out after the variables": "simplex_projection-2",
     "exponential DPi row by row": "gp_box-0",
     "band LU": "tv_denoise-0",
     "band LU with a dense border": "logistic_fit-0",
-    "band LU declines a singular J": "lambda_sum_largest-2",
+    "band LU declines a singular J": "mpc_repeated_x0-0",
 }
 
 

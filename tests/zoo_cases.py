@@ -1401,7 +1401,8 @@ def _soc_norm_huge(rng):
 def _simplex_projection(rng):
     """sparsemax: the projection of y onto the probability simplex, n of 20-40. After the
     x's are divided out, each bound x_i ≥ 0 meets only Σ x = 1: the batched solve divides
-    those rows out too and factorises an LU of order 1 (``pair_pivots._solve_split``)."""
+    those rows out too and factorises an LU of order 1 (``pair_pivots._solve_split``), up
+    to n ≈ 24; from there J's band LU with Σ x = 1 as its border costs less (``banded``)."""
     n = int(rng.integers(20, 41))
     x = cp.Variable(n, name="x")
     y = cp.Parameter(n, name="y")
@@ -1506,6 +1507,23 @@ def _mpc_box(rng):
     x0 = cp.Parameter(nx, name="x0")
     cost = cp.sum_squares(x) + 0.1 * cp.sum_squares(u)
     cons = [x[:, 0] == x0, x[:, 1:] == A @ x[:, :-1] + B @ u, u <= 1, u >= -1]
+    return independent([x0], [normal(nx, 3.0)], [u], cp.Problem(cp.Minimize(cost), cons))
+
+
+@family("mpc_repeated_x0", group="constraints")
+def _mpc_repeated_x0(rng):
+    """An MPC over 12–15 steps whose initial condition is stated twice (a constraint list
+    built in a loop that adds it once more): the two copies' duals are not unique, so J is
+    singular at every solution. J still lies within a narrow band, and the band LU declines
+    each element (``_derivative/banded.py``); the minimum-norm answer gives u's derivative,
+    which the repeated rows do not move."""
+    nx, nu, T = 3, 2, int(rng.integers(12, 16))
+    A = np.eye(nx) + 0.1 * rng.standard_normal((nx, nx))
+    B = rng.standard_normal((nx, nu))
+    x, u = cp.Variable((nx, T + 1), name="x"), cp.Variable((nu, T), name="u")
+    x0 = cp.Parameter(nx, name="x0")
+    cost = cp.sum_squares(x) + 0.1 * cp.sum_squares(u)
+    cons = [x[:, 0] == x0, x[:, 1:] == A @ x[:, :-1] + B @ u, u <= 1, u >= -1, x[:, 0] == x0]
     return independent([x0], [normal(nx, 3.0)], [u], cp.Problem(cp.Minimize(cost), cons))
 
 

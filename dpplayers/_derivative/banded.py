@@ -3,8 +3,10 @@ Cuthill–McKee order once per program, leave every entry within a narrow band (
 stages, a chain of differences, a cone per entry of a vector), or do so once a few dense
 rows and columns are set aside as a border (a fitted model's coefficients, which meet
 every sample's rows), each element's J is factorised by LAPACK's band LU with partial
-pivoting (gbtrf), in place of the batched executor's dense LU of the reduced J (or, above
-its limit, a sparse LU per element: the entropy workload's SuperLU of order 900).
+pivoting (gbtrf), in place of the batched executor's dense S and LU of what its pivots
+leave (sparsemax: S of order 201, an LU of order 1; J of order 401 within 2 diagonals and a
+border of one) or, above its limit, a sparse LU per element (the entropy workload's
+SuperLU of order 900).
 
 The band LU of an MPC's J (order 288, 21 sub- and super-diagonals) takes 47 µs where the
 dense LU of its reduced J (order 163) takes 157 µs, and the entries go into band storage by
@@ -66,23 +68,26 @@ class BandLayout:
     row_starts: Index
     by_col: Index
     col_starts: Index
-    work: float  # multiply-adds per element, as :meth:`of` counts them
+    #: per element: the band LU's multiply-adds and its storage's entries (with a border,
+    #: also W's solves, S's product and its LU)
+    work: float
 
     @property
     def ldab(self) -> int:
         return 2 * self.kl + self.ku + 1
 
     @classmethod
-    def of(cls, size: int, rows: Index, cols: Index, dense_order: int) -> BandLayout | None:
+    def of(cls, size: int, rows: Index, cols: Index, batched_work: float) -> BandLayout | None:
         """The layout for J of order ``size`` with entries at (rows, cols), without a border
-        or with one, whichever costs fewer multiply-adds per element (the band LU's, order ×
-        kl × (kl + ku + 1); with a border also W's solves, S's product and its LU), or None
-        where that exceeds a dense LU's of ``dense_order`` (order³ / 3). Measured where it
-        is taken (``benchmarks/band_route.py``, backward, band / route off, batches 1–32):
+        or with one, whichever costs less per element (:attr:`work`), or None where that
+        exceeds ``batched_work``, the batched executor's per element (its dense S and LU:
+        :meth:`~.plan.EliminationPlan.batched_work`). Measured where it is taken
+        (``benchmarks/band_route.py``, backward, band / route off, batches 1–32):
         total-variation denoising of 20–400 points 0.10–0.78, MPCs of horizon 10–40
         0.26–0.81, entropy terms on 30–300 entries 0.30–0.63, logistic regression on
-        25–400 samples (a border of 10) 0.25–0.62; on 10 entries (J of order 60) 0.76–1.13,
-        both under 0.3 ms; an MPC of horizon 3 or 5 is not taken."""
+        25–400 samples (a border of 10) 0.25–0.62, sparsemax on 100 entries (a border of
+        1) 0.57–0.91; on 10 entries (J of order 60) 0.76–1.13, both under 0.3 ms; an MPC
+        of horizon 3 or 5 is not taken."""
         degree = np.bincount(rows, minlength=size) + np.bincount(cols, minlength=size)
         if degree.min() == 0:
             return None  # an empty row or column: J is singular, leave it to Direct
@@ -91,7 +96,7 @@ class BandLayout:
         if 0 < dense.size < size // 2:
             candidates.append(cls._build(size, rows, cols, dense))
         best = min((c for c in candidates if c is not None), key=lambda c: c.work, default=None)
-        return best if best is not None and best.work <= dense_order**3 / 3.0 else None
+        return best if best is not None and best.work <= batched_work else None
 
     @classmethod
     def _build(cls, size: int, rows: Index, cols: Index, border: Index) -> BandLayout | None:
@@ -121,7 +126,7 @@ class BandLayout:
                             ((r >= R) & (c < R), lambda i, j: (i - R) * R + j),  # C
                             ((r >= R) & (c >= R), lambda i, j: (i - R) * k + (j - R))):  # D
             parts.append((np.flatnonzero(mask), place(r[mask], c[mask])))
-        work = R * kl * (kl + ku + 1)
+        work = R * kl * (kl + ku + 1) + R * ldab  # the band LU's multiply-adds, its storage
         if k:  # W = A⁻¹B (k band solves), S = D − C W (a dense product), S's LU
             work += R * ldab * k + R * k * k + k**3 / 3.0
         by_row, by_col = np.argsort(r, kind="stable"), np.argsort(c, kind="stable")

@@ -55,8 +55,17 @@ BATCH_DENSE_BYTES = 8 << 20
 #: singular-J handling) for that element.
 BATCH_RESIDUAL_TOL = 1e-10
 #: The band LU splits a batch across the cores only in chunks of at least this many
-#: elements (each chunk costs ~20 numpy calls of its own).
+#: elements (each chunk costs ~20 numpy calls of its own) ...
 BAND_CHUNK_MIN = 8
+#: ... and where the batch's band work (``BandLayout.work`` summed over its elements) is
+#: at least this: the chunks' numpy calls hold the GIL, only LAPACK shares the cores.
+#: Measured (``band_route.py``, backward, two pooled chunks against one, OMP_NUM_THREADS=1):
+#: 1.4–2.6× slower from 18k to 600k in all (entropy terms on 3–100 entries, sparsemax on
+#: 25–40, total variation on 20 points, at batches 32–128); mixed from 1.3M to 2.7M
+#: (0.81–1.23: sparsemax on 100 entries at 128, MPCs of horizon 8–10, logistic regression
+#: on 25 samples and total variation on 100 points at 32); 0.72 for sparsemax on 300
+#: entries at 128 (3.8M), 0.6–1.0 for MPCs of horizon 20–40 (7M–36M).
+BAND_POOL_WORK = 3e6
 
 
 @dataclass(frozen=True)
@@ -270,7 +279,8 @@ class BatchDerivative:
         thread (LAPACK runs without the GIL: :mod:`dpplayers._lapack`); the places in
         ``keys`` of those it solved cleanly (their answers written into ``out``)."""
         pattern, band = self.program.kkt_pattern, self.band
-        pooled = len(todo) >= 2 * BAND_CHUNK_MIN and blas_single_threaded()
+        pooled = len(todo) >= 2 * BAND_CHUNK_MIN and band.work * len(todo) >= BAND_POOL_WORK \
+            and blas_single_threaded()
         count = max(-(-8 * band.order * band.ldab * len(todo) // BATCH_DENSE_BYTES),
                     min(CPU_COUNT, len(todo) // BAND_CHUNK_MIN) if pooled else 1)
         step = -(-len(todo) // count)

@@ -262,7 +262,7 @@ class KKTPattern:
         if self.lift is not None or self.lifted is not None or self.position is not None:
             return None
         return BandLayout.of(self.size, self.entry_rows, self.entry_cols,
-                             self.plan.smallest_batched_order)
+                             self.plan.batched_work)
 
     @functools.cached_property
     def order(self) -> Index | None:

@@ -17,8 +17,8 @@ LU of the rest, kept for reuse) and the batched dense one (:class:`~.batch.Dense
 kinds 1, 3 and 4 over many elements at once, then a dense LU each). Which one an element goes to,
 and whether a factorisation is dense, is decided by the constants below. A third executor
 eliminates nothing: where J itself is a narrow band matrix in reverse Cuthill–McKee order,
-whose band LU costs no more than the batched executor's dense LU at its smallest order,
-``direct`` mode tries it first (:mod:`.banded`).
+whose band LU costs no more than the batched executor's dense S and LU
+(:attr:`EliminationPlan.batched_work`), ``direct`` mode tries it first (:mod:`.banded`).
 """
 
 from __future__ import annotations
@@ -180,6 +180,15 @@ class EliminationPlan:
         droppable = 0 if self.inactive is None else int(np.isin(self.inactive.rows,
                                                                 self.pairs.rest).sum())
         return self.pairs.reduced_order - self.pairs.diagonal - droppable
+
+    @property
+    def batched_work(self) -> float:
+        """The batched executor's work per element, as :mod:`.banded` counts its own: S
+        assembled densely at its order before any pivot (each entry zeroed, written and
+        updated), then the LU at :attr:`smallest_batched_order`. The LU alone undercounts
+        where the diagonal pivots leave little: sparsemax's S of order 201 is solved by an
+        LU of order 1, its backward dominated by S (band LU / batched 0.57–0.91)."""
+        return self.pairs.reduced_order**2 + self.smallest_batched_order**3 / 3.0
 
 
 def _full(nnz: int, size: int, pairs: PairPivots) -> bool:
