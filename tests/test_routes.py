@@ -13,8 +13,8 @@ the zoo's degenerate families and ``tests/test_degenerate.py``; the band LU — 
 total-variation denoising (below; the zoo's ``mpc_box``, ``tv_denoise``), entropy and power
 terms per entry (``rel_entr``, ``power_frac``, ``inv_pos`` and 14 more families), with a
 dense border logistic regression and sparsemax (below; ``logistic_fit``,
-``simplex_projection``), declining a singular J (the zoo's ``mpc_repeated_x0``) (2026-12-07). (Counted by
-wrapping each route's entry point while the zoo runs.)
+``simplex_projection``), declining a singular J (the zoo's ``mpc_repeated_x0``)
+(2026-12-07). (Counted by wrapping each route's entry point while the zoo runs.)
 """
 
 from __future__ import annotations
@@ -280,9 +280,9 @@ def test_sparsemax_takes_the_band_lu_with_a_border_of_one_and_has_the_closed_for
     Σ x = 1 is set aside as a border of one, and takes the bordered band LU (the batched
     executor would assemble S of order 121 for an LU of order 1). On the support S of x,
     x_S = y_S − τ, so ∂x/∂y = diag(s) − s sᵀ / |S| with s S's indicator (a closed form, not
-    our code). The full Jacobian matches it at two batches of parameter values, the larger
-    split over the thread pool's chunks, compiled with none set; no element goes to the
-    batched executor or to a factorisation of its own."""
+    our code). The full Jacobian matches it at two batches of parameter values, compiled
+    with none set; no element goes to the batched executor or to a factorisation of its
+    own."""
     from dpplayers._derivative import batch
 
     def refused(*args, **kwargs):
@@ -296,7 +296,7 @@ def test_sparsemax_takes_the_band_lu_with_a_border_of_one_and_has_the_closed_for
     layout = prog.kkt_pattern.band
     assert layout is not None and layout.border == 1 and layout.kl <= 2
     rng = np.random.default_rng(8)
-    for batch_size in (3, 2 * batch.BAND_CHUNK_MIN + 1):
+    for batch_size in (3, 9):
         values = rng.standard_normal((batch_size, n)) / 3.0
         sol = prog.solve(values)
         jac = sol.jacobian()[0][0]  # (batch, n, n): ∂x/∂y per element

@@ -82,12 +82,13 @@ class BandLayout:
         or with one, whichever costs less per element (:attr:`work`), or None where that
         exceeds ``batched_work``, the batched executor's per element (its dense S and LU:
         :meth:`~.plan.EliminationPlan.batched_work`). Measured where it is taken
-        (``benchmarks/band_route.py``, backward, band / route off, batches 1–32):
-        total-variation denoising of 20–400 points 0.10–0.78, MPCs of horizon 10–40
-        0.26–0.81, entropy terms on 30–300 entries 0.30–0.63, logistic regression on
-        25–400 samples (a border of 10) 0.25–0.62, sparsemax on 100 entries (a border of
-        1) 0.57–0.91; on 10 entries (J of order 60) 0.76–1.13, both under 0.3 ms; an MPC
-        of horizon 3 or 5 is not taken."""
+        (``benchmarks/band_route.py``, backward, band / route off, batches 1–128):
+        total-variation denoising of 20–400 points 0.11–0.86, MPCs of horizon 8–40
+        0.24–0.74, entropy terms on 30–300 entries 0.25–0.69, logistic regression on
+        25–400 samples (a border of 10) 0.30–0.67, sparsemax on 25–300 entries (a border
+        of one) 0.14–1.04; entropy on 3 and 10 entries (J of 18 and 60) 0.52–1.14, under
+        0.4 ms at batch 1; MPCs of horizon 3 or 5 and sparsemax on 10 or 20 entries are
+        not taken."""
         degree = np.bincount(rows, minlength=size) + np.bincount(cols, minlength=size)
         if degree.min() == 0:
             return None  # an empty row or column: J is singular, leave it to Direct
