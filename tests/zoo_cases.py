@@ -1495,19 +1495,27 @@ def _abs_box_large(rng):
     return independent([x0], [normal(nx, 3.0)], [u], cp.Problem(cp.Minimize(cost), cons))
 
 
-@family("mpc_box", group="constraints")
-def _mpc_box(rng):
-    """An MPC over 8–15 steps with |u| ≤ 1 as two inequalities (every cone a 1×1 block, no
-    auxiliary to leave free): J in stage order lies within a narrow band, the band LU
-    (``_derivative/banded.py``)."""
-    nx, nu, T = 3, 2, int(rng.integers(8, 16))
+def _box_mpc(rng, steps: tuple[int, int], repeat_x0: bool = False) -> Built:
+    """An MPC (3 states, 2 inputs) over a horizon drawn from ``steps``, |u| ≤ 1 as two
+    inequalities; with ``repeat_x0`` its initial condition stated a second time."""
+    nx, nu, T = 3, 2, int(rng.integers(*steps))
     A = np.eye(nx) + 0.1 * rng.standard_normal((nx, nx))
     B = rng.standard_normal((nx, nu))
     x, u = cp.Variable((nx, T + 1), name="x"), cp.Variable((nu, T), name="u")
     x0 = cp.Parameter(nx, name="x0")
     cost = cp.sum_squares(x) + 0.1 * cp.sum_squares(u)
     cons = [x[:, 0] == x0, x[:, 1:] == A @ x[:, :-1] + B @ u, u <= 1, u >= -1]
+    if repeat_x0:
+        cons.append(x[:, 0] == x0)
     return independent([x0], [normal(nx, 3.0)], [u], cp.Problem(cp.Minimize(cost), cons))
+
+
+@family("mpc_box", group="constraints")
+def _mpc_box(rng):
+    """An MPC over 8–15 steps with |u| ≤ 1 as two inequalities (every cone a 1×1 block, no
+    auxiliary to leave free): J in stage order lies within a narrow band, the band LU
+    (``_derivative/banded.py``)."""
+    return _box_mpc(rng, (8, 16))
 
 
 @family("mpc_repeated_x0", group="constraints")
@@ -1517,14 +1525,7 @@ def _mpc_repeated_x0(rng):
     singular at every solution. J still lies within a narrow band, and the band LU declines
     each element (``_derivative/banded.py``); the minimum-norm answer gives u's derivative,
     which the repeated rows do not move."""
-    nx, nu, T = 3, 2, int(rng.integers(12, 16))
-    A = np.eye(nx) + 0.1 * rng.standard_normal((nx, nx))
-    B = rng.standard_normal((nx, nu))
-    x, u = cp.Variable((nx, T + 1), name="x"), cp.Variable((nu, T), name="u")
-    x0 = cp.Parameter(nx, name="x0")
-    cost = cp.sum_squares(x) + 0.1 * cp.sum_squares(u)
-    cons = [x[:, 0] == x0, x[:, 1:] == A @ x[:, :-1] + B @ u, u <= 1, u >= -1, x[:, 0] == x0]
-    return independent([x0], [normal(nx, 3.0)], [u], cp.Problem(cp.Minimize(cost), cons))
+    return _box_mpc(rng, (12, 16), repeat_x0=True)
 
 
 @family("tv_denoise", group="constraints", flip=False)
