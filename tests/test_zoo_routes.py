@@ -29,6 +29,7 @@ from dpplayers._derivative import (
     linear_solvers,
     pair_pivots,
     qp_elements,
+    tiles,
 )
 from dpplayers._solve import qp_route, qp_systems
 from dpplayers.cones import _exponential as exponential
@@ -86,6 +87,7 @@ def _instrument(monkeypatch) -> Counter:
       lambda a, o: o is not None and a[1] >= qp_systems.LOOP_MIN_ORDER)
     w(qp_elements.RouteElements, "solve", "dense QP route's kept factors", lambda a, o: len(o) > 0)
     w(operators, "_sum_over", "PSD derivative over the fewer columns")
+    w(tiles.TileFill, "write", "D's blocks written as tiles")
     w(exponential, "exp_dproject_rows", "exponential DPi row by row", lambda a, o: o is not None)
     w(banded.BandLayout, "solve", "band LU", lambda a, o: bool((o[1] <= batch.BATCH_RESIDUAL_TOL).any()))
     w(banded.BandLayout, "solve", "band LU with a dense border",
@@ -118,6 +120,7 @@ ROUTE_CASES = {
     "dense QP route's Cholesky by LAPACK per element": "qp_route_dense-0",
     "dense QP route's equalities by LAPACK per element": "qp_route_equalities-0",
     "PSD derivative over the fewer columns": "psd_projection_large-0",
+    "D's blocks written as tiles": "psd_projection_large-0",
     "pivot update by rows of one entry": "psd_projection_large-0",
     "pivot update by columns of one entry": "psd_projection_large-0",
     "bound rows divided out after the variables": "simplex_projection-2",

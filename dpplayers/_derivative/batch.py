@@ -40,6 +40,7 @@ from .linear_solvers import (
 )
 from .pattern import KKTPattern
 from .qp_elements import RouteElements
+from .tiles import TileFill
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -82,6 +83,7 @@ class DenseBatch:
     pattern: KKTPattern
     values: FloatArray  # (b, nnz): each element's J entries (``KKTPattern.entries`` order)
     drop: npt.NDArray[np.bool_] | None = None  # (b, N): the J indices each element drops
+    fill: TileFill | None = None  # D's tiles, where ``values`` leave them out (:mod:`.tiles`)
 
     @staticmethod
     def chunk(pattern: KKTPattern, order: int | None = None) -> int:
@@ -94,7 +96,7 @@ class DenseBatch:
         """rhs (b, N, q) ↦ (z, relative residual per element; inf where J is singular)."""
         plan = self.pattern.plan
         if self.drop is None:
-            z, res_sq = plan.pairs.solve(self.values, rhs, transpose)
+            z, res_sq = plan.pairs.solve(self.values, rhs, transpose, fill=self.fill)
         else:
             z, res_sq = plan.inactive.solve(plan.pairs, self.values, rhs, transpose, self.drop)
         # squared norms by column (np.linalg.norm costs several calls each); a non-finite z
@@ -317,10 +319,12 @@ class BatchDerivative:
         where = [place[k] for k in keys]
         return values if where == list(range(D.count)) else values[:, where]
 
-    def _entries(self, pattern: KKTPattern, keys: list[int], D_values: FloatArray) -> FloatArray:
-        """The given elements' J (J̃) entries as ``pattern`` orders them, (nnz, len(keys))."""
+    def _entries(self, pattern: KKTPattern, keys: list[int], D_values: FloatArray,
+                 tiled: bool = False) -> FloatArray:
+        """The given elements' J (J̃) entries as ``pattern`` orders them, (nnz, len(keys));
+        with ``tiled``, those outside D's tiles."""
         P_data = data_columns(self.data[0], keys) if self.program.P is not None else None
-        return pattern.entries(P_data, data_columns(self.data[1], keys), D_values)
+        return pattern.entries(P_data, data_columns(self.data[1], keys), D_values, tiled)
 
     @property
     def batched_dense(self) -> bool:
@@ -386,8 +390,12 @@ class BatchDerivative:
 
     def _dense_batch(self, keys: list[int], D_values: FloatArray,
                      drop: npt.NDArray[np.bool_] | None) -> DenseBatch:
-        values = self._entries(self.batch_pattern, keys, D_values)
-        return DenseBatch(self.batch_pattern, values.T, drop)
+        pattern = self.batch_pattern
+        fill = None
+        if drop is None:  # D's large blocks as tiles, where the pattern has them (:mod:`.tiles`)
+            fill = pattern.tile_fill(data_columns(self.data[1], keys), D_values)
+        values = self._entries(pattern, keys, D_values, tiled=fill is not None)
+        return DenseBatch(pattern, values.T, drop, fill)
 
     def projection(self, k: int) -> ProjectionDerivative:
         """DΠ_K*(v) at element k's solution alone (for its own factorisation)."""

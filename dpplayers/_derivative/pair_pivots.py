@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +46,9 @@ from scipy.linalg import blas, lapack
 from .._sparse import concatenated_ranges, gather, set_columns, sorted_runs
 from .conditioning import PROBE_SUSPECT, probe
 from .scratch import scratch
+
+if TYPE_CHECKING:
+    from .tiles import TileFill
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -273,19 +277,26 @@ class PairPivots:
 
     def blocks(self, values: FloatArray, transpose: bool,
                keep: npt.NDArray[np.bool_] | None = None,
-               reuse: bool = False) -> ReducedBlocks:
+               reuse: bool = False, fill: TileFill | None = None) -> ReducedBlocks:
         """The reduced blocks of J (or Jᵀ) for values (b, nnz) in the entries' order: one
         buffer filled by one gather, then viewed as the blocks. With ``keep`` (b, r), only
         each element's kept rest indices, in order, padded to the largest such count with
         an identity (see :meth:`solve`). With ``reuse``, the buffer is this thread's
-        :func:`~dpplayers._derivative.scratch.scratch` array: the blocks last until the next such call."""
+        :func:`~dpplayers._derivative.scratch.scratch` array: the blocks last until the next such call.
+        With ``fill`` (not with ``keep``), ``values`` are J's entries outside D's tiles,
+        which ``fill`` writes into J_RR (:mod:`.tiles`)."""
         if transpose:
-            return self.transposed.blocks(values, False, keep, reuse)
+            return self.transposed.blocks(values, False, keep, reuse,
+                                          None if fill is None else fill.T)
         b, r, e = values.shape[0], self.rest.size, self.q.size
         zeros = _zeroed_scratch if reuse else np.zeros
         if keep is None:
             buffer = zeros((b, self.buffer_size()))
-            set_columns(buffer, self.slot, values)
+            if fill is None:
+                set_columns(buffer, self.slot, values)
+            else:
+                set_columns(buffer, fill.slot, values)
+                fill.write(buffer[:, : r * r].reshape(b, r, r))
         else:
             r = int(keep.sum(axis=1).max(initial=0))
             slot = self._compact_slots(keep, r)
@@ -387,7 +398,8 @@ class PairPivots:
         return np.flatnonzero(self.kind == RR)
 
     def solve(self, values: FloatArray, rhs: FloatArray, transpose: bool,
-              keep: npt.NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
+              keep: npt.NDArray[np.bool_] | None = None,
+              fill: TileFill | None = None) -> tuple[FloatArray, FloatArray]:
         """J z = rhs (or Jᵀ z = rhs) for every element: values (b, nnz), rhs (b, size, k).
         Returns z and the squared norm of the residual J z − rhs per element and column
         (b, k), computed from the same blocks (they hold every entry of J). An element
@@ -395,10 +407,11 @@ class PairPivots:
 
         With ``keep`` (b, r), each element solves only its kept rest indices and the
         pairs, as if the dropped rows and columns were not in J (zero in z and in the
-        residual): the caller has eliminated them (:mod:`dpplayers._derivative.inactive_rows`)."""
+        residual): the caller has eliminated them (:mod:`dpplayers._derivative.inactive_rows`).
+        With ``fill``, D's tiles are written apart from ``values`` (see :meth:`blocks`)."""
         r, e = self.rest.size, self.p.size
         with np.errstate(all="ignore"):
-            B = self.blocks(values, transpose, keep, reuse=True)
+            B = self.blocks(values, transpose, keep, reuse=True, fill=fill)
             ordered = rhs.take(self._order, 1) if e else rhs  # (rest, p, q): one gather
             r_R = ordered[:, :r]
             if keep is not None:
@@ -627,12 +640,16 @@ class PivotLines:
         lines = as_indices(single)
         if self.rows:
             coef = S_CI[:, lines, t] / d[:, t, 0]
-            S_CC[:, single] -= gather(S_IC, t, 1) * coef[..., None]
+            update = gather(S_IC, t, 1)  # a copy: scaled in place (one temporary fewer)
+            update *= coef[..., None]
+            S_CC[:, single] -= update
             if dense.size:
                 S_CC[:, dense] -= (S_CI[:, dense] / d.transpose(0, 2, 1)) @ S_IC
         else:
             coef = S_IC[:, t, lines] / d[:, t, 0]
-            S_CC[:, :, single] -= gather(S_CI, t, 2) * coef[:, None, :]
+            update = gather(S_CI, t, 2)
+            update *= coef[:, None, :]
+            S_CC[:, :, single] -= update
             if dense.size:
                 S_CC[:, :, dense] -= S_CI @ (S_IC[:, :, dense] / d)
 

@@ -21,7 +21,9 @@ from .._sparse import CSCPattern, concatenated_ranges, gather, set_columns, sort
 from ..cones import BatchedProjectionDerivative, ProductCone, ProjectionDerivative
 from .banded import BandLayout
 from .lifting import LiftLayout
+from .pair_pivots import RR
 from .plan import EliminationPlan
+from .tiles import TiledEntries, TileFill, TilePlacement, dense_tiles
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -132,6 +134,9 @@ class KKTPattern:
     # order, where that is not J's: the batched solve's J̃ puts the lifted rows first
     leading: int = 0  # ... the first ``leading`` of them
     batch_lifted: KKTPattern | None = None  # J̃ so, for the batched solve
+    #: J's entries without D's blocks that the batched executor writes as tiles (None: no
+    #: such block, or a lifted or permuted pattern): :mod:`.tiles`
+    tiled: TiledEntries | None = None
 
     @classmethod
     def build(cls, n: int, m: int, A_rows: Index, A_cols: Index, P_rows: Index | None,
@@ -211,6 +216,13 @@ class KKTPattern:
         minus_one = d_start + np.flatnonzero(d_rows == d_cols)
         if not np.array_equal(np.sort(d_rows[d_rows == d_cols]), np.arange(m)):
             raise AssertionError("D's blocks do not cover each row's diagonal once")
+        tiled = None
+        tiles = () if lift is not None or lifted_first else \
+            dense_tiles(m, A_rows, A_cols, cone.groups, (), DENSE_BLOCK)
+        if tiles:
+            keys = (atd_cols.astype(np.int64) * size + atd_rows)[by_place]
+            tiled = TiledEntries.of(tiles, keys, atd_d, first, d_start - first.size,
+                                    d_rows.size, d_start, p_src.size, minus_one)
         return cls(
             n=n, m=m, indices=csc_rows.astype(np.int32),
             indptr=np.searchsorted(csc_cols, np.arange(size + 1)).astype(np.int32),
@@ -219,7 +231,7 @@ class KKTPattern:
             paired_starts=None if first.size == by_place.size else first,
             minus_one=minus_one, to_csc=to_csc, a_entries=slice(a_start, d_start),
             zero_rows=cone.dims.zero, scalar_rows=scalar_rows, scalar_d=scalar_d, lift=lift,
-            position=position, leading=leading,
+            position=position, leading=leading, tiled=tiled,
         )
 
     @property
@@ -276,21 +288,30 @@ class KKTPattern:
         return index if self.position is None else self.position[index]
 
     def entries(self, P_upper_data: FloatArray | None, A_data: FloatArray,
-                D_values: FloatArray) -> FloatArray:
+                D_values: FloatArray, tiled: bool = False) -> FloatArray:
         """J's entries in ``entry_rows``/``entry_cols`` order for one element, or (nnz, b)
         for data and block values given as columns (nP, b), (nA, b), (nD, b): the sources
         side by side, with no sum but −I's and the paired products' (a scatter onto J's
-        data cost more than the rest of the assembly)."""
+        data cost more than the rest of the assembly). With ``tiled``, only those outside
+        the tiles (``self.tiled.kept``; the tiles: :meth:`tile_fill`)."""
         one = A_data.ndim == 1
         if one:
             P_upper_data = None if P_upper_data is None else P_upper_data[:, None]
             A_data, D_values = A_data[:, None], D_values[:, None]
+        atd_a, atd_d, starts, minus_one = self.atd_a, self.atd_d, self.paired_starts, \
+            self.minus_one
+        if tiled:
+            t = self.tiled
+            atd_a, atd_d, starts, minus_one = atd_a[t.products], atd_d[t.products], \
+                t.paired_starts, t.minus_one
         # ``take`` (through ``gather``, which spares a strided view its whole copy), not
         # fancy indexing: about half the cost on these 2-D arrays
-        products = gather(A_data, self.atd_a, 0) * gather(D_values, self.atd_d, 0)
-        if self.paired_starts is not None:
-            products = np.add.reduceat(products, self.paired_starts, axis=0)
+        products = gather(A_data, atd_a, 0) * gather(D_values, atd_d, 0)
+        if starts is not None:
+            products = np.add.reduceat(products, starts, axis=0)
         matrix = D_values if self.lift is None else D_values[: self.lift.n_matrix]
+        if tiled:
+            matrix = gather(matrix, self.tiled.d_kept, 0)
         parts = [products, *[b.values(A_data, D_values) for b in self.dense], A_data, matrix]
         if self.p_full is not None:
             parts.append(P_upper_data.take(self.p_src, 0) if P_upper_data is not None
@@ -299,8 +320,27 @@ class KKTPattern:
             parts.append(self.lift.entries(A_data, D_values))
         out = np.concatenate(parts)
         # one column: index it flat (a 1-D fancy update costs half as much)
-        (out.reshape(-1) if out.shape[1] == 1 else out)[self.minus_one] -= 1.0
+        (out.reshape(-1) if out.shape[1] == 1 else out)[minus_one] -= 1.0
         return out[:, 0] if one else out
+
+    @functools.cached_property
+    def tile_placement(self) -> TilePlacement | None:
+        """Where the tiles land in the batched executor's blocks (None: it cannot take
+        them, a pair pivot having taken one of their indices)."""
+        if self.tiled is None:
+            return None
+        pairs = self.plan.pairs
+        return TilePlacement.of(self.tiled, self.n, pairs.rest, pairs.slot,
+                                pairs.transposed.slot, pairs.kind == RR)
+
+    def tile_fill(self, A_data: FloatArray, D_values: FloatArray) -> TileFill | None:
+        """The tiles of a chunk's elements, data and block values given as columns (nA, b)
+        and (nD, b); None where this pattern has none the batched executor takes (then
+        its ``entries`` are all of J's)."""
+        placement = self.tile_placement
+        if placement is None:
+            return None
+        return TileFill(self.tiled, placement, D_values.T, A_data.T)
 
     def values(self, P_upper_data: FloatArray | None, A_data: FloatArray,
                D_values: FloatArray) -> FloatArray:
