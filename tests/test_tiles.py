@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import dpplayers
-from dpplayers._derivative import batch
+from dpplayers._derivative import batch, tiles
 
 
-def _spectraplex(k=6):
+def _spectraplex(k=20):
     X = cp.Variable((k, k), symmetric=True)
     C = cp.Parameter((k, k), name="C")
     prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.trace(X) == 1])
@@ -23,7 +23,7 @@ def _spectraplex(k=6):
     return prob, [C], X, sample
 
 
-def _correlation(k=5):
+def _correlation(k=12):
     X = cp.Variable((k, k), symmetric=True)
     C = cp.Parameter((k, k), name="C")
     prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.diag(X) == 1])
@@ -32,7 +32,7 @@ def _correlation(k=5):
     return prob, [C], X, sample
 
 
-def _bordered(k=4):
+def _bordered(k=13):
     """A PSD block whose border is constant: some of its rows hold no entry of A."""
     X = cp.Variable((k, k), symmetric=True)
     C = cp.Parameter((k, k), name="C")
@@ -43,7 +43,7 @@ def _bordered(k=4):
     return prob, [C], X, sample
 
 
-def _second_order(n=8):
+def _second_order(n=20):
     x = cp.Variable(n)
     y = cp.Parameter(n, name="y")
     prob = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.norm(x) <= 1.0])
@@ -65,15 +65,20 @@ def _capture(monkeypatch) -> list:
     return seen
 
 
-@pytest.mark.parametrize("build", [_spectraplex, _correlation, _bordered, _second_order])
-def test_tiles_give_the_blocks_of_the_scatter_bit_for_bit(build, monkeypatch):
+#: (program, batch): each block's tiles hold at least TILE_MIN_ENTRIES entries over the
+#: batch (2 d² b), so the shipped constants take them
+TILED = [(_spectraplex, 3), (_correlation, 4), (_bordered, 3), (_second_order, 48)]
+
+
+@pytest.mark.parametrize("build,size", TILED, ids=[f.__name__[1:] for f, _ in TILED])
+def test_tiles_give_the_blocks_of_the_scatter_bit_for_bit(build, size, monkeypatch):
     prob, params, out, sample = build()
     prog = dpplayers.compile(prob, params, [out])  # values unset: nothing frozen
     assert prog.kkt_pattern.tile_placement is not None
     seen = _capture(monkeypatch)
     rng = np.random.default_rng(0)
     for _ in range(2):  # two parameter points
-        sol = prog.solve(*sample(rng, 3), solver_args={"eps": 1e-9})
+        sol = prog.solve(*sample(rng, size), solver_args={"eps": 1e-9})
         sol.vjp(rng.standard_normal(sol.values[0].shape))
     pairs = prog.kkt_pattern.plan.pairs
     tiled = [(made, full) for made, full in seen if made.fill is not None]
@@ -88,16 +93,29 @@ def test_tiles_give_the_blocks_of_the_scatter_bit_for_bit(build, monkeypatch):
                                               err_msg=f"{name}, transpose={transpose}")
 
 
+def test_a_small_batch_of_a_small_block_keeps_the_scatter(monkeypatch):
+    """Tiles below TILE_MIN_ENTRIES entries over the chunk cost more numpy calls than they
+    save: nearest correlation of order 12 (d = 78) at batch 1."""
+    prob, params, out, sample = _correlation()
+    prog = dpplayers.compile(prob, params, [out])
+    seen = _capture(monkeypatch)
+    sol = prog.solve(*sample(np.random.default_rng(1), 1), solver_args={"eps": 1e-9})
+    sol.vjp(np.ones(sol.values[0].shape))
+    assert seen and all(made.fill is None for made, _ in seen)
+    assert all(made.values.shape[1] == full.shape[1] for made, full in seen)
+
+
 def test_a_block_whose_rows_hold_several_entries_is_no_tile():
     """An LMI in a vector (each row of A several entries): Aᵀ D is a dense product there,
     and J's entries go through the scatter as before."""
-    n = 4
+    n = 6
     x = cp.Variable(n)
     c = cp.Parameter(n, name="c")
     F = [np.eye(n)] + [np.diag(np.roll(np.arange(1.0, n + 1), i)) / n for i in range(n)]
     lmi = F[0] + sum(x[i] * (F[i + 1] + F[i + 1].T) for i in range(n))
     prob = cp.Problem(cp.Minimize(c @ x + cp.sum_squares(x)), [lmi >> 0])
     prog = dpplayers.compile(prob, [c], [x])
+    assert max(idx.shape[1] for _, idx in prog.dual_cone.groups) >= tiles.TILE_MIN_ORDER
     assert prog.kkt_pattern.tiled is None
 
 
@@ -105,9 +123,13 @@ def test_two_rows_on_one_variable_are_no_tile():
     """A variable in two rows of one block: their Aᵀ D products sum onto one place of J,
     which a tile would overwrite."""
     t = cp.Variable()
-    y = cp.Parameter(6, name="y")
-    x = cp.Variable(6)
+    y = cp.Parameter(16, name="y")
+    x = cp.Variable(16)
     prob = cp.Problem(cp.Minimize(cp.sum_squares(x - y) + t),
-                      [cp.SOC(t, cp.hstack([x[:3], x[:3]]))])
+                      [cp.SOC(t, cp.hstack([x[:8], x[:8]]))])
     prog = dpplayers.compile(prob, [y], [x])
+    assert max(idx.shape[1] for _, idx in prog.dual_cone.groups) >= tiles.TILE_MIN_ORDER
     assert prog.kkt_pattern.tiled is None
+    # one row of each variable: the same cone is a tile
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - y) + t), [cp.SOC(t, x)])
+    assert dpplayers.compile(prob, [y], [x]).kkt_pattern.tiled is not None

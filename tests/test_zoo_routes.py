@@ -120,7 +120,7 @@ ROUTE_CASES = {
     "dense QP route's Cholesky by LAPACK per element": "qp_route_dense-0",
     "dense QP route's equalities by LAPACK per element": "qp_route_equalities-0",
     "PSD derivative over the fewer columns": "psd_projection_large-0",
-    "D's blocks written as tiles": "psd_projection_large-0",
+    "D's blocks written as tiles": "psd_tiles-0",
     "pivot update by rows of one entry": "psd_projection_large-0",
     "pivot update by columns of one entry": "psd_projection_large-0",
     "bound rows divided out after the variables": "simplex_projection-2",

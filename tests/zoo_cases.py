@@ -1422,6 +1422,24 @@ def _psd_projection_large(rng):
     return independent([C], [lambda r: sym(r, k) / np.sqrt(k)], [X], prob)
 
 
+@family("psd_tiles", group="constraints")
+def _psd_tiles(rng):
+    """A PSD block of order d = 153-190 (X of order 17-19) whose rows of A hold one entry
+    each, so that the batched derivative writes D's block and AᵀD as tiles at every batch
+    size (2 d² ≥ ``tiles.TILE_MIN_ENTRIES``): a nearest correlation matrix, or a spectraplex
+    projection whose PSD block has a constant border (rows with no entry of A)."""
+    k = int(rng.integers(17, 20))
+    X = cp.Variable((k, k), symmetric=True, name="X")
+    C = cp.Parameter((k, k), symmetric=True, name="C")
+    if rng.uniform() < 0.5:
+        prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.diag(X) == 1])
+        return independent([C], [lambda r: np.eye(k) + 0.5 * sym(r, k) / np.sqrt(k)], [X],
+                           prob)
+    border = cp.bmat([[X, np.zeros((k, 1))], [np.zeros((1, k)), np.ones((1, 1))]])
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [border >> 0, cp.trace(X) == 1])
+    return independent([C], [lambda r: sym(r, k) / np.sqrt(k)], [X], prob)
+
+
 @family("lp_filled_basis", group="constraints", flip=False)
 def _lp_filled_basis(rng):
     """A standard-form LP (1,000 variables, 500 rows, 1% random A plus a ±3 entry per row on

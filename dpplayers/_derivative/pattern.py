@@ -218,7 +218,7 @@ class KKTPattern:
             raise AssertionError("D's blocks do not cover each row's diagonal once")
         tiled = None
         tiles = () if lift is not None or lifted_first else \
-            dense_tiles(m, A_rows, A_cols, cone.groups, (), DENSE_BLOCK)
+            dense_tiles(m, A_rows, A_cols, cone.groups)
         if tiles:
             keys = (atd_cols.astype(np.int64) * size + atd_rows)[by_place]
             tiled = TiledEntries.of(tiles, keys, atd_d, first, d_start - first.size,
@@ -335,10 +335,10 @@ class KKTPattern:
 
     def tile_fill(self, A_data: FloatArray, D_values: FloatArray) -> TileFill | None:
         """The tiles of a chunk's elements, data and block values given as columns (nA, b)
-        and (nD, b); None where this pattern has none the batched executor takes (then
-        its ``entries`` are all of J's)."""
+        and (nD, b); None where this pattern has none the batched executor takes, or where
+        they do not pay at this chunk's size (then its ``entries`` are all of J's)."""
         placement = self.tile_placement
-        if placement is None:
+        if placement is None or not TileFill.pays(self.tiled, D_values.shape[1]):
             return None
         return TileFill(self.tiled, placement, D_values.T, A_data.T)
 
