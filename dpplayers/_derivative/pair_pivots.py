@@ -640,16 +640,12 @@ class PivotLines:
         lines = as_indices(single)
         if self.rows:
             coef = S_CI[:, lines, t] / d[:, t, 0]
-            update = gather(S_IC, t, 1)  # a copy: scaled in place (one temporary fewer)
-            update *= coef[..., None]
-            S_CC[:, single] -= update
+            S_CC[:, single] -= gather(S_IC, t, 1) * coef[..., None]
             if dense.size:
                 S_CC[:, dense] -= (S_CI[:, dense] / d.transpose(0, 2, 1)) @ S_IC
         else:
             coef = S_IC[:, t, lines] / d[:, t, 0]
-            update = gather(S_CI, t, 2)
-            update *= coef[:, None, :]
-            S_CC[:, :, single] -= update
+            S_CC[:, :, single] -= gather(S_CI, t, 2) * coef[:, None, :]
             if dense.size:
                 S_CC[:, :, dense] -= S_CI @ (S_IC[:, :, dense] / d)
 
