@@ -43,6 +43,19 @@ def _bordered(k=13):
     return prob, [C], X, sample
 
 
+def _permuted(k=12):
+    """The block's variables in another order than its rows (the Aᵀ D tile's rows are
+    scattered over R, not one run)."""
+    X = cp.Variable((k, k), symmetric=True)
+    C = cp.Parameter((k, k), name="C")
+    perm = np.random.default_rng(7).permutation(k)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)),
+                      [X[perm][:, perm] >> 0, cp.trace(X) == 1])
+    sample = lambda rng, b: [(lambda N: (N + N.transpose(0, 2, 1)) / 2)(
+        rng.standard_normal((b, k, k)))]
+    return prob, [C], X, sample
+
+
 def _second_order(n=20):
     x = cp.Variable(n)
     y = cp.Parameter(n, name="y")
@@ -67,7 +80,8 @@ def _capture(monkeypatch) -> list:
 
 #: (program, batch): each block's tiles hold at least TILE_MIN_ENTRIES entries over the
 #: batch (2 d² b), so the shipped constants take them
-TILED = [(_spectraplex, 3), (_correlation, 4), (_bordered, 3), (_second_order, 48)]
+TILED = [(_spectraplex, 3), (_correlation, 4), (_bordered, 3), (_permuted, 4),
+         (_second_order, 48)]
 
 
 @pytest.mark.parametrize("build,size", TILED, ids=[f.__name__[1:] for f, _ in TILED])
@@ -133,3 +147,11 @@ def test_two_rows_on_one_variable_are_no_tile():
     # one row of each variable: the same cone is a tile
     prob = cp.Problem(cp.Minimize(cp.sum_squares(x - y) + t), [cp.SOC(t, x)])
     assert dpplayers.compile(prob, [y], [x]).kkt_pattern.tiled is not None
+
+
+def test_variables_out_of_order_are_written_by_their_rows():
+    """Where the block's variables are not one run of R, the Aᵀ D tile is written row by
+    row (by index) rather than by a slice; the blocks test above checks its values."""
+    prob, params, out, _ = _permuted()
+    places = dpplayers.compile(prob, params, [out]).kkt_pattern.tile_placement.places
+    assert isinstance(places[0][0], slice) and isinstance(places[0][1], np.ndarray)
