@@ -14,12 +14,17 @@ import dpplayers
 from dpplayers._derivative import batch, tiles
 
 
+def _symmetric(rng, b, k, shift=0.0, scale=0.5):
+    """b random symmetric k × k matrices: shift·I + scale·(N + Nᵀ)."""
+    N = rng.standard_normal((b, k, k))
+    return [shift * np.eye(k) + scale * (N + N.transpose(0, 2, 1))]
+
+
 def _spectraplex(k=20):
     X = cp.Variable((k, k), symmetric=True)
     C = cp.Parameter((k, k), name="C")
     prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.trace(X) == 1])
-    sample = lambda rng, b: [(lambda N: (N + N.transpose(0, 2, 1)) / 2)(
-        rng.standard_normal((b, k, k)))]
+    sample = lambda rng, b: _symmetric(rng, b, k)
     return prob, [C], X, sample
 
 
@@ -27,8 +32,7 @@ def _correlation(k=12):
     X = cp.Variable((k, k), symmetric=True)
     C = cp.Parameter((k, k), name="C")
     prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [X >> 0, cp.diag(X) == 1])
-    sample = lambda rng, b: [(lambda N: np.eye(k) + 0.3 * (N + N.transpose(0, 2, 1)))(
-        rng.standard_normal((b, k, k)))]
+    sample = lambda rng, b: _symmetric(rng, b, k, shift=1.0, scale=0.3)
     return prob, [C], X, sample
 
 
@@ -38,8 +42,7 @@ def _bordered(k=13):
     C = cp.Parameter((k, k), name="C")
     M = cp.bmat([[X, np.zeros((k, 1))], [np.zeros((1, k)), np.ones((1, 1))]])
     prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), [M >> 0, cp.trace(X) == 1])
-    sample = lambda rng, b: [(lambda N: (N + N.transpose(0, 2, 1)) / 2)(
-        rng.standard_normal((b, k, k)))]
+    sample = lambda rng, b: _symmetric(rng, b, k)
     return prob, [C], X, sample
 
 
@@ -51,8 +54,7 @@ def _permuted(k=12):
     perm = np.random.default_rng(7).permutation(k)
     prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)),
                       [X[perm][:, perm] >> 0, cp.trace(X) == 1])
-    sample = lambda rng, b: [(lambda N: (N + N.transpose(0, 2, 1)) / 2)(
-        rng.standard_normal((b, k, k)))]
+    sample = lambda rng, b: _symmetric(rng, b, k)
     return prob, [C], X, sample
 
 

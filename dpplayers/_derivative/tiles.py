@@ -148,7 +148,8 @@ class TilePlacement:
 
 
 def _span(idx: Index) -> Index | slice:
-    """A run of consecutive indices as a slice (basic indexing), else the indices."""
+    """Consecutive indices in increasing order as a slice (basic indexing), else the
+    indices (here, unlike the pair pivots' sorted ones, they may come in any order)."""
     if idx.size and idx[-1] - idx[0] + 1 == idx.size and (np.diff(idx) == 1).all():
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx
