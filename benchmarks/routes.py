@@ -31,7 +31,7 @@ import numpy as np
 
 import dpplayers
 from benchmarks.workloads import WORKLOADS
-from dpplayers._derivative import linear_solvers, pair_pivots, pattern, plan
+from dpplayers._derivative import linear_solvers, pair_pivots, pattern, plan, tiles
 
 #: SCS's scale fixed at its default: both programs then solve each draw to the same x (a
 #: fresh workspace would otherwise start from the scale its own last solve ended at, and
@@ -64,6 +64,8 @@ ROUTES = {r.name or r.constant: r for r in (
           ("qp50", "soc_proj", "ncm", "lasso", "psd_proj")),
     Route(pattern, "DENSE_BLOCK", OFF, "AᵀD of large cone blocks as dense products",
           ("soc_proj", "ncm", "ncm_norm", "lsq_norm", "psd_proj")),
+    Route(tiles, "TILE_MIN_ENTRIES", OFF, "D's large blocks written into the blocks as tiles",
+          ("psd_proj", "ncm")),
     Route(linear_solvers, "MIXED_MIN_ORDER", OFF, "dense LUs in single precision, refined",
           ("sparse_lp",)),
     Route(linear_solvers, "DENSE_FRACTION", 2.0,
