@@ -320,11 +320,14 @@ class BatchDerivative:
         return values if where == list(range(D.count)) else values[:, where]
 
     def _entries(self, pattern: KKTPattern, keys: list[int], D_values: FloatArray,
-                 tiled: bool = False) -> FloatArray:
+                 tiled: bool = False, A_data: FloatArray | None = None) -> FloatArray:
         """The given elements' J (J̃) entries as ``pattern`` orders them, (nnz, len(keys));
-        with ``tiled``, those outside D's tiles."""
+        with ``tiled``, those outside D's tiles. ``A_data``: their A data, where the caller
+        has taken it already."""
         P_data = data_columns(self.data[0], keys) if self.program.P is not None else None
-        return pattern.entries(P_data, data_columns(self.data[1], keys), D_values, tiled)
+        if A_data is None:
+            A_data = data_columns(self.data[1], keys)
+        return pattern.entries(P_data, A_data, D_values, tiled)
 
     @property
     def batched_dense(self) -> bool:
@@ -391,10 +394,10 @@ class BatchDerivative:
     def _dense_batch(self, keys: list[int], D_values: FloatArray,
                      drop: npt.NDArray[np.bool_] | None) -> DenseBatch:
         pattern = self.batch_pattern
-        fill = None
-        if drop is None:  # D's large blocks as tiles, where the pattern has them (:mod:`.tiles`)
-            fill = pattern.tile_fill(data_columns(self.data[1], keys), D_values)
-        values = self._entries(pattern, keys, D_values, tiled=fill is not None)
+        A_data = data_columns(self.data[1], keys)
+        # D's large blocks as tiles, where the pattern has them (:mod:`.tiles`)
+        fill = pattern.tile_fill(A_data, D_values) if drop is None else None
+        values = self._entries(pattern, keys, D_values, tiled=fill is not None, A_data=A_data)
         return DenseBatch(pattern, values.T, drop, fill)
 
     def projection(self, k: int) -> ProjectionDerivative:

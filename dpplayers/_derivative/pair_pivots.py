@@ -267,7 +267,8 @@ class PairPivots:
             complement, update = _complement_pattern(S, diagonal)
             second = _independent_diagonal(complement, update) if diagonal else None
             lu_entries = int(complement.nnz)
-        return cls(size, p, q, rest, slot, tail, tail_size, _span(rq_rows), _span(qr_cols),
+        return cls(size, p, q, rest, slot, tail, tail_size, as_span(rq_rows),
+                   as_span(qr_cols),
                    kind, lr, lc, by_entries, diagonal, reach, lines, second, lu_entries)
 
     def buffer_size(self, r: int | None = None) -> int:
@@ -507,9 +508,10 @@ def _tail_slots(kind: npt.NDArray[np.int8], lr: Index, lc: Index, rq_rows: Index
     return tail, pivots + 4 * e
 
 
-def _span(idx: Index) -> Index | slice:
-    """A contiguous run of indices as a slice (basic indexing), else the indices."""
-    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+def as_span(idx: Index) -> Index | slice:
+    """Consecutive indices in increasing order as a slice (basic indexing), else the
+    indices (in any order)."""
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size and (np.diff(idx) == 1).all():
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx
 
@@ -629,7 +631,7 @@ class PivotLines:
             if 2 * single.size > np.count_nonzero(count):
                 order = np.argsort(line, kind="stable")
                 one = order[count[line[order]] == 1]
-                choices.append((single.size, cls(rows, _span(line[one]), pivot[one],
+                choices.append((single.size, cls(rows, as_span(line[one]), pivot[one],
                                                  np.flatnonzero(count > 1))))
         return max(choices, key=lambda c: c[0])[1] if choices else None
 

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._sparse import gather
+from .pair_pivots import as_span
 
 Index = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -140,19 +141,11 @@ class TilePlacement:
             if not (np.array_equal(rest[np.minimum(local, rest.size - 1)], rows)
                     and np.array_equal(rest[np.minimum(cols, rest.size - 1)], t.a_col)):
                 return None
-            if local.size and (np.diff(local) != 1).any():
+            at = as_span(local)
+            if not isinstance(at, slice):
                 return None
-            span = _span(cols)
-            places.append((slice(int(local[0]), int(local[0]) + t.d), span))
+            places.append((at, as_span(cols)))
         return cls(slot[tiled.kept], slot_T[tiled.kept], tuple(places))
-
-
-def _span(idx: Index) -> Index | slice:
-    """Consecutive indices in increasing order as a slice (basic indexing), else the
-    indices (here, unlike the pair pivots' sorted ones, they may come in any order)."""
-    if idx.size and idx[-1] - idx[0] + 1 == idx.size and (np.diff(idx) == 1).all():
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
 
 
 @dataclass(frozen=True, eq=False)
